@@ -1,0 +1,27 @@
+"""Shared pytest fixtures.
+
+``shared_dir`` points at the real data and weights that live beside the project
+(``../shared`` from the repository root, or ``$EOCUBE_SHARED``). Tests that need it
+skip with a clear reason where it is absent (users elsewhere); CI has it.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _shared_root() -> Path:
+    env = os.environ.get("EOCUBE_SHARED")
+    return Path(env) if env else REPO_ROOT.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    root = _shared_root()
+    if not (root / "README.md").exists():
+        pytest.skip(f"real data/weights not found at {root} (set EOCUBE_SHARED or place shared/ beside the repo)")
+    return root
