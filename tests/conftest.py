@@ -25,3 +25,20 @@ def shared_dir() -> Path:
     if not (root / "README.md").exists():
         pytest.skip(f"real data/weights not found at {root} (set EOCUBE_SHARED or place shared/ beside the repo)")
     return root
+
+
+@pytest.fixture(scope="session")
+def demo_archive(tmp_path_factory) -> Path:
+    """The embedded demo archive, generated once per test session."""
+    from pipeline.demo.archive import generate_archive
+
+    return generate_archive(tmp_path_factory.mktemp("demo-archive"))
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """A real, temporary Prefect API (SQLite) for flow runs in this session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

@@ -1,0 +1,25 @@
+# Two entry points on a fresh machine with Python >= 3.11 and pip:
+#   make demo   installs, then runs the whole pipeline on the embedded demo catalog
+#   make test   installs, then runs the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: install demo test clean
+
+$(BIN)/eocube: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $(BIN)/eocube
+
+install: $(BIN)/eocube
+
+demo: install
+	$(BIN)/eocube demo --out eocube-demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) eocube-demo .pytest_cache

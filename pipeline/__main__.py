@@ -1,0 +1,4 @@
+"""``python -m pipeline`` is the ``eocube`` command."""
+from pipeline.cli import main
+
+main()

@@ -1,0 +1,165 @@
+"""The ``eocube`` command line (also ``python -m pipeline``)."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+import typer
+import yaml
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pipeline.model import CubeRequest
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Earth-observation data cubes: STAC search -> cloud-masked cube -> Zarr.")
+console = Console(stderr=True)
+
+#: Errors that are the user's to fix: printed as one line, exit code 2.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, ConnectionError)
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, ValidationError):
+        return "invalid request: " + "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'request'}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn expected errors into ``error: <one line>`` and exit code 2."""
+    try:
+        yield
+    except USER_ERRORS as exc:
+        console.print(f"[bold red]error:[/] {_one_line(exc)}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+@contextmanager
+def progress_display() -> Iterator:
+    """A rich progress display; yields a ``progress(stage, done, total)`` callback."""
+    columns = (TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as bar:
+        tasks: dict[str, int] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        yield update
+
+
+def print_summary(summary) -> None:
+    table = Table(title="eocube: cube written", show_header=False, title_justify="left")
+    table.add_row("store", summary.store)
+    table.add_row("items per sensor", ", ".join(f"{k}: {v}" for k, v in summary.items_per_sensor.items()))
+    table.add_row("time steps per sensor", ", ".join(f"{k}: {v}" for k, v in summary.time_steps_per_sensor.items()))
+    table.add_row("cube shape", " x ".join(f"{k}={v}" for k, v in summary.shape.items()))
+    table.add_row("bands", ", ".join(summary.bands))
+    table.add_row("masked fraction", f"{summary.masked_fraction:.1%}")
+    table.add_row("quicklook", str(summary.quicklook))
+    table.add_row("elapsed", f"{summary.seconds:.1f} s" if summary.seconds else "-")
+    Console().print(table)
+
+
+def _run(request: CubeRequest, dask_address: Optional[str], archive: Optional[Path] = None) -> None:
+    import time
+
+    from flows.build_cube import build_cube
+
+    t0 = time.perf_counter()
+    with progress_display() as progress:
+        summary = build_cube(request, archive=archive, dask_address=dask_address, progress=progress)
+    summary.seconds = round(time.perf_counter() - t0, 1)
+    print_summary(summary)
+
+
+def demo_request(out: Path) -> CubeRequest:
+    """The embedded default: the demo AOI, its whole year, all three sensors at 10 m."""
+    from pipeline.demo.archive import DEMO_SITE
+
+    return CubeRequest(catalog="demo", bbox=DEMO_SITE.aoi_lonlat(), start=DEMO_SITE.start, end=DEMO_SITE.end,
+                       sensors=["sentinel-2", "landsat", "modis"], resolution=10.0, output=out / "demo-cube.zarr")
+
+
+@app.command()
+def demo(out: Path = typer.Option(Path("eocube-demo"), help="output folder (store, quicklook)"),
+         dask_address: Optional[str] = typer.Option(None, envvar="DASK_SCHEDULER_ADDRESS", help="existing Dask scheduler"),
+         archive: Optional[Path] = typer.Option(None, help="demo archive folder (default ~/.cache/eocube/demo-archive)")) -> None:
+    """Run the whole pipeline on the embedded demo catalog, end to end."""
+    with user_errors():
+        _run(demo_request(out), dask_address, archive)
+
+
+@app.command()
+def run(request_file: Optional[Path] = typer.Argument(None, help="request YAML/JSON (fields of CubeRequest)"),
+        catalog: Optional[str] = typer.Option(None, help="catalog name or YAML path"),
+        bbox: Optional[str] = typer.Option(None, help="min_lon,min_lat,max_lon,max_lat"),
+        start: Optional[str] = typer.Option(None, help="YYYY-MM-DD"),
+        end: Optional[str] = typer.Option(None, help="YYYY-MM-DD"),
+        sensors: Optional[str] = typer.Option(None, help="comma-separated, e.g. sentinel-2,landsat"),
+        resolution: Optional[float] = typer.Option(None, help="pixel size, metres"),
+        crs: Optional[str] = typer.Option(None, help="output CRS (default: UTM zone of the AOI)"),
+        bands: Optional[str] = typer.Option(None, help="comma-separated common band names"),
+        max_cloud_cover: Optional[float] = typer.Option(None, help="item cloud cover pre-filter, %"),
+        out: Optional[Path] = typer.Option(None, help="output store path (.zarr)"),
+        dask_address: Optional[str] = typer.Option(None, envvar="DASK_SCHEDULER_ADDRESS", help="existing Dask scheduler")) -> None:
+    """Build a cube for a request given as a file and/or options."""
+    with user_errors():
+        fields: dict = {}
+        if request_file is not None:
+            if not request_file.exists():
+                raise FileNotFoundError(f"request file {request_file} does not exist")
+            fields.update(yaml.safe_load(request_file.read_text()) or {})
+        options = {"catalog": catalog, "start": start, "end": end, "resolution": resolution, "crs": crs,
+                   "max_cloud_cover": max_cloud_cover, "output": out}
+        fields.update({k: v for k, v in options.items() if v is not None})
+        if bbox:
+            try:
+                fields["bbox"] = tuple(float(v) for v in bbox.split(","))
+            except ValueError:
+                raise ValueError(f"bbox {bbox!r} is not four comma-separated numbers") from None
+        if sensors:
+            fields["sensors"] = [s.strip() for s in sensors.split(",") if s.strip()]
+        if bands:
+            fields["bands"] = [b.strip() for b in bands.split(",") if b.strip()]
+        request = CubeRequest.model_validate(fields)
+        _run(request, dask_address)
+
+
+@app.command("demo-archive")
+def demo_archive(out: Optional[Path] = typer.Option(None, help="folder (default ~/.cache/eocube/demo-archive)")) -> None:
+    """Generate the embedded demo archive (COGs + STAC items); deterministic, seeded."""
+    from pipeline.job import ensure_demo_archive
+
+    with progress_display() as progress:
+        path = ensure_demo_archive(out, progress)
+    manifest = json.loads((path / "manifest.json").read_text())
+    Console().print(f"demo archive at {path}: " + ", ".join(f"{k} {v} items" for k, v in manifest["items"].items()))
+
+
+@app.command()
+def catalogs() -> None:
+    """List the catalog definitions and the collections they serve."""
+    from pipeline.catalog.config import known_catalogs, load_catalog
+
+    for name in known_catalogs():
+        c = load_catalog(name)
+        Console().print(f"[bold]{name}[/] ({c.kind}) {c.url or ''}: " + ", ".join(f"{s}={r.collection}" for s, r in c.collections.items()))
+
+
+def main() -> None:
+    """Entry point of the ``eocube`` console script."""
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

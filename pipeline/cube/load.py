@@ -1,0 +1,104 @@
+"""Load one sensor's items onto the request grid as a lazy, cloud-masked reflectance cube.
+
+``load_sensor`` reads the profile's assets with odc-stac (Dask, ``groupby="solar_day"``,
+native dtype and nodata per band), decodes the product's QA band into an invalid
+mask for the request's policy, converts DN to surface reflectance with each item's own
+scale/offset (so the Sentinel-2 baseline-04.00 BOA offset is handled per item) and
+returns ``float32`` reflectance with NaN where masked.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import odc.stac
+import pystac
+import xarray as xr
+from odc.geo.geobox import GeoBox
+
+from pipeline.catalog.search import SensorItems
+from pipeline.sensors import MaskPolicy, SensorProfile, invalid_mask, item_band_specs, load_profile
+
+#: Default resampling per variable kind; a request may override per kind or per band.
+DEFAULT_RESAMPLING = {"reflectance": "bilinear", "qa": "nearest"}
+
+
+def resampling_for(profile: SensorProfile, bands: Sequence[str], overrides: dict[str, str]) -> dict[str, str]:
+    """Resampling method per asset: reflectance bilinear, QA nearest, unless overridden."""
+    kinds = {**DEFAULT_RESAMPLING, **overrides}
+    out = {profile.band(b).asset: overrides.get(b, kinds["reflectance"]) for b in bands}
+    qa = profile.qa[0]
+    out[qa.asset] = overrides.get(qa.asset, kinds["qa"])
+    if out[qa.asset] not in ("nearest", "mode"):
+        raise ValueError(f"QA asset {qa.asset!r} must be resampled with nearest or mode, not {out[qa.asset]!r}")
+    return out
+
+
+def stac_config(collection: str, profile: SensorProfile) -> dict:
+    """odc-stac ``stac_cfg`` giving every used asset its dtype and nodata from the profile."""
+    assets = {b.asset: {"data_type": b.dtype, "nodata": b.nodata} for b in profile.bands}
+    for qa in profile.qa:
+        assets[qa.asset] = {"data_type": qa.dtype, "nodata": None}
+    return {collection: {"assets": assets}}
+
+
+def _item_time(item: pystac.Item) -> np.datetime64:
+    p = item.properties
+    return np.datetime64(str(p.get("datetime") or p.get("start_datetime")).replace("Z", "")[:26], "ns")
+
+
+def items_per_time(times: np.ndarray, items: Sequence[pystac.Item]) -> list[list[pystac.Item]]:
+    """The items behind each output time step: those within 12 h (the same solar day)."""
+    item_times = np.array([_item_time(i) for i in items])
+    half_day = np.timedelta64(12, "h")
+    return [[it for it, t in zip(items, item_times) if abs(t - ts) <= half_day] for ts in times]
+
+
+def scaling_arrays(times: np.ndarray, items: Sequence[pystac.Item], profile: SensorProfile,
+                   bands: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per band, ``(scale, offset)`` arrays along time from each time step's first item."""
+    groups = items_per_time(times, items)
+    out = {b: (np.ones(len(times), np.float32), np.zeros(len(times), np.float32)) for b in bands}
+    for t, group in enumerate(groups):
+        if not group:
+            raise RuntimeError(f"no item matches output time {times[t]}")
+        specs = {s.common_name: s for s in item_band_specs(group[0], profile)}
+        for b in bands:
+            out[b][0][t], out[b][1][t] = specs[b].scale, specs[b].offset
+    return out
+
+
+def load_sensor(found: SensorItems, geobox: GeoBox, bands: Sequence[str], *, policy: MaskPolicy | None = None,
+                chunks: dict[str, int] | None = None, resampling: dict[str, str] | None = None,
+                patch_url=None) -> xr.Dataset:
+    """A lazy cube ``(time, y, x)`` of one sensor: float32 reflectance, NaN where invalid.
+
+    Variables: one per common band name in ``bands`` and ``valid`` (bool). Coordinates:
+    ``time`` (one step per solar day), ``sensor`` (time), ``y``/``x`` of ``geobox``.
+    """
+    profile = load_profile(found.profile)
+    resampling = resampling_for(profile, bands, resampling or {})
+    qa = profile.qa[0]
+    assets = [profile.band(b).asset for b in bands] + [qa.asset]
+    chunks = chunks or {"time": 1, "y": 512, "x": 512}
+    raw = odc.stac.load(
+        found.items, bands=assets, geobox=geobox, groupby="solar_day", chunks=chunks, resampling=resampling,
+        stac_cfg=stac_config(found.collection, profile), patch_url=patch_url, fail_on_error=True,
+    )
+    invalid = invalid_mask(found.collection, qa.asset, raw[qa.asset], policy=policy,
+                           resolution_m=float(abs(geobox.resolution.x)))
+    scaling = scaling_arrays(raw.time.values, found.items, profile, bands)
+    out = {}
+    for b in bands:
+        spec = profile.band(b)
+        dn = raw[spec.asset]
+        nodata = dn == spec.nodata if spec.nodata is not None else xr.zeros_like(dn, dtype=bool)
+        invalid = invalid | nodata
+        scale, offset = (xr.DataArray(a, dims="time", coords={"time": raw.time}) for a in scaling[b])
+        out[b] = dn.astype(np.float32) * scale + offset
+    valid = ~invalid
+    ds = xr.Dataset({b: v.where(valid).astype(np.float32) for b, v in out.items()})
+    ds["valid"] = valid
+    ds = ds.assign_coords(sensor=("time", np.full(ds.sizes["time"], profile.sensor, dtype=object)))
+    ds.attrs["source_items"] = [i.id for i in found.items]
+    return ds
