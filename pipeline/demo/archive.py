@@ -40,7 +40,7 @@ from pipeline.demo.landscape import CLASSES, TRUTH_NODATA, TRUTH_WATER, Landscap
 from pipeline.demo.qa_encoding import encode_landsat_qa_pixel, encode_modis_state_500m, encode_s2_scl
 from pipeline.sensors import BandSpec, load_profile
 
-ARCHIVE_VERSION = "2"
+ARCHIVE_VERSION = "3"
 UTM_EPSG = 32632
 MODIS_SINUSOIDAL = "+proj=sinu +lon_0=0 +x_0=0 +y_0=0 +R=6371007.181 +units=m +no_defs"
 MODIS_TILE_SIZE = 1111950.5197665233  # metres
@@ -203,7 +203,7 @@ def modis_schedule(site: DemoSite, rng: np.random.Generator, h: int, v: int) -> 
 
 def _write_cog(path: Path, array: np.ndarray, crs, transform, nodata) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    blocksize = 128 if max(array.shape) > 128 else 64
+    blocksize = 128
     with rasterio.open(path, "w", driver="COG", width=array.shape[1], height=array.shape[0], count=1,
                        dtype=array.dtype, crs=crs, transform=transform, nodata=nodata,
                        compress="deflate", predictor=2, blocksize=blocksize, overview_resampling="nearest") as dst:
@@ -438,7 +438,7 @@ def generate_archive(out_dir: Path | str, seed: int = 20211001, site: DemoSite =
         if manifest.get("seed") == seed and manifest.get("version") == ARCHIVE_VERSION:
             return out
     rng = np.random.default_rng(seed)
-    landscape = Landscape.generate(rng, site.landscape_bounds())
+    landscape = Landscape.generate(rng, site.landscape_bounds(), site.aoi_utm)
     writer = _Writer(out, site, landscape, rng)
     modis_bounds, h, v = _modis_window(site)
     plans = {

@@ -63,9 +63,13 @@ class Landscape:
     texture_phase: np.ndarray  # (4,) radians, for a smooth within-class texture
 
     @classmethod
-    def generate(cls, rng: np.random.Generator, bounds: tuple[float, float, float, float], n_seeds: int = 60) -> "Landscape":
+    def generate(cls, rng: np.random.Generator, bounds: tuple[float, float, float, float],
+                 core: tuple[float, float, float, float], n_seeds: int = 400) -> "Landscape":
+        """Random patches over ``bounds``; one seed of every class lies inside ``core`` (the AOI)."""
         x0, y0, x1, y1 = bounds
         seeds = np.column_stack([rng.uniform(x0, x1, n_seeds), rng.uniform(y0, y1, n_seeds)])
+        seeds[:len(CLASSES)] = np.column_stack([rng.uniform(core[0], core[2], len(CLASSES)),
+                                                rng.uniform(core[1], core[3], len(CLASSES))])
         weights = np.array([0.25, 0.3, 0.2, 0.07, 0.08, 0.1])
         classes = rng.choice(len(CLASSES), size=n_seeds, p=weights)
         classes[:len(CLASSES)] = np.arange(len(CLASSES))  # every class occurs

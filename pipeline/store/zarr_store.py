@@ -57,6 +57,9 @@ def annotate_cf(ds: xr.Dataset) -> xr.Dataset:
     if "time" in ds.coords:
         ds["time"].attrs.update(standard_name="time", long_name="acquisition time (UTC)")
     ds.attrs["Conventions"] = "CF-1.10"
+    # CF readers find the grid mapping through grid_mapping; this also makes plain
+    # xr.open_zarr() keep spatial_ref as a coordinate, so ds.rio.crs works.
+    ds.attrs["coordinates"] = "spatial_ref"
     return ds
 
 
