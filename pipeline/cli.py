@@ -1,8 +1,8 @@
 """The ``eocube`` command line (also ``python -m pipeline``)."""
 from __future__ import annotations
 
-import datetime as dt
 import json
+import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +16,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pipeline.model import CubeRequest
+
+# Quiet library chatter on the console; the progress display and summary are the output.
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Earth-observation data cubes: STAC search -> cloud-masked cube -> Zarr.")

@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import shutil
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -56,6 +57,9 @@ def annotate_cf(ds: xr.Dataset) -> xr.Dataset:
     ds["y"].attrs.update(standard_name="projection_y_coordinate", long_name="y coordinate of projection", units="m")
     if "time" in ds.coords:
         ds["time"].attrs.update(standard_name="time", long_name="acquisition time (UTC)")
+    for name, coord in ds.coords.items():  # text labels (e.g. sensor): variable-length UTF-8 strings
+        if coord.dtype == object:
+            ds = ds.assign_coords({name: (coord.dims, np.asarray(coord.values, dtype=np.dtypes.StringDType()), coord.attrs)})
     ds.attrs["Conventions"] = "CF-1.10"
     # CF readers find the grid mapping through grid_mapping; this also makes plain
     # xr.open_zarr() keep spatial_ref as a coordinate, so ds.rio.crs works.
@@ -123,7 +127,9 @@ def write_store(ds: xr.Dataset, path: Path | str, chunks: dict[str, int], *,
             part.to_zarr(tmp, region={"time": sl}, mode="r+", consolidated=False)
             if progress:
                 progress(i + 1, len(slabs))
-        zarr.consolidate_metadata(str(tmp), zarr_format=3)
+        with warnings.catch_warnings():  # consolidated metadata is a zarr-python v3 extension; we want it
+            warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+            zarr.consolidate_metadata(str(tmp), zarr_format=3)
         if path.exists():
             old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
             path.rename(old)
