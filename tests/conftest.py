@@ -7,9 +7,12 @@ skip with a clear reason where it is absent (users elsewhere); CI has it.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # test helpers (faults.py) importable by name
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

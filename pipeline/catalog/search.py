@@ -7,12 +7,13 @@ catalog and URL. The same acquisition found twice is kept once (see :func:`dedup
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from dataclasses import dataclass, field
 
 import pystac
 import requests
-from pystac_client import Client
+from pystac_client import Client, ConformanceClasses
 from pystac_client.exceptions import APIError
 from pystac_client.stac_api_io import StacApiIO
 from urllib3.util.retry import Retry
@@ -38,6 +39,19 @@ class SensorItems:
     duplicates_dropped: list[str] = field(default_factory=list)
 
 
+_CONNECTION_FAILURES = ("Max retries exceeded", "Failed to establish", "Connection refused", "timed out",
+                        "RemoteDisconnected", "Connection aborted")
+
+
+def _api_error(catalog: CatalogConfig, url: str, exc: APIError, what: str) -> CatalogError:
+    """A one-line CatalogError: 'unreachable' for connection failures, else the API's answer."""
+    text = str(exc)
+    if any(marker in text for marker in _CONNECTION_FAILURES):
+        return CatalogError(f"catalog {catalog.name!r} at {url} is unreachable (after {catalog.search.retries} retries)")
+    status = f" (HTTP {exc.status_code})" if getattr(exc, "status_code", None) else ""
+    return CatalogError(f"catalog {catalog.name!r} at {url} {what}{status}: {' '.join(text.split())[:200]}")
+
+
 def _client(catalog: CatalogConfig, url: str) -> Client:
     s = catalog.search
     retry = Retry(total=s.retries, connect=s.retries, read=s.retries, status=s.retries, backoff_factor=s.backoff_s,
@@ -49,7 +63,7 @@ def _client(catalog: CatalogConfig, url: str) -> Client:
     except (requests.ConnectionError, requests.Timeout) as exc:
         raise CatalogError(f"catalog {catalog.name!r} at {url} is unreachable: {type(exc).__name__}") from exc
     except APIError as exc:
-        raise CatalogError(f"catalog {catalog.name!r} at {url} answered with an error: {str(exc)[:200]}") from exc
+        raise _api_error(catalog, url, exc, "answered with an error") from exc
 
 
 def _tile(item: pystac.Item) -> str:
@@ -90,6 +104,26 @@ def deduplicate(items: list[pystac.Item]) -> tuple[list[pystac.Item], list[str]]
     return kept, [i.id for i in items if i.id not in kept_ids]
 
 
+def solar_day(item: pystac.Item) -> dt.date:
+    """Local solar date of an acquisition: UTC time shifted by the footprint centre's longitude / 15 h.
+
+    Scenes of one overpass (adjacent tiles, a swath crossing midnight UTC) share it; it
+    is the key odc-stac's ``groupby="solar_day"`` uses to mosaic them into one time step.
+    """
+    p = item.properties
+    when = dt.datetime.fromisoformat(str(p.get("datetime") or p.get("start_datetime")).replace("Z", "+00:00"))
+    lon = (item.bbox[0] + item.bbox[2]) / 2 if item.bbox else 0.0
+    return (when + dt.timedelta(hours=lon / 15.0)).date()
+
+
+def group_by_solar_day(items: list[pystac.Item]) -> dict[dt.date, list[pystac.Item]]:
+    """Items grouped by :func:`solar_day`, in date order."""
+    groups: dict[dt.date, list[pystac.Item]] = {}
+    for item in items:
+        groups.setdefault(solar_day(item), []).append(item)
+    return dict(sorted(groups.items()))
+
+
 def search_items(request: CubeRequest, catalog: CatalogConfig, url: str | None = None) -> dict[str, SensorItems]:
     """Items per requested sensor; raises :class:`EmptySearchError` when none at all match."""
     url = url or catalog.url
@@ -99,7 +133,9 @@ def search_items(request: CubeRequest, catalog: CatalogConfig, url: str | None =
     out: dict[str, SensorItems] = {}
     for sensor in request.sensors:
         ref = catalog.collection_for(sensor)
-        query = {"eo:cloud_cover": {"lte": request.max_cloud_cover}} if request.max_cloud_cover is not None else None
+        query = None
+        if request.max_cloud_cover is not None and client.conforms_to(ConformanceClasses.QUERY):
+            query = {"eo:cloud_cover": {"lte": request.max_cloud_cover}}
         kwargs = dict(collections=[ref.collection], datetime=request.datetime_range, limit=catalog.search.limit,
                       max_items=catalog.search.max_items, query=query)
         if request.geometry is not None:
@@ -111,8 +147,8 @@ def search_items(request: CubeRequest, catalog: CatalogConfig, url: str | None =
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise CatalogError(f"catalog {catalog.name!r} at {url} is unreachable: {type(exc).__name__}") from exc
         except APIError as exc:
-            raise CatalogError(f"catalog {catalog.name!r} rejected the search for {ref.collection!r}: {str(exc)[:200]}") from exc
-        if request.max_cloud_cover is not None:  # APIs without the query extension ignore it
+            raise _api_error(catalog, url, exc, f"rejected the search for {ref.collection!r}") from exc
+        if request.max_cloud_cover is not None:  # also covers APIs without the query extension
             found = [i for i in found if i.properties.get("eo:cloud_cover", 0) <= request.max_cloud_cover]
         kept, dropped = deduplicate(found)
         log.info("%s: %d items in %s (%d duplicates dropped)", sensor, len(kept), ref.collection, len(dropped))

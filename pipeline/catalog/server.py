@@ -47,11 +47,16 @@ def archive_stac_files(archive: Path) -> list[Path]:
 
 @contextlib.contextmanager
 def serve_archive(archive: Path, host: str = "127.0.0.1", port: int | None = None,
-                  startup_timeout_s: float = 30.0) -> Iterator[str]:
-    """Serve an archive's STAC files as a STAC API; yields its root URL, stops it on exit."""
+                  public_url: str | None = None, startup_timeout_s: float = 30.0) -> Iterator[str]:
+    """Serve an archive's STAC files as a STAC API; yields its root URL, stops it on exit.
+
+    ``public_url`` is the address written into the API's links (e.g. that of a proxy in
+    front of it); by default the bind address.
+    """
     port = port or free_port(host)
     url = f"http://{host}:{port}"
-    cmd = [_rustac_executable(), "serve", "--addr", f"{host}:{port}", *map(str, archive_stac_files(archive))]
+    cmd = [_rustac_executable(), "serve", "--addr", public_url or f"{host}:{port}", "--bind", f"{host}:{port}",
+           *map(str, archive_stac_files(archive))]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + startup_timeout_s
