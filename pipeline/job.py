@@ -18,6 +18,7 @@ import xarray as xr
 from pipeline.catalog.config import CatalogConfig, load_catalog
 from pipeline.catalog.search import SensorItems, search_items
 from pipeline.catalog.server import serve_archive
+from pipeline.catalog.signing import make_signer
 from pipeline.cube.assemble import build_cube, cube_bands
 from pipeline.cube.grid import request_geobox
 from pipeline.cube.quicklook import write_quicklook
@@ -81,7 +82,9 @@ def assemble_and_write(request: CubeRequest, found: dict[str, SensorItems],
     """Build the lazy cube of ``found`` on the request grid and write it to ``request.output``."""
     geobox = request_geobox(request)
     bands = cube_bands(request, found)
-    cube = build_cube(request, found, geobox, bands)
+    catalog = load_catalog(request.catalog)
+    signer = make_signer(catalog.signing, catalog.signing_url)  # hrefs are signed just before each read
+    cube = build_cube(request, found, geobox, bands, patch_url=signer)
     sources = cube.attrs.pop("source_items")
     cube.attrs.update(provenance_attrs(request.model_dump(mode="json"), sources))
     return write_store(cube, request.output, request.chunks,

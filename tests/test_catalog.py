@@ -157,3 +157,47 @@ def test_solar_day_groups_a_real_overpass(shared_dir: Path):
     assert solar_day(west) == dt.date(2018, 12, 31), "00:00 UTC at 170 W is the previous local day"
     kept, dropped = deduplicate(items)
     assert len(kept) == 33 and dropped == []
+
+
+def test_planetary_computer_signer_caches_and_refreshes_tokens():
+    """Against a real token endpoint on loopback that issues short-lived SAS tokens."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from pipeline.catalog.signing import PlanetaryComputerSigner
+
+    issued: list[str] = []
+
+    class TokenHandler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            n = len(issued)
+            # the first token is already within the refresh margin; the second lasts an hour
+            minutes = 1 if n == 0 else 60
+            expiry = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%SZ")
+            token = f"sv=2021&se=x&sig=token{n}"
+            issued.append(self.path)
+            body = json.dumps({"msft:expiry": expiry, "token": token}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), TokenHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        signer = PlanetaryComputerSigner(f"http://127.0.0.1:{server.server_address[1]}/api/sas/v1/token")
+        href = "https://sentinel2l2a01.blob.core.windows.net/sentinel2-l2/32/T/PR/B02.tif"
+        first = signer.sign(href)
+        assert first == href + "?sv=2021&se=x&sig=token0"
+        second = signer.sign(href)  # token0 expires within the margin: refreshed
+        assert second.endswith("sig=token1")
+        third = signer.sign(href.replace("B02", "B03"))  # same container: cached token1
+        assert third.endswith("sig=token1") and len(issued) == 2
+        assert issued[0] == "/api/sas/v1/token/sentinel2l2a01/sentinel2-l2"
+        assert signer.sign("file:///tmp/x.tif") == "file:///tmp/x.tif"
+        assert signer.sign(second) == second, "an already signed href is left alone"
+    finally:
+        server.shutdown()
