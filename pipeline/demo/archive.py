@@ -21,6 +21,7 @@ Layout of ``out_dir``::
     stac/<collection>/collection.json         STAC Collection
     stac/<collection>/items.json              FeatureCollection of the Items
     truth/<item id>.npz                       truth (uint8 classes) + cloud thickness
+    labels.csv                                labelled points (lon, lat, date, vegetation cover %)
     manifest.json                             seed, site, counts
 """
 from __future__ import annotations
@@ -40,7 +41,7 @@ from pipeline.demo.landscape import CLASSES, TRUTH_NODATA, TRUTH_WATER, Landscap
 from pipeline.demo.qa_encoding import encode_landsat_qa_pixel, encode_modis_state_500m, encode_s2_scl
 from pipeline.sensors import BandSpec, load_profile
 
-ARCHIVE_VERSION = "3"
+ARCHIVE_VERSION = "4"
 UTM_EPSG = 32632
 MODIS_SINUSOIDAL = "+proj=sinu +lon_0=0 +x_0=0 +y_0=0 +R=6371007.181 +units=m +no_defs"
 MODIS_TILE_SIZE = 1111950.5197665233  # metres
@@ -425,6 +426,31 @@ def _collection(collection_id: str, description: str, features: list[dict]) -> d
     }
 
 
+def write_labels(out: Path, site: DemoSite, landscape: Landscape, rng: np.random.Generator, n: int = 400) -> Path:
+    """Labelled points for the uncertainty stage: green-vegetation cover (%) at a point and date.
+
+    ``labels.csv`` has ``lon, lat, date, target`` (target = the landscape's true
+    vegetation fraction x 100 on that date), points uniformly inside the AOI.
+    """
+    from pipeline.demo.landscape import vegetation_fraction
+
+    x0, y0, x1, y1 = site.aoi_utm
+    xs, ys = rng.uniform(x0 + 50, x1 - 50, n), rng.uniform(y0 + 50, y1 - 50, n)
+    days = rng.integers(0, (site.end - site.start).days + 1, n)
+    classes = landscape.class_index(xs, ys)
+    to_ll = pyproj.Transformer.from_crs(UTM_EPSG, 4326, always_xy=True)
+    lons, lats = to_ll.transform(xs, ys)
+    rows = ["lon,lat,date,target"]
+    for lon, lat, d, c in zip(lons, lats, days, classes):
+        date = site.start + dt.timedelta(days=int(d))
+        name = CLASSES[c]
+        frac = 0.0 if name == "water" else vegetation_fraction(name, date)
+        rows.append(f"{lon:.6f},{lat:.6f},{date.isoformat()},{100 * frac:.2f}")
+    path = out / "labels.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
 def generate_archive(out_dir: Path | str, seed: int = 20211001, site: DemoSite = DEMO_SITE,
                      progress: Callable[[str, int, int], None] | None = None) -> Path:
     """Write the demo archive to ``out_dir`` (idempotent: a complete archive is kept).
@@ -459,6 +485,7 @@ def generate_archive(out_dir: Path | str, seed: int = 20211001, site: DemoSite =
         (stac_dir / "items.json").write_text(json.dumps({"type": "FeatureCollection", "features": features}))
         (stac_dir / "collection.json").write_text(json.dumps(_collection(collection_id, description, features), indent=1))
         counts[collection_id] = len(features)
+    write_labels(out, site, landscape, rng)
     manifest = {"version": ARCHIVE_VERSION, "seed": seed, "items": counts, "aoi_bbox": list(site.aoi_lonlat()),
                 "start": site.start.isoformat(), "end": site.end.isoformat(), "utm_epsg": UTM_EPSG}
     manifest_path.write_text(json.dumps(manifest, indent=1))
