@@ -1,10 +1,51 @@
 """eocube: an Earth-observation data-cube pipeline.
 
 request -> search -> cube -> embed -> uncertainty -> compress -> store.
+
+The public API is re-exported here and imported lazily (``import pipeline`` stays fast;
+torch is loaded only when an embeddings or uncertainty name is used)::
+
+    from pipeline import CubeRequest, run_job, decode_qa, invalid_mask
 """
+from __future__ import annotations
+
+import importlib
 from importlib.metadata import PackageNotFoundError, version
 
 try:
     __version__ = version("eocube")
 except PackageNotFoundError:  # running from a source tree without an install
     __version__ = "0.0.0+src"
+
+#: public name -> module that defines it
+_EXPORTS = {
+    "CubeRequest": "pipeline.model",
+    "RequestError": "pipeline.model",
+    "CatalogConfig": "pipeline.catalog",
+    "CatalogError": "pipeline.catalog",
+    "EmptySearchError": "pipeline.catalog",
+    "load_catalog": "pipeline.catalog",
+    "search_items": "pipeline.catalog",
+    "serve_archive": "pipeline.catalog",
+    "SensorProfile": "pipeline.sensors",
+    "MaskPolicy": "pipeline.sensors",
+    "decode_qa": "pipeline.sensors",
+    "invalid_mask": "pipeline.sensors",
+    "load_profile": "pipeline.sensors",
+    "profile_for_collection": "pipeline.sensors",
+    "build_cube": "pipeline.cube",
+    "request_geobox": "pipeline.cube",
+    "dask_client": "pipeline.cube",
+    "write_store": "pipeline.store",
+    "generate_archive": "pipeline.demo",
+    "run_job": "pipeline.job",
+    "search": "pipeline.job",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
