@@ -161,6 +161,12 @@ def catalogs() -> None:
         Console().print(f"[bold]{name}[/] ({c.kind}) {c.url or ''}: " + ", ".join(f"{s}={r.collection}" for s, r in c.collections.items()))
 
 
+from pipeline.store import cli as _store_cli  # noqa: E402  (store operations: eocube status / backfill)
+
+app.command("status")(_store_cli.status)
+app.command("backfill")(_store_cli.backfill)
+
+
 def main() -> None:
     """Entry point of the ``eocube`` console script."""
     app()

@@ -40,6 +40,15 @@ class MaskPolicyRequest(BaseModel):
     dilation_m: float = Field(0.0, ge=0.0, description="buffer around cloud and shadow, metres")
 
 
+class CompositeRequest(BaseModel):
+    """Temporal compositing of the cube into regular bins (see :func:`pipeline.cube.composite`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    freq: str = Field("1MS", description="start-anchored pandas frequency: '10D', '1MS', 'QS-DEC', ...")
+    method: Literal["median", "mean", "best", "count", "geomedian"] = "median"
+
+
 class CubeRequest(BaseModel):
     """An area of interest, a grid, a date range and the sensors to stack.
 
@@ -68,6 +77,8 @@ class CubeRequest(BaseModel):
     )
     chunks: dict[str, int] = Field(default_factory=lambda: {"time": 1, "y": 512, "x": 512})
     output: Path = Path("out/cube.zarr")
+    engine: Literal["odc-stac", "stackstac"] = Field("odc-stac", description="reader of the COGs")
+    composite: CompositeRequest | None = Field(None, description="temporal composite instead of every date")
 
     @field_validator("bbox")
     @classmethod

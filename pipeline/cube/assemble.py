@@ -3,17 +3,23 @@
 The multi-sensor cube has one float32 reflectance variable per harmonised common band
 (dims ``time, y, x``), a ``valid`` mask and a ``sensor`` coordinate along ``time`` telling
 which sensor each time step came from. Time steps are sorted; two sensors observing
-on the same day remain separate steps.
+on the same day remain separate steps. Optionally the cube is composited into regular
+time bins (:mod:`pipeline.cube.composite`).
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from dataclasses import replace
 
 import xarray as xr
 from odc.geo.geobox import GeoBox
 
 from pipeline.catalog.search import SensorItems
-from pipeline.cube.load import load_sensor
+from pipeline.cube.composite import composite
+from pipeline.cube.gdal_env import configure_remote_reads
+from pipeline.cube.load import asset_table, load_sensor
+from pipeline.cube.probe import probe_items, report_failures
 from pipeline.model import CubeRequest, RequestError
 from pipeline.sensors import MaskPolicy, common_bands, load_profile
 
@@ -42,16 +48,40 @@ def cube_bands(request: CubeRequest, found: dict[str, SensorItems]) -> list[str]
 
 def build_cube(request: CubeRequest, found: dict[str, SensorItems], geobox: GeoBox,
                bands: Sequence[str], patch_url=None) -> xr.Dataset:
-    """The lazy multi-sensor cube of a request (nothing is read until computed)."""
+    """The lazy multi-sensor cube of a request (nothing is read until computed).
+
+    Every asset is probed first (:mod:`pipeline.cube.probe`); items with an unreadable
+    asset are left out, warned about and listed in ``attrs["eocube:failed_items"]``
+    (JSON ``{item_id: {asset: reason}}``). Reads use ``request.engine`` with the remote-read
+    GDAL options; ``request.composite`` turns the cube into regular-bin composites.
+    """
     policy = mask_policy(request)
+    configure_remote_reads()
+    usable, failed = {}, {}
+    for key, s in found.items():
+        if not s.items:
+            continue
+        profile = load_profile(s.profile)
+        broken = probe_items(s.items, list(asset_table(profile, bands)), patch_url)
+        report_failures(broken, s.items, patch_url)
+        failed.update(broken)
+        kept = [i for i in s.items if i.id not in broken]
+        if kept:
+            usable[key] = replace(s, items=kept)
+    if not usable:
+        raise RequestError(f"no item could be read; unreadable: {json.dumps(failed)[:500]}")
     parts = [
         load_sensor(s, geobox, bands, policy=policy, chunks=request.chunks, resampling=request.resampling,
-                    patch_url=patch_url)
-        for s in found.values() if s.items
+                    patch_url=patch_url, engine=request.engine)
+        for s in usable.values()
     ]
-    sources = {s.sensor: [i.id for i in s.items] for s in found.values()}
+    sources = {s.sensor: [i.id for i in s.items] for s in usable.values()}
     cube = xr.concat(parts, dim="time", combine_attrs="drop").sortby("time")
+    if request.composite is not None:
+        cube = composite(cube, request.composite.freq, request.composite.method)
     cube = cube.chunk({"time": request.chunks.get("time", 1)})
     cube.attrs["eocube:mask_policy"] = policy.model_dump_json()
     cube.attrs["eocube:bands"] = list(bands)
+    cube.attrs["eocube:engine"] = request.engine
+    cube.attrs["eocube:failed_items"] = json.dumps(failed)
     return cube.assign_attrs(source_items=sources)

@@ -1,7 +1,8 @@
 """Load one sensor's items onto the request grid as a lazy, cloud-masked reflectance cube.
 
-``load_sensor`` reads the profile's assets with odc-stac (Dask, ``groupby="solar_day"``,
-native dtype and nodata per band), decodes the product's QA band into an invalid
+``load_sensor`` reads the profile's assets with odc-stac or stackstac (see
+:mod:`pipeline.cube.readers`: Dask, one step per solar day, native dtype and nodata per
+band, COG overviews for coarser grids), decodes the product's QA band into an invalid
 mask for the request's policy, converts DN to surface reflectance with each item's own
 scale/offset (so the Sentinel-2 baseline-04.00 BOA offset is handled per item) and
 returns ``float32`` reflectance with NaN where masked.
@@ -11,12 +12,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import odc.stac
 import pystac
 import xarray as xr
 from odc.geo.geobox import GeoBox
 
 from pipeline.catalog.search import SensorItems
+from pipeline.cube.readers import AssetInfo, Engine, item_time, read_assets
 from pipeline.sensors import MaskPolicy, SensorProfile, invalid_mask, item_band_specs, load_profile
 
 #: Default resampling per variable kind; a request may override per kind or per band.
@@ -34,22 +35,17 @@ def resampling_for(profile: SensorProfile, bands: Sequence[str], overrides: dict
     return out
 
 
-def stac_config(collection: str, profile: SensorProfile) -> dict:
-    """odc-stac ``stac_cfg`` giving every used asset its dtype and nodata from the profile."""
-    assets = {b.asset: {"data_type": b.dtype, "nodata": b.nodata} for b in profile.bands}
-    for qa in profile.qa:
-        assets[qa.asset] = {"data_type": qa.dtype, "nodata": None}
-    return {collection: {"assets": assets}}
-
-
-def _item_time(item: pystac.Item) -> np.datetime64:
-    p = item.properties
-    return np.datetime64(str(p.get("datetime") or p.get("start_datetime")).replace("Z", "")[:26], "ns")
+def asset_table(profile: SensorProfile, bands: Sequence[str]) -> dict[str, AssetInfo]:
+    """dtype and nodata of every asset read for ``bands`` (plus the cloud-mask QA asset), from the profile."""
+    table = {profile.band(b).asset: AssetInfo(profile.band(b).dtype, profile.band(b).nodata) for b in bands}
+    qa = profile.qa[0]
+    table[qa.asset] = AssetInfo(qa.dtype, None)
+    return table
 
 
 def items_per_time(times: np.ndarray, items: Sequence[pystac.Item]) -> list[list[pystac.Item]]:
     """The items behind each output time step: those within 12 h (the same solar day)."""
-    item_times = np.array([_item_time(i) for i in items])
+    item_times = np.array([item_time(i) for i in items])
     half_day = np.timedelta64(12, "h")
     return [[it for it, t in zip(items, item_times) if abs(t - ts) <= half_day] for ts in times]
 
@@ -68,23 +64,32 @@ def scaling_arrays(times: np.ndarray, items: Sequence[pystac.Item], profile: Sen
     return out
 
 
+def cloud_cover(groups: Sequence[Sequence[pystac.Item]]) -> np.ndarray:
+    """Mean item ``eo:cloud_cover`` (%) of each time step's items; NaN where no item states it."""
+    out = np.full(len(groups), np.nan, np.float32)
+    for t, group in enumerate(groups):
+        covers = [float(i.properties["eo:cloud_cover"]) for i in group if i.properties.get("eo:cloud_cover") is not None]
+        if covers:
+            out[t] = np.mean(covers)
+    return out
+
+
 def load_sensor(found: SensorItems, geobox: GeoBox, bands: Sequence[str], *, policy: MaskPolicy | None = None,
                 chunks: dict[str, int] | None = None, resampling: dict[str, str] | None = None,
-                patch_url=None) -> xr.Dataset:
+                patch_url=None, engine: Engine = "odc-stac") -> xr.Dataset:
     """A lazy cube ``(time, y, x)`` of one sensor: float32 reflectance, NaN where invalid.
 
     Variables: one per common band name in ``bands`` and ``valid`` (bool). Coordinates:
-    ``time`` (one step per solar day), ``sensor`` (time), ``y``/``x`` of ``geobox``.
+    ``time`` (one step per solar day), ``sensor`` and ``cloud_cover`` (item
+    ``eo:cloud_cover``, %, along time), ``y``/``x`` of ``geobox``. ``engine`` picks the
+    reader (``"odc-stac"`` or ``"stackstac"``); ``chunks`` are the Dask chunks of the read.
     """
     profile = load_profile(found.profile)
     resampling = resampling_for(profile, bands, resampling or {})
     qa = profile.qa[0]
-    assets = [profile.band(b).asset for b in bands] + [qa.asset]
     chunks = chunks or {"time": 1, "y": 512, "x": 512}
-    raw = odc.stac.load(
-        found.items, bands=assets, geobox=geobox, groupby="solar_day", chunks=chunks, resampling=resampling,
-        stac_cfg=stac_config(found.collection, profile), patch_url=patch_url, fail_on_error=True,
-    )
+    raw = read_assets(found.items, found.collection, asset_table(profile, bands), geobox, chunks=chunks,
+                      resampling=resampling, engine=engine, patch_url=patch_url)
     invalid = invalid_mask(found.collection, qa.asset, raw[qa.asset], policy=policy,
                            resolution_m=float(abs(geobox.resolution.x)))
     scaling = scaling_arrays(raw.time.values, found.items, profile, bands)
@@ -99,6 +104,7 @@ def load_sensor(found: SensorItems, geobox: GeoBox, bands: Sequence[str], *, pol
     valid = ~invalid
     ds = xr.Dataset({b: v.where(valid).astype(np.float32) for b, v in out.items()})
     ds["valid"] = valid
-    ds = ds.assign_coords(sensor=("time", np.full(ds.sizes["time"], profile.sensor, dtype=object)))
+    ds = ds.assign_coords(sensor=("time", np.full(ds.sizes["time"], profile.sensor, dtype=object)),
+                          cloud_cover=("time", cloud_cover(items_per_time(raw.time.values, found.items))))
     ds.attrs["source_items"] = [i.id for i in found.items]
     return ds

@@ -1,26 +1,28 @@
 """Sensor profiles as data: one YAML table per product in ``profiles/``.
 
-A profile maps a product's asset keys to our common band names, with centre
-wavelength, native resolution, dtype, nodata and DN->reflectance scale/offset, and
-names its QA assets with the decoding rule of each. :func:`item_band_specs` gives the
-effective per-item values: ``raster:bands`` of the item when present, the profile
-otherwise, and the Sentinel-2 processing-baseline BOA offset where it applies.
+A profile maps a product's asset keys to our common band names, with centre wavelength
+(micrometres), native resolution (metres), dtype, nodata and the DN -> reflectance
+``scale``/``offset``, and names its QA assets with the decoding rule of each (rules in
+``profiles/qa_rules.yaml``). Catalogs name the same assets differently: a profile lists
+alternative *asset-key schemes* (e.g. Earth Search's lower-case keys), and
+``profiles/collections.yaml`` maps collection ids to profiles.
 """
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import pystac
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 PROFILE_DIR = Path(__file__).with_name("profiles")
+_DATA_FILES = {"collections", "qa_rules"}  # YAML files in PROFILE_DIR that are not profiles
 
 
 class BandSpec(BaseModel):
-    """One reflectance band of a product: ``reflectance = DN * scale + offset``."""
+    """One reflectance band of a product: ``reflectance = DN * scale + offset`` (unitless)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -46,16 +48,21 @@ class QASpec(BaseModel):
 
 
 class SensorProfile(BaseModel):
-    """A product's band table and QA assets; the first QA asset is the cloud mask."""
+    """A product's band table and QA assets; the first QA asset is the primary cloud mask.
+
+    ``asset_keys`` holds alternative asset-key schemes: scheme name -> {default key: key}.
+    ``item_id_prefix`` tells this product's items apart in collections mixing products.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str
     sensor: str
-    collections: list[str] = Field(default_factory=list)
+    title: str = ""
+    item_id_prefix: str | None = None
     bands: list[BandSpec]
     qa: list[QASpec]
-    asset_aliases: dict[str, dict[str, str]] = Field(default_factory=dict)
+    asset_keys: dict[str, dict[str, str]] = Field(default_factory=dict)
 
     def band(self, common_name: str) -> BandSpec:
         """The band with this common name; ``KeyError`` listing the available names."""
@@ -64,96 +71,142 @@ class SensorProfile(BaseModel):
                 return b
         raise KeyError(f"{self.id} has no band {common_name!r}; available: {[b.common_name for b in self.bands]}")
 
+    @property
+    def common_names(self) -> list[str]:
+        """Common names of the bands, in profile order."""
+        return [b.common_name for b in self.bands]
+
     def qa_spec(self, asset: str) -> QASpec:
+        """The QA spec of an asset key, in any of the profile's schemes, case-insensitively."""
+        wanted = asset.lower()
         for q in self.qa:
-            if q.asset == asset or any(aliases.get(q.asset) == asset for aliases in self.asset_aliases.values()):
+            keys = {q.asset} | {scheme.get(q.asset, q.asset) for scheme in self.asset_keys.values()}
+            if wanted in {k.lower() for k in keys}:
                 return q
         raise KeyError(f"{self.id} has no QA asset {asset!r}; QA assets: {[q.asset for q in self.qa]}")
 
-    def for_collection(self, collection_id: str) -> "SensorProfile":
-        """This profile with asset keys renamed as the collection names them."""
-        aliases = self.asset_aliases.get(collection_id)
-        if not aliases:
-            return self
-        bands = [b.model_copy(update={"asset": aliases.get(b.asset, b.asset)}) for b in self.bands]
-        qa = [q.model_copy(update={"asset": aliases.get(q.asset, q.asset)}) for q in self.qa]
-        return self.model_copy(update={"bands": bands, "qa": qa, "asset_aliases": {}})
+    def with_asset_keys(self, keys: str | Mapping[str, str]) -> "SensorProfile":
+        """This profile with its asset keys renamed: a scheme name or a {default key: key} map.
+
+        Keys the map does not name keep their default; unknown map keys are an error.
+        """
+        if isinstance(keys, str):
+            if keys not in self.asset_keys:
+                raise ValueError(f"{self.id} has no asset-key scheme {keys!r}; schemes: {sorted(self.asset_keys)}")
+            keys = self.asset_keys[keys]
+        defaults = {b.asset for b in self.bands} | {q.asset for q in self.qa}
+        unknown = sorted(set(keys) - defaults)
+        if unknown:
+            raise ValueError(f"asset-key override for {self.id} names unknown asset keys {unknown}; "
+                             f"known: {sorted(defaults)}")
+        bands = [b.model_copy(update={"asset": keys.get(b.asset, b.asset)}) for b in self.bands]
+        qa = [q.model_copy(update={"asset": keys.get(q.asset, q.asset)}) for q in self.qa]
+        return self.model_copy(update={"bands": bands, "qa": qa, "asset_keys": {}})
+
+    def matching_asset_keys(self, asset_names: set[str]) -> "SensorProfile":
+        """The scheme whose keys an item's assets use most (ties keep the default keys)."""
+        def hits(p: SensorProfile) -> int:
+            return sum(k in asset_names for k in [b.asset for b in p.bands] + [q.asset for q in p.qa])
+
+        best = self
+        for scheme in self.asset_keys:
+            candidate = self.with_asset_keys(scheme)
+            if hits(candidate) > hits(best):
+                best = candidate
+        return best
+
+
+class CollectionEntry(BaseModel):
+    """One row of ``collections.yaml``: the profile(s) of a collection id."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    profile: str | None = None
+    profiles: list[str] = Field(default_factory=list)
+    asset_keys: str | None = None
+
+    @property
+    def candidates(self) -> list[str]:
+        return [self.profile] if self.profile else list(self.profiles)
+
+
+def known_profiles() -> list[str]:
+    """Ids of the profiles in ``profiles/``."""
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml") if p.stem not in _DATA_FILES)
 
 
 @functools.lru_cache(maxsize=None)
 def load_profile(profile_id: str) -> SensorProfile:
-    """Load ``profiles/<profile_id>.yaml``."""
-    path = PROFILE_DIR / f"{profile_id}.yaml"
-    if not path.exists():
+    """Load ``profiles/<profile_id>.yaml``; ``ValueError`` naming the known ids if absent."""
+    if profile_id not in known_profiles():
         raise ValueError(f"unknown sensor profile {profile_id!r}; known: {known_profiles()}")
-    return SensorProfile.model_validate(yaml.safe_load(path.read_text()))
-
-
-def known_profiles() -> list[str]:
-    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+    return SensorProfile.model_validate(yaml.safe_load((PROFILE_DIR / f"{profile_id}.yaml").read_text()))
 
 
 @functools.lru_cache(maxsize=None)
-def _collection_index() -> dict[str, str]:
-    index: dict[str, str] = {}
-    for pid in known_profiles():
-        for c in load_profile(pid).collections:
-            index[c] = pid
-    return index
+def collection_table() -> dict[str, CollectionEntry]:
+    """``collections.yaml``: collection id -> profile entry."""
+    raw = yaml.safe_load((PROFILE_DIR / "collections.yaml").read_text())
+    return {cid: CollectionEntry.model_validate(entry) for cid, entry in raw.items()}
 
 
-def profile_for_collection(collection_id: str) -> SensorProfile:
-    """The profile of a collection id (Planetary Computer, Earth Search, CMR, USGS, stactools)."""
-    pid = _collection_index().get(collection_id)
-    if pid is None:
-        raise ValueError(f"no sensor profile for collection {collection_id!r}; known: {sorted(_collection_index())}")
-    return load_profile(pid).for_collection(collection_id)
+def _entry(collection_id: str) -> CollectionEntry:
+    table = collection_table()
+    if collection_id not in table:
+        raise ValueError(f"no sensor profile for collection {collection_id!r}; known collections: {sorted(table)}")
+    return table[collection_id]
 
 
-def _as_dict(item: pystac.Item | dict) -> dict[str, Any]:
-    return item.to_dict(transform_hrefs=False) if isinstance(item, pystac.Item) else item
+def _apply_keys(profile: SensorProfile, entry: CollectionEntry, asset_keys: Mapping[str, str] | None) -> SensorProfile:
+    if asset_keys:
+        return profile.with_asset_keys(asset_keys)
+    if entry.asset_keys:
+        return profile.with_asset_keys(entry.asset_keys)
+    return profile
 
 
-def s2_boa_offset_applies(properties: dict[str, Any]) -> bool:
-    """Whether DNs still carry the +1000 BOA add-offset of processing baseline >= 04.00."""
-    baseline = properties.get("s2:processing_baseline")
-    if baseline is None or properties.get("earthsearch:boa_offset_applied") is True:
-        return False
-    try:
-        return float(baseline) >= 4.0
-    except ValueError:
-        return False
+def candidate_profiles(collection_id: str) -> list[SensorProfile]:
+    """Every profile a collection may hold (one, except for mixed collections such as stactools ``hls``)."""
+    return [load_profile(pid) for pid in _entry(collection_id).candidates]
 
 
-def item_band_specs(item: pystac.Item | dict, profile: SensorProfile) -> list[BandSpec]:
-    """Effective band specs of one item (those of its assets the profile knows).
+def profile_for_collection(collection_id: str, asset_keys: Mapping[str, str] | None = None) -> SensorProfile:
+    """The profile of a collection id (Planetary Computer, Earth Search, CMR, USGS, stactools).
 
-    ``raster:bands`` on the asset override dtype, nodata, scale and offset; otherwise the
-    profile's values hold. For Sentinel-2 items whose DNs still carry the baseline-04.00
-    BOA add-offset (no ``raster:bands`` offset, ``earthsearch:boa_offset_applied`` not
-    true), the offset becomes ``-1000 * scale``.
+    ``asset_keys`` ({profile asset key: catalog key}, e.g. from a catalog YAML) overrides the
+    collection's asset keys. Unknown ids, and collections mixing several products (use
+    :func:`profile_for_item`), raise ``ValueError`` naming the problem.
     """
-    d = _as_dict(item)
-    props, assets = d.get("properties", {}), d.get("assets", {})
+    entry = _entry(collection_id)
+    if len(entry.candidates) != 1:
+        raise ValueError(f"collection {collection_id!r} mixes profiles {entry.candidates}; "
+                         "use profile_for_item to pick one per item")
+    return _apply_keys(load_profile(entry.candidates[0]), entry, asset_keys)
+
+
+def as_item_dict(item: Any) -> dict[str, Any]:
+    """A STAC item as a plain dict (``pystac.Item`` or dict in)."""
+    return item if isinstance(item, dict) else item.to_dict(transform_hrefs=False)
+
+
+def profile_for_item(item: Any, asset_keys: Mapping[str, str] | None = None) -> SensorProfile:
+    """The profile of one STAC item (``pystac.Item`` or dict), with the asset keys it uses.
+
+    The item's ``collection`` picks the profile (the id prefix decides in mixed
+    collections); without ``asset_keys`` the key scheme matching the item's assets is used.
+    """
+    d = as_item_dict(item)
     collection = d.get("collection")
-    if collection:
-        profile = profile.for_collection(collection)
-    out = []
-    for spec in profile.bands:
-        asset = assets.get(spec.asset)
-        if asset is None:
-            continue
-        update: dict[str, Any] = {}
-        rb = (asset.get("raster:bands") or [{}])[0]
-        if "data_type" in rb:
-            update["dtype"] = rb["data_type"]
-        if "nodata" in rb:
-            update["nodata"] = rb["nodata"]
-        if "scale" in rb:
-            update["scale"] = float(rb["scale"])
-        if "offset" in rb:
-            update["offset"] = float(rb["offset"])
-        elif profile.sensor == "sentinel-2" and s2_boa_offset_applies(props):
-            update["offset"] = -1000.0 * update.get("scale", spec.scale)
-        out.append(spec.model_copy(update=update))
-    return out
+    if not collection:
+        raise ValueError(f"item {d.get('id')!r} names no collection; use profile_for_collection")
+    entry = _entry(collection)
+    profiles = [load_profile(pid) for pid in entry.candidates]
+    if len(profiles) > 1:
+        item_id = str(d.get("id", ""))
+        profiles = [p for p in profiles if p.item_id_prefix and item_id.startswith(p.item_id_prefix)]
+        if len(profiles) != 1:
+            raise ValueError(f"cannot tell which of {entry.candidates} item {item_id!r} of {collection!r} is")
+    profile = profiles[0]
+    if asset_keys or entry.asset_keys:
+        return _apply_keys(profile, entry, asset_keys)
+    return profile.matching_asset_keys(set(d.get("assets", {})))

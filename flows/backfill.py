@@ -1,0 +1,134 @@
+"""Prefect flows ``backfill-store`` and ``update-store``: transactional store writes. Thin: they call ``pipeline.store``.
+
+* ``backfill-store`` splits a request's AOI x date range into slices (tiles x time
+  ranges) and writes them as concurrent tasks on a ``DaskTaskRunner``: the cluster at
+  ``$DASK_SCHEDULER_ADDRESS`` if set, else a local one. Committed slices are skipped,
+  so a re-run resumes a killed run.
+* ``update-store`` (scheduled, see ``prefect.yaml``) appends the time steps of items
+  acquired after the store's last one, from the request recorded in the store.
+
+The flow process holds the store's writer lock for the whole run. Searches are
+retried with exponential backoff and cached on their inputs for 30 minutes; slice
+tasks are retried and their commit records persisted as task results.
+
+``python -m flows.backfill serve`` serves both as deployments (a Prefect runner).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+from pathlib import Path
+
+import dask
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import INPUTS, NO_CACHE
+from prefect.tasks import exponential_backoff
+from prefect_dask import DaskTaskRunner
+
+from pipeline.catalog.search import EmptySearchError, SensorItems
+from pipeline.job import search
+from pipeline.model import CubeRequest
+from pipeline.store.backfill import BackfillReport, BackfillSpec, finalise, prepare, update_request, write_slice
+from pipeline.store.engines import open_engine
+from pipeline.store.journal import write_lock
+from pipeline.store.layout import Slice
+
+SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
+LOCAL_WORKERS_ENV = "EOCUBE_LOCAL_WORKERS"
+RETRY = dict(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_jitter_factor=0.3)
+
+
+def task_runner() -> DaskTaskRunner:
+    """A DaskTaskRunner on ``$DASK_SCHEDULER_ADDRESS``, else on a LocalCluster of worker processes."""
+    address = os.environ.get(SCHEDULER_ENV)
+    if address:
+        return DaskTaskRunner(address=address)
+    workers = int(os.environ.get(LOCAL_WORKERS_ENV, "2"))
+    return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
+                                          "dashboard_address": None})
+
+
+@task(name="search-window", **RETRY, cache_policy=INPUTS, cache_expiration=dt.timedelta(minutes=30),
+      persist_result=True)
+def search_task(request: CubeRequest, archive: Path | None = None) -> dict[str, SensorItems]:
+    found = search(request, archive)
+    get_run_logger().info("found %s", {s: len(f.items) for s, f in found.items()})
+    return found
+
+
+@task(name="prepare-store", **RETRY, cache_policy=NO_CACHE)
+def prepare_task(request: CubeRequest, found: dict[str, SensorItems], spec: BackfillSpec,
+                 report: BackfillReport) -> tuple[list[Slice], BackfillReport]:
+    pending = prepare(request, found, spec, report)
+    return pending, report
+
+
+@task(name="write-slice", **RETRY, cache_policy=NO_CACHE, persist_result=True, task_run_name="slice {sl.id}")
+def write_slice_task(request: CubeRequest, found: dict[str, SensorItems], spec: BackfillSpec, sl: Slice) -> dict | None:
+    with dask.config.set(scheduler="threads", num_workers=1):  # the slices are the parallelism
+        return write_slice(request, found, spec, sl)
+
+
+@task(name="finalise-store", **RETRY, cache_policy=NO_CACHE)
+def finalise_task(request: CubeRequest, found: dict[str, SensorItems], spec: BackfillSpec, report: BackfillReport,
+                  kind: str) -> BackfillReport:
+    return finalise(request, found, spec, report, kind)
+
+
+def _write(request: CubeRequest, spec: BackfillSpec, archive: Path | None, kind: str) -> dict:
+    report = BackfillReport(store=str(request.output), engine=spec.engine)
+    with write_lock(request.output, spec.lock_timeout_s):
+        try:
+            found = search_task(request, archive)
+        except EmptySearchError:
+            if kind == "update":
+                get_run_logger().info("no new items for %s", request.output)
+                return report.to_dict()
+            raise
+        pending, report = prepare_task(request, found, spec, report)
+        futures = [write_slice_task.submit(request, found, spec, sl) for sl in pending]
+        for sl, fut in zip(pending, futures):
+            (report.written if fut.result() else report.skipped_concurrent).append(sl.id)
+        report = finalise_task(request, found, spec, report, kind)
+    get_run_logger().info("%s of %s: %d slices written", kind, request.output, len(report.written))
+    return report.to_dict()
+
+
+@flow(name="backfill-store", task_runner=task_runner(), log_prints=True)
+def backfill_flow(request: CubeRequest, engine: str = "zarr", tile_px: int = 1024, time_step: int = 4,
+                  shards: dict[str, int] | None = None, lock_timeout_s: float = 0.0,
+                  archive: Path | None = None) -> dict:
+    """Backfill ``request.output`` slice by slice (skipping committed slices); returns the run report."""
+    request = CubeRequest.model_validate(request)
+    spec = BackfillSpec(engine=engine, tile_px=tile_px, time_step=time_step, shards=shards, lock_timeout_s=lock_timeout_s)
+    return _write(request, spec, archive, "backfill")
+
+
+@flow(name="update-store", task_runner=task_runner(), log_prints=True)
+def update_flow(store: str, until: dt.date | None = None, tile_px: int = 1024, time_step: int = 4,
+                shards: dict[str, int] | None = None, lock_timeout_s: float = 60.0,
+                archive: Path | None = None) -> dict:
+    """Append to ``store`` the time steps of items acquired after its last one, up to ``until`` (default today)."""
+    request = update_request(store, until)
+    spec = BackfillSpec(engine=open_engine(store).kind, tile_px=tile_px, time_step=time_step, shards=shards,
+                        lock_timeout_s=lock_timeout_s)
+    return _write(request, spec, archive, "update")
+
+
+def serve(store: str, cron: str = "0 6 * * *", archive: str | None = None) -> None:
+    """Serve ``update-store/incremental-update`` (cron) and ``backfill-store/backfill`` (on demand) from this process."""
+    from prefect import serve as prefect_serve
+
+    params = {"store": store, **({"archive": archive} if archive else {})}
+    prefect_serve(
+        update_flow.to_deployment(name="incremental-update", cron=cron, parameters=params),
+        backfill_flow.to_deployment(name="backfill"),
+    )
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 3 and sys.argv[1] == "serve":
+        serve(sys.argv[2], *sys.argv[3:4], archive=os.environ.get("EOCUBE_DEMO_ARCHIVE"))
+    else:
+        sys.exit("usage: python -m flows.backfill serve STORE [CRON]")

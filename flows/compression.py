@@ -1,0 +1,23 @@
+"""Prefect flow: compress a cube store with the video codec (thin wrapper over pipeline.compression)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, task
+
+from pipeline.compression.codec import CodecParams
+from pipeline.compression.stage import compress_cube, summary_dict
+
+
+@task(name="compress-cube")
+def compress_task(src: str, out: str, params: dict, target_psnr: float | None, target_bpppb: float | None) -> dict:
+    """Run the compression stage and return its summary as a dict."""
+    return summary_dict(compress_cube(Path(src), Path(out), CodecParams.from_json({**CodecParams().to_json(), **params}),
+                                      target_psnr=target_psnr, target_bpppb=target_bpppb))
+
+
+@flow(name="eocube-compress")
+def compress_flow(src: str, out: str, params: dict | None = None, target_psnr: float | None = None,
+                  target_bpppb: float | None = None) -> dict:
+    """Compress the cube store ``src`` into ``out``; ``params`` overrides CodecParams fields."""
+    return compress_task(src, out, params or {}, target_psnr, target_bpppb)

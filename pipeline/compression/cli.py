@@ -1,0 +1,61 @@
+"""``eocube compress``: video compression of cubes (mounted by the lead as a sub-command)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from pipeline.compression.codec import CodecParams
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Video compression of cubes (x265 / ffv1 in Zarr v3).")
+
+
+def _range(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not 'lo,hi'") from None
+    return lo, hi
+
+
+@app.command()
+def run(src: Path = typer.Argument(..., help="input cube (.zarr store or NetCDF)"),
+        out: Path = typer.Argument(..., help="output Zarr v3 store"),
+        mode: str = typer.Option("lossy", help="lossy (libx265 12-bit) or lossless (ffv1)"),
+        target_psnr: Optional[float] = typer.Option(None, help="rate control: PSNR target, dB (peak = value range width)"),
+        target_bpppb: Optional[float] = typer.Option(None, help="rate control: bits per pixel per band"),
+        qp: int = typer.Option(12, help="libx265 QP when no target is given (0 best .. 51)"),
+        klt: bool = typer.Option(True, help="KLT/PCA across bands before coding"),
+        preset: str = typer.Option("fast", help="libx265 preset"),
+        value_range: str = typer.Option("0,1", help="fixed physical range lo,hi quantised to 12 bits"),
+        step: Optional[float] = typer.Option(None, help="lossless grid step for float bands (e.g. 1e-4)"),
+        time_chunk: int = typer.Option(32, help="frames per chunk (keyframe interval <= this)"),
+        space_chunk: int = typer.Option(256, help="pixels per chunk side")) -> None:
+    """Compress a cube to a video-coded Zarr v3 store and print a JSON summary."""
+    from pipeline.compression.stage import compress_cube, summary_dict
+
+    try:
+        params = CodecParams(mode=mode, qp=qp, klt=klt, preset=preset, value_range=_range(value_range), step=step)
+        summary = compress_cube(src, out, params, target_psnr=target_psnr, target_bpppb=target_bpppb,
+                                time_chunk=time_chunk, space_chunk=space_chunk)
+    except (ValueError, FileNotFoundError, TypeError) as exc:
+        typer.echo(f"error: {str(exc).splitlines()[0]}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(summary_dict(summary), indent=2))
+
+
+@app.command()
+def info(store: Path = typer.Argument(..., help="compressed Zarr v3 store")) -> None:
+    """Print the codec settings a store was written with."""
+    import zarr
+
+    if not store.exists():
+        typer.echo(f"error: store {store} does not exist", err=True)
+        raise typer.Exit(2)
+    attrs = dict(zarr.open_group(store, mode="r").attrs)
+    if "eocube_compression" not in attrs:
+        typer.echo(f"error: {store} was not written by eocube compress", err=True)
+        raise typer.Exit(2)
+    typer.echo(json.dumps(json.loads(attrs["eocube_compression"]), indent=2))

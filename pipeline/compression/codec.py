@@ -1,0 +1,262 @@
+"""Encode a band stack to self-describing bytes and back: the codec core.
+
+``encode_array`` takes ``(band, time, y, x)`` (or ``(time, y, x)``) values and returns bytes holding a
+JSON header and video streams; ``decode_array`` inverts it using only those bytes. Lossy mode:
+fixed-range 12-bit quantisation, optional KLT across bands with one shared step, components packed
+three per ``gbrp12le`` libx265 video (strongest in the luma-coded G plane), leftovers each as
+``gray12le``. Lossless mode: 16-bit (8-bit for bool/uint8) ffv1. Missing values (NaN or ``nodata``)
+travel in a lossless ffv1 mask stream and are restored exactly.
+
+Byte layout: ``b"EOCV"``, format version (uint8), header length (uint32 LE), zlib-compressed UTF-8 JSON header, then
+for each stream (mask last) its extradata followed by its packets, sizes listed in the header.
+"""
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from dataclasses import asdict, dataclass, replace
+from typing import Literal
+
+import numpy as np
+
+from pipeline.compression import klt
+from pipeline.compression.quantise import Quantiser, fill_missing, missing_mask
+from pipeline.compression.video import (PIX_FMT, CorruptStreamError, StreamSpec, decode_stream, encode_stream,
+                                        ffv1_options, library_versions, padded_size, x265_options)
+
+MAGIC, FORMAT_VERSION = b"EOCV", 1
+LOSSY_BITS = 12
+SUPPORTED_DTYPES = ("bool", "uint8", "uint16", "int16", "int32", "uint32", "float32", "float64")
+Mode = Literal["lossy", "lossless"]
+Packing = Literal["triplet", "gray"]
+
+
+@dataclass(frozen=True)
+class CodecParams:
+    """Settings of the codec.
+
+    ``value_range``: fixed physical range ``(lo, hi)`` in the data's unit (reflectance 0..1 by
+    default; e.g. 0..10000 for digital numbers), mapped to 12-bit codes in lossy mode (values
+    outside are clipped and counted). ``qp``: libx265 constant quantiser, 0 (best) .. 51 (+6 doubles the step).
+    ``step``: lossless grid spacing (default 1 for integer dtypes; required for floats, which must
+    lie on ``lo + k * step``). ``nodata``: value treated as missing besides NaN.
+    """
+
+    mode: Mode = "lossy"
+    qp: int = 12
+    preset: str = "fast"
+    klt: bool = True
+    packing: Packing = "triplet"
+    value_range: tuple[float, float] = (0.0, 1.0)
+    step: float | None = None
+    nodata: float | None = None
+    keyint: int = 32
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("lossy", "lossless"):
+            raise ValueError(f"mode must be 'lossy' or 'lossless', not {self.mode!r}")
+        if self.packing not in ("triplet", "gray"):
+            raise ValueError(f"packing must be 'triplet' or 'gray', not {self.packing!r}")
+        lo, hi = self.value_range
+        if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
+            raise ValueError(f"value_range {self.value_range} must be finite with hi > lo")
+        if not (float(self.qp).is_integer() and 0 <= self.qp <= 51):
+            raise ValueError(f"qp {self.qp} must be an integer in 0..51")
+        if self.step is not None and not self.step > 0:
+            raise ValueError(f"step {self.step} must be > 0")
+        if self.keyint < 1 or self.threads < 1:
+            raise ValueError("keyint and threads must be >= 1")
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["value_range"] = list(self.value_range)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "CodecParams":
+        d = dict(d)
+        d["value_range"] = tuple(d["value_range"])
+        return cls(**d)
+
+
+def group_components(n: int, packing: Packing) -> list[list[int]]:
+    """Component indices per stream: consecutive triplets, leftovers (and ``gray`` packing) one per stream."""
+    full = n - n % 3 if packing == "triplet" else 0
+    return [[k, k + 1, k + 2] for k in range(0, full, 3)] + [[k] for k in range(full, n)]
+
+
+def _check_input(x: np.ndarray) -> np.ndarray:
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"expected a numpy array, got {type(x).__name__}")
+    if x.dtype.name not in SUPPORTED_DTYPES:
+        raise TypeError(f"dtype {x.dtype} not supported; use one of {', '.join(SUPPORTED_DTYPES)}")
+    if x.ndim not in (3, 4) or 0 in x.shape:
+        raise ValueError(f"expected a non-empty (band, time, y, x) or (time, y, x) array, got shape {x.shape}")
+    return x[None] if x.ndim == 3 else x
+
+
+def _lossy_transform(values: np.ndarray, params: CodecParams) -> tuple[np.ndarray, Quantiser, dict | None]:
+    """Components (float64) of filled ``values``, the quantiser and the KLT record (or None)."""
+    lo, hi = params.value_range
+    max_code = (1 << LOSSY_BITS) - 1
+    n = values.shape[0]
+    if params.klt:
+        mean, matrix = klt.fit_klt(values)
+        comps = klt.forward(values, mean, matrix)
+        c_lo, c_hi = klt.component_bounds(mean, matrix, lo, hi)
+        step = float((c_hi - c_lo).max()) / max_code
+        return comps, Quantiser(tuple(map(float, c_lo)), step, LOSSY_BITS), {"mean": mean.tolist(),
+                                                                            "matrix": matrix.tolist()}
+    return values, Quantiser((float(lo),) * n, (hi - lo) / max_code, LOSSY_BITS), None
+
+
+def _lossless_quantiser(x: np.ndarray, n: int, params: CodecParams) -> Quantiser:
+    if x.dtype == bool:
+        return Quantiser((0.0,) * n, 1.0, 8)
+    if params.step is None and np.issubdtype(x.dtype, np.floating):
+        raise ValueError("lossless mode on float data needs a grid step (e.g. step=1e-4 for reflectance from DN)")
+    bits = 8 if x.dtype == np.uint8 else 16
+    return Quantiser((float(params.value_range[0]),) * n, float(params.step or 1.0), bits)
+
+
+def _exact_grid(x: np.ndarray, codes: np.ndarray, quant: Quantiser, missing: np.ndarray,
+                nodata: float | None) -> Quantiser:
+    """``quant`` with the arithmetic (float64, else float32) that rebuilds ``x`` exactly from ``codes``."""
+    wrong = 0
+    for precision in ("float64", "float32"):
+        candidate = replace(quant, precision=precision)
+        same = (_restore(candidate.to_values(codes), x.dtype, missing, nodata) == x) | missing
+        if same.all():
+            return candidate
+        wrong = int((~same).sum())
+    raise ValueError(f"{wrong} values are not on the lossless grid {quant.offset[0]} + k * {quant.step} "
+                     f"within 0..{quant.max_code}; choose value_range/step")
+
+
+def _restore(values: np.ndarray, dtype: np.dtype, missing: np.ndarray, fill: float | None) -> np.ndarray:
+    """Cast decoded ``values`` to ``dtype`` and put ``fill`` back where ``missing``."""
+    if dtype == bool:
+        out = values > 0.5
+    elif np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        out = np.clip(np.rint(values), info.min, info.max).astype(dtype)
+    else:
+        out = values.astype(dtype)
+    if missing.any():
+        out[missing] = np.nan if fill is None else fill
+    return out
+
+
+def _encode_mask(missing: np.ndarray, threads: int) -> tuple[dict, list[bytes], bytes]:
+    """Mask record and stream: ``shared`` (one mask for all bands) or ``per-band``."""
+    b, t, h, w = missing.shape
+    shared = bool((missing == missing[:1]).all())
+    frames = (missing[:1] if shared else missing).reshape(-1, 1, h, w).astype(np.uint8)
+    spec = StreamSpec("ffv1", PIX_FMT[("ffv1", 1, 8)], h, w, ffv1_options(threads))
+    packets, extradata = encode_stream(frames, spec)
+    return {"layout": "shared" if shared else "per-band", "spec": spec.to_json()}, packets, extradata
+
+
+def encode_array(x: np.ndarray, params: CodecParams = CodecParams()) -> bytes:
+    """Encode ``x`` (band, time, y, x) or (time, y, x) to self-describing bytes (see module docstring)."""
+    original_ndim = x.ndim if isinstance(x, np.ndarray) else 0
+    x4 = _check_input(x)
+    n, t, h, w = x4.shape
+    missing = missing_mask(x4, params.nodata)
+    lo, hi = params.value_range
+    filled = fill_missing(x4, missing, default=(lo + hi) / 2)
+    keyint = min(params.keyint, t)
+    if params.mode == "lossy":
+        comps, quant, klt_record = _lossy_transform(filled, params)
+        groups = group_components(n, params.packing)
+        codec_name = "libx265"
+        options = x265_options(params.qp, params.preset, keyint, params.threads)
+    else:
+        comps, klt_record = filled, None
+        quant = _lossless_quantiser(x4, n, params)
+        groups = group_components(n, "gray" if quant.bits == 8 else params.packing)
+        codec_name, options = "ffv1", ffv1_options(params.threads)
+    codes, clipped = quant.to_codes(comps)
+    if params.mode == "lossless":
+        quant = _exact_grid(x4, codes, quant, missing, params.nodata)
+    ph, pw = padded_size(codec_name, h, w)
+    streams, payload = [], []
+    for group in groups:
+        planes = np.stack([codes[k] for k in group], axis=1)
+        spec = StreamSpec(codec_name, PIX_FMT[(codec_name, len(group), quant.bits)], ph, pw, options)
+        packets, extradata = encode_stream(planes if quant.bits > 8 else planes.astype(np.uint8), spec)
+        streams.append({"components": group, "spec": spec.to_json(), "extradata": len(extradata),
+                        "packets": [len(p) for p in packets]})
+        payload += [extradata, *packets]
+    mask = None
+    if missing.any():
+        mask, packets, extradata = _encode_mask(missing, params.threads)
+        mask.update(extradata=len(extradata), packets=[len(p) for p in packets])
+        payload += [extradata, *packets]
+    fill = None if params.nodata is None or np.isnan(params.nodata) else float(params.nodata)
+    header = {"format": "eocube.video", "dtype": x4.dtype.name, "shape": list(x4.shape),
+              "axes": ["band", "time", "y", "x"][4 - original_ndim:], "mode": params.mode,
+              "params": params.to_json(), "fill": fill, "quantiser": quant.to_json(), "klt": klt_record,
+              "streams": streams, "mask": mask, "clipped": clipped, "library": library_versions()}
+    blob = zlib.compress(json.dumps(header, separators=(",", ":")).encode(), 9)
+    return MAGIC + struct.pack("<BI", FORMAT_VERSION, len(blob)) + blob + b"".join(payload)
+
+
+def read_header(data: bytes) -> tuple[dict, int]:
+    """The JSON header of encoded bytes and the offset of the first stream byte."""
+    data = bytes(data)
+    if len(data) < 9 or data[:4] != MAGIC:
+        raise CorruptStreamError("not eocube.video bytes (bad magic)")
+    version, size = struct.unpack("<BI", data[4:9])
+    if version != FORMAT_VERSION:
+        raise CorruptStreamError(f"eocube.video format version {version} not supported (expected {FORMAT_VERSION})")
+    try:
+        header = json.loads(zlib.decompress(data[9:9 + size]))
+    except (zlib.error, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptStreamError(f"corrupt eocube.video header: {exc}") from None
+    return header, 9 + size
+
+
+def _take(data: bytes, pos: int, record: dict) -> tuple[bytes, list[bytes], int]:
+    sizes = [record["extradata"], *record["packets"]]
+    if pos + sum(sizes) > len(data):
+        raise CorruptStreamError("eocube.video bytes are truncated")
+    chunks = []
+    for s in sizes:
+        chunks.append(data[pos:pos + s])
+        pos += s
+    return chunks[0], chunks[1:], pos
+
+
+def decode_array(data: bytes) -> np.ndarray:
+    """Invert ``encode_array``: the array with its dtype, shape, values and missing values restored."""
+    data = bytes(data)
+    header, pos = read_header(data)
+    try:
+        n, t, h, w = header["shape"]
+        quant = Quantiser.from_json(header["quantiser"])
+        codes = np.zeros((n, t, h, w), dtype=np.uint16)
+        for record in header["streams"]:
+            extradata, packets, pos = _take(data, pos, record)
+            group = record["components"]
+            planes = decode_stream(packets, extradata, StreamSpec.from_json(record["spec"]), t, len(group), h, w)
+            for i, k in enumerate(group):
+                codes[k] = planes[:, i]
+        missing = np.zeros((n, t, h, w), dtype=bool)
+        if header["mask"] is not None:
+            extradata, packets, pos = _take(data, pos, header["mask"])
+            shared = header["mask"]["layout"] == "shared"
+            frames = decode_stream(packets, extradata, StreamSpec.from_json(header["mask"]["spec"]),
+                                   t if shared else n * t, 1, h, w)
+            missing[:] = frames[:, 0].reshape((1 if shared else n), t, h, w).astype(bool)
+        values = quant.to_values(codes)
+        if header["klt"] is not None:
+            values = klt.inverse(values, np.asarray(header["klt"]["mean"]), np.asarray(header["klt"]["matrix"]))
+        out = _restore(values, np.dtype(header["dtype"]), missing, header["fill"])
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, CorruptStreamError):
+            raise
+        raise CorruptStreamError(f"corrupt eocube.video header: {exc!r}") from None
+    return out[0] if len(header["axes"]) == 3 else out

@@ -1,0 +1,138 @@
+"""Pipeline stage: a cube (Dataset or store path) -> a video-compressed Zarr v3 store, and back.
+
+Reflectance bands (float variables on ``(time, y, x)``) are stacked into one ``reflectance``
+variable ``(band, time, y, x)`` coded lossy (or lossless) with the ``eocube.video`` codec in chunks
+``(band, time_chunk, <=256, <=256)``; integer/bool variables on ``(time, y, x)`` (``valid``, class
+maps) are coded lossless with ffv1; everything else (coordinates, ``spatial_ref``) is stored as is.
+``open_compressed`` reopens the store lazily with one Dask task per chunk.
+"""
+from __future__ import annotations
+
+import json
+import time as timer
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from pipeline.compression.codec import CodecParams
+from pipeline.compression.metrics import psnr
+from pipeline.compression.ratecontrol import choose_qp
+from pipeline.compression.zarr_codec import VideoCodec
+
+CUBE_DIMS = ("time", "y", "x")
+STACKED = "reflectance"
+
+
+@dataclass
+class CompressionSummary:
+    """What was written: settings, chosen QP, sizes and (for lossy) the sample quality."""
+
+    store: str
+    mode: str
+    qp: int | None
+    bands: list[str]
+    lossless_variables: list[str]
+    stored_bytes: int
+    raw_bytes: int
+    bpppb: float
+    sample_psnr: float | None
+    psnr: float | None
+    psnr_peak: float
+    seconds: float
+
+
+def _open(cube: xr.Dataset | str | Path) -> xr.Dataset:
+    if isinstance(cube, xr.Dataset):
+        return cube
+    path = Path(cube)
+    if not path.exists():
+        raise FileNotFoundError(f"cube {path} does not exist")
+    return xr.open_zarr(path) if path.suffix == ".zarr" or path.is_dir() else xr.open_dataset(path)
+
+
+def split_variables(ds: xr.Dataset) -> tuple[list[str], list[str]]:
+    """Names of the float band variables and of the integer/bool variables on (time, y, x)."""
+    cube_vars = [n for n, v in ds.data_vars.items() if v.dims == CUBE_DIMS]
+    bands = [n for n in cube_vars if np.issubdtype(ds[n].dtype, np.floating)]
+    others = [n for n in cube_vars if n not in bands]
+    if not bands:
+        raise ValueError(f"cube has no float variables on dims {CUBE_DIMS}; found {list(ds.data_vars)}")
+    return bands, others
+
+
+def sample_blocks(stack: xr.DataArray, chunks: tuple[int, int, int], n: int) -> list[np.ndarray]:
+    """Up to ``n`` chunk-shaped blocks (band, time, y, x) spread evenly over the chunk grid."""
+    starts = [range(0, stack.sizes[d], c) for d, c in zip(CUBE_DIMS, chunks)]
+    grid = [(t, y, x) for t in starts[0] for y in starts[1] for x in starts[2]]
+    picks = [grid[i] for i in np.unique(np.linspace(0, len(grid) - 1, min(n, len(grid))).round().astype(int))]
+    return [np.asarray(stack.isel(time=slice(t, t + chunks[0]), y=slice(y, y + chunks[1]),
+                                  x=slice(x, x + chunks[2])).values) for t, y, x in picks]
+
+
+def compress_cube(cube: xr.Dataset | str | Path, out: str | Path, params: CodecParams = CodecParams(),
+                  target_psnr: float | None = None, target_bpppb: float | None = None, time_chunk: int = 32,
+                  space_chunk: int = 256, n_sample_chunks: int = 8, measure: bool = True) -> CompressionSummary:
+    """Write ``cube`` to the Zarr v3 store ``out`` with the video codec; return a summary.
+
+    With ``target_psnr`` (dB, peak = width of ``params.value_range``) or ``target_bpppb`` the QP is
+    chosen by rate control on ``n_sample_chunks`` sample chunks; otherwise ``params.qp`` is used.
+    With ``measure`` the store is read back and the whole-cube PSNR reported (lossy mode).
+    """
+    t0 = timer.perf_counter()
+    ds = _open(cube)
+    bands, others = split_variables(ds)
+    if time_chunk < 1 or space_chunk < 16:
+        raise ValueError("time_chunk must be >= 1 and space_chunk >= 16")
+    stack = xr.concat([ds[b] for b in bands], dim="band").assign_coords(band=bands)
+    stack = stack.transpose("band", *CUBE_DIMS)
+    chunks = tuple(min(c, stack.sizes[d]) for d, c in zip(CUBE_DIMS, (time_chunk, space_chunk, space_chunk)))
+    peak = params.value_range[1] - params.value_range[0]
+    sample_psnr = None
+    if params.mode == "lossy" and (target_psnr is not None or target_bpppb is not None):
+        point = choose_qp(sample_blocks(stack, chunks, n_sample_chunks), params, peak, target_psnr, target_bpppb)
+        params, sample_psnr = replace(params, qp=point.qp), point.psnr
+    lossless = VideoCodec(params=replace(CodecParams(mode="lossless"), threads=params.threads))
+    out_ds = ds.drop_vars(bands).assign({STACKED: stack.chunk(dict(zip(("band", *CUBE_DIMS), (len(bands), *chunks))))})
+    out_ds[STACKED].attrs = {"long_name": "stacked bands", "bands": bands}
+    encoding = {STACKED: {"serializer": VideoCodec(params=params), "compressors": None,
+                          "chunks": (len(bands), *chunks)}}
+    for name in others:
+        out_ds[name] = out_ds[name].chunk(dict(zip(CUBE_DIMS, chunks)))
+        encoding[name] = {"serializer": lossless, "compressors": None, "chunks": chunks}
+    for name in out_ds.variables:
+        out_ds[name].encoding = {}
+    out_ds.attrs["eocube_compression"] = json.dumps({"codec": VideoCodec(params=params).to_dict(),
+                                                     "bands": bands, "lossless": others})
+    out_ds.to_zarr(out, mode="w", zarr_format=3, encoding=encoding, consolidated=True)
+    stored = sum(f.stat().st_size for f in Path(out, STACKED).rglob("*") if f.is_file() and f.name != "zarr.json")
+    n_samples = int(np.prod(stack.shape))
+    full_psnr = None
+    if measure and params.mode == "lossy":
+        full_psnr = psnr(stack.values, xr.open_zarr(out)[STACKED].values, peak)
+    return CompressionSummary(
+        store=str(out), mode=params.mode, qp=params.qp if params.mode == "lossy" else None, bands=bands,
+        lossless_variables=others, stored_bytes=stored, raw_bytes=n_samples * stack.dtype.itemsize,
+        bpppb=8.0 * stored / n_samples, sample_psnr=sample_psnr, psnr=full_psnr, psnr_peak=peak,
+        seconds=round(timer.perf_counter() - t0, 2))
+
+
+def open_compressed(store: str | Path, split_bands: bool = True) -> xr.Dataset:
+    """Open a compressed store lazily; with ``split_bands`` one variable per band as in the cube convention.
+
+    Splitting decodes a chunk once per band that is read; keep ``split_bands=False`` and select
+    from the stacked variable to decode each chunk once.
+    """
+    ds = xr.open_zarr(store)
+    if STACKED not in ds or not split_bands:
+        return ds
+    stack = ds[STACKED]
+    bands = {str(b): stack.sel(band=b, drop=True) for b in stack["band"].values}
+    out = ds.drop_vars([STACKED, "band"]).assign(bands)
+    return out[[*bands, *[v for v in out.data_vars if v not in bands]]]
+
+
+def summary_dict(summary: CompressionSummary) -> dict:
+    """Summary as a JSON-ready dict."""
+    return asdict(summary)

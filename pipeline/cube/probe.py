@@ -1,0 +1,74 @@
+"""Check, before loading, that every asset of every item can be opened and decoded.
+
+A COG that stays broken after GDAL's retries (a missing object, a server that keeps
+failing, a truncated file) would otherwise abort the whole cube mid-way. Probing opens
+each asset with the remote-read GDAL options and decodes its coarsest overview (a few
+KiB); items with an unreadable asset are left out of the cube, reported in one line
+each (item, asset, href, reason) and recorded in the store's ``eocube:failed_items``.
+Probes run as Dask tasks on the active scheduler (the options travel with the tasks).
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable, Sequence
+
+import dask
+import pystac
+import rasterio
+
+from pipeline.cube.gdal_env import rasterio_env
+
+log = logging.getLogger(__name__)
+
+
+class UnreadableAssetWarning(UserWarning):
+    """An item was left out of the cube because one of its assets could not be read."""
+
+
+def probe_asset(href: str) -> str | None:
+    """``None`` when ``href`` opens and its coarsest overview decodes, else the reason (one line)."""
+    try:
+        with rasterio_env(), rasterio.open(href) as src:
+            factors = src.overviews(1)
+            step = factors[-1] if factors else 1
+            src.read(1, out_shape=(max(1, src.height // step), max(1, src.width // step)))
+    except Exception as exc:  # GDAL/rasterio raise several error types for one cause
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+    return None
+
+
+def probe_items(items: Sequence[pystac.Item], assets: Sequence[str],
+                patch_url: Callable[[str], str] | None = None) -> dict[str, dict[str, str]]:
+    """Unreadable assets per item id: ``{item_id: {asset: reason}}`` (empty when all read).
+
+    An asset listed in ``assets`` but missing from an item counts as unreadable.
+    """
+    patch = patch_url or (lambda href: href)
+    jobs: list[tuple[str, str]] = []
+    tasks = []
+    failed: dict[str, dict[str, str]] = {}
+    for item in items:
+        for asset in assets:
+            if asset not in item.assets:
+                failed.setdefault(item.id, {})[asset] = "asset missing from the item"
+                continue
+            jobs.append((item.id, asset))
+            tasks.append(dask.delayed(probe_asset, pure=True)(patch(item.assets[asset].href)))
+    for (item_id, asset), reason in zip(jobs, dask.compute(*tasks)):
+        if reason is not None:
+            failed.setdefault(item_id, {})[asset] = reason
+    return failed
+
+
+def report_failures(failed: dict[str, dict[str, str]], items: Sequence[pystac.Item],
+                    patch_url: Callable[[str], str] | None = None) -> None:
+    """Log and warn once per unreadable asset, naming item, asset and href."""
+    by_id = {i.id: i for i in items}
+    patch = patch_url or (lambda href: href)
+    for item_id, assets in failed.items():
+        for asset, reason in assets.items():
+            href = patch(by_id[item_id].assets[asset].href) if asset in by_id[item_id].assets else "-"
+            message = f"item {item_id} asset {asset} ({href}) is unreadable, item left out of the cube: {reason}"
+            log.error(message)
+            warnings.warn(message, UnreadableAssetWarning, stacklevel=3)

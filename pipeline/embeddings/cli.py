@@ -1,0 +1,63 @@
+"""``eocube embed``: add foundation-model embeddings to a cube Zarr store."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Foundation-model embeddings of a cube store.")
+console = Console(stderr=True)
+
+
+@app.command("run")
+def run(
+    store: Path = typer.Option(..., "--store", help="cube Zarr store (written by `eocube cube`)"),
+    model: str = typer.Option("presto", "--model", help="presto, galileo-nano, prithvi-eo-2.0-{tiny-tl,100m-tl,300m,300m-tl,600m,600m-tl}"),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="weights file or folder (else the caches)"),
+    name: str = typer.Option("embeddings", "--name", help="output variable name"),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda if available)"),
+    chip: Optional[int] = typer.Option(None, "--chip", help="chip size in pixels"),
+    overlap: int = typer.Option(0, "--overlap", help="chip overlap in pixels (patch models)"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="chips per task (default: fit memory)"),
+    patch_size: int = typer.Option(4, "--patch-size", help="Galileo patch size p (1..8)"),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the encoder"),
+    download: bool = typer.Option(False, "--download", help="download official weights if not found"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing variable"),
+    dask_address: Optional[str] = typer.Option(None, "--dask", help="Dask scheduler address (default: a LocalCluster)"),
+) -> None:
+    """Embed the cube and write variable NAME into the store."""
+    from distributed import Client, LocalCluster
+
+    from pipeline.embeddings.engine import write_embeddings
+    from pipeline.embeddings.weights import WeightsNotFoundError
+
+    cluster = None
+    try:
+        cluster = None if dask_address else LocalCluster(processes=False, dashboard_address=None)
+        with Client(dask_address or cluster):
+            out = write_embeddings(store, model, weights, name=name, overwrite=overwrite, device=device,
+                                   chip_size=chip, overlap=overlap, batch_size=batch_size, patch_size=patch_size,
+                                   compile_model=compile_model, allow_download=download)
+    except (ValueError, FileNotFoundError, FileExistsError, WeightsNotFoundError) as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    finally:
+        if cluster is not None:
+            cluster.close()
+    console.print(f"wrote {name} {dict(out.sizes)} ({out.attrs['model']}, sha256 {out.attrs['weights_sha256'][:12]}) to {store}")
+
+
+@app.command("models")
+def models() -> None:
+    """List the supported models and where their weights would be looked up."""
+    from pipeline.embeddings.registry import SOURCES
+    from pipeline.embeddings.weights import WeightsNotFoundError, resolve_weights
+
+    for key, src in SOURCES.items():
+        try:
+            where = str(resolve_weights(key, src))
+        except WeightsNotFoundError:
+            where = f"not found (download: {src.download_url()})"
+        typer.echo(f"{key:<24} {where}")

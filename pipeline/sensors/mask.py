@@ -1,0 +1,112 @@
+"""Turn decoded QA flags into an invalid-pixel mask under a configurable policy."""
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import numpy as np
+import xarray as xr
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from scipy.ndimage import binary_dilation
+
+from pipeline.sensors.qa import all_flag_names, as_dataarray, decode_qa, qa_spec_for
+
+#: Landsat C2 2-bit confidence levels (LSDS-1619 Table 6-3).
+CONFIDENCE_LEVELS = {"low": 1, "medium": 2, "high": 3}
+
+#: Flags that describe cloud or shadow; only these are buffered by ``dilation_m``.
+CLOUD_LIKE = frozenset({"cloud", "cloud_medium", "cloud_high", "cloud_mixed", "internal_cloud", "dilated_cloud",
+                        "adjacent_to_cloud", "cloud_shadow", "cirrus"})
+
+DEFAULT_DROP = ("fill", "nodata", "saturated", "not_produced", "cloud", "cloud_medium", "cloud_high", "cloud_mixed",
+                "internal_cloud", "dilated_cloud", "adjacent_to_cloud", "cloud_shadow", "cirrus")
+
+
+class MaskPolicy(BaseModel):
+    """Which QA flags make a pixel invalid (serialisable: ``model_dump_json`` for store attrs).
+
+    ``drop``: flag names (as :func:`~pipeline.sensors.decode_qa` returns them) that remove a
+    pixel; flags a product lacks are ignored, names no product has are an error. Default:
+    fill/no data, saturated/defective, every cloud flag (incl. Landsat dilated cloud, SCL
+    medium- and high-probability cloud, MODIS mixed and internal cloud), cloud shadow,
+    cirrus, and the products' own cloud-adjacency buffers (HLS/MODIS ``adjacent_to_cloud``,
+    kept consistent with Landsat's dilated cloud). Snow/ice, water, SCL dark area and
+    unclassified, and aerosol levels are kept (add ``snow``, ``dark_area``,
+    ``unclassified``, ``aerosol_high`` to drop them).
+
+    ``min_cloud_confidence``: for products with a cloud-confidence level (Landsat), the
+    ``cloud`` flag means "confidence >= this level": ``high`` equals the cloud bit
+    (LSDS-1619: the bit is set for high confidence), ``medium`` also drops medium-confidence
+    pixels, ``low`` drops every pixel with any cloud confidence (in practice most pixels).
+
+    ``dilation_m``: buffer the cloud and shadow flags (not fill or saturation) by this many
+    metres: binary dilation with a disk of radius ``dilation_m / resolution_m`` pixels.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    drop: list[str] = Field(default_factory=lambda: list(DEFAULT_DROP))
+    min_cloud_confidence: Literal["low", "medium", "high"] = "high"
+    dilation_m: float = Field(0.0, ge=0.0)
+
+    @field_validator("drop")
+    @classmethod
+    def _known_flags(cls, drop: list[str]) -> list[str]:
+        unknown = sorted(set(drop) - all_flag_names())
+        if unknown:
+            raise ValueError(f"unknown QA flag(s) {unknown}; known flags: {sorted(all_flag_names())}")
+        return drop
+
+
+def disk(radius_px: float) -> np.ndarray:
+    """Boolean disk: offsets (dy, dx) with ``dy**2 + dx**2 <= radius_px**2``."""
+    r = math.floor(radius_px)
+    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+    return (yy ** 2 + xx ** 2) <= radius_px ** 2
+
+
+def dilate(mask: xr.DataArray, radius_px: float) -> xr.DataArray:
+    """Dilate a boolean mask over its last two dims (y, x) with a disk; lazy for dask input."""
+    structure = disk(radius_px)
+    r = structure.shape[0] // 2
+    if r == 0:
+        return mask
+
+    def block(b: np.ndarray) -> np.ndarray:
+        return binary_dilation(b, structure=structure.reshape((1,) * (b.ndim - 2) + structure.shape))
+
+    if mask.chunks is None:
+        return mask.copy(data=block(mask.values))
+    import dask.array as da
+
+    depth = {mask.ndim - 2: r, mask.ndim - 1: r}
+    return mask.copy(data=da.map_overlap(block, mask.data, depth=depth, boundary=False, dtype=bool))
+
+
+def invalid_mask(collection: str, asset: str, array: Any, policy: MaskPolicy | None = None,
+                 resolution_m: float | None = None) -> Any:
+    """Pixels to drop under ``policy`` (True = invalid), same type/shape/dims as ``array``.
+
+    ``array`` holds QA values of ``collection``'s ``asset`` (numpy, or numpy-/dask-backed
+    DataArray with y, x as the last two dims; dask stays lazy). ``resolution_m`` is its pixel
+    size in metres, used by ``policy.dilation_m``; default: the asset's native resolution.
+    """
+    policy = policy or MaskPolicy()
+    flags = decode_qa(collection, asset, array)
+    names = [n for n in policy.drop if n in flags and flags[n].dtype == bool]
+    if "cloud_confidence" in flags and "cloud" in names:
+        threshold = CONFIDENCE_LEVELS[policy.min_cloud_confidence]
+        flags["cloud"] = flags["cloud"] | (flags["cloud_confidence"] >= threshold)
+    template = as_dataarray(array)
+    plain = xr.zeros_like(template, dtype=bool)
+    cloudy = xr.zeros_like(template, dtype=bool)
+    for n in names:
+        if n in CLOUD_LIKE:
+            cloudy = cloudy | flags[n]
+        else:
+            plain = plain | flags[n]
+    if policy.dilation_m > 0:
+        resolution_m = resolution_m or qa_spec_for(collection, asset).resolution_m
+        cloudy = dilate(cloudy, policy.dilation_m / resolution_m)
+    mask = plain | cloudy
+    return mask if isinstance(array, xr.DataArray) else mask.values

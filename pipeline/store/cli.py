@@ -1,0 +1,115 @@
+"""``eocube status`` / ``backfill`` / ``update`` / ``stac``: operate analysis-ready stores."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Analysis-ready stores: backfill, update, status, STAC.")
+
+
+@contextmanager
+def store_errors() -> Iterator[None]:
+    """``error: <one line>`` and exit code 2 for user errors, a locked or foreign store included."""
+    from pipeline.cli import user_errors
+    from pipeline.store.zarr_store import StoreError
+
+    with user_errors():
+        try:
+            yield
+        except StoreError as exc:
+            raise ValueError(str(exc)) from None
+
+
+def _shards(text: Optional[str]) -> Optional[dict[str, int]]:
+    if not text:
+        return None
+    try:
+        t, y, x = (int(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"--shards {text!r} is not three comma-separated integers (time,y,x)") from None
+    return {"time": t, "y": y, "x": x}
+
+
+@app.command()
+def status(store: Path = typer.Argument(..., help="store path (.zarr or Icechunk repository)"),
+           as_json: bool = typer.Option(False, "--json", help="print JSON instead of tables")) -> None:
+    """List committed slices, sizes, provenance and failures of a store."""
+    from pipeline.store.status import store_status
+
+    with store_errors():
+        st = store_status(store)
+    if as_json:
+        Console().print_json(json.dumps(st.to_dict(), default=str))
+        return
+    out = Console()
+    out.print(f"[bold]{st.path}[/] ({st.engine}): " + " x ".join(f"{k}={v}" for k, v in st.shape.items())
+              + f", {st.bytes_on_disk / 1e6:.1f} MB on disk, {st.committed_fraction:.0%} committed")
+    out.print(f"time {' .. '.join(st.time_range)}; sources: " + ", ".join(f"{k} {v} items" for k, v in st.sources.items()))
+    table = Table("slice", "time range", "MB", "items", "committed", title=f"{len(st.committed)} committed slices")
+    for r in st.committed:
+        table.add_row(r["slice"], " .. ".join(r["time_range"]), f"{r['bytes'] / 1e6:.2f}",
+                      str(sum(len(v) for v in r.get("sources", {}).values())), r["committed"])
+    out.print(table)
+    if st.failures:
+        fails = Table("slice", "error", "message", "at", title=f"{len(st.failures)} failed slices")
+        for f in st.failures:
+            fails.add_row(f["slice"], f["error"], f["message"][:120], f["at"])
+        out.print(fails)
+    for run in st.runs[-5:]:
+        out.print(f"run {run['kind']} {run['start']}..{run['end']}: {run['written']} slices written, finished {run['finished']}")
+
+
+@app.command()
+def backfill(request_file: Path = typer.Argument(..., help="request YAML/JSON (fields of CubeRequest)"),
+             engine: str = typer.Option("zarr", help="zarr (manifest) or icechunk"),
+             tile_px: int = typer.Option(1024, help="tile size, pixels (a multiple of the shard/chunk size)"),
+             time_step: int = typer.Option(4, help="time steps per slice"),
+             shards: Optional[str] = typer.Option(None, help="shard shape time,y,x (default: unsharded)"),
+             wait: float = typer.Option(0.0, help="seconds to wait for another writer's lock"),
+             archive: Optional[Path] = typer.Option(None, envvar="EOCUBE_DEMO_ARCHIVE", help="demo archive folder")) -> None:
+    """Backfill a request's store slice by slice (resumable; committed slices are skipped)."""
+    import yaml
+
+    from flows.backfill import backfill_flow
+    from pipeline.model import CubeRequest
+
+    with store_errors():
+        if not request_file.exists():
+            raise FileNotFoundError(f"request file {request_file} does not exist")
+        request = CubeRequest.model_validate(yaml.safe_load(request_file.read_text()) or {})
+        report = backfill_flow(request, engine=engine, tile_px=tile_px, time_step=time_step, shards=_shards(shards),
+                               lock_timeout_s=wait, archive=archive)
+    Console().print(f"{report['store']}: {len(report['written'])} of {report['planned']} pending slices written")
+
+
+@app.command()
+def update(store: Path = typer.Argument(..., help="existing store"),
+           until: Optional[str] = typer.Option(None, help="YYYY-MM-DD (default today)"),
+           wait: float = typer.Option(60.0, help="seconds to wait for another writer's lock"),
+           archive: Optional[Path] = typer.Option(None, envvar="EOCUBE_DEMO_ARCHIVE", help="demo archive folder")) -> None:
+    """Append time steps acquired after the store's last one."""
+    from flows.backfill import update_flow
+
+    with store_errors():
+        report = update_flow(str(store), until=dt.date.fromisoformat(until) if until else None, lock_timeout_s=wait,
+                             archive=archive)
+    Console().print(f"{report['store']}: {report['appended_times']} time steps appended, {len(report['written'])} slices written")
+
+
+@app.command()
+def stac(store: Path = typer.Argument(..., help="existing store")) -> None:
+    """(Re)write and validate the STAC Item and Collection beside a store."""
+    from pipeline.store.engines import open_engine
+    from pipeline.store.stac import validate_stac, write_stac
+
+    with store_errors():
+        item = write_stac(open_engine(store))
+        validate_stac(item)
+    Console().print(f"{item} (valid)")

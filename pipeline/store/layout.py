@@ -1,0 +1,157 @@
+"""Chunk and shard layout of a store, and the slices a backfill commits one at a time.
+
+A Zarr v3 *shard* holds several chunks in one object; writing part of a shard is a
+read-modify-write of the whole object. Two Dask tasks writing chunks of one shard
+concurrently therefore lose each other's data without any error (zarr-python #3682).
+This module makes that impossible by construction and refuses anything else:
+
+* :func:`check_alignment` raises unless every *internal* Dask chunk boundary of a
+  (region) write falls on a shard boundary;
+* :func:`plan_slices` raises unless tiles and time steps are whole shards, so two
+  slices written at once never share a shard.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import xarray as xr
+
+DIMS = ("time", "y", "x")
+
+
+class LayoutError(ValueError):
+    """A chunk/shard/slice layout that would write one shard from two tasks."""
+
+
+@dataclass(frozen=True)
+class StoreLayout:
+    """Zarr chunk shape and optional shard shape per dimension (``time``, ``y``, ``x``; elements)."""
+
+    chunks: Mapping[str, int]
+    shards: Mapping[str, int] | None = None
+
+    def __post_init__(self) -> None:
+        for name, shape in (("chunks", self.chunks), ("shards", self.shards or {})):
+            bad = {d: n for d, n in shape.items() if not isinstance(n, int) or n < 1}
+            if bad:
+                raise LayoutError(f"{name} must be positive integers, got {bad}")
+        if self.shards:
+            for d, n in self.shards.items():
+                c = self.chunks.get(d)
+                if c is None or n % c:
+                    raise LayoutError(f"shard size {n} along {d!r} is not a multiple of the chunk size {c}")
+
+    def unit(self, dim: str, size: int) -> int:
+        """The write unit along ``dim``: the shard size if sharded, else the chunk size (capped at ``size``)."""
+        shape = self.shards if self.shards else self.chunks
+        return min(shape.get(dim, size), size) if size else 1
+
+    def dask_chunks(self, sizes: Mapping[str, int]) -> dict[str, int]:
+        """Dask chunks that write whole shards (or whole chunks when unsharded)."""
+        return {d: self.unit(d, n) for d, n in sizes.items() if d in DIMS}
+
+
+def _internal_boundaries(chunk_sizes: tuple[int, ...], offset: int) -> list[int]:
+    bounds, pos = [], offset
+    for n in chunk_sizes[:-1]:
+        pos += n
+        bounds.append(pos)
+    return bounds
+
+
+def check_alignment(ds: xr.Dataset, layout: StoreLayout, region: Mapping[str, slice] | None = None) -> None:
+    """Raise :class:`LayoutError` if a Dask chunk boundary of ``ds`` splits a shard (or chunk).
+
+    ``region`` gives the offsets of a region write in the store (defaults to 0). The
+    first and last edges may fall anywhere (a single task owns that partial unit);
+    every boundary between two Dask chunks must be a multiple of the write unit.
+    """
+    for name, var in ds.data_vars.items():
+        if var.chunks is None:
+            continue
+        for dim, sizes in zip(var.dims, var.chunks):
+            offset = (region or {}).get(dim, slice(0, None)).start or 0
+            unit = (layout.shards or layout.chunks).get(dim)
+            if unit is None:
+                continue
+            wrong = [b for b in _internal_boundaries(sizes, offset) if b % unit]
+            if wrong:
+                kind = "shard" if layout.shards else "chunk"
+                raise LayoutError(
+                    f"variable {name!r}: Dask chunk boundary at {dim}={wrong[0]} splits a Zarr {kind} of {unit}; "
+                    f"two tasks would write one {kind} (zarr-python #3682). Rechunk to multiples of {unit}."
+                )
+
+
+@dataclass(frozen=True)
+class Slice:
+    """One unit of commit: a tile of the grid over a range of time steps (store indices, end exclusive)."""
+
+    t: tuple[int, int]
+    y: tuple[int, int]
+    x: tuple[int, int]
+
+    @property
+    def id(self) -> str:
+        return f"t{self.t[0]:05d}-{self.t[1]:05d}_y{self.y[0]:05d}-{self.y[1]:05d}_x{self.x[0]:05d}-{self.x[1]:05d}"
+
+    @property
+    def region(self) -> dict[str, slice]:
+        return {"time": slice(*self.t), "y": slice(*self.y), "x": slice(*self.x)}
+
+    @property
+    def tile(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        return self.y, self.x
+
+    @classmethod
+    def from_id(cls, slice_id: str) -> "Slice":
+        """Parse an id made by :attr:`id`; raises ``ValueError`` on anything else."""
+        try:
+            t, y, x = (tuple(int(v) for v in p[1:].split("-")) for p in slice_id.split("_"))
+        except ValueError:
+            raise ValueError(f"not a slice id: {slice_id!r}") from None
+        return cls(t, y, x)  # type: ignore[arg-type]
+
+
+def _ranges(n: int, step: int) -> list[tuple[int, int]]:
+    return [(i, min(i + step, n)) for i in range(0, n, step)]
+
+
+def plan_slices(sizes: Mapping[str, int], layout: StoreLayout, tile_px: int, time_step: int,
+                covered: Mapping[tuple[tuple[int, int], tuple[int, int]], set[int]] | None = None) -> list[Slice]:
+    """Slices covering a ``(time, y, x)`` grid, minus what ``covered`` says is committed.
+
+    ``tile_px`` (pixels, both axes) and ``time_step`` (time steps) must be whole write
+    units (:meth:`StoreLayout.unit`) so concurrently written slices never share a
+    shard. ``covered`` maps a tile to the time indices already committed there; the
+    uncommitted runs of each planned time range become the slices returned.
+    """
+    for dim, step in (("y", tile_px), ("x", tile_px), ("time", time_step)):
+        unit = layout.unit(dim, sizes[dim])
+        if step < 1 or (step % unit and step < sizes[dim]):
+            raise LayoutError(f"slice size {step} along {dim!r} is not a multiple of the write unit {unit}")
+    covered = covered or {}
+    out: list[Slice] = []
+    for ys in _ranges(sizes["y"], tile_px):
+        for xs in _ranges(sizes["x"], tile_px):
+            done = covered.get((ys, xs), set())
+            for t0, t1 in _ranges(sizes["time"], time_step):
+                run_start = None
+                for t in range(t0, t1 + 1):
+                    todo = t < t1 and t not in done
+                    if todo and run_start is None:
+                        run_start = t
+                    elif not todo and run_start is not None:
+                        out.append(Slice((run_start, t), ys, xs))
+                        run_start = None
+    return out
+
+
+def covered_times(slice_ids: list[str]) -> dict[tuple[tuple[int, int], tuple[int, int]], set[int]]:
+    """Committed time indices per tile, from committed slice ids."""
+    out: dict[tuple[tuple[int, int], tuple[int, int]], set[int]] = {}
+    for sid in slice_ids:
+        s = Slice.from_id(sid)
+        out.setdefault(s.tile, set()).update(range(*s.t))
+    return out

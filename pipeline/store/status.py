@@ -1,0 +1,64 @@
+"""What a store holds: committed slices, sizes, provenance, failures and runs (``eocube status``)."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.store import journal
+from pipeline.store.engines import open_engine
+from pipeline.store.zarr_store import StoreError
+
+
+@dataclass
+class StoreStatus:
+    """A store's state. Sizes in bytes (uncompressed for slices, on disk for the store);
+    ``committed_fraction`` is the share of ``(time, y, x)`` cells inside committed slices."""
+
+    path: str
+    engine: str
+    shape: dict[str, int]
+    variables: list[str]
+    time_range: list[str]
+    committed: list[dict]
+    committed_fraction: float
+    failures: list[dict]
+    bytes_on_disk: int
+    sources: dict[str, int]
+    runs: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _disk_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def store_status(path: Path | str) -> StoreStatus:
+    """Read a store's status; raises :class:`StoreError` if ``path`` is not an eocube store."""
+    path = Path(path)
+    if not path.exists():
+        raise StoreError(f"no store at {path}")
+    engine = open_engine(path)
+    if not engine.exists():
+        raise StoreError(f"{path} is not an eocube store written by a backfill ({engine.kind} engine)")
+    ds = engine.open()
+    committed = sorted(engine.committed().values(), key=lambda r: (r["t"], r["y"], r["x"]))
+    covered = sum(int(np.prod([b - a for a, b in (r["t"], r["y"], r["x"])])) for r in committed)
+    total = int(np.prod([ds.sizes[d] for d in ("time", "y", "x")]))
+    fails = [f for sid, f in journal.failures(path).items() if sid not in {r["slice"] for r in committed}]
+    times = ds.time.values
+    sources = json.loads(ds.attrs.get("eocube:source_items", "{}"))
+    return StoreStatus(
+        path=str(path), engine=engine.kind, shape={d: int(n) for d, n in ds.sizes.items()},
+        variables=[str(v) for v in ds.data_vars],
+        time_range=[str(np.datetime_as_string(times.min(), "s")), str(np.datetime_as_string(times.max(), "s"))]
+        if len(times) else [],
+        committed=committed,
+        committed_fraction=covered / total if total else 1.0,
+        failures=fails, bytes_on_disk=_disk_bytes(path), sources={k: len(v) for k, v in sources.items()},
+        runs=journal.runs(path),
+    )

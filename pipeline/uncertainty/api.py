@@ -1,0 +1,225 @@
+"""Public entry point: ``fit(X, y, ...) -> UncertaintyModel`` and ``model.predict(X) -> Prediction``.
+
+``fit`` standardises features and target, splits off validation (early stopping) and
+calibration (post-hoc recalibration) sets, trains the network(s) of the chosen method and
+calibrates the predictive distribution. ``predict`` draws the MC masks in one batched pass per
+sample batch and returns mean, epistemic/aleatoric/total σ and the calibrated interval, in
+target units. Models save as ``model.pt`` (torch state_dicts) + ``model.json`` (config).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+
+from pipeline.uncertainty.calibration import Calibration, CalibrationKind, calibrate
+from pipeline.uncertainty.data import Standardizer, as_array, as_target, split_indices
+from pipeline.uncertainty.mc import predict_moments
+from pipeline.uncertainty.network import Method, NetworkConfig, SequenceRegressor, group_ids
+from pipeline.uncertainty.train import TrainConfig, TrainInfo, train_network
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class FitOptions:
+    """Settings of :func:`fit` beyond the network and optimiser (see :class:`NetworkConfig`, :class:`TrainConfig`)."""
+
+    mc_samples: int = 50
+    n_members: int = 5
+    validation_fraction: float = 0.15
+    calibration_fraction: float = 0.2
+    calibration: CalibrationKind = "conformal"
+    coverage: float = 0.9
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mc_samples < 2:
+            raise ValueError("mc_samples must be >= 2 for Monte-Carlo methods")
+        if self.n_members < 2:
+            raise ValueError("an ensemble needs n_members >= 2")
+        if self.validation_fraction <= 0:
+            raise ValueError("validation_fraction must be > 0 (early stopping needs a validation split)")
+        if self.calibration != "none" and self.calibration_fraction <= 0:
+            raise ValueError(f"calibration {self.calibration!r} needs calibration_fraction > 0")
+
+
+@dataclass
+class Prediction:
+    """Predictions in target units, each ``[N]``.
+
+    ``sigma_epistemic`` is the spread of the MC/ensemble means, ``sigma_aleatoric`` the mean
+    predicted noise σ, ``sigma = s · sqrt(σ_e² + σ_a²)`` the calibrated total (``s`` the variance
+    scale; the two parts are reported unscaled) and ``[lower, upper]`` the calibrated interval of
+    nominal ``coverage``. ``calibration`` says which recalibration produced them.
+    """
+
+    mean: np.ndarray
+    sigma_epistemic: np.ndarray
+    sigma_aleatoric: np.ndarray
+    sigma: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    coverage: float
+    calibration: str
+    sample: np.ndarray | None = None
+
+    FIELDS = ("mean", "sigma_epistemic", "sigma_aleatoric", "sigma", "lower", "upper")
+
+    def to_dataset(self) -> xr.Dataset:
+        """The six fields as an ``xarray.Dataset`` over ``sample``, with coverage and calibration attributes."""
+        coords = {"sample": self.sample} if self.sample is not None else {}
+        return xr.Dataset({k: ("sample", getattr(self, k)) for k in self.FIELDS}, coords=coords,
+                          attrs={"coverage": self.coverage, "calibration": self.calibration})
+
+
+@dataclass
+class UncertaintyModel:
+    """A fitted model: networks, standardiser, calibration and the settings that made them."""
+
+    networks: list[SequenceRegressor]
+    standardizer: Standardizer
+    calibration: Calibration
+    network_config: NetworkConfig
+    train_config: TrainConfig
+    options: FitOptions
+    train_info: list[TrainInfo]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def method(self) -> Method:
+        return self.network_config.method
+
+    @property
+    def n_steps(self) -> int:
+        """Number of time steps seen in training (inputs may differ; the encoders accept any T)."""
+        return int(self.metadata.get("n_steps", 0))
+
+    @property
+    def learned_alpha(self) -> list[float] | None:
+        """Learned drop rate per group, averaged over networks (mc-conctd), else ``None``."""
+        alphas = [i.learned_alpha for i in self.train_info if i.learned_alpha is not None]
+        return np.mean(alphas, axis=0).tolist() if alphas else None
+
+    @property
+    def passes(self) -> int:
+        """Stochastic passes per network at prediction time (1 for deterministic nets)."""
+        return self.options.mc_samples if self.method in ("mc-dropout", "mc-td", "mc-conctd") else 1
+
+    def predict_raw(self, X: np.ndarray | xr.DataArray, mask: np.ndarray | xr.DataArray | None = None,
+                    max_rows: int = 131072) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Uncalibrated ``(mean, sigma_epistemic, sigma_aleatoric)`` in target units."""
+        x, valid = as_array(X, mask)
+        z, v = self.standardizer.transform(x, valid)
+        m = predict_moments(self.networks, z, v, self.passes, max_rows=max_rows)
+        s = self.standardizer
+        return (m.mean * s.y_std + s.y_mean, np.sqrt(m.var_epistemic) * s.y_std,
+                np.sqrt(m.var_aleatoric) * s.y_std)
+
+    def predict(self, X: np.ndarray | xr.DataArray, mask: np.ndarray | xr.DataArray | None = None,
+                max_rows: int = 131072) -> Prediction:
+        """Calibrated predictions for ``X (sample, time, feature)``; see :class:`Prediction`."""
+        mean, se, sa = self.predict_raw(X, mask, max_rows)
+        sigma, lower, upper = self.calibration.apply(mean, np.sqrt(se**2 + sa**2))
+        sample = X["sample"].values if isinstance(X, xr.DataArray) and "sample" in X.coords else None
+        return Prediction(mean, se, sa, sigma, lower, upper, self.calibration.coverage,
+                          self.calibration.describe(), sample)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able summary: method, α (fixed or learned), passes, calibration, training info."""
+        alpha = self.learned_alpha if self.method == "mc-conctd" else (
+            self.network_config.alpha if self.method == "mc-td" else None)
+        return {"method": self.method, "alpha": alpha, "mc_samples": self.passes,
+                "members": len(self.networks), "calibration": self.calibration.describe(),
+                "coverage": self.calibration.coverage, **self.metadata}
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``model.pt`` (state_dicts) and ``model.json`` (everything else) into ``folder``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save([n.state_dict() for n in self.networks], folder / "model.pt")
+        doc = {"format_version": FORMAT_VERSION, "network": self.network_config.to_dict(),
+               "train": self.train_config.to_dict(), "options": asdict(self.options),
+               "standardizer": self.standardizer.to_dict(), "calibration": self.calibration.to_dict(),
+               "train_info": [i.to_dict() for i in self.train_info], "metadata": self.metadata}
+        (folder / "model.json").write_text(json.dumps(doc, indent=2))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> UncertaintyModel:
+        """Read a model written by :meth:`save`."""
+        folder = Path(folder)
+        for name in ("model.json", "model.pt"):
+            if not (folder / name).exists():
+                raise FileNotFoundError(f"{folder / name} not found: not a saved uncertainty model")
+        doc = json.loads((folder / "model.json").read_text())
+        if doc.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"unsupported model format {doc.get('format_version')!r} (expected {FORMAT_VERSION})")
+        net_cfg = NetworkConfig(**doc["network"])
+        states = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+        nets = []
+        for state in states:
+            net = SequenceRegressor(net_cfg)
+            net.load_state_dict(state)
+            nets.append(net.eval())
+        return cls(nets, Standardizer.from_dict(doc["standardizer"]), Calibration(**doc["calibration"]),
+                   net_cfg, TrainConfig(**doc["train"]), FitOptions(**doc["options"]),
+                   [TrainInfo(**i) for i in doc["train_info"]], doc["metadata"])
+
+
+def _split_kwargs(kwargs: dict[str, Any]) -> tuple[dict, dict, dict]:
+    names = [set(NetworkConfig.__dataclass_fields__), set(TrainConfig.__dataclass_fields__),
+             set(FitOptions.__dataclass_fields__)]
+    unknown = set(kwargs) - set.union(*names) - {"n_features", "method"}
+    if unknown:
+        raise TypeError(f"fit() got unknown options: {', '.join(sorted(unknown))}")
+    return tuple({k: v for k, v in kwargs.items() if k in n} for n in names)  # type: ignore[return-value]
+
+
+def fit(X: np.ndarray | xr.DataArray, y: np.ndarray | xr.DataArray, mask: np.ndarray | xr.DataArray | None = None,
+        method: Method = "mc-conctd", groups: np.ndarray | None = None,
+        feature_groups: list[str] | list[int] | None = None, **options: Any) -> UncertaintyModel:
+    """Fit an uncertainty-aware sequence regressor on ``X (sample, time, feature)`` and ``y (sample)``.
+
+    ``method``: ``"mc-conctd"`` (learned temporal-dropout rate, default), ``"mc-td"`` (fixed rate
+    ``alpha``), ``"mc-dropout"`` (hidden-feature dropout ``dropout``), ``"deterministic"`` or
+    ``"ensemble"`` (``n_members`` deterministic nets). ``mask``: True = observed (NaN in ``X``
+    also counts as missing). ``groups``: per-sample group labels (e.g. site) so validation and
+    calibration splits hold out whole groups. ``feature_groups``: per-feature group names/ids for
+    per-group temporal dropout. Other keyword options are the fields of :class:`NetworkConfig`
+    (encoder, hidden, layers, heteroscedastic, alpha, dropout, temperature, fill_value),
+    :class:`TrainConfig` (epochs, patience, lr, regularizer_weight, ...) and :class:`FitOptions`
+    (mc_samples, n_members, validation_fraction, calibration_fraction, calibration, coverage, seed).
+    """
+    net_kw, train_kw, opt_kw = _split_kwargs(options)
+    opts, tcfg = FitOptions(**opt_kw), TrainConfig(**train_kw)
+    x, valid = as_array(X, mask)
+    target = as_target(y, x.shape[0])
+    if feature_groups is not None and not all(isinstance(g, (int, np.integer)) for g in feature_groups):
+        feature_groups = group_ids([str(g) for g in feature_groups])
+    ncfg = NetworkConfig(n_features=x.shape[2], method=method,
+                         feature_groups=None if feature_groups is None else [int(g) for g in feature_groups], **net_kw)
+    f_cal = opts.calibration_fraction if opts.calibration != "none" else 0.0
+    tr, va, ca = split_indices(x.shape[0], (opts.validation_fraction, f_cal), opts.seed, groups)
+    std = Standardizer.fit(x[tr], target[tr], ncfg.fill_value)
+    z, v = std.transform(x, valid)
+    yz = (target - std.y_mean) / std.y_std
+    n_nets = opts.n_members if method == "ensemble" else 1
+    nets, infos = [], []
+    for k in range(n_nets):
+        torch.manual_seed(opts.seed * 1000 + k)
+        net = SequenceRegressor(ncfg)
+        infos.append(train_network(net, (z[tr], v[tr], yz[tr]), (z[va], v[va], yz[va]), tcfg, opts.seed * 1000 + k))
+        nets.append(net)
+    model = UncertaintyModel(nets, std, calibrate([], [], [], "none", opts.coverage), ncfg, tcfg, opts, infos,
+                             {"n_steps": int(x.shape[1]), "n_train": int(tr.size), "n_validation": int(va.size),
+                              "n_calibration": int(ca.size)})
+    if opts.calibration != "none":
+        mean, se, sa = model.predict_raw(x[ca], valid[ca])
+        model.calibration = calibrate(target[ca], mean, np.sqrt(se**2 + sa**2), opts.calibration, opts.coverage)
+    return model

@@ -1,0 +1,160 @@
+"""Read model inputs from a cube or embeddings Zarr store, at labelled points or for every pixel.
+
+Features are store variables over ``(y, x)``, optionally with ``time`` and/or one extra
+dimension (e.g. ``dim`` of an embeddings variable): a ``(time, y, x)`` band gives one feature, a
+``(y, x, dim)`` embedding gives ``dim`` static features (repeated over time). The time window of
+a sample is the last ``n_steps`` store time steps at or before its anchor time; steps before a
+sample's ``start`` and entries that are NaN or not ``valid`` are missing. Stores without a
+``time`` dimension give ``T = 1``.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from pyproj import Transformer
+
+NON_FEATURES = ("valid", "spatial_ref")
+
+
+def open_store(path: str | Path) -> xr.Dataset:
+    """Open a Zarr store lazily; a clear error if it is missing."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"store {path} does not exist")
+    return xr.open_zarr(path, chunks={})
+
+
+def default_features(ds: xr.Dataset) -> list[str]:
+    """Float variables over ``(y, x)`` other than ``valid``: the cube's bands or an embedding."""
+    names = [n for n, v in ds.data_vars.items() if n not in NON_FEATURES and {"y", "x"} <= set(v.dims)
+             and np.issubdtype(v.dtype, np.floating)]
+    if not names:
+        raise ValueError("the store has no float variable over (y, x) to use as features")
+    return names
+
+
+def feature_array(ds: xr.Dataset, variables: list[str]) -> xr.DataArray:
+    """Lazy ``(time, y, x, feature)`` stack of ``variables`` (static ones broadcast along time)."""
+    missing = [v for v in variables if v not in ds.data_vars]
+    if missing:
+        raise ValueError(f"store has no variable(s) {', '.join(missing)}; it has {', '.join(map(str, ds.data_vars))}")
+    parts = []
+    for name in variables:
+        var = ds[name]
+        extra = [d for d in var.dims if d not in ("time", "y", "x")]
+        if len(extra) > 1 or not {"y", "x"} <= set(var.dims):
+            raise ValueError(f"variable {name!r} has dims {var.dims}; expected (y, x) plus optional time and one more")
+        if extra:
+            var = var.rename({extra[0]: "feature"})
+            var = var.assign_coords(feature=[f"{name}[{i}]" for i in range(var.sizes["feature"])])
+        else:
+            var = var.expand_dims(feature=[name], axis=-1)
+        parts.append(var.drop_vars([c for c in var.coords if c not in ("time", "y", "x", "feature")]))
+    out = xr.concat(parts, dim="feature", coords="minimal", join="exact")
+    if "time" not in out.dims:
+        out = out.expand_dims(time=1, axis=0)
+    return out.transpose("time", "y", "x", "feature")
+
+
+def valid_array(ds: xr.Dataset, features: xr.DataArray) -> xr.DataArray:
+    """Lazy ``(time, y, x, feature)`` validity: finite values and the store's ``valid`` flag (if any)."""
+    ok = np.isfinite(features)
+    if "valid" in ds.data_vars and "time" in ds["valid"].dims:
+        ok = ok & ds["valid"].astype(bool)
+    return ok.transpose("time", "y", "x", "feature")
+
+
+def window_indices(times: np.ndarray, anchor: np.datetime64 | None, n_steps: int) -> np.ndarray:
+    """Indices of the last ``n_steps`` entries of ``times`` at or before ``anchor`` (all when ``None``)."""
+    n_steps = min(n_steps, times.size)
+    end = times.size if anchor is None else int(np.searchsorted(times, anchor, side="right"))
+    if end < n_steps:
+        raise ValueError(f"only {end} store time steps at or before {anchor}; {n_steps} are needed")
+    return np.arange(end - n_steps, end)
+
+
+@dataclass
+class LabelledPoints:
+    """Labelled points: ``lon``, ``lat`` (degrees), ``target`` and optional ``time``/``start``/``end``."""
+
+    table: pd.DataFrame
+    sha256: str
+
+
+def read_points(path: str | Path, target: str = "target") -> LabelledPoints:
+    """Read labelled points from CSV or (Geo)Parquet.
+
+    Needs columns ``lon``, ``lat`` (or a GeoParquet point ``geometry`` in WGS 84) and ``target``
+    (renamed from ``target``); optional ``time`` (or ``date``) or a ``start``/``end`` date range.
+    ``sha256`` is the hash of the file's bytes, recorded with models and maps.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"points file {path} does not exist")
+    if path.suffix.lower() in (".parquet", ".geoparquet", ".pq"):
+        table = pd.read_parquet(path)
+    elif path.suffix.lower() == ".csv":
+        table = pd.read_csv(path)
+    else:
+        raise ValueError(f"points file {path} must be .csv or .parquet")
+    if {"lon", "lat"} - set(table.columns) and "geometry" in table.columns:
+        import shapely
+
+        geoms = shapely.from_wkb(table["geometry"].to_numpy())
+        table = table.assign(lon=shapely.get_x(geoms), lat=shapely.get_y(geoms))
+    if "date" in table.columns and "time" not in table.columns:
+        table = table.rename(columns={"date": "time"})
+    missing = {"lon", "lat", target} - set(table.columns)
+    if missing:
+        raise ValueError(f"points file {path} lacks column(s) {', '.join(sorted(missing))}")
+    table = table.rename(columns={target: "target"})
+    for col in ("time", "start", "end"):
+        if col in table.columns:
+            table[col] = pd.to_datetime(table[col]).dt.tz_localize(None).astype("datetime64[ns]")
+    if table["target"].isna().any():
+        raise ValueError(f"{int(table['target'].isna().sum())} points have no target value")
+    return LabelledPoints(table.reset_index(drop=True), hashlib.sha256(path.read_bytes()).hexdigest())
+
+
+def pixel_indices(ds: xr.Dataset, lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column of the pixel containing each (lon, lat); errors for points outside the grid."""
+    crs = ds.odc.crs if "spatial_ref" in ds.coords else None
+    if crs is None:
+        raise ValueError("the store has no CRS (spatial_ref); cannot place lon/lat points")
+    px, py = Transformer.from_crs("EPSG:4326", crs.to_wkt(), always_xy=True).transform(lon, lat)
+    xs, ys = ds["x"].values, ds["y"].values
+    dx, dy = xs[1] - xs[0], ys[1] - ys[0]
+    col = np.floor((px - (xs[0] - dx / 2)) / dx).astype(int)
+    row = np.floor((py - (ys[0] - dy / 2)) / dy).astype(int)
+    outside = (col < 0) | (col >= xs.size) | (row < 0) | (row >= ys.size)
+    if outside.any():
+        raise ValueError(f"{int(outside.sum())} point(s) lie outside the store's grid, e.g. lon/lat "
+                         f"({lon[outside][0]:.5f}, {lat[outside][0]:.5f})")
+    return row, col
+
+
+def sample_points(ds: xr.Dataset, points: pd.DataFrame, variables: list[str], n_steps: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(X [N, T, F] with NaN where missing, valid [N, T, F], y [N])`` at the points' pixels and windows."""
+    feats = feature_array(ds, variables)
+    ok = valid_array(ds, feats)
+    row, col = pixel_indices(ds, points["lon"].to_numpy(float), points["lat"].to_numpy(float))
+    times = feats["time"].values if "time" in ds.dims else np.array([np.datetime64("NaT")])
+    anchors = points["end"] if "end" in points else points["time"] if "time" in points else None
+    n_steps = min(n_steps, times.size)
+    X = np.empty((len(points), n_steps, feats.sizes["feature"]))
+    valid = np.empty(X.shape, dtype=bool)
+    for i in range(len(points)):
+        anchor = None if anchors is None or "time" not in ds.dims else np.datetime64(anchors.iloc[i], "ns")
+        t_idx = window_indices(times, anchor, n_steps)
+        X[i] = feats.isel(time=t_idx, y=row[i], x=col[i]).values
+        valid[i] = ok.isel(time=t_idx, y=row[i], x=col[i]).values
+        if "start" in points and "time" in ds.dims:
+            valid[i] &= (times[t_idx] >= np.datetime64(points["start"].iloc[i], "ns"))[:, None]
+    X[~valid] = np.nan
+    return X, valid, points["target"].to_numpy(float)

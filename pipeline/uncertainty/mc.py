@@ -1,0 +1,69 @@
+"""Monte-Carlo inference: L stochastic forward passes drawn in one batched pass per sample batch.
+
+The batch is repeated L times along the batch dimension, so one forward call evaluates L masks
+for every sample (no Python loop over MC samples). The L (mean, variance) pairs are combined as
+a uniform Gaussian mixture: ``mean = E_l[μ_l]``, epistemic variance ``Var_l[μ_l]`` and aleatoric
+variance ``E_l[σ²_l]`` (law of total variance).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pipeline.uncertainty.layers import set_mc
+from pipeline.uncertainty.network import SequenceRegressor
+
+
+@dataclass
+class MixtureMoments:
+    """Per-sample moments, standardised target units: mean, epistemic and aleatoric variance ``[N]``."""
+
+    mean: np.ndarray
+    var_epistemic: np.ndarray
+    var_aleatoric: np.ndarray
+
+
+@torch.no_grad()
+def mc_samples(net: SequenceRegressor, x: torch.Tensor, valid: torch.Tensor, n_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Means and variances ``[L, B]`` of ``n_samples`` stochastic passes, in one forward call.
+
+    With ``n_samples == 1`` and no MC the network runs deterministically (eval mode).
+    """
+    if n_samples < 1:
+        raise ValueError(f"the number of MC samples must be >= 1, got {n_samples}")
+    was_training = net.training
+    net.eval()
+    set_mc(net, n_samples > 1)
+    try:
+        b = x.shape[0]
+        mean, var = net(x.repeat(n_samples, 1, 1), valid.repeat(n_samples, 1, 1))
+    finally:
+        set_mc(net, False)
+        net.train(was_training)
+    return mean.view(n_samples, b), var.view(n_samples, b)
+
+
+def predict_moments(nets: Sequence[SequenceRegressor], x: np.ndarray, valid: np.ndarray, n_samples: int,
+                    max_rows: int = 131072) -> MixtureMoments:
+    """Mixture moments over ``len(nets)`` members × ``n_samples`` passes for ``x, valid [N, T, F]``.
+
+    Samples are processed in batches such that one forward call sees at most ``max_rows``
+    (sample × pass × step) rows, so memory stays bounded for any ``N``; ``n_samples`` is 1 for deterministic networks and ensemble members.
+    """
+    if x.shape != valid.shape or x.ndim != 3:
+        raise ValueError(f"x and valid must both be [N, T, F], got {x.shape} and {valid.shape}")
+    step = max(1, max_rows // (n_samples * x.shape[1]))
+    out = MixtureMoments(*(np.empty(x.shape[0], dtype=np.float64) for _ in range(3)))
+    for start in range(0, x.shape[0], step):
+        sl = slice(start, start + step)
+        xb = torch.from_numpy(np.ascontiguousarray(x[sl], dtype=np.float32))
+        vb = torch.from_numpy(np.ascontiguousarray(valid[sl], dtype=np.float32))
+        means, variances = zip(*(mc_samples(n, xb, vb, n_samples) for n in nets))
+        mu, var = torch.cat(means).double(), torch.cat(variances).double()
+        out.mean[sl] = mu.mean(0).numpy()
+        out.var_epistemic[sl] = mu.var(0, unbiased=False).numpy()
+        out.var_aleatoric[sl] = var.mean(0).numpy()
+    return out

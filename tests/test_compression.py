@@ -1,0 +1,204 @@
+"""Codec core of pipeline.compression: round trips, KLT, quantisation, metrics, errors."""
+from __future__ import annotations
+
+import av
+import numpy as np
+import pytest
+
+from pipeline.compression import klt
+from pipeline.compression.codec import CodecParams, decode_array, encode_array, read_header
+from pipeline.compression.metrics import psnr, spectral_angle, ssim, ssim_2d
+from pipeline.compression.quantise import Quantiser
+from pipeline.compression.ratecontrol import choose_qp, measure
+from pipeline.compression.video import CorruptStreamError, StreamSpec, encode_stream, ffv1_options
+
+
+def smooth_cube(bands: int, t: int = 12, h: int = 37, w: int = 41, seed: int = 0) -> np.ndarray:
+    """Correlated, smoothly varying reflectance (band, time, y, x) in [0.02, 0.6], float32."""
+    rng = np.random.default_rng(seed)
+    tt, yy, xx = np.meshgrid(np.arange(t), np.arange(h), np.arange(w), indexing="ij")
+    base = 0.25 + 0.1 * np.sin(xx / 7 + tt / 4) + 0.06 * np.cos(yy / 5 - tt / 6)
+    cube = np.stack([base * (0.6 + 0.25 * k) + 0.02 * np.sin(k + yy / 9) for k in range(bands)])
+    cube += rng.normal(0, 0.002, cube.shape)
+    return np.clip(cube, 0.02, 0.6).astype(np.float32)
+
+
+def with_nans(cube: np.ndarray) -> np.ndarray:
+    out = cube.copy()
+    out[:, 2, 5:15, 3:20] = np.nan          # a cloud on every band
+    out[0, 4, 0:3, 0:3] = np.nan            # a single-band gap
+    return out
+
+
+@pytest.mark.parametrize("bands", [1, 2, 4, 5])
+def test_lossless_uint16_with_nodata_is_exact(bands):
+    dn = np.rint(smooth_cube(bands) * 10000).astype(np.uint16)
+    dn[:, 3, 10:20, 10:20] = 0
+    data = encode_array(dn, CodecParams(mode="lossless", nodata=0))
+    back = decode_array(data)
+    assert back.dtype == np.uint16 and back.shape == dn.shape
+    np.testing.assert_array_equal(back, dn)
+    assert len(data) < 0.8 * dn.nbytes  # noisy 12-bit signal: ~6 bits of noise per sample
+
+
+def test_lossless_float_on_grid_with_nan_is_exact():
+    refl = with_nans((np.rint(smooth_cube(3) * 10000) * 1e-4).astype(np.float32))
+    back = decode_array(encode_array(refl, CodecParams(mode="lossless", step=1e-4)))
+    np.testing.assert_array_equal(np.isnan(back), np.isnan(refl))
+    np.testing.assert_array_equal(back[~np.isnan(back)], refl[~np.isnan(refl)])
+
+
+def test_lossless_classes_and_masks_3d():
+    rng = np.random.default_rng(1)
+    classes = rng.integers(0, 12, (9, 20, 30)).astype(np.uint8)
+    mask = rng.random((9, 20, 30)) > 0.5
+    np.testing.assert_array_equal(decode_array(encode_array(classes, CodecParams(mode="lossless"))), classes)
+    back = decode_array(encode_array(mask, CodecParams(mode="lossless")))
+    assert back.dtype == bool
+    np.testing.assert_array_equal(back, mask)
+
+
+def test_lossless_refuses_values_off_grid():
+    with pytest.raises(ValueError, match="not on the lossless grid"):
+        encode_array(smooth_cube(2), CodecParams(mode="lossless", step=1e-4))
+    with pytest.raises(ValueError, match="needs a grid step"):
+        encode_array(smooth_cube(2), CodecParams(mode="lossless"))
+
+
+@pytest.mark.parametrize("bands", [1, 2, 4, 5])
+@pytest.mark.parametrize("use_klt", [True, False])
+def test_lossy_round_trip_keeps_missing_and_quality(bands, use_klt):
+    cube = with_nans(smooth_cube(bands))
+    back = decode_array(encode_array(cube, CodecParams(qp=8, klt=use_klt)))
+    assert back.dtype == np.float32 and back.shape == cube.shape
+    np.testing.assert_array_equal(np.isnan(back), np.isnan(cube))
+    assert psnr(cube, back, peak=1.0) > 48
+
+
+def test_lossy_uint16_nodata_restored_exactly():
+    dn = np.rint(smooth_cube(4) * 10000).astype(np.uint16)
+    dn[:, 1, :8, :8] = 0
+    back = decode_array(encode_array(dn, CodecParams(qp=10, value_range=(0, 10000), nodata=0)))
+    assert back.dtype == np.uint16
+    np.testing.assert_array_equal(back == 0, dn == 0)
+    assert psnr(dn.astype(float), back.astype(float), peak=10000) > 45
+
+
+def test_header_is_self_describing():
+    cube = with_nans(smooth_cube(4))
+    header, _ = read_header(encode_array(cube, CodecParams(qp=20)))
+    assert header["dtype"] == "float32" and header["shape"] == [4, 12, 37, 41]
+    assert header["axes"] == ["band", "time", "y", "x"]
+    assert [s["components"] for s in header["streams"]] == [[0, 1, 2], [3]]
+    assert [s["spec"]["pix_fmt"] for s in header["streams"]] == ["gbrp12le", "gray12le"]
+    assert header["mask"]["layout"] == "per-band" and header["mask"]["spec"]["codec"] == "ffv1"
+    matrix = np.asarray(header["klt"]["matrix"])
+    np.testing.assert_allclose(matrix @ matrix.T, np.eye(4), atol=1e-12)
+    q = header["quantiser"]
+    assert q["bits"] == 12 and len(q["offset"]) == 4 and q["step"] > 0
+    assert "libavcodec" in header["library"] and "keyint=12" in header["streams"][0]["spec"]["options"]["x265-params"]
+
+
+def test_strongest_component_goes_to_the_luma_plane():
+    """Plane 0 of a gbrp stream (coded as luma by libx265) carries the first component, bit-exact."""
+    rng = np.random.default_rng(2)
+    planes = rng.integers(0, 65536, (3, 3, 24, 20)).astype(np.uint16)  # (time, plane, y, x)
+    spec = StreamSpec("ffv1", "gbrp16le", 24, 20, ffv1_options(1))
+    packets, extradata = encode_stream(planes, spec)
+    ctx = av.CodecContext.create("ffv1", "r")
+    ctx.width, ctx.height, ctx.extradata = 20, 24, extradata
+    frames = [f for p in [*packets, None] for f in ctx.decode(av.Packet(p) if p is not None else None)]
+    assert len(frames) == 3
+    for t, frame in enumerate(frames):
+        assert frame.format.name == "gbrp16le"
+        for i in range(3):
+            raw = np.frombuffer(bytes(frame.planes[i]), dtype="<u2").reshape(24, -1)[:, :20]
+            np.testing.assert_array_equal(raw, planes[t, i])
+
+
+def test_klt_is_orthonormal_invertible_and_bounded():
+    cube = smooth_cube(5).astype(np.float64)
+    mean, matrix = klt.fit_klt(cube)
+    np.testing.assert_allclose(matrix @ matrix.T, np.eye(5), atol=1e-12)
+    comps = klt.forward(cube, mean, matrix)
+    variances = comps.reshape(5, -1).var(axis=1)
+    assert np.all(np.diff(variances) <= 1e-12)
+    np.testing.assert_allclose(klt.inverse(comps, mean, matrix), cube, atol=1e-12)
+    lo, hi = klt.component_bounds(mean, matrix, 0.0, 1.0)
+    corners = np.array(np.meshgrid(*[[0.0, 1.0]] * 5, indexing="ij")).reshape(5, -1)  # all 32 box corners
+    projected = matrix @ (corners - mean[:, None])
+    np.testing.assert_allclose(lo, projected.min(axis=1), atol=1e-12)
+    np.testing.assert_allclose(hi, projected.max(axis=1), atol=1e-12)
+
+
+def test_quantiser_shared_step_and_clipping():
+    q = Quantiser(offset=(0.0, -1.0), step=0.5, bits=4)
+    codes, clipped = q.to_codes(np.array([[0.0, 1.0, 9.0], [-1.0, 0.0, -3.0]]))
+    np.testing.assert_array_equal(codes, [[0, 2, 15], [0, 2, 0]])
+    assert clipped == 2
+    np.testing.assert_allclose(q.to_values(codes), [[0.0, 1.0, 7.5], [-1.0, 0.0, -1.0]])
+
+
+def test_psnr_and_spectral_angle_closed_form():
+    ref = np.full((2, 3, 4, 5), 0.5)
+    assert psnr(ref, ref + 0.01, peak=1.0) == pytest.approx(40.0)
+    assert psnr(ref * 10000, ref * 10000 + 100, peak=10000) == pytest.approx(40.0)
+    a = np.zeros((2, 1, 1, 1)); a[0] = 1
+    b = np.ones((2, 1, 1, 1))
+    assert spectral_angle(a, b) == pytest.approx(45.0)
+
+
+def test_ssim_against_closed_forms():
+    c1, c2 = (0.01 * 1.0) ** 2, (0.03 * 1.0) ** 2
+    # constant images: SSIM = (2ab + C1) / (a^2 + b^2 + C1)
+    s = ssim_2d(np.full((32, 32), 0.2), np.full((32, 32), 0.3), 1.0)
+    np.testing.assert_allclose(s, (2 * 0.2 * 0.3 + c1) / (0.2 ** 2 + 0.3 ** 2 + c1), rtol=1e-10)
+    # checkerboards (a, b) vs (c, d): local means, variances and covariance are exact away from borders
+    a, b, c, d = 0.2, 0.6, 0.1, 0.4
+    board = (np.add.outer(np.arange(64), np.arange(64)) % 2).astype(bool)
+    x, y = np.where(board, a, b), np.where(board, c, d)
+    mx, my, vx, vy, cxy = (a + b) / 2, (c + d) / 2, ((a - b) / 2) ** 2, ((c - d) / 2) ** 2, (a - b) * (c - d) / 4
+    expected = (2 * mx * my + c1) * (2 * cxy + c2) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))
+    np.testing.assert_allclose(ssim_2d(x, y, 1.0)[10:-10, 10:-10], expected, rtol=1e-6)
+    assert ssim(np.stack([x])[None], np.stack([x])[None], 1.0) == pytest.approx(1.0)
+
+
+def test_rate_control_hits_psnr_and_rate_targets():
+    block = with_nans(smooth_cube(4, t=8, h=32, w=64))
+    params = CodecParams(preset="ultrafast")
+    point = choose_qp([block], params, peak=1.0, target_psnr=45.0)
+    assert point.psnr >= 45.0
+    back = decode_array(encode_array(block, CodecParams(preset="ultrafast", qp=point.qp)))
+    assert psnr(block, back, 1.0) >= 45.0
+    # a little more QP would miss the target: the search is tight
+    assert measure([block], CodecParams(preset="ultrafast", qp=min(51, point.qp + 3)), 1.0).psnr < point.psnr
+    rate = choose_qp([block], params, peak=1.0, target_bpppb=0.5)
+    assert rate.bpppb <= 0.5
+    with pytest.raises(ValueError, match="out of reach"):
+        choose_qp([block], params, peak=1.0, target_psnr=200.0)
+
+
+def test_bad_input_errors():
+    with pytest.raises(TypeError, match="dtype complex64 not supported"):
+        encode_array(np.zeros((2, 4, 8, 8), np.complex64))
+    with pytest.raises(ValueError, match="shape"):
+        encode_array(np.zeros((8, 8), np.float32))
+    with pytest.raises(ValueError, match="qp"):
+        CodecParams(qp=60)
+    with pytest.raises(ValueError, match="value_range"):
+        CodecParams(value_range=(1.0, 0.0))
+
+
+def test_corrupt_bytes_are_reported():
+    data = encode_array(smooth_cube(2, t=4, h=16, w=16), CodecParams(qp=20))
+    with pytest.raises(CorruptStreamError, match="bad magic"):
+        decode_array(b"XXXX" + data[4:])
+    with pytest.raises(CorruptStreamError, match="truncated"):
+        decode_array(data[:-50])
+    header, start = read_header(data)
+    garbled = bytearray(data)
+    garbled[start:] = bytes(len(data) - start)  # zero every stream byte
+    with pytest.raises(CorruptStreamError):
+        decode_array(bytes(garbled))
+    with pytest.raises(CorruptStreamError, match="header"):
+        decode_array(data[:9] + b"{" * (len(data) - 9))

@@ -1,0 +1,52 @@
+"""Helpers shared by the cube tests (no tests here): small requests over the demo archive."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pystac
+
+from pipeline.catalog.search import SensorItems
+from pipeline.model import SENSOR_PRODUCTS, CubeRequest
+
+#: A 1 km x 1 km corner of the demo AOI, in degrees.
+SMALL_BBOX = (10.530, 45.515, 10.543, 45.524)
+
+
+def small_request(**fields) -> CubeRequest:
+    """A small request over the demo archive: 1 km^2, March 2022, 20 m, Sentinel-2 + Landsat."""
+    base = dict(catalog="demo", bbox=SMALL_BBOX, start=dt.date(2022, 3, 1), end=dt.date(2022, 3, 31),
+                sensors=["sentinel-2", "landsat"], resolution=20.0)
+    return CubeRequest(**{**base, **fields})
+
+
+def demo_found(archive: Path, request: CubeRequest) -> dict[str, SensorItems]:
+    """The archive's items per requested sensor whose time falls in the request's dates (inclusive)."""
+    out = {}
+    for sensor in request.sensors:
+        collection = SENSOR_PRODUCTS[sensor]
+        features = json.loads((archive / "stac" / collection / "items.json").read_text())["features"]
+        items = []
+        for f in features:
+            p = f["properties"]
+            day = dt.date.fromisoformat((p.get("datetime") or p["start_datetime"])[:10])
+            if request.start <= day <= request.end:
+                items.append(pystac.Item.from_dict(f))
+        out[sensor] = SensorItems(sensor, collection, collection, items)
+    return out
+
+
+def with_hrefs(found: dict[str, SensorItems], patch) -> dict[str, SensorItems]:
+    """A copy of ``found`` whose asset hrefs are rewritten by ``patch(href)``."""
+    out = {}
+    for sensor, s in found.items():
+        items = []
+        for item in s.items:
+            clone = item.clone()
+            for asset in clone.assets.values():
+                asset.href = patch(asset.href)
+            items.append(clone)
+        out[sensor] = SensorItems(s.sensor, s.collection, s.profile, items)
+    return out
+
