@@ -51,7 +51,7 @@ def main() -> None:
     ap.add_argument("--sweep", action="store_true", help="MC-ConcTD regulariser-weight sweep instead of the comparison")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/uncertainty/out"))
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     d = load_fuel_moisture(args.shared / "data" / "fuel-moisture")
     X = d.X if args.inputs == "raw" else presto_step_embeddings(d, args.shared / "models" / "presto" / "default_model.pt")
     tr, te = ~d.is_test, d.is_test

@@ -31,9 +31,10 @@ def _window_of(geobox: GeoBox, src) -> tuple[slice, slice]:
     return slice(round(r0), round(r0) + geobox.shape.y), slice(round(c0), round(c0) + geobox.shape.x)
 
 
-@pytest.mark.parametrize("sensor,resolution", [("landsat", 30.0), ("sentinel-2", 10.0)])
-def test_odc_stac_and_stackstac_give_the_same_cube(demo_archive: Path, sensor: str, resolution: float):
-    request = small_request(sensors=[sensor], resolution=resolution, resampling={"reflectance": "nearest"})
+@pytest.mark.parametrize("sensor,resolution,method", [("landsat", 20.0, "bilinear"), ("sentinel-2", 10.0, "nearest")])
+def test_odc_stac_and_stackstac_give_the_same_cube(demo_archive: Path, sensor: str, resolution: float, method: str):
+    """Same pixels from both readers where neither takes an overview (finer grid, or native and aligned)."""
+    request = small_request(sensors=[sensor], resolution=resolution, resampling={"reflectance": method})
     found = demo_found(demo_archive, request)[sensor]
     geobox = request_geobox(request)
     cubes = {engine: load_sensor(found, geobox, ["red", "nir08", "swir16"], resampling=request.resampling,
@@ -45,7 +46,7 @@ def test_odc_stac_and_stackstac_give_the_same_cube(demo_archive: Path, sensor: s
     np.testing.assert_array_equal(a.x.values, b.x.values)
     for v in ("red", "nir08", "swir16", "valid"):
         np.testing.assert_array_equal(a[v].values, b[v].values, err_msg=v)
-    assert 0.2 < float(a["valid"].mean()) < 1.0
+    assert 0.1 < float(a["valid"].mean()) < 1.0
 
 
 @pytest.mark.parametrize("engine", ["odc-stac", "stackstac"])
@@ -53,14 +54,18 @@ def test_raw_reads_keep_native_dtype_and_nodata(demo_archive: Path, engine: str)
     request = small_request(sensors=["sentinel-2", "modis"], resolution=20.0)
     found = demo_found(demo_archive, request)
     geobox = request_geobox(request)
-    for sensor, dtypes in (("sentinel-2", {"B04": "uint16", "SCL": "uint8"}),
-                           ("modis", {"sur_refl_b01": "int16", "sur_refl_state_500m": "uint16"})):
+    for sensor, dtypes, nodata in (("sentinel-2", {"B04": "uint16", "SCL": "uint8"}, {"B04": 0, "SCL": None}),
+                                   ("modis", {"sur_refl_b01": "int16", "sur_refl_state_500m": "uint16"},
+                                    {"sur_refl_b01": -28672, "sur_refl_state_500m": None})):
         profile = load_profile(found[sensor].profile)
         table = asset_table(profile, ["red"])
-        raw = read_assets(found[sensor].items[:2], found[sensor].collection, table, geobox, chunks={"time": 1, "y": 64, "x": 64},
+        raw = read_assets(found[sensor].items[:2], found[sensor].collection, table, geobox, chunks={"time": 1, "y": 32, "x": 16},
                           resampling=resampling_for(profile, ["red"], {}), engine=engine)
         assert {k: str(raw[k].dtype) for k in raw.data_vars} == dtypes, engine
-        assert raw[profile.band("red").asset].chunks[1][0] == 50  # 1 km / 20 m, one chunk
+        assert {k: raw[k].attrs.get("nodata") for k in raw.data_vars} == nodata, engine
+        red = raw[profile.band("red").asset]
+        assert red.chunks[0][0] == 1 and red.chunks[1][0] == 32 and red.chunks[2][0] == 16
+        assert red.sizes["time"] == 2
 
 
 def test_coarser_grid_reads_the_cog_overview(demo_archive: Path):
@@ -110,7 +115,8 @@ def test_average_resampling_is_the_block_mean_and_qa_stays_nearest(demo_archive:
         with rasterio.open(_path(item.assets["qa_pixel"].href)) as src:
             qa_values = np.unique(src.read(1))
         ok = np.isfinite(cube["red"].values[t]) & (dn > 0).all(axis=(1, 3))
-        np.testing.assert_allclose(cube["red"].values[t][ok], dn.mean(axis=(1, 3))[ok] * 2.75e-5 - 0.2, atol=1e-5)
+        np.testing.assert_allclose(cube["red"].values[t][ok], dn.mean(axis=(1, 3))[ok] * 2.75e-5 - 0.2,
+                                   atol=0.5 * 2.75e-5 + 1e-7)  # GDAL rounds the average to a whole DN
         assert np.isin(raw["qa_pixel"].values[t], qa_values).all()
         checked += int(ok.sum())
     assert checked > 500

@@ -144,23 +144,26 @@ def test_flaky_http_reads_equal_disk_reads(demo_archive: Path):
     geobox = request_geobox(request)
     bands = ["red", "nir08"]
     disk = build_cube(request, found, geobox, bands).compute(scheduler="threads")
-    faults = Faults(error_share=0.15, reset_share=0.1, delay_share=0.1)
+    faults = Faults(error_share=0.2, reset_share=0.15, delay_share=0.15)
     with RangeServer(demo_archive, faults) as server:
         remote = build_cube(request, found, geobox, bands, patch_url=server.patch_url).compute(scheduler="threads")
     print("\nrange requests:", faults.counts)
-    assert faults.counts["error"] > 5 and faults.counts["reset"] > 5 and faults.counts["delay"] > 5
+    assert min(faults.counts[k] for k in ("error", "reset", "delay")) >= 3
     assert json.loads(remote.attrs["eocube:failed_items"]) == {}
     assert remote.sizes["time"] >= 4 and float(remote["valid"].mean()) > 0.2
     _assert_same(disk, remote)
 
 
-def test_a_cog_that_stays_broken_is_named_left_out_and_recorded(demo_archive: Path, tmp_path: Path):
+def test_a_cog_that_stays_broken_is_named_left_out_and_recorded(demo_archive: Path, tmp_path: Path, monkeypatch):
     from pipeline.job import assemble_and_write
+
+    monkeypatch.setenv("GDAL_HTTP_MAX_RETRY", "4")  # give up on the broken COG in ~1.5 s, not ~1 min
+    monkeypatch.setenv("GDAL_HTTP_RETRY_DELAY", "0.1")
 
     request = small_request(output=tmp_path / "cube.zarr")
     found = demo_found(demo_archive, request)
     victim = found["sentinel-2"].items[1]
-    faults = Faults(error_share=0.1)
+    faults = Faults(error_share=0.05)
     with RangeServer(demo_archive, faults) as server:
         remote = with_hrefs(found, server.patch_url)
         faults.broken.add(urlparse(server.patch_url(victim.assets["B04"].href)).path)

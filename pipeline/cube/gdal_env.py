@@ -1,6 +1,7 @@
 """GDAL/rasterio settings for reading COGs over HTTP(S) that survive flaky servers.
 
-One table, :data:`REMOTE_READ_OPTIONS`, applied in three places so every reader sees it:
+One table, :data:`REMOTE_READ_OPTIONS` (each entry may be overridden by an environment
+variable of the same name, e.g. ``GDAL_HTTP_MAX_RETRY=3``), applied in three places so every reader sees it:
 
 * odc-stac reads: :func:`configure_remote_reads` (``odc.stac.configure_rio``). odc-stac
   captures this environment when it builds the task graph and ships it inside every read
@@ -10,6 +11,7 @@ One table, :data:`REMOTE_READ_OPTIONS`, applied in three places so every reader 
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import rasterio
@@ -34,8 +36,9 @@ REMOTE_READ_OPTIONS: dict[str, Any] = {
 
 
 def read_options(**overrides: Any) -> dict[str, Any]:
-    """:data:`REMOTE_READ_OPTIONS` with ``overrides`` (GDAL option names) applied."""
-    return {**REMOTE_READ_OPTIONS, **overrides}
+    """:data:`REMOTE_READ_OPTIONS`, then any of them set as environment variables, then ``overrides``."""
+    from_env = {k: os.environ[k] for k in REMOTE_READ_OPTIONS if k in os.environ}
+    return {**REMOTE_READ_OPTIONS, **from_env, **overrides}
 
 
 def configure_remote_reads(**overrides: Any) -> dict[str, Any]:

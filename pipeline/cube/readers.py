@@ -2,7 +2,7 @@
 
 Both engines return the same thing: an ``xarray.Dataset`` with one variable per asset
 key, dims ``(time, y, x)``, the asset's own dtype with its nodata value where nothing
-was observed (no float64 promotion), one time step per solar day (items of the same
+was observed (no float64 promotion; ``attrs["nodata"]`` where the asset has one), one time step per solar day (items of the same
 solar day fused, first valid pixel wins), Dask chunks as requested, and the GeoBox's
 ``y``/``x`` pixel-centre coordinates. Resampling is chosen per asset. Both read COG
 overviews when the target grid is coarser than the asset (odc-stac picks the overview
@@ -96,6 +96,7 @@ def _read_stackstac(items, assets, geobox, chunks, resampling, patch_url) -> xr.
             errors_as_nodata=(),
         ).isel(band=0, drop=True).reset_coords(drop=True)
         arr = arr.assign_coords(time=times, y=geobox.coords["y"].values, x=geobox.coords["x"].values)
+        arr.attrs = {"nodata": info.nodata} if info.nodata is not None else {}  # as odc-stac labels it
         out[asset] = _fuse_solar_days(arr, days, fill)
     return xr.Dataset(out).odc.assign_crs(geobox.crs)
 

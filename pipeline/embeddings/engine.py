@@ -44,24 +44,28 @@ class EngineSpec:
     device: str
     compile_model: bool
     chip: int
-    overlap: int
-    batch_size: int
     patch_size: int
 
 
 @lru_cache(maxsize=8)
-def make_adapter(model: str, weights_path: str, patch_size: int) -> GalileoAdapter | PrestoAdapter | PrithviAdapter:
-    """The adapter for a model (Galileo reads ``normalization.json`` beside its weights)."""
+def _adapter(model: str, weights_path: str, cell: int) -> GalileoAdapter | PrestoAdapter | PrithviAdapter:
     if model == "presto":
         return PrestoAdapter()
     if model.startswith("galileo"):
-        return GalileoAdapter(GalileoNormalizer.from_json(companion_file(Path(weights_path), "normalization.json")),
-                              patch_size)
-    _, info = load_encoder(model, weights_path, "cpu")
-    ph, pw = info.config["patch_size"][1:]
-    if ph != pw:
-        raise ValueError(f"{model}: only square patches are supported, got {ph}x{pw}")
-    return PrithviAdapter(ph)
+        return GalileoAdapter(GalileoNormalizer.from_json(companion_file(Path(weights_path), "normalization.json")), cell)
+    return PrithviAdapter(cell)
+
+
+def make_adapter(info: EncoderInfo, patch_size: int) -> GalileoAdapter | PrestoAdapter | PrithviAdapter:
+    """The adapter for a loaded model: Galileo uses ``patch_size`` and reads ``normalization.json``
+    beside its weights; Prithvi's cell is its (square) spatial patch."""
+    cell = patch_size
+    if info.name.startswith("prithvi"):
+        ph, pw = info.config["patch_size"][1:]
+        if ph != pw:
+            raise ValueError(f"{info.name}: only square patches are supported, got {ph}x{pw}")
+        cell = int(ph)
+    return _adapter(info.name, info.weights_path, cell)
 
 
 def auto_batch_size(info: EncoderInfo, chip: int, n_times: int, unit: int, device: torch.device) -> int:
@@ -106,8 +110,8 @@ def _embed_group(block: np.ndarray, spec: EngineSpec, bands: tuple[str, ...], ge
                  yw: Window, xws: tuple[Window, ...]) -> np.ndarray:
     """One task: ``block [band, T, rows, cols]`` read from the cube -> kept cells ``[r, c, D]``."""
     device = torch.device(spec.device)
-    model, _ = load_encoder(spec.model, spec.weights_path, device, compile_model=spec.compile_model)
-    adapter = make_adapter(spec.model, spec.weights_path, spec.patch_size)
+    model, info = load_encoder(spec.model, spec.weights_path, device, compile_model=spec.compile_model)
+    adapter = make_adapter(info, spec.patch_size)
     chip, u, x0 = spec.chip, adapter.unit, xws[0].start
     span = xws[-1].start + chip - x0
     padded = np.full(block.shape[:2] + (chip, span), np.nan, np.float32)
@@ -138,8 +142,9 @@ def embed_cube(cube: xr.Dataset | str | Path, model: str = "presto", weights: st
     ds = _open(cube)
     bands, crs_wkt = _check_cube(ds)
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    _, info = load_encoder(model, weights, "cpu", allow_download=allow_download)
-    adapter = make_adapter(info.name, info.weights_path, patch_size)
+    here = dev if dev.type != "cuda" or torch.cuda.is_available() else torch.device("cpu")
+    _, info = load_encoder(model, weights, here, allow_download=allow_download)  # validates; shared with threaded workers
+    adapter = make_adapter(info, patch_size)
     u = adapter.unit
     if info.kind == "pixel":
         chip, overlap = chip_size or 64, 0  # pixels are independent: overlap would only repeat work
@@ -148,7 +153,7 @@ def embed_cube(cube: xr.Dataset | str | Path, model: str = "presto", weights: st
     n_t, n_y, n_x = ds.sizes["time"], ds.sizes["y"], ds.sizes["x"]
     y_wins, x_wins = axis_windows(n_y, chip, overlap, u), axis_windows(n_x, chip, overlap, u)
     per_task = batch_size or auto_batch_size(info, chip, n_t, u, dev)
-    spec = EngineSpec(info.name, info.weights_path, str(dev), compile_model, chip, overlap, per_task, patch_size)
+    spec = EngineSpec(info.name, info.weights_path, str(dev), compile_model, chip, patch_size)
     feats = time_features(ds["time"].values)
     res_m = float(abs(ds["x"].values[1] - ds["x"].values[0])) if n_x > 1 else 10.0
     geo = {"x": ds["x"].values, "y": ds["y"].values, "crs": crs_wkt, "res_m": res_m, **feats}

@@ -45,7 +45,7 @@ class Attention(nn.Module):
                 for lin in (self.q, self.k, self.v)
             )
         attn_mask = None
-        if key_keep is not None:
+        if key_keep is not None and not bool(key_keep.all()):  # no padding: let SDPA use its fused kernels
             attn_mask = key_keep[:, None, None, :].expand(b, self.num_heads, n, n)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))

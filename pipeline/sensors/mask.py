@@ -80,7 +80,7 @@ def dilate(mask: xr.DataArray, radius_px: float) -> xr.DataArray:
     import dask.array as da
 
     depth = {mask.ndim - 2: r, mask.ndim - 1: r}
-    return mask.copy(data=da.map_overlap(block, mask.data, depth=depth, boundary=False, dtype=bool))
+    return mask.copy(data=da.map_overlap(block, mask.data, depth=depth, boundary="none", dtype=bool))
 
 
 def invalid_mask(collection: str, asset: str, array: Any, policy: MaskPolicy | None = None,
@@ -92,7 +92,7 @@ def invalid_mask(collection: str, asset: str, array: Any, policy: MaskPolicy | N
     size in metres, used by ``policy.dilation_m``; default: the asset's native resolution.
     """
     policy = policy or MaskPolicy()
-    flags = decode_qa(collection, asset, array)
+    flags = decode_qa(collection, asset, array, names={*policy.drop, "cloud_confidence"})
     names = [n for n in policy.drop if n in flags and flags[n].dtype == bool]
     if "cloud_confidence" in flags and "cloud" in names:
         threshold = CONFIDENCE_LEVELS[policy.min_cloud_confidence]

@@ -107,10 +107,16 @@ def _as_integer(a: xr.DataArray, spec: QASpec, fill_value: int) -> xr.DataArray:
     return a.astype(spec.dtype)
 
 
-def decode(rule: QARule, a: xr.DataArray) -> xr.Dataset:
-    """Apply a rule to integer QA values: bool flags, uint8 levels; all False/0 on fill pixels."""
-    flags = {name: f.test(a) for name, f in rule.flags.items()}
-    levels = {name: f.read(a).astype(np.uint8) for name, f in rule.levels.items()}
+def decode(rule: QARule, a: xr.DataArray, names: set[str] | None = None) -> xr.Dataset:
+    """Apply a rule to integer QA values: bool flags, uint8 levels; all False/0 on fill pixels.
+
+    ``names`` restricts the output to those flags/levels (the fill flag is always kept).
+    """
+    def wanted(name: str) -> bool:
+        return names is None or name in names or name == rule.fill
+
+    flags = {name: f.test(a) for name, f in rule.flags.items() if wanted(name)}
+    levels = {name: f.read(a).astype(np.uint8) for name, f in rule.levels.items() if wanted(name)}
     if rule.fill is not None:
         valid = ~flags[rule.fill]
         flags = {name: (v if name == rule.fill else v & valid) for name, v in flags.items()}
@@ -123,18 +129,19 @@ def as_dataarray(array: Any) -> xr.DataArray:
     return array if isinstance(array, xr.DataArray) else xr.DataArray(np.asarray(array))
 
 
-def decode_qa(collection: str, asset: str, array: Any) -> xr.Dataset:
+def decode_qa(collection: str, asset: str, array: Any, names: set[str] | None = None) -> xr.Dataset:
     """Decode a QA array of ``collection``'s ``asset`` into flags, same dims/coords as the input.
 
     Boolean variables: the rule's flags (``fill``, ``cloud``, ``cloud_shadow``, ``cirrus``,
     ``snow``, ``water``, ``clear``, ``dilated_cloud``, ``adjacent_to_cloud``, ...); uint8
     variables: multi-bit levels (Landsat 2-bit confidences 0 none .. 3 high, aerosol levels,
-    MODIS cloud state). Works on numpy arrays and numpy- or dask-backed DataArrays (lazy);
-    float input is accepted with NaN meaning fill.
+    MODIS cloud state). ``names`` limits the output to those variables (plus ``fill``).
+    Works on numpy arrays and numpy- or dask-backed DataArrays (lazy); float input is
+    accepted with NaN meaning fill.
     """
     spec = qa_spec_for(collection, asset)
     rule = qa_rules()[spec.rule]
-    return decode(rule, _as_integer(as_dataarray(array), spec, rule.fill_value))
+    return decode(rule, _as_integer(as_dataarray(array), spec, rule.fill_value), names)
 
 
 def flag_fractions(flags: xr.Dataset) -> dict[str, float]:

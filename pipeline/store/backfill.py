@@ -92,7 +92,7 @@ def _check_same_grid(store: xr.Dataset, cube: xr.Dataset, path: Path) -> None:
 
 
 def prepare(request: CubeRequest, found: dict[str, SensorItems], spec: BackfillSpec,
-            report: BackfillReport | None = None) -> list[Slice]:
+            report: BackfillReport | None = None, cube: xr.Dataset | None = None) -> list[Slice]:
     """Create the store (or append new time steps) and return the slices still to write.
 
     Cube time steps after the store's last one are appended; earlier ones the store
@@ -100,7 +100,7 @@ def prepare(request: CubeRequest, found: dict[str, SensorItems], spec: BackfillS
     """
     engine = open_engine(request.output, spec.engine)
     layout = spec.layout(request)
-    cube = lazy_cube(request, found, layout)
+    cube = lazy_cube(request, found, layout) if cube is None else cube
     if not engine.exists():
         engine.create(cube, encodings(cube, layout.chunks, layout.shards))
     else:
@@ -133,14 +133,18 @@ def slice_sources(cube: xr.Dataset, found: dict[str, SensorItems]) -> dict[str, 
     return out
 
 
-def write_slice(request: CubeRequest, found: dict[str, SensorItems], spec: BackfillSpec, sl: Slice) -> dict | None:
+def write_slice(request: CubeRequest, found: dict[str, SensorItems], spec: BackfillSpec, sl: Slice,
+                cube: xr.Dataset | None = None) -> dict | None:
     """Compute one slice on the active Dask scheduler and commit it; its record, or None if
-    a concurrent writer committed it first. A failure is journalled and re-raised."""
+    a concurrent writer committed it first. A failure is journalled and re-raised.
+
+    ``cube`` is :func:`lazy_cube` of the same request, built once by callers writing many slices.
+    """
     engine = open_engine(request.output, spec.engine)
     layout = spec.layout(request)
     try:
         store_times = engine.open().time.values[sl.t[0]:sl.t[1]]
-        cube = lazy_cube(request, found, layout)
+        cube = lazy_cube(request, found, layout) if cube is None else cube
         sub = cube.sel(time=store_times, method="nearest", tolerance=TIME_TOLERANCE)
         sub = sub.isel(y=slice(*sl.y), x=slice(*sl.x))
         along_time = [v for v in sub.data_vars if {"time", "y", "x"} <= set(sub[v].dims)]
@@ -185,9 +189,10 @@ def backfill(request: CubeRequest, found: dict[str, SensorItems], spec: Backfill
     """Prepare, write every pending slice in turn, finalise; holds the store's writer lock throughout."""
     report = BackfillReport(store=str(request.output), engine=spec.engine)
     with write_lock(request.output, spec.lock_timeout_s):
-        pending = prepare(request, found, spec, report)
+        cube = lazy_cube(request, found, spec.layout(request))
+        pending = prepare(request, found, spec, report, cube)
         for i, sl in enumerate(pending):
-            record = write_slice(request, found, spec, sl)
+            record = write_slice(request, found, spec, sl, cube)
             (report.written if record else report.skipped_concurrent).append(sl.id)
             if progress:
                 progress(i + 1, len(pending))
@@ -203,7 +208,8 @@ def update_request(path: Path | str, until: dt.date | None = None) -> CubeReques
     """The request of an incremental update: the store's own request, from its last time step to ``until``.
 
     ``until`` defaults to today (UTC). Items acquired on the store's last day are
-    searched again; only time steps after the last one are appended.
+    searched again; only time steps after the last one are appended. The bands are
+    pinned to the store's (a window where one sensor has no items must not change them).
     """
     store = engine_of(path).open()
     if "eocube:request" not in store.attrs:
@@ -214,4 +220,5 @@ def update_request(path: Path | str, until: dt.date | None = None) -> CubeReques
     if until < last:
         raise ValueError(f"update window ends {until}, before the store's last time step {last}")
     fields.update(start=last.isoformat(), end=until.isoformat(), output=str(path))
+    fields["bands"] = fields.get("bands") or [str(v) for v in store.data_vars if v not in ("valid", "spatial_ref")]
     return CubeRequest.model_validate(fields)

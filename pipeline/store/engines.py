@@ -62,11 +62,17 @@ def _atomic_write_json(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
-def _time_part(template: xr.Dataset) -> xr.Dataset:
-    """The time-dependent variables of ``template``, without root attributes (the store keeps its own)."""
+def _append_times(store, template: xr.Dataset) -> None:
+    """Append ``template``'s time-dependent variables to the Zarr ``store`` (metadata and
+    coordinates only), keeping the store's own root attributes, which xarray rewrites."""
+    root = zarr.open_group(store, mode="r+", zarr_format=3)
+    attrs = root.attrs.asdict()
     part = template[[v for v in template.variables if "time" in template[v].dims]]
     part.attrs = {}
-    return part
+    part.to_zarr(store, mode="a", append_dim="time", consolidated=False, compute=False)
+    root = zarr.open_group(store, mode="r+", zarr_format=3)
+    root.attrs.clear()
+    root.attrs.update(attrs)
 
 
 class ZarrEngine:
@@ -104,7 +110,7 @@ class ZarrEngine:
 
     def append_times(self, template: xr.Dataset) -> None:
         """Extend every time-dependent array by ``template``'s time steps (coordinates written, data empty)."""
-        _time_part(template).to_zarr(self.path, mode="a", append_dim="time", consolidated=False, compute=False)
+        _append_times(str(self.path), template)
         consolidate(self.path)
 
     def write_slice(self, part: xr.Dataset, region: dict[str, slice], record: dict) -> bool:
@@ -177,7 +183,7 @@ class IcechunkEngine:
 
     def append_times(self, template: xr.Dataset) -> None:
         session = self._repo().writable_session(self.branch)
-        _time_part(template).to_zarr(session.store, mode="a", append_dim="time", consolidated=False, compute=False)
+        _append_times(session.store, template)
         self._commit(session, f"append {template.sizes['time']} time steps", {"eocube:op": "append"})
 
     def write_slice(self, part: xr.Dataset, region: dict[str, slice], record: dict) -> bool:

@@ -30,7 +30,7 @@ def coarsen_cube(ds: xr.Dataset, factor: int) -> xr.Dataset:
         data["valid"] = data["valid"].astype(np.float32)
     res_x = float(ds.x[1] - ds.x[0]) if ds.sizes["x"] > 1 else None
     res_y = float(ds.y[1] - ds.y[0]) if ds.sizes["y"] > 1 else None
-    out = data.coarsen(y=factor, x=factor, boundary="pad").mean(skipna=True, keep_attrs=True)
+    out = data.coarsen(y=factor, x=factor, boundary="pad").mean(keep_attrs=True)  # NaN-skipping for floats
     # padded blocks: place centres on the regular coarse grid, not the mean of partial blocks
     if res_x is not None:
         out = out.assign_coords(x=float(ds.x[0]) + res_x * (factor - 1) / 2 + res_x * factor * np.arange(out.sizes["x"]))

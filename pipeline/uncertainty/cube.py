@@ -10,10 +10,12 @@ sample's ``start`` and entries that are NaN or not ``valid`` are missing. Stores
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import odc.geo.xr  # noqa: F401  (registers the .odc accessor)
 import pandas as pd
 import xarray as xr
 from pyproj import Transformer
@@ -22,11 +24,14 @@ NON_FEATURES = ("valid", "spatial_ref")
 
 
 def open_store(path: str | Path) -> xr.Dataset:
-    """Open a Zarr store lazily; a clear error if it is missing."""
+    """Open a Zarr store lazily (``spatial_ref`` as a coordinate); a clear error if it is missing."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"store {path} does not exist")
-    return xr.open_zarr(path, chunks={})
+    with warnings.catch_warnings():  # stores without consolidated metadata open fine, just slower
+        warnings.filterwarnings("ignore", message="Failed to open Zarr store with consolidated metadata")
+        ds = xr.open_zarr(path, chunks={})
+    return ds.set_coords("spatial_ref") if "spatial_ref" in ds.data_vars else ds
 
 
 def default_features(ds: xr.Dataset) -> list[str]:
@@ -147,14 +152,15 @@ def sample_points(ds: xr.Dataset, points: pd.DataFrame, variables: list[str], n_
     times = feats["time"].values if "time" in ds.dims else np.array([np.datetime64("NaT")])
     anchors = points["end"] if "end" in points else points["time"] if "time" in points else None
     n_steps = min(n_steps, times.size)
-    X = np.empty((len(points), n_steps, feats.sizes["feature"]))
-    valid = np.empty(X.shape, dtype=bool)
-    for i in range(len(points)):
-        anchor = None if anchors is None or "time" not in ds.dims else np.datetime64(anchors.iloc[i], "ns")
-        t_idx = window_indices(times, anchor, n_steps)
-        X[i] = feats.isel(time=t_idx, y=row[i], x=col[i]).values
-        valid[i] = ok.isel(time=t_idx, y=row[i], x=col[i]).values
-        if "start" in points and "time" in ds.dims:
-            valid[i] &= (times[t_idx] >= np.datetime64(points["start"].iloc[i], "ns"))[:, None]
+    t_idx = np.stack([window_indices(times, None if anchors is None or "time" not in ds.dims
+                                     else np.datetime64(a, "ns"), n_steps) for a in
+                      (anchors if anchors is not None else [None] * len(points))])
+    where = {"time": xr.DataArray(t_idx, dims=("sample", "step")), "y": xr.DataArray(row, dims="sample"),
+             "x": xr.DataArray(col, dims="sample")}
+    X = feats.isel(where).transpose("sample", "step", "feature").values.astype(np.float64)
+    valid = ok.isel(where).transpose("sample", "step", "feature").values.astype(bool)
+    if "start" in points and "time" in ds.dims:
+        starts = points["start"].to_numpy().astype("datetime64[ns]")
+        valid &= (times[t_idx] >= starts[:, None])[..., None]
     X[~valid] = np.nan
     return X, valid, points["target"].to_numpy(float)

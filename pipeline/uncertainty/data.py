@@ -112,12 +112,17 @@ def split_indices(n: int, fractions: tuple[float, float], seed: int,
     if g.shape != (n,):
         raise ValueError(f"groups has shape {g.shape}, expected ({n},)")
     uniq = rng.permutation(np.unique(g))
-    sizes = np.array([np.sum(g == u) for u in uniq])
-    cum = np.cumsum(sizes) / n
-    val_groups = uniq[cum <= f_val] if f_val > 0 else uniq[:0]
-    cal_groups = uniq[(cum > f_val) & (cum <= f_val + f_cal)] if f_cal > 0 else uniq[:0]
+    val_groups, cal_groups, n_val, n_cal = [], [], 0, 0
+    for u in uniq:  # fill validation, then calibration, to at least their shares; the rest trains
+        size = int(np.sum(g == u))
+        if n_val < f_val * n:
+            val_groups.append(u)
+            n_val += size
+        elif n_cal < f_cal * n:
+            cal_groups.append(u)
+            n_cal += size
     in_val, in_cal = np.isin(g, val_groups), np.isin(g, cal_groups)
-    if (f_val > 0 and not in_val.any()) or (f_cal > 0 and not in_cal.any()):
-        raise ValueError("too few groups for the requested validation/calibration fractions")
+    if (in_val | in_cal).all():
+        raise ValueError(f"too few groups ({uniq.size}) to hold out validation and calibration groups and still train")
     idx = np.arange(n)
     return idx[~in_val & ~in_cal], idx[in_val], idx[in_cal]
