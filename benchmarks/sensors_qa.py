@@ -53,10 +53,10 @@ def main() -> None:
                                  MaskPolicy(dilation_m=90), 30.0).compute(), landsat.size),
         "s2 SCL invalid_mask (numpy)": (lambda: invalid_mask("sentinel-2-l2a", "SCL", scl), scl.size),
     }
-    print(f"{'case':48s} {'Mpx':>6s} {'s':>7s} {'Mpx/s':>8s}")
+    print(f"{'case':56s} {'Mpx':>6s} {'s':>7s} {'Mpx/s':>8s}")
     for name, (fn, n) in cases.items():
         s = _best(fn, args.repeat)
-        print(f"{name:48s} {n / 1e6:6.1f} {s:7.3f} {n / 1e6 / s:8.1f}")
+        print(f"{name:56s} {n / 1e6:6.1f} {s:7.3f} {n / 1e6 / s:8.1f}")
 
 
 if __name__ == "__main__":

@@ -167,6 +167,24 @@ app.command("status")(_store_cli.status)
 app.command("backfill")(_store_cli.backfill)
 
 
+def _mount_stage_commands() -> None:
+    """Each stage's own typer app, as ``eocube <stage> ...``."""
+    from pipeline.compression.cli import app as compress_app
+    from pipeline.embeddings.cli import app as embed_app
+    from pipeline.sensors.cli import app as sensors_app
+    from pipeline.store.cli import app as store_app
+    from pipeline.uncertainty.cli import app as uncertainty_app
+
+    app.add_typer(sensors_app, name="sensors", help="Sensor profiles and QA decoding.")
+    app.add_typer(embed_app, name="embed", help="Foundation-model embeddings of a cube store.")
+    app.add_typer(uncertainty_app, name="uncertainty", help="Temporal-dropout uncertainty regression.")
+    app.add_typer(compress_app, name="compress", help="Video compression of cubes.")
+    app.add_typer(store_app, name="store", help="Stores: backfill, update, status, STAC.")
+
+
+_mount_stage_commands()
+
+
 def main() -> None:
     """Entry point of the ``eocube`` console script."""
     app()

@@ -131,6 +131,7 @@ def test_cli_fit_predict_info_and_errors(cube_store, points_csv, tmp_path):
     assert res.exit_code == 2 and "unknown method 'bayes'" in res.output
 
 
+@pytest.mark.slow  # the Prefect test server takes most of the time
 def test_prefect_flow_writes_maps(cube_store, points_csv, tmp_path, prefect_harness):
     from flows.uncertainty import uncertainty
 
