@@ -11,7 +11,7 @@ import pytest
 import xarray as xr
 from scipy.optimize import minimize
 
-from pipeline.cube.composite import bins, composite
+from pipeline.cube.compositing import bins, composite
 
 BANDS = ("red", "nir08", "swir16")
 

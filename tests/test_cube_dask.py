@@ -60,6 +60,7 @@ def external_cluster(tmp_path_factory):
                 p.kill()
 
 
+@pytest.mark.slow
 def test_cube_through_an_external_cluster_equals_the_threaded_cube(external_cluster: str, demo_archive: Path, monkeypatch):
     from distributed import get_task_stream
 
@@ -86,5 +87,5 @@ def test_unreachable_scheduler_is_a_clear_error():
     from pipeline.cube import dask_client
 
     with pytest.raises(ConnectionError, match=r"cannot reach the Dask scheduler at tcp://127.0.0.1:\d+"):
-        with dask_client(f"tcp://127.0.0.1:{_free_port()}"):
+        with dask_client(f"tcp://127.0.0.1:{_free_port()}", timeout="2s"):
             pass

@@ -4,7 +4,7 @@ The multi-sensor cube has one float32 reflectance variable per harmonised common
 (dims ``time, y, x``), a ``valid`` mask and a ``sensor`` coordinate along ``time`` telling
 which sensor each time step came from. Time steps are sorted; two sensors observing
 on the same day remain separate steps. Optionally the cube is composited into regular
-time bins (:mod:`pipeline.cube.composite`).
+time bins (:mod:`pipeline.cube.compositing`).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 
 from pipeline.catalog.search import SensorItems
-from pipeline.cube.composite import composite
+from pipeline.cube.compositing import composite
 from pipeline.cube.gdal_env import configure_remote_reads
 from pipeline.cube.load import asset_table, load_sensor
 from pipeline.cube.probe import probe_items, report_failures

@@ -12,7 +12,7 @@ SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 
 @contextlib.contextmanager
 def dask_client(address: str | None = None, n_workers: int | None = None,
-                threads_per_worker: int = 1, memory_limit: str = "auto") -> Iterator[Client]:
+                threads_per_worker: int = 1, memory_limit: str = "auto", timeout: str = "20s") -> Iterator[Client]:
     """A Dask client on ``address`` (or ``$DASK_SCHEDULER_ADDRESS``), else on a new LocalCluster.
 
     The LocalCluster uses worker processes (one thread each by default, which suits
@@ -22,7 +22,7 @@ def dask_client(address: str | None = None, n_workers: int | None = None,
     address = address or os.environ.get(SCHEDULER_ENV)
     if address:
         try:
-            client = Client(address, timeout="20s")
+            client = Client(address, timeout=timeout)
         except OSError as exc:
             raise ConnectionError(f"cannot reach the Dask scheduler at {address}: {exc}") from exc
         with client:

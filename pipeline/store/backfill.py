@@ -78,8 +78,9 @@ def lazy_cube(request: CubeRequest, found: dict[str, SensorItems], layout: Store
     cube = build_cube(request, found, request_geobox(request), cube_bands(request, found))
     sources = cube.attrs.pop("source_items")
     cube.attrs.update(provenance_attrs(request.model_dump(mode="json"), sources))
-    cube = annotate_cf(cube)
-    return cube.chunk(layout.dask_chunks(cube.sizes))
+    cube = annotate_cf(cube).chunk(layout.dask_chunks(cube.sizes))
+    # labels along time (sensor) are written with the skeleton, so they must be in memory
+    return cube.assign_coords({c: cube[c].load() for c in cube.coords if c not in cube.dims})
 
 
 def _check_same_grid(store: xr.Dataset, cube: xr.Dataset, path: Path) -> None:
