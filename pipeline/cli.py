@@ -21,6 +21,8 @@ from pipeline.model import CubeRequest
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+# The local (ephemeral) Prefect API starts with the first flow run; give it time on busy machines.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Earth-observation data cubes: STAC search -> cloud-masked cube -> Zarr.")
@@ -95,13 +97,40 @@ def demo_request(out: Path) -> CubeRequest:
                        sensors=["sentinel-2", "landsat", "modis"], resolution=10.0, output=out / "demo-cube.zarr")
 
 
+def print_demo_summary(summary) -> None:
+    print_summary(summary.cube)
+    table = Table(title="eocube: later stages", show_header=False, title_justify="left")
+    table.add_row("monthly composite", str(summary.monthly_store))
+    if summary.embeddings:
+        e = summary.embeddings
+        table.add_row("embeddings", f"{e.get('model')} {e.get('sizes')} sha256={str(e.get('weights_sha256'))[:12]}…")
+    for stage, why in summary.skipped.items():
+        table.add_row(stage, f"skipped: {why}")
+    u = summary.uncertainty
+    table.add_row("uncertainty", f"{u['store']} ({u['method']}, learned alpha={u['alpha_learned']}, "
+                                 f"mean sigma={u['mean_sigma_percent']} %, {u['calibration']})")
+    c = summary.compression
+    table.add_row("compression", f"{c['store']} ({c['mode']} qp={c['qp']}, {c['bpppb']:.2f} bpppb, "
+                                 f"ratio {c['raw_bytes'] / max(c['stored_bytes'], 1):.1f}x, PSNR {c['psnr']:.1f} dB "
+                                 f"at peak {c['psnr_peak']})")
+    Console().print(table)
+
+
 @app.command()
-def demo(out: Path = typer.Option(Path("eocube-demo"), help="output folder (store, quicklook)"),
+def demo(out: Path = typer.Option(Path("eocube-demo"), help="output folder (stores, quicklook)"),
          dask_address: Optional[str] = typer.Option(None, envvar="DASK_SCHEDULER_ADDRESS", help="existing Dask scheduler"),
          archive: Optional[Path] = typer.Option(None, help="demo archive folder (default ~/.cache/eocube/demo-archive)")) -> None:
-    """Run the whole pipeline on the embedded demo catalog, end to end."""
+    """Run the whole pipeline on the embedded demo catalog, end to end (cube, embeddings, uncertainty, compression)."""
+    import time
+
+    from flows.demo import demo_flow
+
     with user_errors():
-        _run(demo_request(out), dask_address, archive)
+        t0 = time.perf_counter()
+        with progress_display() as progress:
+            summary = demo_flow(demo_request(out), archive=archive, dask_address=dask_address, progress=progress)
+        summary.cube.seconds = round(time.perf_counter() - t0, 1)
+        print_demo_summary(summary)
 
 
 @app.command()
@@ -170,12 +199,14 @@ app.command("backfill")(_store_cli.backfill)
 def _mount_stage_commands() -> None:
     """Each stage's own typer app, as ``eocube <stage> ...``."""
     from pipeline.compression.cli import app as compress_app
+    from pipeline.cube.cli import app as cube_app
     from pipeline.embeddings.cli import app as embed_app
     from pipeline.sensors.cli import app as sensors_app
     from pipeline.store.cli import app as store_app
     from pipeline.uncertainty.cli import app as uncertainty_app
 
     app.add_typer(sensors_app, name="sensors", help="Sensor profiles and QA decoding.")
+    app.add_typer(cube_app, name="cube", help="Cube utilities: temporal composites of a store.")
     app.add_typer(embed_app, name="embed", help="Foundation-model embeddings of a cube store.")
     app.add_typer(uncertainty_app, name="uncertainty", help="Temporal-dropout uncertainty regression.")
     app.add_typer(compress_app, name="compress", help="Video compression of cubes.")

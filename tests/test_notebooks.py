@@ -1,7 +1,6 @@
 """The notebooks run top to bottom against demo stores (nbclient, a real kernel), and are kept without outputs."""
 from __future__ import annotations
 
-import datetime as dt
 import os
 from pathlib import Path
 
@@ -46,4 +45,4 @@ def test_backfill_walkthrough_then_explore_the_store(demo_archive: Path, tmp_pat
     assert any("<img" in o["data"]["text/html"] or "animation" in o["data"]["text/html"].lower() for o in html)
     texts = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "committed slices, 100% of the cube" in texts
-    assert dt.date(2022, 6, 1).isoformat()[:7] in texts or "2022-06" in texts
+    assert "2022-06" in texts  # the store repr lists its June time steps

@@ -165,7 +165,7 @@ def test_engine_commits_slices_and_writes_valid_stac(tmp_path: Path, engine_cls)
 
     item_path = write_stac(engine)
     checked = validate_stac(item_path)
-    assert any("item.json" in c for c in checked[0]) if isinstance(checked[0], list) else checked
+    assert [c.rsplit("/", 1)[-1] for c in checked] == ["item.json", "collection.json"]
     item = pystac.Item.from_file(item_path)
     lon0, lat0, lon1, lat1 = item.bbox
     assert 10.5 < lon0 < lon1 < 10.6 and 45.5 < lat0 < lat1 < 45.55

@@ -41,7 +41,7 @@ from pipeline.demo.landscape import CLASSES, TRUTH_NODATA, TRUTH_WATER, Landscap
 from pipeline.demo.qa_encoding import encode_landsat_qa_pixel, encode_modis_state_500m, encode_s2_scl
 from pipeline.sensors import BandSpec, load_profile
 
-ARCHIVE_VERSION = "4"
+ARCHIVE_VERSION = "5"
 UTM_EPSG = 32632
 MODIS_SINUSOIDAL = "+proj=sinu +lon_0=0 +x_0=0 +y_0=0 +R=6371007.181 +units=m +no_defs"
 MODIS_TILE_SIZE = 1111950.5197665233  # metres
@@ -436,7 +436,7 @@ def write_labels(out: Path, site: DemoSite, landscape: Landscape, rng: np.random
 
     x0, y0, x1, y1 = site.aoi_utm
     xs, ys = rng.uniform(x0 + 50, x1 - 50, n), rng.uniform(y0 + 50, y1 - 50, n)
-    days = rng.integers(0, (site.end - site.start).days + 1, n)
+    days = rng.integers(45, (site.end - site.start).days + 1, n)  # leave room for a window of prior scenes
     classes = landscape.class_index(xs, ys)
     to_ll = pyproj.Transformer.from_crs(UTM_EPSG, 4326, always_xy=True)
     lons, lats = to_ll.transform(xs, ys)
