@@ -15,8 +15,11 @@ $(BIN)/eocube: pyproject.toml
 
 install: $(BIN)/eocube
 
+# Released Presto weights: ../shared/models (this workplace) or the cache (~/.cache/eocube/weights/presto/).
+SHARED_MODELS := $(wildcard ../shared/models)
+
 demo: install
-	$(BIN)/eocube demo --out eocube-demo
+	$(if $(and $(SHARED_MODELS),$(if $(EOCUBE_WEIGHTS_DIR),,1)),EOCUBE_WEIGHTS_DIR=$(abspath $(SHARED_MODELS)) ,)$(BIN)/eocube demo --out eocube-demo
 
 test: install
 	$(BIN)/python -m pytest -q
