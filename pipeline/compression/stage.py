@@ -20,6 +20,7 @@ from pipeline.compression.codec import CodecParams
 from pipeline.compression.metrics import psnr
 from pipeline.compression.ratecontrol import choose_qp
 from pipeline.compression.zarr_codec import VideoCodec
+from pipeline.cube.source import open_cube
 
 CUBE_DIMS = ("time", "y", "x")
 STACKED = "reflectance"
@@ -41,15 +42,6 @@ class CompressionSummary:
     psnr: float | None
     psnr_peak: float
     seconds: float
-
-
-def _open(cube: xr.Dataset | str | Path) -> xr.Dataset:
-    if isinstance(cube, xr.Dataset):
-        return cube
-    path = Path(cube)
-    if not path.exists():
-        raise FileNotFoundError(f"cube {path} does not exist")
-    return xr.open_zarr(path) if path.suffix == ".zarr" or path.is_dir() else xr.open_dataset(path)
 
 
 def split_variables(ds: xr.Dataset) -> tuple[list[str], list[str]]:
@@ -81,7 +73,7 @@ def compress_cube(cube: xr.Dataset | str | Path, out: str | Path, params: CodecP
     With ``measure`` the store is read back and the whole-cube PSNR reported (lossy mode).
     """
     t0 = timer.perf_counter()
-    ds = _open(cube)
+    ds = open_cube(cube)
     bands, others = split_variables(ds)
     if time_chunk < 1 or space_chunk < 16:
         raise ValueError("time_chunk must be >= 1 and space_chunk >= 16")

@@ -25,6 +25,7 @@ import torch
 import xarray as xr
 import zarr
 
+from pipeline.cube.source import open_cube
 from pipeline.embeddings.adapters import ChipBatch, GalileoAdapter, PrestoAdapter, PrithviAdapter
 from pipeline.embeddings.galileo import GalileoNormalizer
 from pipeline.embeddings.registry import EncoderInfo, load_encoder
@@ -84,15 +85,6 @@ def auto_batch_size(info: EncoderInfo, chip: int, n_times: int, unit: int, devic
     return int(max(1, min(256, free // 2 // per_chip)))
 
 
-def _open(cube: xr.Dataset | str | Path) -> xr.Dataset:
-    if isinstance(cube, xr.Dataset):
-        return cube
-    path = Path(cube)
-    if not path.exists():
-        raise FileNotFoundError(f"cube store {path} does not exist")
-    return xr.open_zarr(path, chunks={})
-
-
 def _check_cube(ds: xr.Dataset) -> tuple[list[str], str]:
     missing = [d for d in ("time", "y", "x") if d not in ds.dims]
     if missing:
@@ -139,7 +131,7 @@ def embed_cube(cube: xr.Dataset | str | Path, model: str = "presto", weights: st
     ``patch_size`` is Galileo's p. Returns float32 ``(y, x, dim)`` or ``(patch_y, patch_x, dim)``,
     NaN where a cell never had a valid observation. Compute it (or call :func:`write_embeddings`).
     """
-    ds = _open(cube)
+    ds = open_cube(cube)
     bands, crs_wkt = _check_cube(ds)
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     here = dev if dev.type != "cuda" or torch.cuda.is_available() else torch.device("cpu")
