@@ -1,6 +1,6 @@
 """Rate-distortion benchmark of pipeline.compression on the real Sentinel-2 Romania cube.
 
-    python benchmarks/compression_rd.py [--shared ../shared] [--out benchmarks/_work/compression]
+    python benchmarks/compression_rd.py [--shared ../shared] [--out benchmarks/figures/compression]
 
 Bands B02, B03, B04, B08 (uint16 DN, clouds included, as in xarrayvideo), coded in chunks of
 32 frames x 100 x 100 px. Configurations: ours (KLT, triplets in gbrp12le), no KLT (triplets),
@@ -70,7 +70,7 @@ def numcodecs_row(name: str, dn: np.ndarray, codec, as_float: bool) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared")
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/_work/compression"))
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/figures/compression"))
     ap.add_argument("--qps", default="0,4,8,12,16,20,24,30,36")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)

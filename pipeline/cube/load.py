@@ -18,7 +18,7 @@ from odc.geo.geobox import GeoBox
 
 from pipeline.catalog.search import SensorItems
 from pipeline.cube.readers import AssetInfo, Engine, item_time, read_assets
-from pipeline.sensors import MaskPolicy, SensorProfile, invalid_mask, item_band_specs, load_profile
+from pipeline.sensors import MaskPolicy, SensorProfile, invalid_mask, item_band_specs, load_profile, profile_for_item
 
 #: Default resampling per variable kind; a request may override per kind or per band.
 DEFAULT_RESAMPLING = {"reflectance": "bilinear", "qa": "nearest"}
@@ -84,7 +84,8 @@ def load_sensor(found: SensorItems, geobox: GeoBox, bands: Sequence[str], *, pol
     ``eo:cloud_cover``, %, along time), ``y``/``x`` of ``geobox``. ``engine`` picks the
     reader (``"odc-stac"`` or ``"stackstac"``); ``chunks`` are the Dask chunks of the read.
     """
-    profile = load_profile(found.profile)
+    # the profile with the asset keys these items use (Earth Search names them "blue", "scl", ...)
+    profile = profile_for_item(found.items[0]) if found.items else load_profile(found.profile)
     resampling = resampling_for(profile, bands, resampling or {})
     qa = profile.qa[0]
     chunks = chunks or {"time": 1, "y": 512, "x": 512}

@@ -79,11 +79,14 @@ def backfill(request_file: Path = typer.Argument(..., help="request YAML/JSON (f
 
     from flows.backfill import backfill_flow
     from pipeline.model import CubeRequest
+    from pipeline.store.journal import write_lock
 
     with store_errors():
         if not request_file.exists():
             raise FileNotFoundError(f"request file {request_file} does not exist")
         request = CubeRequest.model_validate(yaml.safe_load(request_file.read_text()) or {})
+        with write_lock(request.output, wait):  # fail fast, before a flow run is created; the flow locks again
+            pass
         report = backfill_flow(request, engine=engine, tile_px=tile_px, time_step=time_step, shards=_shards(shards),
                                lock_timeout_s=wait, archive=archive)
     Console().print(f"{report['store']}: {len(report['written'])} of {report['planned']} pending slices written")
