@@ -20,18 +20,17 @@ import pandas as pd
 import xarray as xr
 from pyproj import Transformer
 
+from pipeline.cube.source import open_cube
+from pipeline.sensors.harmonise import CANONICAL_BANDS
+
 NON_FEATURES = ("valid", "spatial_ref")
 
 
 def open_store(path: str | Path) -> xr.Dataset:
     """Open a Zarr store lazily (``spatial_ref`` as a coordinate); a clear error if it is missing."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"store {path} does not exist")
     with warnings.catch_warnings():  # stores without consolidated metadata open fine, just slower
         warnings.filterwarnings("ignore", message="Failed to open Zarr store with consolidated metadata")
-        ds = xr.open_zarr(path, chunks={})
-    return ds.set_coords("spatial_ref") if "spatial_ref" in ds.data_vars else ds
+        return open_cube(Path(path))
 
 
 def default_features(ds: xr.Dataset) -> list[str]:
@@ -40,7 +39,9 @@ def default_features(ds: xr.Dataset) -> list[str]:
              and np.issubdtype(v.dtype, np.floating)]
     if not names:
         raise ValueError("the store has no float variable over (y, x) to use as features")
-    return names
+    # a stable order whatever order the store lists its arrays in: bands by wavelength, then the rest
+    rank = {b: i for i, b in enumerate(CANONICAL_BANDS)}
+    return sorted(names, key=lambda n: (rank.get(n, len(rank)), n))
 
 
 def feature_array(ds: xr.Dataset, variables: list[str]) -> xr.DataArray:
