@@ -1,4 +1,4 @@
-"""``eocube compress``: video compression of cubes (mounted by the lead as a sub-command)."""
+"""``eocube compress``: video compression of cubes (mounted in pipeline.cli as a sub-command)."""
 from __future__ import annotations
 
 import json
