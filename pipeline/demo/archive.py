@@ -276,6 +276,18 @@ class _Writer:
     def __init__(self, out: Path, site: DemoSite, landscape: Landscape, rng: np.random.Generator):
         self.out, self.site, self.landscape, self.rng = out, site, landscape, rng
 
+    def _observe_grid(self, x: np.ndarray, y: np.ndarray, wavelengths_um: list[float], acq: Acquisition,
+                      sky: Sky) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What the sensor sees on a grid of pixel centres: reflectance, truth classes, cloud thickness."""
+        surface, snow = self.landscape.surface_reflectance(x, y, wavelengths_um, acq.time.date())
+        thick, shadow = sky.thickness(x, y), sky.shadow(x, y)
+        water = self.landscape.class_index(x, y) == CLASSES.index("water")
+        seen, truth = observe(surface, snow, water, thick, shadow, sky.cirrus, wavelengths_um)
+        return seen, truth, thick
+
+    def _href(self, acq: Acquisition, asset: str) -> Path:
+        return self.out / "data" / acq.collection / acq.item_id / f"{asset}.tif"
+
     def _sky(self, acq: Acquisition) -> Sky:
         return Sky.generate(self.rng, self.site.landscape_bounds(), acq.cloud_cover)
 
@@ -298,17 +310,14 @@ class _Writer:
         wedge_seed = int(self.rng.integers(2**31))
         for res, specs in sorted(by_res.items()):
             x, y = pixel_centres(bounds, res)
-            surface, snow = self.landscape.surface_reflectance(x, y, [s.center_wavelength_um for s in specs], acq.time.date())
-            thick, shadow = sky.thickness(x, y), sky.shadow(x, y)
-            water = self.landscape.class_index(x, y) == CLASSES.index("water")
-            seen, truth = observe(surface, snow, water, thick, shadow, sky.cirrus, [s.center_wavelength_um for s in specs])
+            seen, truth, thick = self._observe_grid(x, y, [s.center_wavelength_um for s in specs], acq, sky)
             nodata = _nodata_wedge(x, y, bounds, np.random.default_rng(wedge_seed), 0.12)
             transform = from_origin(bounds[0], bounds[3], res, res)
             noise = self.rng.normal(0, 0.002, seen.shape)
             for spec, band in zip(specs, seen + noise):
                 dn = np.clip(np.round(band / spec.scale) + add_offset, 1, 65535).astype(np.uint16)
                 dn[nodata] = 0
-                href = self.out / "data" / acq.collection / acq.item_id / f"{spec.asset}.tif"
+                href = self._href(acq, spec.asset)
                 _write_cog(href, dn, crs, transform, 0)
                 asset = _band_asset(spec, spec.asset, href, dn.shape, transform, raster_bands=False)
                 asset["title"] = f"Band {spec.asset[1:]} - {spec.common_name} - {int(res)}m"
@@ -318,7 +327,7 @@ class _Writer:
                 truth[nodata] = TRUTH_NODATA
                 ndvi = _ndvi(self.landscape, x, y, acq.time.date())
                 scl = encode_s2_scl(truth, thick, ndvi > 0.4)
-                href = self.out / "data" / acq.collection / acq.item_id / f"{qa.asset}.tif"
+                href = self._href(acq, qa.asset)
                 _write_cog(href, scl, crs, transform, 0)
                 assets[qa.asset] = {**_asset_common(spec, href, scl.shape, transform), "title": "Scene classfication map (SCL)"}
                 self._save_truth(acq, truth, thick, transform, crs)
@@ -332,11 +341,7 @@ class _Writer:
         sky, bounds, res = self._sky(acq), self.site.landsat_bounds, 30.0
         crs = f"EPSG:{UTM_EPSG}"
         x, y = pixel_centres(bounds, res)
-        wls = [s.center_wavelength_um for s in profile.bands]
-        surface, snow = self.landscape.surface_reflectance(x, y, wls, acq.time.date())
-        thick, shadow = sky.thickness(x, y), sky.shadow(x, y)
-        water = self.landscape.class_index(x, y) == CLASSES.index("water")
-        seen, truth = observe(surface, snow, water, thick, shadow, sky.cirrus, wls)
+        seen, truth, thick = self._observe_grid(x, y, [s.center_wavelength_um for s in profile.bands], acq, sky)
         fill = _nodata_wedge(x, y, bounds, self.rng, 0.1)
         truth[fill] = TRUTH_NODATA
         transform = from_origin(bounds[0], bounds[3], res, res)
@@ -345,14 +350,14 @@ class _Writer:
         for spec, band in zip(profile.bands, seen):
             dn = np.clip(np.round((band - spec.offset) / spec.scale), 1, 65535).astype(np.uint16)
             dn[fill] = 0
-            href = self.out / "data" / acq.collection / acq.item_id / f"{spec.asset}.tif"
+            href = self._href(acq, spec.asset)
             _write_cog(href, dn, crs, transform, 0)
             asset = _band_asset(spec, spec.asset, href, dn.shape, transform, raster_bands=True)
             asset["title"] = f"{spec.common_name} band"
             assets[spec.asset] = asset
         qa = profile.qa[0]
         qa_pixel = encode_landsat_qa_pixel(truth, thick)
-        href = self.out / "data" / acq.collection / acq.item_id / f"{qa.asset}.tif"
+        href = self._href(acq, qa.asset)
         _write_cog(href, qa_pixel, crs, transform, 1)
         assets[qa.asset] = {**_asset_common(profile.bands[0], href, qa_pixel.shape, transform),
                             "title": "Pixel Quality Assessment Band", "roles": ["cloud", "cloud-shadow", "snow-ice", "water-mask"],
@@ -388,7 +393,7 @@ class _Writer:
         seen_px = seen_px + self.rng.normal(0, 0.002, seen_px.shape)
         for spec, band in zip(profile.bands, seen_px):
             dn = np.clip(np.round(band / spec.scale), -100, 16000).astype(np.int16)
-            href = self.out / "data" / acq.collection / acq.item_id / f"{spec.asset}.tif"
+            href = self._href(acq, spec.asset)
             _write_cog(href, dn, MODIS_SINUSOIDAL, transform, spec.nodata)
             asset = _band_asset(spec, spec.asset, href, dn.shape, transform, raster_bands=True)
             del asset["raster:bands"][0]["offset"]  # PC MODIS items carry scale only
@@ -396,7 +401,7 @@ class _Writer:
             assets[spec.asset] = asset
         qa = profile.qa[0]
         state = encode_modis_state_500m(truth, thick_px)
-        href = self.out / "data" / acq.collection / acq.item_id / f"{qa.asset}.tif"
+        href = self._href(acq, qa.asset)
         _write_cog(href, state, MODIS_SINUSOIDAL, transform, None)
         assets[qa.asset] = {**_asset_common(profile.bands[0], href, state.shape, transform),
                             "title": "Surface reflectance 500m state flags",
