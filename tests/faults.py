@@ -18,7 +18,11 @@ import httpx
 
 @dataclass
 class FaultPlan:
-    """Share of requests (0-1) that get each fault; the rest are forwarded untouched."""
+    """Share of requests (0-1) that get each fault; the rest are served untouched.
+
+    ``draw()`` picks the fate of one request from a seeded schedule and counts it.
+    ``broken`` lists URL paths that always fail (used by servers of files).
+    """
 
     error_share: float = 0.0
     error_status: int = 503
@@ -26,8 +30,29 @@ class FaultPlan:
     slow_seconds: float = 2.0
     drop_share: float = 0.0
     always_status: int | None = None  # answer every request with this status (e.g. 400)
+    broken: set[str] = field(default_factory=set)
     seed: int = 0
-    counts: dict[str, int] = field(default_factory=lambda: {"forwarded": 0, "error": 0, "slow": 0, "drop": 0})
+    counts: dict[str, int] = field(default_factory=lambda: {"forwarded": 0, "error": 0, "slow": 0, "drop": 0,
+                                                            "broken": 0})
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+        self._lock = threading.Lock()
+
+    def draw(self) -> str:
+        """``"error"``, ``"slow"``, ``"drop"`` or ``"forwarded"`` for the next request."""
+        with self._lock:
+            u = self._rng.random()
+            if u < self.error_share:
+                kind = "error"
+            elif u < self.error_share + self.slow_share:
+                kind = "slow"
+            elif u < self.error_share + self.slow_share + self.drop_share:
+                kind = "drop"
+            else:
+                kind = "forwarded"
+            self.counts[kind] += 1
+            return kind
 
 
 class FaultyProxy:
@@ -36,8 +61,6 @@ class FaultyProxy:
     def __init__(self, upstream: str, plan: FaultPlan, port: int = 0):
         self.upstream = upstream.rstrip("/")
         self.plan = plan
-        self._rng = random.Random(plan.seed)
-        self._lock = threading.Lock()
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -48,7 +71,7 @@ class FaultyProxy:
 
             def _handle(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                fault = proxy._draw()
+                fault = proxy.plan.draw()
                 if fault == "drop":
                     self.close_connection = True
                     self.connection.close()
@@ -81,21 +104,6 @@ class FaultyProxy:
         self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def _draw(self) -> str:
-        with self._lock:
-            u = self._rng.random()
-            p = self.plan
-            if u < p.error_share:
-                kind = "error"
-            elif u < p.error_share + p.slow_share:
-                kind = "slow"
-            elif u < p.error_share + p.slow_share + p.drop_share:
-                kind = "drop"
-            else:
-                kind = "forwarded"
-            p.counts[kind] += 1
-            return kind
 
     def __enter__(self) -> "FaultyProxy":
         threading.Thread(target=self._server.serve_forever, daemon=True).start()

@@ -5,12 +5,10 @@ stays broken is named (item and asset), left out, and recorded in the store."""
 from __future__ import annotations
 
 import json
-import random
 import socket
 import struct
 import threading
 import time
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -20,30 +18,17 @@ import pytest
 import xarray as xr
 
 from pipeline.cube.probe import UnreadableAssetWarning
+from faults import FaultPlan
 from test_cube_support import demo_found, small_request, with_hrefs
 
 pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 
 
-@dataclass
-class Faults:
-    """Share of Range requests that get an HTTP 503, a connection reset, or a delay."""
-
-    error_share: float = 0.0
-    reset_share: float = 0.0
-    delay_share: float = 0.0
-    delay_s: float = 0.3
-    broken: set[str] = field(default_factory=set)  # URL paths that always answer 500
-    seed: int = 7
-    counts: dict[str, int] = field(default_factory=lambda: {"served": 0, "error": 0, "reset": 0, "delay": 0, "broken": 0})
-
-
 class RangeServer:
     """Serve files under ``root`` on 127.0.0.1 with single- and multi-range GETs, injecting ``faults``."""
 
-    def __init__(self, root: Path, faults: Faults):
+    def __init__(self, root: Path, faults: FaultPlan):
         self.root, self.faults = root, faults
-        rng, lock = random.Random(faults.seed), threading.Lock()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -51,15 +36,6 @@ class RangeServer:
 
             def log_message(self, *args):
                 pass
-
-            def _draw(self) -> str:
-                f = server.faults
-                with lock:
-                    u = rng.random()
-                    kind = ("error" if u < f.error_share else "reset" if u < f.error_share + f.reset_share
-                            else "delay" if u < f.error_share + f.reset_share + f.delay_share else "served")
-                    f.counts[kind] += 1
-                return kind
 
             def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
                 self.send_response(status)
@@ -82,16 +58,16 @@ class RangeServer:
                 spec = self.headers.get("Range")
                 if not spec:
                     return self._send(200, data, {"Content-Type": "image/tiff", "Accept-Ranges": "bytes"})
-                kind = self._draw()
+                kind = server.faults.draw()
                 if kind == "error":
                     return self._send(503, b"try again", {"Content-Type": "text/plain"})
-                if kind == "reset":  # RST instead of an answer
+                if kind == "drop":  # RST instead of an answer
                     self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     self.close_connection = True
                     self.connection.close()
                     return None
-                if kind == "delay":
-                    time.sleep(server.faults.delay_s)
+                if kind == "slow":
+                    time.sleep(server.faults.slow_seconds)
                 ranges = []
                 for part in spec.removeprefix("bytes=").split(","):
                     a, b = part.strip().split("-")
@@ -144,11 +120,11 @@ def test_flaky_http_reads_equal_disk_reads(demo_archive: Path):
     geobox = request_geobox(request)
     bands = ["red", "nir08"]
     disk = build_cube(request, found, geobox, bands).compute(scheduler="threads")
-    faults = Faults(error_share=0.2, reset_share=0.15, delay_share=0.15)
+    faults = FaultPlan(error_share=0.2, drop_share=0.15, slow_share=0.15, slow_seconds=0.3, seed=7)
     with RangeServer(demo_archive, faults) as server:
         remote = build_cube(request, found, geobox, bands, patch_url=server.patch_url).compute(scheduler="threads")
     print("\nrange requests:", faults.counts)
-    assert min(faults.counts[k] for k in ("error", "reset", "delay")) >= 3
+    assert min(faults.counts[k] for k in ("error", "drop", "slow")) >= 3
     assert json.loads(remote.attrs["eocube:failed_items"]) == {}
     assert remote.sizes["time"] >= 4 and float(remote["valid"].mean()) > 0.2
     _assert_same(disk, remote)
@@ -163,7 +139,7 @@ def test_a_cog_that_stays_broken_is_named_left_out_and_recorded(demo_archive: Pa
     request = small_request(output=tmp_path / "cube.zarr")
     found = demo_found(demo_archive, request)
     victim = found["sentinel-2"].items[1]
-    faults = Faults(error_share=0.05)
+    faults = FaultPlan(error_share=0.05, seed=7)
     with RangeServer(demo_archive, faults) as server:
         remote = with_hrefs(found, server.patch_url)
         faults.broken.add(urlparse(server.patch_url(victim.assets["B04"].href)).path)
