@@ -10,11 +10,14 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import pandas as pd
 import xarray as xr
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.build_cube import build_cube
+from pipeline.embeddings.registry import SOURCES
+from pipeline.embeddings.weights import WeightsNotFoundError, resolve_weights
 from pipeline.job import CubeSummary, Progress, default_demo_archive
 from pipeline.model import CubeRequest
 
@@ -66,7 +69,16 @@ def uncertainty_task(store: Path, labels: Path, out: Path) -> dict:
     from pipeline.uncertainty.maps import predict_map
     from pipeline.uncertainty.stage import fit_from_points
 
-    model = fit_from_points(store, labels, n_steps=6, method="mc-conctd", seed=0)
+    n_steps = 6
+    times = xr.open_zarr(store).time.values
+    table = pd.read_csv(labels, parse_dates=["date"])
+    # points need n_steps scenes at or before their date inside the cube's period
+    inside = table[(table.date >= times[min(n_steps, times.size) - 1]) & (table.date <= times[-1])]
+    if len(inside) < 20:
+        raise ValueError(f"only {len(inside)} labelled points fall inside the cube's period; widen the dates")
+    labels = out.with_name("labels-in-period.csv")
+    inside.to_csv(labels, index=False, date_format="%Y-%m-%d")
+    model = fit_from_points(store, labels, n_steps=n_steps, method="mc-conctd", seed=0)
     model.save(out.with_suffix(".model"))
     path = predict_map(model, store, out, name="vegetation_cover")
     maps = xr.open_zarr(path)
@@ -104,10 +116,12 @@ def demo_flow(request: CubeRequest, archive: Path | None = None, dask_address: s
     monthly = monthly_composite_task(store, out_dir / "demo-monthly.zarr")
     summary.monthly_store = str(monthly)
     step("monthly composite")
-    try:
-        summary.embeddings = embed_task(monthly)
-    except FileNotFoundError as exc:  # weights not available on this machine
+    try:  # the released weights may not be on this machine: say so and go on
+        resolve_weights("presto", SOURCES["presto"])
+    except WeightsNotFoundError as exc:
         summary.skipped["embeddings"] = str(exc).splitlines()[0]
+    else:
+        summary.embeddings = embed_task(monthly)
     step("embeddings")
     summary.uncertainty = uncertainty_task(store, archive / "labels.csv", out_dir / "demo-uncertainty.zarr")
     step("uncertainty")
