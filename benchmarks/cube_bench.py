@@ -15,6 +15,7 @@ Dask workers, sampled every 0.1 s with psutil), and the task-graph size; then th
 ratios eocube / odc-plain and stackstac / odc-plain.
 
     python benchmarks/cube_bench.py --quick                       # 512 px x 8 dates x 6 bands
+    python benchmarks/cube_bench.py --size 2048 --dates 24 --repeat 3   # medians of 3 interleaved rounds
     python benchmarks/cube_bench.py --size 4096 --dates 100       # the issue's full size
 """
 from __future__ import annotations
@@ -187,8 +188,11 @@ def main() -> None:
     ap.add_argument("--dates", type=int, default=100)
     ap.add_argument("--bands", type=int, default=6, choices=range(1, 7))
     ap.add_argument("--chunk", type=int, default=1024, help="y/x chunk (Dask and Zarr), a multiple of the 512-px COG tile")
-    ap.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (1 thread each)")
+    ap.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes")
+    ap.add_argument("--threads", type=int, default=1, help="threads per worker process")
     ap.add_argument("--memory-limit", default="1GB", help="per worker")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="rounds of all variants back to back (order rotated each round); ratios of the median times")
     ap.add_argument("--quick", action="store_true", help="512 px x 8 dates (a smoke run)")
     ap.add_argument("--no-stackstac", action="store_true")
     args = ap.parse_args()
@@ -218,24 +222,34 @@ def main() -> None:
                           sensors=["sentinel-2"], bands=bands, resolution=RES, crs="EPSG:32632", chunks=chunks)
     found = {"sentinel-2": SensorItems("sentinel-2", "sentinel-2-l2a", "sentinel-2-l2a", items)}
     out = WORK / "out"
-    runs = []
-    with dask_client(n_workers=args.workers, threads_per_worker=1, memory_limit=args.memory_limit) as client:
-        client.run(lambda: [__import__(m) for m in ("pipeline.cube", "odc.stac", "stackstac", "rasterio")])  # warm imports
-        runs.append(measure("odc-plain", lambda: odc.stac.load(items, bands=assets, geobox=geobox, chunks=chunks,
-                                                                groupby="solar_day"),
-                            lambda ds, p: ds.to_zarr(p, zarr_format=3, mode="w", consolidated=False), out / "plain.zarr"))
-        runs.append(measure("eocube", lambda: build_cube(request, found, geobox, bands),
-                            lambda ds, p: write_store(ds, p, chunks), out / "eocube.zarr"))
-        if not args.no_stackstac:
-            runs.append(measure("stackstac-plain", lambda: stackstac.stack(
+    variants = {
+        "odc-plain": (lambda: odc.stac.load(items, bands=assets, geobox=geobox, chunks=chunks, groupby="solar_day"),
+                      lambda ds, p: ds.to_zarr(p, zarr_format=3, mode="w", consolidated=False)),
+        "eocube": (lambda: build_cube(request, found, geobox, bands), lambda ds, p: write_store(ds, p, chunks)),
+    }
+    if not args.no_stackstac:
+        variants["stackstac-plain"] = (
+            lambda: stackstac.stack(
                 items, assets=assets, epsg=32632, resolution=RES, bounds=tuple(geobox.boundingbox), snap_bounds=False,
-                chunksize=(1, 1, args.chunk, args.chunk), dtype=np.dtype("uint16"), fill_value=np.uint16(0), rescale=False,
-                xy_coords="center", properties=False, band_coords=False).to_dataset("band").drop_attrs(),
-                lambda ds, p: ds.to_zarr(p, zarr_format=3, mode="w", consolidated=False), out / "stackstac.zarr"))
-    base = runs[0].seconds
-    ratios = {r.name: round(r.seconds / base, 3) for r in runs[1:]}
-    print(f"  time / odc-plain: {ratios}")
-    result = {"args": vars(args), "cpus": psutil.cpu_count(), "runs": [asdict(r) for r in runs], "ratio_to_odc_plain": ratios}
+                chunksize=(1, 1, args.chunk, args.chunk), dtype=np.dtype("uint16"), fill_value=np.uint16(0),
+                rescale=False, xy_coords="center", properties=False, band_coords=False).to_dataset("band").drop_attrs(),
+            lambda ds, p: ds.to_zarr(p, zarr_format=3, mode="w", consolidated=False))
+    names = list(variants)
+    runs: dict[str, list[Run]] = {n: [] for n in names}
+    with dask_client(n_workers=args.workers, threads_per_worker=args.threads, memory_limit=args.memory_limit) as client:
+        client.run(lambda: [__import__(m) for m in ("pipeline.cube", "odc.stac", "stackstac", "rasterio")])  # warm imports
+        for r in range(args.repeat):
+            order = names[r % len(names):] + names[:r % len(names)]  # no variant always runs first
+            for name in order:
+                build, write = variants[name]
+                runs[name].append(measure(name, build, write, out / f"{name}.zarr"))
+    median = {n: float(np.median([r.seconds for r in rs])) for n, rs in runs.items()}
+    ratios = {n: round(median[n] / median["odc-plain"], 3) for n in names[1:]}
+    per_round = {n: [round(a.seconds / b.seconds, 3) for a, b in zip(runs[n], runs["odc-plain"])] for n in names[1:]}
+    print(f"  median time / odc-plain over {args.repeat} round(s): {ratios}   per round: {per_round}")
+    print(f"  peak RSS (max over rounds): " + ", ".join(f"{n} {max(r.peak_rss_gb for r in rs):.2f} GB" for n, rs in runs.items()))
+    result = {"args": vars(args), "cpus": psutil.cpu_count(), "runs": {n: [asdict(r) for r in rs] for n, rs in runs.items()},
+              "median_seconds": median, "ratio_to_odc_plain": ratios, "ratio_per_round": per_round}
     (WORK / f"result-s{args.size}-d{args.dates}-b{args.bands}.json").write_text(json.dumps(result, indent=2))
     shutil.rmtree(out, ignore_errors=True)
 

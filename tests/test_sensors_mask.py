@@ -143,3 +143,33 @@ def test_bandpass_adjustment_uses_the_published_hls_coefficients():
         apply_bandpass_adjustment(per_platform.assign_coords(platform=("time", ["sentinel-2c", "x", "sentinel-2a"])))
     with pytest.raises(ValueError, match="no bandpass coefficients from 'modis'"):
         apply_bandpass_adjustment(_cube(), sensor="modis")
+
+
+@pytest.mark.parametrize("policy", [MaskPolicy(), MaskPolicy(min_cloud_confidence="medium", drop=["cloud", "snow"]),
+                                    MaskPolicy(dilation_m=60.0)])
+def test_lookup_table_masks_equal_bit_decoding_for_every_product(policy):
+    """The per-value lookup table gives exactly the flags decoded bit by bit, for every QA asset."""
+    from pipeline.sensors.mask import _flag_masks
+    from pipeline.sensors.profiles import collection_table
+
+    rng = np.random.default_rng(7)
+    checked = 0
+    for collection in collection_table():
+        for profile in [load_profile(p) for p in collection_table()[collection].candidates]:
+            for qa in profile.qa:
+                info = np.iinfo(qa.dtype) if np.dtype(qa.dtype).kind in "iu" else None
+                if info is None or np.dtype(qa.dtype).itemsize > 2:
+                    continue
+                values = rng.integers(info.min, info.max + 1, size=(2, 40, 40), dtype=qa.dtype)
+                values[0, :3] = info.min  # include both ends of the range
+                values[0, -3:] = info.max
+                array = xr.DataArray(values, dims=("time", "y", "x"))
+                plain, cloudy = _flag_masks(collection, qa.asset, array, policy)
+                expected = (plain | cloudy).values if policy.dilation_m == 0 else None
+                got = invalid_mask(collection, qa.asset, array, policy, resolution_m=30.0)
+                lazy = invalid_mask(collection, qa.asset, array.chunk({"y": 20}), policy, resolution_m=30.0)
+                if expected is not None:
+                    np.testing.assert_array_equal(got.values, expected, err_msg=f"{collection} {qa.asset}")
+                np.testing.assert_array_equal(lazy.values, got.values)
+                checked += 1
+    assert checked >= 6

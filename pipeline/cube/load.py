@@ -74,6 +74,27 @@ def cloud_cover(groups: Sequence[Sequence[pystac.Item]]) -> np.ndarray:
     return out
 
 
+def _with_nodata(invalid: np.ndarray, *dn: np.ndarray, nodata: Sequence[float | int | None]) -> np.ndarray:
+    """``invalid`` or'ed with every band's nodata pixels (a pixel missing in one band is dropped in all)."""
+    out = invalid.copy()
+    for values, fill in zip(dn, nodata):
+        if fill is not None:
+            out |= values == fill
+    return out
+
+
+def to_reflectance(dn: np.ndarray, invalid: np.ndarray, scale: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """``float32`` reflectance ``dn * scale + offset`` with NaN where ``invalid`` (one pass, one buffer).
+
+    ``scale`` and ``offset`` broadcast against ``dn`` (per time step along the first axis).
+    """
+    out = dn.astype(np.float32)
+    out *= scale.astype(np.float32)
+    out += offset.astype(np.float32)
+    out[np.broadcast_to(invalid, out.shape)] = np.nan
+    return out
+
+
 def load_sensor(found: SensorItems, geobox: GeoBox, bands: Sequence[str], *, policy: MaskPolicy | None = None,
                 chunks: dict[str, int] | None = None, resampling: dict[str, str] | None = None,
                 patch_url=None, engine: Engine = "odc-stac") -> xr.Dataset:
@@ -93,18 +114,16 @@ def load_sensor(found: SensorItems, geobox: GeoBox, bands: Sequence[str], *, pol
                       resampling=resampling, engine=engine, patch_url=patch_url)
     invalid = invalid_mask(found.collection, qa.asset, raw[qa.asset], policy=policy,
                            resolution_m=float(abs(geobox.resolution.x)))
+    specs = [profile.band(b) for b in bands]
+    invalid = xr.apply_ufunc(_with_nodata, invalid, *(raw[s.asset] for s in specs), dask="parallelized",
+                             output_dtypes=[bool], kwargs={"nodata": [s.nodata for s in specs]})
     scaling = scaling_arrays(raw.time.values, found.items, profile, bands)
-    out = {}
-    for b in bands:
-        spec = profile.band(b)
-        dn = raw[spec.asset]
-        nodata = dn == spec.nodata if spec.nodata is not None else xr.zeros_like(dn, dtype=bool)
-        invalid = invalid | nodata
+    ds = xr.Dataset()
+    for b, spec in zip(bands, specs):
         scale, offset = (xr.DataArray(a, dims="time", coords={"time": raw.time}) for a in scaling[b])
-        out[b] = dn.astype(np.float32) * scale + offset
-    valid = ~invalid
-    ds = xr.Dataset({b: v.where(valid).astype(np.float32) for b, v in out.items()})
-    ds["valid"] = valid
+        ds[b] = xr.apply_ufunc(to_reflectance, raw[spec.asset], invalid, scale, offset, dask="parallelized",
+                               output_dtypes=[np.float32])
+    ds["valid"] = ~invalid
     ds = ds.assign_coords(sensor=("time", np.full(ds.sizes["time"], profile.sensor, dtype=object)),
                           cloud_cover=("time", cloud_cover(items_per_time(raw.time.values, found.items))))
     ds.attrs["source_items"] = [i.id for i in found.items]

@@ -5,7 +5,8 @@ failing, a truncated file) would otherwise abort the whole cube mid-way. Probing
 each asset with the remote-read GDAL options and decodes its coarsest overview (a few
 KiB); items with an unreadable asset are left out of the cube, reported in one line
 each (item, asset, href, reason) and recorded in the store's ``eocube:failed_items``.
-Probes run as Dask tasks on the active scheduler (the options travel with the tasks).
+Probes run as Dask tasks on the active scheduler, one per item (the options travel with
+the tasks).
 """
 from __future__ import annotations
 
@@ -26,10 +27,18 @@ class UnreadableAssetWarning(UserWarning):
     """An item was left out of the cube because one of its assets could not be read."""
 
 
-def probe_asset(href: str) -> str | None:
-    """``None`` when ``href`` opens and its coarsest overview decodes, else the reason (one line)."""
+def probe_hrefs(hrefs: Sequence[str]) -> list[str | None]:
+    """Per href: ``None`` when it opens and its coarsest overview decodes, else the reason (one line).
+
+    All hrefs are probed inside one GDAL environment (one Dask task per item).
+    """
+    with rasterio_env():
+        return [_probe_one(h) for h in hrefs]
+
+
+def _probe_one(href: str) -> str | None:
     try:
-        with rasterio_env(), rasterio.open(href) as src:
+        with rasterio.open(href) as src:
             factors = src.overviews(1)
             step = factors[-1] if factors else 1
             src.read(1, out_shape=(max(1, src.height // step), max(1, src.width // step)))
@@ -45,19 +54,20 @@ def probe_items(items: Sequence[pystac.Item], assets: Sequence[str],
     An asset listed in ``assets`` but missing from an item counts as unreadable.
     """
     patch = patch_url or (lambda href: href)
-    jobs: list[tuple[str, str]] = []
+    jobs: list[list[tuple[str, str]]] = []
     tasks = []
     failed: dict[str, dict[str, str]] = {}
     for item in items:
-        for asset in assets:
-            if asset not in item.assets:
-                failed.setdefault(item.id, {})[asset] = "asset missing from the item"
-                continue
-            jobs.append((item.id, asset))
-            tasks.append(dask.delayed(probe_asset, pure=True)(patch(item.assets[asset].href)))
-    for (item_id, asset), reason in zip(jobs, dask.compute(*tasks)):
-        if reason is not None:
-            failed.setdefault(item_id, {})[asset] = reason
+        present = [a for a in assets if a in item.assets]
+        for asset in set(assets) - set(present):
+            failed.setdefault(item.id, {})[asset] = "asset missing from the item"
+        if present:
+            jobs.append([(item.id, a) for a in present])
+            tasks.append(dask.delayed(probe_hrefs, pure=True)([patch(item.assets[a].href) for a in present]))
+    for job, reasons in zip(jobs, dask.compute(*tasks)):
+        for (item_id, asset), reason in zip(job, reasons):
+            if reason is not None:
+                failed.setdefault(item_id, {})[asset] = reason
     return failed
 
 

@@ -1,6 +1,7 @@
 """Turn decoded QA flags into an invalid-pixel mask under a configurable policy."""
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Literal
 
@@ -83,6 +84,52 @@ def dilate(mask: xr.DataArray, radius_px: float) -> xr.DataArray:
     return mask.copy(data=da.map_overlap(block, mask.data, depth=depth, boundary="none", dtype=bool))
 
 
+def _flag_masks(collection: str, asset: str, array: xr.DataArray, policy: MaskPolicy) -> tuple[xr.DataArray, xr.DataArray]:
+    """``(plain, cloudy)`` invalid flags of QA values by decoding every flag the policy names."""
+    flags = decode_qa(collection, asset, array, names={*policy.drop, "cloud_confidence"})
+    names = [n for n in policy.drop if n in flags and flags[n].dtype == bool]
+    if "cloud_confidence" in flags and "cloud" in names:
+        threshold = CONFIDENCE_LEVELS[policy.min_cloud_confidence]
+        flags["cloud"] = flags["cloud"] | (flags["cloud_confidence"] >= threshold)
+    plain = xr.zeros_like(array, dtype=bool)
+    cloudy = xr.zeros_like(array, dtype=bool)
+    for n in names:
+        if n in CLOUD_LIKE:
+            cloudy = cloudy | flags[n]
+        else:
+            plain = plain | flags[n]
+    return plain, cloudy
+
+
+@functools.lru_cache(maxsize=64)
+def _lookup_tables(collection: str, asset: str, policy_json: str, dtype: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(plain, cloudy)`` boolean tables indexed by QA value - min(dtype), for <= 16-bit integer QA.
+
+    Built by decoding every possible value once with :func:`_flag_masks`, so a QA chunk
+    is masked with one table lookup instead of a dozen bit tests (the same rules, exactly).
+    ``None`` for dtypes without a small table (float QA with NaN fill, 32-bit codes).
+    """
+    dt = np.dtype(dtype)
+    if dt.kind not in "iu" or dt.itemsize > 2:
+        return None
+    info = np.iinfo(dt)
+    values = xr.DataArray(np.arange(info.min, info.max + 1, dtype=dt), dims="value")
+    plain, cloudy = _flag_masks(collection, asset, values, MaskPolicy.model_validate_json(policy_json))
+    return plain.values, cloudy.values
+
+
+def _look_up(table: np.ndarray, array: xr.DataArray) -> xr.DataArray:
+    """``table[value - min]`` elementwise; lazy (one task per chunk) for dask-backed input."""
+    low = int(np.iinfo(array.dtype).min)
+
+    def block(b: np.ndarray) -> np.ndarray:
+        return table[b] if low == 0 else table[b.astype(np.int32) - low]
+
+    if array.chunks is None:
+        return array.copy(data=block(array.values))
+    return array.copy(data=array.data.map_blocks(block, dtype=bool))
+
+
 def invalid_mask(collection: str, asset: str, array: Any, policy: MaskPolicy | None = None,
                  resolution_m: float | None = None) -> Any:
     """Pixels to drop under ``policy`` (True = invalid), same type/shape/dims as ``array``.
@@ -90,23 +137,18 @@ def invalid_mask(collection: str, asset: str, array: Any, policy: MaskPolicy | N
     ``array`` holds QA values of ``collection``'s ``asset`` (numpy, or numpy-/dask-backed
     DataArray with y, x as the last two dims; dask stays lazy). ``resolution_m`` is its pixel
     size in metres, used by ``policy.dilation_m``; default: the asset's native resolution.
+    8- and 16-bit integer QA is masked through a lookup table of every possible value.
     """
     policy = policy or MaskPolicy()
-    flags = decode_qa(collection, asset, array, names={*policy.drop, "cloud_confidence"})
-    names = [n for n in policy.drop if n in flags and flags[n].dtype == bool]
-    if "cloud_confidence" in flags and "cloud" in names:
-        threshold = CONFIDENCE_LEVELS[policy.min_cloud_confidence]
-        flags["cloud"] = flags["cloud"] | (flags["cloud_confidence"] >= threshold)
-    template = as_dataarray(array)
-    plain = xr.zeros_like(template, dtype=bool)
-    cloudy = xr.zeros_like(template, dtype=bool)
-    for n in names:
-        if n in CLOUD_LIKE:
-            cloudy = cloudy | flags[n]
-        else:
-            plain = plain | flags[n]
-    if policy.dilation_m > 0:
-        resolution_m = resolution_m or qa_spec_for(collection, asset).resolution_m
-        cloudy = dilate(cloudy, policy.dilation_m / resolution_m)
-    mask = plain | cloudy
+    qa = as_dataarray(array)
+    tables = _lookup_tables(collection, asset, policy.model_dump_json(), qa.dtype.str)
+    if tables is not None and policy.dilation_m == 0:
+        mask = _look_up(tables[0] | tables[1], qa)
+    else:
+        plain, cloudy = (_look_up(t, qa) for t in tables) if tables is not None else _flag_masks(
+            collection, asset, qa, policy)
+        if policy.dilation_m > 0:
+            resolution_m = resolution_m or qa_spec_for(collection, asset).resolution_m
+            cloudy = dilate(cloudy, policy.dilation_m / resolution_m)
+        mask = plain | cloudy
     return mask if isinstance(array, xr.DataArray) else mask.values
