@@ -1,6 +1,11 @@
-"""Rate-distortion benchmark of pipeline.compression on the real Sentinel-2 Romania cube.
+"""Rate-distortion benchmark of pipeline.compression on the real Sentinel-2 Romania cube or any cube store.
 
     python benchmarks/compression_rd.py [--shared ../shared] [--out benchmarks/figures/compression]
+    python benchmarks/compression_rd.py --cube benchmarks/_work/downstream/cube.zarr \
+        --out benchmarks/figures/compression/demo          # a demo cube (eocube demo / compression_downstream.py)
+
+With ``--cube``, the store's red, green, blue and nir08 reflectance are coded as DN (x 10000);
+masked (NaN) pixels travel in the codec's lossless mask and are left out of PSNR, SAM and max error.
 
 Bands B02, B03, B04, B08 (uint16 DN, clouds included, as in xarrayvideo), coded in chunks of
 32 frames x 100 x 100 px. Configurations: ours (KLT, triplets in gbrp12le), no KLT (triplets),
@@ -32,6 +37,15 @@ def load(shared: Path) -> np.ndarray:
     return np.stack([ds[b].values for b in ["B2", "B3", "B4", "B8"]])
 
 
+def load_cube(store: Path, bands: list[str]) -> np.ndarray:
+    """``(band, time, y, x)`` uint16 DN (reflectance x 10000) of a cube store; 0 where masked (NaN)."""
+    from pipeline.cube.source import open_cube
+
+    ds = open_cube(store)
+    refl = np.stack([ds[b].values for b in bands])
+    return np.where(np.isfinite(refl), np.clip(np.rint(refl * 10000), 1, 20000), 0).astype(np.uint16)
+
+
 def run_codec(dn: np.ndarray, params: CodecParams, t_chunk: int = 32) -> tuple[np.ndarray, int, float, float]:
     """Decoded cube, bytes, encode and decode seconds, chunk by chunk along time."""
     out, size, t_enc, t_dec = np.empty_like(dn), 0, 0.0, 0.0
@@ -46,17 +60,21 @@ def run_codec(dn: np.ndarray, params: CodecParams, t_chunk: int = 32) -> tuple[n
     return out, size, t_enc, t_dec
 
 
-def row(name: str, dn: np.ndarray, back: np.ndarray, size: int, t_enc: float, t_dec: float, setting: str) -> dict:
+def row(name: str, dn: np.ndarray, back: np.ndarray, size: int, t_enc: float, t_dec: float, setting: str,
+        observed: np.ndarray | None = None) -> dict:
+    """Rate and distortion of one run; pixels outside ``observed`` (masked) are left out of PSNR, SAM, max."""
     ref, rec = dn.astype(np.float64), back.astype(np.float64)
+    if observed is not None:
+        ref, rec = ref[:, observed][:, None, None, :], rec[:, observed][:, None, None, :]
     mb = dn.size * 2 / 1e6  # uint16 megabytes
     return {"config": name, "setting": setting, "bpppb": 8 * size / dn.size, "ratio": dn.size * 2 / size,
             "psnr_10000": psnr(ref, rec, 10000), "psnr_65535": psnr(ref, rec, 65535),
-            "ssim": ssim(ref / 10000, rec / 10000, 1.0), "sam_deg": spectral_angle(ref, rec),
+            "ssim": ssim(dn.astype(np.float64) / 10000, back.astype(np.float64) / 10000, 1.0), "sam_deg": spectral_angle(ref, rec),
             "max_abs_dn": max_abs_error(ref, rec), "enc_MBps": mb / t_enc if t_enc else np.nan,
             "dec_MBps": mb / t_dec if t_dec else np.nan}
 
 
-def numcodecs_row(name: str, dn: np.ndarray, codec, as_float: bool) -> dict:
+def numcodecs_row(name: str, dn: np.ndarray, codec, as_float: bool, observed: np.ndarray | None = None) -> dict:
     src = (dn.astype(np.float32) / 10000) if as_float else dn
     t0 = time.perf_counter()
     enc = codec.encode(np.ascontiguousarray(src))
@@ -64,7 +82,7 @@ def numcodecs_row(name: str, dn: np.ndarray, codec, as_float: bool) -> dict:
     dec = np.frombuffer(codec.decode(enc), dtype=src.dtype).reshape(src.shape)
     t2 = time.perf_counter()
     back = dec * 10000 if as_float else dec
-    return row(name, dn, back, len(enc), t1 - t0, t2 - t1, "")
+    return row(name, dn, back, len(enc), t1 - t0, t2 - t1, "", observed)
 
 
 def main() -> None:
@@ -72,23 +90,31 @@ def main() -> None:
     ap.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/figures/compression"))
     ap.add_argument("--qps", default="0,4,8,12,16,20,24,30,36")
+    ap.add_argument("--cube", type=Path, help="a cube store to use instead of the Romania cube")
+    ap.add_argument("--bands", default="blue,green,red,nir08", help="with --cube")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    dn = load(args.shared)
+    if args.cube:
+        dn, nodata = load_cube(args.cube, args.bands.split(",")), 0
+        title = f"{args.cube.name}: {args.bands}, {' x '.join(map(str, dn.shape[1:]))}"
+    else:
+        dn, nodata = load(args.shared), None
+        title = "Sentinel-2 Romania, B02 B03 B04 B08, 140 x 100 x 100"
+    observed = None if nodata is None else np.all(dn != nodata, axis=0)
     rows = []
     for name, cfg in CONFIGS.items():
         for qp in map(int, args.qps.split(",")):
-            p = CodecParams(qp=qp, value_range=(0, 20000), preset="fast", **cfg)
-            rows.append(row(name, dn, *run_codec(dn, p), f"qp={qp}"))
+            p = CodecParams(qp=qp, value_range=(0, 20000), preset="fast", nodata=nodata, **cfg)
+            rows.append(row(name, dn, *run_codec(dn, p), f"qp={qp}", observed))
             print(rows[-1], flush=True)
-    rows.append(row("ours lossless (ffv1 gbrp16)", dn, *run_codec(dn, CodecParams(mode="lossless")), "lossless"))
-    rows.append(numcodecs_row("zstd-22", dn, Zstd(level=22), False))
-    rows.append(numcodecs_row("blosc-zstd9+bitshuffle", dn, Blosc("zstd", 9, Blosc.BITSHUFFLE), False))
+    rows.append(row("ours lossless (ffv1 gbrp16)", dn, *run_codec(dn, CodecParams(mode="lossless", nodata=nodata)), "lossless", observed))
+    rows.append(numcodecs_row("zstd-22", dn, Zstd(level=22), False, observed))
+    rows.append(numcodecs_row("blosc-zstd9+bitshuffle", dn, Blosc("zstd", 9, Blosc.BITSHUFFLE), False, observed))
     for keep in (4, 6, 8, 10):
-        r = numcodecs_row("BitRound+zstd (float32 refl.)", dn, _BitRoundZstd(keep), True)
+        r = numcodecs_row("BitRound+zstd (float32 refl.)", dn, _BitRoundZstd(keep), True, observed)
         r["setting"] = f"keepbits={keep}"
         rows.append(r)
-    write(rows, args.out)
+    write(rows, args.out, title)
 
 
 class _BitRoundZstd:
@@ -104,7 +130,7 @@ class _BitRoundZstd:
         return bytes(self.zstd.decode(b))
 
 
-def write(rows: list[dict], out: Path) -> None:
+def write(rows: list[dict], out: Path, title: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -122,7 +148,7 @@ def write(rows: list[dict], out: Path) -> None:
     for name, pts in PAPER.items():
         ax.scatter(*zip(*pts), marker="*", s=150, label=name)
     ax.set_xscale("log"); ax.set_xlabel("bpppb"); ax.set_ylabel("PSNR (dB, peak 10000 DN = reflectance 1.0)")
-    ax.set_title("Sentinel-2 Romania, B02 B03 B04 B08, 140 x 100 x 100"); ax.grid(True, which="both", alpha=0.3)
+    ax.set_title(title); ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.savefig(out / "rd_curve.png", dpi=120, bbox_inches="tight")
     print("\n".join(lines))

@@ -16,6 +16,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.build_cube import build_cube
+from pipeline.cube.source import open_cube
 from pipeline.embeddings.registry import SOURCES
 from pipeline.embeddings.weights import WeightsNotFoundError, resolve_weights
 from pipeline.job import CubeSummary, Progress, default_demo_archive
@@ -43,7 +44,7 @@ def monthly_composite_task(store: Path, out: Path, coarsen: int = 4) -> Path:
     from pipeline.cube.compositing import composite
     from pipeline.store.zarr_store import write_store
 
-    cube = xr.open_zarr(store, decode_coords="all")
+    cube = open_cube(store)  # a video-compressed cube store opens band by band too
     monthly = composite(cube, "1MS", "median")
     if coarsen > 1:
         spatial = [v for v in monthly.data_vars if {"y", "x"} <= set(monthly[v].dims)]
@@ -70,7 +71,7 @@ def uncertainty_task(store: Path, labels: Path, out: Path) -> dict:
     from pipeline.uncertainty.stage import fit_from_points
 
     n_steps = 6
-    times = xr.open_zarr(store).time.values
+    times = open_cube(store).time.values
     table = pd.read_csv(labels, parse_dates=["date"])
     # points need n_steps scenes at or before their date inside the cube's period
     inside = table[(table.date >= times[min(n_steps, times.size) - 1]) & (table.date <= times[-1])]

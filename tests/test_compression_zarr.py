@@ -61,8 +61,13 @@ def test_stage_round_trip_through_open_zarr_with_dask(tmp_path):
     np.testing.assert_array_equal(out["valid"].values, cube["valid"].values)  # ffv1 lossless
     assert (out["sensor"].values == cube["sensor"].values).all()
     assert summary.bpppb < 4 and summary.psnr > 45
-    stacked = open_compressed(tmp_path / "c.zarr", split_bands=False)["reflectance"]
+    stacked = open_compressed(tmp_path / "c.zarr", split=False)["reflectance"]
     assert stacked.dims == ("band", "time", "y", "x") and list(stacked["band"].values) == BANDS
+    from pipeline.cube.source import open_cube  # every stage reads a compressed store as a cube
+
+    reopened = open_cube(tmp_path / "c.zarr")
+    assert "reflectance" not in reopened and set(BANDS) <= set(reopened.data_vars)
+    np.testing.assert_array_equal(reopened["green"].values, out["green"].values)
 
 
 def test_stage_rate_control_meets_psnr_target_on_the_whole_cube(tmp_path):

@@ -110,14 +110,19 @@ def compress_cube(cube: xr.Dataset | str | Path, out: str | Path, params: CodecP
         seconds=round(timer.perf_counter() - t0, 2))
 
 
-def open_compressed(store: str | Path, split_bands: bool = True) -> xr.Dataset:
-    """Open a compressed store lazily; with ``split_bands`` one variable per band as in the cube convention.
+def open_compressed(store: str | Path, split: bool = True) -> xr.Dataset:
+    """Open a compressed store lazily; with ``split`` one variable per band as in the cube convention.
 
-    Splitting decodes a chunk once per band that is read; keep ``split_bands=False`` and select
+    Splitting decodes a chunk once per band that is read; keep ``split=False`` and select
     from the stacked variable to decode each chunk once.
     """
-    ds = xr.open_zarr(store)
-    if STACKED not in ds or not split_bands:
+    ds = xr.open_zarr(store, decode_coords="all")
+    return split_bands(ds) if split else ds
+
+
+def split_bands(ds: xr.Dataset) -> xr.Dataset:
+    """The stacked video variable of an opened compressed store as one variable per band (lazy)."""
+    if STACKED not in ds:
         return ds
     stack = ds[STACKED]
     bands = {str(b): stack.sel(band=b, drop=True) for b in stack["band"].values}

@@ -76,10 +76,14 @@ def build_cube(request: CubeRequest, found: dict[str, SensorItems], geobox: GeoB
         for s in usable.values()
     ]
     sources = {s.sensor: [i.id for i in s.items] for s in usable.values()}
-    cube = xr.concat(parts, dim="time", combine_attrs="drop").sortby("time")
+    cube = parts[0].drop_attrs() if len(parts) == 1 else xr.concat(parts, dim="time", combine_attrs="drop")
+    if not cube.indexes["time"].is_monotonic_increasing:
+        cube = cube.sortby("time")
     if request.composite is not None:
         cube = composite(cube, request.composite.freq, request.composite.method)
-    cube = cube.chunk({"time": request.chunks.get("time", 1)})
+    time_chunk = request.chunks.get("time", 1)
+    if any(c != time_chunk for c in cube.chunksizes["time"][:-1]):
+        cube = cube.chunk({"time": time_chunk})
     cube.attrs["eocube:mask_policy"] = policy.model_dump_json()
     cube.attrs["eocube:bands"] = list(bands)
     cube.attrs["eocube:engine"] = request.engine

@@ -83,16 +83,33 @@ def _with_nodata(invalid: np.ndarray, *dn: np.ndarray, nodata: Sequence[float | 
     return out
 
 
-def to_reflectance(dn: np.ndarray, invalid: np.ndarray, scale: np.ndarray, offset: np.ndarray) -> np.ndarray:
+def to_reflectance(dn: np.ndarray, invalid: np.ndarray, scale: np.ndarray, offset: np.ndarray,
+                   block_info: dict | None = None) -> np.ndarray:
     """``float32`` reflectance ``dn * scale + offset`` with NaN where ``invalid`` (one pass, one buffer).
 
-    ``scale`` and ``offset`` broadcast against ``dn`` (per time step along the first axis).
+    ``dn``, ``invalid``: ``(time, y, x)`` blocks; ``scale``, ``offset``: per time step of the whole
+    cube, cut to the block's steps with Dask's ``block_info`` (all steps when called directly).
     """
+    t0, t1 = block_info[0]["array-location"][0] if block_info else (0, dn.shape[0])
     out = dn.astype(np.float32)
-    out *= scale.astype(np.float32)
-    out += offset.astype(np.float32)
-    out[np.broadcast_to(invalid, out.shape)] = np.nan
+    out *= np.asarray(scale[t0:t1], np.float32)[:, None, None]
+    out += np.asarray(offset[t0:t1], np.float32)[:, None, None]
+    out[invalid] = np.nan
     return out
+
+
+def blockwise(func, *arrays: xr.DataArray, dtype, **kwargs) -> xr.DataArray:
+    """``func`` over aligned ``(time, y, x)`` arrays, one Dask task per chunk (eager for numpy input).
+
+    The first array gives dims and coordinates; ``kwargs`` go to every call.
+    """
+    first = arrays[0]
+    if first.chunks is None:
+        return first.copy(data=func(*(a.values for a in arrays), **kwargs))
+    import dask.array as da
+
+    data = da.map_blocks(func, *(a.data for a in arrays), dtype=dtype, **kwargs)
+    return xr.DataArray(data, dims=first.dims, coords=first.coords)
 
 
 def load_sensor(found: SensorItems, geobox: GeoBox, bands: Sequence[str], *, policy: MaskPolicy | None = None,
@@ -115,14 +132,12 @@ def load_sensor(found: SensorItems, geobox: GeoBox, bands: Sequence[str], *, pol
     invalid = invalid_mask(found.collection, qa.asset, raw[qa.asset], policy=policy,
                            resolution_m=float(abs(geobox.resolution.x)))
     specs = [profile.band(b) for b in bands]
-    invalid = xr.apply_ufunc(_with_nodata, invalid, *(raw[s.asset] for s in specs), dask="parallelized",
-                             output_dtypes=[bool], kwargs={"nodata": [s.nodata for s in specs]})
+    invalid = blockwise(_with_nodata, invalid, *(raw[s.asset] for s in specs), dtype=bool,
+                        nodata=[s.nodata for s in specs])
     scaling = scaling_arrays(raw.time.values, found.items, profile, bands)
-    ds = xr.Dataset()
-    for b, spec in zip(bands, specs):
-        scale, offset = (xr.DataArray(a, dims="time", coords={"time": raw.time}) for a in scaling[b])
-        ds[b] = xr.apply_ufunc(to_reflectance, raw[spec.asset], invalid, scale, offset, dask="parallelized",
-                               output_dtypes=[np.float32])
+    ds = xr.Dataset({b: blockwise(to_reflectance, raw[spec.asset], invalid, dtype=np.float32,
+                                  scale=scaling[b][0], offset=scaling[b][1])
+                     for b, spec in zip(bands, specs)})
     ds["valid"] = ~invalid
     ds = ds.assign_coords(sensor=("time", np.full(ds.sizes["time"], profile.sensor, dtype=object)),
                           cloud_cover=("time", cloud_cover(items_per_time(raw.time.values, found.items))))
