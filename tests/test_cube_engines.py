@@ -9,6 +9,7 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 import pytest
 import rasterio
+import xarray as xr
 from odc.geo.geobox import GeoBox
 
 from pipeline.cube.grid import request_geobox
@@ -140,3 +141,18 @@ def test_three_sensors_on_one_grid(demo_archive: Path):
         part = cube["red"].where(cube["sensor"] == sensor, drop=True)
         assert np.nanmin(part.values) > -0.2 and np.nanmax(part.values) < 1.6 and np.isfinite(part.values).any()
     assert np.isfinite(cube["cloud_cover"].values).all()
+
+
+def test_one_sensor_cube_keeps_its_grid_and_writes(demo_archive: Path, tmp_path: Path):
+    """A single sensor takes the no-concat path: the CRS and grid must survive into the store."""
+    from pipeline.cube.assemble import build_cube
+    from pipeline.store.zarr_store import write_store
+
+    request = small_request(sensors=["sentinel-2"], resolution=20.0)
+    found = demo_found(demo_archive, request)
+    geobox = request_geobox(request)
+    cube = build_cube(request, found, geobox, ["red"])
+    assert cube.odc.geobox == geobox and "source_items" in cube.attrs
+    path = write_store(cube, tmp_path / "one.zarr", {"time": 1, "y": 64, "x": 64})
+    back = xr.open_zarr(path, decode_coords="all")
+    assert back.odc.crs == geobox.crs and back.sizes["time"] == cube.sizes["time"]

@@ -76,7 +76,7 @@ def build_cube(request: CubeRequest, found: dict[str, SensorItems], geobox: GeoB
         for s in usable.values()
     ]
     sources = {s.sensor: [i.id for i in s.items] for s in usable.values()}
-    cube = parts[0].drop_attrs() if len(parts) == 1 else xr.concat(parts, dim="time", combine_attrs="drop")
+    cube = parts[0].drop_attrs(deep=False) if len(parts) == 1 else xr.concat(parts, dim="time", combine_attrs="drop")
     if not cube.indexes["time"].is_monotonic_increasing:
         cube = cube.sortby("time")
     if request.composite is not None:
