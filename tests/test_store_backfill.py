@@ -112,7 +112,7 @@ def test_icechunk_backfill_then_incremental_update(demo_archive: Path, reference
 
 
 def _backfill_cmd(request_file: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "pipeline", "backfill", str(request_file), "--tile-px", "50", "--time-step", "4", *extra]
+    return [sys.executable, "-m", "pipeline", "backfill", str(request_file), "--tile-px", "50", "--time-step", "1", *extra]
 
 
 @pytest.mark.slow
@@ -143,10 +143,11 @@ def test_killed_flow_process_resumes_and_a_second_writer_is_refused(demo_archive
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
     done_at_kill = len(list(manifest.glob("*.json")))
-    assert 2 <= done_at_kill < 12
     rerun = subprocess.run(_backfill_cmd(request_file), env=env, capture_output=True, text=True, timeout=400)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert f"{12 - done_at_kill} of {12 - done_at_kill} pending slices written" in " ".join(rerun.stdout.split())
+    total = len(list(manifest.glob("*.json")))  # 4 tiles x 12 time steps: many slices, so the kill lands mid-run
+    assert 2 <= done_at_kill < total
+    assert f"{total - done_at_kill} of {total - done_at_kill} pending slices written" in " ".join(rerun.stdout.split())
     assert_same_data(xr.open_zarr(store).load(), reference)
     status = subprocess.run([sys.executable, "-m", "pipeline", "status", str(store), "--json"], env=env,
                             capture_output=True, text=True, timeout=120)
