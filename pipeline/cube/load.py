@@ -105,10 +105,11 @@ def blockwise(func, *arrays: xr.DataArray, dtype, **kwargs) -> xr.DataArray:
     """
     first = arrays[0]
     if first.chunks is None:
-        return first.copy(data=func(*(a.values for a in arrays), **kwargs))
-    import dask.array as da
+        data = func(*(a.values for a in arrays), **kwargs)
+    else:
+        import dask.array as da
 
-    data = da.map_blocks(func, *(a.data for a in arrays), dtype=dtype, **kwargs)
+        data = da.map_blocks(func, *(a.data for a in arrays), dtype=dtype, **kwargs)
     return xr.DataArray(data, dims=first.dims, coords=first.coords)
 
 
