@@ -247,7 +247,7 @@ def main() -> None:
     ratios = {n: round(median[n] / median["odc-plain"], 3) for n in names[1:]}
     per_round = {n: [round(a.seconds / b.seconds, 3) for a, b in zip(runs[n], runs["odc-plain"])] for n in names[1:]}
     print(f"  median time / odc-plain over {args.repeat} round(s): {ratios}   per round: {per_round}")
-    print(f"  peak RSS (max over rounds): " + ", ".join(f"{n} {max(r.peak_rss_gb for r in rs):.2f} GB" for n, rs in runs.items()))
+    print("  peak RSS (max over rounds): " + ", ".join(f"{n} {max(r.peak_rss_gb for r in rs):.2f} GB" for n, rs in runs.items()))
     result = {"args": vars(args), "cpus": psutil.cpu_count(), "runs": {n: [asdict(r) for r in rs] for n, rs in runs.items()},
               "median_seconds": median, "ratio_to_odc_plain": ratios, "ratio_per_round": per_round}
     (WORK / f"result-s{args.size}-d{args.dates}-b{args.bands}.json").write_text(json.dumps(result, indent=2))

@@ -6,7 +6,6 @@ import datetime as dt
 from pathlib import Path
 
 import numpy as np
-import pytest
 import xarray as xr
 
 from pipeline.demo.archive import DEMO_SITE

@@ -59,7 +59,7 @@ def probe_items(items: Sequence[pystac.Item], assets: Sequence[str],
     failed: dict[str, dict[str, str]] = {}
     for item in items:
         present = [a for a in assets if a in item.assets]
-        for asset in set(assets) - set(present):
+        for asset in (a for a in assets if a not in item.assets):
             failed.setdefault(item.id, {})[asset] = "asset missing from the item"
         if present:
             jobs.append([(item.id, a) for a in present])
