@@ -37,10 +37,12 @@ def presto_step_embeddings(d, weights: Path) -> np.ndarray:
 def runs(sweep: bool) -> list[tuple[str, str, dict]]:
     """``(label, method, options)`` of every configuration."""
     if sweep:
-        return [(f"mc-conctd λ={w:g}", "mc-conctd", {"regularizer_weight": w}) for w in (0.01, 0.1, 1, 10, 100, 1000)]
+        return [(f"mc-conctd {objective} λ={w:g}", "mc-conctd", {"regularizer_weight": w, "alpha_objective": objective})
+                for objective in ("elbo", "heldout") for w in (0.01, 0.1, 1, 10, 100, 1000)]
     return ([("deterministic", "deterministic", {}), ("mc-dropout", "mc-dropout", {})]
             + [(f"mc-td α={a:.1f}", "mc-td", {"alpha": a}) for a in (0.1, 0.2, 0.3, 0.4, 0.5)]
-            + [("mc-conctd", "mc-conctd", {}), ("ensemble (5)", "ensemble", {})])
+            + [("mc-conctd", "mc-conctd", {}), ("mc-conctd (ELBO α)", "mc-conctd", {"alpha_objective": "elbo"}),
+               ("ensemble (5)", "ensemble", {})])
 
 
 def main() -> None:
@@ -48,13 +50,18 @@ def main() -> None:
     ap.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared")
     ap.add_argument("--inputs", choices=("raw", "presto"), default="raw")
     ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--sweep", action="store_true", help="MC-ConcTD regulariser-weight sweep instead of the comparison")
+    ap.add_argument("--sweep", action="store_true",
+                    help="MC-ConcTD regulariser-weight sweep (both α objectives) instead of the comparison")
+    ap.add_argument("--simulated-gaps", type=float, default=0.0, metavar="FRACTION",
+                    help="mark this fraction of (sample, month) steps missing, train and test (seeded), like cloud gaps")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/uncertainty/out"))
     args = ap.parse_args()
     torch.set_num_threads(1)
     d = load_fuel_moisture(args.shared / "data" / "fuel-moisture")
     X = d.X if args.inputs == "raw" else presto_step_embeddings(d, args.shared / "models" / "presto" / "default_model.pt")
     tr, te = ~d.is_test, d.is_test
+    observed = np.ones(X.shape, dtype=bool)
+    observed[np.random.default_rng(123).random(X.shape[:2]) < args.simulated_gaps] = False
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -62,14 +69,14 @@ def main() -> None:
     for label, method, opts in runs(args.sweep):
         per_seed, alphas = [], []
         for seed in range(args.seeds):
-            model = fit(X[tr], d.y[tr], method=method, groups=d.site[tr], seed=seed, **opts)
-            p = model.predict(X[te])
+            model = fit(X[tr], d.y[tr], observed[tr], method=method, groups=d.site[tr], seed=seed, **opts)
+            p = model.predict(X[te], observed[te])
             per_seed.append(evaluate(d.y[te], p.mean, p.sigma, p.lower, p.upper).as_dict())
             if model.learned_alpha is not None:
                 alphas.append(model.learned_alpha[0])
             if seed == 0:
                 curves[label] = (p.mean, p.sigma)
-                if method == "mc-conctd" and not args.sweep:
+                if label == "mc-conctd" and not args.sweep:
                     sigma_vs_error(d.y[te], p.mean, p.sigma, args.out / "sigma_vs_error_mc-conctd.png", "MC-ConcTD")
         results[label] = {m: (float(np.mean([r[m] for r in per_seed])), float(np.std([r[m] for r in per_seed])))
                           for m in METRICS}
@@ -81,9 +88,11 @@ def main() -> None:
                                       ("deterministic", "mc-dropout", "mc-td α=0.2", "mc-conctd", "ensemble (5)")},
                             args.out / "reliability.png")
     (args.out / "results.json").write_text(json.dumps({"inputs": args.inputs, "seeds": args.seeds,
+                                                       "simulated_gaps": args.simulated_gaps,
                                                        "seconds": time.perf_counter() - t0, "results": results}, indent=2))
     cols = ["rmse", "r2", "nll", "crps", "picp", "mpiw", "ence", "spearman_sigma_abs_error"]
-    print(f"\ninputs: {args.inputs}, {args.seeds} seeds, {time.perf_counter() - t0:.0f} s\n")
+    print(f"\ninputs: {args.inputs}, simulated gaps {args.simulated_gaps:.0%}, {args.seeds} seeds, "
+          f"{time.perf_counter() - t0:.0f} s\n")
     print("| method | " + " | ".join(cols) + " | learned α |")
     print("|---" * (len(cols) + 2) + "|")
     for label, r in results.items():

@@ -21,7 +21,7 @@ from pipeline.uncertainty.stage import fit_from_points
 torch.set_num_threads(1)
 CRS = "EPSG:32633"
 NY, NX, NT = 24, 20, 6
-FAST = dict(hidden=16, epochs=15, patience=5, mc_samples=10)
+FAST = dict(hidden=16, epochs=40, patience=10, mc_samples=10)
 
 
 def _truth(red: np.ndarray, nir: np.ndarray) -> np.ndarray:

@@ -15,6 +15,7 @@ from pipeline.uncertainty.layers import ConcreteTemporalDropout, TemporalDropout
 from pipeline.uncertainty.mc import predict_moments
 from pipeline.uncertainty.metrics import picp, r2
 from pipeline.uncertainty.network import NetworkConfig, SequenceRegressor
+from pipeline.uncertainty.train import TrainConfig, mixture_log_likelihood, train_network
 
 torch.set_num_threads(1)
 
@@ -98,6 +99,51 @@ def test_mc_draws_all_masks_in_one_forward_call_and_decomposes_variance():
     me = predict_moments([det, det2], x, v, n_samples=1)
     md2 = predict_moments([det2], x, v, n_samples=1)
     np.testing.assert_allclose(me.var_epistemic, ((md.mean - md2.mean) / 2) ** 2, rtol=1e-5, atol=1e-10)
+
+
+def test_backbone_dropout_trains_but_only_mc_dropout_samples_it_at_inference():
+    x, v = np.random.default_rng(1).normal(size=(20, 4, 3)), np.ones((20, 4, 3))
+    td0 = SequenceRegressor(NetworkConfig(n_features=3, method="mc-td", alpha=0.0, dropout=0.5, hidden=8))
+    assert np.all(predict_moments([td0], x, v, n_samples=20).var_epistemic == 0)
+    mcd = SequenceRegressor(NetworkConfig(n_features=3, method="mc-dropout", dropout=0.5, hidden=8))
+    assert np.all(predict_moments([mcd], x, v, n_samples=20).var_epistemic > 0)
+    td0.train()  # in training the backbone dropout of every method samples
+    xt, vt = torch.tensor(x, dtype=torch.float32), torch.tensor(v, dtype=torch.float32)
+    assert not torch.equal(td0(xt, vt)[0], td0(xt, vt)[0])
+
+
+def test_mixture_log_likelihood_matches_scipy():
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(2)
+    mean, var, y = rng.normal(size=(7, 11)), rng.uniform(0.2, 2.0, size=(7, 11)), rng.normal(size=11)
+    expected = np.mean(np.log(np.mean(norm.pdf(y, mean, np.sqrt(var)), axis=0))) + 0.5 * math.log(2 * math.pi)
+    got = mixture_log_likelihood(*(torch.tensor(a) for a in (mean, var, y)))
+    assert float(got) == pytest.approx(expected, rel=1e-10)
+
+
+def test_heldout_alpha_objective_moves_only_alpha_on_validation_data():
+    X, y = synthetic(n=300)
+    z = np.nan_to_num((X - np.nanmean(X, axis=(0, 1))) / np.nanstd(X, axis=(0, 1)))
+    valid = np.isfinite(X).astype(np.float64)
+    yz = (y - y.mean()) / y.std()
+    tr, va = slice(0, 200), slice(200, 300)
+
+    def net() -> SequenceRegressor:
+        torch.manual_seed(0)
+        return SequenceRegressor(NetworkConfig(n_features=3, method="mc-conctd", alpha=0.2, hidden=8))
+
+    # with the weights' learning rate ~0 only the held-out steps change anything, and only alpha
+    frozen, start = net(), net()
+    train_network(frozen, (z[tr], valid[tr], yz[tr]), (z[va], valid[va], yz[va]),
+                  TrainConfig(epochs=3, patience=3, lr=1e-12, alpha_objective="heldout"), seed=0)
+    for (name, a), (_, b) in zip(frozen.named_parameters(), start.named_parameters()):
+        if name.endswith("logit_alpha"):
+            assert not torch.allclose(a, b)
+        else:
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-8)
+    with pytest.raises(ValueError, match="alpha_objective"):
+        TrainConfig(alpha_objective="validation")
 
 
 def test_group_split_keeps_groups_whole():

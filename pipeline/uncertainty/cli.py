@@ -33,6 +33,8 @@ def fit_cmd(store: Path = typer.Argument(..., help="cube or embeddings Zarr stor
             group_column: Optional[str] = typer.Option(None, help="column whose groups are held out together (e.g. site)"),
             encoder: str = typer.Option("gru", help="gru | transformer"),
             alpha: float = typer.Option(0.1, help="temporal dropout rate (mc-td) or its initial value (mc-conctd)"),
+            alpha_objective: str = typer.Option("heldout", help="what the mc-conctd rate follows: heldout | elbo"),
+            regularizer_weight: float = typer.Option(1.0, help="multiplier of the Concrete-Dropout penalty"),
             calibration: str = typer.Option("conformal", help="conformal | variance | none"),
             coverage: float = typer.Option(0.9, help="nominal interval coverage"),
             seed: int = typer.Option(0)) -> None:
@@ -42,6 +44,7 @@ def fit_cmd(store: Path = typer.Argument(..., help="cube or embeddings Zarr stor
     try:
         model = fit_from_points(store, points, variables=_csv(variables), n_steps=n_steps, target=target,
                                 group_column=group_column, method=method, encoder=encoder, alpha=alpha,
+                                alpha_objective=alpha_objective, regularizer_weight=regularizer_weight,
                                 calibration=calibration, coverage=coverage, seed=seed)
         model.save(model_dir)
     except (ValueError, FileNotFoundError, TypeError) as exc:

@@ -136,13 +136,21 @@ class ConcreteTemporalDropout(StochasticLayer):
 
 
 class FeatureDropout(StochasticLayer):
-    """Standard (inverted) dropout of hidden features with rate ``p``; the MC-Dropout baseline."""
+    """Standard (inverted) dropout of hidden features with rate ``p``.
 
-    def __init__(self, p: float) -> None:
+    It always samples during training (regularisation); ``at_inference=True`` also samples it in
+    Monte-Carlo mode, which makes it the MC-Dropout baseline's source of spread.
+    """
+
+    def __init__(self, p: float, at_inference: bool = True) -> None:
         super().__init__()
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout rate must be in [0, 1), got {p}")
-        self.p = float(p)
+        self.p, self.at_inference = float(p), bool(at_inference)
+
+    @property
+    def sampling(self) -> bool:
+        return self.training or (self.mc and self.at_inference)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return nn.functional.dropout(h, self.p, training=self.sampling and self.p > 0)

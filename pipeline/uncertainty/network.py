@@ -27,7 +27,8 @@ class NetworkConfig:
     """Architecture and stochastic-layer settings of one :class:`SequenceRegressor`.
 
     ``alpha`` is the temporal-dropout rate (mc-td) or its initial value (mc-conctd);
-    ``dropout`` the hidden-feature dropout rate (mc-dropout); ``feature_groups`` assigns each
+    ``dropout`` the hidden-feature dropout rate of the backbone: every method trains with it
+    (regularisation), only mc-dropout also samples it at inference; ``feature_groups`` assigns each
     input feature a group id 0..G-1 for per-group temporal dropout (``None``: whole steps).
     """
 
@@ -81,7 +82,7 @@ class SequenceRegressor(nn.Module):
             self.input_dropout = ConcreteTemporalDropout(f, c.alpha, c.temperature, c.fill_value, c.feature_groups)
         else:
             self.input_dropout = nn.Identity()
-        p_feat = c.dropout if c.method == "mc-dropout" else 0.0
+        mc_dropout = c.method == "mc-dropout"
         self.input_proj = nn.Linear(2 * f, h)
         if c.encoder == "gru":
             self.encoder: nn.Module = nn.GRU(h, h, num_layers=c.layers, batch_first=True)
@@ -89,8 +90,8 @@ class SequenceRegressor(nn.Module):
             block = nn.TransformerEncoderLayer(h, c.heads, dim_feedforward=2 * h, dropout=0.0,
                                                batch_first=True, norm_first=True)
             self.encoder = nn.TransformerEncoder(block, c.layers, enable_nested_tensor=False)
-        self.feature_dropout = FeatureDropout(p_feat)
-        self.head = nn.Sequential(nn.Linear(h, h), nn.ReLU(), FeatureDropout(p_feat),
+        self.feature_dropout = FeatureDropout(c.dropout, at_inference=mc_dropout)
+        self.head = nn.Sequential(nn.Linear(h, h), nn.ReLU(), FeatureDropout(c.dropout, at_inference=mc_dropout),
                                   nn.Linear(h, 2 if c.heteroscedastic else 1))
         if not c.heteroscedastic:
             self.log_variance = nn.Parameter(torch.zeros(()))
