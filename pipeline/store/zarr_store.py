@@ -51,36 +51,6 @@ def time_slabs(n_times: int, time_chunk: int, chunks_per_slab: int = 8) -> list[
     return [slice(i, min(i + step, n_times)) for i in range(0, n_times, step)]
 
 
-def run_writes(writes: list, progress: Callable[[int, int], None] | None = None) -> None:
-    """Compute the delayed slab writes; ``progress(done, total)`` after each one finishes.
-
-    On a distributed client every slab is submitted at once, so workers never wait at a slab
-    boundary (the scheduler still runs earlier slabs first, which keeps memory bounded);
-    otherwise the slabs run one after another on the local scheduler.
-    """
-    try:
-        from distributed import as_completed, get_client
-
-        client = get_client()
-    except (ImportError, ValueError):
-        client = None
-    if client is None:
-        for i, write in enumerate(writes):
-            write.compute()
-            if progress:
-                progress(i + 1, len(writes))
-        return
-    futures = client.compute(writes)
-    try:
-        for i, future in enumerate(as_completed(futures)):
-            future.result()
-            if progress:
-                progress(i + 1, len(writes))
-    except BaseException:
-        client.cancel(futures)
-        raise
-
-
 def consolidate(path: Path | str) -> None:
     """Write consolidated metadata (a zarr-python v3 extension readers use to open in one read)."""
     with warnings.catch_warnings():
@@ -94,8 +64,8 @@ def write_store(ds: xr.Dataset, path: Path | str, chunks: dict[str, int], *,
     """Write ``ds`` to a Zarr v3 store at ``path`` atomically (temp name, then rename).
 
     Metadata and coordinates are written first, then the data in time slabs (region
-    writes, computed on the active Dask scheduler, all at once on a distributed client:
-    :func:`run_writes`); ``progress(done, total)`` is called as each slab completes. Dask chunks are whole shards (or chunks when ``shards`` is None) and
+    writes, computed on the active Dask scheduler); ``progress(done, total)`` is called
+    after each slab. Dask chunks are whole shards (or chunks when ``shards`` is None) and
     :func:`~pipeline.store.layout.check_alignment` verifies it before anything is written.
     ``overview_levels`` > 0 adds 2x, 4x, ... mean overviews (see :mod:`pipeline.store.overviews`).
     An existing store at ``path`` is replaced only after the new one is complete.
@@ -112,12 +82,12 @@ def write_store(ds: xr.Dataset, path: Path | str, chunks: dict[str, int], *,
                    encoding=encodings(ds, chunks, shards))
         along_time = [v for v in ds.data_vars if "time" in ds[v].dims]
         slabs = time_slabs(ds.sizes["time"], layout.unit("time", ds.sizes["time"]))
-        writes = []
-        for sl in slabs:
+        for i, sl in enumerate(slabs):
             part = ds[along_time].isel(time=sl)
             part = part.drop_vars([c for c in part.coords if "time" not in part[c].dims])
-            writes.append(part.to_zarr(tmp, region={"time": sl}, mode="r+", consolidated=False, compute=False))
-        run_writes(writes, progress)
+            part.to_zarr(tmp, region={"time": sl}, mode="r+", consolidated=False)
+            if progress:
+                progress(i + 1, len(slabs))
         if overview_levels:
             write_overviews(tmp, overview_levels)
         consolidate(tmp)
