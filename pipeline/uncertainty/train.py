@@ -15,7 +15,6 @@ from typing import Literal
 import numpy as np
 import torch
 
-from pipeline.uncertainty.layers import FeatureDropout
 from pipeline.uncertainty.mc import predict_moments
 from pipeline.uncertainty.network import SequenceRegressor
 
@@ -104,19 +103,13 @@ def _heldout_alpha_step(net: SequenceRegressor, val: tuple[torch.Tensor, torch.T
     """``cfg.alpha_steps`` updates of the Concrete logits on the validation mixture likelihood."""
     x, v, y = val
     n_mc = cfg.alpha_mc_samples
-    for m in net.modules():  # modules stay in training mode otherwise (cuDNN RNNs only backpropagate there)
-        if isinstance(m, (FeatureDropout, torch.nn.Dropout)):
-            m.eval()
-    try:
-        for _ in range(cfg.alpha_steps):
-            mean, var = net(x.repeat(n_mc, 1, 1), v.repeat(n_mc, 1, 1))
-            loss = (-mixture_log_likelihood(mean.view(n_mc, -1), var.view(n_mc, -1), y)
-                    + net.concrete_regularizer(n_steps, weight_reg, dropout_reg))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    finally:
-        net.train()
+    for _ in range(cfg.alpha_steps):
+        mean, var = net(x.repeat(n_mc, 1, 1), v.repeat(n_mc, 1, 1))
+        loss = (-mixture_log_likelihood(mean.view(n_mc, -1), var.view(n_mc, -1), y)
+                + net.concrete_regularizer(n_steps, weight_reg, dropout_reg))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
 
 
 def train_network(net: SequenceRegressor, train: tuple[np.ndarray, np.ndarray, np.ndarray],
