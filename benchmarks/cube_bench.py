@@ -3,16 +3,19 @@
 Generates (once, cached) a Sentinel-2 L2A-like archive in ``benchmarks/_work/cube/``:
 ``--dates`` items of ``--bands`` uint16 reflectance COGs plus an SCL QA COG, each
 ``--size`` x ``--size`` px at 10 m (512-px tiles, deflate, overviews), with moving
-clouds. Then, on one Dask LocalCluster, times three ways to write the same cube:
+clouds. Then, on one Dask LocalCluster, times four ways to write the same cube:
 
 * ``eocube``: :func:`pipeline.cube.build_cube` (probe, SCL cloud masking, scale/offset to
   float32 reflectance, ``valid``) streamed by :func:`pipeline.store.zarr_store.write_store`;
+* ``eocube-scaled-int``: the same request with ``storage="scaled-int"``: the same masking and
+  harmonisation, kept as uint16 DN on one CF scale_factor/add_offset grid (decodes to the same
+  reflectance; see :mod:`pipeline.cube.packing`);
 * ``odc-plain``: ``odc.stac.load(...).to_zarr(...)`` of the raw DN (no masking, no scaling);
 * ``stackstac-plain``: ``stackstac.stack(...).to_zarr(...)`` of the raw DN.
 
 For each it reports wall time, peak RSS of the whole process tree (this process and the
 Dask workers, sampled every 0.1 s with psutil), and the task-graph size; then the
-ratios eocube / odc-plain and stackstac / odc-plain.
+ratio of each to odc-plain.
 
     python benchmarks/cube_bench.py --quick                       # 512 px x 8 dates x 6 bands
     python benchmarks/cube_bench.py --size 2048 --dates 24 --repeat 3   # medians of 3 interleaved rounds
@@ -175,7 +178,7 @@ def measure(name: str, build, write, out: Path) -> Run:
         write(obj, out)
         seconds = time.perf_counter() - t0
     run = Run(name, round(seconds, 2), round(rss.peak / 1e9, 3), tasks, round(_du(out), 3))
-    print(f"  {name:<16} {run.seconds:8.1f} s   peak RSS {run.peak_rss_gb:6.2f} GB   "
+    print(f"  {name:<18} {run.seconds:8.1f} s   peak RSS {run.peak_rss_gb:6.2f} GB   "
           f"graph {run.graph_tasks:7d} tasks   output {run.output_gb:6.2f} GB", flush=True)
     return run
 
@@ -220,12 +223,14 @@ def main() -> None:
     lon0, lat0, lon1, lat1 = geobox.geographic_extent.boundingbox
     request = CubeRequest(bbox=(lon0, lat0, lon1, lat1), start=dt.date(2022, 1, 1), end=dt.date(2024, 1, 1),
                           sensors=["sentinel-2"], bands=bands, resolution=RES, crs="EPSG:32632", chunks=chunks)
+    packed = request.model_copy(update={"storage": "scaled-int"})
     found = {"sentinel-2": SensorItems("sentinel-2", "sentinel-2-l2a", "sentinel-2-l2a", items)}
     out = WORK / "out"
     variants = {
         "odc-plain": (lambda: odc.stac.load(items, bands=assets, geobox=geobox, chunks=chunks, groupby="solar_day"),
                       lambda ds, p: ds.to_zarr(p, zarr_format=3, mode="w", consolidated=False)),
         "eocube": (lambda: build_cube(request, found, geobox, bands), lambda ds, p: write_store(ds, p, chunks)),
+        "eocube-scaled-int": (lambda: build_cube(packed, found, geobox, bands), lambda ds, p: write_store(ds, p, chunks)),
     }
     if not args.no_stackstac:
         variants["stackstac-plain"] = (

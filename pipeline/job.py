@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
-import xarray as xr
 
 from pipeline.catalog.config import CatalogConfig, load_catalog
 from pipeline.catalog.search import SensorItems, search_items
@@ -22,6 +21,7 @@ from pipeline.catalog.signing import make_signer
 from pipeline.cube.assemble import build_cube, cube_bands
 from pipeline.cube.grid import request_geobox
 from pipeline.cube.quicklook import write_quicklook
+from pipeline.cube.source import open_cube
 from pipeline.model import CubeRequest
 from pipeline.store.zarr_store import provenance_attrs, write_store
 
@@ -93,7 +93,7 @@ def assemble_and_write(request: CubeRequest, found: dict[str, SensorItems],
 
 def summarize(store: Path, found: dict[str, SensorItems], quicklook_path: Path | None = None) -> CubeSummary:
     """Summary of a written store, with a quicklook PNG of its clearest date."""
-    cube = xr.open_zarr(store)
+    cube = open_cube(store)
     valid = cube["valid"].values
     sensors, counts = np.unique(cube["sensor"].values, return_counts=True)
     quicklook = write_quicklook(cube, quicklook_path) if quicklook_path else None

@@ -79,6 +79,9 @@ class CubeRequest(BaseModel):
     output: Path = Path("out/cube.zarr")
     engine: Literal["odc-stac", "stackstac"] = Field("odc-stac", description="reader of the COGs")
     composite: CompositeRequest | None = Field(None, description="temporal composite instead of every date")
+    storage: Literal["float32", "scaled-int"] = Field(
+        "float32", description="reflectance bands as float32 with NaN, or as the sensors' integer DN on one "
+        "grid with CF scale_factor/add_offset/_FillValue (half the bytes; see pipeline.cube.packing)")
 
     @field_validator("bbox")
     @classmethod
@@ -108,6 +111,9 @@ class CubeRequest(BaseModel):
             raise ValueError("give exactly one of bbox or geometry")
         if self.end < self.start:
             raise ValueError(f"end date {self.end} is before start date {self.start}")
+        if self.storage == "scaled-int" and self.composite is not None:
+            raise ValueError("storage='scaled-int' keeps the sensors' DN per date; composites are float32 statistics: "
+                             "drop one of storage or composite")
         return self
 
     @property

@@ -1,7 +1,8 @@
 """Stack every requested sensor onto one grid and one time axis.
 
 The multi-sensor cube has one float32 reflectance variable per harmonised common band
-(dims ``time, y, x``), a ``valid`` mask and a ``sensor`` coordinate along ``time`` telling
+(dims ``time, y, x``; with ``storage="scaled-int"`` the integer DN on one CF-packed grid
+per band, see :mod:`pipeline.cube.packing`), a ``valid`` mask and a ``sensor`` coordinate along ``time`` telling
 which sensor each time step came from. Time steps are sorted; two sensors observing
 on the same day remain separate steps. Optionally the cube is composited into regular
 time bins (:mod:`pipeline.cube.compositing`).
@@ -19,6 +20,7 @@ from pipeline.catalog.search import SensorItems
 from pipeline.cube.compositing import composite
 from pipeline.cube.gdal_env import configure_remote_reads
 from pipeline.cube.load import asset_table, load_sensor
+from pipeline.cube.packing import packed_grids
 from pipeline.cube.probe import probe_items, report_failures
 from pipeline.model import CubeRequest, RequestError
 from pipeline.sensors import MaskPolicy, common_bands, load_profile
@@ -70,9 +72,12 @@ def build_cube(request: CubeRequest, found: dict[str, SensorItems], geobox: GeoB
             usable[key] = replace(s, items=kept)
     if not usable:
         raise RequestError(f"no item could be read; unreadable: {json.dumps(failed)[:500]}")
+    packing = None
+    if request.storage == "scaled-int":
+        packing = packed_grids([(load_profile(s.profile), s.items) for s in usable.values()], bands)
     parts = [
         load_sensor(s, geobox, bands, policy=policy, chunks=request.chunks, resampling=request.resampling,
-                    patch_url=patch_url, engine=request.engine)
+                    patch_url=patch_url, engine=request.engine, packing=packing)
         for s in usable.values()
     ]
     sources = {s.sensor: [i.id for i in s.items] for s in usable.values()}
@@ -84,6 +89,9 @@ def build_cube(request: CubeRequest, found: dict[str, SensorItems], geobox: GeoB
     time_chunk = request.chunks.get("time", 1)
     if any(c != time_chunk for c in cube.chunksizes["time"][:-1]):
         cube = cube.chunk({"time": time_chunk})
+    for b, grid in (packing or {}).items():
+        cube[b].attrs.update(grid.attrs())
+    cube.attrs["eocube:storage"] = request.storage
     cube.attrs["eocube:mask_policy"] = policy.model_dump_json()
     cube.attrs["eocube:bands"] = list(bands)
     cube.attrs["eocube:engine"] = request.engine

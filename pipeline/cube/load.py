@@ -5,7 +5,8 @@
 band, COG overviews for coarser grids), decodes the product's QA band into an invalid
 mask for the request's policy, converts DN to surface reflectance with each item's own
 scale/offset (so the Sentinel-2 baseline-04.00 BOA offset is handled per item) and
-returns ``float32`` reflectance with NaN where masked.
+returns ``float32`` reflectance with NaN where masked, or, given packed grids
+(:mod:`pipeline.cube.packing`), the DN on those grids with the fill value where masked.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 
 from pipeline.catalog.search import SensorItems
+from pipeline.cube.packing import PackedGrid, pack_dn
 from pipeline.cube.readers import AssetInfo, Engine, item_time, read_assets
 from pipeline.sensors import MaskPolicy, SensorProfile, invalid_mask, item_band_specs, load_profile, profile_for_item
 
@@ -115,8 +117,12 @@ def blockwise(func, *arrays: xr.DataArray, dtype, **kwargs) -> xr.DataArray:
 
 def load_sensor(found: SensorItems, geobox: GeoBox, bands: Sequence[str], *, policy: MaskPolicy | None = None,
                 chunks: dict[str, int] | None = None, resampling: dict[str, str] | None = None,
-                patch_url=None, engine: Engine = "odc-stac") -> xr.Dataset:
+                patch_url=None, engine: Engine = "odc-stac",
+                packing: dict[str, PackedGrid] | None = None) -> xr.Dataset:
     """A lazy cube ``(time, y, x)`` of one sensor: float32 reflectance, NaN where invalid.
+
+    With ``packing`` (per band) the bands are integers on those grids instead, the grid's
+    fill value where invalid; the caller attaches the CF attributes (:meth:`PackedGrid.attrs`).
 
     Variables: one per common band name in ``bands`` and ``valid`` (bool). Coordinates:
     ``time`` (one step per solar day), ``sensor`` and ``cloud_cover`` (item
@@ -136,9 +142,16 @@ def load_sensor(found: SensorItems, geobox: GeoBox, bands: Sequence[str], *, pol
     invalid = blockwise(_with_nodata, invalid, *(raw[s.asset] for s in specs), dtype=bool,
                         nodata=[s.nodata for s in specs])
     scaling = scaling_arrays(raw.time.values, found.items, profile, bands)
-    ds = xr.Dataset({b: blockwise(to_reflectance, raw[spec.asset], invalid, dtype=np.float32,
-                                  scale=scaling[b][0], offset=scaling[b][1])
-                     for b, spec in zip(bands, specs)})
+
+    def band(b: str, asset: str) -> xr.DataArray:
+        if packing is None:
+            return blockwise(to_reflectance, raw[asset], invalid, dtype=np.float32,
+                             scale=scaling[b][0], offset=scaling[b][1])
+        grid = packing[b]
+        return blockwise(pack_dn, raw[asset], invalid, dtype=np.dtype(grid.dtype),
+                         shift=grid.shift(scaling[b][1]), fill=grid.fill)
+
+    ds = xr.Dataset({b: band(b, spec.asset) for b, spec in zip(bands, specs)})
     ds["valid"] = ~invalid
     ds = ds.assign_coords(sensor=("time", np.full(ds.sizes["time"], profile.sensor, dtype=object)),
                           cloud_cover=("time", cloud_cover(items_per_time(raw.time.values, found.items))))

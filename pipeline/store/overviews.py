@@ -14,6 +14,7 @@ import numpy as np
 import xarray as xr
 import zarr
 
+from pipeline.cube.source import as_float32_reflectance
 from pipeline.store.cf import annotate_cf, encodings
 
 
@@ -57,7 +58,7 @@ def write_overviews(path: Path | str, levels: int, chunks: dict[str, int] | None
     """Write ``levels`` overview groups into the store at ``path``; returns their group paths."""
     if levels < 1:
         raise ValueError(f"overview levels must be >= 1, got {levels}")
-    ds = xr.open_zarr(path, consolidated=False)
+    ds = as_float32_reflectance(xr.open_zarr(path, consolidated=False))
     chunks = chunks or {"time": 1, "y": 256, "x": 256}
     written = []
     for k in range(1, levels + 1):

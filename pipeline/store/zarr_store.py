@@ -58,6 +58,22 @@ def consolidate(path: Path | str) -> None:
         zarr.consolidate_metadata(str(path), zarr_format=3)
 
 
+def split_packing_attrs(ds: xr.Dataset) -> tuple[xr.Dataset, dict[str, dict]]:
+    """``ds`` without the CF packing attributes (``scale_factor``, ``add_offset``, ``_FillValue``), and those.
+
+    The integers are written as they are (``_FillValue`` as the Zarr array's ``fill_value``)
+    and the attributes added once the data is on disk: given them, xarray would pack the
+    integers again on region writes and run a fill-NaN pass over every integer chunk.
+    """
+    keys = ("scale_factor", "add_offset", "_FillValue")
+    packing = {str(v): {k: a.attrs[k] for k in keys if k in a.attrs} for v, a in ds.data_vars.items()}
+    packing = {v: p for v, p in packing.items() if p}
+    stripped = {v: ds[v].copy(deep=False).assign_attrs() for v in packing}
+    for v in packing:
+        stripped[v].attrs = {k: x for k, x in ds[v].attrs.items() if k not in keys}
+    return ds.assign(stripped), packing
+
+
 def write_store(ds: xr.Dataset, path: Path | str, chunks: dict[str, int], *,
                 shards: dict[str, int] | None = None, overview_levels: int = 0,
                 progress: Callable[[int, int], None] | None = None) -> Path:
@@ -77,17 +93,27 @@ def write_store(ds: xr.Dataset, path: Path | str, chunks: dict[str, int], *,
     ds = annotate_cf(ds)
     ds = ds.chunk(layout.dask_chunks(ds.sizes))
     check_alignment(ds, layout)
+    ds, packing = split_packing_attrs(ds)
+    encoding = encodings(ds, chunks, shards)
+    for name, attrs in packing.items():
+        encoding[name]["fill_value"] = attrs.get("_FillValue")
     try:
-        ds.to_zarr(tmp, mode="w-", zarr_format=3, consolidated=False, compute=False,
-                   encoding=encodings(ds, chunks, shards))
+        # write_empty_chunks: no all-equal-to-fill scan of every chunk before it is written
+        # (dense cubes rarely have one; for integers the scan costs as much as compressing)
+        ds.to_zarr(tmp, mode="w-", zarr_format=3, consolidated=False, compute=False, encoding=encoding,
+                   write_empty_chunks=True)
         along_time = [v for v in ds.data_vars if "time" in ds[v].dims]
         slabs = time_slabs(ds.sizes["time"], layout.unit("time", ds.sizes["time"]))
         for i, sl in enumerate(slabs):
             part = ds[along_time].isel(time=sl)
             part = part.drop_vars([c for c in part.coords if "time" not in part[c].dims])
-            part.to_zarr(tmp, region={"time": sl}, mode="r+", consolidated=False)
+            part.to_zarr(tmp, region={"time": sl}, mode="r+", consolidated=False, write_empty_chunks=True)
             if progress:
                 progress(i + 1, len(slabs))
+        if packing:
+            root = zarr.open_group(str(tmp), mode="r+", zarr_format=3)
+            for name, attrs in packing.items():
+                root[name].attrs.update(attrs)
         if overview_levels:
             write_overviews(tmp, overview_levels)
         consolidate(tmp)
