@@ -10,7 +10,8 @@ returns ``float32`` reflectance with NaN where masked, or, given packed grids
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 
 import numpy as np
 import pystac
@@ -86,33 +87,60 @@ def _with_nodata(invalid: np.ndarray, *dn: np.ndarray, nodata: Sequence[float | 
 
 
 def to_reflectance(dn: np.ndarray, invalid: np.ndarray, scale: np.ndarray, offset: np.ndarray,
-                   block_info: dict | None = None) -> np.ndarray:
+                   block_info: dict | None = None, out: np.ndarray | None = None) -> np.ndarray:
     """``float32`` reflectance ``dn * scale + offset`` with NaN where ``invalid`` (one pass, one buffer).
 
     ``dn``, ``invalid``: ``(time, y, x)`` blocks; ``scale``, ``offset``: per time step of the whole
     cube, cut to the block's steps with Dask's ``block_info`` (all steps when called directly).
+    ``out``: a float32 buffer of ``dn``'s shape to write into.
     """
     t0, t1 = block_info[0]["array-location"][0] if block_info else (0, dn.shape[0])
-    out = dn.astype(np.float32)
-    out *= np.asarray(scale[t0:t1], np.float32)[:, None, None]
+    out = np.multiply(dn, np.asarray(scale[t0:t1], np.float32)[:, None, None], out=out, dtype=np.float32)
     out += np.asarray(offset[t0:t1], np.float32)[:, None, None]
     out[invalid] = np.nan
     return out
 
 
-def blockwise(func, *arrays: xr.DataArray, dtype, **kwargs) -> xr.DataArray:
+def masked_planes(qa_invalid: np.ndarray, *dn: np.ndarray, nodata: Sequence[float | int | None],
+                  convert: Sequence[Callable[..., np.ndarray]], out_dtype: np.dtype,
+                  block_info: dict | None = None) -> np.ndarray:
+    """One chunk of every band, masked and converted, plus the valid mask: ``(band + 1, time, y, x)``.
+
+    ``qa_invalid``: the QA decode of the chunk; ``dn``: each band's raw chunk; a pixel that is
+    invalid in the QA or nodata in any band is masked in all. ``convert[i]`` turns band ``i``
+    into its output (:func:`to_reflectance` or :func:`~pipeline.cube.packing.pack_dn` with
+    their per-band arguments bound) in place; the last plane is the valid mask (0/1 in ``out_dtype``).
+    One task per chunk does all of it, so a chunk's reads meet once and nothing else moves
+    between workers.
+    """
+    invalid = _with_nodata(qa_invalid, *dn, nodata=nodata)
+    out = np.empty((len(dn) + 1, *invalid.shape), out_dtype)
+    for plane, (f, values) in zip(out, zip(convert, dn)):
+        f(values, invalid, block_info=block_info, out=plane)
+    np.logical_not(invalid, out=out[-1], casting="unsafe")
+    return out
+
+
+def blockwise(func, *arrays: xr.DataArray, dtype, planes: int | None = None, **kwargs) -> xr.DataArray:
     """``func`` over aligned ``(time, y, x)`` arrays, one Dask task per chunk (eager for numpy input).
 
-    The first array gives dims and coordinates; ``kwargs`` go to every call.
+    The first array gives dims and coordinates; ``kwargs`` go to every call. With ``planes``
+    ``func`` returns ``(planes, time, y, x)`` blocks, on a leading ``plane`` dimension.
     """
     first = arrays[0]
     if first.chunks is None:
         data = func(*(a.values for a in arrays), **kwargs)
-    else:
+    elif planes is None:
         import dask.array as da
 
         data = da.map_blocks(func, *(a.data for a in arrays), dtype=dtype, **kwargs)
-    return xr.DataArray(data, dims=first.dims, coords=first.coords)
+    else:
+        import dask.array as da
+
+        data = da.map_blocks(func, *(a.data for a in arrays), dtype=dtype, new_axis=0,
+                             chunks=((planes,), *first.data.chunks), **kwargs)
+    dims = first.dims if planes is None else ("plane", *first.dims)
+    return xr.DataArray(data, dims=dims, coords=first.coords)
 
 
 def load_sensor(found: SensorItems, geobox: GeoBox, bands: Sequence[str], *, policy: MaskPolicy | None = None,
@@ -139,20 +167,19 @@ def load_sensor(found: SensorItems, geobox: GeoBox, bands: Sequence[str], *, pol
     invalid = invalid_mask(found.collection, qa.asset, raw[qa.asset], policy=policy,
                            resolution_m=float(abs(geobox.resolution.x)))
     specs = [profile.band(b) for b in bands]
-    invalid = blockwise(_with_nodata, invalid, *(raw[s.asset] for s in specs), dtype=bool,
-                        nodata=[s.nodata for s in specs])
     scaling = scaling_arrays(raw.time.values, found.items, profile, bands)
-
-    def band(b: str, asset: str) -> xr.DataArray:
-        if packing is None:
-            return blockwise(to_reflectance, raw[asset], invalid, dtype=np.float32,
-                             scale=scaling[b][0], offset=scaling[b][1])
-        grid = packing[b]
-        return blockwise(pack_dn, raw[asset], invalid, dtype=np.dtype(grid.dtype),
-                         shift=grid.shift(scaling[b][1]), fill=grid.fill)
-
-    ds = xr.Dataset({b: band(b, spec.asset) for b, spec in zip(bands, specs)})
-    ds["valid"] = ~invalid
+    if packing is None:
+        dtype = np.dtype(np.float32)
+        convert = [partial(to_reflectance, scale=scaling[b][0], offset=scaling[b][1]) for b in bands]
+    else:
+        dtype = np.result_type(*(np.dtype(packing[b].dtype) for b in bands))
+        convert = [partial(pack_dn, shift=packing[b].shift(scaling[b][1]), fill=packing[b].fill) for b in bands]
+    stacked = blockwise(masked_planes, invalid, *(raw[s.asset] for s in specs), dtype=dtype, planes=len(bands) + 1,
+                        nodata=[s.nodata for s in specs], convert=convert, out_dtype=dtype)
+    ds = xr.Dataset({b: stacked[i].astype(packing[b].dtype, copy=False) if packing else stacked[i]
+                     for i, b in enumerate(bands)})
+    ds["valid"] = stacked[-1].astype(bool)
+    ds = ds.drop_vars("plane", errors="ignore")
     ds = ds.assign_coords(sensor=("time", np.full(ds.sizes["time"], profile.sensor, dtype=object)),
                           cloud_cover=("time", cloud_cover(items_per_time(raw.time.values, found.items))))
     ds.attrs["source_items"] = [i.id for i in found.items]

@@ -81,19 +81,21 @@ def packed_grids(items_by_profile: Sequence[tuple[SensorProfile, Sequence[pystac
 
 
 def pack_dn(dn: np.ndarray, invalid: np.ndarray, shift: np.ndarray, fill: int,
-            block_info: dict | None = None) -> np.ndarray:
+            block_info: dict | None = None, out: np.ndarray | None = None) -> np.ndarray:
     """DN on the packed grid, ``fill`` where ``invalid`` (one pass, the DN's own dtype).
 
     ``dn``, ``invalid``: ``(time, y, x)`` blocks; ``shift``: whole DN steps per time step of the
     whole cube (:meth:`PackedGrid.shift`), cut to the block with Dask's ``block_info``. Shifted
-    values saturate at the dtype's maximum.
+    values saturate at the dtype's maximum. ``out``: a buffer of ``dn``'s shape to write into.
     """
     t0, t1 = block_info[0]["array-location"][0] if block_info else (0, dn.shape[0])
     steps = np.asarray(shift[t0:t1])
+    out = np.empty(dn.shape, dn.dtype) if out is None else out
     if steps.any():
         top = np.iinfo(dn.dtype).max
-        out = (np.minimum(dn, top - steps[:, None, None]) + steps[:, None, None]).astype(dn.dtype)
+        np.minimum(dn, (top - steps[:, None, None]).astype(dn.dtype), out=out, casting="unsafe")
+        out += steps[:, None, None].astype(out.dtype)
     else:
-        out = dn.copy()
+        np.copyto(out, dn, casting="unsafe")
     out[invalid] = fill
     return out
