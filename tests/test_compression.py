@@ -10,7 +10,8 @@ from pipeline.compression.codec import CodecParams, decode_array, encode_array, 
 from pipeline.compression.metrics import psnr, spectral_angle, ssim, ssim_2d
 from pipeline.compression.quantise import Quantiser
 from pipeline.compression.ratecontrol import choose_qp, measure
-from pipeline.compression.video import CorruptStreamError, StreamSpec, encode_stream, ffv1_options
+from pipeline.compression.video import (FLAT_SCALING_OPTION, QP_MIN, CorruptStreamError, StreamSpec, encode_stream,
+                                        ffv1_options, flat_scaling_list, x265_options)
 
 
 def smooth_cube(bands: int, t: int = 12, h: int = 37, w: int = 41, seed: int = 0) -> np.ndarray:
@@ -176,6 +177,28 @@ def test_rate_control_hits_psnr_and_rate_targets():
     assert rate.bpppb <= 0.5
     with pytest.raises(ValueError, match="out of reach"):
         choose_qp([block], params, peak=1.0, target_psnr=200.0)
+
+
+def test_negative_qp_refines_the_step_through_a_flat_scaling_list():
+    """QP -6 is x265 QP 0 with every scaling-list entry at 8: a finer step (lower error, more bytes), and the
+    list travels in the bitstream, so decoding needs no file."""
+    assert QP_MIN == -6
+    opts = x265_options(-4, "ultrafast", 8, 1)
+    assert "qp=2:" in opts["x265-params"] and opts[FLAT_SCALING_OPTION] == "8"  # -4 = QP 2 with steps halved
+    assert FLAT_SCALING_OPTION not in x265_options(0, "ultrafast", 8, 1)
+    assert flat_scaling_list(8).read_text().count(",8") > 1000
+    cube = np.rint(smooth_cube(3, t=8, h=48, w=64, seed=3) * 10000).astype(np.uint16) * 3  # texture up to 0.6 refl
+    errors, sizes = {}, {}
+    for qp in (0, -6):
+        data = encode_array(cube, CodecParams(qp=qp, value_range=(0, 20000), preset="ultrafast"))
+        if qp < 0:
+            assert read_header(data)[0]["streams"][0]["spec"]["options"][FLAT_SCALING_OPTION] == "8"
+            flat_scaling_list(8).unlink()  # the decoder reads the list from the stream, not from the file
+        back = decode_array(data).astype(np.float64)
+        errors[qp], sizes[qp] = float(np.sqrt(np.mean((back - cube) ** 2))), len(data)
+    assert errors[-6] < 0.8 * errors[0] and sizes[-6] > sizes[0]
+    with pytest.raises(ValueError, match="qp -7 must be an integer in -6..51"):
+        CodecParams(qp=-7)
 
 
 def test_bad_input_errors():

@@ -22,8 +22,8 @@ import numpy as np
 
 from pipeline.compression import klt
 from pipeline.compression.quantise import Quantiser, fill_missing, missing_mask
-from pipeline.compression.video import (PIX_FMT, CorruptStreamError, StreamSpec, decode_stream, encode_stream,
-                                        ffv1_options, library_versions, padded_size, x265_options)
+from pipeline.compression.video import (PIX_FMT, QP_MAX, QP_MIN, CorruptStreamError, StreamSpec, decode_stream,
+                                        encode_stream, ffv1_options, library_versions, padded_size, x265_options)
 
 MAGIC, FORMAT_VERSION = b"EOCV", 1
 LOSSY_BITS = 12
@@ -38,7 +38,8 @@ class CodecParams:
 
     ``value_range``: fixed physical range ``(lo, hi)`` in the data's unit (reflectance 0..1 by
     default; e.g. 0..10000 for digital numbers), mapped to 12-bit codes in lossy mode (values
-    outside are clipped and counted). ``qp``: libx265 constant quantiser, 0 (best) .. 51 (+6 doubles the step).
+    outside are clipped and counted). ``qp``: libx265 constant quantiser, -6 (best) .. 51 (+6 doubles the
+    step; below 0 through a flat scaling list, see :data:`pipeline.compression.video.QP_MIN`).
     ``step``: lossless grid spacing (default 1 for integer dtypes; required for floats, which must
     lie on ``lo + k * step``). ``nodata``: value treated as missing besides NaN.
     """
@@ -62,8 +63,8 @@ class CodecParams:
         lo, hi = self.value_range
         if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
             raise ValueError(f"value_range {self.value_range} must be finite with hi > lo")
-        if not (float(self.qp).is_integer() and 0 <= self.qp <= 51):
-            raise ValueError(f"qp {self.qp} must be an integer in 0..51")
+        if not (float(self.qp).is_integer() and QP_MIN <= self.qp <= QP_MAX):
+            raise ValueError(f"qp {self.qp} must be an integer in {QP_MIN}..{QP_MAX}")
         if self.step is not None and not self.step > 0:
             raise ValueError(f"step {self.step} must be > 0")
         if self.keyint < 1 or self.threads < 1:

@@ -12,8 +12,7 @@ import numpy as np
 
 from pipeline.compression.codec import CodecParams, decode_array, encode_array
 from pipeline.compression.metrics import bpppb, mse
-
-QP_MIN, QP_MAX = 0, 51
+from pipeline.compression.video import QP_MAX, QP_MIN
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,12 @@ codes as luma: plane 0 carries the strongest component. Packets are returned raw
 """
 from __future__ import annotations
 
+import math
+import os
+import tempfile
 from dataclasses import dataclass, field
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
@@ -20,6 +24,19 @@ X265_MIN_WIDTH, X265_MIN_HEIGHT, X265_ALIGN = 64, 16, 8
 DECODER = {"libx265": "hevc", "ffv1": "ffv1"}
 PIX_FMT = {("libx265", 1, 12): "gray12le", ("libx265", 3, 12): "gbrp12le",
            ("ffv1", 1, 16): "gray16le", ("ffv1", 3, 16): "gbrp16le", ("ffv1", 1, 8): "gray"}
+
+
+#: QP range of the lossy path. libx265 takes QP 0..51 (at 12 bits its QP 0 is a step of about 10
+#: codes, which capped the KLT path near 1 bpppb on real Sentinel-2); QPs below 0 are reached with a
+#: flat HEVC scaling list: entries of ``16 * 2**-k`` divide every step by ``2**k``, i.e. subtract
+#: ``6 k`` from the QP. The floor is -6 (entry 8): further down, high-contrast content loses quality
+#: again (transform levels hit HEVC's 16-bit range) and real cubes gain little (measured in RESULTS.md).
+QP_MIN, QP_MAX = -6, 51
+#: encoder option naming the flat scaling-list entry (1..16); turned into x265's file at encode time
+FLAT_SCALING_OPTION = "eocube-flat-scaling-list"
+_SCALING_LIST_NAMES = {
+    size: [f"{kind}{size}X{size}_{plane}" for kind in ("INTRA", "INTER") for plane in ("LUMA", "CHROMAU", "CHROMAV")]
+    for size in (4, 8, 16, 32)}
 
 
 class CorruptStreamError(ValueError):
@@ -47,14 +64,50 @@ class StreamSpec:
 
 
 def x265_options(qp: float, preset: str, keyint: int, threads: int) -> dict:
-    """libx265 options: constant quantiser ``qp`` (0 best .. 51) on every frame, PSNR tuning, no B-frames.
+    """libx265 options: constant quantiser ``qp`` (-6 best .. 51) on every frame, PSNR tuning, no B-frames.
 
     B-frames are off: with them libx265 12-bit output had frames with errors of thousands of codes
-    on real Sentinel-2 stacks. GOPs are closed, ``keyint`` frames long.
+    on real Sentinel-2 stacks. GOPs are closed, ``keyint`` frames long. A ``qp`` below 0 is x265
+    QP ``qp + 6 k`` (0..5) with a flat scaling list of entries ``16 / 2**k`` (:data:`QP_MIN`).
     """
-    params = (f"log-level=error:info=0:keyint={keyint}:min-keyint={keyint}:open-gop=0:bframes=0:qp={int(round(qp))}"
+    qp = int(round(qp))
+    if not QP_MIN <= qp <= QP_MAX:
+        raise ValueError(f"qp {qp} must be in {QP_MIN}..{QP_MAX}")
+    k = math.ceil(-qp / 6) if qp < 0 else 0
+    params = (f"log-level=error:info=0:keyint={keyint}:min-keyint={keyint}:open-gop=0:bframes=0:qp={qp + 6 * k}"
               f":ipratio=1:pbratio=1:pools={threads}:frame-threads={threads}")
-    return {"preset": preset, "tune": "psnr", "x265-params": params}
+    options = {"preset": preset, "tune": "psnr", "x265-params": params}
+    if k:
+        options[FLAT_SCALING_OPTION] = str(16 >> k)
+    return options
+
+
+def flat_scaling_list(entry: int) -> Path:
+    """Path of an x265 scaling-list file whose every entry (and DC) is ``entry``; written once per machine."""
+    if not 1 <= entry <= 255:
+        raise ValueError(f"scaling-list entry {entry} must be in 1..255")
+    path = Path(tempfile.gettempdir()) / "eocube-x265" / f"flat-scaling-list-{entry}.txt"
+    if not path.exists():
+        lines = []
+        for size, names in _SCALING_LIST_NAMES.items():
+            for name in names:
+                lines += [f"{name} =", ",".join([str(entry)] * min(size * size, 64))]
+                if size >= 16:
+                    lines += [f"{name}_DC =", str(entry)]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text("\n".join(lines) + "\n")
+        os.replace(tmp, path)  # atomic: concurrent workers never read a half-written file
+    return path
+
+
+def _encoder_options(options: dict) -> dict:
+    """The options handed to FFmpeg: a flat scaling-list entry becomes x265's ``scaling-list`` file."""
+    options = dict(options)
+    entry = options.pop(FLAT_SCALING_OPTION, None)
+    if entry is not None:
+        options["x265-params"] += f":scaling-list={flat_scaling_list(int(entry))}"
+    return options
 
 
 def ffv1_options(threads: int) -> dict:
@@ -95,7 +148,7 @@ def encode_stream(frames: np.ndarray, spec: StreamSpec) -> tuple[list[bytes], by
     ctx = av.CodecContext.create(spec.codec, "w")
     ctx.width, ctx.height, ctx.pix_fmt = pw, ph, spec.pix_fmt
     ctx.time_base, ctx.framerate = Fraction(1, 25), Fraction(25)
-    ctx.options = dict(spec.options)
+    ctx.options = _encoder_options(spec.options)
     packets: list[bytes] = []
     for i in range(t):
         frame = _to_frame(frames[i], spec.pix_fmt)
