@@ -115,7 +115,7 @@ def masked_planes(qa_invalid: np.ndarray, *dn: np.ndarray, nodata: Sequence[floa
     """
     invalid = _with_nodata(qa_invalid, *dn, nodata=nodata)
     out = np.empty((len(dn) + 1, *invalid.shape), out_dtype)
-    for plane, (f, values) in zip(out, zip(convert, dn)):
+    for plane, f, values in zip(out, convert, dn):
         f(values, invalid, block_info=block_info, out=plane)
     np.logical_not(invalid, out=out[-1], casting="unsafe")
     return out
@@ -130,15 +130,11 @@ def blockwise(func, *arrays: xr.DataArray, dtype, planes: int | None = None, **k
     first = arrays[0]
     if first.chunks is None:
         data = func(*(a.values for a in arrays), **kwargs)
-    elif planes is None:
-        import dask.array as da
-
-        data = da.map_blocks(func, *(a.data for a in arrays), dtype=dtype, **kwargs)
     else:
         import dask.array as da
 
-        data = da.map_blocks(func, *(a.data for a in arrays), dtype=dtype, new_axis=0,
-                             chunks=((planes,), *first.data.chunks), **kwargs)
+        layout = {} if planes is None else {"new_axis": 0, "chunks": ((planes,), *first.data.chunks)}
+        data = da.map_blocks(func, *(a.data for a in arrays), dtype=dtype, **layout, **kwargs)
     dims = first.dims if planes is None else ("plane", *first.dims)
     return xr.DataArray(data, dims=dims, coords=first.coords)
 
