@@ -21,10 +21,12 @@ ratio of each to odc-plain.
     python benchmarks/cube_bench.py --size 2048 --dates 24 --repeat 3   # medians of 3 interleaved rounds
     python benchmarks/cube_bench.py --size 4096 --dates 100       # the issue's full size
     python benchmarks/cube_bench.py --size 4096 --dates 100 --variants eocube-scaled-int --repeat 2
+    python benchmarks/cube_bench.py --size 2048 --dates 24 --no-stackstac --task-stream   # where the time goes
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import shutil
@@ -169,10 +171,29 @@ def _du(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e9
 
 
-def measure(name: str, build, write, out: Path) -> Run:
+def task_profile(records: list[dict]) -> str:
+    """Worker compute seconds per task-name prefix and total transfer seconds, from a Dask task stream."""
+    compute: dict[str, float] = {}
+    transfer = 0.0
+    for r in records:
+        key = r["key"][0] if isinstance(r["key"], tuple) else r["key"]
+        prefix = str(key).rsplit("-", 1)[0][:40]
+        for s in r["startstops"]:
+            if s["action"] == "compute":
+                compute[prefix] = compute.get(prefix, 0.0) + s["stop"] - s["start"]
+            elif s["action"] == "transfer":
+                transfer += s["stop"] - s["start"]
+    top = sorted(compute.items(), key=lambda kv: -kv[1])[:8]
+    return (f"    compute {sum(compute.values()):.1f} s, transfers {transfer:.1f} s; "
+            + ", ".join(f"{k} {v:.1f} s" for k, v in top))
+
+
+def measure(name: str, build, write, out: Path, profile: bool = False) -> Run:
     """Time ``write(build())`` (graph built inside the timing) with peak RSS of the process tree."""
+    from distributed import get_task_stream
+
     shutil.rmtree(out, ignore_errors=True)
-    with PeakRSS() as rss:
+    with PeakRSS() as rss, (get_task_stream() if profile else contextlib.nullcontext()) as stream:
         t0 = time.perf_counter()
         obj = build()
         tasks = len(obj.__dask_graph__())
@@ -181,6 +202,8 @@ def measure(name: str, build, write, out: Path) -> Run:
     run = Run(name, round(seconds, 2), round(rss.peak / 1e9, 3), tasks, round(_du(out), 3))
     print(f"  {name:<18} {run.seconds:8.1f} s   peak RSS {run.peak_rss_gb:6.2f} GB   "
           f"graph {run.graph_tasks:7d} tasks   output {run.output_gb:6.2f} GB", flush=True)
+    if profile:
+        print(task_profile(stream.data), flush=True)
     return run
 
 
@@ -199,6 +222,8 @@ def main() -> None:
                     help="rounds of all variants back to back (order rotated each round); ratios of the median times")
     ap.add_argument("--quick", action="store_true", help="512 px x 8 dates (a smoke run)")
     ap.add_argument("--no-stackstac", action="store_true")
+    ap.add_argument("--task-stream", action="store_true",
+                    help="also print worker compute seconds per task kind and transfer seconds (Dask task stream)")
     ap.add_argument("--variants", help="comma-separated subset of the variants to run (odc-plain always runs: "
                                        "the ratios are to it), e.g. eocube-scaled-int")
     args = ap.parse_args()
@@ -256,7 +281,7 @@ def main() -> None:
             order = names[r % len(names):] + names[:r % len(names)]  # no variant always runs first
             for name in order:
                 build, write = variants[name]
-                runs[name].append(measure(name, build, write, out / f"{name}.zarr"))
+                runs[name].append(measure(name, build, write, out / f"{name}.zarr", args.task_stream))
     median = {n: float(np.median([r.seconds for r in rs])) for n, rs in runs.items()}
     ratios = {n: round(median[n] / median["odc-plain"], 3) for n in names[1:]}
     per_round = {n: [round(a.seconds / b.seconds, 3) for a, b in zip(runs[n], runs["odc-plain"])] for n in names[1:]}

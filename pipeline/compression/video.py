@@ -114,8 +114,8 @@ def ffv1_options(threads: int) -> dict:
     """ffv1 version 3, range coder with the small context model (lossless, intra only).
 
     The small model adapts faster on EO frames of a few hundred pixels a side: on the Romania cube,
-    the demo cube and two Landsat scenes it was 4-11 % smaller and 15-40 % faster to decode than the
-    large one (RESULTS.md, compression section).
+    the demo cube and two Landsat scenes it was 4-11 % smaller and 15-80 % faster to decode than the
+    large one (``benchmarks/compression_settings.py``; RESULTS.md, compression section).
     """
     return {"level": "3", "coder": "range_tab", "context": "0", "slicecrc": "0", "threads": str(threads)}
 
