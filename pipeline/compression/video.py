@@ -29,8 +29,9 @@ PIX_FMT = {("libx265", 1, 12): "gray12le", ("libx265", 3, 12): "gbrp12le",
 #: QP range of the lossy path. libx265 takes QP 0..51 (at 12 bits its QP 0 is a step of about 10
 #: codes, which capped the KLT path near 1 bpppb on real Sentinel-2); QPs below 0 are reached with a
 #: flat HEVC scaling list: entries of ``16 * 2**-k`` divide every step by ``2**k``, i.e. subtract
-#: ``6 k`` from the QP. The floor is -6 (entry 8): further down, high-contrast content loses quality
-#: again (transform levels hit HEVC's 16-bit range) and real cubes gain little (measured in RESULTS.md).
+#: ``6 k`` from the QP. The floor is -6 (entry 8): further down, transform levels can overflow HEVC's
+#: 16-bit range (a real Landsat scene broke at -18, white noise lost quality from -12; see
+#: ``benchmarks/compression_settings.py``).
 QP_MIN, QP_MAX = -6, 51
 #: encoder option naming the flat scaling-list entry (1..16); turned into x265's file at encode time
 FLAT_SCALING_OPTION = "eocube-flat-scaling-list"

@@ -175,7 +175,6 @@ def load_sensor(found: SensorItems, geobox: GeoBox, bands: Sequence[str], *, pol
     ds = xr.Dataset({b: stacked[i].astype(packing[b].dtype, copy=False) if packing else stacked[i]
                      for i, b in enumerate(bands)})
     ds["valid"] = stacked[-1].astype(bool)
-    ds = ds.drop_vars("plane", errors="ignore")
     ds = ds.assign_coords(sensor=("time", np.full(ds.sizes["time"], profile.sensor, dtype=object)),
                           cloud_cover=("time", cloud_cover(items_per_time(raw.time.values, found.items))))
     ds.attrs["source_items"] = [i.id for i in found.items]
