@@ -19,6 +19,7 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 
 from pipeline.catalog.search import SensorItems
+from pipeline.cube.fusion import fuse_private_inputs
 from pipeline.cube.packing import PackedGrid, pack_dn
 from pipeline.cube.readers import AssetInfo, Engine, item_time, read_assets
 from pipeline.sensors import MaskPolicy, SensorProfile, invalid_mask, item_band_specs, load_profile, profile_for_item
@@ -172,6 +173,8 @@ def load_sensor(found: SensorItems, geobox: GeoBox, bands: Sequence[str], *, pol
         convert = [partial(pack_dn, shift=packing[b].shift(scaling[b][1]), fill=packing[b].fill) for b in bands]
     stacked = blockwise(masked_planes, invalid, *(raw[s.asset] for s in specs), dtype=dtype, planes=len(bands) + 1,
                         nodata=[s.nodata for s in specs], convert=convert, out_dtype=dtype)
+    if stacked.chunks is not None:  # a chunk's reads, QA decode and masking in one task (see fusion.py)
+        stacked = stacked.copy(data=fuse_private_inputs(stacked.data))
     ds = xr.Dataset({b: stacked[i].astype(packing[b].dtype, copy=False) if packing else stacked[i]
                      for i, b in enumerate(bands)})
     ds["valid"] = stacked[-1].astype(bool)
