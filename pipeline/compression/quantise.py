@@ -56,20 +56,42 @@ def missing_mask(x: np.ndarray, nodata: float | None) -> np.ndarray:
     return miss
 
 
-def fill_missing(x: np.ndarray, missing: np.ndarray, default: float) -> np.ndarray:
-    """Float64 copy of ``x`` (band, time, y, x) with missing values replaced by a smooth background.
+def _fill_along(v: np.ndarray, valid: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """``v`` with each invalid entry replaced by the nearest valid one before it along ``axis``
+    (else the first valid one after it), and whether each line along ``axis`` has any valid entry."""
+    v, valid = np.moveaxis(v, axis, -1), np.moveaxis(valid, axis, -1)
+    index = np.where(valid, np.arange(v.shape[-1]), 0)
+    np.maximum.accumulate(index, axis=-1, out=index)
+    seen = np.logical_or.accumulate(valid, axis=-1)
+    index = np.where(seen, index, valid.argmax(axis=-1)[..., None])
+    return np.moveaxis(np.take_along_axis(v, index, axis=-1), -1, axis), valid.any(axis=-1)
 
-    The background is the per-pixel temporal mean of the valid values (what the video codec
-    predicts best), then the band mean, then ``default`` where a band has no valid value at all.
-    The mask restores the original missing values exactly on decode, so the fill is invisible.
+
+def fill_missing(x: np.ndarray, missing: np.ndarray, default: float) -> np.ndarray:
+    """Float64 copy of ``x`` (band, time, y, x) with missing values replaced by what codes cheapest.
+
+    A missing pixel takes the nearest valid value to its left in its row (else to its right);
+    a row with no valid value copies the nearest row above that has one (else below). So a
+    masked region is flat along rows and continues the picture at its edges: the codec's
+    spatial predictors guess it exactly (ffv1's median predictor codes it as zeros) and no
+    artificial edge is created. A frame with no valid value at all takes the per-pixel temporal
+    mean of the valid values, then the band mean, then ``default``. The mask restores the
+    original missing values exactly on decode, so the fill is invisible. Measured on the demo
+    cube (36 % masked), against a temporal-mean fill: lossless 5.54 -> 4.43 bpppb, lossy 7-10 %
+    fewer bits at QP 12 and 0 for the same PSNR (benchmarks/RESULTS.md).
     """
     v = np.where(missing, np.nan, x.astype(np.float64))
     if not missing.any():
         return v
-    with np.errstate(invalid="ignore", divide="ignore"):
-        count_t = (~missing).sum(axis=1, keepdims=True)
-        pixel_mean = np.where(count_t > 0, np.nansum(v, axis=1, keepdims=True) / np.maximum(count_t, 1), np.nan)
-        count_b = (~missing).sum(axis=(1, 2, 3), keepdims=True)
-        band_mean = np.where(count_b > 0, np.nansum(v, axis=(1, 2, 3), keepdims=True) / np.maximum(count_b, 1), default)
-    background = np.where(np.isnan(pixel_mean), band_mean, pixel_mean)
-    return np.where(missing, background, v)
+    rows, row_has_data = _fill_along(v, ~missing, axis=3)
+    frames, frame_has_data = _fill_along(rows, np.broadcast_to(row_has_data[..., None], rows.shape), axis=2)
+    filled = np.where(frame_has_data[:, :, None, :], frames, np.nan)
+    if np.isnan(filled).any():
+        with np.errstate(invalid="ignore", divide="ignore"):
+            count_t = (~missing).sum(axis=1, keepdims=True)
+            pixel_mean = np.where(count_t > 0, np.nansum(v, axis=1, keepdims=True) / np.maximum(count_t, 1), np.nan)
+            count_b = (~missing).sum(axis=(1, 2, 3), keepdims=True)
+            band_mean = np.where(count_b > 0, np.nansum(v, axis=(1, 2, 3), keepdims=True) / np.maximum(count_b, 1),
+                                 default)
+        filled = np.where(np.isnan(filled), np.where(np.isnan(pixel_mean), band_mean, pixel_mean), filled)
+    return np.where(missing, filled, v)

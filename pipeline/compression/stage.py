@@ -21,6 +21,7 @@ from pipeline.compression.metrics import psnr
 from pipeline.compression.ratecontrol import choose_qp
 from pipeline.compression.zarr_codec import VideoCodec
 from pipeline.cube.source import open_cube
+from pipeline.store.cf import vlen_text_coords
 
 CUBE_DIMS = ("time", "y", "x")
 STACKED = "reflectance"
@@ -97,7 +98,7 @@ def compress_cube(cube: xr.Dataset | str | Path, out: str | Path, params: CodecP
         out_ds[name].encoding = {}
     out_ds.attrs["eocube_compression"] = json.dumps({"codec": VideoCodec(params=params).to_dict(),
                                                      "bands": bands, "lossless": others})
-    out_ds.to_zarr(out, mode="w", zarr_format=3, encoding=encoding, consolidated=True)
+    vlen_text_coords(out_ds).to_zarr(out, mode="w", zarr_format=3, encoding=encoding, consolidated=True)
     stored = sum(f.stat().st_size for f in Path(out, STACKED).rglob("*") if f.is_file() and f.name != "zarr.json")
     n_samples = int(np.prod(stack.shape))
     full_psnr = None

@@ -49,9 +49,7 @@ def annotate_cf(ds: xr.Dataset) -> xr.Dataset:
     ds["y"].attrs.update(standard_name="projection_y_coordinate", long_name="y coordinate of projection", units="m")
     if "time" in ds.coords:
         ds["time"].attrs.update(standard_name="time", long_name="acquisition time (UTC)")
-    for name, coord in ds.coords.items():  # text labels (e.g. sensor): variable-length UTF-8 strings
-        if coord.dtype == object:
-            ds = ds.assign_coords({name: (coord.dims, np.asarray(coord.values, dtype=np.dtypes.StringDType()), coord.attrs)})
+    ds = vlen_text_coords(ds)
     ds.attrs["Conventions"] = "CF-1.10"
     # CF readers find the grid mapping through grid_mapping; this also makes plain
     # xr.open_zarr() keep spatial_ref as a coordinate, so ds.rio.crs works.
@@ -81,3 +79,14 @@ def encodings(ds: xr.Dataset, chunks: dict[str, int], shards: dict[str, int] | N
     return enc
 
 
+def vlen_text_coords(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with text coordinates (e.g. ``sensor``, ``band``) as variable-length UTF-8 strings.
+
+    Zarr v3 has a stable variable-length string type; numpy's fixed-width ``<U`` strings would
+    be written with zarr's still-unstable fixed-length UTF-32 type (and a warning).
+    """
+    for name, coord in ds.coords.items():
+        if coord.dtype.kind in "OU":
+            ds = ds.assign_coords({name: (coord.dims, np.asarray(coord.values, dtype=np.dtypes.StringDType()),
+                                          coord.attrs)})
+    return ds
