@@ -4,8 +4,10 @@
     python benchmarks/compression_rd.py --cube benchmarks/_work/downstream/cube.zarr \
         --out benchmarks/figures/compression/demo          # a demo cube (eocube demo / compression_downstream.py)
 
-With ``--cube``, the store's red, green, blue and nir08 reflectance are coded as DN (x 10000);
-masked (NaN) pixels travel in the codec's lossless mask and are left out of PSNR, SAM and max error.
+With ``--cube``, the store's red, green, blue and nir08 reflectance are coded as DN (x 10000) on the
+fixed range 0..10000 DN (the codec's reflectance default 0..1); masked (NaN) pixels travel in the
+codec's lossless mask and are left out of PSNR, SAM and max error. Romania is coded on 0..20000 DN
+(its clouds are data, up to 18,224 DN). ``--value-range lo,hi`` overrides either.
 
 Bands B02, B03, B04, B08 (uint16 DN, clouds included, as in xarrayvideo), coded in chunks of
 32 frames x 100 x 100 px. Configurations: ours (KLT, triplets in gbrp12le), no KLT (triplets),
@@ -100,6 +102,9 @@ def main() -> None:
     ap.add_argument("--qps", default="-6,-3,0,4,8,12,16,20,24,30,36")
     ap.add_argument("--cube", type=Path, help="a cube store to use instead of the Romania cube")
     ap.add_argument("--bands", default="blue,green,red,nir08", help="with --cube")
+    ap.add_argument("--value-range", help="fixed DN range lo,hi of our codec; default 0,20000 for Romania (clouds "
+                                          "are in the data, up to 18,224 DN) and 0,10000 with --cube (the codec's "
+                                          "reflectance default 0..1; clouds are masked)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.cube:
@@ -108,11 +113,14 @@ def main() -> None:
     else:
         dn, nodata = load(args.shared), None
         title = "Sentinel-2 Romania, B02 B03 B04 B08, 140 x 100 x 100"
+    value_range = tuple(map(float, args.value_range.split(","))) if args.value_range else (
+        (0.0, 10000.0) if args.cube else (0.0, 20000.0))
+    print(f"{title}; our fixed range {value_range[0]:g}..{value_range[1]:g} DN", flush=True)
     observed = None if nodata is None else np.all(dn != nodata, axis=0)
     rows = []
     for name, cfg in CONFIGS.items():
         for qp in map(int, args.qps.split(",")):
-            p = CodecParams(qp=qp, value_range=(0, 20000), preset="fast", nodata=nodata, **cfg)
+            p = CodecParams(qp=qp, value_range=value_range, preset="fast", nodata=nodata, **cfg)
             rows.append(row(name, dn, *run_codec(dn, p), f"qp={qp}", observed))
             print(rows[-1], flush=True)
     for level in xarrayvideo_style.LEVELS:
