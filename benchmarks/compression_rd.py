@@ -99,7 +99,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/figures/compression"))
-    ap.add_argument("--qps", default="-6,-3,0,4,8,12,16,20,24,30,36")
+    ap.add_argument("--qps", default="-5,-3,0,4,8,12,16,20,24,30,36")
     ap.add_argument("--cube", type=Path, help="a cube store to use instead of the Romania cube")
     ap.add_argument("--bands", default="blue,green,red,nir08", help="with --cube")
     ap.add_argument("--value-range", help="fixed DN range lo,hi of our codec; default 0,20000 for Romania (clouds "
@@ -120,7 +120,7 @@ def main() -> None:
     rows = []
     for name, cfg in CONFIGS.items():
         for qp in map(int, args.qps.split(",")):
-            p = CodecParams(qp=qp, value_range=value_range, preset="fast", nodata=nodata, **cfg)
+            p = CodecParams(qp=qp, value_range=value_range, nodata=nodata, **cfg)
             rows.append(row(name, dn, *run_codec(dn, p), f"qp={qp}", observed))
             print(rows[-1], flush=True)
     for level in xarrayvideo_style.LEVELS:

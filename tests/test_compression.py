@@ -210,25 +210,26 @@ def test_rate_control_hits_psnr_and_rate_targets():
 
 
 def test_negative_qp_refines_the_step_through_a_flat_scaling_list():
-    """QP -6 is x265 QP 0 with every scaling-list entry at 8: a finer step (lower error, more bytes), and the
-    list travels in the bitstream, so decoding needs no file."""
-    assert QP_MIN == -6
-    opts = x265_options(-4, "ultrafast", 8, 1)
-    assert "qp=2:" in opts["x265-params"] and opts[FLAT_SCALING_OPTION] == "8"  # -4 = QP 2 with steps halved
+    """QP -5 is x265 QP 0 with every scaling-list entry at 9 (16 is the default list): a finer step (lower
+    error, more bytes), and the list travels in the bitstream, so decoding needs no file."""
+    assert QP_MIN == -5
+    opts = x265_options(-4, "fast+rdo", 8, 1)
+    assert "qp=0:" in opts["x265-params"] and opts[FLAT_SCALING_OPTION] == "10"  # 16 * 2**(-4/6) = 10.08
+    assert "rdoq-level=0" in opts["x265-params"] and "rdoq-level=2" in x265_options(-3, "fast+rdo", 8, 1)["x265-params"]
     assert FLAT_SCALING_OPTION not in x265_options(0, "ultrafast", 8, 1)
-    assert flat_scaling_list(8).read_text().count(",8") > 1000
+    assert flat_scaling_list(9).read_text().count(",9") > 1000
     cube = np.rint(smooth_cube(3, t=8, h=48, w=64, seed=3) * 10000).astype(np.uint16) * 3  # texture up to 0.6 refl
     errors, sizes = {}, {}
-    for qp in (0, -6):
+    for qp in (0, -5):
         data = encode_array(cube, CodecParams(qp=qp, value_range=(0, 20000), preset="ultrafast"))
         if qp < 0:
-            assert read_header(data)[0]["streams"][0]["spec"]["options"][FLAT_SCALING_OPTION] == "8"
-            flat_scaling_list(8).unlink()  # the decoder reads the list from the stream, not from the file
+            assert read_header(data)[0]["streams"][0]["spec"]["options"][FLAT_SCALING_OPTION] == "9"
+            flat_scaling_list(9).unlink()  # the decoder reads the list from the stream, not from the file
         back = decode_array(data).astype(np.float64)
         errors[qp], sizes[qp] = float(np.sqrt(np.mean((back - cube) ** 2))), len(data)
-    assert errors[-6] < 0.8 * errors[0] and sizes[-6] > sizes[0]
-    with pytest.raises(ValueError, match="qp -7 must be an integer in -6..51"):
-        CodecParams(qp=-7)
+    assert errors[-5] < 0.8 * errors[0] and sizes[-5] > sizes[0]
+    with pytest.raises(ValueError, match="qp -6 must be an integer in -5..51"):
+        CodecParams(qp=-6)
 
 
 def test_bad_input_errors():

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from pipeline.compression.codec import CodecParams
+from pipeline.compression.video import DEFAULT_PRESET
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Video compression of cubes (x265 / ffv1 in Zarr v3).")
 
@@ -26,9 +27,9 @@ def run(src: Path = typer.Argument(..., help="input cube (.zarr store or NetCDF)
         mode: str = typer.Option("lossy", help="lossy (libx265 12-bit) or lossless (ffv1)"),
         target_psnr: Optional[float] = typer.Option(None, help="rate control: PSNR target, dB (peak = value range width)"),
         target_bpppb: Optional[float] = typer.Option(None, help="rate control: bits per pixel per band"),
-        qp: int = typer.Option(12, help="libx265 QP when no target is given (-6 best .. 51)"),
+        qp: int = typer.Option(12, help="libx265 QP when no target is given (-5 best .. 51)"),
         klt: bool = typer.Option(True, help="KLT/PCA across bands before coding"),
-        preset: str = typer.Option("fast", help="libx265 preset"),
+        preset: str = typer.Option(DEFAULT_PRESET, help="libx265 preset, or fast+rdo (fast with rd 4 and rdoq-level 2)"),
         value_range: str = typer.Option("0,1", help="fixed physical range lo,hi quantised to 12 bits"),
         step: Optional[float] = typer.Option(None, help="lossless grid step for float bands (e.g. 1e-4)"),
         time_chunk: int = typer.Option(32, help="frames per chunk (keyframe interval <= this)"),

@@ -22,8 +22,9 @@ import numpy as np
 
 from pipeline.compression import klt
 from pipeline.compression.quantise import Quantiser, fill_missing, missing_mask
-from pipeline.compression.video import (PIX_FMT, QP_MAX, QP_MIN, CorruptStreamError, StreamSpec, decode_stream,
-                                        encode_stream, ffv1_options, library_versions, padded_size, x265_options)
+from pipeline.compression.video import (DEFAULT_PRESET, PIX_FMT, QP_MAX, QP_MIN, CorruptStreamError, StreamSpec,
+                                        decode_stream, encode_stream, ffv1_options, library_versions, padded_size,
+                                        x265_options)
 
 MAGIC, FORMAT_VERSION = b"EOCV", 1
 LOSSY_BITS = 12
@@ -38,15 +39,16 @@ class CodecParams:
 
     ``value_range``: fixed physical range ``(lo, hi)`` in the data's unit (reflectance 0..1 by
     default; e.g. 0..10000 for digital numbers), mapped to 12-bit codes in lossy mode (values
-    outside are clipped and counted). ``qp``: libx265 constant quantiser, -6 (best) .. 51 (+6 doubles the
+    outside are clipped and counted). ``qp``: libx265 constant quantiser, -5 (best) .. 51 (+6 doubles the
     step; below 0 through a flat scaling list, see :data:`pipeline.compression.video.QP_MIN`).
     ``step``: lossless grid spacing (default 1 for integer dtypes; required for floats, which must
-    lie on ``lo + k * step``). ``nodata``: value treated as missing besides NaN.
+    lie on ``lo + k * step``). ``nodata``: value treated as missing besides NaN. ``preset``: an x265
+    preset or ``"fast+rdo"`` (default; see :data:`pipeline.compression.video.X265_PRESETS`).
     """
 
     mode: Mode = "lossy"
     qp: int = 12
-    preset: str = "fast"
+    preset: str = DEFAULT_PRESET
     klt: bool = True
     packing: Packing = "triplet"
     value_range: tuple[float, float] = (0.0, 1.0)

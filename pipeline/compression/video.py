@@ -7,7 +7,6 @@ codes as luma: plane 0 carries the strongest component. Packets are returned raw
 """
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -27,17 +26,30 @@ PIX_FMT = {("libx265", 1, 12): "gray12le", ("libx265", 3, 12): "gbrp12le",
 
 
 #: QP range of the lossy path. libx265 takes QP 0..51 (at 12 bits its QP 0 is a step of about 10
-#: codes, which capped the KLT path near 1 bpppb on real Sentinel-2); QPs below 0 are reached with a
-#: flat HEVC scaling list: entries of ``16 * 2**-k`` divide every step by ``2**k``, i.e. subtract
-#: ``6 k`` from the QP. The floor is -6 (entry 8): further down, transform levels can overflow HEVC's
-#: 16-bit range (a real Landsat scene broke at -18, white noise lost quality from -12; see
-#: ``benchmarks/compression_settings.py``).
-QP_MIN, QP_MAX = -6, 51
+#: codes, which capped the KLT path near 1 bpppb on real Sentinel-2). A QP below 0 keeps x265 at QP 0
+#: and divides every step by ``2**(-qp / 6)`` through a flat HEVC scaling list of entries
+#: ``round(16 * 2**(qp / 6))`` (16 is the default list), carried in the bitstream. The floor is -5
+#: (entry 9): on real Sentinel-2 quality fell again at -6, and still finer steps let transform levels
+#: overflow HEVC's 16-bit range (a real Landsat scene broke at the old -18; see
+#: ``benchmarks/compression_settings.py`` and benchmarks/RESULTS.md).
+QP_MIN, QP_MAX = -5, 51
+#: below this QP RDO quantisation is switched off: with the QP-0 lambda it zeroed so many of the
+#: finer-step coefficients that quality went down while the step went down (benchmarks/RESULTS.md)
+RDOQ_MIN_QP = -3
 #: encoder option naming the flat scaling-list entry (1..16); turned into x265's file at encode time
 FLAT_SCALING_OPTION = "eocube-flat-scaling-list"
 _SCALING_LIST_NAMES = {
     size: [f"{kind}{size}X{size}_{plane}" for kind in ("INTRA", "INTER") for plane in ("LUMA", "CHROMAU", "CHROMAV")]
     for size in (4, 8, 16, 32)}
+
+
+#: Presets of our own: an x265 preset plus parameters on top of it. "fast+rdo" (the default) is
+#: x265's "fast" with full rate-distortion mode decisions (rd 4) and RDO quantisation (rdoq-level 2):
+#: on the real Sentinel-2 Romania cube +0.6 dB at 0.1 bpppb and +0.9 dB at 1 bpppb over "fast" at
+#: about 0.55x its encoding speed, as good as x265's "slow" at 1.7x the speed of "slow"
+#: (benchmarks/RESULTS.md). Any x265 preset name is also accepted as is.
+X265_PRESETS = {"fast+rdo": ("fast", "rd=4:rdoq-level=2")}
+DEFAULT_PRESET = "fast+rdo"
 
 
 class CorruptStreamError(ValueError):
@@ -65,22 +77,26 @@ class StreamSpec:
 
 
 def x265_options(qp: float, preset: str, keyint: int, threads: int) -> dict:
-    """libx265 options: constant quantiser ``qp`` (-6 best .. 51) on every frame, PSNR tuning, no B-frames.
+    """libx265 options: constant quantiser ``qp`` (-5 best .. 51) on every frame, PSNR tuning, no B-frames.
+
+    ``preset``: an x265 preset or one of :data:`X265_PRESETS`.
 
     B-frames are off: with them libx265 12-bit output had frames with errors of thousands of codes
     on real Sentinel-2 stacks. GOPs are closed, ``keyint`` frames long. A ``qp`` below 0 is x265
-    QP ``qp + 6 k`` (0..5) with a flat scaling list of entries ``16 / 2**k`` (:data:`QP_MIN`).
+    QP 0 with a flat scaling list (:data:`QP_MIN`), without RDO quantisation below :data:`RDOQ_MIN_QP`.
     """
     qp = int(round(qp))
     if not QP_MIN <= qp <= QP_MAX:
         raise ValueError(f"qp {qp} must be in {QP_MIN}..{QP_MAX}")
-    k = math.ceil(-qp / 6) if qp < 0 else 0
     pools = "none" if threads == 1 else threads  # one thread: no worker pool at all (same speed, fewer threads to sync)
-    params = (f"log-level=error:info=0:keyint={keyint}:min-keyint={keyint}:open-gop=0:bframes=0:qp={qp + 6 * k}"
-              f":ipratio=1:pbratio=1:pools={pools}:frame-threads={threads}")
-    options = {"preset": preset, "tune": "psnr", "x265-params": params}
-    if k:
-        options[FLAT_SCALING_OPTION] = str(16 >> k)
+    x265_preset, tuning = X265_PRESETS.get(preset, (preset, ""))
+    if qp < RDOQ_MIN_QP:
+        tuning = ":".join([t for t in tuning.split(":") if t and not t.startswith("rdoq-level=")] + ["rdoq-level=0"])
+    params = (f"log-level=error:info=0:keyint={keyint}:min-keyint={keyint}:open-gop=0:bframes=0:qp={max(qp, 0)}"
+              f":ipratio=1:pbratio=1:pools={pools}:frame-threads={threads}" + (f":{tuning}" if tuning else ""))
+    options = {"preset": x265_preset, "tune": "psnr", "x265-params": params}
+    if qp < 0:
+        options[FLAT_SCALING_OPTION] = str(round(16 * 2 ** (qp / 6)))
     return options
 
 
