@@ -29,7 +29,7 @@ def run(src: Path = typer.Argument(..., help="input cube (.zarr store or NetCDF)
         target_bpppb: Optional[float] = typer.Option(None, help="rate control: bits per pixel per band"),
         qp: int = typer.Option(12, help="libx265 QP when no target is given (-5 best .. 51)"),
         klt: bool = typer.Option(True, help="KLT/PCA across bands before coding"),
-        preset: str = typer.Option(DEFAULT_PRESET, help="libx265 preset, or fast+rdo (fast with rd 4 and rdoq-level 2)"),
+        preset: str = typer.Option(DEFAULT_PRESET, help="libx265 preset, or fast+rdo (fast with rdoq-level 2)"),
         value_range: str = typer.Option("0,1", help="fixed physical range lo,hi quantised to 12 bits"),
         step: Optional[float] = typer.Option(None, help="lossless grid step for float bands (e.g. 1e-4)"),
         time_chunk: int = typer.Option(32, help="frames per chunk (keyframe interval <= this)"),

@@ -44,11 +44,11 @@ _SCALING_LIST_NAMES = {
 
 
 #: Presets of our own: an x265 preset plus parameters on top of it. "fast+rdo" (the default) is
-#: x265's "fast" with full rate-distortion mode decisions (rd 4) and RDO quantisation (rdoq-level 2):
-#: on the real Sentinel-2 Romania cube +0.6 dB at 0.1 bpppb and +0.9 dB at 1 bpppb over "fast" at
-#: about 0.55x its encoding speed, as good as x265's "slow" at 1.7x the speed of "slow"
-#: (benchmarks/RESULTS.md). Any x265 preset name is also accepted as is.
-X265_PRESETS = {"fast+rdo": ("fast", "rd=4:rdoq-level=2")}
+#: x265's "fast" with RDO quantisation (rdoq-level 2): on the real Sentinel-2 Romania cube about
+#: +0.3 dB over "fast" at equal rate, at 6-10 MB/s per core (full RD mode decisions, rd 4, added
+#: about 0.1-0.25 dB more but fell below 5 MB/s above 1 bpppb; benchmarks/RESULTS.md).
+#: Any x265 preset name is also accepted as is.
+X265_PRESETS = {"fast+rdo": ("fast", "rdoq-level=2")}
 DEFAULT_PRESET = "fast+rdo"
 
 
