@@ -1,6 +1,7 @@
-"""Codec settings behind two defaults of pipeline.compression: the QP floor and ffv1's context model.
+"""Codec settings behind the defaults of pipeline.compression: QP floor, ffv1 context model, x265 preset.
 
     python benchmarks/compression_settings.py [--shared ../shared]
+    python benchmarks/compression_settings.py --only presets      # section 3 alone (about 4 min)
 
 1. **QP floor.** PSNR, rate and max error at QP 0, -6, -12, -18, -24 (below 0: x265 QP 0 with a flat
    scaling list of 16 / 2**k, see ``pipeline.compression.video``) on 16 frames of the real Sentinel-2
@@ -8,6 +9,12 @@
    0..65535 DN) and full-range white noise. The codec's floor (``QP_MIN``) is lifted for this run only.
 2. **ffv1 context model.** Lossless size and decode speed with the small (``context=0``, the default) and
    the large (``context=1``) model on the Romania cube and both Landsat scenes (bit-exact round trips).
+3. **x265 preset.** On the whole Romania cube in 32-frame chunks (0..20000 DN, the KLT path as in
+   ``compression_rd.py``): PSNR (peak 10000) at 0.1 and 1.0 bpppb, log-interpolated over QPs -5..28, and
+   encoding MB/s per core, for x265 ``fast``, the default ``fast+rdo`` (fast + rdoq-level 2), fast + rd 4,
+   fast + rd 4 + rdoq-level 2, ``medium`` and ``slow``; then bpppb / PSNR / MB/s per QP (12, 4, 0, -1..-5)
+   for ``fast+rdo`` and fast + rd 4 + rdoq-level 2, with and without the KLT (the ladder below 0 is
+   ``pipeline.compression.video.QP_MIN``).
 """
 from __future__ import annotations
 
@@ -23,6 +30,10 @@ import xarray as xr
 import pipeline.compression.codec as codec
 import pipeline.compression.video as video
 from pipeline.compression.codec import CodecParams, decode_array, encode_array
+from compression_rd import psnr_at, run_codec  # noqa: E402  (benchmarks/ is the script's folder)
+
+#: settings of section 3 beyond x265's own presets, registered for this run only
+EXTRA_PRESETS = {"fast+rd4": ("fast", "rd=4"), "fast+rd4+rdoq": ("fast", "rd=4:rdoq-level=2")}
 
 
 def romania(shared: Path, frames: int | None = None) -> np.ndarray:
@@ -62,10 +73,45 @@ def ffv1_context(cases: dict[str, np.ndarray]) -> None:
     codec.ffv1_options = default
 
 
+def presets(dn: np.ndarray) -> None:
+    video.X265_PRESETS.update(EXTRA_PRESETS)
+    rows, per_qp = [], {}
+    for preset in ("fast", "fast+rdo", "fast+rd4", "fast+rd4+rdoq", "medium", "slow"):
+        seconds = 0.0
+        for qp in (-5, -3, 0, 4, 8, 12, 16, 20, 24, 28):
+            back, size, t_enc, _ = run_codec(dn, CodecParams(qp=qp, value_range=(0, 20000), preset=preset))
+            err = back.astype(np.float64) - dn
+            rows.append({"config": preset, "bpppb": 8 * size / dn.size,
+                         "psnr_10000": 10 * np.log10(10000 ** 2 / np.mean(err ** 2))})
+            per_qp[preset, True, qp] = (rows[-1]["bpppb"], rows[-1]["psnr_10000"], dn.nbytes / 1e6 / t_enc)
+            seconds += t_enc
+        print(f"| {preset} | {psnr_at(rows, preset, 0.1):.2f} | {psnr_at(rows, preset, 1.0):.2f} | "
+              f"{10 * dn.nbytes / 1e6 / seconds:.1f} |", flush=True)
+    print("\n| preset | KLT | " + " | ".join(f"QP {q}" for q in (12, 4, 0, -1, -2, -3, -4, -5)) + " |\n|---|---|"
+          + "---|" * 8)
+    for preset in ("fast+rdo", "fast+rd4+rdoq"):
+        for klt in (True, False):
+            cells = []
+            for qp in (12, 4, 0, -1, -2, -3, -4, -5):
+                if (preset, klt, qp) not in per_qp:
+                    back, size, t_enc, _ = run_codec(dn, CodecParams(qp=qp, value_range=(0, 20000), preset=preset,
+                                                                     klt=klt))
+                    err = back.astype(np.float64) - dn
+                    per_qp[preset, klt, qp] = (8 * size / dn.size, 10 * np.log10(10000 ** 2 / np.mean(err ** 2)),
+                                               dn.nbytes / 1e6 / t_enc)
+                cells.append("{:.3f}/{:.2f}/{:.1f}".format(*per_qp[preset, klt, qp]))
+            print(f"| {preset} | {'yes' if klt else 'no'} | " + " | ".join(cells) + " |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared")
+    ap.add_argument("--only", choices=("presets",), help="run one section only")
     args = ap.parse_args()
+    if args.only == "presets":
+        print("| x265 setting | PSNR @ 0.1 bpppb | PSNR @ 1.0 bpppb | encode MB/s (all QPs) |\n|---|---|---|---|")
+        presets(romania(args.shared))
+        return
     scenes = sorted((args.shared / "data/landsat-c2l2").glob("LC08_*"))
     first = landsat(scenes[0])[:, :, :256, :256].repeat(4, axis=1)
     noise = np.random.default_rng(0).integers(0, 20000, size=(4, 8, 64, 64)).astype(np.uint16)
@@ -74,6 +120,8 @@ def main() -> None:
               "white noise 0..20000": (noise, (0, 20000))})
     ffv1_context({"Romania (140 frames, one chunk)": romania(args.shared),
                   **{f"Landsat {s.name}": landsat(s) for s in scenes}})
+    print("\n| x265 setting | PSNR @ 0.1 bpppb | PSNR @ 1.0 bpppb | encode MB/s (all QPs) |\n|---|---|---|---|")
+    presets(romania(args.shared))
 
 
 if __name__ == "__main__":
