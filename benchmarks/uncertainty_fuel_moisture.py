@@ -67,13 +67,14 @@ def main() -> None:
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     t0 = time.perf_counter()
     for label, method, opts in runs(args.sweep):
-        per_seed, alphas = [], []
+        per_seed, alphas, factors = [], [], []
         for seed in range(args.seeds):
             model = fit(X[tr], d.y[tr], observed[tr], method=method, groups=d.site[tr], seed=seed, **opts)
             p = model.predict(X[te], observed[te])
             per_seed.append(evaluate(d.y[te], p.mean, p.sigma, p.lower, p.upper).as_dict())
             if model.learned_alpha is not None:
                 alphas.append(model.learned_alpha[0])
+            factors.append((model.calibration.aleatoric_scale, model.calibration.epistemic_scale))
             if seed == 0:
                 curves[label] = (p.mean, p.sigma)
                 if label == "mc-conctd" and not args.sweep:
@@ -82,6 +83,10 @@ def main() -> None:
                           for m in METRICS}
         if alphas:
             results[label]["learned_alpha"] = (float(np.mean(alphas)), float(np.std(alphas)))
+        k = np.array(factors)  # calibration factors on σ_a and σ_e; deterministic nets have no spread to scale
+        results[label]["k_aleatoric"] = (float(k[:, 0].mean()), float(k[:, 0].std()))
+        if method != "deterministic":
+            results[label]["k_epistemic"] = (float(k[:, 1].mean()), float(k[:, 1].std()))
         print(f"{label}: done at {time.perf_counter() - t0:.0f} s", flush=True)
     if not args.sweep:
         reliability_diagram(d.y[te], {k: v for k, v in curves.items() if k in
@@ -93,11 +98,12 @@ def main() -> None:
     cols = ["rmse", "r2", "nll", "crps", "picp", "mpiw", "ence", "spearman_sigma_abs_error"]
     print(f"\ninputs: {args.inputs}, simulated gaps {args.simulated_gaps:.0%}, {args.seeds} seeds, "
           f"{time.perf_counter() - t0:.0f} s\n")
-    print("| method | " + " | ".join(cols) + " | learned α |")
-    print("|---" * (len(cols) + 2) + "|")
+    extra = ["learned_alpha", "k_aleatoric", "k_epistemic"]
+    print("| method | " + " | ".join(cols + extra) + " |")
+    print("|---" * (len(cols) + len(extra) + 1) + "|")
     for label, r in results.items():
-        alpha = f"{r['learned_alpha'][0]:.3f} ± {r['learned_alpha'][1]:.3f}" if "learned_alpha" in r else "-"
-        print(f"| {label} | " + " | ".join(f"{r[c][0]:.3f} ± {r[c][1]:.3f}" for c in cols) + f" | {alpha} |")
+        cells = [f"{r[c][0]:.3f} ± {r[c][1]:.3f}" if c in r else "–" for c in cols + extra]
+        print(f"| {label} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

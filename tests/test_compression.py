@@ -1,6 +1,10 @@
 """Codec core of pipeline.compression: round trips, KLT, quantisation, metrics, errors."""
 from __future__ import annotations
 
+import json
+import struct
+import zlib
+
 import av
 import numpy as np
 import pytest
@@ -11,7 +15,7 @@ from pipeline.compression.metrics import psnr, spectral_angle, ssim, ssim_2d
 from pipeline.compression.quantise import Quantiser, fill_missing
 from pipeline.compression.ratecontrol import choose_qp, measure
 from pipeline.compression.video import (FLAT_SCALING_OPTION, QP_MIN, CorruptStreamError, StreamSpec, encode_stream,
-                                        ffv1_options, flat_scaling_list, x265_options)
+                                        ffv1_options, flat_scaling_list, split_packets, x265_options)
 
 
 def smooth_cube(bands: int, t: int = 12, h: int = 37, w: int = 41, seed: int = 0) -> np.ndarray:
@@ -94,10 +98,32 @@ def test_header_is_self_describing():
     assert [s["spec"]["pix_fmt"] for s in header["streams"]] == ["gbrp12le", "gray12le"]
     assert header["mask"]["layout"] == "per-band" and header["mask"]["spec"]["codec"] == "ffv1"
     matrix = np.asarray(header["klt"]["matrix"])
-    np.testing.assert_allclose(matrix @ matrix.T, np.eye(4), atol=1e-12)
+    np.testing.assert_allclose(matrix @ matrix.T, np.eye(4), atol=1e-6)  # stored to float32 precision
+    assert all(float(str(np.float32(v))) == v for v in matrix.reshape(-1))  # shortest float32 decimals
+    assert all("bytes" in s and "packets" not in s for s in header["streams"])  # HEVC: length only
+    assert len(header["mask"]["packets"]) == 4 * 12  # ffv1: one packet per frame, sizes listed
     q = header["quantiser"]
     assert q["bits"] == 12 and len(q["offset"]) == 4 and q["step"] > 0
     assert "libavcodec" in header["library"] and "keyint=12" in header["streams"][0]["spec"]["options"]["x265-params"]
+
+
+def test_format_1_bytes_with_listed_hevc_packet_sizes_still_decode():
+    """Format 1 listed every HEVC packet's size; rewriting a header that way must decode the same."""
+    cube = with_nans(smooth_cube(4))
+    data = encode_array(cube, CodecParams(qp=20))
+    header, pos = read_header(data)
+    payload, old_streams, at = data[pos:], [], 0
+    for record in header["streams"]:
+        stream = payload[at + record["extradata"]:at + record["extradata"] + record["bytes"]]
+        packets = split_packets("libx265", stream)
+        assert b"".join(packets) == stream and len(packets) == 12
+        old_streams.append({k: v for k, v in record.items() if k != "bytes"} | {"packets": [len(p) for p in packets]})
+        at += record["extradata"] + record["bytes"]
+    blob = zlib.compress(json.dumps(header | {"streams": old_streams}).encode())
+    v1 = b"EOCV" + struct.pack("<BI", 1, len(blob)) + blob + payload
+    np.testing.assert_array_equal(decode_array(v1), decode_array(data))
+    with pytest.raises(CorruptStreamError, match="format version 9 not supported"):
+        decode_array(b"EOCV" + struct.pack("<BI", 9, len(blob)) + blob + payload)
 
 
 def test_strongest_component_goes_to_the_luma_plane():

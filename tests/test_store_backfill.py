@@ -134,15 +134,19 @@ def test_killed_flow_process_resumes_and_a_second_writer_is_refused(demo_archive
             assert first.poll() is None, first.stderr.read()[-3000:]
             assert time.monotonic() < deadline, "the backfill committed nothing in 240 s"
             time.sleep(0.1)
+        # Freeze the run (flow process and Dask workers) so it keeps its flock but commits nothing more while
+        # the second writer starts up; the kill then lands mid-run however slow that start-up is.
+        os.killpg(first.pid, signal.SIGSTOP)
+        done_at_kill = len(list(manifest.glob("*.json")))
         second = subprocess.run(_backfill_cmd(request_file, "--wait", "0"), env=env, capture_output=True, text=True,
                                 timeout=120)
         assert second.returncode == 2 and "locked by another writer" in second.stderr, second.stderr[-2000:]
-        os.killpg(first.pid, signal.SIGKILL)  # the flow process and its Dask workers
+        os.killpg(first.pid, signal.SIGKILL)
         first.wait(timeout=30)
     finally:
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
-    done_at_kill = len(list(manifest.glob("*.json")))
+    assert len(list(manifest.glob("*.json"))) == done_at_kill  # nothing committed while frozen
     rerun = subprocess.run(_backfill_cmd(request_file), env=env, capture_output=True, text=True, timeout=400)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     total = len(list(manifest.glob("*.json")))  # 4 tiles x 12 time steps: many slices, so the kill lands mid-run

@@ -9,7 +9,8 @@ from scipy import integrate, stats
 from sklearn.metrics import mean_absolute_error, r2_score
 
 from pipeline.uncertainty import metrics as M
-from pipeline.uncertainty.calibration import calibrate, conformal_quantile, gaussian_quantile, variance_scale
+from pipeline.uncertainty.calibration import (calibrate, conformal_quantile, gaussian_quantile, variance_scale,
+                                              variance_scales)
 
 
 @pytest.fixture
@@ -123,8 +124,40 @@ def test_variance_calibration_fixes_a_scaled_sigma():
     s = rng.uniform(1, 2, 5000)
     y = rng.normal(0, 3 * s)
     cal = calibrate(y, np.zeros_like(y), s, "variance", 0.9)
-    assert cal.sigma_scale == pytest.approx(3.0, rel=0.03)
-    assert cal.interval_factor == pytest.approx(gaussian_quantile(0.9) * cal.sigma_scale)
+    assert cal.aleatoric_scale == pytest.approx(3.0, rel=0.03)
+    assert cal.aleatoric_scale == cal.epistemic_scale  # no spread given: one shared factor
+    sigma, lo, hi = cal.apply(np.zeros(2), np.array([1.0, 2.0]))
+    np.testing.assert_allclose(sigma, cal.aleatoric_scale * np.array([1.0, 2.0]))
+    np.testing.assert_allclose(hi, gaussian_quantile(0.9) * sigma)
     assert "variance scaling" in cal.describe()
     with pytest.raises(ValueError, match="unknown calibration"):
         calibrate(y, y, s, "isotonic")  # type: ignore[arg-type]
+
+
+def test_separate_factors_recover_aleatoric_and_epistemic_inflation():
+    # y ~ N(0, (2 σ_a)² + (5 σ_e)²): the noise head is 2x too narrow, the MC spread 5x.
+    rng = np.random.default_rng(5)
+    n = 20000
+    sa, se = rng.uniform(0.5, 1.5, n), rng.uniform(0.1, 1.0, n)
+    y = rng.normal(0, np.sqrt((2 * sa) ** 2 + (5 * se) ** 2))
+    ka, ke = variance_scales(y, np.zeros(n), sa, se)
+    assert ka == pytest.approx(2.0, rel=0.05) and ke == pytest.approx(5.0, rel=0.05)
+    cal = calibrate(y, np.zeros(n), sa, "variance", 0.9, sigma_epistemic=se)
+    shared = variance_scale(y, np.zeros(n), np.sqrt(sa**2 + se**2))
+    two = M.gaussian_nll(y, np.zeros(n), cal.sigma(sa, se))
+    assert two < M.gaussian_nll(y, np.zeros(n), shared * np.sqrt(sa**2 + se**2)) - 0.01
+    assert "k_epistemic=" in cal.describe()
+
+
+def test_separate_factors_never_lose_to_the_shared_factor_on_their_split():
+    # A spread unrelated to the error: the fit may shrink k_e but its likelihood is >= the shared one's.
+    rng = np.random.default_rng(6)
+    sa, se = rng.uniform(1, 2, 300), rng.uniform(0, 3, 300)
+    y = rng.normal(0, sa)
+    cal = calibrate(y, np.zeros(300), sa, "conformal", 0.9, sigma_epistemic=se)
+    shared = variance_scale(y, np.zeros(300), np.sqrt(sa**2 + se**2))
+    assert (M.gaussian_nll(y, np.zeros(300), cal.sigma(sa, se))
+            <= M.gaussian_nll(y, np.zeros(300), shared * np.sqrt(sa**2 + se**2)) + 1e-9)
+    assert cal.epistemic_scale < cal.aleatoric_scale
+    _, lo, hi = cal.apply(np.zeros(300), sa, se)
+    assert M.picp(y, lo, hi) >= 0.9  # conformal on its own split

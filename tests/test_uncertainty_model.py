@@ -162,7 +162,8 @@ def test_fit_learns_and_intervals_cover(method, encoder):
     p = model.predict(Xt)
     assert r2(yt, p.mean) > 0.8
     assert 0.84 <= picp(yt, p.lower, p.upper) <= 0.96
-    assert np.allclose(p.sigma**2, model.calibration.sigma_scale**2 * (p.sigma_epistemic**2 + p.sigma_aleatoric**2))
+    cal = model.calibration
+    assert np.allclose(p.sigma**2, (cal.aleatoric_scale * p.sigma_aleatoric) ** 2 + (cal.epistemic_scale * p.sigma_epistemic) ** 2)
     assert "split-conformal" in p.calibration
     if method == "deterministic":
         assert np.all(p.sigma_epistemic == 0)

@@ -8,7 +8,8 @@ three per ``gbrp12le`` libx265 video (strongest in the luma-coded G plane), left
 travel in a lossless ffv1 mask stream and are restored exactly.
 
 Byte layout: ``b"EOCV"``, format version (uint8), header length (uint32 LE), zlib-compressed UTF-8 JSON header, then
-for each stream (mask last) its extradata followed by its packets, sizes listed in the header.
+for each stream (mask last) its extradata followed by its packets. The header lists each HEVC stream's
+byte length (FFmpeg's parser finds the packets in it) and each ffv1 stream's packet sizes.
 """
 from __future__ import annotations
 
@@ -24,9 +25,12 @@ from pipeline.compression import klt
 from pipeline.compression.quantise import Quantiser, fill_missing, missing_mask
 from pipeline.compression.video import (DEFAULT_PRESET, PIX_FMT, QP_MAX, QP_MIN, CorruptStreamError, StreamSpec,
                                         decode_stream, encode_stream, ffv1_options, library_versions, padded_size,
-                                        x265_options)
+                                        split_packets, x265_options)
 
-MAGIC, FORMAT_VERSION = b"EOCV", 1
+#: Format 2 (current) stores one byte length per HEVC stream instead of its packet sizes; format 1
+#: bytes still decode.
+MAGIC, FORMAT_VERSION = b"EOCV", 2
+READABLE_VERSIONS = (1, 2)
 LOSSY_BITS = 12
 SUPPORTED_DTYPES = ("bool", "uint8", "uint16", "int16", "int32", "uint32", "float32", "float64")
 Mode = Literal["lossy", "lossless"]
@@ -106,12 +110,12 @@ def _lossy_transform(values: np.ndarray, params: CodecParams) -> tuple[np.ndarra
     max_code = (1 << LOSSY_BITS) - 1
     n = values.shape[0]
     if params.klt:
-        mean, matrix = klt.fit_klt(values)
+        mean, matrix = map(klt.compact, klt.fit_klt(values))
         comps = klt.forward(values, mean, matrix)
         c_lo, c_hi = klt.component_bounds(mean, matrix, lo, hi)
-        step = float((c_hi - c_lo).max()) / max_code
-        return comps, Quantiser(tuple(map(float, c_lo)), step, LOSSY_BITS), {"mean": mean.tolist(),
-                                                                            "matrix": matrix.tolist()}
+        step = float(klt.compact(np.array((c_hi - c_lo).max() / max_code)))
+        return comps, Quantiser(tuple(map(float, klt.compact(c_lo))), step, LOSSY_BITS), {
+            "mean": mean.tolist(), "matrix": matrix.tolist()}
     return values, Quantiser((float(lo),) * n, (hi - lo) / max_code, LOSSY_BITS), None
 
 
@@ -190,8 +194,12 @@ def encode_array(x: np.ndarray, params: CodecParams = CodecParams()) -> bytes:
         planes = np.stack([codes[k] for k in group], axis=1)
         spec = StreamSpec(codec_name, PIX_FMT[(codec_name, len(group), quant.bits)], ph, pw, options)
         packets, extradata = encode_stream(planes if quant.bits > 8 else planes.astype(np.uint8), spec)
-        streams.append({"components": group, "spec": spec.to_json(), "extradata": len(extradata),
-                        "packets": [len(p) for p in packets]})
+        record = {"components": group, "spec": spec.to_json(), "extradata": len(extradata)}
+        if codec_name == "libx265":  # start codes delimit HEVC packets: only the stream length is stored
+            record["bytes"] = sum(map(len, packets))
+        else:
+            record["packets"] = [len(p) for p in packets]
+        streams.append(record)
         payload += [extradata, *packets]
     mask = None
     if missing.any():
@@ -213,8 +221,9 @@ def read_header(data: bytes) -> tuple[dict, int]:
     if len(data) < 9 or data[:4] != MAGIC:
         raise CorruptStreamError("not eocube.video bytes (bad magic)")
     version, size = struct.unpack("<BI", data[4:9])
-    if version != FORMAT_VERSION:
-        raise CorruptStreamError(f"eocube.video format version {version} not supported (expected {FORMAT_VERSION})")
+    if version not in READABLE_VERSIONS:
+        raise CorruptStreamError(f"eocube.video format version {version} not supported "
+                                 f"(this library reads {', '.join(map(str, READABLE_VERSIONS))})")
     try:
         header = json.loads(zlib.decompress(data[9:9 + size]))
     except (zlib.error, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -223,6 +232,13 @@ def read_header(data: bytes) -> tuple[dict, int]:
 
 
 def _take(data: bytes, pos: int, record: dict) -> tuple[bytes, list[bytes], int]:
+    """Extradata and packets of one stream record starting at ``pos``, and the position after them."""
+    if "bytes" in record:  # HEVC: one length, packets found by the parser
+        end = pos + record["extradata"] + record["bytes"]
+        if end > len(data):
+            raise CorruptStreamError("eocube.video bytes are truncated")
+        extradata = data[pos:pos + record["extradata"]]
+        return extradata, split_packets(record["spec"]["codec"], data[pos + record["extradata"]:end]), end
     sizes = [record["extradata"], *record["packets"]]
     if pos + sum(sizes) > len(data):
         raise CorruptStreamError("eocube.video bytes are truncated")

@@ -27,6 +27,17 @@ def fit_klt(x: np.ndarray, max_samples: int = 200_000) -> tuple[np.ndarray, np.n
     return mean, matrix * signs[:, None]
 
 
+def compact(values: np.ndarray) -> np.ndarray:
+    """``values`` rounded to the shortest decimals that identify their float32 (about 8 digits).
+
+    Encoder and decoder both use the rounded numbers, so the header stores them in a few bytes each
+    and the inverse still uses exactly the transform the encoder applied; the rounding moves ``W``
+    from orthonormal by about 1e-8, far below any lossy step.
+    """
+    flat = [float(str(v)) for v in np.asarray(values, dtype=np.float32).reshape(-1)]
+    return np.asarray(flat, dtype=np.float64).reshape(np.shape(values))
+
+
 def forward(x: np.ndarray, mean: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """Components (component, ...) of bands ``x`` (band, ...)."""
     flat = x.reshape(x.shape[0], -1) - mean[:, None]

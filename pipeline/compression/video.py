@@ -182,6 +182,18 @@ def encode_stream(frames: np.ndarray, spec: StreamSpec) -> tuple[list[bytes], by
     return packets, extradata
 
 
+def split_packets(codec: str, data: bytes) -> list[bytes]:
+    """Cut a concatenated ``libx265`` (Annex B HEVC) stream back into its packets with FFmpeg's parser.
+
+    HEVC packets carry their own start codes, so a header need not list packet sizes.
+    """
+    parser = av.CodecContext.create(DECODER[codec], "r")
+    try:
+        return [bytes(p) for p in [*parser.parse(data), *parser.parse(None)]]
+    except av.error.FFmpegError as exc:
+        raise CorruptStreamError(f"{codec} stream does not parse: {exc}") from None
+
+
 def decode_stream(packets: list[bytes], extradata: bytes, spec: StreamSpec, n_frames: int, n_planes: int,
                   height: int, width: int) -> np.ndarray:
     """Decode a stream to ``(time, plane, y, x)`` integers, cropped to ``height`` x ``width``."""

@@ -23,7 +23,7 @@ from pipeline.uncertainty.mc import predict_moments
 from pipeline.uncertainty.network import Method, NetworkConfig, SequenceRegressor, group_ids
 from pipeline.uncertainty.train import TrainConfig, TrainInfo, train_network
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: calibration with separate aleatoric and epistemic factors
 
 
 @dataclass
@@ -54,8 +54,8 @@ class Prediction:
     """Predictions in target units, each ``[N]``.
 
     ``sigma_epistemic`` is the spread of the MC/ensemble means, ``sigma_aleatoric`` the mean
-    predicted noise σ, ``sigma = s · sqrt(σ_e² + σ_a²)`` the calibrated total (``s`` the variance
-    scale; the two parts are reported unscaled) and ``[lower, upper]`` the calibrated interval of
+    predicted noise σ, ``sigma = sqrt((k_a σ_a)² + (k_e σ_e)²)`` the calibrated total (``k_a``, ``k_e``
+    the variance-scaling factors; the two parts are reported unscaled) and ``[lower, upper]`` the calibrated interval of
     nominal ``coverage``. ``calibration`` says which recalibration produced them.
     """
 
@@ -125,7 +125,7 @@ class UncertaintyModel:
                 max_rows: int = 131072) -> Prediction:
         """Calibrated predictions for ``X (sample, time, feature)``; see :class:`Prediction`."""
         mean, se, sa = self.predict_raw(X, mask, max_rows)
-        sigma, lower, upper = self.calibration.apply(mean, np.sqrt(se**2 + sa**2))
+        sigma, lower, upper = self.calibration.apply(mean, sa, se)
         sample = X["sample"].values if isinstance(X, xr.DataArray) and "sample" in X.coords else None
         return Prediction(mean, se, sa, sigma, lower, upper, self.calibration.coverage,
                           self.calibration.describe(), sample)
@@ -221,5 +221,5 @@ def fit(X: np.ndarray | xr.DataArray, y: np.ndarray | xr.DataArray, mask: np.nda
                               "n_calibration": int(ca.size)})
     if opts.calibration != "none":
         mean, se, sa = model.predict_raw(x[ca], valid[ca])
-        model.calibration = calibrate(target[ca], mean, np.sqrt(se**2 + sa**2), opts.calibration, opts.coverage)
+        model.calibration = calibrate(target[ca], mean, sa, opts.calibration, opts.coverage, sigma_epistemic=se)
     return model

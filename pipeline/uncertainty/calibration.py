@@ -1,12 +1,17 @@
 """Post-hoc recalibration on a held-out calibration split.
 
-* **Variance scaling** (Levi et al. 2019): one factor ``s`` multiplies every predictive σ; ``s²``
-  is the maximum-likelihood value ``mean(r² / σ²)`` on the calibration split (``r = y - μ``).
-  Intervals are Gaussian: ``μ ± z_{(1+c)/2} · s · σ``.
+* **Variance scaling** (Levi et al. 2019), one factor per source of uncertainty: the calibrated
+  variance is ``σ² = k_a² σ_a² + k_e² σ_e²`` (``σ_a`` the predicted noise, ``σ_e`` the MC/ensemble
+  spread). ``k_a, k_e`` maximise the Gaussian likelihood of the calibration split. The MC spread and
+  the noise head are off by different amounts (a spread too narrow, or wider than the errors need), so
+  one shared factor would trade one against the other; ``k_e`` says how much the spread had to grow or
+  shrink. Without a spread (or a
+  zero one) it is the single factor ``k_a² = mean(r² / σ_a²)`` (``r = y - μ``). Intervals are
+  Gaussian: ``μ ± z_{(1+c)/2} · σ``.
 * **Split conformal** (normalised scores, Lei et al. 2018): scores ``|r| / σ`` on the ``n``
-  calibration samples; ``q̂`` is their ``⌈(n + 1) c⌉``-th smallest value and the interval is
-  ``μ ± q̂ σ``. For exchangeable data its marginal coverage is ``>= c`` (and ``< c + 1/(n+1)``
-  without ties). σ itself is still reported variance-scaled.
+  calibration samples (``σ`` variance-scaled as above); ``q̂`` is their ``⌈(n + 1) c⌉``-th smallest
+  value and the interval is ``μ ± q̂ σ``. For exchangeable data its marginal coverage is ``>= c`` (and
+  ``< c + 1/(n+1)`` without ties).
 """
 from __future__ import annotations
 
@@ -15,33 +20,48 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
+from scipy.optimize import minimize
 from scipy.special import ndtri
 
 CalibrationKind = Literal["none", "variance", "conformal"]
 KINDS: tuple[str, ...] = ("none", "variance", "conformal")
+#: Bounds of the fitted log variance factors (a factor of e^±10 on σ).
+_LOG_FACTOR_BOUND = 20.0
 
 
 @dataclass(frozen=True)
 class Calibration:
-    """Fitted recalibration: ``sigma_scale`` for σ and ``interval_factor`` for the interval half-width / σ_raw."""
+    """Fitted recalibration: σ factors ``aleatoric_scale`` (``k_a``) and ``epistemic_scale`` (``k_e``),
+    and ``interval_factor``, the interval half-width over the calibrated σ."""
 
     kind: CalibrationKind
     coverage: float
-    sigma_scale: float
+    aleatoric_scale: float
+    epistemic_scale: float
     interval_factor: float
     n_calibration: int
 
     def describe(self) -> str:
-        """One line for outputs' attributes, e.g. ``split-conformal (90%, n=315)``."""
+        """One line for outputs' attributes, e.g. ``split-conformal 90% interval (q=1.7, n=315) + ...``."""
+        scales = f"k_aleatoric={self.aleatoric_scale:.3f}, k_epistemic={self.epistemic_scale:.3f}"
         return {"none": f"none (Gaussian {self.coverage:.0%} interval)",
-                "variance": f"variance scaling (s={self.sigma_scale:.3f}, n={self.n_calibration})",
+                "variance": f"variance scaling ({scales}, n={self.n_calibration})",
                 "conformal": f"split-conformal {self.coverage:.0%} interval (q={self.interval_factor:.3f}, "
-                             f"n={self.n_calibration}) + variance-scaled sigma (s={self.sigma_scale:.3f})"}[self.kind]
+                             f"n={self.n_calibration}) + variance scaling ({scales})"}[self.kind]
 
-    def apply(self, mu: np.ndarray, sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(sigma_calibrated, lower, upper)`` from raw predictive ``mu``, ``sigma``."""
+    def sigma(self, sigma_aleatoric: np.ndarray, sigma_epistemic: np.ndarray | None = None) -> np.ndarray:
+        """Calibrated σ ``sqrt((k_a σ_a)² + (k_e σ_e)²)``."""
+        var = (self.aleatoric_scale * np.asarray(sigma_aleatoric)) ** 2
+        if sigma_epistemic is not None:
+            var = var + (self.epistemic_scale * np.asarray(sigma_epistemic)) ** 2
+        return np.sqrt(var)
+
+    def apply(self, mu: np.ndarray, sigma_aleatoric: np.ndarray,
+              sigma_epistemic: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(sigma_calibrated, lower, upper)`` from raw predictive ``mu`` and σ parts."""
+        sigma = self.sigma(sigma_aleatoric, sigma_epistemic)
         half = self.interval_factor * sigma
-        return self.sigma_scale * sigma, mu - half, mu + half
+        return sigma, mu - half, mu + half
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -63,6 +83,31 @@ def variance_scale(y: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> float:
     return math.sqrt(float(np.mean(((y - mu) / sigma) ** 2)))
 
 
+def variance_scales(y: np.ndarray, mu: np.ndarray, sigma_aleatoric: np.ndarray,
+                    sigma_epistemic: np.ndarray) -> tuple[float, float]:
+    """Maximum-likelihood ``(k_a, k_e)`` of ``y ~ N(mu, k_a² σ_a² + k_e² σ_e²)``.
+
+    Starts from the single shared factor (``k_a = k_e``) and moves the two log-variances by
+    L-BFGS-B within ``e^±20``; the likelihood is never worse than the shared factor's.
+    """
+    r2, va, ve = (y - mu) ** 2, sigma_aleatoric ** 2, sigma_epistemic ** 2
+
+    def nll(log_k2: np.ndarray) -> tuple[float, np.ndarray]:
+        ka2, ke2 = np.exp(log_k2)
+        var = ka2 * va + ke2 * ve
+        ratio = r2 / var
+        grad_var = 0.5 * (1 - ratio) / var  # d NLL / d var, per sample
+        return (float(np.mean(0.5 * np.log(var) + 0.5 * ratio)),
+                np.array([np.mean(grad_var * ka2 * va), np.mean(grad_var * ke2 * ve)]))
+
+    start = 2 * math.log(variance_scale(y, mu, np.sqrt(va + ve)))
+    bounds = [(-_LOG_FACTOR_BOUND, _LOG_FACTOR_BOUND)] * 2
+    best = minimize(nll, np.array([start, start]), jac=True, method="L-BFGS-B", bounds=bounds)
+    log_k2 = best.x if best.fun <= nll(np.array([start, start]))[0] else np.array([start, start])
+    ka, ke = np.exp(0.5 * log_k2)
+    return float(ka), float(ke)
+
+
 def conformal_quantile(scores: np.ndarray, coverage: float) -> float:
     """The ``⌈(n + 1) · coverage⌉``-th smallest score (``inf`` when that exceeds ``n``)."""
     _check_coverage(coverage)
@@ -71,23 +116,33 @@ def conformal_quantile(scores: np.ndarray, coverage: float) -> float:
     return math.inf if k > s.size else float(s[k - 1])
 
 
-def calibrate(y: np.ndarray, mu: np.ndarray, sigma: np.ndarray, kind: CalibrationKind = "conformal",
-              coverage: float = 0.9) -> Calibration:
-    """Fit a recalibration of predictive ``N(mu, sigma²)`` on calibration targets ``y`` (1-D arrays)."""
+def calibrate(y: np.ndarray, mu: np.ndarray, sigma_aleatoric: np.ndarray, kind: CalibrationKind = "conformal",
+              coverage: float = 0.9, sigma_epistemic: np.ndarray | None = None) -> Calibration:
+    """Fit a recalibration of predictive ``N(mu, σ_a² + σ_e²)`` on calibration targets ``y`` (1-D arrays).
+
+    ``sigma_aleatoric`` is the predicted noise σ (or any single predictive σ when
+    ``sigma_epistemic``, the MC/ensemble spread, is not given or is zero everywhere).
+    """
     if kind not in KINDS:
         raise ValueError(f"unknown calibration {kind!r}; choose one of {', '.join(KINDS)}")
     z = gaussian_quantile(coverage)
-    y, mu, sigma = (np.asarray(a, dtype=np.float64).reshape(-1) for a in (y, mu, sigma))
     if kind == "none":
-        return Calibration("none", coverage, 1.0, z, 0)
-    if y.size < 2 or not (y.size == mu.size == sigma.size):
-        raise ValueError(f"calibration needs >= 2 samples with matching y/mu/sigma, got {y.size}/{mu.size}/{sigma.size}")
-    if np.any(sigma <= 0):
-        raise ValueError("sigma must be strictly positive for calibration")
-    s = variance_scale(y, mu, sigma)
+        return Calibration("none", coverage, 1.0, 1.0, z, 0)
+    y, mu, sa = (np.asarray(a, dtype=np.float64).reshape(-1) for a in (y, mu, sigma_aleatoric))
+    se = np.zeros_like(sa) if sigma_epistemic is None else np.asarray(sigma_epistemic, dtype=np.float64).reshape(-1)
+    if y.size < 2 or not (y.size == mu.size == sa.size == se.size):
+        raise ValueError(f"calibration needs >= 2 samples with matching y/mu/sigma, "
+                         f"got {y.size}/{mu.size}/{sa.size}/{se.size}")
+    if np.any(sa <= 0) or np.any(se < 0):
+        raise ValueError("sigma must be strictly positive (and the epistemic sigma non-negative) for calibration")
+    if np.any(se > 0):
+        ka, ke = variance_scales(y, mu, sa, se)
+    else:
+        ka = ke = variance_scale(y, mu, sa)
+    cal = Calibration(kind, coverage, ka, ke, z, y.size)
     if kind == "variance":
-        return Calibration("variance", coverage, s, z * s, y.size)
-    q = conformal_quantile(np.abs(y - mu) / sigma, coverage)
+        return cal
+    q = conformal_quantile(np.abs(y - mu) / cal.sigma(sa, se), coverage)
     if math.isinf(q):
         raise ValueError(f"{y.size} calibration samples are too few for a {coverage:.0%} conformal interval")
-    return Calibration("conformal", coverage, s, q, y.size)
+    return Calibration("conformal", coverage, ka, ke, q, y.size)
