@@ -91,7 +91,7 @@ def test_lossy_uint16_nodata_restored_exactly():
 
 def test_header_is_self_describing():
     cube = with_nans(smooth_cube(4))
-    header, _ = read_header(encode_array(cube, CodecParams(qp=20)))
+    header, _ = read_header(encode_array(cube, CodecParams(qp=4)))  # fine enough to code every stream
     assert header["dtype"] == "float32" and header["shape"] == [4, 12, 37, 41]
     assert header["axes"] == ["band", "time", "y", "x"]
     assert [s["components"] for s in header["streams"]] == [[0, 1, 2], [3]]
@@ -110,7 +110,7 @@ def test_header_is_self_describing():
 def test_format_1_bytes_with_listed_hevc_packet_sizes_still_decode():
     """Format 1 listed every HEVC packet's size; rewriting a header that way must decode the same."""
     cube = with_nans(smooth_cube(4))
-    data = encode_array(cube, CodecParams(qp=20))
+    data = encode_array(cube, CodecParams(qp=4))
     header, pos = read_header(data)
     payload, old_streams, at = data[pos:], [], 0
     for record in header["streams"]:
@@ -124,6 +124,24 @@ def test_format_1_bytes_with_listed_hevc_packet_sizes_still_decode():
     np.testing.assert_array_equal(decode_array(v1), decode_array(data))
     with pytest.raises(CorruptStreamError, match="format version 9 not supported"):
         decode_array(b"EOCV" + struct.pack("<BI", 9, len(blob)) + blob + payload)
+
+
+def test_a_stream_too_weak_for_the_step_is_stored_as_its_mean():
+    """Band 3 = band 0 plus tiny noise: its KLT component is that noise, far below the step at QP 30."""
+    rng = np.random.default_rng(7)
+    base = smooth_cube(3, t=16, h=40, w=48)
+    cube = np.concatenate([base, base[:1] + rng.normal(0, 0.0005, base[:1].shape).astype(np.float32)])
+    coarse, fine = CodecParams(qp=30), CodecParams(qp=-3)
+    h_coarse, h_fine = read_header(encode_array(cube, coarse))[0], read_header(encode_array(cube, fine))[0]
+    assert h_coarse["streams"][1].keys() == {"components", "constant"} and h_coarse["streams"][1]["components"] == [3]
+    assert "spec" in h_fine["streams"][1]  # at a fine step the same component is worth a video
+    back = decode_array(encode_array(cube, coarse))
+    comps = klt.forward(cube.astype(np.float64), np.asarray(h_coarse["klt"]["mean"]), np.asarray(h_coarse["klt"]["matrix"]))
+    back_comps = klt.forward(back.astype(np.float64), np.asarray(h_coarse["klt"]["mean"]), np.asarray(h_coarse["klt"]["matrix"]))
+    # the skipped component decodes as its chunk mean: its error is its own spread, nothing else
+    np.testing.assert_allclose(back_comps[3], h_coarse["streams"][1]["constant"][0], atol=1e-5)
+    assert np.sqrt(np.mean((back_comps[3] - comps[3]) ** 2)) == pytest.approx(comps[3].std(), rel=1e-3)
+    assert psnr(cube, back, 1.0) > 35
 
 
 def test_strongest_component_goes_to_the_luma_plane():

@@ -4,7 +4,8 @@
 JSON header and video streams; ``decode_array`` inverts it using only those bytes. Lossy mode:
 fixed-range 12-bit quantisation, optional KLT across bands with one shared step, components packed
 three per ``gbrp12le`` libx265 video (strongest in the luma-coded G plane), leftovers each as
-``gray12le``. Lossless mode: 16-bit (8-bit for bool/uint8) ffv1. Missing values (NaN or ``nodata``)
+``gray12le``; a stream whose components hardly vary at the chosen QP is stored as their means instead
+(:data:`WEAK_STREAM_FRACTION`). Lossless mode: 16-bit (8-bit for bool/uint8) ffv1. Missing values (NaN or ``nodata``)
 travel in a lossless ffv1 mask stream and are restored exactly.
 
 Byte layout: ``b"EOCV"``, format version (uint8), header length (uint32 LE), zlib-compressed UTF-8 JSON header, then
@@ -25,13 +26,19 @@ from pipeline.compression import klt
 from pipeline.compression.quantise import Quantiser, fill_missing, missing_mask
 from pipeline.compression.video import (DEFAULT_PRESET, PIX_FMT, QP_MAX, QP_MIN, CorruptStreamError, StreamSpec,
                                         decode_stream, encode_stream, ffv1_options, library_versions, padded_size,
-                                        split_packets, x265_options)
+                                        split_packets, x265_options, x265_step_codes)
 
 #: Format 2 (current) stores one byte length per HEVC stream instead of its packet sizes; format 1
 #: bytes still decode.
 MAGIC, FORMAT_VERSION = b"EOCV", 2
 READABLE_VERSIONS = (1, 2)
 LOSSY_BITS = 12
+#: A lossy stream other than the first is not coded when every component in it varies by less than this
+#: fraction of libx265's step (standard deviation over the chunk, in codes): it is stored as its mean.
+#: Below that the video would spend its per-frame minimum (about 25-30 bytes a frame) on values the
+#: quantiser almost zeroes anyway; on real Sentinel-2 the weakest KLT component (about 70 DN) is such a
+#: stream from about 0.15 bpppb down, and leaving it out gains 0.2-0.5 dB at 0.1 bpppb (RESULTS.md).
+WEAK_STREAM_FRACTION = 0.1
 SUPPORTED_DTYPES = ("bool", "uint8", "uint16", "int16", "int32", "uint32", "float32", "float64")
 Mode = Literal["lossy", "lossless"]
 Packing = Literal["triplet", "gray"]
@@ -190,7 +197,11 @@ def encode_array(x: np.ndarray, params: CodecParams = CodecParams()) -> bytes:
         quant = _exact_grid(x4, codes, quant, missing, params.nodata)
     ph, pw = padded_size(codec_name, h, w)
     streams, payload = [], []
-    for group in groups:
+    weak = WEAK_STREAM_FRACTION * x265_step_codes(params.qp) if params.mode == "lossy" else 0.0
+    for index, group in enumerate(groups):
+        if index > 0 and all(codes[k].std() < weak for k in group):  # not worth a video: keep the mean
+            streams.append({"components": group, "constant": [float(klt.compact(comps[k].mean())) for k in group]})
+            continue
         planes = np.stack([codes[k] for k in group], axis=1)
         spec = StreamSpec(codec_name, PIX_FMT[(codec_name, len(group), quant.bits)], ph, pw, options)
         packets, extradata = encode_stream(planes if quant.bits > 8 else planes.astype(np.uint8), spec)
@@ -257,9 +268,13 @@ def decode_array(data: bytes) -> np.ndarray:
         n, t, h, w = header["shape"]
         quant = Quantiser.from_json(header["quantiser"])
         codes = np.zeros((n, t, h, w), dtype=np.uint16)
+        constants: dict[int, float] = {}
         for record in header["streams"]:
-            extradata, packets, pos = _take(data, pos, record)
             group = record["components"]
+            if "constant" in record:
+                constants.update(zip(group, map(float, record["constant"])))
+                continue
+            extradata, packets, pos = _take(data, pos, record)
             planes = decode_stream(packets, extradata, StreamSpec.from_json(record["spec"]), t, len(group), h, w)
             for i, k in enumerate(group):
                 codes[k] = planes[:, i]
@@ -271,6 +286,8 @@ def decode_array(data: bytes) -> np.ndarray:
                                    t if shared else n * t, 1, h, w)
             missing[:] = frames[:, 0].reshape((1 if shared else n), t, h, w).astype(bool)
         values = quant.to_values(codes)
+        for k, value in constants.items():
+            values[k] = value
         if header["klt"] is not None:
             values = klt.inverse(values, np.asarray(header["klt"]["mean"]), np.asarray(header["klt"]["matrix"]))
         out = _restore(values, np.dtype(header["dtype"]), missing, header["fill"])

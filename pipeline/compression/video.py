@@ -36,6 +36,15 @@ QP_MIN, QP_MAX = -5, 51
 #: below this QP RDO quantisation is switched off: with the QP-0 lambda it zeroed so many of the
 #: finer-step coefficients that quality went down while the step went down (benchmarks/RESULTS.md)
 RDOQ_MIN_QP = -3
+def x265_step_codes(qp: int) -> float:
+    """libx265's quantiser step at 12 bits, in codes, for our ``qp`` (about 10 codes at QP 0).
+
+    HEVC's step is ``2**((QP - 4) / 6)`` at 8 bits and 16 times that at 12 bits, i.e.
+    ``2**((qp + 20) / 6)``; below QP 0 the flat scaling list continues the same ladder.
+    """
+    return 2.0 ** ((qp + 20) / 6)
+
+
 #: encoder option naming the flat scaling-list entry (1..16); turned into x265's file at encode time
 FLAT_SCALING_OPTION = "eocube-flat-scaling-list"
 _SCALING_LIST_NAMES = {
