@@ -253,6 +253,19 @@ def test_rate_control_hits_psnr_and_rate_targets():
         choose_qp([block], params, peak=1.0, target_psnr=200.0)
 
 
+def test_psnr_target_above_the_klt_ceiling_is_met_without_the_klt():
+    block = smooth_cube(6, t=8, h=32, w=64, seed=3)
+    params = CodecParams(preset="ultrafast")
+    ceiling = measure([block], CodecParams(preset="ultrafast", qp=QP_MIN), 1.0).psnr
+    direct = measure([block], CodecParams(preset="ultrafast", qp=QP_MIN, klt=False), 1.0).psnr
+    assert direct > ceiling + 1  # six bands: the KLT's shared step is the coarser one
+    point = choose_qp([block], params, peak=1.0, target_psnr=(ceiling + direct) / 2)
+    assert not point.klt and point.psnr >= (ceiling + direct) / 2
+    assert choose_qp([block], params, peak=1.0, target_psnr=ceiling - 3).klt  # below the ceiling: KLT kept
+    with pytest.raises(ValueError, match="out of reach"):
+        choose_qp([block], params, peak=1.0, target_psnr=direct + 5)
+
+
 def test_negative_qp_refines_the_step_through_a_flat_scaling_list():
     """QP -5 is x265 QP 0 with every scaling-list entry at 9 (16 is the default list): a finer step (lower
     error, more bytes), and the list travels in the bitstream, so decoding needs no file."""

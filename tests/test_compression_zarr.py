@@ -79,7 +79,28 @@ def test_stage_rate_control_meets_psnr_target_on_the_whole_cube(tmp_path):
     summary = compress_cube(cube, tmp_path / "c.zarr", CodecParams(preset="ultrafast"), target_psnr=48.0,
                             time_chunk=20, space_chunk=64, n_sample_chunks=8)
     assert summary.sample_psnr >= 48.0 and summary.psnr >= 48.0  # the sample is the whole cube here
-    assert 0 < summary.qp < 51
+    assert 0 < summary.qp < 51 and summary.klt
+
+
+def test_stage_meets_a_psnr_target_above_the_klt_ceiling_without_the_klt(tmp_path):
+    from pipeline.compression.ratecontrol import measure
+
+    rng = np.random.default_rng(11)
+    base = demo_cube(t=16, h=32, w=64)
+    bands = [f"b{k}" for k in range(6)]  # six bands with their own texture: the KLT's step is the coarser one
+    cube = xr.Dataset({b: (("time", "y", "x"), np.clip(base["red"].values * (0.6 + 0.1 * k)
+                                                         + rng.normal(0, 0.01, base["red"].shape), 0, 1).astype(np.float32))
+                       for k, b in enumerate(bands)}, coords=base.coords)
+    stack = np.stack([cube[b].values for b in bands])
+    ceiling = measure([stack], CodecParams(preset="ultrafast", qp=-5), 1.0).psnr
+    direct = measure([stack], CodecParams(preset="ultrafast", qp=-5, klt=False), 1.0).psnr
+    assert direct > ceiling + 1
+    target = (ceiling + direct) / 2
+    summary = compress_cube(cube, tmp_path / "c.zarr", CodecParams(preset="ultrafast"), target_psnr=target,
+                            time_chunk=16, space_chunk=64)
+    assert summary.klt is False and summary.psnr >= target
+    codec = json.loads(xr.open_zarr(tmp_path / "c.zarr").attrs["eocube_compression"])["codec"]
+    assert codec["configuration"]["klt"] is False
 
 
 def test_stage_lossless_is_exact_on_a_dn_grid(tmp_path):

@@ -29,11 +29,12 @@ STACKED = "reflectance"
 
 @dataclass
 class CompressionSummary:
-    """What was written: settings, chosen QP, sizes and (for lossy) the sample quality."""
+    """What was written: settings, chosen QP (and whether the KLT was used), sizes and (for lossy) the sample quality."""
 
     store: str
     mode: str
     qp: int | None
+    klt: bool | None
     bands: list[str]
     lossless_variables: list[str]
     stored_bytes: int
@@ -85,7 +86,7 @@ def compress_cube(cube: xr.Dataset | str | Path, out: str | Path, params: CodecP
     sample_psnr = None
     if params.mode == "lossy" and (target_psnr is not None or target_bpppb is not None):
         point = choose_qp(sample_blocks(stack, chunks, n_sample_chunks), params, peak, target_psnr, target_bpppb)
-        params, sample_psnr = replace(params, qp=point.qp), point.psnr
+        params, sample_psnr = replace(params, qp=point.qp, klt=point.klt), point.psnr
     lossless = VideoCodec(params=replace(CodecParams(mode="lossless"), threads=params.threads))
     out_ds = ds.drop_vars(bands).assign({STACKED: stack.chunk(dict(zip(("band", *CUBE_DIMS), (len(bands), *chunks))))})
     out_ds[STACKED].attrs = {"long_name": "stacked bands", "bands": bands}
@@ -105,7 +106,8 @@ def compress_cube(cube: xr.Dataset | str | Path, out: str | Path, params: CodecP
     if measure and params.mode == "lossy":
         full_psnr = psnr(stack.values, xr.open_zarr(out)[STACKED].values, peak)
     return CompressionSummary(
-        store=str(out), mode=params.mode, qp=params.qp if params.mode == "lossy" else None, bands=bands,
+        store=str(out), mode=params.mode, qp=params.qp if params.mode == "lossy" else None,
+        klt=params.klt if params.mode == "lossy" else None, bands=bands,
         lossless_variables=others, stored_bytes=stored, raw_bytes=n_samples * stack.dtype.itemsize,
         bpppb=8.0 * stored / n_samples, sample_psnr=sample_psnr, psnr=full_psnr, psnr_peak=peak,
         seconds=round(timer.perf_counter() - t0, 2))
