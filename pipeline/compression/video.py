@@ -36,6 +36,8 @@ QP_MIN, QP_MAX = -5, 51
 #: below this QP RDO quantisation is switched off: with the QP-0 lambda it zeroed so many of the
 #: finer-step coefficients that quality went down while the step went down (benchmarks/RESULTS.md)
 RDOQ_MIN_QP = -3
+
+
 def x265_step_codes(qp: int) -> float:
     """libx265's quantiser step at 12 bits, in codes, for our ``qp`` (about 10 codes at QP 0).
 

@@ -5,9 +5,8 @@
   spread). ``k_a, k_e`` maximise the Gaussian likelihood of the calibration split. The MC spread and
   the noise head are off by different amounts (a spread too narrow, or wider than the errors need), so
   one shared factor would trade one against the other; ``k_e`` says how much the spread had to grow or
-  shrink. Without a spread (or a
-  zero one) it is the single factor ``k_a² = mean(r² / σ_a²)`` (``r = y - μ``). Intervals are
-  Gaussian: ``μ ± z_{(1+c)/2} · σ``.
+  shrink. Without a spread (or a zero one) it is the single factor ``k_a² = mean(r² / σ_a²)``
+  (``r = y - μ``). Intervals are Gaussian: ``μ ± z_{(1+c)/2} · σ``.
 * **Split conformal** (normalised scores, Lei et al. 2018): scores ``|r| / σ`` on the ``n``
   calibration samples (``σ`` variance-scaled as above); ``q̂`` is their ``⌈(n + 1) c⌉``-th smallest
   value and the interval is ``μ ± q̂ σ``. For exchangeable data its marginal coverage is ``>= c`` (and
