@@ -103,6 +103,25 @@ def test_stage_meets_a_psnr_target_above_the_klt_ceiling_without_the_klt(tmp_pat
     assert codec["configuration"]["klt"] is False
 
 
+def test_stage_rewrites_finer_when_the_sample_chunks_flatter_the_cube(tmp_path):
+    from pipeline.compression.ratecontrol import choose_qp
+    from pipeline.compression.stage import sample_blocks
+
+    cube = demo_cube(t=32, h=32, w=64).drop_vars(["valid", "sensor"])
+    rng = np.random.default_rng(5)
+    for b in BANDS:  # the first 16 steps smooth, the last 16 noisy: one sample chunk sees only the smooth half
+        v = cube[b].values.copy()
+        v[16:] = np.clip(v[16:] + rng.normal(0, 0.03, v[16:].shape), 0, 1)
+        cube[b] = (("time", "y", "x"), v.astype(np.float32))
+    params = CodecParams(preset="ultrafast")
+    stack = xr.concat([cube[b] for b in BANDS], dim="band").transpose("band", "time", "y", "x")
+    sampled = choose_qp(sample_blocks(stack, (16, 32, 64), 1), params, 1.0, target_psnr=44.0)
+    summary = compress_cube(cube, tmp_path / "c.zarr", params, target_psnr=44.0, time_chunk=16, space_chunk=64,
+                            n_sample_chunks=1)
+    assert summary.sample_psnr == sampled.psnr >= 44.0
+    assert summary.qp < sampled.qp and summary.psnr >= 44.0  # the whole cube needed a finer QP
+
+
 def test_stage_lossless_is_exact_on_a_dn_grid(tmp_path):
     cube = demo_cube(t=10, h=32, w=40)
     for b in BANDS:

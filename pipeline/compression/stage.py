@@ -19,6 +19,7 @@ import xarray as xr
 from pipeline.compression.codec import CodecParams
 from pipeline.compression.metrics import psnr
 from pipeline.compression.ratecontrol import choose_qp
+from pipeline.compression.video import QP_MIN
 from pipeline.compression.zarr_codec import VideoCodec
 from pipeline.cube.source import open_cube
 from pipeline.store.cf import vlen_text_coords
@@ -72,7 +73,8 @@ def compress_cube(cube: xr.Dataset | str | Path, out: str | Path, params: CodecP
 
     With ``target_psnr`` (dB, peak = width of ``params.value_range``) or ``target_bpppb`` the QP is
     chosen by rate control on ``n_sample_chunks`` sample chunks; otherwise ``params.qp`` is used.
-    With ``measure`` the store is read back and the whole-cube PSNR reported (lossy mode).
+    With ``measure`` the store is read back and the whole-cube PSNR reported (lossy mode); a PSNR
+    target the sample chunks met but the whole cube misses is met by rewriting one QP finer at a time.
     """
     t0 = timer.perf_counter()
     ds = open_cube(cube)
@@ -87,6 +89,25 @@ def compress_cube(cube: xr.Dataset | str | Path, out: str | Path, params: CodecP
     if params.mode == "lossy" and (target_psnr is not None or target_bpppb is not None):
         point = choose_qp(sample_blocks(stack, chunks, n_sample_chunks), params, peak, target_psnr, target_bpppb)
         params, sample_psnr = replace(params, qp=point.qp, klt=point.klt), point.psnr
+    reference = stack.values if measure and params.mode == "lossy" else None
+    while True:
+        stored = _write_store(ds, stack, bands, others, chunks, params, out)
+        full_psnr = None if reference is None else psnr(reference, xr.open_zarr(out)[STACKED].values, peak)
+        if target_psnr is None or full_psnr is None or full_psnr >= target_psnr or params.qp <= QP_MIN:
+            break
+        params = replace(params, qp=params.qp - 1)
+    n_samples = int(np.prod(stack.shape))
+    return CompressionSummary(
+        store=str(out), mode=params.mode, qp=params.qp if params.mode == "lossy" else None,
+        klt=params.klt if params.mode == "lossy" else None, bands=bands,
+        lossless_variables=others, stored_bytes=stored, raw_bytes=n_samples * stack.dtype.itemsize,
+        bpppb=8.0 * stored / n_samples, sample_psnr=sample_psnr, psnr=full_psnr, psnr_peak=peak,
+        seconds=round(timer.perf_counter() - t0, 2))
+
+
+def _write_store(ds: xr.Dataset, stack: xr.DataArray, bands: list[str], others: list[str], chunks: tuple[int, ...],
+                 params: CodecParams, out: str | Path) -> int:
+    """Write the video-coded ``stack`` and the losslessly coded ``others`` to ``out``; bytes of the video chunks."""
     lossless = VideoCodec(params=replace(CodecParams(mode="lossless"), threads=params.threads))
     out_ds = ds.drop_vars(bands).assign({STACKED: stack.chunk(dict(zip(("band", *CUBE_DIMS), (len(bands), *chunks))))})
     out_ds[STACKED].attrs = {"long_name": "stacked bands", "bands": bands}
@@ -100,17 +121,7 @@ def compress_cube(cube: xr.Dataset | str | Path, out: str | Path, params: CodecP
     out_ds.attrs["eocube_compression"] = json.dumps({"codec": VideoCodec(params=params).to_dict(),
                                                      "bands": bands, "lossless": others})
     vlen_text_coords(out_ds).to_zarr(out, mode="w", zarr_format=3, encoding=encoding, consolidated=True)
-    stored = sum(f.stat().st_size for f in Path(out, STACKED).rglob("*") if f.is_file() and f.name != "zarr.json")
-    n_samples = int(np.prod(stack.shape))
-    full_psnr = None
-    if measure and params.mode == "lossy":
-        full_psnr = psnr(stack.values, xr.open_zarr(out)[STACKED].values, peak)
-    return CompressionSummary(
-        store=str(out), mode=params.mode, qp=params.qp if params.mode == "lossy" else None,
-        klt=params.klt if params.mode == "lossy" else None, bands=bands,
-        lossless_variables=others, stored_bytes=stored, raw_bytes=n_samples * stack.dtype.itemsize,
-        bpppb=8.0 * stored / n_samples, sample_psnr=sample_psnr, psnr=full_psnr, psnr_peak=peak,
-        seconds=round(timer.perf_counter() - t0, 2))
+    return sum(f.stat().st_size for f in Path(out, STACKED).rglob("*") if f.is_file() and f.name != "zarr.json")
 
 
 def open_compressed(store: str | Path, split: bool = True) -> xr.Dataset:
