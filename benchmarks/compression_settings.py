@@ -2,6 +2,7 @@
 
     python benchmarks/compression_settings.py [--shared ../shared]
     python benchmarks/compression_settings.py --only presets      # section 3 alone (about 4 min)
+    python benchmarks/compression_settings.py --only streams      # section 4 alone (about 1 min)
 
 1. **QP floor.** PSNR, rate and max error at QP 0, -6, -12, -18, -24 (below 0: x265 QP 0 with a flat
    scaling list of 16 / 2**k, see ``pipeline.compression.video``) on 16 frames of the real Sentinel-2
@@ -15,6 +16,11 @@
    fast + rd 4 + rdoq-level 2, ``medium`` and ``slow``; then bpppb / PSNR / MB/s per QP (12, 4, 0, -1..-5)
    for ``fast+rdo`` and fast + rd 4 + rdoq-level 2, with and without the KLT (the ladder below 0 is
    ``pipeline.compression.video.QP_MIN``).
+4. **Weak streams and header size.** On the first 32-frame chunk of the Romania cube (0..20000 DN, KLT)
+   at QP 16, 22 and 28: the header's bytes, each stream's bytes and each KLT component's standard
+   deviation over x265's step (the ratio that :data:`pipeline.compression.codec.WEAK_STREAM_FRACTION`
+   compares against); then PSNR (peak 10000) at 0.1 and 0.25 bpppb over the whole cube with weak streams
+   skipped (the default) and with every stream coded.
 """
 from __future__ import annotations
 
@@ -29,7 +35,8 @@ import xarray as xr
 
 import pipeline.compression.codec as codec
 import pipeline.compression.video as video
-from pipeline.compression.codec import CodecParams, decode_array, encode_array
+from pipeline.compression import klt
+from pipeline.compression.codec import CodecParams, decode_array, encode_array, read_header
 from compression_rd import psnr_at, run_codec  # noqa: E402  (benchmarks/ is the script's folder)
 
 #: settings of section 3 beyond x265's own presets, registered for this run only
@@ -103,14 +110,43 @@ def presets(dn: np.ndarray) -> None:
             print(f"| {preset} | {'yes' if klt else 'no'} | " + " | ".join(cells) + " |", flush=True)
 
 
+def streams(dn: np.ndarray) -> None:
+    chunk = dn[:, :32]
+    print("| QP | header bytes | chunk bytes | stream bytes | component std / x265 step |\n|---|---|---|---|---|")
+    for qp in (16, 22, 28):
+        data = encode_array(chunk, CodecParams(qp=qp, value_range=(0, 20000)))
+        header, start = read_header(data)
+        comps = klt.forward(chunk.astype(np.float64), np.asarray(header["klt"]["mean"]), np.asarray(header["klt"]["matrix"]))
+        step_dn = header["quantiser"]["step"] * video.x265_step_codes(qp)
+        sizes = ", ".join(f"{s['components']}: {s['bytes']}" if "bytes" in s else f"{s['components']}: skipped"
+                          for s in header["streams"])
+        ratios = ", ".join(f"{c.std() / step_dn:.3f}" for c in comps)
+        print(f"| {qp} | {start} | {len(data)} | {sizes} | {ratios} |", flush=True)
+    print("\n| weak streams | PSNR @ 0.1 bpppb | PSNR @ 0.25 bpppb |\n|---|---|---|")
+    default = codec.WEAK_STREAM_FRACTION
+    for label, fraction in (("skipped (default)", default), ("all coded", 0.0)):
+        codec.WEAK_STREAM_FRACTION = fraction
+        rows = []
+        for qp in (8, 12, 16, 20, 24, 28, 32):
+            back, size, _, _ = run_codec(dn, CodecParams(qp=qp, value_range=(0, 20000)))
+            err = back.astype(np.float64) - dn
+            rows.append({"config": label, "bpppb": 8 * size / dn.size,
+                         "psnr_10000": 10 * np.log10(10000 ** 2 / np.mean(err ** 2))})
+        print(f"| {label} | {psnr_at(rows, label, 0.1):.2f} | {psnr_at(rows, label, 0.25):.2f} |", flush=True)
+    codec.WEAK_STREAM_FRACTION = default
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared")
-    ap.add_argument("--only", choices=("presets",), help="run one section only")
+    ap.add_argument("--only", choices=("presets", "streams"), help="run one section only")
     args = ap.parse_args()
     if args.only == "presets":
         print("| x265 setting | PSNR @ 0.1 bpppb | PSNR @ 1.0 bpppb | encode MB/s (all QPs) |\n|---|---|---|---|")
         presets(romania(args.shared))
+        return
+    if args.only == "streams":
+        streams(romania(args.shared))
         return
     scenes = sorted((args.shared / "data/landsat-c2l2").glob("LC08_*"))
     first = landsat(scenes[0])[:, :, :256, :256].repeat(4, axis=1)
@@ -122,6 +158,8 @@ def main() -> None:
                   **{f"Landsat {s.name}": landsat(s) for s in scenes}})
     print("\n| x265 setting | PSNR @ 0.1 bpppb | PSNR @ 1.0 bpppb | encode MB/s (all QPs) |\n|---|---|---|---|")
     presets(romania(args.shared))
+    print()
+    streams(romania(args.shared))
 
 
 if __name__ == "__main__":
