@@ -35,7 +35,7 @@ from pipeline.compression.metrics import max_abs_error, psnr, spectral_angle, ss
 import xarrayvideo_style  # noqa: E402  (benchmarks/ is the script's folder)
 
 XARRAYVIDEO = "xarrayvideo recipe (re-created)"
-EQUAL_RATES = (0.1, 0.25, 0.5, 1.0)
+EQUAL_RATES = (0.1, 0.25, 0.5, 1.0, 2.0)
 PAPER = {"DeepExtremeCubes (paper)": [(0.1, 40.60), (1.0, 54.28)], "DynamicEarthNet (paper)": [(0.1, 55.86), (1.0, 65.91)]}
 CONFIGS = {"ours (KLT, gbrp12 triplets)": dict(klt=True, packing="triplet"),
            "no KLT (gbrp12 triplets)": dict(klt=False, packing="triplet"),
@@ -99,7 +99,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/figures/compression"))
-    ap.add_argument("--qps", default="-5,-3,0,4,8,12,16,20,24,30,36")
+    ap.add_argument("--qps", default="-12,-9,-6,-3,0,4,8,12,16,20,24,30,36")
     ap.add_argument("--cube", type=Path, help="a cube store to use instead of the Romania cube")
     ap.add_argument("--bands", default="blue,green,red,nir08", help="with --cube")
     ap.add_argument("--value-range", help="fixed DN range lo,hi of our codec; default 0,20000 for Romania (clouds "

@@ -1,13 +1,18 @@
 """Codec settings behind the defaults of pipeline.compression: QP floor, ffv1 context model, x265 preset.
 
     python benchmarks/compression_settings.py [--shared ../shared]
+    python benchmarks/compression_settings.py --only floor        # section 1 alone (about 15 s)
     python benchmarks/compression_settings.py --only presets      # section 3 alone (about 4 min)
     python benchmarks/compression_settings.py --only streams      # section 4 alone (about 1 min)
 
-1. **QP floor.** PSNR, rate and max error at QP 0, -6, -12, -18, -24 (below 0: x265 QP 0 with a flat
-   scaling list of 16 / 2**k, see ``pipeline.compression.video``) on 16 frames of the real Sentinel-2
-   Romania cube (0..20000 DN), a real Landsat 8 scene (7 SR bands, 256 x 256, 4 identical frames,
-   0..65535 DN) and full-range white noise. The codec's floor (``QP_MIN``) is lifted for this run only.
+1. **QP floor and the multiplier below QP 0.** PSNR, rate and max error at QP 0, -3, ..., -18, -24
+   (below 0: x265 QP 0 with a flat scaling list of 16 * 2**(qp/6), see ``pipeline.compression.video``),
+   each with libx265's QP-0 rate-distortion multiplier as is (and RDO quantisation off below -3, the
+   codec's fallback) and scaled with the step (``pipeline.compression.x265_lambda``, the default), on
+   16 frames of the real Sentinel-2 Romania cube (0..20000 DN), both real Landsat 8 scenes (7 SR bands,
+   256 x 256, 4 identical frames, 0..65535 DN) and full-range white noise (which libx265 at 12 bits codes
+   with errors of thousands of codes at any QP, and not even reproducibly). The codec's floor
+   (``QP_MIN``) is lifted for this run only.
 2. **ffv1 context model.** Lossless size and decode speed with the small (``context=0``, the default) and
    the large (``context=1``) model on the Romania cube and both Landsat scenes (bit-exact round trips).
 3. **x265 preset.** On the whole Romania cube in 32-frame chunks (0..20000 DN, the KLT path as in
@@ -35,7 +40,7 @@ import xarray as xr
 
 import pipeline.compression.codec as codec
 import pipeline.compression.video as video
-from pipeline.compression import klt
+from pipeline.compression import klt, x265_lambda
 from pipeline.compression.codec import CodecParams, decode_array, encode_array, read_header
 from compression_rd import psnr_at, run_codec  # noqa: E402  (benchmarks/ is the script's folder)
 
@@ -54,15 +59,21 @@ def landsat(scene: Path) -> np.ndarray:
 
 
 def qp_floor(cases: dict[str, tuple[np.ndarray, tuple[float, float]]]) -> None:
+    """Rate and quality per QP below 0, with libx265's QP-0 multiplier as is and scaled with the step."""
     codec.QP_MIN = video.QP_MIN = -24  # lifted for the sweep only
-    print("| data | QP | bpppb | PSNR (dB, peak = range width) | max abs error |\n|---|---|---|---|---|")
+    available = x265_lambda.AVAILABLE
+    print("| data | QP | multiplier | bpppb | PSNR (dB, peak = range width) | max abs error |\n|---|---|---|---|---|---|")
     for name, (x, value_range) in cases.items():
         peak = value_range[1] - value_range[0]
-        for qp in (0, -6, -12, -18, -24):
-            data = encode_array(x, CodecParams(qp=qp, value_range=value_range))
-            err = decode_array(data).astype(np.float64) - x
-            quality = 10 * np.log10(peak ** 2 / np.mean(err ** 2))
-            print(f"| {name} | {qp} | {8 * len(data) / x.size:.3f} | {quality:.2f} | {np.abs(err).max():.0f} |", flush=True)
+        for qp in (0, -3, -6, -9, -12, -15, -18, -24):
+            for scaled in (False, True) if available else (False,):
+                x265_lambda.AVAILABLE = scaled
+                data = encode_array(x, CodecParams(qp=qp, value_range=value_range))
+                err = decode_array(data).astype(np.float64) - x
+                quality = 10 * np.log10(peak ** 2 / np.mean(err ** 2))
+                print(f"| {name} | {qp} | {'scaled' if scaled else 'as is'} | {8 * len(data) / x.size:.3f} | "
+                      f"{quality:.2f} | {np.abs(err).max():.0f} |", flush=True)
+    x265_lambda.AVAILABLE = available
 
 
 def ffv1_context(cases: dict[str, np.ndarray]) -> None:
@@ -139,7 +150,7 @@ def streams(dn: np.ndarray) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared")
-    ap.add_argument("--only", choices=("presets", "streams"), help="run one section only")
+    ap.add_argument("--only", choices=("floor", "presets", "streams"), help="run one section only")
     args = ap.parse_args()
     if args.only == "presets":
         print("| x265 setting | PSNR @ 0.1 bpppb | PSNR @ 1.0 bpppb | encode MB/s (all QPs) |\n|---|---|---|---|")
@@ -149,11 +160,13 @@ def main() -> None:
         streams(romania(args.shared))
         return
     scenes = sorted((args.shared / "data/landsat-c2l2").glob("LC08_*"))
-    first = landsat(scenes[0])[:, :, :256, :256].repeat(4, axis=1)
     noise = np.random.default_rng(0).integers(0, 20000, size=(4, 8, 64, 64)).astype(np.uint16)
     qp_floor({"Romania (16 frames)": (romania(args.shared, 16), (0, 20000)),
-              f"Landsat {scenes[0].name} (256 px)": (first, (0, 65535)),
+              **{f"Landsat {s.name} (256 px)": (landsat(s)[:, :, :256, :256].repeat(4, axis=1), (0, 65535))
+                 for s in scenes},
               "white noise 0..20000": (noise, (0, 20000))})
+    if args.only == "floor":
+        return
     ffv1_context({"Romania (140 frames, one chunk)": romania(args.shared),
                   **{f"Landsat {s.name}": landsat(s) for s in scenes}})
     print("\n| x265 setting | PSNR @ 0.1 bpppb | PSNR @ 1.0 bpppb | encode MB/s (all QPs) |\n|---|---|---|---|")

@@ -261,18 +261,37 @@ def test_psnr_target_above_the_klt_ceiling_is_met_without_the_klt():
     assert direct > ceiling + 1  # six bands: the KLT's shared step is the coarser one
     point = choose_qp([block], params, peak=1.0, target_psnr=(ceiling + direct) / 2)
     assert not point.klt and point.psnr >= (ceiling + direct) / 2
-    assert choose_qp([block], params, peak=1.0, target_psnr=ceiling - 3).klt  # below the ceiling: KLT kept
+    assert choose_qp([block], params, peak=1.0, target_psnr=40).klt  # low rates: the KLT is kept
     with pytest.raises(ValueError, match="out of reach"):
         choose_qp([block], params, peak=1.0, target_psnr=direct + 5)
+
+
+def test_high_rate_targets_take_the_cheaper_of_klt_and_direct(monkeypatch):
+    """Below the KLT's ceiling but at a QP <= 0 the bands coded directly may need fewer bits: the
+    cheaper point is returned (this block: six bands with independent noise)."""
+    import pipeline.compression.ratecontrol as ratecontrol
+
+    block = smooth_cube(6, t=8, h=32, w=64, seed=3)
+    params = CodecParams(preset="ultrafast")
+    target = measure([block], CodecParams(preset="ultrafast", qp=QP_MIN), 1.0).psnr - 3
+    chosen = choose_qp([block], params, peak=1.0, target_psnr=target)
+    monkeypatch.setattr(ratecontrol, "DIRECT_CHECK_QP", QP_MIN - 1)  # never compare: the KLT's own point
+    klt_only = choose_qp([block], params, peak=1.0, target_psnr=target)
+    assert klt_only.klt and klt_only.qp <= 0 and chosen.psnr >= target
+    assert chosen.bpppb <= klt_only.bpppb and chosen.klt == (chosen == klt_only)
+    assert not chosen.klt  # measured: directly coded is cheaper here
+    klt_at_rate = choose_qp([block], params, peak=1.0, target_bpppb=chosen.bpppb)  # still no comparison
+    monkeypatch.setattr(ratecontrol, "DIRECT_CHECK_QP", 0)
+    assert choose_qp([block], params, peak=1.0, target_bpppb=chosen.bpppb).psnr >= klt_at_rate.psnr
 
 
 def test_negative_qp_refines_the_step_through_a_flat_scaling_list():
     """QP -5 is x265 QP 0 with every scaling-list entry at 9 (16 is the default list): a finer step (lower
     error, more bytes), and the list travels in the bitstream, so decoding needs no file."""
-    assert QP_MIN == -5
+    assert QP_MIN == -12
     opts = x265_options(-4, "fast+rdo", 8, 1)
     assert "qp=0:" in opts["x265-params"] and opts[FLAT_SCALING_OPTION] == "10"  # 16 * 2**(-4/6) = 10.08
-    assert "rdoq-level=0" in opts["x265-params"] and "rdoq-level=2" in x265_options(-3, "fast+rdo", 8, 1)["x265-params"]
+    assert x265_options(QP_MIN, "fast+rdo", 8, 1)[FLAT_SCALING_OPTION] == "4"
     assert FLAT_SCALING_OPTION not in x265_options(0, "ultrafast", 8, 1)
     assert flat_scaling_list(9).read_text().count(",9") > 1000
     cube = np.rint(smooth_cube(3, t=8, h=48, w=64, seed=3) * 10000).astype(np.uint16) * 3  # texture up to 0.6 refl
@@ -285,8 +304,8 @@ def test_negative_qp_refines_the_step_through_a_flat_scaling_list():
         back = decode_array(data).astype(np.float64)
         errors[qp], sizes[qp] = float(np.sqrt(np.mean((back - cube) ** 2))), len(data)
     assert errors[-5] < 0.8 * errors[0] and sizes[-5] > sizes[0]
-    with pytest.raises(ValueError, match="qp -6 must be an integer in -5..51"):
-        CodecParams(qp=-6)
+    with pytest.raises(ValueError, match="qp -13 must be an integer in -12..51"):
+        CodecParams(qp=-13)
 
 
 def test_bad_input_errors():

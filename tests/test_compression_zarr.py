@@ -84,6 +84,7 @@ def test_stage_rate_control_meets_psnr_target_on_the_whole_cube(tmp_path):
 
 def test_stage_meets_a_psnr_target_above_the_klt_ceiling_without_the_klt(tmp_path):
     from pipeline.compression.ratecontrol import measure
+    from pipeline.compression.video import QP_MIN
 
     rng = np.random.default_rng(11)
     base = demo_cube(t=16, h=32, w=64)
@@ -92,8 +93,8 @@ def test_stage_meets_a_psnr_target_above_the_klt_ceiling_without_the_klt(tmp_pat
                                                          + rng.normal(0, 0.01, base["red"].shape), 0, 1).astype(np.float32))
                        for k, b in enumerate(bands)}, coords=base.coords)
     stack = np.stack([cube[b].values for b in bands])
-    ceiling = measure([stack], CodecParams(preset="ultrafast", qp=-5), 1.0).psnr
-    direct = measure([stack], CodecParams(preset="ultrafast", qp=-5, klt=False), 1.0).psnr
+    ceiling = measure([stack], CodecParams(preset="ultrafast", qp=QP_MIN), 1.0).psnr
+    direct = measure([stack], CodecParams(preset="ultrafast", qp=QP_MIN, klt=False), 1.0).psnr
     assert direct > ceiling + 1
     target = (ceiling + direct) / 2
     summary = compress_cube(cube, tmp_path / "c.zarr", CodecParams(preset="ultrafast"), target_psnr=target,

@@ -16,6 +16,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from pipeline.compression import x265_lambda
+
 #: libx265 corrupts the heap when closing an encoder whose frame width is in about 33..55 px and
 #: rejects frames under 16 px; frames are edge-padded to at least this size (multiples of 8).
 X265_MIN_WIDTH, X265_MIN_HEIGHT, X265_ALIGN = 64, 16, 8
@@ -28,12 +30,13 @@ PIX_FMT = {("libx265", 1, 12): "gray12le", ("libx265", 3, 12): "gbrp12le",
 #: QP range of the lossy path. libx265 takes QP 0..51 (at 12 bits its QP 0 is a step of about 10
 #: codes, which capped the KLT path near 1 bpppb on real Sentinel-2). A QP below 0 keeps x265 at QP 0
 #: and divides every step by ``2**(-qp / 6)`` through a flat HEVC scaling list of entries
-#: ``round(16 * 2**(qp / 6))`` (16 is the default list), carried in the bitstream. The floor is -5
-#: (entry 9): on real Sentinel-2 quality fell again at -6, and still finer steps let transform levels
-#: overflow HEVC's 16-bit range (a real Landsat scene broke at the old -18; see
-#: ``benchmarks/compression_settings.py`` and benchmarks/RESULTS.md).
-QP_MIN, QP_MAX = -5, 51
-#: below this QP RDO quantisation is switched off: with the QP-0 lambda it zeroed so many of the
+#: ``round(16 * 2**(qp / 6))`` (16 is the default list), carried in the bitstream, with libx265's
+#: rate-distortion multiplier scaled to match (:mod:`pipeline.compression.x265_lambda`). The floor is
+#: -12 (entry 4): two real Landsat scenes still improved down to -15 and fell apart at -18, where
+#: transform levels overflow HEVC's 16-bit range (``benchmarks/compression_settings.py --only floor``).
+QP_MIN, QP_MAX = -12, 51
+#: where libx265's multiplier cannot be scaled (:data:`pipeline.compression.x265_lambda.AVAILABLE` False),
+#: RDO quantisation is switched off below this QP: with QP 0's multiplier it zeroed so many of the
 #: finer-step coefficients that quality went down while the step went down (benchmarks/RESULTS.md)
 RDOQ_MIN_QP = -3
 
@@ -94,14 +97,14 @@ def x265_options(qp: float, preset: str, keyint: int, threads: int) -> dict:
 
     B-frames are off: with them libx265 12-bit output had frames with errors of thousands of codes
     on real Sentinel-2 stacks. GOPs are closed, ``keyint`` frames long. A ``qp`` below 0 is x265
-    QP 0 with a flat scaling list (:data:`QP_MIN`), without RDO quantisation below :data:`RDOQ_MIN_QP`.
+    QP 0 with a flat scaling list (:data:`QP_MIN`; :data:`RDOQ_MIN_QP` where the multiplier is fixed).
     """
     qp = int(round(qp))
     if not QP_MIN <= qp <= QP_MAX:
         raise ValueError(f"qp {qp} must be in {QP_MIN}..{QP_MAX}")
     pools = "none" if threads == 1 else threads  # one thread: no worker pool at all (same speed, fewer threads to sync)
     x265_preset, tuning = X265_PRESETS.get(preset, (preset, ""))
-    if qp < RDOQ_MIN_QP:
+    if qp < RDOQ_MIN_QP and not x265_lambda.AVAILABLE:
         tuning = ":".join([t for t in tuning.split(":") if t and not t.startswith("rdoq-level=")] + ["rdoq-level=0"])
     params = (f"log-level=error:info=0:keyint={keyint}:min-keyint={keyint}:open-gop=0:bframes=0:qp={max(qp, 0)}"
               f":ipratio=1:pbratio=1:pools={pools}:frame-threads={threads}" + (f":{tuning}" if tuning else ""))
@@ -128,6 +131,16 @@ def flat_scaling_list(entry: int) -> Path:
         tmp.write_text("\n".join(lines) + "\n")
         os.replace(tmp, path)  # atomic: concurrent workers never read a half-written file
     return path
+
+
+def _qp0_scaling_entry(spec: "StreamSpec") -> int | None:
+    """The flat scaling-list entry of a libx265 stream coded at x265 QP 0 (16 without a list), else None."""
+    if spec.codec != "libx265":
+        return None
+    params = dict(kv.split("=", 1) for kv in spec.options.get("x265-params", "").split(":") if "=" in kv)
+    if params.get("qp") != "0":
+        return None
+    return int(spec.options.get(FLAT_SCALING_OPTION, x265_lambda.DEFAULT_SCALING_ENTRY))
 
 
 def _encoder_options(options: dict) -> dict:
@@ -184,11 +197,12 @@ def encode_stream(frames: np.ndarray, spec: StreamSpec) -> tuple[list[bytes], by
     ctx.time_base, ctx.framerate = Fraction(1, 25), Fraction(25)
     ctx.options = _encoder_options(spec.options)
     packets: list[bytes] = []
-    for i in range(t):
-        frame = _to_frame(frames[i], spec.pix_fmt)
-        frame.pts = i
-        packets.extend(bytes(p) for p in ctx.encode(frame))
-    packets.extend(bytes(p) for p in ctx.encode(None))
+    with x265_lambda.lambda_for_scaling_entry(_qp0_scaling_entry(spec)):
+        for i in range(t):
+            frame = _to_frame(frames[i], spec.pix_fmt)
+            frame.pts = i
+            packets.extend(bytes(p) for p in ctx.encode(frame))
+        packets.extend(bytes(p) for p in ctx.encode(None))
     extradata = bytes(ctx.extradata or b"") if spec.codec == "ffv1" else b""
     return packets, extradata
 
