@@ -104,7 +104,7 @@ def test_stage_meets_a_psnr_target_above_the_klt_ceiling_without_the_klt(tmp_pat
     assert codec["configuration"]["klt"] is False
 
 
-def test_stage_rewrites_finer_when_the_sample_chunks_flatter_the_cube(tmp_path):
+def test_stage_rewrites_when_the_sample_chunks_flatter_the_cube(tmp_path):
     from pipeline.compression.ratecontrol import choose_qp
     from pipeline.compression.stage import sample_blocks
 
@@ -121,6 +121,10 @@ def test_stage_rewrites_finer_when_the_sample_chunks_flatter_the_cube(tmp_path):
                             n_sample_chunks=1)
     assert summary.sample_psnr == sampled.psnr >= 44.0
     assert summary.qp < sampled.qp and summary.psnr >= 44.0  # the whole cube needed a finer QP
+    rate = choose_qp(sample_blocks(stack, (16, 32, 64), 1), params, 1.0, target_bpppb=0.3)
+    summary = compress_cube(cube, tmp_path / "r.zarr", params, target_bpppb=0.3, time_chunk=16, space_chunk=64,
+                            n_sample_chunks=1)
+    assert rate.bpppb <= 0.3 and summary.qp > rate.qp and summary.bpppb <= 0.3  # ... and a coarser one for a rate
 
 
 def test_stage_lossless_is_exact_on_a_dn_grid(tmp_path):

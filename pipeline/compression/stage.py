@@ -19,7 +19,7 @@ import xarray as xr
 from pipeline.compression.codec import CodecParams
 from pipeline.compression.metrics import psnr
 from pipeline.compression.ratecontrol import choose_qp
-from pipeline.compression.video import QP_MIN
+from pipeline.compression.video import QP_MAX, QP_MIN
 from pipeline.compression.zarr_codec import VideoCodec
 from pipeline.cube.source import open_cube
 from pipeline.store.cf import vlen_text_coords
@@ -74,7 +74,8 @@ def compress_cube(cube: xr.Dataset | str | Path, out: str | Path, params: CodecP
     With ``target_psnr`` (dB, peak = width of ``params.value_range``) or ``target_bpppb`` the QP is
     chosen by rate control on ``n_sample_chunks`` sample chunks; otherwise ``params.qp`` is used.
     With ``measure`` the store is read back and the whole-cube PSNR reported (lossy mode); a PSNR
-    target the sample chunks met but the whole cube misses is met by rewriting one QP finer at a time.
+    target the sample chunks met but the whole cube misses is met by rewriting one QP finer at a time,
+    and a bpppb target the whole cube exceeds by rewriting one QP coarser at a time.
     """
     t0 = timer.perf_counter()
     ds = open_cube(cube)
@@ -90,13 +91,17 @@ def compress_cube(cube: xr.Dataset | str | Path, out: str | Path, params: CodecP
         point = choose_qp(sample_blocks(stack, chunks, n_sample_chunks), params, peak, target_psnr, target_bpppb)
         params, sample_psnr = replace(params, qp=point.qp, klt=point.klt), point.psnr
     reference = stack.values if measure and params.mode == "lossy" else None
+    n_samples = int(np.prod(stack.shape))
     while True:
         stored = _write_store(ds, stack, bands, others, chunks, params, out)
         full_psnr = None if reference is None else psnr(reference, xr.open_zarr(out)[STACKED].values, peak)
-        if target_psnr is None or full_psnr is None or full_psnr >= target_psnr or params.qp <= QP_MIN:
+        if target_psnr is not None and full_psnr is not None and full_psnr < target_psnr and params.qp > QP_MIN:
+            params = replace(params, qp=params.qp - 1)  # the whole cube misses a PSNR its samples met
+        elif (target_bpppb is not None and params.mode == "lossy" and 8.0 * stored / n_samples > target_bpppb
+              and params.qp < QP_MAX):
+            params = replace(params, qp=params.qp + 1)  # ... or exceeds a rate its samples kept to
+        else:
             break
-        params = replace(params, qp=params.qp - 1)
-    n_samples = int(np.prod(stack.shape))
     return CompressionSummary(
         store=str(out), mode=params.mode, qp=params.qp if params.mode == "lossy" else None,
         klt=params.klt if params.mode == "lossy" else None, bands=bands,
