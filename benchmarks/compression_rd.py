@@ -99,7 +99,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/figures/compression"))
-    ap.add_argument("--qps", default="-12,-9,-6,-3,0,4,8,12,16,20,24,30,36")
+    ap.add_argument("--qps", default="-8,-6,-3,0,4,8,12,16,20,24,30,36")
     ap.add_argument("--cube", type=Path, help="a cube store to use instead of the Romania cube")
     ap.add_argument("--bands", default="blue,green,red,nir08", help="with --cube")
     ap.add_argument("--value-range", help="fixed DN range lo,hi of our codec; default 0,20000 for Romania (clouds "

@@ -5,10 +5,11 @@
     python benchmarks/compression_settings.py --only presets      # section 3 alone (about 4 min)
     python benchmarks/compression_settings.py --only streams      # section 4 alone (about 1 min)
 
-1. **QP floor and the multiplier below QP 0.** PSNR, rate and max error at QP 0, -3, ..., -18, -24
+1. **QP floor and the multiplier below QP 0.** PSNR, rate and max error at QP 0, -3, ..., -14, -18
    (below 0: x265 QP 0 with a flat scaling list of 16 * 2**(qp/6), see ``pipeline.compression.video``),
-   each with libx265's QP-0 rate-distortion multiplier as is (and RDO quantisation off below -3, the
-   codec's fallback) and scaled with the step (``pipeline.compression.x265_lambda``, the default), on
+   with libx265's QP-0 rate-distortion multiplier as is (and RDO quantisation off below -3, the
+   codec's fallback; KLT) and scaled with the step (``pipeline.compression.x265_lambda``, the default;
+   with the KLT and with the bands coded directly), on
    16 frames of the real Sentinel-2 Romania cube (0..20000 DN), both real Landsat 8 scenes (7 SR bands,
    256 x 256, 4 identical frames, 0..65535 DN) and full-range white noise (which libx265 at 12 bits codes
    with errors of thousands of codes at any QP, and not even reproducibly). The codec's floor
@@ -59,20 +60,26 @@ def landsat(scene: Path) -> np.ndarray:
 
 
 def qp_floor(cases: dict[str, tuple[np.ndarray, tuple[float, float]]]) -> None:
-    """Rate and quality per QP below 0, with libx265's QP-0 multiplier as is and scaled with the step."""
+    """Rate, quality and max error per QP below 0: libx265's QP-0 multiplier as is (KLT) against the
+    scaled multiplier (KLT and bands coded directly)."""
     codec.QP_MIN = video.QP_MIN = -24  # lifted for the sweep only
     available = x265_lambda.AVAILABLE
-    print("| data | QP | multiplier | bpppb | PSNR (dB, peak = range width) | max abs error |\n|---|---|---|---|---|---|")
+    runs = [("as is, KLT", False, True)] + ([("scaled, KLT", True, True), ("scaled, no KLT", True, False)]
+                                           if available else [])
+    print("| data | QP | scaling entry | " + " | ".join(f"{name}: bpppb / PSNR / max err" for name, _, _ in runs)
+          + " |\n|---|---|---|" + "---|" * len(runs))
     for name, (x, value_range) in cases.items():
         peak = value_range[1] - value_range[0]
-        for qp in (0, -3, -6, -9, -12, -15, -18, -24):
-            for scaled in (False, True) if available else (False,):
+        for qp in (0, -3, -6, -8, -12, -14, -18):
+            cells = []
+            for _, scaled, with_klt in runs:
                 x265_lambda.AVAILABLE = scaled
-                data = encode_array(x, CodecParams(qp=qp, value_range=value_range))
+                data = encode_array(x, CodecParams(qp=qp, value_range=value_range, klt=with_klt))
                 err = decode_array(data).astype(np.float64) - x
                 quality = 10 * np.log10(peak ** 2 / np.mean(err ** 2))
-                print(f"| {name} | {qp} | {'scaled' if scaled else 'as is'} | {8 * len(data) / x.size:.3f} | "
-                      f"{quality:.2f} | {np.abs(err).max():.0f} |", flush=True)
+                cells.append(f"{8 * len(data) / x.size:.3f} / {quality:.2f} / {np.abs(err).max():.0f}")
+            entry = video.x265_options(qp, video.DEFAULT_PRESET, 8, 1).get(video.FLAT_SCALING_OPTION, "16")
+            print(f"| {name} | {qp} | {entry} | " + " | ".join(cells) + " |", flush=True)
     x265_lambda.AVAILABLE = available
 
 

@@ -288,10 +288,10 @@ def test_high_rate_targets_take_the_cheaper_of_klt_and_direct(monkeypatch):
 def test_negative_qp_refines_the_step_through_a_flat_scaling_list():
     """QP -5 is x265 QP 0 with every scaling-list entry at 9 (16 is the default list): a finer step (lower
     error, more bytes), and the list travels in the bitstream, so decoding needs no file."""
-    assert QP_MIN == -12
+    assert QP_MIN == -8
     opts = x265_options(-4, "fast+rdo", 8, 1)
     assert "qp=0:" in opts["x265-params"] and opts[FLAT_SCALING_OPTION] == "10"  # 16 * 2**(-4/6) = 10.08
-    assert x265_options(QP_MIN, "fast+rdo", 8, 1)[FLAT_SCALING_OPTION] == "4"
+    assert x265_options(QP_MIN, "fast+rdo", 8, 1)[FLAT_SCALING_OPTION] == "6"
     assert FLAT_SCALING_OPTION not in x265_options(0, "ultrafast", 8, 1)
     assert flat_scaling_list(9).read_text().count(",9") > 1000
     cube = np.rint(smooth_cube(3, t=8, h=48, w=64, seed=3) * 10000).astype(np.uint16) * 3  # texture up to 0.6 refl
@@ -304,8 +304,8 @@ def test_negative_qp_refines_the_step_through_a_flat_scaling_list():
         back = decode_array(data).astype(np.float64)
         errors[qp], sizes[qp] = float(np.sqrt(np.mean((back - cube) ** 2))), len(data)
     assert errors[-5] < 0.8 * errors[0] and sizes[-5] > sizes[0]
-    with pytest.raises(ValueError, match="qp -13 must be an integer in -12..51"):
-        CodecParams(qp=-13)
+    with pytest.raises(ValueError, match="qp -9 must be an integer in -8..51"):
+        CodecParams(qp=-9)
 
 
 def test_bad_input_errors():

@@ -32,9 +32,11 @@ PIX_FMT = {("libx265", 1, 12): "gray12le", ("libx265", 3, 12): "gbrp12le",
 #: and divides every step by ``2**(-qp / 6)`` through a flat HEVC scaling list of entries
 #: ``round(16 * 2**(qp / 6))`` (16 is the default list), carried in the bitstream, with libx265's
 #: rate-distortion multiplier scaled to match (:mod:`pipeline.compression.x265_lambda`). The floor is
-#: -12 (entry 4): two real Landsat scenes still improved down to -15 and fell apart at -18, where
-#: transform levels overflow HEVC's 16-bit range (``benchmarks/compression_settings.py --only floor``).
-QP_MIN, QP_MAX = -12, 51
+#: -8 (entry 6): on a real Landsat scene (fill 0 beside data) a few 4x4 blocks of the first frame come
+#: out thousands of DN off from entry 3 (-14) when the bands are coded directly and from entry 2 (-17)
+#: with the KLT, so the floor keeps twice the step of the first entry that broke
+#: (``benchmarks/compression_settings.py --only floor``).
+QP_MIN, QP_MAX = -8, 51
 #: where libx265's multiplier cannot be scaled (:data:`pipeline.compression.x265_lambda.AVAILABLE` False),
 #: RDO quantisation is switched off below this QP: with QP 0's multiplier it zeroed so many of the
 #: finer-step coefficients that quality went down while the step went down (benchmarks/RESULTS.md)
