@@ -38,11 +38,11 @@ def _loaded_libx265() -> list[str]:
     """Paths of the libx265 shared objects mapped into this process (Linux ``/proc/self/maps``)."""
     import av  # noqa: F401  (loads libavcodec and with it libx265)
 
-    maps = Path("/proc/self/maps")
-    if not maps.exists():
+    try:
+        lines = Path("/proc/self/maps").read_text().splitlines()
+    except OSError:  # not Linux, or no procfs: leave the tables alone
         return []
-    paths = {line.split()[-1] for line in maps.read_text().splitlines() if "libx265" in line and "/" in line}
-    return sorted(paths)
+    return sorted({line.split()[-1] for line in lines if "libx265" in line and "/" in line})
 
 
 def _find_tables() -> tuple[ctypes.Array, ctypes.Array] | None:
