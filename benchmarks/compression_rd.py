@@ -31,6 +31,7 @@ from numcodecs import Blosc, BitRound, Zstd
 
 from pipeline.compression.codec import CodecParams, decode_array, encode_array
 from pipeline.compression.metrics import max_abs_error, psnr, spectral_angle, ssim
+from pipeline.compression.stage import as_dataset, check_value_range
 
 import xarrayvideo_style  # noqa: E402  (benchmarks/ is the script's folder)
 
@@ -48,12 +49,15 @@ def load(shared: Path) -> np.ndarray:
 
 
 def load_cube(store: Path, bands: list[str]) -> np.ndarray:
-    """``(band, time, y, x)`` uint16 DN (reflectance x 10000) of a cube store; 0 where masked (NaN)."""
-    from pipeline.cube.source import open_cube
+    """``(band, time, y, x)`` uint16 DN of a cube store or NetCDF file; 0 where masked (NaN).
 
-    ds = open_cube(store)
-    refl = np.stack([ds[b].values for b in bands])
-    return np.where(np.isfinite(refl), np.clip(np.rint(refl * 10000), 1, 20000), 0).astype(np.uint16)
+    Reflectance bands (float values up to about 1) are scaled by 10000; bands already in digital
+    numbers (larger values, e.g. a NetCDF of uint16 DN) are taken as they are.
+    """
+    ds = as_dataset(store)
+    values = np.stack([ds[b].values for b in bands]).astype(np.float64)
+    scale = 10000.0 if np.nanmax(values) <= 2.0 else 1.0
+    return np.where(np.isfinite(values), np.clip(np.rint(values * scale), 1, 65535), 0).astype(np.uint16)
 
 
 def run_codec(dn: np.ndarray, params: CodecParams, t_chunk: int = 32) -> tuple[np.ndarray, int, float, float]:
@@ -100,7 +104,7 @@ def main() -> None:
     ap.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/figures/compression"))
     ap.add_argument("--qps", default="-8,-6,-3,0,4,8,12,16,20,24,30,36")
-    ap.add_argument("--cube", type=Path, help="a cube store to use instead of the Romania cube")
+    ap.add_argument("--cube", type=Path, help="a cube store or NetCDF file to use instead of the Romania cube")
     ap.add_argument("--bands", default="blue,green,red,nir08", help="with --cube")
     ap.add_argument("--value-range", help="fixed DN range lo,hi of our codec; default 0,20000 for Romania (clouds "
                                           "are in the data, up to 18,224 DN) and 0,10000 with --cube (the codec's "
@@ -117,6 +121,7 @@ def main() -> None:
         (0.0, 10000.0) if args.cube else (0.0, 20000.0))
     print(f"{title}; our fixed range {value_range[0]:g}..{value_range[1]:g} DN", flush=True)
     observed = None if nodata is None else np.all(dn != nodata, axis=0)
+    check_value_range([dn[:, observed] if observed is not None else dn], args.bands.split(","), value_range)
     rows = []
     for name, cfg in CONFIGS.items():
         for qp in map(int, args.qps.split(",")):

@@ -137,6 +137,68 @@ def test_stage_lossless_is_exact_on_a_dn_grid(tmp_path):
         np.testing.assert_array_equal(out[b].values, cube[b].values)
 
 
+def test_stage_picks_bands_and_lossless_layers_in_any_dim_order(tmp_path):
+    """Classes and QA go lossless by name, 8-bit type or CF flags; bands in (time, x, y) order are video-coded."""
+    cube = demo_cube(t=12, h=32, w=40)
+    rng = np.random.default_rng(3)
+    scl = rng.integers(0, 12, cube["red"].shape).astype(np.float32)
+    scl[np.isnan(cube["red"].values)] = np.nan  # class map decoded as float with NaN fill, as xarray opens SCL
+    cube["SCL"] = (("time", "y", "x"), scl)
+    cube["QA_PIXEL"] = (("time", "y", "x"), rng.choice([21824, 21952, 22280, 55052], cube["red"].shape).astype(np.uint16))
+    cube["land"] = (("time", "y", "x"), rng.integers(0, 9, cube["red"].shape).astype(np.int16),
+                    {"flag_values": list(range(9)), "flag_meanings": "a b c d e f g h i"})
+    cube["red"].attrs = {"units": "1", "long_name": "red reflectance", "wavelength_um": np.float32(0.665)}
+    swapped = cube.transpose("time", "x", "y")  # DeepExtremeCubes-style (time, x, y) variables
+    summary = compress_cube(swapped, tmp_path / "c.zarr", CodecParams(qp=8, preset="ultrafast"), time_chunk=12)
+    assert summary.bands == BANDS and summary.lossless_variables == ["valid", "SCL", "QA_PIXEL", "land"]
+    out = open_compressed(tmp_path / "c.zarr")
+    assert out["red"].dims == ("time", "y", "x")
+    assert out["red"].attrs["long_name"] == "red reflectance" and out["red"].attrs["wavelength_um"] == pytest.approx(0.665)
+    for name in ("SCL", "QA_PIXEL", "land", "valid"):
+        np.testing.assert_array_equal(out[name].values, cube[name].values)
+        assert out[name].dtype == cube[name].dtype
+    assert psnr(cube["red"].values[None], out["red"].values[None], 1.0) > 45
+
+    summary = compress_cube(swapped, tmp_path / "e.zarr", CodecParams(qp=8, preset="ultrafast"), time_chunk=12,
+                            bands=["red", "green"], lossless=["valid"])
+    assert summary.bands == ["red", "green"] and summary.lossless_variables == ["valid"]
+    assert set(open_compressed(tmp_path / "e.zarr").data_vars) == {"red", "green", "valid"}
+    with pytest.raises(ValueError, match=r"unknown band variable\(s\) \['swir'\]"):
+        compress_cube(cube, tmp_path / "x.zarr", bands=["swir"])
+    with pytest.raises(ValueError, match="both as bands and as lossless"):
+        compress_cube(cube, tmp_path / "x.zarr", bands=["red"], lossless=["red"])
+    with pytest.raises(ValueError, match="no band variables"):
+        compress_cube(cube[["valid", "SCL"]], tmp_path / "x.zarr")
+
+
+def test_stage_takes_a_stacked_dataarray(tmp_path):
+    """A stackstac-style DataArray (time, band, y, x) with coordinates along band is one variable per band."""
+    cube = demo_cube(t=10, h=32, w=40)
+    arr = cube[BANDS].to_dataarray("band").transpose("time", "band", "y", "x")
+    arr = arr.assign_coords(common_name=("band", ["b", "g", "r", "n"]))
+    summary = compress_cube(arr, tmp_path / "c.zarr", CodecParams(qp=8, preset="ultrafast"), time_chunk=10)
+    assert summary.bands == BANDS
+    out = open_compressed(tmp_path / "c.zarr")
+    np.testing.assert_array_equal(np.isnan(out["nir"].values), np.isnan(cube["nir"].values))
+    with pytest.raises(ValueError, match="plus one band dim"):
+        compress_cube(arr.isel(band=0), tmp_path / "x.zarr")
+
+
+def test_stage_refuses_a_value_range_the_data_fall_outside(tmp_path):
+    """Digital numbers coded on the default reflectance range would be clipped: a clear error with a range to use."""
+    cube = demo_cube(t=10, h=32, w=40)
+    dn = xr.Dataset({b: (("time", "y", "x"), np.nan_to_num(np.rint(cube[b].values * 10000) + 3000).astype(np.uint16))
+                     for b in BANDS}, coords=cube.coords)
+    with pytest.raises(ValueError, match=r"outside value_range \(0.0, 1.0\).*value_range=\(0, 10000\)"):
+        compress_cube(dn, tmp_path / "x.zarr", CodecParams(qp=8, preset="ultrafast"))
+    assert not (tmp_path / "x.zarr").exists()  # refused before anything is written
+    summary = compress_cube(dn, tmp_path / "c.zarr", CodecParams(qp=8, preset="ultrafast", value_range=(0, 10000)),
+                            time_chunk=10)
+    out = open_compressed(tmp_path / "c.zarr")
+    assert summary.bands == BANDS and out["red"].dtype == np.uint16
+    assert psnr(dn["red"].values[None].astype(float), out["red"].values[None].astype(float), 10000) > 45
+
+
 def test_cli_run_info_and_errors(tmp_path):
     src = tmp_path / "in.zarr"
     demo_cube(t=12, h=32, w=40).drop_vars("sensor").to_zarr(src, zarr_format=3)
@@ -152,6 +214,12 @@ def test_cli_run_info_and_errors(tmp_path):
     assert res.exit_code == 2 and "does not exist" in res.output
     res = runner.invoke(app, ["run", str(src), str(tmp_path / "o3.zarr"), "--mode", "lossy", "--target-psnr", "300"])
     assert res.exit_code == 2 and "out of reach" in res.output
+    res = runner.invoke(app, ["run", str(src), str(tmp_path / "o4.zarr"), "--qp", "20", "--preset", "ultrafast",
+                              "--bands", "red, nir", "--lossless", "valid"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["bands"] == ["red", "nir"] and json.loads(res.stdout)["lossless_variables"] == ["valid"]
+    res = runner.invoke(app, ["run", str(src), str(tmp_path / "o5.zarr"), "--bands", "B04"])
+    assert res.exit_code == 2 and "unknown band variable" in res.output
 
 
 @pytest.fixture(scope="module")
@@ -174,6 +242,23 @@ def test_real_sentinel2_lossless_and_lossy(romania):
     lossy = CodecParams(qp=8, value_range=(0, 20000), nodata=0)
     back = decode_array(encode_array(dn, lossy))
     assert psnr(dn.astype(float), back.astype(float), peak=10000) > 45
+
+
+@pytest.mark.shared
+def test_real_sentinel2_netcdf_through_the_stage(shared_dir, tmp_path):
+    """The real NetCDF as xarray opens it (uint16 with fill 0 -> float NaN): SCL lossless, bands on 0..20000 DN."""
+    path = shared_dir / "data" / "sentinel2-romania" / "sentinel2_cube_subset_romania_10m.nc"
+    if not path.exists():
+        pytest.skip(f"{path} not found")
+    with pytest.raises(ValueError, match=r"value_range=\(0, 20000\)"):
+        compress_cube(path, tmp_path / "x.zarr")
+    summary = compress_cube(path, tmp_path / "c.zarr", CodecParams(value_range=(0, 20000)), target_psnr=50.0)
+    assert summary.bands == ["B2", "B3", "B4", "B8"] and summary.lossless_variables == ["SCL"]
+    assert summary.psnr >= 50.0 and summary.bpppb < 1.5
+    ref = xr.open_dataset(path)
+    out = open_compressed(tmp_path / "c.zarr")
+    np.testing.assert_array_equal(out["SCL"].values, ref["SCL"].values)  # classes exact, NaN fill included
+    np.testing.assert_array_equal(np.isnan(out["B8"].values), np.isnan(ref["B8"].values))
 
 
 @pytest.mark.shared

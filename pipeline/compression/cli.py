@@ -21,6 +21,10 @@ def _range(text: str) -> tuple[float, float]:
     return lo, hi
 
 
+def _names(text: str | None) -> list[str] | None:
+    return None if text is None else [n.strip() for n in text.split(",") if n.strip()]
+
+
 @app.command()
 def run(src: Path = typer.Argument(..., help="input cube (.zarr store or NetCDF)"),
         out: Path = typer.Argument(..., help="output Zarr v3 store"),
@@ -33,14 +37,19 @@ def run(src: Path = typer.Argument(..., help="input cube (.zarr store or NetCDF)
         value_range: str = typer.Option("0,1", help="fixed physical range lo,hi quantised to 12 bits"),
         step: Optional[float] = typer.Option(None, help="lossless grid step for float bands (e.g. 1e-4)"),
         time_chunk: int = typer.Option(32, help="frames per chunk (keyframe interval <= this)"),
-        space_chunk: int = typer.Option(256, help="pixels per chunk side")) -> None:
+        space_chunk: int = typer.Option(256, help="pixels per chunk side"),
+        bands: Optional[str] = typer.Option(None, help="band variables to video-code, comma-separated "
+                                                       "(default: every variable on (time, y, x) but classes/QA/masks)"),
+        lossless: Optional[str] = typer.Option(None, help="variables to code lossless, comma-separated "
+                                                          "(default: classes, QA and masks such as SCL, QA_PIXEL, valid)")) -> None:
     """Compress a cube to a video-coded Zarr v3 store and print a JSON summary."""
     from pipeline.compression.stage import compress_cube, summary_dict
 
     try:
         params = CodecParams(mode=mode, qp=qp, klt=klt, preset=preset, value_range=_range(value_range), step=step)
         summary = compress_cube(src, out, params, target_psnr=target_psnr, target_bpppb=target_bpppb,
-                                time_chunk=time_chunk, space_chunk=space_chunk)
+                                time_chunk=time_chunk, space_chunk=space_chunk, bands=_names(bands),
+                                lossless=_names(lossless))
     except (ValueError, FileNotFoundError, TypeError) as exc:
         typer.echo(f"error: {str(exc).splitlines()[0]}", err=True)
         raise typer.Exit(2) from None

@@ -1,10 +1,11 @@
-"""Pipeline stage: a cube (Dataset or store path) -> a video-compressed Zarr v3 store, and back.
+"""Pipeline stage: a cube (Dataset, DataArray or store path) -> a video-compressed Zarr v3 store, and back.
 
-Reflectance bands (float variables on ``(time, y, x)``) are stacked into one ``reflectance``
-variable ``(band, time, y, x)`` coded lossy (or lossless) with the ``eocube.video`` codec in chunks
-``(band, time_chunk, <=256, <=256)``; integer/bool variables on ``(time, y, x)`` (``valid``, class
-maps) are coded lossless with ffv1; everything else (coordinates, ``spatial_ref``) is stored as is.
-``open_compressed`` reopens the store lazily with one Dask task per chunk.
+Band variables on ``(time, y, x)`` (in any order) are stacked into one ``reflectance`` variable
+``(band, time, y, x)`` coded lossy (or lossless) with the ``eocube.video`` codec in chunks
+``(band, time_chunk, <=256, <=256)``; class, QA and mask variables (``SCL``, ``QA_PIXEL``,
+``Fmask``, ``valid``, anything with CF ``flag_*`` attributes, 8-bit and bool arrays) are coded
+lossless with ffv1 (:func:`select_variables`); everything else (coordinates, ``spatial_ref``) is
+stored as is. ``open_compressed`` reopens the store lazily with one Dask task per chunk.
 """
 from __future__ import annotations
 
@@ -47,14 +48,97 @@ class CompressionSummary:
     seconds: float
 
 
-def split_variables(ds: xr.Dataset) -> tuple[list[str], list[str]]:
-    """Names of the float band variables and of the integer/bool variables on (time, y, x)."""
-    cube_vars = [n for n, v in ds.data_vars.items() if v.dims == CUBE_DIMS]
-    bands = [n for n in cube_vars if np.issubdtype(ds[n].dtype, np.floating)]
-    others = [n for n in cube_vars if n not in bands]
+#: a variable whose lower-cased name contains one of these is a class, QA or mask layer, coded lossless:
+#: Sentinel-2 ``SCL``/``MSK_CLDPRB``/``QA60``, Landsat ``QA_PIXEL``/``QA_RADSAT``, HLS ``Fmask``, MODIS
+#: ``state_1km``/``QC_500m``, EarthNet/DeepExtremeCubes ``cloudmask_en``, the pipeline's ``valid``
+CATEGORICAL_NAME_PARTS = ("scl", "qa", "qc", "mask", "msk", "state", "flag", "class", "label", "valid")
+#: CF attributes that mark a variable as flags or classes
+CF_FLAG_ATTRS = ("flag_values", "flag_masks", "flag_meanings")
+
+
+def is_categorical(name: str, var: xr.DataArray) -> bool:
+    """Whether ``var`` holds classes, QA bits or a mask rather than a measured quantity.
+
+    True for bool and 8-bit integer arrays, for variables with CF ``flag_*`` attributes and for
+    names containing one of :data:`CATEGORICAL_NAME_PARTS` (case-insensitive).
+    """
+    if var.dtype == bool or (np.issubdtype(var.dtype, np.integer) and var.dtype.itemsize == 1):
+        return True
+    if any(a in var.attrs for a in CF_FLAG_ATTRS):
+        return True
+    return any(part in name.lower() for part in CATEGORICAL_NAME_PARTS)
+
+
+def select_variables(ds: xr.Dataset, bands: list[str] | None = None,
+                     lossless: list[str] | None = None) -> tuple[list[str], list[str]]:
+    """Names of the band variables (video-coded) and of the variables coded lossless, all on (time, y, x).
+
+    By default every numeric variable on the cube dims (in any order) is a band unless
+    :func:`is_categorical`; ``bands`` and ``lossless`` name them explicitly instead (the other
+    one then defaults to the remaining variables on the cube dims).
+    """
+    cube_vars = [n for n, v in ds.data_vars.items() if set(v.dims) == set(CUBE_DIMS)
+                 and (np.issubdtype(v.dtype, np.number) or v.dtype == bool)]
+    for label, names in (("band", bands), ("lossless", lossless)):
+        unknown = [n for n in names or [] if n not in cube_vars]
+        if unknown:
+            raise ValueError(f"unknown {label} variable(s) {unknown}: variables on dims {CUBE_DIMS} are {cube_vars}")
+    if bands is not None and lossless is not None and set(bands) & set(lossless):
+        raise ValueError(f"variables {sorted(set(bands) & set(lossless))} are named both as bands and as lossless")
+    if bands is None:
+        bands = [n for n in cube_vars if n not in (lossless if lossless is not None else [])
+                 and (lossless is not None or not is_categorical(n, ds[n]))]
+    if lossless is None:
+        lossless = [n for n in cube_vars if n not in bands]
     if not bands:
-        raise ValueError(f"cube has no float variables on dims {CUBE_DIMS}; found {list(ds.data_vars)}")
-    return bands, others
+        raise ValueError(f"cube has no band variables on dims {CUBE_DIMS}; data variables: {list(ds.data_vars)} "
+                         f"(lossless: {lossless}); name them with bands=[...]")
+    return list(bands), list(lossless)
+
+
+def as_dataset(cube: xr.Dataset | xr.DataArray | str | Path) -> xr.Dataset:
+    """The cube as a Dataset with its cube variables' dims in (time, y, x) order.
+
+    A DataArray with one dim besides time, y and x (e.g. stackstac's ``(time, band, y, x)``) becomes
+    one variable per entry along it.
+    """
+    if isinstance(cube, xr.DataArray):
+        extra = [d for d in cube.dims if d not in CUBE_DIMS]
+        if len(extra) != 1 or set(cube.dims) - set(extra) != set(CUBE_DIMS):
+            raise ValueError(f"a DataArray cube needs dims {CUBE_DIMS} plus one band dim, got {cube.dims}")
+        band = extra[0]
+        along_band = [c for c, v in cube.coords.items() if band in v.dims and c != band]
+        cube = cube.drop_vars(along_band).assign_coords({band: [str(b) for b in cube[band].values]})
+        cube = cube.to_dataset(dim=band)
+    ds = open_cube(cube)
+    missing = [d for d in CUBE_DIMS if d not in ds.dims]
+    if missing:
+        raise ValueError(f"cube has no {missing} dim(s); its dims are {dict(ds.sizes)}")
+    return ds.transpose(*CUBE_DIMS, ...)
+
+
+def check_value_range(blocks: list[np.ndarray], bands: list[str], value_range: tuple[float, float],
+                      max_outside: float = 0.01) -> None:
+    """Refuse a fixed range that more than ``max_outside`` of the finite sampled values fall outside.
+
+    Values outside ``value_range`` are clipped by the lossy codec; a few bright clouds above it are
+    tolerable, a cube in digital numbers coded on the reflectance range 0..1 is not.
+    """
+    finite = np.concatenate([b[np.isfinite(b)].ravel() for b in blocks]).astype(np.float64)
+    if finite.size == 0:
+        return
+    lo, hi = value_range
+    outside = float(np.mean((finite < lo) | (finite > hi)))
+    if outside <= max_outside:
+        return
+    p_lo, p_hi = np.percentile(finite, [0.1, 99.9])
+    nice = lambda v: float(10 ** np.ceil(np.log10(v)) if v > 0 else 0)  # noqa: E731
+    hint_hi = next((c for c in (1.0, 10000.0, 20000.0, 65535.0) if c >= p_hi), nice(p_hi))
+    hint_lo = 0.0 if p_lo >= 0 else -nice(-p_lo)
+    raise ValueError(f"{outside:.0%} of the sampled values of bands {bands} lie outside value_range {tuple(value_range)} "
+                     f"(0.1-99.9th percentiles {p_lo:g}..{p_hi:g}); the codec would clip them. Pass a fixed physical "
+                     f"range covering the data, e.g. value_range=({hint_lo:g}, {hint_hi:g}) "
+                     f"(CLI: --value-range {hint_lo:g},{hint_hi:g})")
 
 
 def sample_blocks(stack: xr.DataArray, chunks: tuple[int, int, int], n: int) -> list[np.ndarray]:
@@ -66,10 +150,16 @@ def sample_blocks(stack: xr.DataArray, chunks: tuple[int, int, int], n: int) -> 
                                   x=slice(x, x + chunks[2])).values) for t, y, x in picks]
 
 
-def compress_cube(cube: xr.Dataset | str | Path, out: str | Path, params: CodecParams = CodecParams(),
+def compress_cube(cube: xr.Dataset | xr.DataArray | str | Path, out: str | Path, params: CodecParams = CodecParams(),
                   target_psnr: float | None = None, target_bpppb: float | None = None, time_chunk: int = 32,
-                  space_chunk: int = 256, n_sample_chunks: int = 8, measure: bool = True) -> CompressionSummary:
+                  space_chunk: int = 256, n_sample_chunks: int = 8, measure: bool = True,
+                  bands: list[str] | None = None, lossless: list[str] | None = None) -> CompressionSummary:
     """Write ``cube`` to the Zarr v3 store ``out`` with the video codec; return a summary.
+
+    ``bands`` / ``lossless`` name the video-coded and the losslessly coded variables (default:
+    :func:`select_variables`); with both given, other variables on (time, y, x) are left out. In lossy mode the band values must lie in ``params.value_range``
+    (their unit: reflectance 0..1 by default, or e.g. 0..10000 for digital numbers); a range most
+    values fall outside is refused with a suggestion (:func:`check_value_range`).
 
     With ``target_psnr`` (dB, peak = width of ``params.value_range``) or ``target_bpppb`` the QP is
     chosen by rate control on ``n_sample_chunks`` sample chunks; otherwise ``params.qp`` is used.
@@ -78,8 +168,9 @@ def compress_cube(cube: xr.Dataset | str | Path, out: str | Path, params: CodecP
     and a bpppb target the whole cube exceeds by rewriting one QP coarser at a time.
     """
     t0 = timer.perf_counter()
-    ds = open_cube(cube)
-    bands, others = split_variables(ds)
+    ds = as_dataset(cube)
+    bands, others = select_variables(ds, bands, lossless)
+    ds = ds.drop_vars([n for n, v in ds.data_vars.items() if set(v.dims) == set(CUBE_DIMS) and n not in bands + others])
     if time_chunk < 1 or space_chunk < 16:
         raise ValueError("time_chunk must be >= 1 and space_chunk >= 16")
     stack = xr.concat([ds[b] for b in bands], dim="band").assign_coords(band=bands)
@@ -87,8 +178,11 @@ def compress_cube(cube: xr.Dataset | str | Path, out: str | Path, params: CodecP
     chunks = tuple(min(c, stack.sizes[d]) for d, c in zip(CUBE_DIMS, (time_chunk, space_chunk, space_chunk)))
     peak = params.value_range[1] - params.value_range[0]
     sample_psnr = None
+    if params.mode == "lossy":
+        samples = sample_blocks(stack, chunks, n_sample_chunks)
+        check_value_range(samples, bands, params.value_range)
     if params.mode == "lossy" and (target_psnr is not None or target_bpppb is not None):
-        point = choose_qp(sample_blocks(stack, chunks, n_sample_chunks), params, peak, target_psnr, target_bpppb)
+        point = choose_qp(samples, params, peak, target_psnr, target_bpppb)
         params, sample_psnr = replace(params, qp=point.qp, klt=point.klt), point.psnr
     reference = stack.values if measure and params.mode == "lossy" else None
     n_samples = int(np.prod(stack.shape))
@@ -113,14 +207,16 @@ def compress_cube(cube: xr.Dataset | str | Path, out: str | Path, params: CodecP
 def _write_store(ds: xr.Dataset, stack: xr.DataArray, bands: list[str], others: list[str], chunks: tuple[int, ...],
                  params: CodecParams, out: str | Path) -> int:
     """Write the video-coded ``stack`` and the losslessly coded ``others`` to ``out``; bytes of the video chunks."""
-    lossless = VideoCodec(params=replace(CodecParams(mode="lossless"), threads=params.threads))
+    lossless = CodecParams(mode="lossless", threads=params.threads)
     out_ds = ds.drop_vars(bands).assign({STACKED: stack.chunk(dict(zip(("band", *CUBE_DIMS), (len(bands), *chunks))))})
-    out_ds[STACKED].attrs = {"long_name": "stacked bands", "bands": bands}
+    out_ds[STACKED].attrs = {"long_name": "stacked bands", "bands": bands,
+                             "band_attrs": json.dumps({b: ds[b].attrs for b in bands}, default=_json_scalar)}
     encoding = {STACKED: {"serializer": VideoCodec(params=params), "compressors": None,
                           "chunks": (len(bands), *chunks)}}
     for name in others:
         out_ds[name] = out_ds[name].chunk(dict(zip(CUBE_DIMS, chunks)))
-        encoding[name] = {"serializer": lossless, "compressors": None, "chunks": chunks}
+        exact = replace(lossless, step=1.0) if np.issubdtype(ds[name].dtype, np.floating) else lossless  # float classes
+        encoding[name] = {"serializer": VideoCodec(params=exact), "compressors": None, "chunks": chunks}
     for name in out_ds.variables:
         out_ds[name].encoding = {}
     out_ds.attrs["eocube_compression"] = json.dumps({"codec": VideoCodec(params=params).to_dict(),
@@ -144,9 +240,15 @@ def split_bands(ds: xr.Dataset) -> xr.Dataset:
     if STACKED not in ds:
         return ds
     stack = ds[STACKED]
-    bands = {str(b): stack.sel(band=b, drop=True) for b in stack["band"].values}
+    attrs = json.loads(stack.attrs.get("band_attrs", "{}"))
+    bands = {str(b): stack.sel(band=b, drop=True).assign_attrs(attrs.get(str(b), {})) for b in stack["band"].values}
     out = ds.drop_vars([STACKED, "band"]).assign(bands)
     return out[[*bands, *[v for v in out.data_vars if v not in bands]]]
+
+
+def _json_scalar(value: object) -> object:
+    """JSON form of a numpy scalar or array in a variable's attributes."""
+    return value.tolist() if isinstance(value, (np.generic, np.ndarray)) else str(value)
 
 
 def summary_dict(summary: CompressionSummary) -> dict:
