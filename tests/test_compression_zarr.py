@@ -197,6 +197,9 @@ def test_stage_refuses_a_value_range_the_data_fall_outside(tmp_path):
     out = open_compressed(tmp_path / "c.zarr")
     assert summary.bands == BANDS and out["red"].dtype == np.uint16
     assert psnr(dn["red"].values[None].astype(float), out["red"].values[None].astype(float), 10000) > 45
+    dn["red"][:5] = 65535  # half the frames nodata: not values outside the range
+    compress_cube(dn, tmp_path / "n.zarr", CodecParams(qp=8, preset="ultrafast", value_range=(0, 10000), nodata=65535))
+    assert (open_compressed(tmp_path / "n.zarr")["red"].values[:5] == 65535).all()
 
 
 def test_cli_run_info_and_errors(tmp_path):

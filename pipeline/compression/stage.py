@@ -19,6 +19,7 @@ import xarray as xr
 
 from pipeline.compression.codec import CodecParams
 from pipeline.compression.metrics import psnr
+from pipeline.compression.quantise import missing_mask
 from pipeline.compression.ratecontrol import choose_qp
 from pipeline.compression.video import QP_MAX, QP_MIN
 from pipeline.compression.zarr_codec import VideoCodec
@@ -118,13 +119,13 @@ def as_dataset(cube: xr.Dataset | xr.DataArray | str | Path) -> xr.Dataset:
 
 
 def check_value_range(blocks: list[np.ndarray], bands: list[str], value_range: tuple[float, float],
-                      max_outside: float = 0.01) -> None:
-    """Refuse a fixed range that more than ``max_outside`` of the finite sampled values fall outside.
+                      nodata: float | None = None, max_outside: float = 0.01) -> None:
+    """Refuse a fixed range that more than ``max_outside`` of the sampled values (finite, not ``nodata``) fall outside.
 
     Values outside ``value_range`` are clipped by the lossy codec; a few bright clouds above it are
     tolerable, a cube in digital numbers coded on the reflectance range 0..1 is not.
     """
-    finite = np.concatenate([b[np.isfinite(b)].ravel() for b in blocks]).astype(np.float64)
+    finite = np.concatenate([b[np.isfinite(b) & ~missing_mask(b, nodata)].ravel() for b in blocks]).astype(np.float64)
     if finite.size == 0:
         return
     lo, hi = value_range
@@ -180,7 +181,7 @@ def compress_cube(cube: xr.Dataset | xr.DataArray | str | Path, out: str | Path,
     sample_psnr = None
     if params.mode == "lossy":
         samples = sample_blocks(stack, chunks, n_sample_chunks)
-        check_value_range(samples, bands, params.value_range)
+        check_value_range(samples, bands, params.value_range, params.nodata)
     if params.mode == "lossy" and (target_psnr is not None or target_bpppb is not None):
         point = choose_qp(samples, params, peak, target_psnr, target_bpppb)
         params, sample_psnr = replace(params, qp=point.qp, klt=point.klt), point.psnr
