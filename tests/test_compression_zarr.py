@@ -74,6 +74,21 @@ def test_stage_round_trip_through_open_zarr_with_dask(tmp_path):
     np.testing.assert_array_equal(reopened["green"].values, out["green"].values)
 
 
+def test_whole_cube_psnr_is_the_pooled_psnr_computed_chunk_by_chunk():
+    from pipeline.compression.stage import whole_cube_psnr
+
+    rng = np.random.default_rng(2)
+    ref = rng.uniform(0, 1, (3, 20, 16, 24))
+    test = ref + rng.normal(0, 0.01, ref.shape)
+    ref[0, 3] = np.nan
+    test[2, :, :4] = np.nan
+    dims = ("band", "time", "y", "x")
+    lazy = xr.DataArray(test, dims=dims).chunk({"time": 7, "y": 8})
+    expected = psnr(ref, test, 1.0)
+    assert whole_cube_psnr(xr.DataArray(ref, dims=dims), lazy, 1.0) == pytest.approx(expected, abs=1e-9)
+    assert whole_cube_psnr(lazy, lazy, 1.0) == float("inf")
+
+
 def test_stage_rate_control_meets_psnr_target_on_the_whole_cube(tmp_path):
     cube = demo_cube(t=20, h=32, w=64)
     summary = compress_cube(cube, tmp_path / "c.zarr", CodecParams(preset="ultrafast"), target_psnr=48.0,

@@ -18,7 +18,6 @@ import numpy as np
 import xarray as xr
 
 from pipeline.compression.codec import CodecParams
-from pipeline.compression.metrics import psnr
 from pipeline.compression.quantise import missing_mask
 from pipeline.compression.ratecontrol import choose_qp
 from pipeline.compression.video import QP_MAX, QP_MIN
@@ -185,11 +184,11 @@ def compress_cube(cube: xr.Dataset | xr.DataArray | str | Path, out: str | Path,
     if params.mode == "lossy" and (target_psnr is not None or target_bpppb is not None):
         point = choose_qp(samples, params, peak, target_psnr, target_bpppb)
         params, sample_psnr = replace(params, qp=point.qp, klt=point.klt), point.psnr
-    reference = stack.values if measure and params.mode == "lossy" else None
+    measured = measure and params.mode == "lossy"
     n_samples = int(np.prod(stack.shape))
     while True:
         stored = _write_store(ds, stack, bands, others, chunks, params, out)
-        full_psnr = None if reference is None else psnr(reference, xr.open_zarr(out)[STACKED].values, peak)
+        full_psnr = whole_cube_psnr(stack, xr.open_zarr(out)[STACKED], peak) if measured else None
         if target_psnr is not None and full_psnr is not None and full_psnr < target_psnr and params.qp > QP_MIN:
             params = replace(params, qp=params.qp - 1)  # the whole cube misses a PSNR its samples met
         elif (target_bpppb is not None and params.mode == "lossy" and 8.0 * stored / n_samples > target_bpppb
@@ -203,6 +202,24 @@ def compress_cube(cube: xr.Dataset | xr.DataArray | str | Path, out: str | Path,
         lossless_variables=others, stored_bytes=stored, raw_bytes=n_samples * stack.dtype.itemsize,
         bpppb=8.0 * stored / n_samples, sample_psnr=sample_psnr, psnr=full_psnr, psnr_peak=peak,
         seconds=round(timer.perf_counter() - t0, 2))
+
+
+def whole_cube_psnr(reference: xr.DataArray, decoded: xr.DataArray, peak: float) -> float:
+    """PSNR (dB) of ``decoded`` against ``reference`` over samples valid in both, chunk by chunk with Dask.
+
+    Memory stays at a few chunks however large the cube; the MSE is pooled as in
+    :func:`pipeline.compression.metrics.psnr`.
+    """
+    import dask.array as da
+
+    test = decoded.data if isinstance(decoded.data, da.Array) else da.from_array(decoded.data)
+    ref = da.asarray(reference.data).rechunk(test.chunks)
+    diff = ref.astype(np.float64) - test.astype(np.float64)
+    ok = ~da.isnan(diff)
+    sse, n = da.compute(da.where(ok, diff * diff, 0.0).sum(), ok.sum())
+    if n == 0:
+        raise ValueError("no valid samples to compare")
+    return float("inf") if sse == 0 else float(10 * np.log10(peak * peak * n / sse))
 
 
 def _write_store(ds: xr.Dataset, stack: xr.DataArray, bands: list[str], others: list[str], chunks: tuple[int, ...],
