@@ -89,6 +89,18 @@ def test_lossy_uint16_nodata_restored_exactly():
     assert psnr(dn.astype(float), back.astype(float), peak=10000) > 45
 
 
+def test_lossy_decode_stays_in_the_fixed_range():
+    """Coding noise around values at the range's ends is clipped back into it (the encoder clipped there too)."""
+    t, h, w = 8, 32, 64
+    yy, xx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    edges = ((xx // 5 + yy // 7) % 2).astype(np.float32)  # sharp 0/1 blocks: ringing overshoots both ends
+    x = np.stack([np.broadcast_to(edges * (0.6 + 0.4 * k / 3), (t, h, w)) for k in range(4)]).copy()
+    for klt_on in (True, False):
+        back = decode_array(encode_array(x, CodecParams(qp=38, klt=klt_on, value_range=(0.0, 1.0))))
+        assert back.min() >= 0.0 and back.max() <= 1.0
+        assert back.min() == 0.0  # the overshoot below 0 was there and is clipped
+
+
 def test_header_is_self_describing():
     cube = with_nans(smooth_cube(4))
     header, _ = read_header(encode_array(cube, CodecParams(qp=4)))  # fine enough to code every stream

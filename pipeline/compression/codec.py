@@ -290,6 +290,8 @@ def decode_array(data: bytes) -> np.ndarray:
             values[k] = value
         if header["klt"] is not None:
             values = klt.inverse(values, np.asarray(header["klt"]["mean"]), np.asarray(header["klt"]["matrix"]))
+        if header["mode"] == "lossy":  # the encoder clips to the fixed range; coding noise may step outside it
+            values = np.clip(values, *header["params"]["value_range"])
         out = _restore(values, np.dtype(header["dtype"]), missing, header["fill"])
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, CorruptStreamError):
