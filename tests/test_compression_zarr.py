@@ -186,6 +186,37 @@ def test_stage_picks_bands_and_lossless_layers_in_any_dim_order(tmp_path):
         compress_cube(cube[["valid", "SCL"]], tmp_path / "x.zarr")
 
 
+def test_stage_reports_progress_and_never_leaves_a_half_written_store(tmp_path):
+    import dask.array as da
+
+    cube = demo_cube(t=40, h=32, w=64)
+    cube["elevation"] = (("y", "x"), np.arange(32 * 64, dtype=np.float32).reshape(32, 64))
+    cube = cube.chunk({"time": 8})  # lazy, as a store opens: variables without a time dim too
+    calls: list[tuple[str, int, int]] = []
+    summary = compress_cube(cube, tmp_path / "c.zarr", CodecParams(preset="ultrafast"), target_psnr=45.0,
+                            time_chunk=16, space_chunk=64, progress=lambda *a: calls.append(a))
+    rate = [c for c in calls if c[0] == "rate control"]
+    done = [c[1] for c in rate]
+    assert sorted(set(done)) == list(range(1, max(done) + 1)) and done == sorted(done) and rate[-1][1] == rate[-1][2]
+    written = [c for c in calls if c[0] == f"video, QP {summary.qp}"]
+    assert written[-1] == (f"video, QP {summary.qp}", 3, 3)  # 40 frames in time chunks of 16
+    good = open_compressed(tmp_path / "c.zarr")
+    np.testing.assert_array_equal(good["elevation"].values, cube["elevation"].values)
+
+    def fail_late(block, block_info=None):
+        if block_info[0]["chunk-location"][0] == 2:  # the third time chunk: after the first ones are written
+            raise OSError("disk went away")
+        return block
+    broken = cube.copy()
+    broken["red"] = (cube["red"].dims, da.map_blocks(fail_late, cube["red"].data.rechunk((16, 32, 64)),
+                                                      dtype=np.float32))
+    with pytest.raises(OSError, match="disk went away"):
+        compress_cube(broken, tmp_path / "c.zarr", CodecParams(qp=30, preset="ultrafast"), time_chunk=16,
+                      space_chunk=64, n_sample_chunks=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.zarr"]  # no partial store left behind
+    np.testing.assert_array_equal(open_compressed(tmp_path / "c.zarr")["red"].values, good["red"].values)
+
+
 def test_stage_takes_a_stacked_dataarray(tmp_path):
     """A stackstac-style DataArray (time, band, y, x) with coordinates along band is one variable per band."""
     cube = demo_cube(t=10, h=32, w=40)

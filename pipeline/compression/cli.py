@@ -43,13 +43,15 @@ def run(src: Path = typer.Argument(..., help="input cube (.zarr store or NetCDF)
         lossless: Optional[str] = typer.Option(None, help="variables to code lossless, comma-separated "
                                                           "(default: classes, QA and masks such as SCL, QA_PIXEL, valid)")) -> None:
     """Compress a cube to a video-coded Zarr v3 store and print a JSON summary."""
+    from pipeline.cli import progress_display
     from pipeline.compression.stage import compress_cube, summary_dict
 
     try:
         params = CodecParams(mode=mode, qp=qp, klt=klt, preset=preset, value_range=_range(value_range), step=step)
-        summary = compress_cube(src, out, params, target_psnr=target_psnr, target_bpppb=target_bpppb,
-                                time_chunk=time_chunk, space_chunk=space_chunk, bands=_names(bands),
-                                lossless=_names(lossless))
+        with progress_display() as progress:
+            summary = compress_cube(src, out, params, target_psnr=target_psnr, target_bpppb=target_bpppb,
+                                    time_chunk=time_chunk, space_chunk=space_chunk, bands=_names(bands),
+                                    lossless=_names(lossless), progress=progress)
     except (ValueError, FileNotFoundError, TypeError) as exc:
         typer.echo(f"error: {str(exc).splitlines()[0]}", err=True)
         raise typer.Exit(2) from None

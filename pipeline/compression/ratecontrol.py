@@ -55,10 +55,18 @@ def measure(blocks: list[np.ndarray], params: CodecParams, peak: float) -> RateP
 DIRECT_CHECK_QP = 0
 
 
+#: most trials one bisection makes: the feasible end, then halving QP_MIN..QP_MAX
+TRIALS_PER_SEARCH = 1 + int(np.ceil(np.log2(QP_MAX - QP_MIN + 1)))
+
+
 def _bisect(blocks: list[np.ndarray], params: CodecParams, peak: float, ok: Callable[[RatePoint], bool],
-            good_is_low: bool) -> tuple[RatePoint | None, RatePoint]:
+            good_is_low: bool, on_trial: Callable[[], None] = lambda: None) -> tuple[RatePoint | None, RatePoint]:
     """``(point, end)``: the point nearest the target that meets it (None if none does) and the feasible end's."""
-    at = lambda qp: measure(blocks, replace(params, qp=qp), peak)  # noqa: E731
+    def at(qp: int) -> RatePoint:
+        point = measure(blocks, replace(params, qp=qp), peak)
+        on_trial()
+        return point
+
     good, bad = (QP_MIN, QP_MAX + 1) if good_is_low else (QP_MAX, QP_MIN - 1)
     best = end = at(good)
     if not ok(end):
@@ -74,8 +82,12 @@ def _bisect(blocks: list[np.ndarray], params: CodecParams, peak: float, ok: Call
 
 
 def choose_qp(blocks: list[np.ndarray], params: CodecParams, peak: float, target_psnr: float | None = None,
-             target_bpppb: float | None = None) -> RatePoint:
-    """The QP meeting exactly one of ``target_psnr`` (dB at ``peak``) or ``target_bpppb``, with its measurement."""
+              target_bpppb: float | None = None,
+              progress: Callable[[str, int, int], None] | None = None) -> RatePoint:
+    """The QP meeting exactly one of ``target_psnr`` (dB at ``peak``) or ``target_bpppb``, with its measurement.
+
+    ``progress("rate control", done, total)`` is called after each trial QP.
+    """
     if (target_psnr is None) == (target_bpppb is None):
         raise ValueError("give exactly one of target_psnr and target_bpppb")
     if not blocks:
@@ -87,13 +99,25 @@ def choose_qp(blocks: list[np.ndarray], params: CodecParams, peak: float, target
         ok, better = (lambda p: p.psnr >= target_psnr), (lambda a, b: a.bpppb < b.bpppb)
     else:
         ok, better = (lambda p: p.bpppb <= target_bpppb), (lambda a, b: a.psnr > b.psnr)
-    point, end = _bisect(blocks, params, peak, ok, good_is_low)
+    trials, total = 0, TRIALS_PER_SEARCH
+
+    def on_trial() -> None:
+        nonlocal trials
+        trials += 1
+        if progress:
+            progress("rate control", trials, max(total, trials))
+
+    point, end = _bisect(blocks, params, peak, ok, good_is_low, on_trial)
+    total = trials
     without_klt = ""
     if params.klt and (point is None or point.qp <= DIRECT_CHECK_QP):
-        direct, direct_end = _bisect(blocks, replace(params, klt=False), peak, ok, good_is_low)
+        total = trials + TRIALS_PER_SEARCH
+        direct, direct_end = _bisect(blocks, replace(params, klt=False), peak, ok, good_is_low, on_trial)
         if direct is not None and (point is None or better(direct, point)):
             point = direct
         without_klt = f" ({direct_end.psnr:.2f} dB without the KLT)"
+    if progress:
+        progress("rate control", trials, trials)
     if point is None:
         goal = f"PSNR {target_psnr} dB" if good_is_low else f"{target_bpppb} bpppb"
         raise ValueError(f"target {goal} is out of reach: at QP {end.qp:g} PSNR is {end.psnr:.2f} dB{without_klt} "

@@ -13,6 +13,7 @@ import json
 import time as timer
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import xarray as xr
@@ -24,6 +25,7 @@ from pipeline.compression.video import QP_MAX, QP_MIN
 from pipeline.compression.zarr_codec import VideoCodec
 from pipeline.cube.source import open_cube
 from pipeline.store.cf import vlen_text_coords
+from pipeline.store.zarr_store import atomic_store, consolidate, time_slabs, write_in_time_slabs
 
 CUBE_DIMS = ("time", "y", "x")
 STACKED = "reflectance"
@@ -153,13 +155,16 @@ def sample_blocks(stack: xr.DataArray, chunks: tuple[int, int, int], n: int) -> 
 def compress_cube(cube: xr.Dataset | xr.DataArray | str | Path, out: str | Path, params: CodecParams = CodecParams(),
                   target_psnr: float | None = None, target_bpppb: float | None = None, time_chunk: int = 32,
                   space_chunk: int = 256, n_sample_chunks: int = 8, measure: bool = True,
-                  bands: list[str] | None = None, lossless: list[str] | None = None) -> CompressionSummary:
+                  bands: list[str] | None = None, lossless: list[str] | None = None,
+                  progress: Callable[[str, int, int], None] | None = None) -> CompressionSummary:
     """Write ``cube`` to the Zarr v3 store ``out`` with the video codec; return a summary.
 
     ``bands`` / ``lossless`` name the video-coded and the losslessly coded variables (default:
     :func:`select_variables`); with both given, other variables on (time, y, x) are left out. In lossy mode the band values must lie in ``params.value_range``
     (their unit: reflectance 0..1 by default, or e.g. 0..10000 for digital numbers); a range most
-    values fall outside is refused with a suggestion (:func:`check_value_range`).
+    values fall outside is refused with a suggestion (:func:`check_value_range`). The store is
+    written under a temporary name and moved to ``out`` when complete; ``progress(stage, done,
+    total)`` is called after each time chunk written.
 
     With ``target_psnr`` (dB, peak = width of ``params.value_range``) or ``target_bpppb`` the QP is
     chosen by rate control on ``n_sample_chunks`` sample chunks; otherwise ``params.qp`` is used.
@@ -182,12 +187,14 @@ def compress_cube(cube: xr.Dataset | xr.DataArray | str | Path, out: str | Path,
         samples = sample_blocks(stack, chunks, n_sample_chunks)
         check_value_range(samples, bands, params.value_range, params.nodata)
     if params.mode == "lossy" and (target_psnr is not None or target_bpppb is not None):
-        point = choose_qp(samples, params, peak, target_psnr, target_bpppb)
+        point = choose_qp(samples, params, peak, target_psnr, target_bpppb, progress)
         params, sample_psnr = replace(params, qp=point.qp, klt=point.klt), point.psnr
     measured = measure and params.mode == "lossy"
     n_samples = int(np.prod(stack.shape))
     while True:
-        stored = _write_store(ds, stack, bands, others, chunks, params, out)
+        stage = f"video, QP {params.qp}" if params.mode == "lossy" else "video, lossless"
+        report = (lambda done, total: progress(stage, done, total)) if progress else None  # noqa: B023
+        stored = _write_store(ds, stack, bands, others, chunks, params, out, report)
         full_psnr = whole_cube_psnr(stack, xr.open_zarr(out)[STACKED], peak) if measured else None
         if target_psnr is not None and full_psnr is not None and full_psnr < target_psnr and params.qp > QP_MIN:
             params = replace(params, qp=params.qp - 1)  # the whole cube misses a PSNR its samples met
@@ -223,7 +230,7 @@ def whole_cube_psnr(reference: xr.DataArray, decoded: xr.DataArray, peak: float)
 
 
 def _write_store(ds: xr.Dataset, stack: xr.DataArray, bands: list[str], others: list[str], chunks: tuple[int, ...],
-                 params: CodecParams, out: str | Path) -> int:
+                 params: CodecParams, out: str | Path, progress: Callable[[int, int], None] | None = None) -> int:
     """Write the video-coded ``stack`` and the losslessly coded ``others`` to ``out``; bytes of the video chunks."""
     lossless = CodecParams(mode="lossless", threads=params.threads)
     out_ds = ds.drop_vars(bands).assign({STACKED: stack.chunk(dict(zip(("band", *CUBE_DIMS), (len(bands), *chunks))))})
@@ -239,7 +246,10 @@ def _write_store(ds: xr.Dataset, stack: xr.DataArray, bands: list[str], others: 
         out_ds[name].encoding = {}
     out_ds.attrs["eocube_compression"] = json.dumps({"codec": VideoCodec(params=params).to_dict(),
                                                      "bands": bands, "lossless": others})
-    vlen_text_coords(out_ds).to_zarr(out, mode="w", zarr_format=3, encoding=encoding, consolidated=True)
+    with atomic_store(out) as tmp:  # a failed write leaves no store, or the previous one, under ``out``
+        write_in_time_slabs(vlen_text_coords(out_ds), tmp, encoding, time_slabs(out_ds.sizes["time"], chunks[0], 1),
+                            progress)
+        consolidate(tmp)
     return sum(f.stat().st_size for f in Path(out, STACKED).rglob("*") if f.is_file() and f.name != "zarr.json")
 
 

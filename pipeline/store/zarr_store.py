@@ -14,8 +14,9 @@ import json
 import shutil
 import uuid
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import xarray as xr
 import zarr
@@ -74,6 +75,48 @@ def split_packing_attrs(ds: xr.Dataset) -> tuple[xr.Dataset, dict[str, dict]]:
     return ds.assign(stripped), packing
 
 
+@contextmanager
+def atomic_store(path: Path | str) -> Iterator[Path]:
+    """A temporary sibling of ``path`` to write a store into, moved to ``path`` only when the block completes.
+
+    An existing store at ``path`` is replaced only then; on any error the temporary store is
+    removed and ``path`` is left as it was, so a half-written store never sits under the final name.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
+    try:
+        yield tmp
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
+            path.rename(old)
+            tmp.rename(path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_in_time_slabs(ds: xr.Dataset, store: Path, encoding: dict, slabs: list[slice],
+                        progress: Callable[[int, int], None] | None = None) -> None:
+    """Create ``store`` from ``ds`` (metadata, coordinates, variables without a time dim), then write the
+    time-dependent variables one time slab at a time; ``progress(done, total)`` after each slab."""
+    along_time = [v for v in ds.data_vars if "time" in ds[v].dims]
+    static = {v: ds[v].load() for v in ds.data_vars if v not in along_time}  # small; written with the metadata
+    # write_empty_chunks: no all-equal-to-fill scan of every chunk before it is written
+    # (dense cubes rarely have one; for integers the scan costs as much as compressing)
+    ds.assign(static).to_zarr(store, mode="w-", zarr_format=3, consolidated=False, compute=False, encoding=encoding,
+                              write_empty_chunks=True)
+    for i, sl in enumerate(slabs):
+        part = ds[along_time].isel(time=sl)
+        part = part.drop_vars([c for c in part.coords if "time" not in part[c].dims])
+        part.to_zarr(store, region={"time": sl}, mode="r+", consolidated=False, write_empty_chunks=True)
+        if progress:
+            progress(i + 1, len(slabs))
+
+
 def write_store(ds: xr.Dataset, path: Path | str, chunks: dict[str, int], *,
                 shards: dict[str, int] | None = None, overview_levels: int = 0,
                 progress: Callable[[int, int], None] | None = None) -> Path:
@@ -87,8 +130,6 @@ def write_store(ds: xr.Dataset, path: Path | str, chunks: dict[str, int], *,
     An existing store at ``path`` is replaced only after the new one is complete.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
     layout = StoreLayout(chunks, shards)
     ds = annotate_cf(ds)
     ds = ds.chunk(layout.dask_chunks(ds.sizes))
@@ -97,19 +138,9 @@ def write_store(ds: xr.Dataset, path: Path | str, chunks: dict[str, int], *,
     encoding = encodings(ds, chunks, shards)
     for name, attrs in packing.items():
         encoding[name]["fill_value"] = attrs.get("_FillValue")
-    try:
-        # write_empty_chunks: no all-equal-to-fill scan of every chunk before it is written
-        # (dense cubes rarely have one; for integers the scan costs as much as compressing)
-        ds.to_zarr(tmp, mode="w-", zarr_format=3, consolidated=False, compute=False, encoding=encoding,
-                   write_empty_chunks=True)
-        along_time = [v for v in ds.data_vars if "time" in ds[v].dims]
+    with atomic_store(path) as tmp:
         slabs = time_slabs(ds.sizes["time"], layout.unit("time", ds.sizes["time"]))
-        for i, sl in enumerate(slabs):
-            part = ds[along_time].isel(time=sl)
-            part = part.drop_vars([c for c in part.coords if "time" not in part[c].dims])
-            part.to_zarr(tmp, region={"time": sl}, mode="r+", consolidated=False, write_empty_chunks=True)
-            if progress:
-                progress(i + 1, len(slabs))
+        write_in_time_slabs(ds, tmp, encoding, slabs, progress)
         if packing:
             root = zarr.open_group(str(tmp), mode="r+", zarr_format=3)
             for name, attrs in packing.items():
@@ -117,14 +148,4 @@ def write_store(ds: xr.Dataset, path: Path | str, chunks: dict[str, int], *,
         if overview_levels:
             write_overviews(tmp, overview_levels)
         consolidate(tmp)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
-            path.rename(old)
-            tmp.rename(path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
