@@ -93,7 +93,7 @@ def uncertainty_task(store: Path, labels: Path, out: Path) -> dict:
 def compress_task(store: Path, out: Path) -> dict:
     from pipeline.compression.stage import compress_cube, summary_dict
 
-    return summary_dict(compress_cube(store, out, target_psnr=45.0))
+    return summary_dict(compress_cube(store, out, target_psnr=45.0, quicklook=out.with_suffix(".quicklook.png")))
 
 
 @flow(name="eocube-demo", log_prints=True)

@@ -112,7 +112,7 @@ def print_demo_summary(summary) -> None:
     c = summary.compression
     table.add_row("compression", f"{c['store']} ({c['mode']} qp={c['qp']}, {c['bpppb']:.2f} bpppb, "
                                  f"ratio {c['raw_bytes'] / max(c['stored_bytes'], 1):.1f}x, PSNR {c['psnr']:.1f} dB "
-                                 f"at peak {c['psnr_peak']})")
+                                 f"at peak {c['psnr_peak']}; quicklook {c.get('quicklook')})")
     Console().print(table)
 
 

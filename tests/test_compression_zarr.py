@@ -217,6 +217,30 @@ def test_stage_reports_progress_and_never_leaves_a_half_written_store(tmp_path):
     np.testing.assert_array_equal(open_compressed(tmp_path / "c.zarr")["red"].values, good["red"].values)
 
 
+def test_comparison_quicklook_of_the_clearest_frame(tmp_path):
+    from PIL import Image
+
+    from pipeline.compression.quicklook import clearest_time, rgb_bands
+
+    assert rgb_bands(["B02", "B03", "B04", "B08"]) == ("B04", "B03", "B02")
+    assert rgb_bands(["blue", "green", "red", "nir"]) == ("red", "green", "blue")
+    assert rgb_bands(["a", "b"]) == ("a", "a", "a")
+    cube = demo_cube(t=12, h=32, w=40)
+    cube["blue"][4] = 0.02  # the darkest complete frame; frames 3 and 10 have clouds masked
+    cube["blue"][7] = 0.9   # a bright (cloudy) complete frame
+    assert clearest_time(cube, BANDS) == 4
+    summary = compress_cube(cube, tmp_path / "c.zarr", CodecParams(qp=20, preset="ultrafast"), time_chunk=12,
+                            quicklook=tmp_path / "c.quicklook.png")
+    assert summary.quicklook == str(tmp_path / "c.quicklook.png")
+    with Image.open(summary.quicklook) as image:
+        assert image.format == "PNG" and image.size[0] > 2 * image.size[1]  # three panels side by side
+    for b in BANDS:
+        cube[b] = (np.rint(cube[b] * 10000) * 1e-4).astype(np.float32)
+    lossless = compress_cube(cube, tmp_path / "l.zarr", CodecParams(mode="lossless", step=1e-4), time_chunk=12,
+                             quicklook=tmp_path / "l.png")
+    assert lossless.quicklook is None and not (tmp_path / "l.png").exists()  # nothing to compare when exact
+
+
 def test_stage_takes_a_stacked_dataarray(tmp_path):
     """A stackstac-style DataArray (time, band, y, x) with coordinates along band is one variable per band."""
     cube = demo_cube(t=10, h=32, w=40)

@@ -41,7 +41,8 @@ def run(src: Path = typer.Argument(..., help="input cube (.zarr store or NetCDF)
         bands: Optional[str] = typer.Option(None, help="band variables to video-code, comma-separated "
                                                        "(default: every variable on (time, y, x) but classes/QA/masks)"),
         lossless: Optional[str] = typer.Option(None, help="variables to code lossless, comma-separated "
-                                                          "(default: classes, QA and masks such as SCL, QA_PIXEL, valid)")) -> None:
+                                                          "(default: classes, QA and masks such as SCL, QA_PIXEL, valid)"),
+        quicklook: bool = typer.Option(True, help="write OUT's name with .quicklook.png: original vs decoded and the error")) -> None:
     """Compress a cube to a video-coded Zarr v3 store and print a JSON summary."""
     from pipeline.cli import progress_display
     from pipeline.compression.stage import compress_cube, summary_dict
@@ -51,7 +52,8 @@ def run(src: Path = typer.Argument(..., help="input cube (.zarr store or NetCDF)
         with progress_display() as progress:
             summary = compress_cube(src, out, params, target_psnr=target_psnr, target_bpppb=target_bpppb,
                                     time_chunk=time_chunk, space_chunk=space_chunk, bands=_names(bands),
-                                    lossless=_names(lossless), progress=progress)
+                                    lossless=_names(lossless), progress=progress,
+                                    quicklook=out.with_suffix(".quicklook.png") if quicklook else None)
     except (ValueError, FileNotFoundError, TypeError) as exc:
         typer.echo(f"error: {str(exc).splitlines()[0]}", err=True)
         raise typer.Exit(2) from None

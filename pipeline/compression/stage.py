@@ -20,6 +20,7 @@ import xarray as xr
 
 from pipeline.compression.codec import CodecParams
 from pipeline.compression.quantise import missing_mask
+from pipeline.compression.quicklook import write_comparison
 from pipeline.compression.ratecontrol import choose_qp
 from pipeline.compression.video import QP_MAX, QP_MIN
 from pipeline.compression.zarr_codec import VideoCodec
@@ -48,6 +49,7 @@ class CompressionSummary:
     psnr: float | None
     psnr_peak: float
     seconds: float
+    quicklook: str | None = None
 
 
 #: a variable whose lower-cased name contains one of these is a class, QA or mask layer, coded lossless:
@@ -156,7 +158,8 @@ def compress_cube(cube: xr.Dataset | xr.DataArray | str | Path, out: str | Path,
                   target_psnr: float | None = None, target_bpppb: float | None = None, time_chunk: int = 32,
                   space_chunk: int = 256, n_sample_chunks: int = 8, measure: bool = True,
                   bands: list[str] | None = None, lossless: list[str] | None = None,
-                  progress: Callable[[str, int, int], None] | None = None) -> CompressionSummary:
+                  progress: Callable[[str, int, int], None] | None = None,
+                  quicklook: str | Path | None = None) -> CompressionSummary:
     """Write ``cube`` to the Zarr v3 store ``out`` with the video codec; return a summary.
 
     ``bands`` / ``lossless`` name the video-coded and the losslessly coded variables (default:
@@ -164,7 +167,8 @@ def compress_cube(cube: xr.Dataset | xr.DataArray | str | Path, out: str | Path,
     (their unit: reflectance 0..1 by default, or e.g. 0..10000 for digital numbers); a range most
     values fall outside is refused with a suggestion (:func:`check_value_range`). The store is
     written under a temporary name and moved to ``out`` when complete; ``progress(stage, done,
-    total)`` is called after each time chunk written.
+    total)`` is called after each time chunk written. ``quicklook``: path of a PNG comparing the
+    original and decoded true colour and showing the error (lossy mode; :mod:`.quicklook`).
 
     With ``target_psnr`` (dB, peak = width of ``params.value_range``) or ``target_bpppb`` the QP is
     chosen by rate control on ``n_sample_chunks`` sample chunks; otherwise ``params.qp`` is used.
@@ -203,12 +207,15 @@ def compress_cube(cube: xr.Dataset | xr.DataArray | str | Path, out: str | Path,
             params = replace(params, qp=params.qp + 1)  # ... or exceeds a rate its samples kept to
         else:
             break
+    if quicklook is not None and params.mode == "lossy":
+        quicklook = write_comparison(ds, open_compressed(out), bands, quicklook, peak)
     return CompressionSummary(
         store=str(out), mode=params.mode, qp=params.qp if params.mode == "lossy" else None,
         klt=params.klt if params.mode == "lossy" else None, bands=bands,
         lossless_variables=others, stored_bytes=stored, raw_bytes=n_samples * stack.dtype.itemsize,
         bpppb=8.0 * stored / n_samples, sample_psnr=sample_psnr, psnr=full_psnr, psnr_peak=peak,
-        seconds=round(timer.perf_counter() - t0, 2))
+        seconds=round(timer.perf_counter() - t0, 2),
+        quicklook=str(quicklook) if quicklook is not None and params.mode == "lossy" else None)
 
 
 def whole_cube_psnr(reference: xr.DataArray, decoded: xr.DataArray, peak: float) -> float:

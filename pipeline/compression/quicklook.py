@@ -1,0 +1,82 @@
+"""A PNG comparing a cube with its decompressed copy: true colour before and after, and the error map."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import xarray as xr  # noqa: E402
+
+#: true-colour band names in the conventions the pipeline meets (pipeline, Sentinel-2 with and without 0)
+RGB_NAMES = (("red", "green", "blue"), ("B04", "B03", "B02"), ("B4", "B3", "B2"))
+
+
+def rgb_bands(bands: list[str]) -> tuple[str, str, str]:
+    """Red, green and blue among ``bands`` by name, else the first three (or the first, repeated)."""
+    for names in RGB_NAMES:
+        if set(names) <= set(bands):
+            return names
+    return tuple(bands[:3]) if len(bands) >= 3 else (bands[0],) * 3
+
+
+def clearest_time(cube: xr.Dataset, bands: list[str]) -> int:
+    """Index of a time step with (nearly) the most finite values over ``bands`` and, among those, the darkest blue.
+
+    Without a cloud mask the most complete frames are often cloudy ones; a low median in the
+    blue band (``rgb_bands(bands)[2]``) prefers a clear one.
+    """
+    counts = sum(np.isfinite(cube[b].astype(np.float32)).sum(("y", "x")).values for b in bands)
+    candidates = np.flatnonzero(counts >= 0.99 * counts.max())
+    blue = cube[rgb_bands(bands)[2]].isel(time=candidates).astype(np.float32)
+    medians = blue.median(("y", "x")).values
+    return int(candidates[np.nanargmin(medians)]) if np.isfinite(medians).any() else int(candidates[0])
+
+
+def _stretch(rgb: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    out = np.clip((rgb - lo) / max(hi - lo, 1e-12), 0, 1)
+    out[~np.isfinite(rgb).all(-1)] = 0.5
+    return out
+
+
+def write_comparison(original: xr.Dataset, decoded: xr.Dataset, bands: list[str], path: Path | str,
+                     peak: float, t: int | None = None) -> Path:
+    """Save original | decoded true colour (one shared 2-98 % stretch) | per-pixel RMS error over ``bands``.
+
+    ``original`` and ``decoded`` hold ``bands`` on ``(time, y, x)`` in the same unit; ``t`` defaults
+    to :func:`clearest_time`. The error panel is in the data's unit, masked
+    pixels grey; the title gives that frame's PSNR for signal peak ``peak`` (the codec's value-range width).
+    """
+    t = clearest_time(original, bands) if t is None else t
+    ref = np.stack([original[b].isel(time=t).values for b in bands]).astype(np.float64)
+    test = np.stack([decoded[b].isel(time=t).values for b in bands]).astype(np.float64)
+    rgb_names = rgb_bands(bands)
+    pick = [bands.index(b) for b in rgb_names]
+    rgb_ref, rgb_test = np.moveaxis(ref[pick], 0, -1), np.moveaxis(test[pick], 0, -1)
+    finite = np.isfinite(rgb_ref).all(-1)
+    lo, hi = np.percentile(rgb_ref[finite], [2, 98]) if finite.any() else (0.0, 1.0)
+    rms = np.sqrt(np.mean((test - ref) ** 2, axis=0))
+    valid = np.isfinite(rms)
+    frame_psnr = 10 * np.log10(peak ** 2 / max(float(np.mean(rms[valid] ** 2)), 1e-30)) if valid.any() else np.nan
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.6), dpi=100)
+    for ax, image, title in ((axes[0], rgb_ref, "original"), (axes[1], rgb_test, "decoded")):
+        ax.imshow(_stretch(image, lo, hi))
+        ax.set_title(f"{title} ({', '.join(rgb_names)})")
+    cmap = plt.get_cmap("magma").copy()
+    cmap.set_bad("0.5")
+    im = axes[2].imshow(np.where(valid, rms, np.nan), cmap=cmap, vmin=0,
+                        vmax=float(np.percentile(rms[valid], 99.5)) if valid.any() else 1.0)
+    axes[2].set_title("RMS error over bands (data units)")
+    fig.colorbar(im, ax=axes[2], fraction=0.046, pad=0.04)
+    for ax in axes:
+        ax.set_axis_off()
+    when = np.datetime_as_string(original.time.values[t], unit="D") if "time" in original.coords else f"t={t}"
+    fig.suptitle(f"{when}: frame PSNR {frame_psnr:.1f} dB (peak {peak:g}); masked pixels grey")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
