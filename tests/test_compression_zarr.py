@@ -229,6 +229,8 @@ def test_comparison_quicklook_of_the_clearest_frame(tmp_path):
     cube["blue"][4] = 0.02  # the darkest complete frame; frames 3 and 10 have clouds masked
     cube["blue"][7] = 0.9   # a bright (cloudy) complete frame
     assert clearest_time(cube, BANDS) == 4
+    landsat_at_4 = cube.assign_coords(sensor=("time", ["sentinel-2"] * 4 + ["landsat"] + ["sentinel-2"] * 7))
+    assert clearest_time(landsat_at_4, BANDS) not in (4, 7)
     summary = compress_cube(cube, tmp_path / "c.zarr", CodecParams(qp=20, preset="ultrafast"), time_chunk=12,
                             quicklook=tmp_path / "c.quicklook.png")
     assert summary.quicklook == str(tmp_path / "c.quicklook.png")

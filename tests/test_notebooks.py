@@ -46,3 +46,9 @@ def test_backfill_walkthrough_then_explore_the_store(demo_archive: Path, tmp_pat
     texts = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "committed slices, 100% of the cube" in texts
     assert "2022-06" in texts  # the store repr lists its June time steps
+    nb = run_notebook(REPO / "notebooks/compress_cube.ipynb", {**env, "EOCUBE_STORE": str(store)}, tmp_path)
+    texts = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "bits per pixel per band" in texts and "NDVI |difference|" in texts
+    images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
+    assert len(images) >= 2  # the comparison quicklook and the rate-distortion plot
+    assert (tmp_path / "notebook-video.zarr" / "zarr.json").exists()

@@ -3,15 +3,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import xarray as xr  # noqa: E402
+import numpy as np
+import xarray as xr
+from matplotlib import colormaps
+from matplotlib.figure import Figure
 
 #: true-colour band names in the conventions the pipeline meets (pipeline, Sentinel-2 with and without 0)
 RGB_NAMES = (("red", "green", "blue"), ("B04", "B03", "B02"), ("B4", "B3", "B2"))
+
+
+#: the sensor whose frames a multi-sensor cube's comparison shows (finest grid of the pipeline's sensors)
+PREFERRED_SENSOR = "sentinel-2"
 
 
 def rgb_bands(bands: list[str]) -> tuple[str, str, str]:
@@ -26,9 +28,12 @@ def clearest_time(cube: xr.Dataset, bands: list[str]) -> int:
     """Index of a time step with (nearly) the most finite values over ``bands`` and, among those, the darkest blue.
 
     Without a cloud mask the most complete frames are often cloudy ones; a low median in the
-    blue band (``rgb_bands(bands)[2]``) prefers a clear one.
+    blue band (``rgb_bands(bands)[2]``) prefers a clear one. In a multi-sensor cube (``sensor``
+    coordinate) only :data:`PREFERRED_SENSOR` steps are considered, where there are any.
     """
     counts = sum(np.isfinite(cube[b].astype(np.float32)).sum(("y", "x")).values for b in bands)
+    if "sensor" in cube.coords and (cube["sensor"].values == PREFERRED_SENSOR).any():  # a multi-sensor cube
+        counts = np.where(cube["sensor"].values == PREFERRED_SENSOR, counts, -1)
     candidates = np.flatnonzero(counts >= 0.99 * counts.max())
     blue = cube[rgb_bands(bands)[2]].isel(time=candidates).astype(np.float32)
     medians = blue.median(("y", "x")).values
@@ -60,11 +65,12 @@ def write_comparison(original: xr.Dataset, decoded: xr.Dataset, bands: list[str]
     rms = np.sqrt(np.mean((test - ref) ** 2, axis=0))
     valid = np.isfinite(rms)
     frame_psnr = 10 * np.log10(peak ** 2 / max(float(np.mean(rms[valid] ** 2)), 1e-30)) if valid.any() else np.nan
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.6), dpi=100)
+    fig = Figure(figsize=(13, 4.6), dpi=100)  # no pyplot: the caller's backend is left alone
+    axes = fig.subplots(1, 3)
     for ax, image, title in ((axes[0], rgb_ref, "original"), (axes[1], rgb_test, "decoded")):
         ax.imshow(_stretch(image, lo, hi))
         ax.set_title(f"{title} ({', '.join(rgb_names)})")
-    cmap = plt.get_cmap("magma").copy()
+    cmap = colormaps["magma"].copy()
     cmap.set_bad("0.5")
     im = axes[2].imshow(np.where(valid, rms, np.nan), cmap=cmap, vmin=0,
                         vmax=float(np.percentile(rms[valid], 99.5)) if valid.any() else 1.0)
@@ -78,5 +84,4 @@ def write_comparison(original: xr.Dataset, decoded: xr.Dataset, bands: list[str]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
-    plt.close(fig)
     return path
