@@ -274,6 +274,26 @@ def test_stage_refuses_a_value_range_the_data_fall_outside(tmp_path):
     assert (open_compressed(tmp_path / "n.zarr")["red"].values[:5] == 65535).all()
 
 
+def test_stage_lossless_takes_the_grid_of_a_scaled_int_store(tmp_path):
+    """Bands stored as CF-packed uint16 (the cube's storage="scaled-int") code losslessly with no step given."""
+    from pipeline.cube.source import open_cube
+
+    rng = np.random.default_rng(8)
+    dn = rng.integers(1, 12000, (10, 24, 40)).astype(np.uint16)
+    cube = xr.Dataset({b: (("time", "y", "x"), np.where(dn % 13 == 0, np.nan, (dn + 100 * k) * 1e-4 - 0.1))
+                       for k, b in enumerate(BANDS)})
+    packing = {"dtype": "uint16", "scale_factor": 1e-4, "add_offset": -0.1, "_FillValue": 0}
+    cube.to_zarr(tmp_path / "in.zarr", zarr_format=3, encoding={b: packing for b in BANDS})
+    original = open_cube(tmp_path / "in.zarr")
+    assert original["red"].dtype == np.float32 and original["red"].encoding["scale_factor"] == 1e-4
+    compress_cube(tmp_path / "in.zarr", tmp_path / "c.zarr", CodecParams(mode="lossless"), time_chunk=10)
+    out = open_compressed(tmp_path / "c.zarr")
+    for b in BANDS:
+        np.testing.assert_array_equal(out[b].values, original[b].values)  # bit for bit, NaN included
+    with pytest.raises(ValueError, match="needs a grid step"):  # no packing to take it from
+        compress_cube(demo_cube(t=10, h=24, w=40), tmp_path / "x.zarr", CodecParams(mode="lossless"))
+
+
 def test_cli_run_info_and_errors(tmp_path):
     src = tmp_path / "in.zarr"
     demo_cube(t=12, h=32, w=40).drop_vars("sensor").to_zarr(src, zarr_format=3)

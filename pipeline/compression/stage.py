@@ -145,6 +145,22 @@ def check_value_range(blocks: list[np.ndarray], bands: list[str], value_range: t
                      f"(CLI: --value-range {hint_lo:g},{hint_hi:g})")
 
 
+def lossless_grid_from_packing(ds: xr.Dataset, bands: list[str], params: CodecParams) -> CodecParams:
+    """``params`` with the lossless grid of bands decoded from CF-packed integers, where none was given.
+
+    Float bands of a ``storage="scaled-int"`` store are ``q * scale_factor + add_offset`` with
+    16-bit ``q``: lossless mode then codes ``q`` (step = scale_factor, range from add_offset), so
+    ``eocube compress run --mode lossless`` needs no ``--step`` there. Other cases are unchanged.
+    """
+    if params.mode != "lossless" or params.step is not None:
+        return params
+    packing = {(ds[b].encoding.get("scale_factor"), ds[b].encoding.get("add_offset", 0.0)) for b in bands}
+    if len(packing) != 1 or None in next(iter(packing)) or not all(np.issubdtype(ds[b].dtype, np.floating) for b in bands):
+        return params
+    scale, offset = (float(v) for v in next(iter(packing)))
+    return replace(params, step=scale, value_range=(offset, offset + 65535 * scale))
+
+
 def sample_blocks(stack: xr.DataArray, chunks: tuple[int, int, int], n: int) -> list[np.ndarray]:
     """Up to ``n`` chunk-shaped blocks (band, time, y, x) spread evenly over the chunk grid."""
     starts = [range(0, stack.sizes[d], c) for d, c in zip(CUBE_DIMS, chunks)]
@@ -182,6 +198,7 @@ def compress_cube(cube: xr.Dataset | xr.DataArray | str | Path, out: str | Path,
     ds = ds.drop_vars([n for n, v in ds.data_vars.items() if set(v.dims) == set(CUBE_DIMS) and n not in bands + others])
     if time_chunk < 1 or space_chunk < 16:
         raise ValueError("time_chunk must be >= 1 and space_chunk >= 16")
+    params = lossless_grid_from_packing(ds, bands, params)
     stack = xr.concat([ds[b] for b in bands], dim="band").assign_coords(band=bands)
     stack = stack.transpose("band", *CUBE_DIMS)
     chunks = tuple(min(c, stack.sizes[d]) for d, c in zip(CUBE_DIMS, (time_chunk, space_chunk, space_chunk)))

@@ -34,4 +34,10 @@ def as_float32_reflectance(ds: xr.Dataset) -> xr.Dataset:
     """Variables decoded from 8/16-bit CF-packed integers as float32 (lazily), others untouched."""
     packed = [v for v, a in ds.data_vars.items() if "scale_factor" in a.encoding and a.dtype == np.float64
               and np.dtype(a.encoding.get("dtype", np.float64)).itemsize <= 2]
-    return ds.assign({v: ds[v].astype(np.float32) for v in packed}) if packed else ds
+    return ds.assign({v: _with_encoding(ds[v].astype(np.float32), ds[v].encoding) for v in packed}) if packed else ds
+
+
+def _with_encoding(var: xr.DataArray, encoding: dict) -> xr.DataArray:
+    """``var`` keeping the CF packing it was decoded from (scale_factor, add_offset, dtype) in ``encoding``."""
+    var.encoding = dict(encoding)
+    return var
