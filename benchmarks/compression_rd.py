@@ -55,8 +55,8 @@ def load_cube(store: Path, bands: list[str]) -> np.ndarray:
     numbers (larger values, e.g. a NetCDF of uint16 DN) are taken as they are.
     """
     ds = as_dataset(store)
-    values = np.stack([ds[b].values for b in bands]).astype(np.float64)
-    scale = 10000.0 if np.nanmax(values) <= 2.0 else 1.0
+    values = np.stack([ds[b].values for b in bands])
+    scale = values.dtype.type(10000 if np.nanmax(values) <= 2.0 else 1)  # in the bands' own precision
     return np.where(np.isfinite(values), np.clip(np.rint(values * scale), 1, 65535), 0).astype(np.uint16)
 
 
