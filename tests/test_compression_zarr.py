@@ -252,8 +252,13 @@ def test_stage_takes_a_stacked_dataarray(tmp_path):
     assert summary.bands == BANDS
     out = open_compressed(tmp_path / "c.zarr")
     np.testing.assert_array_equal(np.isnan(out["nir"].values), np.isnan(cube["nir"].values))
-    with pytest.raises(ValueError, match="plus one band dim"):
-        compress_cube(arr.isel(band=0), tmp_path / "x.zarr")
+    single = compress_cube(arr.isel(band=0), tmp_path / "s.zarr", CodecParams(qp=8, preset="ultrafast"), time_chunk=10)
+    assert single.bands == ["data"]  # an unnamed (time, y, x) DataArray is one band
+    held = xr.Dataset({"refl": arr.drop_vars("common_name"), "valid": cube["valid"]})  # a 4-D variable in a Dataset
+    summary = compress_cube(held, tmp_path / "d.zarr", CodecParams(qp=8, preset="ultrafast"), time_chunk=10)
+    assert summary.bands == [f"refl_{b}" for b in BANDS] and summary.lossless_variables == ["valid"]
+    with pytest.raises(ValueError, match=r"no \['time'\] dim"):
+        compress_cube(arr.isel(time=0), tmp_path / "x.zarr")
 
 
 def test_stage_refuses_a_value_range_the_data_fall_outside(tmp_path):

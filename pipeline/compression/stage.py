@@ -103,22 +103,31 @@ def select_variables(ds: xr.Dataset, bands: list[str] | None = None,
 def as_dataset(cube: xr.Dataset | xr.DataArray | str | Path) -> xr.Dataset:
     """The cube as a Dataset with its cube variables' dims in (time, y, x) order.
 
-    A DataArray with one dim besides time, y and x (e.g. stackstac's ``(time, band, y, x)``) becomes
-    one variable per entry along it.
+    A variable (or a DataArray cube) with one dim besides time, y and x, such as stackstac's
+    ``(time, band, y, x)``, becomes one variable per entry along it, named by that dim's
+    coordinate values (prefixed with the variable's name when the Dataset holds other variables).
     """
     if isinstance(cube, xr.DataArray):
-        extra = [d for d in cube.dims if d not in CUBE_DIMS]
-        if len(extra) != 1 or set(cube.dims) - set(extra) != set(CUBE_DIMS):
-            raise ValueError(f"a DataArray cube needs dims {CUBE_DIMS} plus one band dim, got {cube.dims}")
-        band = extra[0]
-        along_band = [c for c, v in cube.coords.items() if band in v.dims and c != band]
-        cube = cube.drop_vars(along_band).assign_coords({band: [str(b) for b in cube[band].values]})
-        cube = cube.to_dataset(dim=band)
+        cube = cube.to_dataset(name=cube.name if cube.name is not None else "data")
     ds = open_cube(cube)
     missing = [d for d in CUBE_DIMS if d not in ds.dims]
     if missing:
         raise ValueError(f"cube has no {missing} dim(s); its dims are {dict(ds.sizes)}")
+    for name, var in list(ds.data_vars.items()):
+        extra = [d for d in var.dims if d not in CUBE_DIMS]
+        if len(extra) == 1 and set(var.dims) - set(extra) == set(CUBE_DIMS):
+            ds = ds.drop_vars(name).assign(_split_along(var, extra[0], prefix=f"{name}_" if len(ds.data_vars) > 1 else ""))
+            if not any(extra[0] in v.dims for v in ds.data_vars.values()):  # its band coordinates go with it
+                ds = ds.drop_vars([c for c, v in ds.coords.items() if extra[0] in v.dims])
     return ds.transpose(*CUBE_DIMS, ...)
+
+
+def _split_along(var: xr.DataArray, dim: str, prefix: str) -> dict[str, xr.DataArray]:
+    """One (time, y, x) variable per entry of ``var`` along ``dim``, named by its coordinate values."""
+    labels = [str(v) for v in var[dim].values] if dim in var.coords else [str(i) for i in range(var.sizes[dim])]
+    along = [c for c, v in var.coords.items() if dim in v.dims]
+    return {f"{prefix}{label}": var.isel({dim: i}).drop_vars(along, errors="ignore")
+            for i, label in enumerate(labels)}
 
 
 def check_value_range(blocks: list[np.ndarray], bands: list[str], value_range: tuple[float, float],
