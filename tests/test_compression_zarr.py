@@ -220,7 +220,8 @@ def test_stage_reports_progress_and_never_leaves_a_half_written_store(tmp_path):
 def test_comparison_quicklook_of_the_clearest_frame(tmp_path):
     from PIL import Image
 
-    from pipeline.compression.quicklook import clearest_time, rgb_bands
+    from pipeline.compression.quicklook import comparison_time
+    from pipeline.cube.quicklook import rgb_bands
 
     assert rgb_bands(["B02", "B03", "B04", "B08"]) == ("B04", "B03", "B02")
     assert rgb_bands(["blue", "green", "red", "nir"]) == ("red", "green", "blue")
@@ -228,9 +229,9 @@ def test_comparison_quicklook_of_the_clearest_frame(tmp_path):
     cube = demo_cube(t=12, h=32, w=40)
     cube["blue"][4] = 0.02  # the darkest complete frame; frames 3 and 10 have clouds masked
     cube["blue"][7] = 0.9   # a bright (cloudy) complete frame
-    assert clearest_time(cube, BANDS) == 4
+    assert comparison_time(cube, BANDS) == 4
     landsat_at_4 = cube.assign_coords(sensor=("time", ["sentinel-2"] * 4 + ["landsat"] + ["sentinel-2"] * 7))
-    assert clearest_time(landsat_at_4, BANDS) not in (4, 7)
+    assert comparison_time(landsat_at_4, BANDS) not in (4, 7)
     summary = compress_cube(cube, tmp_path / "c.zarr", CodecParams(qp=20, preset="ultrafast"), time_chunk=12,
                             quicklook=tmp_path / "c.quicklook.png")
     assert summary.quicklook == str(tmp_path / "c.quicklook.png")

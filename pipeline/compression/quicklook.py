@@ -8,28 +8,16 @@ import xarray as xr
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-#: true-colour band names in the conventions the pipeline meets (pipeline, Sentinel-2 with and without 0)
-RGB_NAMES = (("red", "green", "blue"), ("B04", "B03", "B02"), ("B4", "B3", "B2"))
+from pipeline.cube.quicklook import PREFERRED_SENSOR, rgb_bands, rgb_image, stretch_limits
 
-
-#: the sensor whose frames a multi-sensor cube's comparison shows (finest grid of the pipeline's sensors)
-PREFERRED_SENSOR = "sentinel-2"
-
-
-def rgb_bands(bands: list[str]) -> tuple[str, str, str]:
-    """Red, green and blue among ``bands`` by name, else the first three (or the first, repeated)."""
-    for names in RGB_NAMES:
-        if set(names) <= set(bands):
-            return names
-    return tuple(bands[:3]) if len(bands) >= 3 else (bands[0],) * 3
-
-
-def clearest_time(cube: xr.Dataset, bands: list[str]) -> int:
+def comparison_time(cube: xr.Dataset, bands: list[str]) -> int:
     """Index of a time step with (nearly) the most finite values over ``bands`` and, among those, the darkest blue.
 
+    Unlike :func:`pipeline.cube.quicklook.clearest_time` it needs no ``valid`` variable (cubes from
+    elsewhere have none).
     Without a cloud mask the most complete frames are often cloudy ones; a low median in the
     blue band (``rgb_bands(bands)[2]``) prefers a clear one. In a multi-sensor cube (``sensor``
-    coordinate) only :data:`PREFERRED_SENSOR` steps are considered, where there are any.
+    coordinate) only its ``PREFERRED_SENSOR`` steps are considered, where there are any.
     """
     counts = sum(np.isfinite(cube[b].astype(np.float32)).sum(("y", "x")).values for b in bands)
     if "sensor" in cube.coords and (cube["sensor"].values == PREFERRED_SENSOR).any():  # a multi-sensor cube
@@ -40,35 +28,28 @@ def clearest_time(cube: xr.Dataset, bands: list[str]) -> int:
     return int(candidates[np.nanargmin(medians)]) if np.isfinite(medians).any() else int(candidates[0])
 
 
-def _stretch(rgb: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    out = np.clip((rgb - lo) / max(hi - lo, 1e-12), 0, 1)
-    out[~np.isfinite(rgb).all(-1)] = 0.5
-    return out
-
-
 def write_comparison(original: xr.Dataset, decoded: xr.Dataset, bands: list[str], path: Path | str,
                      peak: float, t: int | None = None) -> Path:
     """Save original | decoded true colour (one shared 2-98 % stretch) | per-pixel RMS error over ``bands``.
 
     ``original`` and ``decoded`` hold ``bands`` on ``(time, y, x)`` in the same unit; ``t`` defaults
-    to :func:`clearest_time`. The error panel is in the data's unit, masked
+    to :func:`comparison_time`. The error panel is in the data's unit, masked
     pixels grey; the title gives that frame's PSNR for signal peak ``peak`` (the codec's value-range width).
     """
-    t = clearest_time(original, bands) if t is None else t
+    t = comparison_time(original, bands) if t is None else t
     ref = np.stack([original[b].isel(time=t).values for b in bands]).astype(np.float64)
     test = np.stack([decoded[b].isel(time=t).values for b in bands]).astype(np.float64)
     rgb_names = rgb_bands(bands)
     pick = [bands.index(b) for b in rgb_names]
-    rgb_ref, rgb_test = np.moveaxis(ref[pick], 0, -1), np.moveaxis(test[pick], 0, -1)
-    finite = np.isfinite(rgb_ref).all(-1)
-    lo, hi = np.percentile(rgb_ref[finite], [2, 98]) if finite.any() else (0.0, 1.0)
+    rgb_ref = np.moveaxis(ref[pick], 0, -1)
+    limits = stretch_limits(rgb_ref) if np.isfinite(rgb_ref).all(-1).any() else (0.0, 1.0)  # one stretch for both
     rms = np.sqrt(np.mean((test - ref) ** 2, axis=0))
     valid = np.isfinite(rms)
     frame_psnr = 10 * np.log10(peak ** 2 / max(float(np.mean(rms[valid] ** 2)), 1e-30)) if valid.any() else np.nan
     fig = Figure(figsize=(13, 4.6), dpi=100)  # no pyplot: the caller's backend is left alone
     axes = fig.subplots(1, 3)
-    for ax, image, title in ((axes[0], rgb_ref, "original"), (axes[1], rgb_test, "decoded")):
-        ax.imshow(_stretch(image, lo, hi))
+    for ax, cube, title in ((axes[0], original, "original"), (axes[1], decoded, "decoded")):
+        ax.imshow(rgb_image(cube, t, rgb_names, limits))
         ax.set_title(f"{title} ({', '.join(rgb_names)})")
     cmap = colormaps["magma"].copy()
     cmap.set_bad("0.5")

@@ -3,18 +3,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure  # no pyplot: drawing leaves the caller's backend (e.g. Jupyter's) alone
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from pipeline.uncertainty.metrics import coverage_curve, spearman  # noqa: E402
+from pipeline.uncertainty.metrics import coverage_curve, spearman
 
 
 def reliability_diagram(y: np.ndarray, predictions: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path) -> Path:
     """Observed vs nominal coverage of central Gaussian intervals, one line per ``name: (mu, sigma)``."""
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    fig = Figure(figsize=(4.5, 4.5))
+    ax = fig.subplots()
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="ideal")
     for name, (mu, sigma) in predictions.items():
         levels, observed = coverage_curve(y, mu, sigma)
@@ -27,7 +25,8 @@ def reliability_diagram(y: np.ndarray, predictions: dict[str, tuple[np.ndarray, 
 def sigma_vs_error(y: np.ndarray, mu: np.ndarray, sigma: np.ndarray, path: str | Path, title: str = "") -> Path:
     """Scatter of predictive σ against |error|, with the ``|e| = z₀.₉ σ`` line and Spearman ρ."""
     err = np.abs(np.asarray(y) - np.asarray(mu))
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    fig = Figure(figsize=(4.5, 4.5))
+    ax = fig.subplots()
     ax.scatter(sigma, err, s=6, alpha=0.5)
     s = np.linspace(0, float(np.max(sigma)), 50)
     ax.plot(s, 1.645 * s, "k--", lw=1, label="|error| = 1.645 σ (90% Gaussian)")
@@ -36,10 +35,9 @@ def sigma_vs_error(y: np.ndarray, mu: np.ndarray, sigma: np.ndarray, path: str |
     return _save(fig, path)
 
 
-def _save(fig: plt.Figure, path: str | Path) -> Path:
+def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
