@@ -188,9 +188,10 @@ def compress_cube(cube: xr.Dataset | xr.DataArray | str | Path, out: str | Path,
     """Write ``cube`` to the Zarr v3 store ``out`` with the video codec; return a summary.
 
     ``bands`` / ``lossless`` name the video-coded and the losslessly coded variables (default:
-    :func:`select_variables`); with both given, other variables on (time, y, x) are left out. In lossy mode the band values must lie in ``params.value_range``
-    (their unit: reflectance 0..1 by default, or e.g. 0..10000 for digital numbers); a range most
-    values fall outside is refused with a suggestion (:func:`check_value_range`). The store is
+    :func:`select_variables`); with both given, other variables on (time, y, x) are left out.
+    In lossy mode the band values must lie in ``params.value_range`` (their unit: reflectance
+    0..1 by default, or e.g. 0..10000 for digital numbers); a range most values fall outside is
+    refused with a suggestion (:func:`check_value_range`). The store is
     written under a temporary name and moved to ``out`` when complete; ``progress(stage, done,
     total)`` is called after each time chunk written. ``quicklook``: path of a PNG comparing the
     original and decoded true colour and showing the error (lossy mode; :mod:`.quicklook`).
@@ -233,15 +234,15 @@ def compress_cube(cube: xr.Dataset | xr.DataArray | str | Path, out: str | Path,
             params = replace(params, qp=params.qp + 1)  # ... or exceeds a rate its samples kept to
         else:
             break
-    if quicklook is not None and params.mode == "lossy":
-        quicklook = write_comparison(ds, open_compressed(out), bands, quicklook, peak)
+    drawn = (write_comparison(ds, open_compressed(out), bands, quicklook, peak)
+             if quicklook is not None and params.mode == "lossy" else None)
     return CompressionSummary(
         store=str(out), mode=params.mode, qp=params.qp if params.mode == "lossy" else None,
         klt=params.klt if params.mode == "lossy" else None, bands=bands,
         lossless_variables=others, stored_bytes=stored, raw_bytes=n_samples * stack.dtype.itemsize,
         bpppb=8.0 * stored / n_samples, sample_psnr=sample_psnr, psnr=full_psnr, psnr_peak=peak,
         seconds=round(timer.perf_counter() - t0, 2),
-        quicklook=str(quicklook) if quicklook is not None and params.mode == "lossy" else None)
+        quicklook=str(drawn) if drawn is not None else None)
 
 
 def whole_cube_psnr(reference: xr.DataArray, decoded: xr.DataArray, peak: float) -> float:
