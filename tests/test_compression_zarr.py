@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
 
 import numpy as np
@@ -186,12 +187,30 @@ def test_stage_picks_bands_and_lossless_layers_in_any_dim_order(tmp_path):
         compress_cube(cube[["valid", "SCL"]], tmp_path / "x.zarr")
 
 
+def test_stage_codes_a_geographic_cube_and_gives_its_dims_back(tmp_path):
+    """A (time, lat, lon) cube, latitude descending as in ERA5 or the Earth System Data Cube, written as the input was."""
+    cube = demo_cube(t=12, h=32, w=40).rename(y="lat", x="lon")
+    cube = cube.assign_coords(lat=60.0 - 0.25 * np.arange(32), lon=10.0 + 0.25 * np.arange(40)).transpose("time", "lon", "lat")
+    summary = compress_cube(cube, tmp_path / "g.zarr", CodecParams(qp=8, preset="ultrafast"), time_chunk=12,
+                            target_psnr=40.0)
+    assert summary.bands == BANDS and summary.psnr >= 40.0
+    out = open_compressed(tmp_path / "g.zarr")
+    assert out["red"].dims == ("time", "lat", "lon") and out["valid"].dims == ("time", "lat", "lon")
+    np.testing.assert_array_equal(out["lat"].values, cube["lat"].values)
+    np.testing.assert_array_equal(out["valid"].values, cube["valid"].transpose("time", "lat", "lon").values)
+    ref = np.stack([cube[b].transpose("time", "lat", "lon").values for b in BANDS])
+    assert psnr(ref, np.stack([out[b].values for b in BANDS]), 1.0) == pytest.approx(summary.psnr)
+    assert open_compressed(tmp_path / "g.zarr", original_dims=False)["red"].dims == ("time", "y", "x")
+
+
 def test_stage_reports_progress_and_never_leaves_a_half_written_store(tmp_path):
     import dask.array as da
 
     cube = demo_cube(t=40, h=32, w=64)
     cube["elevation"] = (("y", "x"), np.arange(32 * 64, dtype=np.float32).reshape(32, 64))
+    cube["t2m"] = (("time",), np.linspace(270, 300, 40, dtype=np.float32), {"units": "K"})  # a weather series
     cube = cube.chunk({"time": 8})  # lazy, as a store opens: variables without a time dim too
+    cube["t2m"] = cube["t2m"].chunk({"time": -1})  # one chunk, as a small variable of a store opens
     calls: list[tuple[str, int, int]] = []
     summary = compress_cube(cube, tmp_path / "c.zarr", CodecParams(preset="ultrafast"), target_psnr=45.0,
                             time_chunk=16, space_chunk=64, progress=lambda *a: calls.append(a))
@@ -202,6 +221,7 @@ def test_stage_reports_progress_and_never_leaves_a_half_written_store(tmp_path):
     assert written[-1] == (f"video, QP {summary.qp}", 3, 3)  # 40 frames in time chunks of 16
     good = open_compressed(tmp_path / "c.zarr")
     np.testing.assert_array_equal(good["elevation"].values, cube["elevation"].values)
+    np.testing.assert_array_equal(good["t2m"].values, cube["t2m"].values)
 
     def fail_late(block, block_info=None):
         if block_info[0]["chunk-location"][0] == 2:  # the third time chunk: after the first ones are written
@@ -278,6 +298,20 @@ def test_stage_refuses_a_value_range_the_data_fall_outside(tmp_path):
     dn["red"][:5] = 65535  # half the frames nodata: not values outside the range
     compress_cube(dn, tmp_path / "n.zarr", CodecParams(qp=8, preset="ultrafast", value_range=(0, 10000), nodata=65535))
     assert (open_compressed(tmp_path / "n.zarr")["red"].values[:5] == 65535).all()
+
+
+@pytest.mark.parametrize("values, hint", [
+    (np.linspace(0.0, 1.9, 1000), "value_range=(0, 2)"),           # reflectance with bright clouds
+    (np.linspace(0.0, 330.0, 1000), "value_range=(0, 400)"),        # e.g. a temperature in kelvin
+    (np.linspace(-0.12, 0.9, 1000), "value_range=(-0.2, 1)"),       # BOA offset: slightly negative reflectance
+    (np.linspace(0.0, 30000.0, 1000), "value_range=(0, 65535)"),   # 16-bit digital numbers
+])
+def test_value_range_hint_is_the_nearest_physical_bound(values, hint):
+    from pipeline.compression.stage import check_value_range
+
+    with pytest.raises(ValueError, match=re.escape(hint)):
+        check_value_range([values.reshape(1, 1, 10, 100)], ["b"], (0.1, 0.5))
+    check_value_range([values.reshape(1, 1, 10, 100)], ["b"], (float(values.min()), float(values.max())))
 
 
 def test_stage_lossless_takes_the_grid_of_a_scaled_int_store(tmp_path):

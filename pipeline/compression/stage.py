@@ -29,6 +29,9 @@ from pipeline.store.cf import vlen_text_coords
 from pipeline.store.zarr_store import atomic_store, consolidate, time_slabs, write_in_time_slabs
 
 CUBE_DIMS = ("time", "y", "x")
+SPATIAL_DIM_ALIASES = {"lat": "y", "latitude": "y", "lon": "x", "longitude": "x"}
+"""Geographic dim names coded as ``y`` / ``x`` and given back on :func:`open_compressed`."""
+RENAMED_DIMS_ATTR = "eocube:renamed_dims"
 STACKED = "reflectance"
 
 
@@ -103,6 +106,9 @@ def select_variables(ds: xr.Dataset, bands: list[str] | None = None,
 def as_dataset(cube: xr.Dataset | xr.DataArray | str | Path) -> xr.Dataset:
     """The cube as a Dataset with its cube variables' dims in (time, y, x) order.
 
+    Geographic dims (``lat``/``latitude``, ``lon``/``longitude``) are renamed ``y``/``x``; the
+    renaming is kept in the attribute ``eocube:renamed_dims``.
+
     A variable (or a DataArray cube) with one dim besides time, y and x, such as stackstac's
     ``(time, band, y, x)``, becomes one variable per entry along it, named by that dim's
     coordinate values (prefixed with the variable's name when the Dataset holds other variables).
@@ -110,6 +116,9 @@ def as_dataset(cube: xr.Dataset | xr.DataArray | str | Path) -> xr.Dataset:
     if isinstance(cube, xr.DataArray):
         cube = cube.to_dataset(name=cube.name if cube.name is not None else "data")
     ds = open_cube(cube)
+    renamed = {a: d for a, d in SPATIAL_DIM_ALIASES.items() if a in ds.dims and d not in ds.dims}
+    if renamed:  # e.g. (time, lat, lon): coded as (time, y, x), named back when the store is opened
+        ds = ds.rename(renamed).assign_attrs({RENAMED_DIMS_ATTR: json.dumps(renamed)})
     missing = [d for d in CUBE_DIMS if d not in ds.dims]
     if missing:
         raise ValueError(f"cube has no {missing} dim(s); its dims are {dict(ds.sizes)}")
@@ -130,6 +139,18 @@ def _split_along(var: xr.DataArray, dim: str, prefix: str) -> dict[str, xr.DataA
             for i, label in enumerate(labels)}
 
 
+RANGE_HINTS = (1.0, 2.0, 10000.0, 20000.0, 65535.0)
+"""Upper bounds suggested first: reflectance, reflectance with bright clouds, DN scaled by 10000, 16-bit."""
+
+
+def round_up_one_digit(v: float) -> float:
+    """``v`` > 0 rounded up to one significant digit (347 -> 400, 0.12 -> 0.2); 0 for ``v`` <= 0."""
+    if v <= 0:
+        return 0.0
+    unit = 10.0 ** np.floor(np.log10(v))
+    return float(np.ceil(round(v / unit, 9)) * unit)
+
+
 def check_value_range(blocks: list[np.ndarray], bands: list[str], value_range: tuple[float, float],
                       nodata: float | None = None, max_outside: float = 0.01) -> None:
     """Refuse a fixed range that more than ``max_outside`` of the sampled values (finite, not ``nodata``) fall outside.
@@ -145,9 +166,8 @@ def check_value_range(blocks: list[np.ndarray], bands: list[str], value_range: t
     if outside <= max_outside:
         return
     p_lo, p_hi = np.percentile(finite, [0.1, 99.9])
-    nice = lambda v: float(10 ** np.ceil(np.log10(v)) if v > 0 else 0)  # noqa: E731
-    hint_hi = next((c for c in (1.0, 10000.0, 20000.0, 65535.0) if c >= p_hi), nice(p_hi))
-    hint_lo = 0.0 if p_lo >= 0 else -nice(-p_lo)
+    hint_hi = next((c for c in RANGE_HINTS if p_hi <= c <= 5 * p_hi), round_up_one_digit(p_hi))
+    hint_lo = 0.0 if p_lo >= 0 else -round_up_one_digit(-p_lo)
     raise ValueError(f"{outside:.0%} of the sampled values of bands {bands} lie outside value_range {tuple(value_range)} "
                      f"(0.1-99.9th percentiles {p_lo:g}..{p_hi:g}); the codec would clip them. Pass a fixed physical "
                      f"range covering the data, e.g. value_range=({hint_lo:g}, {hint_hi:g}) "
@@ -234,7 +254,7 @@ def compress_cube(cube: xr.Dataset | xr.DataArray | str | Path, out: str | Path,
             params = replace(params, qp=params.qp + 1)  # ... or exceeds a rate its samples kept to
         else:
             break
-    drawn = (write_comparison(ds, open_compressed(out), bands, quicklook, peak)
+    drawn = (write_comparison(ds, open_compressed(out, original_dims=False), bands, quicklook, peak)
              if quicklook is not None and params.mode == "lossy" else None)
     return CompressionSummary(
         store=str(out), mode=params.mode, qp=params.qp if params.mode == "lossy" else None,
@@ -276,10 +296,16 @@ def _write_store(ds: xr.Dataset, stack: xr.DataArray, bands: list[str], others: 
         out_ds[name] = out_ds[name].chunk(dict(zip(CUBE_DIMS, chunks)))
         exact = replace(lossless, step=1.0) if np.issubdtype(ds[name].dtype, np.floating) else lossless  # float classes
         encoding[name] = {"serializer": VideoCodec(params=exact), "compressors": None, "chunks": chunks}
+    for name in set(out_ds.data_vars) - {STACKED, *others}:
+        if "time" in out_ds[name].dims:  # e.g. a weather series on (time,): Zarr chunks aligned to the time slabs
+            out_ds[name] = out_ds[name].chunk({d: chunks[0] if d == "time" else -1 for d in out_ds[name].dims})
     for name in out_ds.variables:
         out_ds[name].encoding = {}
+    renamed = json.loads(ds.attrs.get(RENAMED_DIMS_ATTR, "{}"))
+    out_ds.attrs = {k: v for k, v in ds.attrs.items() if k != RENAMED_DIMS_ATTR}
     out_ds.attrs["eocube_compression"] = json.dumps({"codec": VideoCodec(params=params).to_dict(),
-                                                     "bands": bands, "lossless": others})
+                                                     "bands": bands, "lossless": others,
+                                                     **({"renamed_dims": renamed} if renamed else {})})
     with atomic_store(out) as tmp:  # a failed write leaves no store, or the previous one, under ``out``
         write_in_time_slabs(vlen_text_coords(out_ds), tmp, encoding, time_slabs(out_ds.sizes["time"], chunks[0], 1),
                             progress)
@@ -287,14 +313,17 @@ def _write_store(ds: xr.Dataset, stack: xr.DataArray, bands: list[str], others: 
     return sum(f.stat().st_size for f in Path(out, STACKED).rglob("*") if f.is_file() and f.name != "zarr.json")
 
 
-def open_compressed(store: str | Path, split: bool = True) -> xr.Dataset:
+def open_compressed(store: str | Path, split: bool = True, original_dims: bool = True) -> xr.Dataset:
     """Open a compressed store lazily; with ``split`` one variable per band as in the cube convention.
 
     Splitting decodes a chunk once per band that is read; keep ``split=False`` and select
-    from the stacked variable to decode each chunk once.
+    from the stacked variable to decode each chunk once. With ``original_dims``, dims the stage
+    renamed (``lat`` coded as ``y``, ...) get their input names back.
     """
     ds = xr.open_zarr(store, decode_coords="all")
-    return split_bands(ds) if split else ds
+    ds = split_bands(ds) if split else ds
+    renamed = json.loads(ds.attrs.get("eocube_compression", "{}")).get("renamed_dims", {})
+    return ds.rename({d: a for a, d in renamed.items()}) if original_dims and renamed else ds
 
 
 def split_bands(ds: xr.Dataset) -> xr.Dataset:
