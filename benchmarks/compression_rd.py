@@ -51,12 +51,14 @@ def load(shared: Path) -> np.ndarray:
 def load_cube(store: Path, bands: list[str]) -> np.ndarray:
     """``(band, time, y, x)`` uint16 DN of a cube store or NetCDF file; 0 where masked (NaN).
 
-    Reflectance bands (float values up to about 1) are scaled by 10000; bands already in digital
-    numbers (larger values, e.g. a NetCDF of uint16 DN) are taken as they are.
+    Reflectance bands (float values of about 0..1, a few bright clouds above; 99.9th percentile
+    at most 10) are scaled by 10000; bands already in digital numbers (values in the thousands, e.g.
+    a NetCDF of uint16 DN) are taken as they are.
     """
     ds = as_dataset(store)
     values = np.stack([ds[b].values for b in bands])
-    scale = values.dtype.type(10000 if np.nanmax(values) <= 2.0 else 1)  # in the bands' own precision
+    reflectance = np.issubdtype(values.dtype, np.floating) and np.nanpercentile(values, 99.9) <= 10
+    scale = values.dtype.type(10000 if reflectance else 1)  # in the bands' own precision
     return np.where(np.isfinite(values), np.clip(np.rint(values * scale), 1, 65535), 0).astype(np.uint16)
 
 

@@ -11,6 +11,10 @@ settings (written here from those facts, not from its code):
   16, 27 and a QP-0 "best" level), every other x265 setting at its default (B-frames, GOP length);
 * the whole time series is one video per group.
 
+Frames narrower or lower than libx265 handles safely (``X265_MIN_WIDTH`` / ``X265_MIN_HEIGHT`` of
+:mod:`pipeline.compression.video`: it corrupts the heap at widths of about 33..55 px) are edge-padded
+to those sizes and cropped after decoding; larger frames are coded at their own size.
+
 ``roundtrip`` returns the decoded cube and the byte count, so any metric can be computed the same way
 as for our codec.
 """
@@ -21,6 +25,8 @@ from fractions import Fraction
 
 import av
 import numpy as np
+
+from pipeline.compression.video import X265_MIN_HEIGHT, X265_MIN_WIDTH
 
 BITS = 12
 MAX_CODE = (1 << BITS) - 1
@@ -37,6 +43,9 @@ def _encoder_options(level: str | int) -> dict:
 def _encode(planes: np.ndarray, level: str | int) -> list[bytes]:
     """``planes`` (time, 3, y, x) codes in R, G, B order -> HEVC packets (yuv444p12le)."""
     t, _, h, w = planes.shape
+    ph, pw = max(h, X265_MIN_HEIGHT), max(w, X265_MIN_WIDTH)
+    planes = np.pad(planes, ((0, 0), (0, 0), (0, ph - h), (0, pw - w)), mode="edge")
+    h, w = ph, pw
     ctx = av.CodecContext.create("libx265", "w")
     ctx.width, ctx.height, ctx.pix_fmt = w, h, "yuv444p12le"
     ctx.time_base, ctx.framerate = Fraction(1, 30), Fraction(30)
@@ -50,14 +59,14 @@ def _encode(planes: np.ndarray, level: str | int) -> list[bytes]:
     return packets + [bytes(p) for p in ctx.encode(None)]
 
 
-def _decode(packets: list[bytes]) -> np.ndarray:
-    """HEVC packets -> (time, 3, y, x) codes in R, G, B order."""
+def _decode(packets: list[bytes], height: int, width: int) -> np.ndarray:
+    """HEVC packets -> (time, 3, height, width) codes in R, G, B order (padding cropped)."""
     ctx = av.CodecContext.create("hevc", "r")
     frames = []
     for data in [*packets, None]:
         for frame in ctx.decode(av.Packet(data) if data is not None else None):
             frames.append(np.moveaxis(frame.reformat(format="gbrp12le").to_ndarray(channel_last=True), -1, 0))
-    return np.stack(frames)
+    return np.stack(frames)[..., :height, :width]
 
 
 def roundtrip(cube: np.ndarray, level: str | int) -> tuple[np.ndarray, int, float, float]:
@@ -78,7 +87,7 @@ def roundtrip(cube: np.ndarray, level: str | int) -> tuple[np.ndarray, int, floa
     t1 = time.perf_counter()
     back = np.empty_like(x)
     for group, packets in videos:
-        decoded = _decode(packets)
+        decoded = _decode(packets, *x.shape[2:])
         for i, k in enumerate(group):
             back[k] = decoded[:, i] / MAX_CODE * span[k, 0, 0, 0] + lo[k]
     size = sum(len(p) for _, packets in videos for p in packets)
