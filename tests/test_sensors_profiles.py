@@ -30,6 +30,13 @@ EXPECTED_PROFILE = {
     "modis-13Q1-061": "modis-13Q1-061", "modis-43A4-061": "modis-43A4-061",
 }
 NOT_SUPPORTED = {"sentinel-1-grd", "sentinel-2-l1c"}  # in the Earth Search searches; no profile on purpose
+TM_ETM = ("LT04", "LT05", "LE07")  # Landsat 4-5 TM, 7 ETM+: reflective bands numbered 1-5, 7 (LSDS-1618)
+
+
+def expected_profile(item: dict) -> str:
+    if item["id"].startswith(TM_ETM):
+        return "landsat-c2-l2-tm-etm"
+    return EXPECTED_PROFILE.get(item.get("collection")) or {"HLS.L30": "hls2-l30", "HLS.S30": "hls2-s30"}[item["id"][:7]]
 
 
 def _features(doc) -> list[dict]:
@@ -60,8 +67,8 @@ def real_items(shared: Path) -> list[tuple[str, dict]]:
 
 def expected_offset(item: dict, profile_id: str) -> float:
     """DN -> reflectance offset from the product documents and the item's own statements."""
-    if profile_id == "landsat-c2-l2":
-        return -0.2                                   # LSDS-1619 section 4.2
+    if profile_id.startswith("landsat-c2-l2"):
+        return -0.2                                   # LSDS-1619 / LSDS-1618 section 4.2
     if profile_id != "sentinel-2-l2a":
         return 0.0                                    # MODIS, HLS: DN * 1e-4
     p = item["properties"]
@@ -72,7 +79,7 @@ def expected_offset(item: dict, profile_id: str) -> float:
     return 0.0
 
 
-EXPECTED_SCALE = {"landsat-c2-l2": 2.75e-5}
+EXPECTED_SCALE = {"landsat-c2-l2": 2.75e-5, "landsat-c2-l2-tm-etm": 2.75e-5}
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +98,7 @@ def test_every_real_item_maps_to_its_profile_with_exact_scaling(items):
                 profile_for_item(item)
             continue
         profile = profile_for_item(item)
-        expected = EXPECTED_PROFILE.get(collection) or {"HLS.L30": "hls2-l30", "HLS.S30": "hls2-s30"}[item["id"][:7]]
-        assert profile.id == expected, (source, item["id"])
+        assert profile.id == expected_profile(item), (source, item["id"])
         checked[profile.id] += 1
         specs = item_band_specs(item, profile)
         band_assets = [a for a in item["assets"] if a not in ("hdf", "metadata")]
@@ -111,7 +117,12 @@ def test_every_real_item_maps_to_its_profile_with_exact_scaling(items):
                 assert spec.nodata == rb["nodata"]
             for eo in asset.get("eo:bands", [])[:1]:
                 if isinstance(eo, dict) and eo.get("center_wavelength"):  # STAC 0.x items list band indices
-                    assert spec.center_wavelength_um == pytest.approx(eo["center_wavelength"], abs=0.03), spec.asset
+                    # items round: USGS puts ETM+ SWIR1 (1.55-1.75 um) at 1.6
+                    assert spec.center_wavelength_um == pytest.approx(eo["center_wavelength"], abs=0.05), spec.asset
+                if isinstance(eo, dict) and eo.get("common_name") and profile.sensor == "landsat":
+                    # band numbers differ between OLI and TM/ETM+ (SR_B1: coastal vs blue); Sentinel-2
+                    # catalogs disagree on common names (B8A 'rededge' or 'nir08'), so only Landsat is held to them
+                    assert spec.common_name == eo["common_name"], (source, spec.asset, eo["common_name"])
     assert all(checked[p] > 0 for p in ("sentinel-2-l2a", "landsat-c2-l2", "modis-09A1-061", "hls2-l30", "hls2-s30",
                                         "modis-13Q1-061", "modis-43A4-061")), checked
 
@@ -155,6 +166,58 @@ def test_sentinel2_baseline_rule_on_named_real_items(shared_dir):
     assert s2["assets"]["red"]["raster:bands"][0]["offset"] == -0.1   # the catalog's stale statement
     red = {s.common_name: s for s in item_band_specs(s2, load_profile("sentinel-2-l2a"))}["red"]
     assert (red.asset, red.offset) == ("red", 0.0)
+
+
+def with_numbered_keys(item: dict) -> dict:
+    """A Landsat item with the early USGS asset keys: ``SR_B<n>.TIF`` by the band numbers its ``eo:bands`` state."""
+    numbered = {f"SR_{a['eo:bands'][0]['name']}.TIF": a for k, a in item["assets"].items()
+                if a.get("eo:bands") and k not in ("qa_pixel", "qa_radsat")}
+    return dict(item, assets={**numbered, "QA_PIXEL.TIF": item["assets"]["qa_pixel"]})
+
+
+def test_landsat_band_numbers_follow_the_instrument(shared_dir):
+    """SR_B1 is coastal on OLI and blue on TM/ETM+ (LSDS-1619 / LSDS-1618 band lists).
+
+    The real LC08 scene item uses the early USGS keys (``SR_B1.TIF`` ...); the real LE07 item is
+    given the same key scheme (its assets renamed by the ETM+ band numbers its ``eo:bands`` state).
+    """
+    oli = json.loads(next((shared_dir / "data/landsat-c2l2/LC08_L2SP_005009_20150710").glob("*_stac.json")).read_text())
+    etm = json.loads((shared_dir / "data/stac/usgs/LE07_L2SP_044033_20210329_20210424_02_T1_SR.json").read_text())
+    etm_2020 = with_numbered_keys(etm)
+    assert profile_for_item(oli).band("coastal").asset == "SR_B1.TIF"
+    profile = profile_for_item(etm_2020)
+    assert profile.id == "landsat-c2-l2-tm-etm"
+    assert {b.common_name: b.asset for b in profile.bands} == {
+        "blue": "SR_B1.TIF", "green": "SR_B2.TIF", "red": "SR_B3.TIF", "nir08": "SR_B4.TIF", "swir16": "SR_B5.TIF",
+        "swir22": "SR_B7.TIF"}
+    assert profile.qa[0].asset == "QA_PIXEL.TIF"
+    renamed = dict(etm, id="scene-0001")  # no id prefix: the platform (LANDSAT_7) decides
+    assert profile_for_item(renamed).id == "landsat-c2-l2-tm-etm"
+    unknown = dict(renamed, properties={k: v for k, v in etm["properties"].items() if k != "platform"})
+    with pytest.raises(ValueError, match="cannot tell which of"):
+        profile_for_item(unknown)
+    assert profile_for_collection("landsat-c2-l2").id == "landsat-c2-l2"  # the collection as a whole: OLI
+
+
+def test_a_search_mixing_landsat_instruments_reads_with_one_table_or_says_why_not(shared_dir):
+    """Real USGS items of ETM+ and OLI: common-name keys agree, so one read serves both; band numbers do not."""
+    import pystac
+
+    from pipeline.catalog.search import SensorItems
+    from pipeline.cube.load import items_profile
+
+    usgs = shared_dir / "data/stac/usgs"
+    etm = json.loads((usgs / "LE07_L2SP_044033_20210329_20210424_02_T1_SR.json").read_text())
+    oli = json.loads((usgs / "LC08_L2SP_028030_20200114_20200824_02_T1_SR.json").read_text())
+    mixed = SensorItems("landsat", "landsat-c2l2-sr", "landsat-c2-l2", [pystac.Item.from_dict(d) for d in (etm, oli)])
+    assert items_profile(mixed, ["blue", "red", "nir08"]).band("red").asset == "red"
+    assert items_profile(mixed, ["coastal", "blue"]).id == "landsat-c2-l2"  # the profile that has every band
+    scene = json.loads(next((shared_dir / "data/landsat-c2l2/LC08_L2SP_005009_20150710").glob("*_stac.json")).read_text())
+    etm_2020 = with_numbered_keys(etm)
+    numbered_items = SensorItems("landsat", "landsat-c2l2-sr", "landsat-c2-l2",
+                                 [pystac.Item.from_dict(d) for d in (etm_2020, scene)])
+    with pytest.raises(ValueError, match="mix products.*keyed differently"):
+        items_profile(numbered_items, ["blue", "red"])
 
 
 def test_asset_key_overrides_and_schemes():

@@ -47,6 +47,28 @@ def asset_table(profile: SensorProfile, bands: Sequence[str]) -> dict[str, Asset
     return table
 
 
+def items_profile(found: SensorItems, bands: Sequence[str]) -> SensorProfile:
+    """The profile, with the asset keys these items use (Earth Search names them "blue", "scl", ...).
+
+    Items of one search may belong to different products (a Landsat search returns TM/ETM+ and OLI
+    scenes); they are read together when the requested bands and the cloud mask have the same asset
+    keys in each item's profile (catalogs keying assets by common name), and the profile taken is
+    the first that has every requested band. Otherwise (scene files numbered by band, ``SR_B1`` =
+    coastal on OLI and blue on ETM+) a ``ValueError`` says which products to request apart.
+    """
+    if not found.items:
+        return load_profile(found.profile)
+    profiles = {p.id: p for p in map(profile_for_item, found.items)}
+    if len(profiles) == 1:
+        return next(iter(profiles.values()))
+    keys = [{p.band(b).asset for p in profiles.values() if b in p.common_names} for b in bands]
+    if any(len(k) > 1 for k in keys) or len({p.qa[0].asset for p in profiles.values()}) > 1:
+        raise ValueError(f"the {found.collection!r} items mix products {sorted(profiles)} whose assets for bands "
+                         f"{list(bands)} are keyed differently; request them apart (e.g. by item id or platform)")
+    complete = [p for p in profiles.values() if set(bands) <= set(p.common_names)]
+    return complete[0] if complete else next(iter(profiles.values()))
+
+
 def items_per_time(times: np.ndarray, items: Sequence[pystac.Item]) -> list[list[pystac.Item]]:
     """The items behind each output time step: those within 12 h (the same solar day)."""
     item_times = np.array([item_time(i) for i in items])
@@ -154,8 +176,7 @@ def load_sensor(found: SensorItems, geobox: GeoBox, bands: Sequence[str], *, pol
     ``eo:cloud_cover``, %, along time), ``y``/``x`` of ``geobox``. ``engine`` picks the
     reader (``"odc-stac"`` or ``"stackstac"``); ``chunks`` are the Dask chunks of the read.
     """
-    # the profile with the asset keys these items use (Earth Search names them "blue", "scl", ...)
-    profile = profile_for_item(found.items[0]) if found.items else load_profile(found.profile)
+    profile = items_profile(found, bands)
     resampling = resampling_for(profile, bands, resampling or {})
     qa = profile.qa[0]
     chunks = chunks or {"time": 1, "y": 512, "x": 512}

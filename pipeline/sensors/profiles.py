@@ -51,7 +51,9 @@ class SensorProfile(BaseModel):
     """A product's band table and QA assets; the first QA asset is the primary cloud mask.
 
     ``asset_keys`` holds alternative asset-key schemes: scheme name -> {default key: key}.
-    ``item_id_prefix`` tells this product's items apart in collections mixing products.
+    ``item_id_prefix`` (one or several) and ``platforms`` (STAC ``platform``, compared
+    case-insensitively with ``_`` read as ``-``) tell this product's items apart in collections
+    mixing products.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -59,10 +61,17 @@ class SensorProfile(BaseModel):
     id: str
     sensor: str
     title: str = ""
-    item_id_prefix: str | None = None
+    item_id_prefix: str | tuple[str, ...] | None = None
+    platforms: tuple[str, ...] = ()
     bands: list[BandSpec]
     qa: list[QASpec]
     asset_keys: dict[str, dict[str, str]] = Field(default_factory=dict)
+
+    def matches_item(self, item_id: str, platform: str | None) -> tuple[bool, bool]:
+        """Whether an item's id starts with this product's prefix, and whether its platform is one of ours."""
+        prefixes = (self.item_id_prefix,) if isinstance(self.item_id_prefix, str) else self.item_id_prefix or ()
+        named = str(platform or "").lower().replace("_", "-")
+        return bool(prefixes) and item_id.startswith(prefixes), bool(named) and named in self.platforms
 
     def band(self, common_name: str) -> BandSpec:
         """The band with this common name; ``KeyError`` listing the available names."""
@@ -123,6 +132,7 @@ class CollectionEntry(BaseModel):
 
     profile: str | None = None
     profiles: list[str] = Field(default_factory=list)
+    default: str | None = None
     asset_keys: str | None = None
 
     @property
@@ -174,14 +184,15 @@ def profile_for_collection(collection_id: str, asset_keys: Mapping[str, str] | N
     """The profile of a collection id (Planetary Computer, Earth Search, CMR, USGS, stactools).
 
     ``asset_keys`` ({profile asset key: catalog key}, e.g. from a catalog YAML) overrides the
-    collection's asset keys. Unknown ids, and collections mixing several products (use
-    :func:`profile_for_item`), raise ``ValueError`` naming the problem.
+    collection's asset keys. A collection mixing several products gives its ``default`` profile
+    (Landsat: OLI; :func:`profile_for_item` picks per item). Unknown ids, and mixed collections
+    without a default (stactools ``hls``), raise ``ValueError`` naming the problem.
     """
     entry = _entry(collection_id)
-    if len(entry.candidates) != 1:
+    if len(entry.candidates) != 1 and entry.default is None:
         raise ValueError(f"collection {collection_id!r} mixes profiles {entry.candidates}; "
                          "use profile_for_item to pick one per item")
-    return _apply_keys(load_profile(entry.candidates[0]), entry, asset_keys)
+    return _apply_keys(load_profile(entry.default or entry.candidates[0]), entry, asset_keys)
 
 
 def as_item_dict(item: Any) -> dict[str, Any]:
@@ -202,10 +213,13 @@ def profile_for_item(item: Any, asset_keys: Mapping[str, str] | None = None) -> 
     entry = _entry(collection)
     profiles = [load_profile(pid) for pid in entry.candidates]
     if len(profiles) > 1:
-        item_id = str(d.get("id", ""))
-        profiles = [p for p in profiles if p.item_id_prefix and item_id.startswith(p.item_id_prefix)]
+        item_id, platform = str(d.get("id", "")), d.get("properties", {}).get("platform")
+        matches = [p.matches_item(item_id, platform) for p in profiles]
+        by_id = [p for p, (id_ok, _) in zip(profiles, matches) if id_ok]
+        profiles = by_id or [p for p, (_, platform_ok) in zip(profiles, matches) if platform_ok]
         if len(profiles) != 1:
-            raise ValueError(f"cannot tell which of {entry.candidates} item {item_id!r} of {collection!r} is")
+            raise ValueError(f"cannot tell which of {entry.candidates} item {item_id!r} of {collection!r} "
+                             f"(platform {platform!r}) is")
     profile = profiles[0]
     if asset_keys or entry.asset_keys:
         return _apply_keys(profile, entry, asset_keys)
