@@ -168,6 +168,46 @@ def test_sentinel2_baseline_rule_on_named_real_items(shared_dir):
     assert (red.asset, red.offset) == ("red", 0.0)
 
 
+def as_stac11_cdse(item: dict, offset: float | None) -> dict:
+    """A real Planetary Computer S2 item in the Copernicus Data Space form: STAC 1.1, ``B02_10m`` keys,
+    ``bands`` with ``eo:common_name``, ``raster:scale`` / ``raster:offset`` on the asset, and the
+    baseline as ``processing:version``."""
+    keys = load_profile("sentinel-2-l2a").asset_keys["cdse"]
+    assets = {}
+    for key, asset in item["assets"].items():
+        if key not in keys:
+            continue
+        eo = (asset.get("eo:bands") or [{}])[0]
+        new = {k: v for k, v in asset.items() if k != "eo:bands"}
+        new |= {"data_type": "uint8" if key == "SCL" else "uint16", "nodata": 0,
+                "bands": [{"name": key, **({"eo:common_name": eo["common_name"]} if "common_name" in eo else {})}]}
+        if key != "SCL":
+            new |= {"raster:scale": 0.0001, **({"raster:offset": offset} if offset is not None else {})}
+        assets[keys[key]] = new
+    props = {k: v for k, v in item["properties"].items() if k != "s2:processing_baseline"}
+    props["processing:version"] = item["properties"]["s2:processing_baseline"]
+    return dict(item, stac_version="1.1.0", properties=props, assets=assets)
+
+
+def test_copernicus_data_space_items_in_stac_11(shared_dir):
+    """Resolution-suffixed keys, STAC 1.1 raster fields and ``processing:version`` give the same bands as PC's."""
+    pc = json.loads((shared_dir / "data/stac/planetary-computer/"
+                     "sentinel-2-l2a.S2B_MSIL2A_20250312T014549_R074_T53NKG_20250312T041213.json").read_text())
+    reference = {b.common_name: b for b in item_band_specs(pc, profile_for_item(pc))}  # baseline 05.11: -0.1
+    for offset in (-0.1, None):  # stated on the asset, or left to the baseline rule
+        cdse = as_stac11_cdse(pc, offset)
+        profile = profile_for_item(cdse)
+        assert (profile.band("blue").asset, profile.band("nir08").asset, profile.qa[0].asset) == (
+            "B02_10m", "B8A_20m", "SCL_20m")
+        specs = {b.common_name: b for b in item_band_specs(cdse, profile)}
+        assert set(specs) == set(reference)
+        for name, spec in specs.items():
+            assert (spec.scale, spec.offset, spec.nodata, spec.dtype) == pytest.approx(
+                (reference[name].scale, -0.1, 0, "uint16")), name
+    old = dict(cdse, properties={**cdse["properties"], "processing:version": "02.12"})
+    assert {b.offset for b in item_band_specs(old, profile)} == {0.0}
+
+
 def with_numbered_keys(item: dict) -> dict:
     """A Landsat item with the early USGS asset keys: ``SR_B<n>.TIF`` by the band numbers its ``eo:bands`` state."""
     numbered = {f"SR_{a['eo:bands'][0]['name']}.TIF": a for k, a in item["assets"].items()

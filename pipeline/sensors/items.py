@@ -13,7 +13,12 @@ the profile and applies the Sentinel-2 processing-baseline rule:
 * ``earthsearch:boa_offset_applied: true``: Earth Search already shifted the DNs, so the
   offset is 0 even where the item's ``raster:bands`` still says ``-0.1`` (Earth Search
   ``sentinel-2-l2a``; Element84/earth-search issues #66 and #71).
-* Otherwise, baseline >= 04.00: ``offset = -1000 * scale``.
+* Otherwise, baseline >= 04.00: ``offset = -1000 * scale``. The baseline is the item's
+  ``s2:processing_baseline``, else its ``processing:version`` (Copernicus Data Space items).
+
+Raster values are read from STAC 1.0 ``raster:bands`` or, in STAC 1.1 form, from
+``data_type`` / ``nodata`` / ``raster:scale`` / ``raster:offset`` on the asset or its first
+``bands`` entry (see :func:`asset_raster_values`).
 """
 from __future__ import annotations
 
@@ -33,13 +38,30 @@ def s2_boa_offset_in_dn(properties: dict[str, Any]) -> bool:
     """Whether an S2 L2A item's DNs still carry the baseline-04.00 BOA add-offset."""
     if properties.get("earthsearch:boa_offset_applied") is True:
         return False
-    baseline = properties.get("s2:processing_baseline")
+    baseline = properties.get("s2:processing_baseline", properties.get("processing:version"))
     if baseline is None:
         return False
     try:
         return float(baseline) >= S2_OFFSET_BASELINE
     except ValueError as err:
-        raise ValueError(f"unreadable s2:processing_baseline {baseline!r}") from err
+        raise ValueError(f"unreadable Sentinel-2 processing baseline {baseline!r}") from err
+
+
+#: STAC 1.1 field -> the name used here (and in STAC 1.0 ``raster:bands``).
+_STAC11_RASTER_FIELDS = {"data_type": "data_type", "nodata": "nodata", "raster:scale": "scale", "raster:offset": "offset"}
+
+
+def asset_raster_values(asset: dict[str, Any]) -> dict[str, Any]:
+    """``data_type``, ``nodata``, ``scale`` and ``offset`` an asset states, in either STAC version.
+
+    STAC 1.0: the first entry of ``raster:bands``. STAC 1.1: fields on the asset, overridden by
+    those of its first ``bands`` entry.
+    """
+    legacy = (asset.get("raster:bands") or [{}])[0]
+    if legacy:
+        return {k: legacy[k] for k in _STAC11_RASTER_FIELDS.values() if k in legacy}
+    band = (asset.get("bands") or [{}])[0]
+    return {name: src[key] for src in (asset, band) for key, name in _STAC11_RASTER_FIELDS.items() if key in src}
 
 
 def item_band_specs(item: Any, profile: SensorProfile) -> list[BandSpec]:
@@ -61,7 +83,7 @@ def item_band_specs(item: Any, profile: SensorProfile) -> list[BandSpec]:
         asset = assets.get(spec.asset)
         if asset is None:
             continue
-        rb = (asset.get("raster:bands") or [{}])[0]
+        rb = asset_raster_values(asset)
         update: dict[str, Any] = {}
         if "data_type" in rb:
             update["dtype"] = rb["data_type"]
