@@ -156,6 +156,15 @@ def test_mod13_pixel_reliability(value: int, flag: str):
     assert _set_flags(d, "mod13_pixel_reliability") == {flag}
 
 
+def test_mod13_hdf4_dataset_names_are_accepted():
+    """MOD13Q1/A1 HDF4 files name their datasets with spaces (``250m 16 days pixel reliability``)."""
+    for name in ("250m 16 days pixel reliability", "250M_16_DAYS_PIXEL_RELIABILITY"):
+        d = _decode_one("MOD13Q1_061", name, 3, "int8")
+        assert _set_flags(d, "mod13_pixel_reliability") == {"cloud"}
+    d = _decode_one("MOD13A1_061", "500m 16 days VI Quality", 0b0000_1000_0000_0010, "uint16")
+    assert _set_flags(d, "mod13_vi_quality") == {"cloud"}
+
+
 @pytest.mark.parametrize("value,flags,levels", [
     (0b0000_1000_0100_0100, set(), {"modland_qa": 0, "usefulness": 1, "aerosol_level": 1, "land_water": 1}),
     (0b0000_1000_0000_0010, {"cloud"}, {"modland_qa": 2}),

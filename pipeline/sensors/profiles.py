@@ -86,11 +86,15 @@ class SensorProfile(BaseModel):
         return [b.common_name for b in self.bands]
 
     def qa_spec(self, asset: str) -> QASpec:
-        """The QA spec of an asset key, in any of the profile's schemes, case-insensitively."""
-        wanted = asset.lower()
+        """The QA spec of an asset key, in any of the profile's schemes, ignoring case and reading
+        spaces as underscores (HDF4 names such as ``250m 16 days pixel reliability``)."""
+        def norm(key: str) -> str:
+            return "_".join(key.lower().split())
+
+        wanted = norm(asset)
         for q in self.qa:
             keys = {q.asset} | {scheme.get(q.asset, q.asset) for scheme in self.asset_keys.values()}
-            if wanted in {k.lower() for k in keys}:
+            if wanted in {norm(k) for k in keys}:
                 return q
         raise KeyError(f"{self.id} has no QA asset {asset!r}; QA assets: {[q.asset for q in self.qa]}")
 
