@@ -4,8 +4,9 @@
     python benchmarks/compression_rd.py --cube benchmarks/_work/downstream/cube.zarr \
         --out benchmarks/figures/compression/demo          # a demo cube (eocube demo / compression_downstream.py)
 
-With ``--cube``, the store's red, green, blue and nir08 reflectance are coded as DN (x 10000) on the
-fixed range 0..10000 DN (the codec's reflectance default 0..1); masked (NaN) pixels travel in the
+With ``--cube``, the store's red, green, blue and nir08 reflectance (``--bands`` names others; a cube
+without those four gives every band variable the compression stage would video-code, e.g. B02..B8A of
+a DeepExtremeCubes minicube) are coded as DN (x 10000) on the fixed range 0..10000 DN (the codec's reflectance default 0..1); masked (NaN) pixels travel in the
 codec's lossless mask and are left out of PSNR, SAM and max error. Romania is coded on 0..20000 DN
 (its clouds are data, up to 18,224 DN). ``--value-range lo,hi`` overrides either.
 
@@ -31,7 +32,7 @@ from numcodecs import Blosc, BitRound, Zstd
 
 from pipeline.compression.codec import CodecParams, decode_array, encode_array
 from pipeline.compression.metrics import max_abs_error, psnr, spectral_angle, ssim
-from pipeline.compression.stage import as_dataset, check_value_range
+from pipeline.compression.stage import as_dataset, check_value_range, select_variables
 
 import xarrayvideo_style  # noqa: E402  (benchmarks/ is the script's folder)
 
@@ -43,9 +44,18 @@ CONFIGS = {"ours (KLT, gbrp12 triplets)": dict(klt=True, packing="triplet"),
            "per-band gray12": dict(klt=False, packing="gray")}
 
 
+ROMANIA_BANDS = ["B2", "B3", "B4", "B8"]
+PIPELINE_BANDS = ["blue", "green", "red", "nir08"]
+
+
 def load(shared: Path) -> np.ndarray:
     ds = xr.open_dataset(shared / "data/sentinel2-romania/sentinel2_cube_subset_romania_10m.nc", mask_and_scale=False)
-    return np.stack([ds[b].values for b in ["B2", "B3", "B4", "B8"]])
+    return np.stack([ds[b].values for b in ROMANIA_BANDS])
+
+
+def default_bands(ds: xr.Dataset) -> list[str]:
+    """The four pipeline bands where a cube has them, else the variables the compression stage video-codes."""
+    return PIPELINE_BANDS if set(PIPELINE_BANDS) <= set(ds.data_vars) else select_variables(ds)[0]
 
 
 def load_cube(store: Path, bands: list[str]) -> np.ndarray:
@@ -107,23 +117,26 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/figures/compression"))
     ap.add_argument("--qps", default="-8,-6,-3,0,4,8,12,16,20,24,30,36")
     ap.add_argument("--cube", type=Path, help="a cube store or NetCDF file to use instead of the Romania cube")
-    ap.add_argument("--bands", default="blue,green,red,nir08", help="with --cube")
+    ap.add_argument("--bands", help="with --cube: comma-separated band variables; default blue,green,red,nir08 "
+                                    "where the cube has them (a pipeline cube), else every variable the "
+                                    "compression stage would video-code")
     ap.add_argument("--value-range", help="fixed DN range lo,hi of our codec; default 0,20000 for Romania (clouds "
                                           "are in the data, up to 18,224 DN) and 0,10000 with --cube (the codec's "
                                           "reflectance default 0..1; clouds are masked)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.cube:
-        dn, nodata = load_cube(args.cube, args.bands.split(",")), 0
-        title = f"{args.cube.name}: {args.bands}, {' x '.join(map(str, dn.shape[1:]))}"
+        bands = args.bands.split(",") if args.bands else default_bands(as_dataset(args.cube))
+        dn, nodata = load_cube(args.cube, bands), 0
+        title = f"{args.cube.name}: {','.join(bands)}, {' x '.join(map(str, dn.shape[1:]))}"
     else:
-        dn, nodata = load(args.shared), None
+        dn, nodata, bands = load(args.shared), None, ROMANIA_BANDS
         title = "Sentinel-2 Romania, B02 B03 B04 B08, 140 x 100 x 100"
     value_range = tuple(map(float, args.value_range.split(","))) if args.value_range else (
         (0.0, 10000.0) if args.cube else (0.0, 20000.0))
     print(f"{title}; our fixed range {value_range[0]:g}..{value_range[1]:g} DN", flush=True)
     observed = None if nodata is None else np.all(dn != nodata, axis=0)
-    check_value_range([dn[:, observed] if observed is not None else dn], args.bands.split(","), value_range)
+    check_value_range([dn[:, observed] if observed is not None else dn], bands, value_range)
     rows = []
     for name, cfg in CONFIGS.items():
         for qp in map(int, args.qps.split(",")):

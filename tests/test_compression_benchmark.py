@@ -30,10 +30,13 @@ def reflectance_cube(t: int = 12, h: int = 32, w: int = 48) -> xr.Dataset:
 def test_benchmark_scales_reflectance_but_not_digital_numbers(tmp_path):
     sys.path.insert(0, str(BENCHMARKS))
     try:
-        from compression_rd import load_cube
+        from compression_rd import default_bands, load_cube
     finally:
         sys.path.remove(str(BENCHMARKS))
     cube = reflectance_cube()
+    assert default_bands(cube) == BANDS
+    named = cube.rename(blue="B02", green="B03", red="B04", nir08="B8A").assign(SCL=cube["red"].fillna(0).astype("uint8"))
+    assert default_bands(named) == ["B02", "B03", "B04", "B8A"]  # the class map is not a band
     dn = load_cube(cube, BANDS)
     expected = np.stack([cube[b].values for b in BANDS]) * 10000
     observed = np.isfinite(expected)
