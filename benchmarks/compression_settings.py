@@ -4,6 +4,7 @@
     python benchmarks/compression_settings.py --only floor        # section 1 alone (about 15 s)
     python benchmarks/compression_settings.py --only presets      # section 3 alone (about 4 min)
     python benchmarks/compression_settings.py --only streams      # section 4 alone (about 1 min)
+    python benchmarks/compression_settings.py --only klt          # section 5 alone (about 1.5 min)
 
 1. **QP floor and the multiplier below QP 0.** PSNR, rate and max error at QP 0, -3, ..., -14, -18
    (below 0: x265 QP 0 with a flat scaling list of 16 * 2**(qp/6), see ``pipeline.compression.video``),
@@ -27,6 +28,13 @@
    deviation over x265's step (the ratio that :data:`pipeline.compression.codec.WEAK_STREAM_FRACTION`
    compares against); then PSNR (peak 10000) at 0.1 and 0.25 bpppb over the whole cube with weak streams
    skipped (the default), with every stream coded and with every stream but the first skipped.
+5. **What the KLT can give, and what it is fitted on.** On the whole Romania cube (0..20000 DN): the
+   high-rate coding gain of an orthonormal rotation over coding the bands apart, for Gaussian data
+   (``10/N * log10(prod diag C / prod diag(W C W^T))``), with ``C`` the band covariance of the raw
+   values, of planar-predictor residuals ``x - (left + up - upper-left)`` and of frame differences, and
+   ``W`` fitted on each of them; then PSNR (peak 10000) at 0.1 .. 1.0 bpppb with the codec's KLT fitted
+   on raw values (the default), on spatial first differences, and on an equal-trace blend of the two,
+   and with the default KLT coded one component per gray12 video instead of gbrp12 triplets.
 """
 from __future__ import annotations
 
@@ -154,11 +162,74 @@ def streams(dn: np.ndarray) -> None:
     codec.WEAK_STREAM_FRACTION = default
 
 
+def covariance(samples: np.ndarray) -> np.ndarray:
+    """Band covariance of ``samples`` (band, ...)."""
+    flat = samples.reshape(samples.shape[0], -1)
+    return np.cov(flat - flat.mean(axis=1, keepdims=True))
+
+
+def rotation(cov: np.ndarray) -> np.ndarray:
+    """Eigenvectors of ``cov`` as rows, strongest first."""
+    values, vectors = np.linalg.eigh(cov)
+    return vectors[:, np.argsort(values)[::-1]].T
+
+
+def coding_gain_db(cov: np.ndarray, w: np.ndarray) -> float:
+    """High-rate gain (dB) of coding ``w``'s components instead of the bands, for Gaussian data of covariance ``cov``."""
+    return float(10 / len(cov) * (np.log10(np.diag(cov)).sum() - np.log10(np.diag(w @ cov @ w.T)).sum()))
+
+
+def klt_fit(dn: np.ndarray) -> None:
+    x = dn.astype(np.float64)
+    residuals = {"raw values": x,
+                 "planar-predictor residuals": x[..., 1:, 1:] - x[..., 1:, :-1] - x[..., :-1, 1:] + x[..., :-1, :-1],
+                 "frame differences": x[:, 1:] - x[:, :-1]}
+    covs = {name: covariance(r) for name, r in residuals.items()}
+    print("| rotation fitted on | " + " | ".join(f"gain on {n} (dB)" for n in covs) + " |\n|---|" + "---|" * len(covs))
+    for fitted, cov in covs.items():
+        w = rotation(cov)
+        print(f"| {fitted} | " + " | ".join(f"{coding_gain_db(c, w):.2f}" for c in covs.values()) + " |")
+
+    def fitted_on(kind: str):
+        def fit(values: np.ndarray, max_samples: int = 200_000) -> tuple[np.ndarray, np.ndarray]:
+            mean, raw = default(values, max_samples)
+            v = values.astype(np.float64)
+            grad = (covariance(v[..., :, 1:] - v[..., :, :-1]) + covariance(v[..., 1:, :] - v[..., :-1, :])) / 2
+            if kind == "gradients":
+                cov = grad
+            else:
+                full = covariance(v)
+                cov = full / np.trace(full) + grad / np.trace(grad)
+            w = rotation(cov)
+            return mean, w * np.sign(w[np.arange(len(w)), np.abs(w).argmax(axis=1)])[:, None]
+        return fit
+
+    default = klt.fit_klt
+    rates = (0.1, 0.25, 0.5, 1.0)
+    print("\n| KLT | " + " | ".join(f"PSNR @ {r} bpppb" for r in rates) + " |\n|---|" + "---|" * len(rates))
+    runs = [("fitted on raw values (default)", default, "triplet"), ("fitted on spatial differences",
+            fitted_on("gradients"), "triplet"), ("fitted on raw values + differences", fitted_on("blend"), "triplet"),
+            ("default, one gray12 video per component", default, "gray")]
+    for label, fit, packing in runs:
+        klt.fit_klt = fit
+        rows = []
+        for qp in (-8, -3, 0, 4, 8, 16, 24, 30, 36):
+            back, size, _, _ = run_codec(dn, CodecParams(qp=qp, value_range=(0, 20000), packing=packing))
+            err = back.astype(np.float64) - dn
+            rows.append({"config": label, "bpppb": 8 * size / dn.size,
+                         "psnr_10000": 10 * np.log10(10000 ** 2 / np.mean(err ** 2))})
+        print(f"| {label} | " + " | ".join(f"{psnr_at(rows, label, r):.2f}" for r in rates) + " |", flush=True)
+    klt.fit_klt = default
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared")
-    ap.add_argument("--only", choices=("floor", "presets", "streams"), help="run one section only")
+    ap.add_argument("--only", choices=("floor", "presets", "streams", "klt"), help="run one section only")
     args = ap.parse_args()
+    if args.only == "klt":
+        klt_fit(romania(args.shared))
+        return
     if args.only == "presets":
         print("| x265 setting | PSNR @ 0.1 bpppb | PSNR @ 1.0 bpppb | encode MB/s (all QPs) |\n|---|---|---|---|")
         presets(romania(args.shared))
@@ -180,6 +251,8 @@ def main() -> None:
     presets(romania(args.shared))
     print()
     streams(romania(args.shared))
+    print()
+    klt_fit(romania(args.shared))
 
 
 if __name__ == "__main__":
