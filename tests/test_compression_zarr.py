@@ -314,6 +314,20 @@ def test_value_range_hint_is_the_nearest_physical_bound(values, hint):
     check_value_range([values.reshape(1, 1, 10, 100)], ["b"], (float(values.min()), float(values.max())))
 
 
+def test_value_range_refuses_the_clipping_of_a_few_bright_clouds():
+    """0.5 % of the values at reflectance 1.3 pass a share-of-values test, yet clipping them caps the PSNR at 33.5 dB."""
+    from pipeline.compression.stage import check_value_range
+
+    rng = np.random.default_rng(4)
+    values = rng.uniform(0.02, 0.5, 100_000)
+    values[:500] = 1.3                                   # 0.5 %: under the 1 % share allowed
+    with pytest.raises(ValueError, match=r"0\.50% .* limits the PSNR to 33\.\d dB.*value_range=\(0, 2\)"):
+        check_value_range([values], ["red"], (0.0, 1.0))
+    check_value_range([values], ["red"], (0.0, 2.0))     # the hint passes
+    values[:500] = 1.0002                                # just above the range: clipping costs nothing visible
+    check_value_range([values], ["red"], (0.0, 1.0))
+
+
 def test_stage_lossless_takes_the_grid_of_a_scaled_int_store(tmp_path):
     """Bands stored as CF-packed uint16 (the cube's storage="scaled-int") code losslessly with no step given."""
     from pipeline.cube.source import open_cube
