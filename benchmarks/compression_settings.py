@@ -1,10 +1,11 @@
-"""Codec settings behind the defaults of pipeline.compression: QP floor, ffv1 context model, x265 preset.
+"""Codec settings behind the defaults of pipeline.compression: QP floor, ffv1 context model, x265 preset, rate control.
 
     python benchmarks/compression_settings.py [--shared ../shared]
     python benchmarks/compression_settings.py --only floor        # section 1 alone (about 15 s)
     python benchmarks/compression_settings.py --only presets      # section 3 alone (about 4 min)
     python benchmarks/compression_settings.py --only streams      # section 4 alone (about 1 min)
     python benchmarks/compression_settings.py --only klt          # section 5 alone (about 1.5 min)
+    python benchmarks/compression_settings.py --only ratecontrol  # section 6 alone (about 3 min)
 
 1. **QP floor and the multiplier below QP 0.** PSNR, rate and max error at QP 0, -3, ..., -14, -18
    (below 0: x265 QP 0 with a flat scaling list of 16 * 2**(qp/6), see ``pipeline.compression.video``),
@@ -35,12 +36,19 @@
    ``W`` fitted on each of them; then PSNR (peak 10000) at 0.1 .. 1.0 bpppb with the codec's KLT fitted
    on raw values (the default), on spatial first differences, and on an equal-trace blend of the two,
    and with the default KLT coded one component per gray12 video instead of gbrp12 triplets.
+6. **Fractional QPs and rate control.** On the Romania cube's five 32-frame chunks (0..20000 DN, KLT;
+   PSNR peak 10000): rate and PSNR at QP 4 and 16 and quarter steps to the next integer, against the
+   chord between the integer points; then ``ratecontrol.choose_qp`` for targets of 0.1, 0.25, 0.5 and 1.0 bpppb and 40, 45
+   and 50 dB, stopping at integer QPs (``fraction_trials=0``) and with the default fractional search:
+   the QP, rate, PSNR and trial encodes of each, and what the fraction gains (dB at a rate target,
+   bits at a PSNR target).
 """
 from __future__ import annotations
 
 import argparse
 import glob
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +57,7 @@ import xarray as xr
 
 import pipeline.compression.codec as codec
 import pipeline.compression.video as video
-from pipeline.compression import klt, x265_lambda
+from pipeline.compression import klt, ratecontrol, x265_lambda
 from pipeline.compression.codec import CodecParams, decode_array, encode_array, read_header
 from compression_rd import psnr_at, run_codec  # noqa: E402  (benchmarks/ is the script's folder)
 
@@ -162,6 +170,36 @@ def streams(dn: np.ndarray) -> None:
     codec.WEAK_STREAM_FRACTION = default
 
 
+def rate_control(dn: np.ndarray) -> None:
+    """Fractional QPs against the chord of their integer neighbours; rate control to integer QPs against
+    fractional ones, on the cube's 32-frame chunks as the samples."""
+    blocks = [dn[:, t:t + 32] for t in range(0, dn.shape[1], 32)]
+    params = CodecParams(value_range=(0, 20000))
+    print("| QP | bpppb | PSNR | PSNR − chord of the integer points |\n|---|---|---|---|")
+    for base in (4, 16):
+        points = [ratecontrol.measure(blocks, replace(params, qp=base + f), 10000) for f in (0, 0.25, 0.5, 0.75, 1)]
+        lo, hi = points[0], points[-1]
+        for p in points:
+            chord = lo.psnr + (p.bpppb - lo.bpppb) * (hi.psnr - lo.psnr) / (hi.bpppb - lo.bpppb)
+            print(f"| {p.qp:g} | {p.bpppb:.4f} | {p.psnr:.2f} | {p.psnr - chord:+.3f} |", flush=True)
+    print()
+    print("| target | integer QPs: QP / bpppb / PSNR / trials | fractional QPs: QP / bpppb / PSNR / trials "
+          "| fractional − integer |\n|---|---|---|---|")
+    targets = [("target_bpppb", r) for r in (0.1, 0.25, 0.5, 1.0)] + [("target_psnr", q) for q in (40.0, 45.0, 50.0)]
+    for name, value in targets:
+        cells, points = [], []
+        for halvings in (0, ratecontrol.FRACTION_TRIALS):
+            trials = []
+            point = ratecontrol.choose_qp(blocks, params, 10000, **{name: value}, fraction_trials=halvings,
+                                          progress=lambda stage, done, total: trials.append(done))
+            points.append(point)
+            cells.append(f"{point.qp:g} / {point.bpppb:.4f} / {point.psnr:.2f} / {max(trials)}")
+        gain = (f"{points[1].psnr - points[0].psnr:+.2f} dB" if name == "target_bpppb"
+                else f"{100 * (points[1].bpppb / points[0].bpppb - 1):+.1f} % bits")
+        label = f"{value:g} bpppb" if name == "target_bpppb" else f"{value:g} dB"
+        print(f"| {label} | {cells[0]} | {cells[1]} | {gain} |", flush=True)
+
+
 def covariance(samples: np.ndarray) -> np.ndarray:
     """Band covariance of ``samples`` (band, ...)."""
     flat = samples.reshape(samples.shape[0], -1)
@@ -225,8 +263,12 @@ def klt_fit(dn: np.ndarray) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared")
-    ap.add_argument("--only", choices=("floor", "presets", "streams", "klt"), help="run one section only")
+    ap.add_argument("--only", choices=("floor", "presets", "streams", "klt", "ratecontrol"),
+                    help="run one section only")
     args = ap.parse_args()
+    if args.only == "ratecontrol":
+        rate_control(romania(args.shared))
+        return
     if args.only == "klt":
         klt_fit(romania(args.shared))
         return
@@ -253,6 +295,8 @@ def main() -> None:
     streams(romania(args.shared))
     print()
     klt_fit(romania(args.shared))
+    print()
+    rate_control(romania(args.shared))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import struct
 import zlib
 
@@ -14,8 +15,10 @@ from pipeline.compression.codec import CodecParams, decode_array, encode_array, 
 from pipeline.compression.metrics import psnr, spectral_angle, ssim, ssim_2d
 from pipeline.compression.quantise import Quantiser, fill_missing
 from pipeline.compression.ratecontrol import choose_qp, measure
-from pipeline.compression.video import (FLAT_SCALING_OPTION, QP_MIN, CorruptStreamError, StreamSpec, encode_stream,
-                                        ffv1_options, flat_scaling_list, split_packets, x265_options)
+from pipeline.compression.stage import one_qp_finer
+from pipeline.compression.video import (FLAT_SCALING_OPTION, QP_MIN, CorruptStreamError, StreamSpec, check_qp,
+                                        encode_stream, ffv1_options, flat_scaling_list, fractional_qp_zones,
+                                        split_packets, x265_options)
 
 
 def smooth_cube(bands: int, t: int = 12, h: int = 37, w: int = 41, seed: int = 0) -> np.ndarray:
@@ -344,3 +347,55 @@ def test_corrupt_bytes_are_reported():
         decode_array(bytes(garbled))
     with pytest.raises(CorruptStreamError, match="header"):
         decode_array(data[:9] + b"{" * (len(data) - 9))
+
+
+def test_fractional_qp_codes_each_gop_tail_one_qp_coarser():
+    """QP 20.5 with 8-frame GOPs: frames 0-3 of each GOP are coded exactly as at QP 20 (same bits, same
+    references), the last round(0.5 * 8) = 4 at QP 21; rate and error fall strictly between QP 20 and 21."""
+    assert fractional_qp_zones(20.5, 8, 16) == "5,8,q=21/13,16,q=21"  # x265 zone s,e: 0-based frames s-1..e-1
+    assert fractional_qp_zones(20.25, 8, 12) == "7,8,q=21/12,12,q=21"  # 2 of 8 frames, then 1 of 4
+    assert fractional_qp_zones(20.97, 8, 8) == "1,8,q=21"  # every frame, the keyframe too: QP 21's stream
+    assert "zones" not in x265_options(20, "ultrafast", 8, 2, frames=16)["x265-params"]
+    assert "frame-threads=1:" in x265_options(20.5, "ultrafast", 8, 2, frames=16)["x265-params"]
+    assert check_qp(0.5) == 0.5 and check_qp(-3) == -3.0
+    assert one_qp_finer(16.5) == 15.5 and one_qp_finer(0.5) == -1 and one_qp_finer(-8) == -8
+    for bad in (-0.5, 51.5, -9):
+        with pytest.raises(ValueError, match="QPs below 0 are integers"):
+            CodecParams(qp=bad)
+    cube = smooth_cube(4, t=16, h=32, w=64, seed=5)
+    decoded, sizes, errors = {}, {}, {}
+    for qp in (20, 20.5, 21):
+        data = encode_array(cube, CodecParams(qp=qp, keyint=8, preset="ultrafast"))
+        decoded[qp], sizes[qp] = decode_array(data), len(data)
+        errors[qp] = float(np.mean((decoded[qp].astype(np.float64) - cube) ** 2))
+    head, tail = [0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15]
+    np.testing.assert_array_equal(decoded[20.5][:, head], decoded[20][:, head])
+    assert not np.array_equal(decoded[20.5][:, tail], decoded[20][:, tail])
+    assert sizes[20] > sizes[20.5] > sizes[21] and errors[20] < errors[20.5] < errors[21]
+
+
+def test_rate_control_lands_between_integer_qps():
+    """A target met at QP 23.5 but not at 23: the integer search stops at 24, the fractional one at
+    23.5 or a little above it, using more of the rate (or fewer bits for a PSNR) than the integer point."""
+    smooth = smooth_cube(4, t=16, h=32, w=64, seed=6)
+    block = smooth * (1 + 0.05 * np.random.default_rng(1).standard_normal(smooth.shape[1:])).astype(np.float32)
+    params = CodecParams(preset="ultrafast", keyint=16)
+    half, fine_end = (measure([block], replace(params, qp=q), 1.0) for q in (23.5, 23))
+    assert fine_end.bpppb > half.bpppb
+    integer = choose_qp([block], params, peak=1.0, target_bpppb=half.bpppb, fraction_trials=0)
+    fine = choose_qp([block], params, peak=1.0, target_bpppb=half.bpppb)
+    assert integer.qp == 24 and 23.5 <= fine.qp < 24 and (fine.qp * 16).is_integer()
+    assert integer.bpppb < fine.bpppb <= half.bpppb and fine.psnr > integer.psnr
+    quality = choose_qp([block], params, peak=1.0, target_psnr=half.psnr)
+    assert 23 < quality.qp <= 23.5 and quality.psnr >= half.psnr and quality.bpppb < fine_end.bpppb
+
+
+def test_rate_control_keeps_the_integer_qp_when_a_mixed_stream_is_worse():
+    """A smooth, static scene whose P-frames are nearly free: QP 23.5 spends more than QP 24 for a lower
+    PSNR (measured below), so a rate target between them keeps QP 24."""
+    block = smooth_cube(4, t=16, h=32, w=64, seed=6)
+    params = CodecParams(preset="ultrafast", keyint=16)
+    half, coarse = (measure([block], replace(params, qp=q), 1.0) for q in (23.5, 24))
+    assert half.bpppb > coarse.bpppb and half.psnr < coarse.psnr  # the content this test is about
+    point = choose_qp([block], params, peak=1.0, target_bpppb=half.bpppb)
+    assert point.psnr >= coarse.psnr and point.bpppb <= half.bpppb

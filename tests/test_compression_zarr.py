@@ -217,8 +217,8 @@ def test_stage_reports_progress_and_never_leaves_a_half_written_store(tmp_path):
     rate = [c for c in calls if c[0] == "rate control"]
     done = [c[1] for c in rate]
     assert sorted(set(done)) == list(range(1, max(done) + 1)) and done == sorted(done) and rate[-1][1] == rate[-1][2]
-    written = [c for c in calls if c[0] == f"video, QP {summary.qp}"]
-    assert written[-1] == (f"video, QP {summary.qp}", 3, 3)  # 40 frames in time chunks of 16
+    written = [c for c in calls if c[0] == f"video, QP {summary.qp:g}"]
+    assert written[-1] == (f"video, QP {summary.qp:g}", 3, 3)  # 40 frames in time chunks of 16
     good = open_compressed(tmp_path / "c.zarr")
     np.testing.assert_array_equal(good["elevation"].values, cube["elevation"].values)
     np.testing.assert_array_equal(good["t2m"].values, cube["t2m"].values)

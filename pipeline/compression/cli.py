@@ -31,7 +31,7 @@ def run(src: Path = typer.Argument(..., help="input cube (.zarr store or NetCDF)
         mode: str = typer.Option("lossy", help="lossy (libx265 12-bit) or lossless (ffv1)"),
         target_psnr: Optional[float] = typer.Option(None, help="rate control: PSNR target, dB (peak = value range width)"),
         target_bpppb: Optional[float] = typer.Option(None, help="rate control: bits per pixel per band"),
-        qp: int = typer.Option(12, help="libx265 QP when no target is given (-8 best .. 51)"),
+        qp: float = typer.Option(12, help="libx265 QP when no target is given (-8 best .. 51; fractions from 0 up)"),
         klt: bool = typer.Option(True, help="KLT/PCA across bands before coding"),
         preset: str = typer.Option(DEFAULT_PRESET, help="libx265 preset, or fast+rdo (fast with rdoq-level 2)"),
         value_range: str = typer.Option("0,1", help="fixed physical range lo,hi quantised to 12 bits"),

@@ -24,7 +24,7 @@ import numpy as np
 
 from pipeline.compression import klt
 from pipeline.compression.quantise import Quantiser, fill_missing, missing_mask
-from pipeline.compression.video import (DEFAULT_PRESET, PIX_FMT, QP_MAX, QP_MIN, CorruptStreamError, StreamSpec,
+from pipeline.compression.video import (DEFAULT_PRESET, PIX_FMT, CorruptStreamError, StreamSpec, check_qp,
                                         decode_stream, encode_stream, ffv1_options, library_versions, padded_size,
                                         split_packets, x265_options, x265_step_codes)
 
@@ -51,14 +51,15 @@ class CodecParams:
     ``value_range``: fixed physical range ``(lo, hi)`` in the data's unit (reflectance 0..1 by
     default; e.g. 0..10000 for digital numbers), mapped to 12-bit codes in lossy mode (values
     outside are clipped and counted). ``qp``: libx265 constant quantiser, -8 (best) .. 51 (+6 doubles the
-    step; below 0 through a flat scaling list, see :data:`pipeline.compression.video.QP_MIN`).
+    step; below 0 through a flat scaling list, see :data:`pipeline.compression.video.QP_MIN`); from 0
+    up it may lie between two integers (the tail of each GOP at the coarser one).
     ``step``: lossless grid spacing (default 1 for integer dtypes; required for floats, which must
     lie on ``lo + k * step``). ``nodata``: value treated as missing besides NaN. ``preset``: an x265
     preset or ``"fast+rdo"`` (default; see :data:`pipeline.compression.video.X265_PRESETS`).
     """
 
     mode: Mode = "lossy"
-    qp: int = 12
+    qp: float = 12
     preset: str = DEFAULT_PRESET
     klt: bool = True
     packing: Packing = "triplet"
@@ -76,8 +77,7 @@ class CodecParams:
         lo, hi = self.value_range
         if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
             raise ValueError(f"value_range {self.value_range} must be finite with hi > lo")
-        if not (float(self.qp).is_integer() and QP_MIN <= self.qp <= QP_MAX):
-            raise ValueError(f"qp {self.qp} must be an integer in {QP_MIN}..{QP_MAX}")
+        check_qp(self.qp)
         if self.step is not None and not self.step > 0:
             raise ValueError(f"step {self.step} must be > 0")
         if self.keyint < 1 or self.threads < 1:
@@ -186,7 +186,7 @@ def encode_array(x: np.ndarray, params: CodecParams = CodecParams()) -> bytes:
         comps, quant, klt_record = _lossy_transform(filled, params)
         groups = group_components(n, params.packing)
         codec_name = "libx265"
-        options = x265_options(params.qp, params.preset, keyint, params.threads)
+        options = x265_options(params.qp, params.preset, keyint, params.threads, frames=t)
     else:
         comps, klt_record = filled, None
         quant = _lossless_quantiser(x4, n, params)

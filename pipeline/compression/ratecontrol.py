@@ -1,8 +1,11 @@
 """Rate control: choose the libx265 QP that meets a target PSNR or a target bpppb on sample blocks.
 
-Bisection on the integer QP (PSNR and size both fall as QP rises). For a PSNR target the
-result is the largest QP whose pooled PSNR on the samples is at least the target; for a bpppb
-target the smallest QP whose rate is at most the target.
+Bisection on the integer QP (PSNR and size both fall as QP rises), then on the fraction between
+that QP and its neighbour that misses the target, to :data:`QP_RESOLUTION` (a fractional QP codes each
+GOP's tail one QP coarser, :func:`pipeline.compression.video.fractional_qp_zones`; from QP 0 up). For a
+PSNR target the result is the largest QP whose pooled PSNR on the samples is at least the target; for
+a bpppb target the smallest QP whose rate is at most the target. One integer QP step is about 12 % of
+the rate (0.6-0.7 dB), so stopping at integers left up to that much of a rate target unused.
 
 The KLT's shared step spans its widest component (up to ``sqrt(bands)`` times one band's range), so
 at the finest QP it tops out below what the bands coded directly reach, and at high rates (above about
@@ -28,7 +31,7 @@ from pipeline.compression.video import QP_MAX, QP_MIN
 class RatePoint:
     """Measured outcome of one QP on the sample blocks; ``psnr`` uses ``peak``."""
 
-    qp: int
+    qp: float
     psnr: float
     bpppb: float
     klt: bool = True
@@ -55,13 +58,19 @@ def measure(blocks: list[np.ndarray], params: CodecParams, peak: float) -> RateP
 DIRECT_CHECK_QP = 0
 
 
-#: most trials one bisection makes: the feasible end, then halving QP_MIN..QP_MAX
+#: most trials one bisection over the integers makes: the feasible end, then halving QP_MIN..QP_MAX
 TRIALS_PER_SEARCH = 1 + int(np.ceil(np.log2(QP_MAX - QP_MIN + 1)))
+#: finest QP step of the search: the fraction between two integers is halved this many times
+FRACTION_TRIALS = 4
+QP_RESOLUTION = 2.0 ** -FRACTION_TRIALS
 
 
 def _bisect(blocks: list[np.ndarray], params: CodecParams, peak: float, ok: Callable[[RatePoint], bool],
-            good_is_low: bool, on_trial: Callable[[], None] = lambda: None) -> tuple[RatePoint | None, RatePoint]:
-    """``(point, end)``: the point nearest the target that meets it (None if none does) and the feasible end's."""
+            good_is_low: bool, on_trial: Callable[[], None] = lambda: None
+            ) -> tuple[RatePoint | None, RatePoint, int]:
+    """``(point, end, miss)``: the integer point nearest the target that meets it (None if none does), the
+    feasible end's point, and the neighbouring integer QP that misses the target (outside QP_MIN..QP_MAX
+    if none does)."""
     def at(qp: int) -> RatePoint:
         point = measure(blocks, replace(params, qp=qp), peak)
         on_trial()
@@ -70,7 +79,7 @@ def _bisect(blocks: list[np.ndarray], params: CodecParams, peak: float, ok: Call
     good, bad = (QP_MIN, QP_MAX + 1) if good_is_low else (QP_MAX, QP_MIN - 1)
     best = end = at(good)
     if not ok(end):
-        return None, end
+        return None, end, bad
     while abs(bad - good) > 1:
         mid = (good + bad) // 2
         point = at(mid)
@@ -78,14 +87,38 @@ def _bisect(blocks: list[np.ndarray], params: CodecParams, peak: float, ok: Call
             best, good = point, mid
         else:
             bad = mid
-    return best, end
+    return best, end, bad
+
+
+def _refine(blocks: list[np.ndarray], params: CodecParams, peak: float, ok: Callable[[RatePoint], bool],
+            better: Callable[[RatePoint, RatePoint], bool], point: RatePoint, miss: int, halvings: int,
+            on_trial: Callable[[], None]) -> RatePoint:
+    """The fractional QP between ``point`` (meets the target) and the integer ``miss`` (misses it) nearest the
+    target that still meets it, if it is ``better`` than ``point``; else ``point`` (also where no fraction lies
+    between: below QP 0, or no neighbour). On content whose P-frames cost next to nothing (a smooth,
+    static scene) a mixed stream can be worse than the integer one at less rate: that one is kept then."""
+    if not (QP_MIN <= miss <= QP_MAX) or min(point.qp, miss) < 0:
+        return point
+    best, good, bad = point, float(point.qp), float(miss)
+    for _ in range(halvings):
+        mid = (good + bad) / 2
+        trial = measure(blocks, replace(params, qp=mid, klt=point.klt), peak)
+        on_trial()
+        if ok(trial):
+            good = mid
+            if better(trial, best):
+                best = trial
+        else:
+            bad = mid
+    return best
 
 
 def choose_qp(blocks: list[np.ndarray], params: CodecParams, peak: float, target_psnr: float | None = None,
-              target_bpppb: float | None = None,
-              progress: Callable[[str, int, int], None] | None = None) -> RatePoint:
+              target_bpppb: float | None = None, progress: Callable[[str, int, int], None] | None = None,
+              fraction_trials: int = FRACTION_TRIALS) -> RatePoint:
     """The QP meeting exactly one of ``target_psnr`` (dB at ``peak``) or ``target_bpppb``, with its measurement.
 
+    ``fraction_trials``: halvings of the step between two integer QPs (0: integers only).
     ``progress("rate control", done, total)`` is called after each trial QP.
     """
     if (target_psnr is None) == (target_bpppb is None):
@@ -99,7 +132,7 @@ def choose_qp(blocks: list[np.ndarray], params: CodecParams, peak: float, target
         ok, better = (lambda p: p.psnr >= target_psnr), (lambda a, b: a.bpppb < b.bpppb)
     else:
         ok, better = (lambda p: p.bpppb <= target_bpppb), (lambda a, b: a.psnr > b.psnr)
-    trials, total = 0, TRIALS_PER_SEARCH
+    trials, total = 0, TRIALS_PER_SEARCH + fraction_trials
 
     def on_trial() -> None:
         nonlocal trials
@@ -107,15 +140,17 @@ def choose_qp(blocks: list[np.ndarray], params: CodecParams, peak: float, target
         if progress:
             progress("rate control", trials, max(total, trials))
 
-    point, end = _bisect(blocks, params, peak, ok, good_is_low, on_trial)
-    total = trials
+    point, end, miss = _bisect(blocks, params, peak, ok, good_is_low, on_trial)
+    total = trials + fraction_trials
     without_klt = ""
     if params.klt and (point is None or point.qp <= DIRECT_CHECK_QP):
-        total = trials + TRIALS_PER_SEARCH
-        direct, direct_end = _bisect(blocks, replace(params, klt=False), peak, ok, good_is_low, on_trial)
+        total = trials + TRIALS_PER_SEARCH + fraction_trials
+        direct, direct_end, direct_miss = _bisect(blocks, replace(params, klt=False), peak, ok, good_is_low, on_trial)
         if direct is not None and (point is None or better(direct, point)):
-            point = direct
+            point, miss = direct, direct_miss
         without_klt = f" ({direct_end.psnr:.2f} dB without the KLT)"
+    if point is not None:
+        point = _refine(blocks, params, peak, ok, better, point, miss, fraction_trials, on_trial)
     if progress:
         progress("rate control", trials, trials)
     if point is None:

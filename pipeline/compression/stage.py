@@ -10,6 +10,7 @@ stored as is. ``open_compressed`` reopens the store lazily with one Dask task pe
 from __future__ import annotations
 
 import json
+import math
 import time as timer
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -41,7 +42,7 @@ class CompressionSummary:
 
     store: str
     mode: str
-    qp: int | None
+    qp: float | None
     klt: bool | None
     bands: list[str]
     lossless_variables: list[str]
@@ -254,15 +255,15 @@ def compress_cube(cube: xr.Dataset | xr.DataArray | str | Path, out: str | Path,
     measured = measure and params.mode == "lossy"
     n_samples = int(np.prod(stack.shape))
     while True:
-        stage = f"video, QP {params.qp}" if params.mode == "lossy" else "video, lossless"
+        stage = f"video, QP {params.qp:g}" if params.mode == "lossy" else "video, lossless"
         report = (lambda done, total: progress(stage, done, total)) if progress else None  # noqa: B023
         stored = _write_store(ds, stack, bands, others, chunks, params, out, report)
         full_psnr = whole_cube_psnr(stack, xr.open_zarr(out)[STACKED], peak) if measured else None
         if target_psnr is not None and full_psnr is not None and full_psnr < target_psnr and params.qp > QP_MIN:
-            params = replace(params, qp=params.qp - 1)  # the whole cube misses a PSNR its samples met
+            params = replace(params, qp=one_qp_finer(params.qp))  # the whole cube misses a PSNR its samples met
         elif (target_bpppb is not None and params.mode == "lossy" and 8.0 * stored / n_samples > target_bpppb
               and params.qp < QP_MAX):
-            params = replace(params, qp=params.qp + 1)  # ... or exceeds a rate its samples kept to
+            params = replace(params, qp=min(params.qp + 1, QP_MAX))  # ... or exceeds a rate its samples kept to
         else:
             break
     drawn = (write_comparison(ds, open_compressed(out, original_dims=False), bands, quicklook, peak)
@@ -274,6 +275,11 @@ def compress_cube(cube: xr.Dataset | xr.DataArray | str | Path, out: str | Path,
         bpppb=8.0 * stored / n_samples, sample_psnr=sample_psnr, psnr=full_psnr, psnr_peak=peak,
         seconds=round(timer.perf_counter() - t0, 2),
         quicklook=str(drawn) if drawn is not None else None)
+
+
+def one_qp_finer(qp: float) -> float:
+    """``qp - 1``, or the integer below it where that falls under 0 (QPs below 0 are integers)."""
+    return qp - 1 if qp >= 1 else float(max(QP_MIN, math.floor(qp - 1)))
 
 
 def whole_cube_psnr(reference: xr.DataArray, decoded: xr.DataArray, peak: float) -> float:
