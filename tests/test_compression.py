@@ -15,7 +15,7 @@ from pipeline.compression.codec import CodecParams, decode_array, encode_array, 
 from pipeline.compression.metrics import psnr, spectral_angle, ssim, ssim_2d
 from pipeline.compression.quantise import Quantiser, fill_missing
 from pipeline.compression.ratecontrol import choose_qp, measure
-from pipeline.compression.stage import one_qp_finer
+from pipeline.compression.stage import corrected_qp
 from pipeline.compression.video import (FLAT_SCALING_OPTION, QP_MIN, CorruptStreamError, StreamSpec, check_qp,
                                         encode_stream, ffv1_options, flat_scaling_list, fractional_qp_zones,
                                         split_packets, x265_options)
@@ -358,7 +358,10 @@ def test_fractional_qp_codes_each_gop_tail_one_qp_coarser():
     assert "zones" not in x265_options(20, "ultrafast", 8, 2, frames=16)["x265-params"]
     assert "frame-threads=1:" in x265_options(20.5, "ultrafast", 8, 2, frames=16)["x265-params"]
     assert check_qp(0.5) == 0.5 and check_qp(-3) == -3.0
-    assert one_qp_finer(16.5) == 15.5 and one_qp_finer(0.5) == -1 and one_qp_finer(-8) == -8
+    assert corrected_qp(16.5, finer=True) == 16.25 and corrected_qp(0.25, finer=True) == 0
+    assert corrected_qp(0, finer=True) == -1 and corrected_qp(-8, finer=True) == -8
+    assert corrected_qp(-3, finer=False) == -2 and corrected_qp(-1, finer=False) == 0
+    assert corrected_qp(50.75, finer=False) == 51 == corrected_qp(51, finer=False)
     for bad in (-0.5, 51.5, -9):
         with pytest.raises(ValueError, match="QPs below 0 are integers"):
             CodecParams(qp=bad)

@@ -231,8 +231,8 @@ def compress_cube(cube: xr.Dataset | xr.DataArray | str | Path, out: str | Path,
     With ``target_psnr`` (dB, peak = width of ``params.value_range``) or ``target_bpppb`` the QP is
     chosen by rate control on ``n_sample_chunks`` sample chunks; otherwise ``params.qp`` is used.
     With ``measure`` the store is read back and the whole-cube PSNR reported (lossy mode); a PSNR
-    target the sample chunks met but the whole cube misses is met by rewriting one QP finer at a time,
-    and a bpppb target the whole cube exceeds by rewriting one QP coarser at a time.
+    target the sample chunks met but the whole cube misses is met by rewriting a quarter QP finer at a
+    time (a whole QP below QP 0), and a bpppb target the whole cube exceeds by rewriting coarser.
     """
     t0 = timer.perf_counter()
     ds = as_dataset(cube)
@@ -260,10 +260,10 @@ def compress_cube(cube: xr.Dataset | xr.DataArray | str | Path, out: str | Path,
         stored = _write_store(ds, stack, bands, others, chunks, params, out, report)
         full_psnr = whole_cube_psnr(stack, xr.open_zarr(out)[STACKED], peak) if measured else None
         if target_psnr is not None and full_psnr is not None and full_psnr < target_psnr and params.qp > QP_MIN:
-            params = replace(params, qp=one_qp_finer(params.qp))  # the whole cube misses a PSNR its samples met
+            params = replace(params, qp=corrected_qp(params.qp, finer=True))  # the cube misses a PSNR its samples met
         elif (target_bpppb is not None and params.mode == "lossy" and 8.0 * stored / n_samples > target_bpppb
               and params.qp < QP_MAX):
-            params = replace(params, qp=min(params.qp + 1, QP_MAX))  # ... or exceeds a rate its samples kept to
+            params = replace(params, qp=corrected_qp(params.qp, finer=False))  # ... or exceeds a rate they kept to
         else:
             break
     drawn = (write_comparison(ds, open_compressed(out, original_dims=False), bands, quicklook, peak)
@@ -277,9 +277,17 @@ def compress_cube(cube: xr.Dataset | xr.DataArray | str | Path, out: str | Path,
         quicklook=str(drawn) if drawn is not None else None)
 
 
-def one_qp_finer(qp: float) -> float:
-    """``qp - 1``, or the integer below it where that falls under 0 (QPs below 0 are integers)."""
-    return qp - 1 if qp >= 1 else float(max(QP_MIN, math.floor(qp - 1)))
+#: QP step of the whole-cube correction (a quarter of the rate's 12 % per QP); below QP 0 it is 1
+CORRECTION_STEP = 0.25
+
+
+def corrected_qp(qp: float, finer: bool) -> float:
+    """``qp`` one :data:`CORRECTION_STEP` finer or coarser, to the next integer where that is below 0
+    (QPs below 0 are integers), within QP_MIN..QP_MAX."""
+    moved = qp - CORRECTION_STEP if finer else qp + CORRECTION_STEP
+    if moved < 0:
+        moved = math.floor(moved) if finer else math.ceil(moved)
+    return float(min(max(moved, QP_MIN), QP_MAX))
 
 
 def whole_cube_psnr(reference: xr.DataArray, decoded: xr.DataArray, peak: float) -> float:
