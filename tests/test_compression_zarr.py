@@ -295,6 +295,9 @@ def test_stage_refuses_a_value_range_the_data_fall_outside(tmp_path):
     out = open_compressed(tmp_path / "c.zarr")
     assert summary.bands == BANDS and out["red"].dtype == np.uint16
     assert psnr(dn["red"].values[None].astype(float), out["red"].values[None].astype(float), 10000) > 45
+    auto = compress_cube(dn, tmp_path / "a.zarr", CodecParams(qp=8, preset="ultrafast"), time_chunk=10,
+                         auto_value_range=True)  # the hint, taken without asking
+    assert auto.value_range == (0, 10000) and auto.psnr_peak == 10000 and summary.value_range == (0, 10000)
     dn["red"][:5] = 65535  # half the frames nodata: not values outside the range
     compress_cube(dn, tmp_path / "n.zarr", CodecParams(qp=8, preset="ultrafast", value_range=(0, 10000), nodata=65535))
     assert (open_compressed(tmp_path / "n.zarr")["red"].values[:5] == 65535).all()
@@ -369,6 +372,10 @@ def test_cli_run_info_and_errors(tmp_path):
     assert json.loads(res.stdout)["bands"] == ["red", "nir"] and json.loads(res.stdout)["lossless_variables"] == ["valid"]
     res = runner.invoke(app, ["run", str(src), str(tmp_path / "o5.zarr"), "--bands", "B04"])
     assert res.exit_code == 2 and "unknown band variable" in res.output
+    res = runner.invoke(app, ["run", str(src), str(tmp_path / "o6.zarr"), "--qp", "20.5", "--preset", "ultrafast",
+                              "--value-range", "auto"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["value_range"] == [0.0, 1.0] and json.loads(res.stdout)["qp"] == 20.5
 
 
 @pytest.fixture(scope="module")
@@ -399,8 +406,12 @@ def test_real_sentinel2_netcdf_through_the_stage(shared_dir, tmp_path):
     path = shared_dir / "data" / "sentinel2-romania" / "sentinel2_cube_subset_romania_10m.nc"
     if not path.exists():
         pytest.skip(f"{path} not found")
-    with pytest.raises(ValueError, match=r"value_range=\(0, 20000\)"):
+    with pytest.raises(ValueError, match=r"value_range=\(0, 20000\).*or --value-range auto"):
         compress_cube(path, tmp_path / "x.zarr")
+    res = CliRunner().invoke(app, ["run", str(path), str(tmp_path / "auto.zarr"), "--value-range", "auto", "--qp", "24",
+                                   "--no-quicklook"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["value_range"] == [0.0, 20000.0]  # clouds up to 18,224 DN
     summary = compress_cube(path, tmp_path / "c.zarr", CodecParams(value_range=(0, 20000)), target_psnr=50.0)
     assert summary.bands == ["B2", "B3", "B4", "B8"] and summary.lossless_variables == ["SCL"]
     assert summary.psnr >= 50.0 and summary.bpppb < 1.5

@@ -14,6 +14,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Video compre
 
 
 def _range(text: str) -> tuple[float, float]:
+    if text.strip().lower() == "auto":
+        return CodecParams().value_range  # replaced by the stage from the sample chunks
     try:
         lo, hi = (float(v) for v in text.split(","))
     except ValueError:
@@ -34,7 +36,8 @@ def run(src: Path = typer.Argument(..., help="input cube (.zarr store or NetCDF)
         qp: float = typer.Option(12, help="libx265 QP when no target is given (-8 best .. 51; fractions from 0 up)"),
         klt: bool = typer.Option(True, help="KLT/PCA across bands before coding"),
         preset: str = typer.Option(DEFAULT_PRESET, help="libx265 preset, or fast+rdo (fast with rdoq-level 2)"),
-        value_range: str = typer.Option("0,1", help="fixed physical range lo,hi quantised to 12 bits"),
+        value_range: str = typer.Option("0,1", help="fixed physical range lo,hi quantised to 12 bits, or auto: "
+                                                    "the nearest usual range covering the sample chunks (0,1 / 0,2 / 0,10000 / 0,20000 / 0,65535 ...)"),
         step: Optional[float] = typer.Option(None, help="lossless grid step for float bands (e.g. 1e-4)"),
         time_chunk: int = typer.Option(32, help="frames per chunk (keyframe interval <= this)"),
         space_chunk: int = typer.Option(256, help="pixels per chunk side"),
@@ -53,7 +56,8 @@ def run(src: Path = typer.Argument(..., help="input cube (.zarr store or NetCDF)
             summary = compress_cube(src, out, params, target_psnr=target_psnr, target_bpppb=target_bpppb,
                                     time_chunk=time_chunk, space_chunk=space_chunk, bands=_names(bands),
                                     lossless=_names(lossless), progress=progress,
-                                    quicklook=out.with_suffix(".quicklook.png") if quicklook else None)
+                                    quicklook=out.with_suffix(".quicklook.png") if quicklook else None,
+                                    auto_value_range=value_range.strip().lower() == "auto")
     except (ValueError, FileNotFoundError, TypeError) as exc:
         typer.echo(f"error: {str(exc).splitlines()[0]}", err=True)
         raise typer.Exit(2) from None

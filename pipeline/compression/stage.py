@@ -54,6 +54,7 @@ class CompressionSummary:
     psnr_peak: float
     seconds: float
     quicklook: str | None = None
+    value_range: tuple[float, float] | None = None
 
 
 #: a variable whose lower-cased name contains one of these is a class, QA or mask layer, coded lossless:
@@ -167,7 +168,7 @@ def check_value_range(blocks: list[np.ndarray], bands: list[str], value_range: t
     ``min_clip_psnr``: 0.5 % of the values being bright clouds at reflectance 1.3 on 0..1 caps it near
     33.5 dB. A handful of values just outside the range passes.
     """
-    finite = np.concatenate([b[np.isfinite(b) & ~missing_mask(b, nodata)].ravel() for b in blocks]).astype(np.float64)
+    finite = _valid_values(blocks, nodata)
     if finite.size == 0:
         return
     lo, hi = value_range
@@ -176,14 +177,28 @@ def check_value_range(blocks: list[np.ndarray], bands: list[str], value_range: t
     clip_psnr = 10 * np.log10((hi - lo) ** 2 / clip_mse) if clip_mse > 0 else np.inf
     if outside <= max_outside and clip_psnr >= min_clip_psnr:
         return
-    p_lo, p_hi = finite.min(), finite.max()  # the hint covers every sampled value, so following it passes
-    hint_hi = next((c for c in RANGE_HINTS if p_hi <= c <= 5 * p_hi), round_up_one_digit(p_hi))
-    hint_lo = 0.0 if p_lo >= 0 else -round_up_one_digit(-p_lo)
+    hint_lo, hint_hi = usual_range_covering(finite)  # covers every sampled value, so following it passes
     raise ValueError(f"{outside:.2%} of the sampled values of bands {bands} lie outside value_range "
-                     f"{tuple(value_range)} (sampled values {p_lo:g}..{p_hi:g}); the codec would clip "
-                     f"them, which alone limits the PSNR to {clip_psnr:.1f} dB. Pass a fixed physical "
+                     f"{tuple(value_range)} (sampled values {finite.min():g}..{finite.max():g}); the codec "
+                     f"would clip them, which alone limits the PSNR to {clip_psnr:.1f} dB. Pass a fixed physical "
                      f"range covering the data, e.g. value_range=({hint_lo:g}, {hint_hi:g}) "
-                     f"(CLI: --value-range {hint_lo:g},{hint_hi:g})")
+                     f"(CLI: --value-range {hint_lo:g},{hint_hi:g}, or --value-range auto)")
+
+
+def _valid_values(blocks: list[np.ndarray], nodata: float | None) -> np.ndarray:
+    """The finite values of ``blocks`` that are not ``nodata``, flat, float64."""
+    return np.concatenate([b[np.isfinite(b) & ~missing_mask(b, nodata)].ravel() for b in blocks]).astype(np.float64)
+
+
+def usual_range_covering(values: np.ndarray) -> tuple[float, float]:
+    """The nearest usual physical range holding every one of ``values``: 0 (or a negative bound rounded
+    to one digit) up to the first of :data:`RANGE_HINTS` at most 5 x the maximum, else the maximum
+    rounded up to one digit. Reflectance 0..0.9 gives (0, 1), with clouds to 1.9 (0, 2), DN to 18,224
+    (0, 20000), a temperature of 330 K (0, 400)."""
+    p_lo, p_hi = float(np.min(values)), float(np.max(values))
+    hi = next((c for c in RANGE_HINTS if p_hi <= c <= 5 * p_hi), round_up_one_digit(p_hi))
+    lo = 0.0 if p_lo >= 0 else -round_up_one_digit(-p_lo)
+    return lo, hi if hi > lo else lo + 1.0
 
 
 def lossless_grid_from_packing(ds: xr.Dataset, bands: list[str], params: CodecParams) -> CodecParams:
@@ -216,14 +231,16 @@ def compress_cube(cube: xr.Dataset | xr.DataArray | str | Path, out: str | Path,
                   space_chunk: int = 256, n_sample_chunks: int = 8, measure: bool = True,
                   bands: list[str] | None = None, lossless: list[str] | None = None,
                   progress: Callable[[str, int, int], None] | None = None,
-                  quicklook: str | Path | None = None) -> CompressionSummary:
+                  quicklook: str | Path | None = None, auto_value_range: bool = False) -> CompressionSummary:
     """Write ``cube`` to the Zarr v3 store ``out`` with the video codec; return a summary.
 
     ``bands`` / ``lossless`` name the video-coded and the losslessly coded variables (default:
     :func:`select_variables`); with both given, other variables on (time, y, x) are left out.
     In lossy mode the band values must lie in ``params.value_range`` (their unit: reflectance
     0..1 by default, or e.g. 0..10000 for digital numbers); a range most values fall outside is
-    refused with a suggestion (:func:`check_value_range`). The store is
+    refused with a suggestion (:func:`check_value_range`); with ``auto_value_range`` that suggestion
+    is used instead (:func:`usual_range_covering` of the sample chunks: one fixed range for the whole
+    cube, e.g. 0..20000 for Sentinel-2 DN with clouds; it is in the summary). The store is
     written under a temporary name and moved to ``out`` when complete; ``progress(stage, done,
     total)`` is called after each time chunk written. ``quicklook``: path of a PNG comparing the
     original and decoded true colour and showing the error (lossy mode; :mod:`.quicklook`).
@@ -244,11 +261,14 @@ def compress_cube(cube: xr.Dataset | xr.DataArray | str | Path, out: str | Path,
     stack = xr.concat([ds[b] for b in bands], dim="band").assign_coords(band=bands)
     stack = stack.transpose("band", *CUBE_DIMS)
     chunks = tuple(min(c, stack.sizes[d]) for d, c in zip(CUBE_DIMS, (time_chunk, space_chunk, space_chunk)))
-    peak = params.value_range[1] - params.value_range[0]
     sample_psnr = None
     if params.mode == "lossy":
         samples = sample_blocks(stack, chunks, n_sample_chunks)
+        valid = _valid_values(samples, params.nodata) if auto_value_range else np.empty(0)
+        if valid.size:
+            params = replace(params, value_range=usual_range_covering(valid))
         check_value_range(samples, bands, params.value_range, params.nodata)
+    peak = params.value_range[1] - params.value_range[0]
     if params.mode == "lossy" and (target_psnr is not None or target_bpppb is not None):
         point = choose_qp(samples, params, peak, target_psnr, target_bpppb, progress)
         params, sample_psnr = replace(params, qp=point.qp, klt=point.klt), point.psnr
@@ -274,7 +294,8 @@ def compress_cube(cube: xr.Dataset | xr.DataArray | str | Path, out: str | Path,
         lossless_variables=others, stored_bytes=stored, raw_bytes=n_samples * stack.dtype.itemsize,
         bpppb=8.0 * stored / n_samples, sample_psnr=sample_psnr, psnr=full_psnr, psnr_peak=peak,
         seconds=round(timer.perf_counter() - t0, 2),
-        quicklook=str(drawn) if drawn is not None else None)
+        quicklook=str(drawn) if drawn is not None else None,
+        value_range=tuple(params.value_range) if params.mode == "lossy" else None)
 
 
 #: QP step of the whole-cube correction (a quarter of the rate's 12 % per QP); below QP 0 it is 1
