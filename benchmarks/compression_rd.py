@@ -8,7 +8,8 @@ With ``--cube``, the store's red, green, blue and nir08 reflectance (``--bands``
 without those four gives every band variable the compression stage would video-code, e.g. B02..B8A of
 a DeepExtremeCubes minicube) are coded as DN (x 10000) on the fixed range 0..10000 DN (the codec's reflectance default 0..1); masked (NaN) pixels travel in the
 codec's lossless mask and are left out of PSNR, SAM and max error. Romania is coded on 0..20000 DN
-(its clouds are data, up to 18,224 DN). ``--value-range lo,hi`` overrides either.
+(its clouds are data, up to 18,224 DN). ``--value-range lo,hi`` overrides either; ``--value-range auto``
+takes the nearest usual range covering the observed values (e.g. 0..20000 for a cube with bright clouds).
 
 Bands B02, B03, B04, B08 (uint16 DN, clouds included, as in xarrayvideo), coded in chunks of
 32 frames x 100 x 100 px. Configurations: ours (KLT, triplets in gbrp12le), no KLT (triplets),
@@ -32,7 +33,7 @@ from numcodecs import Blosc, BitRound, Zstd
 
 from pipeline.compression.codec import CodecParams, decode_array, encode_array
 from pipeline.compression.metrics import max_abs_error, psnr, spectral_angle, ssim
-from pipeline.compression.stage import as_dataset, check_value_range, select_variables
+from pipeline.compression.stage import as_dataset, check_value_range, select_variables, usual_range_covering
 
 import xarrayvideo_style  # noqa: E402  (benchmarks/ is the script's folder)
 
@@ -120,9 +121,10 @@ def main() -> None:
     ap.add_argument("--bands", help="with --cube: comma-separated band variables; default blue,green,red,nir08 "
                                     "where the cube has them (a pipeline cube), else every variable the "
                                     "compression stage would video-code")
-    ap.add_argument("--value-range", help="fixed DN range lo,hi of our codec; default 0,20000 for Romania (clouds "
-                                          "are in the data, up to 18,224 DN) and 0,10000 with --cube (the codec's "
-                                          "reflectance default 0..1; clouds are masked)")
+    ap.add_argument("--value-range", help="fixed DN range lo,hi of our codec, or auto (the nearest usual range "
+                                          "covering the observed values, as the compression stage's auto); default "
+                                          "0,20000 for Romania (clouds are in the data, up to 18,224 DN) and 0,10000 "
+                                          "with --cube (the codec's reflectance default 0..1; clouds are masked)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.cube:
@@ -132,10 +134,13 @@ def main() -> None:
     else:
         dn, nodata, bands = load(args.shared), None, ROMANIA_BANDS
         title = "Sentinel-2 Romania, B02 B03 B04 B08, 140 x 100 x 100"
-    value_range = tuple(map(float, args.value_range.split(","))) if args.value_range else (
-        (0.0, 10000.0) if args.cube else (0.0, 20000.0))
-    print(f"{title}; our fixed range {value_range[0]:g}..{value_range[1]:g} DN", flush=True)
     observed = None if nodata is None else np.all(dn != nodata, axis=0)
+    if args.value_range == "auto":
+        value_range = usual_range_covering(dn[:, observed] if observed is not None else dn)
+    else:
+        value_range = tuple(map(float, args.value_range.split(","))) if args.value_range else (
+            (0.0, 10000.0) if args.cube else (0.0, 20000.0))
+    print(f"{title}; our fixed range {value_range[0]:g}..{value_range[1]:g} DN", flush=True)
     check_value_range([dn[:, observed] if observed is not None else dn], bands, value_range)
     rows = []
     for name, cfg in CONFIGS.items():

@@ -70,4 +70,9 @@ def test_benchmark_refuses_a_range_the_cube_falls_outside(tmp_path):
                           "--qps", "36", "--out", str(tmp_path / "rd")], capture_output=True, text=True, timeout=600)
     assert run.returncode != 0 and "outside value_range (0.0, 10000.0)" in run.stderr
     assert not (tmp_path / "rd" / "rd_table.md").exists()
+    run = subprocess.run([sys.executable, str(BENCHMARKS / "compression_rd.py"), "--cube", str(tmp_path / "cube.zarr"),
+                          "--qps", "36", "--value-range", "auto", "--out", str(tmp_path / "rd")],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "our fixed range 0..65535 DN" in run.stdout  # red up to 26,000 DN: the 16-bit range covers it
 
