@@ -58,7 +58,7 @@ def measure(blocks: list[np.ndarray], params: CodecParams, peak: float) -> RateP
 DIRECT_CHECK_QP = 0
 
 
-#: most trials one bisection over the integers makes: the feasible end, then halving QP_MIN..QP_MAX
+#: most trials one bisection over the integers makes: halving QP_MIN..QP_MAX, then the feasible end
 TRIALS_PER_SEARCH = 1 + int(np.ceil(np.log2(QP_MAX - QP_MIN + 1)))
 #: finest QP step of the search: the fraction between two integers is halved this many times
 FRACTION_TRIALS = 4
@@ -67,19 +67,20 @@ QP_RESOLUTION = 2.0 ** -FRACTION_TRIALS
 
 def _bisect(blocks: list[np.ndarray], params: CodecParams, peak: float, ok: Callable[[RatePoint], bool],
             good_is_low: bool, on_trial: Callable[[], None] = lambda: None
-            ) -> tuple[RatePoint | None, RatePoint, int]:
+            ) -> tuple[RatePoint | None, RatePoint | None, int]:
     """``(point, end, miss)``: the integer point nearest the target that meets it (None if none does), the
-    feasible end's point, and the neighbouring integer QP that misses the target (outside QP_MIN..QP_MAX
-    if none does)."""
+    feasible end's point (measured only when no other point meets the target, else None), and the
+    neighbouring integer QP that misses the target (outside QP_MIN..QP_MAX if none does).
+
+    The feasible end (QP_MIN for a PSNR target: the slowest encode of all) is tried last, only if
+    every point halfway there missed."""
     def at(qp: int) -> RatePoint:
         point = measure(blocks, replace(params, qp=qp), peak)
         on_trial()
         return point
 
     good, bad = (QP_MIN, QP_MAX + 1) if good_is_low else (QP_MAX, QP_MIN - 1)
-    best = end = at(good)
-    if not ok(end):
-        return None, end, bad
+    best = None
     while abs(bad - good) > 1:
         mid = (good + bad) // 2
         point = at(mid)
@@ -87,7 +88,10 @@ def _bisect(blocks: list[np.ndarray], params: CodecParams, peak: float, ok: Call
             best, good = point, mid
         else:
             bad = mid
-    return best, end, bad
+    if best is not None:
+        return best, None, bad
+    end = at(good)
+    return (end if ok(end) else None), end, bad
 
 
 def _refine(blocks: list[np.ndarray], params: CodecParams, peak: float, ok: Callable[[RatePoint], bool],
@@ -148,12 +152,13 @@ def choose_qp(blocks: list[np.ndarray], params: CodecParams, peak: float, target
         direct, direct_end, direct_miss = _bisect(blocks, replace(params, klt=False), peak, ok, good_is_low, on_trial)
         if direct is not None and (point is None or better(direct, point)):
             point, miss = direct, direct_miss
-        without_klt = f" ({direct_end.psnr:.2f} dB without the KLT)"
+        if direct_end is not None:  # measured: no direct point met the target either
+            without_klt = f" ({direct_end.psnr:.2f} dB without the KLT)"
     if point is not None:
         point = _refine(blocks, params, peak, ok, better, point, miss, fraction_trials, on_trial)
     if progress:
         progress("rate control", trials, trials)
-    if point is None:
+    if point is None:  # then both searches measured their feasible end
         goal = f"PSNR {target_psnr} dB" if good_is_low else f"{target_bpppb} bpppb"
         raise ValueError(f"target {goal} is out of reach: at QP {end.qp:g} PSNR is {end.psnr:.2f} dB{without_klt} "
                          f"and rate {end.bpppb:.3f} bpppb")
