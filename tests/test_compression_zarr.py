@@ -432,3 +432,17 @@ def test_real_sentinel2_klt_beats_per_band_at_equal_rate(romania):
                             target_bpppb=0.5) for k in (True, False)}
     assert points[True].bpppb <= 0.5 and points[False].bpppb <= 0.5
     assert points[True].psnr > points[False].psnr
+
+
+def test_compress_flow_takes_an_automatic_range(tmp_path, prefect_harness):
+    """The Prefect flow, run for real: ``params={"value_range": "auto"}`` and a fractional QP on a DN cube."""
+    from flows.compression import compress_flow
+
+    cube = demo_cube(t=12, h=32, w=40).drop_vars("sensor")
+    dn = xr.Dataset({b: (("time", "y", "x"), np.nan_to_num(np.rint(cube[b].values * 10000) + 3000).astype(np.uint16))
+                     for b in BANDS}, coords=cube.coords)
+    dn.to_zarr(tmp_path / "dn.zarr", zarr_format=3)
+    summary = compress_flow(str(tmp_path / "dn.zarr"), str(tmp_path / "out.zarr"),
+                            params={"value_range": "auto", "qp": 20.5, "preset": "ultrafast"})
+    assert summary["value_range"] == (0, 10000) and summary["qp"] == 20.5 and summary["psnr_peak"] == 10000
+    assert open_compressed(tmp_path / "out.zarr")["red"].dtype == np.uint16
