@@ -60,6 +60,12 @@ def test_benchmark_command_writes_its_tables_and_plot(tmp_path):
     lossless = next(line for line in table.splitlines() if "ours lossless" in line)
     assert lossless.split("|")[5].strip() == "inf"  # PSNR of the lossless row: exact
     assert (out / "rd_equal_rate.md").exists() and (out / "rd_curve.png").stat().st_size > 10_000
+    at_rates = [line.split("|") for line in (out / "rd_at_xarrayvideo_rates.md").read_text().splitlines()
+                if line.startswith("| level=")]
+    assert len(at_rates) == 5  # one row per level of the recipe
+    for cells in at_rates:
+        if cells[4].strip() != "–":  # ours was rate-controlled to their rate: at or under it
+            assert float(cells[5]) <= float(cells[2]) + 1e-9
 
 
 def test_benchmark_refuses_a_range_the_cube_falls_outside(tmp_path):
