@@ -144,18 +144,23 @@ def choose_qp(blocks: list[np.ndarray], params: CodecParams, peak: float, target
         if progress:
             progress("rate control", trials, max(total, trials))
 
+    def refined(p: RatePoint | None, p_miss: int) -> RatePoint | None:
+        return None if p is None else _refine(blocks, params, peak, ok, better, p, p_miss, fraction_trials, on_trial)
+
     point, end, miss = _bisect(blocks, params, peak, ok, good_is_low, on_trial)
     total = trials + fraction_trials
     without_klt = ""
     if params.klt and (point is None or point.qp <= DIRECT_CHECK_QP):
-        total = trials + TRIALS_PER_SEARCH + fraction_trials
+        total = trials + TRIALS_PER_SEARCH + 2 * fraction_trials
         direct, direct_end, direct_miss = _bisect(blocks, replace(params, klt=False), peak, ok, good_is_low, on_trial)
+        # both refined before they are compared: below QP 0 the KLT's point has no fractions, the direct one may
+        point, direct = refined(point, miss), refined(direct, direct_miss)
         if direct is not None and (point is None or better(direct, point)):
-            point, miss = direct, direct_miss
+            point = direct
         if direct_end is not None:  # measured: no direct point met the target either
             without_klt = f" ({direct_end.psnr:.2f} dB without the KLT)"
-    if point is not None:
-        point = _refine(blocks, params, peak, ok, better, point, miss, fraction_trials, on_trial)
+    else:
+        point = refined(point, miss)
     if progress:
         progress("rate control", trials, trials)
     if point is None:  # then both searches measured their feasible end
