@@ -402,3 +402,36 @@ def test_rate_control_keeps_the_integer_qp_when_a_mixed_stream_is_worse():
     assert half.bpppb > coarse.bpppb and half.psnr < coarse.psnr  # the content this test is about
     point = choose_qp([block], params, peak=1.0, target_bpppb=half.bpppb)
     assert point.psnr >= coarse.psnr and point.bpppb <= half.bpppb
+
+
+@pytest.mark.parametrize("mode", ["lossy", "lossless"])
+def test_frames_without_any_value_are_listed_not_coded(mode):
+    """Fully masked dates (and the fill of a Zarr edge chunk) cost a header entry, not video frames:
+    the bytes are those of the cube without them plus a few bytes, and they decode as missing."""
+    cube = smooth_cube(4, t=12, h=32, w=64, seed=7)
+    empty = [0, 5, 9, 10, 11]
+    holes = cube.copy()
+    holes[:, empty] = np.nan
+    holes[1, 3] = np.nan  # one band missing on a date: that frame is still coded
+    kept = np.delete(holes, empty, axis=1)
+    params = CodecParams(qp=20, preset="ultrafast") if mode == "lossy" else CodecParams(mode="lossless", step=1e-4,
+                                                                                        value_range=(0.0, 1.0))
+    if mode == "lossless":
+        holes, kept = np.rint(holes * 1e4) / 1e4, np.rint(kept * 1e4) / 1e4
+    data, alone = encode_array(holes, params), encode_array(kept, params)
+    assert read_header(data)[0]["empty_frames"] == empty and len(data) - len(alone) < 40
+    back = decode_array(data)
+    assert back.shape == holes.shape and np.isnan(back[:, empty]).all()
+    np.testing.assert_array_equal(np.isnan(back), np.isnan(holes))
+    np.testing.assert_array_equal(np.delete(back, empty, axis=1), decode_array(alone))
+
+
+def test_all_frames_empty_and_integer_nodata_frames():
+    nothing = np.full((3, 4, 16, 16), np.nan, dtype=np.float32)
+    data = encode_array(nothing)
+    assert len(data) < 400 and np.isnan(decode_array(data)).all() and decode_array(data).dtype == np.float32
+    dn = (np.arange(2 * 6 * 16 * 16) % 5000).astype(np.uint16).reshape(2, 6, 16, 16)
+    dn[:, 2] = 65535
+    back = decode_array(encode_array(dn, CodecParams(mode="lossless", nodata=65535)))
+    np.testing.assert_array_equal(back, dn)  # the nodata frame comes back as nodata
+    assert decode_array(encode_array(dn[0], CodecParams(mode="lossless", nodata=65535))).shape == (6, 16, 16)

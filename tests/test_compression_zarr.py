@@ -448,3 +448,15 @@ def test_compress_flow_takes_an_automatic_range(tmp_path, prefect_harness):
                             params={"value_range": "auto", "qp": 20.5, "preset": "ultrafast"})
     assert summary["value_range"] == (0, 10000) and summary["qp"] == 20.5 and summary["psnr_peak"] == 10000
     assert open_compressed(tmp_path / "out.zarr")["red"].dtype == np.uint16
+
+
+def test_zarr_edge_chunk_padding_is_not_coded(tmp_path):
+    """40 dates in chunks of 32: Zarr hands the codec the last chunk padded to 32 frames with NaN; those
+    24 frames are not coded, so the store costs what the two real blocks cost apart."""
+    cube = demo_cube(t=40, h=32, w=64).drop_vars(["valid", "sensor"])
+    params = CodecParams(qp=20, preset="ultrafast")
+    summary = compress_cube(cube, tmp_path / "c.zarr", params, time_chunk=32, space_chunk=64, quicklook=None)
+    stack = np.stack([cube[b].values for b in BANDS])
+    apart = sum(len(encode_array(stack[:, t:t + 32], params)) for t in (0, 32))
+    assert abs(summary.stored_bytes - apart) < 80
+    np.testing.assert_array_equal(np.isnan(open_compressed(tmp_path / "c.zarr")["red"].values), np.isnan(cube["red"].values))

@@ -28,10 +28,11 @@ from pipeline.compression.video import (DEFAULT_PRESET, PIX_FMT, CorruptStreamEr
                                         decode_stream, encode_stream, ffv1_options, library_versions, padded_size,
                                         split_packets, x265_options, x265_step_codes)
 
-#: Format 2 (current) stores one byte length per HEVC stream instead of its packet sizes; format 1
-#: bytes still decode.
-MAGIC, FORMAT_VERSION = b"EOCV", 2
-READABLE_VERSIONS = (1, 2)
+#: Format 3 (current) lists the frames with no value at all (``empty_frames``: fully masked dates, the
+#: padding of a Zarr edge chunk), which are not coded; format 2 stored one byte length per HEVC stream
+#: instead of its packet sizes. Format 1 and 2 bytes still decode.
+MAGIC, FORMAT_VERSION = b"EOCV", 3
+READABLE_VERSIONS = (1, 2, 3)
 LOSSY_BITS = 12
 #: A lossy stream other than the first is not coded when every component in it varies by less than this
 #: fraction of libx265's step (standard deviation over the chunk, in codes): it is stored as its mean.
@@ -176,9 +177,25 @@ def _encode_mask(missing: np.ndarray, threads: int) -> tuple[dict, list[bytes], 
 def encode_array(x: np.ndarray, params: CodecParams = CodecParams()) -> bytes:
     """Encode ``x`` (band, time, y, x) or (time, y, x) to self-describing bytes (see module docstring)."""
     original_ndim = x.ndim if isinstance(x, np.ndarray) else 0
-    x4 = _check_input(x)
+    full = _check_input(x)
+    missing = missing_mask(full, params.nodata)
+    empty = missing.all(axis=(0, 2, 3))  # frames with no value at all: listed in the header, not coded
+    x4, missing = full[:, ~empty], missing[:, ~empty]
+    fill = None if params.nodata is None or np.isnan(params.nodata) else float(params.nodata)
+    header = {"format": "eocube.video", "dtype": full.dtype.name, "shape": list(full.shape),
+              "axes": ["band", "time", "y", "x"][4 - original_ndim:], "mode": params.mode,
+              "params": params.to_json(), "fill": fill, "empty_frames": np.flatnonzero(empty).tolist(),
+              "quantiser": None, "klt": None, "streams": [], "mask": None, "clipped": 0,
+              "library": library_versions()}
+    payload = _encode_frames(x4, missing, params, header) if x4.shape[1] else []
+    blob = zlib.compress(json.dumps(header, separators=(",", ":")).encode(), 9)
+    return MAGIC + struct.pack("<BI", FORMAT_VERSION, len(blob)) + blob + b"".join(payload)
+
+
+def _encode_frames(x4: np.ndarray, missing: np.ndarray, params: CodecParams, header: dict) -> list[bytes]:
+    """Code the frames ``x4`` (band, time, y, x; each with some value), filling ``header``'s stream records;
+    returns the payload (each stream's extradata and packets, the mask last)."""
     n, t, h, w = x4.shape
-    missing = missing_mask(x4, params.nodata)
     lo, hi = params.value_range
     filled = fill_missing(x4, missing, default=(lo + hi) / 2)
     keyint = min(params.keyint, t)
@@ -217,13 +234,8 @@ def encode_array(x: np.ndarray, params: CodecParams = CodecParams()) -> bytes:
         mask, packets, extradata = _encode_mask(missing, params.threads)
         mask.update(extradata=len(extradata), packets=[len(p) for p in packets])
         payload += [extradata, *packets]
-    fill = None if params.nodata is None or np.isnan(params.nodata) else float(params.nodata)
-    header = {"format": "eocube.video", "dtype": x4.dtype.name, "shape": list(x4.shape),
-              "axes": ["band", "time", "y", "x"][4 - original_ndim:], "mode": params.mode,
-              "params": params.to_json(), "fill": fill, "quantiser": quant.to_json(), "klt": klt_record,
-              "streams": streams, "mask": mask, "clipped": clipped, "library": library_versions()}
-    blob = zlib.compress(json.dumps(header, separators=(",", ":")).encode(), 9)
-    return MAGIC + struct.pack("<BI", FORMAT_VERSION, len(blob)) + blob + b"".join(payload)
+    header.update(quantiser=quant.to_json(), klt=klt_record, streams=streams, mask=mask, clipped=clipped)
+    return payload
 
 
 def read_header(data: bytes) -> tuple[dict, int]:
@@ -265,36 +277,48 @@ def decode_array(data: bytes) -> np.ndarray:
     data = bytes(data)
     header, pos = read_header(data)
     try:
-        n, t, h, w = header["shape"]
-        quant = Quantiser.from_json(header["quantiser"])
-        codes = np.zeros((n, t, h, w), dtype=np.uint16)
-        constants: dict[int, float] = {}
-        for record in header["streams"]:
-            group = record["components"]
-            if "constant" in record:
-                constants.update(zip(group, map(float, record["constant"])))
-                continue
-            extradata, packets, pos = _take(data, pos, record)
-            planes = decode_stream(packets, extradata, StreamSpec.from_json(record["spec"]), t, len(group), h, w)
-            for i, k in enumerate(group):
-                codes[k] = planes[:, i]
-        missing = np.zeros((n, t, h, w), dtype=bool)
-        if header["mask"] is not None:
-            extradata, packets, pos = _take(data, pos, header["mask"])
-            shared = header["mask"]["layout"] == "shared"
-            frames = decode_stream(packets, extradata, StreamSpec.from_json(header["mask"]["spec"]),
-                                   t if shared else n * t, 1, h, w)
-            missing[:] = frames[:, 0].reshape((1 if shared else n), t, h, w).astype(bool)
-        values = quant.to_values(codes)
-        for k, value in constants.items():
-            values[k] = value
-        if header["klt"] is not None:
-            values = klt.inverse(values, np.asarray(header["klt"]["mean"]), np.asarray(header["klt"]["matrix"]))
-        if header["mode"] == "lossy":  # the encoder clips to the fixed range; coding noise may step outside it
-            values = np.clip(values, *header["params"]["value_range"])
-        out = _restore(values, np.dtype(header["dtype"]), missing, header["fill"])
-    except (KeyError, TypeError, ValueError) as exc:
+        n, t_all, h, w = header["shape"]
+        empty = np.zeros(t_all, dtype=bool)
+        empty[header.get("empty_frames", [])] = True  # format 3; none before
+        dtype = np.dtype(header["dtype"])
+        out = np.empty((n, t_all, h, w), dtype=dtype)
+        if empty.any():
+            out[:, empty] = _restore(np.zeros((n, 1, 1, 1)), dtype, np.ones((n, 1, 1, 1), bool), header["fill"])
+        if not empty.all():
+            out[:, ~empty] = _decode_frames(data, pos, header, n, int((~empty).sum()), h, w, dtype)
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
         if isinstance(exc, CorruptStreamError):
             raise
         raise CorruptStreamError(f"corrupt eocube.video header: {exc!r}") from None
     return out[0] if len(header["axes"]) == 3 else out
+
+
+def _decode_frames(data: bytes, pos: int, header: dict, n: int, t: int, h: int, w: int, dtype: np.dtype) -> np.ndarray:
+    """The coded frames (band, time, y, x) of ``data``, whose streams start at ``pos``."""
+    quant = Quantiser.from_json(header["quantiser"])
+    codes = np.zeros((n, t, h, w), dtype=np.uint16)
+    constants: dict[int, float] = {}
+    for record in header["streams"]:
+        group = record["components"]
+        if "constant" in record:
+            constants.update(zip(group, map(float, record["constant"])))
+            continue
+        extradata, packets, pos = _take(data, pos, record)
+        planes = decode_stream(packets, extradata, StreamSpec.from_json(record["spec"]), t, len(group), h, w)
+        for i, k in enumerate(group):
+            codes[k] = planes[:, i]
+    missing = np.zeros((n, t, h, w), dtype=bool)
+    if header["mask"] is not None:
+        extradata, packets, pos = _take(data, pos, header["mask"])
+        shared = header["mask"]["layout"] == "shared"
+        frames = decode_stream(packets, extradata, StreamSpec.from_json(header["mask"]["spec"]),
+                               t if shared else n * t, 1, h, w)
+        missing[:] = frames[:, 0].reshape((1 if shared else n), t, h, w).astype(bool)
+    values = quant.to_values(codes)
+    for k, value in constants.items():
+        values[k] = value
+    if header["klt"] is not None:
+        values = klt.inverse(values, np.asarray(header["klt"]["mean"]), np.asarray(header["klt"]["matrix"]))
+    if header["mode"] == "lossy":  # the encoder clips to the fixed range; coding noise may step outside it
+        values = np.clip(values, *header["params"]["value_range"])
+    return _restore(values, dtype, missing, header["fill"])
