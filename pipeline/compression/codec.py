@@ -6,7 +6,8 @@ fixed-range 12-bit quantisation, optional KLT across bands with one shared step,
 three per ``gbrp12le`` libx265 video (strongest in the luma-coded G plane), leftovers each as
 ``gray12le``; a stream whose components hardly vary at the chosen QP is stored as their means instead
 (:data:`WEAK_STREAM_FRACTION`). Lossless mode: 16-bit (8-bit for bool/uint8) ffv1. Missing values (NaN or ``nodata``)
-travel in a lossless ffv1 mask stream and are restored exactly.
+travel in a lossless ffv1 mask stream and are restored exactly; a frame missing in every band is
+not coded at all, only listed (``empty_frames``).
 
 Byte layout: ``b"EOCV"``, format version (uint8), header length (uint32 LE), zlib-compressed UTF-8 JSON header, then
 for each stream (mask last) its extradata followed by its packets. The header lists each HEVC stream's
