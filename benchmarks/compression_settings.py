@@ -4,7 +4,7 @@
     python benchmarks/compression_settings.py --only floor        # section 1 alone (about 15 s)
     python benchmarks/compression_settings.py --only presets      # section 3 alone (about 4 min)
     python benchmarks/compression_settings.py --only streams      # section 4 alone (about 1 min)
-    python benchmarks/compression_settings.py --only klt          # section 5 alone (about 1.5 min)
+    python benchmarks/compression_settings.py --only klt          # section 5 alone (about 2.5 min)
     python benchmarks/compression_settings.py --only ratecontrol  # section 6 alone (about 3 min)
 
 1. **QP floor and the multiplier below QP 0.** PSNR, rate and max error at QP 0, -3, ..., -14, -18
@@ -34,8 +34,10 @@
    (``10/N * log10(prod diag C / prod diag(W C W^T))``), with ``C`` the band covariance of the raw
    values, of planar-predictor residuals ``x - (left + up - upper-left)`` and of frame differences, and
    ``W`` fitted on each of them; then PSNR (peak 10000) at 0.1 .. 1.0 bpppb with the codec's KLT fitted
-   on raw values (the default), on spatial first differences, and on an equal-trace blend of the two,
-   and with the default KLT coded one component per gray12 video instead of gbrp12 triplets.
+   on raw values (the default), on spatial first differences, on an equal-trace blend of the two, and
+   on the darkest 80 % and 50 % of pixels (by band sum: bright clouds left out), with the default KLT
+   coded one component per gray12 video instead of gbrp12 triplets, and with the components' code
+   range taken from the chunk's own minimum and maximum instead of the fixed box.
 6. **Fractional QPs and rate control.** On the Romania cube's five 32-frame chunks (0..20000 DN, KLT;
    PSNR peak 10000): rate and PSNR at QP 4 and 16 and quarter steps to the next integer, against the
    chord between the integer points; then ``ratecontrol.choose_qp`` for targets of 0.1, 0.25, 0.5 and 1.0 bpppb and 40, 45
@@ -235,6 +237,10 @@ def klt_fit(dn: np.ndarray) -> None:
             grad = (covariance(v[..., :, 1:] - v[..., :, :-1]) + covariance(v[..., 1:, :] - v[..., :-1, :])) / 2
             if kind == "gradients":
                 cov = grad
+            elif kind.startswith("darkest"):  # pixels whose band sum is at most its q-quantile: clouds left out
+                flat = v.reshape(len(v), -1)
+                brightness = flat.sum(axis=0)
+                cov = covariance(flat[:, brightness <= np.quantile(brightness, float(kind[len("darkest"):]))])
             else:
                 full = covariance(v)
                 cov = full / np.trace(full) + grad / np.trace(grad)
@@ -242,14 +248,26 @@ def klt_fit(dn: np.ndarray) -> None:
             return mean, w * np.sign(w[np.arange(len(w)), np.abs(w).argmax(axis=1)])[:, None]
         return fit
 
-    default = klt.fit_klt
+    def bounds_from_data(mean: np.ndarray, matrix: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+        comps = klt.forward(current[0], mean, matrix).reshape(len(matrix), -1)  # the chunk being coded
+        return comps.min(axis=1) - 1e-6, comps.max(axis=1) + 1e-6
+
+    def remember(values: np.ndarray, max_samples: int = 200_000) -> tuple[np.ndarray, np.ndarray]:
+        current[0] = values
+        return default(values, max_samples)
+
+    default, fixed_bounds, current = klt.fit_klt, klt.component_bounds, [None]
     rates = (0.1, 0.25, 0.5, 1.0)
     print("\n| KLT | " + " | ".join(f"PSNR @ {r} bpppb" for r in rates) + " |\n|---|" + "---|" * len(rates))
     runs = [("fitted on raw values (default)", default, "triplet"), ("fitted on spatial differences",
             fitted_on("gradients"), "triplet"), ("fitted on raw values + differences", fitted_on("blend"), "triplet"),
-            ("default, one gray12 video per component", default, "gray")]
+            ("default, one gray12 video per component", default, "gray"),
+            ("fitted on the darkest 80 % of pixels", fitted_on("darkest0.8"), "triplet"),
+            ("fitted on the darkest 50 % of pixels", fitted_on("darkest0.5"), "triplet"),
+            ("default, component bounds from the chunk's data", remember, "triplet")]
     for label, fit, packing in runs:
         klt.fit_klt = fit
+        klt.component_bounds = bounds_from_data if fit is remember else fixed_bounds
         rows = []
         for qp in (-8, -3, 0, 4, 8, 16, 24, 30, 36):
             back, size, _, _ = run_codec(dn, CodecParams(qp=qp, value_range=(0, 20000), packing=packing))
@@ -257,7 +275,7 @@ def klt_fit(dn: np.ndarray) -> None:
             rows.append({"config": label, "bpppb": 8 * size / dn.size,
                          "psnr_10000": 10 * np.log10(10000 ** 2 / np.mean(err ** 2))})
         print(f"| {label} | " + " | ".join(f"{psnr_at(rows, label, r):.2f}" for r in rates) + " |", flush=True)
-    klt.fit_klt = default
+    klt.fit_klt, klt.component_bounds = default, fixed_bounds
 
 
 def main() -> None:
