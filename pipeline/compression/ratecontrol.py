@@ -1,8 +1,9 @@
 """Rate control: choose the libx265 QP that meets a target PSNR or a target bpppb on sample blocks.
 
 Bisection on the integer QP (PSNR and size both fall as QP rises), then on the fraction between
-that QP and its neighbour that misses the target, to :data:`QP_RESOLUTION` (a fractional QP codes each
-GOP's tail one QP coarser, :func:`pipeline.compression.video.fractional_qp_zones`; from QP 0 up). For a
+that QP and its neighbour that misses the target, in :data:`FRACTION_TRIALS` halvings (1/16 QP; a
+fractional QP codes each GOP's tail one QP coarser,
+:func:`pipeline.compression.video.fractional_qp_zones`; from QP 0 up). For a
 PSNR target the result is the largest QP whose pooled PSNR on the samples is at least the target; for
 a bpppb target the smallest QP whose rate is at most the target. One integer QP step is about 12 % of
 the rate (0.6-0.7 dB), so stopping at integers left up to that much of a rate target unused.
@@ -60,9 +61,8 @@ DIRECT_CHECK_QP = 0
 
 #: most trials one bisection over the integers makes: halving QP_MIN..QP_MAX, then the feasible end
 TRIALS_PER_SEARCH = 1 + int(np.ceil(np.log2(QP_MAX - QP_MIN + 1)))
-#: finest QP step of the search: the fraction between two integers is halved this many times
+#: halvings of the step between two integer QPs after the integer search (4: to 1/16 QP)
 FRACTION_TRIALS = 4
-QP_RESOLUTION = 2.0 ** -FRACTION_TRIALS
 
 
 def _bisect(blocks: list[np.ndarray], params: CodecParams, peak: float, ok: Callable[[RatePoint], bool],
