@@ -265,9 +265,10 @@ def compress_cube(cube: xr.Dataset | xr.DataArray | str | Path, out: str | Path,
     if params.mode == "lossy":
         samples = sample_blocks(stack, chunks, n_sample_chunks)
         valid = _valid_values(samples, params.nodata) if auto_value_range else np.empty(0)
-        if valid.size:
+        if valid.size:  # a range covering every sampled value: nothing for the check to refuse
             params = replace(params, value_range=usual_range_covering(valid))
-        check_value_range(samples, bands, params.value_range, params.nodata)
+        else:
+            check_value_range(samples, bands, params.value_range, params.nodata)
     peak = params.value_range[1] - params.value_range[0]
     if params.mode == "lossy" and (target_psnr is not None or target_bpppb is not None):
         point = choose_qp(samples, params, peak, target_psnr, target_bpppb, progress)

@@ -43,7 +43,7 @@ QP_MIN, QP_MAX = -8, 51
 #: the rate moves from ``q``'s to ``q + 1``'s a frame at a time (the keyframe, coarse only once all are,
 #: is the last and often the largest step), and the coarser frames are the ones fewest later frames
 #: predict from. On the Romania cube this lands 0.01-0.03 dB below the chord between the two integer
-#: points (spreading the coarser frames evenly over the GOP lost about 0.08 dB; benchmarks/RESULTS.md). Below QP 0
+#: points (``benchmarks/compression_settings.py --only ratecontrol``). Below QP 0
 #: the step comes from the stream's one scaling list, so QPs there are integers. The decoder needs
 #: nothing more: every slice carries its QP.
 #: where libx265's multiplier cannot be scaled (:data:`pipeline.compression.x265_lambda.AVAILABLE` False),
