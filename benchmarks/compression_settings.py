@@ -5,7 +5,7 @@
     python benchmarks/compression_settings.py --only presets      # section 3 alone (about 4 min)
     python benchmarks/compression_settings.py --only streams      # section 4 alone (about 1 min)
     python benchmarks/compression_settings.py --only klt          # section 5 alone (about 2.5 min)
-    python benchmarks/compression_settings.py --only ratecontrol  # section 6 alone (about 3 min)
+    python benchmarks/compression_settings.py --only ratecontrol  # section 6 alone (about 9 min)
 
 1. **QP floor and the multiplier below QP 0.** PSNR, rate and max error at QP 0, -3, ..., -14, -18
    (below 0: x265 QP 0 with a flat scaling list of 16 * 2**(qp/6), see ``pipeline.compression.video``),
@@ -39,9 +39,9 @@
    coded one component per gray12 video instead of gbrp12 triplets, and with the components' code
    range taken from the chunk's own minimum and maximum instead of the fixed box.
 6. **Fractional QPs and rate control.** On the Romania cube's five 32-frame chunks (0..20000 DN, KLT;
-   PSNR peak 10000): rate and PSNR at QP 4 and 16 and quarter steps to the next integer, against the
-   chord between the integer points; then ``ratecontrol.choose_qp`` for targets of 0.1, 0.25, 0.5 and 1.0 bpppb and 40, 45
-   and 50 dB, stopping at integer QPs (``fraction_trials=0``) and with the default fractional search:
+   PSNR peak 10000): rate and PSNR at QP -4, 4 and 16 and quarter steps to the next integer, against the
+   chord between the integer points; then ``ratecontrol.choose_qp`` for targets of 0.1, 0.25, 0.5, 1.0 and
+   1.5 bpppb and 40, 45, 50 and 55 dB, stopping at integer QPs (``fraction_trials=0``) and with the default fractional search:
    the QP, rate, PSNR and trial encodes of each, and what the fraction gains (dB at a rate target,
    bits at a PSNR target).
 """
@@ -178,7 +178,7 @@ def rate_control(dn: np.ndarray) -> None:
     blocks = [dn[:, t:t + 32] for t in range(0, dn.shape[1], 32)]
     params = CodecParams(value_range=(0, 20000))
     print("| QP | bpppb | PSNR | PSNR − chord of the integer points |\n|---|---|---|---|")
-    for base in (4, 16):
+    for base in (-4, 4, 16):
         points = [ratecontrol.measure(blocks, replace(params, qp=base + f), 10000) for f in (0, 0.25, 0.5, 0.75, 1)]
         lo, hi = points[0], points[-1]
         for p in points:
@@ -187,7 +187,8 @@ def rate_control(dn: np.ndarray) -> None:
     print()
     print("| target | integer QPs: QP / bpppb / PSNR / trials | fractional QPs: QP / bpppb / PSNR / trials "
           "| fractional − integer |\n|---|---|---|---|")
-    targets = [("target_bpppb", r) for r in (0.1, 0.25, 0.5, 1.0)] + [("target_psnr", q) for q in (40.0, 45.0, 50.0)]
+    targets = ([("target_bpppb", r) for r in (0.1, 0.25, 0.5, 1.0, 1.5)]
+               + [("target_psnr", q) for q in (40.0, 45.0, 50.0, 55.0)])
     for name, value in targets:
         cells, points = [], []
         for halvings in (0, ratecontrol.FRACTION_TRIALS):

@@ -18,7 +18,7 @@ from pipeline.compression.ratecontrol import choose_qp, measure
 from pipeline.compression.stage import corrected_qp
 from pipeline.compression.video import (FLAT_SCALING_OPTION, QP_MIN, CorruptStreamError, StreamSpec, check_qp,
                                         encode_stream, ffv1_options, flat_scaling_list, fractional_qp_zones,
-                                        split_packets, x265_options)
+                                        split_packets, x265_options, x265_quantiser)
 
 
 def smooth_cube(bands: int, t: int = 12, h: int = 37, w: int = 41, seed: int = 0) -> np.ndarray:
@@ -319,7 +319,7 @@ def test_negative_qp_refines_the_step_through_a_flat_scaling_list():
         back = decode_array(data).astype(np.float64)
         errors[qp], sizes[qp] = float(np.sqrt(np.mean((back - cube) ** 2))), len(data)
     assert errors[-5] < 0.8 * errors[0] and sizes[-5] > sizes[0]
-    with pytest.raises(ValueError, match="qp -9 must be an integer in -8..51"):
+    with pytest.raises(ValueError, match="qp -9 must be in -8..51"):
         CodecParams(qp=-9)
 
 
@@ -357,13 +357,12 @@ def test_fractional_qp_codes_each_gop_tail_one_qp_coarser():
     assert fractional_qp_zones(20.97, 8, 8) == "1,8,q=21"  # every frame, the keyframe too: QP 21's stream
     assert "zones" not in x265_options(20, "ultrafast", 8, 2, frames=16)["x265-params"]
     assert "frame-threads=1:" in x265_options(20.5, "ultrafast", 8, 2, frames=16)["x265-params"]
-    assert check_qp(0.5) == 0.5 and check_qp(-3) == -3.0
+    assert check_qp(0.5) == 0.5 and check_qp(-3) == -3.0 and check_qp(-2.5) == -2.5
     assert corrected_qp(16.5, finer=True) == 16.25 and corrected_qp(0.25, finer=True) == 0
-    assert corrected_qp(0, finer=True) == -1 and corrected_qp(-8, finer=True) == -8
-    assert corrected_qp(-3, finer=False) == -2 and corrected_qp(-1, finer=False) == 0
-    assert corrected_qp(50.75, finer=False) == 51 == corrected_qp(51, finer=False)
-    for bad in (-0.5, 51.5, -9):
-        with pytest.raises(ValueError, match="QPs below 0 are integers"):
+    assert corrected_qp(0, finer=True) == -0.25 and corrected_qp(-8, finer=True) == -8
+    assert corrected_qp(-3, finer=False) == -2.75 and corrected_qp(50.75, finer=False) == 51 == corrected_qp(51, finer=False)
+    for bad in (-8.5, 51.5, -9):
+        with pytest.raises(ValueError, match="must be in -8..51"):
             CodecParams(qp=bad)
     cube = smooth_cube(4, t=16, h=32, w=64, seed=5)
     decoded, sizes, errors = {}, {}, {}
@@ -375,6 +374,32 @@ def test_fractional_qp_codes_each_gop_tail_one_qp_coarser():
     np.testing.assert_array_equal(decoded[20.5][:, head], decoded[20][:, head])
     assert not np.array_equal(decoded[20.5][:, tail], decoded[20][:, tail])
     assert sizes[20] > sizes[20.5] > sizes[21] and errors[20] < errors[20.5] < errors[21]
+
+
+def test_fractional_qp_below_zero_codes_the_tail_at_x265_qp1_on_the_same_list():
+    """QP -2.5 asks for a step of 16 * 2**(-2.5 / 6) = 11.99 list units: the stream carries entry 11 (QP -3's
+    list), x265 runs at QP 0 and the last 6 of each 8 frames at QP 1 (6 * log2(11.99 / 11) = 0.74 of them).
+    The head frames decode exactly as at QP -3, and rate and error lie between QP -3 and -2."""
+    quantiser = x265_quantiser(-2.5)
+    assert (quantiser.qp, quantiser.scaling_entry) == (0, 11) and quantiser.tail == pytest.approx(0.7434, abs=1e-4)
+    for qp in (float(q) for q in np.arange(-7.9375, 0, 1 / 16) if q % 1):  # fractions: the step asked for
+        q = x265_quantiser(qp)
+        assert q.qp == 0 and 0 <= q.tail <= 1 and q.scaling_entry <= 16 * 2 ** (qp / 6)
+        if q.scaling_entry >= 9:
+            assert q.scaling_entry * 2 ** (q.tail / 6) == pytest.approx(16 * 2 ** (qp / 6))
+    assert fractional_qp_zones(-2.5, 8, 16) == "3,8,q=1/11,16,q=1"
+    options = x265_options(-2.5, "ultrafast", 8, 2, frames=16)
+    assert options[FLAT_SCALING_OPTION] == x265_options(-3, "ultrafast", 8, 2)[FLAT_SCALING_OPTION] == "11"
+    assert ":qp=0:" in options["x265-params"] and "frame-threads=1:" in options["x265-params"]
+    cube = smooth_cube(4, t=16, h=32, w=64, seed=5)
+    decoded, sizes, errors = {}, {}, {}
+    for qp in (-3, -2.5, -2):
+        data = encode_array(cube, CodecParams(qp=qp, keyint=8, preset="ultrafast"))
+        decoded[qp], sizes[qp] = decode_array(data), len(data)
+        errors[qp] = float(np.mean((decoded[qp].astype(np.float64) - cube) ** 2))
+    head = [0, 1, 8, 9]
+    np.testing.assert_array_equal(decoded[-2.5][:, head], decoded[-3][:, head])
+    assert sizes[-3] > sizes[-2.5] > sizes[-2] and errors[-3] < errors[-2.5] < errors[-2]
 
 
 def test_rate_control_lands_between_integer_qps():

@@ -11,15 +11,15 @@ import xarray as xr
 
 from pipeline.compression import x265_lambda
 from pipeline.compression.codec import CodecParams, decode_array, encode_array
-from pipeline.compression.video import StreamSpec, _qp0_scaling_entry, ffv1_options, x265_options
+from pipeline.compression.video import StreamSpec, _low_qp_scaling_entry, ffv1_options, x265_options
 
 BUNDLED_X265 = sorted((Path(av.__file__).parent.parent / "av.libs").glob("libx265*"))
 needs_tables = pytest.mark.skipif(not x265_lambda.AVAILABLE, reason="the loaded libx265 exposes no 12-bit lambda tables")
 
 
-def live_entry0() -> tuple[float, float]:
+def live_entries() -> list[tuple[float, float]]:
     lam, lam2 = x265_lambda._TABLES
-    return lam[0], lam2[0]
+    return [(lam[i], lam2[i]) for i in x265_lambda.SCALED_ENTRIES]
 
 
 @pytest.mark.skipif(not BUNDLED_X265, reason="PyAV without its bundled libx265 (a system FFmpeg build)")
@@ -31,18 +31,20 @@ def test_tables_of_pyav_bundled_libx265_are_found():
 
 
 @needs_tables
-def test_entry0_follows_the_scaling_list_while_held_and_is_restored_after():
-    default = live_entry0()
-    assert x265_lambda.entry0(16) == default
-    assert x265_lambda.entry0(4) == (default[0] / 4, default[1] / 16)  # a step 4x finer: lambda / 4, lambda2 / 16
+def test_entries_0_and_1_follow_the_scaling_list_while_held_and_are_restored_after():
+    default = live_entries()
+    assert x265_lambda.SCALED_ENTRIES == (0, 1) and default[1][0] > default[0][0]
+    assert x265_lambda.scaled_entries(16) == default
+    quarter = [(lam / 4, lam2 / 16) for lam, lam2 in default]  # a step 4x finer: lambda / 4, lambda2 / 16
+    assert x265_lambda.scaled_entries(4) == quarter
     with x265_lambda.lambda_for_scaling_entry(4):
-        assert live_entry0() == (default[0] / 4, default[1] / 16)
+        assert live_entries() == quarter
         with x265_lambda.lambda_for_scaling_entry(4):  # a second encoder at the same QP shares it
-            assert live_entry0() == (default[0] / 4, default[1] / 16)
-        assert live_entry0() == (default[0] / 4, default[1] / 16)
-    assert live_entry0() == default
+            assert live_entries() == quarter
+        assert live_entries() == quarter
+    assert live_entries() == default
     with x265_lambda.lambda_for_scaling_entry(None):  # an encode above x265 QP 0 leaves the tables alone
-        assert live_entry0() == default
+        assert live_entries() == default
 
 
 @needs_tables
@@ -51,15 +53,15 @@ def test_an_encoder_needing_another_entry_waits_for_the_holders():
 
     def first() -> None:
         with x265_lambda.lambda_for_scaling_entry(9):
-            order.append(("first", live_entry0()))
+            order.append(("first", live_entries()))
             held.set()
             release.wait(5)
-            order.append(("first leaves", live_entry0()))
+            order.append(("first leaves", live_entries()))
 
     def second() -> None:
         held.wait(5)
         with x265_lambda.lambda_for_scaling_entry(4):
-            order.append(("second", live_entry0()))
+            order.append(("second", live_entries()))
 
     threads = [threading.Thread(target=first), threading.Thread(target=second)]
     for t in threads:
@@ -71,15 +73,17 @@ def test_an_encoder_needing_another_entry_waits_for_the_holders():
     for t in threads:
         t.join(5)
     assert [o[0] for o in order] == ["first", "first leaves", "second"]
-    assert order[1][1] == x265_lambda.entry0(9) and order[2][1] == x265_lambda.entry0(4)
+    assert order[1][1] == x265_lambda.scaled_entries(9) and order[2][1] == x265_lambda.scaled_entries(4)
 
 
-def test_only_libx265_streams_at_x265_qp0_take_entry0():
+def test_only_libx265_streams_at_x265_qp0_or_1_take_entries_0_and_1():
     spec = lambda opts, codec="libx265": StreamSpec(codec, "gray12le", 16, 64, opts)  # noqa: E731
-    assert _qp0_scaling_entry(spec(x265_options(3, "fast+rdo", 8, 1))) is None
-    assert _qp0_scaling_entry(spec(x265_options(0, "fast+rdo", 8, 1))) == 16
-    assert _qp0_scaling_entry(spec(x265_options(-5, "fast+rdo", 8, 1))) == 9
-    assert _qp0_scaling_entry(spec(ffv1_options(1), "ffv1")) is None
+    assert _low_qp_scaling_entry(spec(x265_options(2, "fast+rdo", 8, 1))) is None
+    assert _low_qp_scaling_entry(spec(x265_options(1.5, "fast+rdo", 8, 1))) == 16  # reads entry 1 (and 2)
+    assert _low_qp_scaling_entry(spec(x265_options(0, "fast+rdo", 8, 1))) == 16
+    assert _low_qp_scaling_entry(spec(x265_options(-4.5, "fast+rdo", 8, 1, frames=8))) == 9  # tail at QP 1
+    assert _low_qp_scaling_entry(spec(x265_options(-5, "fast+rdo", 8, 1))) == 9
+    assert _low_qp_scaling_entry(spec(ffv1_options(1), "ffv1")) is None
 
 
 def test_rdo_quantisation_below_zero_only_with_the_scaled_multiplier(monkeypatch):
@@ -136,7 +140,8 @@ def test_the_qp_floor_codes_real_landsat_fill_edges_without_broken_blocks(shared
 
 @needs_tables
 def test_concurrent_encodes_at_different_negative_qps_match_sequential_ones():
-    """Threads coding at QP -3 and -6 at once get the bytes each gets alone: entry 0 is never shared wrongly."""
+    """Threads coding at QP -3, -6, -2.5 (tail at x265 QP 1), 0 and 1 at once get the bytes each gets alone:
+    entries 0 and 1 are never shared wrongly."""
     from concurrent.futures import ThreadPoolExecutor
 
     rng = np.random.default_rng(2)
@@ -144,10 +149,10 @@ def test_concurrent_encodes_at_different_negative_qps_match_sequential_ones():
     base = 0.3 + 0.1 * np.sin(xx / 6)[None] * np.cos(yy / 5 + np.arange(8)[:, None, None] / 3)
     cube = np.stack([base * (0.7 + 0.2 * k) for k in range(3)]) + rng.normal(0, 0.004, (3, 8, 48, 64))
     cube = np.clip(cube, 0, 1).astype(np.float32)
-    qps = [-3, -6, 0, -3, -6, 0]
+    qps = [-3, -6, 0, -2.5, 1] * 2
     alone = {qp: encode_array(cube, CodecParams(qp=qp)) for qp in set(qps)}
-    assert len(set(alone.values())) == 3
+    assert len(set(alone.values())) == 5
     with ThreadPoolExecutor(max_workers=len(qps)) as pool:
         together = list(pool.map(lambda qp: encode_array(cube, CodecParams(qp=qp)), qps))
     assert [data == alone[qp] for data, qp in zip(together, qps)] == [True] * len(qps)
-    assert live_entry0() == x265_lambda.entry0(16)
+    assert live_entries() == x265_lambda.scaled_entries(16)

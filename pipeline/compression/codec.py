@@ -53,8 +53,8 @@ class CodecParams:
     ``value_range``: fixed physical range ``(lo, hi)`` in the data's unit (reflectance 0..1 by
     default; e.g. 0..10000 for digital numbers), mapped to 12-bit codes in lossy mode (values
     outside are clipped and counted). ``qp``: libx265 constant quantiser, -8 (best) .. 51 (+6 doubles the
-    step; below 0 through a flat scaling list, see :data:`pipeline.compression.video.QP_MIN`); from 0
-    up it may lie between two integers (the tail of each GOP at the coarser one).
+    step; below 0 through a flat scaling list, see :data:`pipeline.compression.video.QP_MIN`); it may
+    lie between two integers (the tail of each GOP one QP coarser).
     ``step``: lossless grid spacing (default 1 for integer dtypes; required for floats, which must
     lie on ``lo + k * step``). ``nodata``: value treated as missing besides NaN. ``preset``: an x265
     preset or ``"fast+rdo"`` (default; see :data:`pipeline.compression.video.X265_PRESETS`).

@@ -3,7 +3,7 @@
 Bisection on the integer QP (PSNR and size both fall as QP rises), then on the fraction between
 that QP and its neighbour that misses the target, in :data:`FRACTION_TRIALS` halvings (1/16 QP; a
 fractional QP codes each GOP's tail one QP coarser,
-:func:`pipeline.compression.video.fractional_qp_zones`; from QP 0 up). For a
+:func:`pipeline.compression.video.fractional_qp_zones`). For a
 PSNR target the result is the largest QP whose pooled PSNR on the samples is at least the target; for
 a bpppb target the smallest QP whose rate is at most the target. One integer QP step is about 12 % of
 the rate (0.6-0.7 dB), so stopping at integers left up to that much of a rate target unused.
@@ -98,10 +98,10 @@ def _refine(blocks: list[np.ndarray], params: CodecParams, peak: float, ok: Call
             better: Callable[[RatePoint, RatePoint], bool], point: RatePoint, miss: int, halvings: int,
             on_trial: Callable[[], None]) -> RatePoint:
     """The fractional QP between ``point`` (meets the target) and the integer ``miss`` (misses it) nearest the
-    target that still meets it, if it is ``better`` than ``point``; else ``point`` (also where no fraction lies
-    between: below QP 0, or no neighbour). On content whose P-frames cost next to nothing (a smooth,
+    target that still meets it, if it is ``better`` than ``point``; else ``point`` (also where there is no
+    neighbour). On content whose P-frames cost next to nothing (a smooth,
     static scene) a mixed stream can be worse than the integer one at less rate: that one is kept then."""
-    if not (QP_MIN <= miss <= QP_MAX) or min(point.qp, miss) < 0:
+    if not QP_MIN <= miss <= QP_MAX:
         return point
     best, good, bad = point, float(point.qp), float(miss)
     for _ in range(halvings):
@@ -153,7 +153,7 @@ def choose_qp(blocks: list[np.ndarray], params: CodecParams, peak: float, target
     if params.klt and (point is None or point.qp <= DIRECT_CHECK_QP):
         total = trials + TRIALS_PER_SEARCH + 2 * fraction_trials
         direct, direct_end, direct_miss = _bisect(blocks, replace(params, klt=False), peak, ok, good_is_low, on_trial)
-        # both refined before they are compared: below QP 0 the KLT's point has no fractions, the direct one may
+        # both refined before they are compared: which is better can change within a QP
         point, direct = refined(point, miss), refined(direct, direct_miss)
         if direct is not None and (point is None or better(direct, point)):
             point = direct

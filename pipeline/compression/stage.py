@@ -10,7 +10,6 @@ stored as is. ``open_compressed`` reopens the store lazily with one Dask task pe
 from __future__ import annotations
 
 import json
-import math
 import time as timer
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -249,7 +248,7 @@ def compress_cube(cube: xr.Dataset | xr.DataArray | str | Path, out: str | Path,
     chosen by rate control on ``n_sample_chunks`` sample chunks; otherwise ``params.qp`` is used.
     With ``measure`` the store is read back and the whole-cube PSNR reported (lossy mode); a PSNR
     target the sample chunks met but the whole cube misses is met by rewriting a quarter QP finer at a
-    time (a whole QP below QP 0), and a bpppb target the whole cube exceeds by rewriting coarser.
+    time, and a bpppb target the whole cube exceeds by rewriting coarser.
     """
     t0 = timer.perf_counter()
     ds = as_dataset(cube)
@@ -299,16 +298,13 @@ def compress_cube(cube: xr.Dataset | xr.DataArray | str | Path, out: str | Path,
         value_range=tuple(params.value_range) if params.mode == "lossy" else None)
 
 
-#: QP step of the whole-cube correction (a quarter of the rate's 12 % per QP); below QP 0 it is 1
+#: QP step of the whole-cube correction (a quarter of the rate's 12 % per QP)
 CORRECTION_STEP = 0.25
 
 
 def corrected_qp(qp: float, finer: bool) -> float:
-    """``qp`` one :data:`CORRECTION_STEP` finer or coarser, to the next integer where that is below 0
-    (QPs below 0 are integers), within QP_MIN..QP_MAX."""
+    """``qp`` one :data:`CORRECTION_STEP` finer or coarser, within QP_MIN..QP_MAX."""
     moved = qp - CORRECTION_STEP if finer else qp + CORRECTION_STEP
-    if moved < 0:
-        moved = math.floor(moved) if finer else math.ceil(moved)
     return float(min(max(moved, QP_MIN), QP_MAX))
 
 

@@ -43,9 +43,10 @@ QP_MIN, QP_MAX = -8, 51
 #: the rate moves from ``q``'s to ``q + 1``'s a frame at a time (the keyframe, coarse only once all are,
 #: is the last and often the largest step), and the coarser frames are the ones fewest later frames
 #: predict from. On the Romania cube this lands 0.01-0.03 dB below the chord between the two integer
-#: points (``benchmarks/compression_settings.py --only ratecontrol``). Below QP 0
-#: the step comes from the stream's one scaling list, so QPs there are integers. The decoder needs
-#: nothing more: every slice carries its QP.
+#: points (``benchmarks/compression_settings.py --only ratecontrol``). Below QP 0 a stream has one
+#: scaling list: a fractional QP takes the integer entry just under its step and codes the tail at x265
+#: QP 1 on it, a step ``2**(1 / 6)`` coarser (:func:`x265_quantiser`). The decoder needs nothing more:
+#: every slice carries its QP.
 #: where libx265's multiplier cannot be scaled (:data:`pipeline.compression.x265_lambda.AVAILABLE` False),
 #: RDO quantisation is switched off below this QP: with QP 0's multiplier it zeroed so many of the
 #: finer-step coefficients that quality went down while the step went down (benchmarks/RESULTS.md)
@@ -55,26 +56,55 @@ RDOQ_MIN_QP = -3
 def check_qp(qp: float) -> float:
     """``qp`` as a float if it is one the lossy path codes (see :data:`QP_MIN` and fractional QPs above)."""
     qp = float(qp)
-    if not (QP_MIN <= qp <= QP_MAX and (qp >= 0 or qp.is_integer())):
-        raise ValueError(f"qp {qp:g} must be an integer in {QP_MIN}..{QP_MAX} or a fraction in 0..{QP_MAX} "
-                         f"(QPs below 0 are integers)")
+    if not QP_MIN <= qp <= QP_MAX:
+        raise ValueError(f"qp {qp:g} must be in {QP_MIN}..{QP_MAX}")
     return qp
 
 
-def fractional_qp_zones(qp: float, keyint: int, frames: int) -> str:
-    """x265 ``zones`` that code ``frames`` frames at the fractional ``qp``: each GOP's tail at ``floor(qp) + 1``.
+@dataclass(frozen=True)
+class X265Quantiser:
+    """How libx265 codes one of our QPs: its constant QP, the share of each GOP coded one QP coarser, the list."""
 
+    qp: int  #: x265's constant QP, 0..51
+    tail: float  #: share of each GOP's frames, its last, coded at ``qp + 1`` (0..1)
+    scaling_entry: int | None  #: flat scaling-list entry (None: the default list, 16)
+
+
+def x265_quantiser(qp: float) -> X265Quantiser:
+    """libx265's settings for our ``qp`` (:data:`QP_MIN`, fractional QPs above).
+
+    From QP 0 up, ``q + f`` is x265 QP ``q`` with a tail share ``f``. An integer QP below 0 is x265 QP 0
+    with a flat list of ``round(16 * 2**(qp / 6))``. A fraction below 0 asks for a step of
+    ``s = 16 * 2**(qp / 6)`` list units: the list is the integer entry just under ``s`` and the tail share
+    the rest of the way, ``6 * log2(s / entry)`` (x265 QP 1 is ``2**(1 / 6)`` coarser on the same list),
+    so the step moves evenly between the rounded entries and also between -1 and 0 (entries 14 and 16).
+    """
+    qp = check_qp(qp)
+    if qp >= 0:
+        base = math.floor(qp)
+        return X265Quantiser(base, qp - base, None)
+    step = x265_lambda.DEFAULT_SCALING_ENTRY * 2 ** (qp / 6)
+    if qp.is_integer():
+        return X265Quantiser(0, 0.0, round(step))
+    entry = math.floor(step)
+    return X265Quantiser(0, min(1.0, 6 * math.log2(step / entry)), entry)
+
+
+def fractional_qp_zones(qp: float, keyint: int, frames: int) -> str:
+    """x265 ``zones`` that code ``frames`` frames at the fractional ``qp``: each GOP's tail one x265 QP coarser.
+
+    The tail is the last ``round(tail * n)`` frames of each ``n``-frame GOP (:func:`x265_quantiser`).
     libx265 (constant-QP mode) applies a zone ``s,e`` to the frames it starts after ``s - 1`` .. ``e - 1``
     frames are done, i.e. to 0-based frames ``s - 1`` .. ``e - 1`` when one frame is coded at a time
     (so fractional QPs run x265 with one frame thread), hence the ``+ 1`` below.
     """
-    base = math.floor(qp)
+    quantiser = x265_quantiser(qp)
     zones = []
     for start in range(0, frames, keyint):
         n = min(keyint, frames - start)
-        coarse = round((qp - base) * n)
+        coarse = round(quantiser.tail * n)
         if coarse:  # 0-based frames start + n - coarse .. start + n - 1
-            zones.append(f"{start + n - coarse + 1},{start + n},q={base + 1}")
+            zones.append(f"{start + n - coarse + 1},{start + n},q={quantiser.qp + 1}")
     return "/".join(zones)
 
 
@@ -137,21 +167,20 @@ def x265_options(qp: float, preset: str, keyint: int, threads: int, frames: int 
     on real Sentinel-2 stacks. GOPs are closed, ``keyint`` frames long. A ``qp`` below 0 is x265
     QP 0 with a flat scaling list (:data:`QP_MIN`; :data:`RDOQ_MIN_QP` where the multiplier is fixed).
     """
-    fine = check_qp(qp)
-    qp = math.floor(fine)
+    quantiser = x265_quantiser(qp)
+    zones = fractional_qp_zones(qp, keyint, frames or keyint)
     pools = "none" if threads == 1 else threads  # one thread: no worker pool at all (same speed, fewer threads to sync)
-    frame_threads = threads if fine == qp else 1  # zones follow the frames done: one frame at a time
+    frame_threads = 1 if zones else threads  # zones follow the frames done: one frame at a time
     x265_preset, tuning = X265_PRESETS.get(preset, (preset, ""))
     if qp < RDOQ_MIN_QP and not x265_lambda.AVAILABLE:
         tuning = ":".join([t for t in tuning.split(":") if t and not t.startswith("rdoq-level=")] + ["rdoq-level=0"])
-    params = (f"log-level=error:info=0:keyint={keyint}:min-keyint={keyint}:open-gop=0:bframes=0:qp={max(qp, 0)}"
+    params = (f"log-level=error:info=0:keyint={keyint}:min-keyint={keyint}:open-gop=0:bframes=0:qp={quantiser.qp}"
               f":ipratio=1:pbratio=1:pools={pools}:frame-threads={frame_threads}" + (f":{tuning}" if tuning else ""))
-    zones = fractional_qp_zones(fine, keyint, frames or keyint) if fine != qp else ""
     if zones:
         params += f":zones={zones}"
     options = {"preset": x265_preset, "tune": "psnr", "x265-params": params}
-    if qp < 0:
-        options[FLAT_SCALING_OPTION] = str(round(16 * 2 ** (qp / 6)))
+    if quantiser.scaling_entry is not None:
+        options[FLAT_SCALING_OPTION] = str(quantiser.scaling_entry)
     return options
 
 
@@ -174,12 +203,15 @@ def flat_scaling_list(entry: int) -> Path:
     return path
 
 
-def _qp0_scaling_entry(spec: "StreamSpec") -> int | None:
-    """The flat scaling-list entry of a libx265 stream coded at x265 QP 0 (16 without a list), else None."""
+def _low_qp_scaling_entry(spec: "StreamSpec") -> int | None:
+    """The flat scaling-list entry of a libx265 stream coded at x265 QP 0 or 1 (16 without a list), else None.
+
+    These streams read libx265's multipliers at QP 0 and 1 (:mod:`pipeline.compression.x265_lambda`):
+    QP 0's frames, a fractional QP's tail at 1, and QP 1's frames."""
     if spec.codec != "libx265":
         return None
     params = dict(kv.split("=", 1) for kv in spec.options.get("x265-params", "").split(":") if "=" in kv)
-    if params.get("qp") != "0":
+    if params.get("qp") not in ("0", "1"):
         return None
     return int(spec.options.get(FLAT_SCALING_OPTION, x265_lambda.DEFAULT_SCALING_ENTRY))
 
@@ -238,7 +270,7 @@ def encode_stream(frames: np.ndarray, spec: StreamSpec) -> tuple[list[bytes], by
     ctx.time_base, ctx.framerate = Fraction(1, 25), Fraction(25)
     ctx.options = _encoder_options(spec.options)
     packets: list[bytes] = []
-    with x265_lambda.lambda_for_scaling_entry(_qp0_scaling_entry(spec)):
+    with x265_lambda.lambda_for_scaling_entry(_low_qp_scaling_entry(spec)):
         for i in range(t):
             frame = _to_frame(frames[i], spec.pix_fmt)
             frame.pts = i

@@ -1,4 +1,4 @@
-"""libx265's Lagrange multiplier for our QPs below 0 (x265 QP 0 with a finer flat scaling list).
+"""libx265's Lagrange multiplier for our QPs below 0 (x265 QP 0 or 1 with a finer flat scaling list).
 
 libx265 weighs rate against distortion with a multiplier looked up by frame QP in two tables of the
 library (``x265_lambda_tab`` for SAD costs, ``x265_lambda2_tab`` for SSE costs). Our QPs below 0 run
@@ -6,13 +6,14 @@ x265 at QP 0 and shrink the step by ``2**(qp / 6)`` through the scaling list
 (:data:`pipeline.compression.video.QP_MIN`), but the tables still hold QP 0's multiplier, about
 ``2**(-qp / 3)`` times too large for that step: mode decisions and RDO quantisation then throw away
 detail the finer step was meant to keep, and quality fell between neighbouring QPs. While such an
-encode runs, :func:`lambda_for_scaling_entry` scales entry 0 with the step (``lambda`` by the list's
-``entry / 16``, ``lambda2`` by its square, the tables' own ladder continued below QP 0) and puts the
-library's values back after.
+encode runs, :func:`lambda_for_scaling_entry` scales entries 0 and 1 with the step (``lambda`` by the
+list's ``entry / 16``, ``lambda2`` by its square, the tables' own ladder continued below QP 0) and puts
+the library's values back after. Entry 1 is read by the coarser tail of a fractional QP below 0
+(x265 QP 1 on the same list, :func:`pipeline.compression.video.fractional_qp_zones`).
 
 The tables are process-global, read by every libx265 encoder in the process while it codes. Only
-encoders at x265 QP 0 read entry 0 (constant QP, no adaptive quantisation, I and P frames at one QP),
-so encoders that need the same entry 0 run together and one that needs another waits. The tables
+encoders at x265 QP 0 or 1 read entries 0 and 1 (constant QP, no adaptive quantisation, I and P frames
+at one QP), so encoders that need the same entries run together and one that needs others waits. The tables
 are found through the symbols of the libx265 that PyAV loaded (its 12-bit build); where they are not
 found, :data:`AVAILABLE` is False and encodes run with the library's tables untouched.
 """
@@ -68,29 +69,36 @@ _TABLES = _find_tables()
 #: whether the multiplier at x265 QP 0 follows the scaling list (the loaded libx265 exposes its 12-bit
 #: tables); setting it False leaves the library's tables alone (a benchmark's comparison)
 AVAILABLE = _TABLES is not None
-_DEFAULT_ENTRY0 = (_TABLES[0][0], _TABLES[1][0]) if _TABLES else (TWELVE_BIT_LAMBDA_QP0, 0.0)
+#: the table entries a scaling list changes: x265 QP 0 and 1
+SCALED_ENTRIES = (0, 1)
+_DEFAULT_ENTRIES = ([(_TABLES[0][i], _TABLES[1][i]) for i in SCALED_ENTRIES] if _TABLES
+                    else [(TWELVE_BIT_LAMBDA_QP0 * 2 ** (i / 6), 0.0) for i in SCALED_ENTRIES])
 _state = threading.Condition()
 _holders = {"entry": DEFAULT_SCALING_ENTRY, "count": 0}
 
 
-def entry0(scaling_entry: int) -> tuple[float, float]:
-    """``(lambda, lambda2)`` at table entry 0 for x265 QP 0 with a flat scaling list of ``scaling_entry``.
+def scaled_entries(scaling_entry: int) -> list[tuple[float, float]]:
+    """``(lambda, lambda2)`` at each of :data:`SCALED_ENTRIES` for a flat scaling list of ``scaling_entry``.
 
-    The step is ``scaling_entry / 16`` of QP 0's (16: the default list), so ``lambda`` scales by that
-    ratio and ``lambda2`` by its square: the library's QP 0 values continued down its own ladder.
+    The step is ``scaling_entry / 16`` of the default list's at each x265 QP, so ``lambda`` scales by
+    that ratio and ``lambda2`` by its square: the library's values continued down its own ladder.
     """
-    lam, lam2 = _DEFAULT_ENTRY0
     ratio = scaling_entry / DEFAULT_SCALING_ENTRY
-    return lam * ratio, lam2 * ratio ** 2
+    return [(lam * ratio, lam2 * ratio ** 2) for lam, lam2 in _DEFAULT_ENTRIES]
+
+
+def _set_entries(values: list[tuple[float, float]]) -> None:
+    for i, (lam, lam2) in zip(SCALED_ENTRIES, values):
+        _TABLES[0][i], _TABLES[1][i] = lam, lam2
 
 
 @contextmanager
 def lambda_for_scaling_entry(scaling_entry: int | None) -> Iterator[None]:
-    """Hold libx265's entry-0 multiplier at the value for ``scaling_entry`` while the block (an encode) runs.
+    """Hold libx265's multipliers at x265 QP 0 and 1 at the values for ``scaling_entry`` while the block (an encode) runs.
 
-    ``scaling_entry``: the flat scaling-list entry of an encode at x265 QP 0 (16 without a list), or
-    None for an encode at a higher x265 QP (which never reads entry 0): a no-op then, and wherever
-    :data:`AVAILABLE` is False.
+    ``scaling_entry``: the flat scaling-list entry of an encode at x265 QP 0 or 1 (16 without a list), or
+    None for an encode at higher x265 QPs only (which never read entries 0 and 1): a no-op then, and
+    wherever :data:`AVAILABLE` is False.
     """
     if scaling_entry is None or not AVAILABLE or _TABLES is None:
         yield
@@ -99,7 +107,7 @@ def lambda_for_scaling_entry(scaling_entry: int | None) -> Iterator[None]:
         while _holders["count"] and _holders["entry"] != scaling_entry:
             _state.wait()
         if not _holders["count"]:
-            _TABLES[0][0], _TABLES[1][0] = entry0(scaling_entry)
+            _set_entries(scaled_entries(scaling_entry))
             _holders["entry"] = scaling_entry
         _holders["count"] += 1
     try:
@@ -108,5 +116,5 @@ def lambda_for_scaling_entry(scaling_entry: int | None) -> Iterator[None]:
         with _state:
             _holders["count"] -= 1
             if not _holders["count"]:
-                _TABLES[0][0], _TABLES[1][0] = _DEFAULT_ENTRY0
+                _set_entries(_DEFAULT_ENTRIES)
                 _state.notify_all()
