@@ -45,7 +45,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except USER_ERRORS as exc:
-        console.print(f"[bold red]error:[/] {_one_line(exc)}", highlight=False)
+        console.print(f"[bold red]error:[/] {_one_line(exc)}", highlight=False, soft_wrap=True)  # one line, however long
         raise typer.Exit(2) from None
 
 
