@@ -6,6 +6,7 @@
     python benchmarks/compression_settings.py --only streams      # section 4 alone (about 1 min)
     python benchmarks/compression_settings.py --only klt          # section 5 alone (about 2.5 min)
     python benchmarks/compression_settings.py --only ratecontrol  # section 6 alone (about 9 min)
+    python benchmarks/compression_settings.py --only overhead     # section 7 alone (about 1 min)
 
 1. **QP floor and the multiplier below QP 0.** PSNR, rate and max error at QP 0, -3, ..., -14, -18
    (below 0: x265 QP 0 with a flat scaling list of 16 * 2**(qp/6), see ``pipeline.compression.video``),
@@ -44,12 +45,20 @@
    1.5 bpppb and 40, 45, 50 and 55 dB, stopping at integer QPs (``fraction_trials=0``) and with the default fractional search:
    the QP, rate, PSNR and trial encodes of each, and what the fraction gains (dB at a rate target,
    bits at a PSNR target).
+7. **Mask and header bytes.** The Romania cube (0..20000 DN, KLT) with its real SCL cloud, cloud-shadow and
+   no-data pixels (classes 0, 3, 8, 9, 10) as NaN, in 32-frame chunks at QP 16 and 24: per chunk, the
+   header's bytes compressed with plain zlib (format 3) and from the format's preset dictionary (format 4,
+   the default), and the mask's bytes coded one ffv1 frame per date with a value (format 3) and as the
+   partly missing frames only, stacked into tall ffv1 images (format 4, the default); then the whole
+   cube's bpppb both ways.
 """
 from __future__ import annotations
 
 import argparse
 import glob
+import json
 import time
+import zlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -61,6 +70,7 @@ import pipeline.compression.codec as codec
 import pipeline.compression.video as video
 from pipeline.compression import klt, ratecontrol, x265_lambda
 from pipeline.compression.codec import CodecParams, decode_array, encode_array, read_header
+from pipeline.compression.header import pack_header
 from compression_rd import psnr_at, run_codec  # noqa: E402  (benchmarks/ is the script's folder)
 
 #: settings of section 3 beyond x265's own presets, registered for this run only
@@ -279,14 +289,49 @@ def klt_fit(dn: np.ndarray) -> None:
     klt.fit_klt, klt.component_bounds = default, fixed_bounds
 
 
+def format3_mask_bytes(missing: np.ndarray) -> int:
+    """Bytes of a chunk's mask as format 3 coded it: one ffv1 frame per date (or band and date) with a value."""
+    coded = missing[:, ~missing.all(axis=(0, 2, 3))]
+    frames = coded[:1] if (coded == coded[:1]).all() else coded
+    spec = video.StreamSpec("ffv1", "gray", *frames.shape[2:], video.ffv1_options(1))
+    packets, extradata = video.encode_stream(frames.reshape(-1, 1, *frames.shape[2:]).astype(np.uint8), spec)
+    return len(extradata) + sum(map(len, packets))
+
+
+def overhead(shared: Path) -> None:
+    ds = xr.open_dataset(shared / "data/sentinel2-romania/sentinel2_cube_subset_romania_10m.nc", mask_and_scale=False)
+    masked = np.isin(ds["SCL"].values, [0, 3, 8, 9, 10])
+    cube = np.where(masked, np.nan, romania(shared).astype(np.float32))
+    print(f"masked: {masked.mean():.1%} of pixels; dates with a value: {(~masked.all(axis=(1, 2))).sum()} of {len(masked)}")
+    print("| QP | chunk | header: format 3 / 4 (bytes) | mask: format 3 / 4 (bytes) | chunk bytes (format 4) |\n|---|---|---|---|---|")
+    for qp in (16, 24):
+        old = new = 0
+        for t in range(0, cube.shape[1], 32):
+            chunk = cube[:, t:t + 32]
+            data = encode_array(chunk, CodecParams(qp=qp, value_range=(0, 20000)))
+            header, start = read_header(data)
+            plain = 9 + len(zlib.compress(json.dumps(header, separators=(",", ":")).encode(), 9))
+            mask_now = header["mask"]["extradata"] + sum(header["mask"]["packets"])
+            mask_then = format3_mask_bytes(np.isnan(chunk))
+            assert start == len(pack_header(header))
+            print(f"| {qp} | {t // 32} | {plain} / {start} | {mask_then} / {mask_now} | {len(data)} |", flush=True)
+            new += len(data)
+            old += len(data) - start - mask_now + plain + mask_then
+        print(f"| {qp} | all | bpppb format 3 / 4: {8 * old / cube.size:.4f} / {8 * new / cube.size:.4f} "
+              f"({new / old - 1:+.1%}) | | |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared")
-    ap.add_argument("--only", choices=("floor", "presets", "streams", "klt", "ratecontrol"),
+    ap.add_argument("--only", choices=("floor", "presets", "streams", "klt", "ratecontrol", "overhead"),
                     help="run one section only")
     args = ap.parse_args()
     if args.only == "ratecontrol":
         rate_control(romania(args.shared))
+        return
+    if args.only == "overhead":
+        overhead(args.shared)
         return
     if args.only == "klt":
         klt_fit(romania(args.shared))
@@ -316,6 +361,8 @@ def main() -> None:
     klt_fit(romania(args.shared))
     print()
     rate_control(romania(args.shared))
+    print()
+    overhead(args.shared)
 
 
 if __name__ == "__main__":

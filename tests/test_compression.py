@@ -6,6 +6,8 @@ from dataclasses import replace
 import struct
 import zlib
 
+from pathlib import Path
+
 import av
 import numpy as np
 import pytest
@@ -19,6 +21,9 @@ from pipeline.compression.stage import corrected_qp
 from pipeline.compression.video import (FLAT_SCALING_OPTION, QP_MIN, CorruptStreamError, StreamSpec, check_qp,
                                         encode_stream, ffv1_options, flat_scaling_list, fractional_qp_zones,
                                         split_packets, x265_options, x265_quantiser)
+
+
+DATA = Path(__file__).parent / "data"
 
 
 def smooth_cube(bands: int, t: int = 12, h: int = 37, w: int = 41, seed: int = 0) -> np.ndarray:
@@ -116,7 +121,9 @@ def test_header_is_self_describing():
     np.testing.assert_allclose(matrix @ matrix.T, np.eye(4), atol=1e-6)  # stored to float32 precision
     assert all(float(str(np.float32(v))) == v for v in matrix.reshape(-1))  # shortest float32 decimals
     assert all("bytes" in s and "packets" not in s for s in header["streams"])  # HEVC: length only
-    assert len(header["mask"]["packets"]) == 4 * 12  # ffv1: one packet per frame, sizes listed
+    states = header["mask"]["frames"]  # one state per band and date; only the partly missing ones are coded
+    assert len(states) == 4 * 12 and states.count("2") == 5 and set(states) == {"0", "2"}
+    assert len(header["mask"]["packets"]) == 1 and header["mask"]["spec"]["height"] == 5 * 37  # one tall image
     q = header["quantiser"]
     assert q["bits"] == 12 and len(q["offset"]) == 4 and q["step"] > 0
     assert "libavcodec" in header["library"] and "keyint=12" in header["streams"][0]["spec"]["options"]["x265-params"]
@@ -139,6 +146,36 @@ def test_format_1_bytes_with_listed_hevc_packet_sizes_still_decode():
     np.testing.assert_array_equal(decode_array(v1), decode_array(data))
     with pytest.raises(CorruptStreamError, match="format version 9 not supported"):
         decode_array(b"EOCV" + struct.pack("<BI", 9, len(blob)) + blob + payload)
+
+
+def test_format_3_bytes_still_decode():
+    """Bytes written by format 3 (plain zlib header, one ffv1 mask frame per date) decode as they did then."""
+    data = (DATA / "eocube-video-format3.bin").read_bytes()
+    assert data[4] == 3
+    np.testing.assert_array_equal(decode_array(data), np.load(DATA / "eocube-video-format3-decoded.npy"))
+
+
+def test_header_is_compressed_from_the_format_dictionary():
+    data = encode_array(with_nans(smooth_cube(4)), CodecParams(qp=20))
+    header, pos = read_header(data)
+    plain = zlib.compress(json.dumps(header, separators=(",", ":")).encode(), 9)
+    assert data[4] == 4 and pos - 9 < 0.6 * len(plain)  # the repeated names and options cost almost nothing
+    with pytest.raises(CorruptStreamError, match="corrupt eocube.video header"):
+        decode_array(data[:9] + plain + data[pos:])  # a plain zlib header under format 4 does not parse
+
+
+def test_mask_codes_only_partly_missing_frames_and_restores_every_state():
+    """Per-band mask: a clear date, a date one band lacks entirely, partial gaps; frames across several images."""
+    rng = np.random.default_rng(3)
+    dn = rng.integers(1, 4000, size=(2, 9, 2048, 16), dtype=np.uint16)  # 2048 rows: 4 frames per ffv1 image
+    dn[0, 1] = 0                                  # band 0 lacks date 1: "all missing", not coded
+    dn[:, 2:9, :50, :3] = 0                       # partial gaps on dates 2..8 of both bands
+    dn[1, 5, 100:120] = 0
+    data = encode_array(dn, CodecParams(mode="lossless", nodata=0))
+    np.testing.assert_array_equal(decode_array(data), dn)
+    mask = read_header(data)[0]["mask"]
+    assert mask["layout"] == "per-band" and mask["frames"] == "012222222" + "002222222"
+    assert len(mask["packets"]) == 4 and mask["spec"]["height"] == 4 * 2048  # 14 frames in 4 images of 4
 
 
 def test_a_stream_too_weak_for_the_step_is_stored_as_its_mean():
@@ -403,8 +440,9 @@ def test_fractional_qp_below_zero_codes_the_tail_at_x265_qp1_on_the_same_list():
 
 
 def test_rate_control_lands_between_integer_qps():
-    """A target met at QP 23.5 but not at 23: the integer search stops at 24, the fractional one at
-    23.5 or a little above it, using more of the rate (or fewer bits for a PSNR) than the integer point."""
+    """A target met at QP 23.5 but not at 23: the integer search stops at 24, the fractional one between
+    23 and 24 (23.5, or a finer point of the same size), using more of the rate (or fewer bits for a PSNR)
+    than the integer point."""
     smooth = smooth_cube(4, t=16, h=32, w=64, seed=6)
     block = smooth * (1 + 0.05 * np.random.default_rng(1).standard_normal(smooth.shape[1:])).astype(np.float32)
     params = CodecParams(preset="ultrafast", keyint=16)
@@ -412,7 +450,7 @@ def test_rate_control_lands_between_integer_qps():
     assert fine_end.bpppb > half.bpppb
     integer = choose_qp([block], params, peak=1.0, target_bpppb=half.bpppb, fraction_trials=0)
     fine = choose_qp([block], params, peak=1.0, target_bpppb=half.bpppb)
-    assert integer.qp == 24 and 23.5 <= fine.qp < 24 and (fine.qp * 16).is_integer()
+    assert integer.qp == 24 and 23 < fine.qp < 24 and (fine.qp * 16).is_integer()
     assert integer.bpppb < fine.bpppb <= half.bpppb and fine.psnr > integer.psnr
     quality = choose_qp([block], params, peak=1.0, target_psnr=half.psnr)
     assert 23 < quality.qp <= 23.5 and quality.psnr >= half.psnr and quality.bpppb < fine_end.bpppb

@@ -9,31 +9,25 @@ three per ``gbrp12le`` libx265 video (strongest in the luma-coded G plane), left
 travel in a lossless ffv1 mask stream and are restored exactly; a frame missing in every band is
 not coded at all, only listed (``empty_frames``).
 
-Byte layout: ``b"EOCV"``, format version (uint8), header length (uint32 LE), zlib-compressed UTF-8 JSON header, then
-for each stream (mask last) its extradata followed by its packets. The header lists each HEVC stream's
-byte length (FFmpeg's parser finds the packets in it) and each ffv1 stream's packet sizes.
+Byte layout: the header (:mod:`pipeline.compression.header`: magic, format version, length, zlib-compressed
+JSON), then for each stream (mask last) its extradata followed by its packets. The header lists each HEVC
+stream's byte length (FFmpeg's parser finds the packets in it) and each ffv1 stream's packet sizes.
 """
 from __future__ import annotations
 
-import json
-import struct
-import zlib
 from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 import numpy as np
 
 from pipeline.compression import klt
+from pipeline.compression.header import pack_header, read_header
+from pipeline.compression.mask_stream import decode_mask, encode_mask
 from pipeline.compression.quantise import Quantiser, fill_missing, missing_mask
 from pipeline.compression.video import (DEFAULT_PRESET, PIX_FMT, CorruptStreamError, StreamSpec, check_qp,
                                         decode_stream, encode_stream, ffv1_options, library_versions, padded_size,
                                         split_packets, x265_options, x265_step_codes)
 
-#: Format 3 (current) lists the frames with no value at all (``empty_frames``: fully masked dates, the
-#: padding of a Zarr edge chunk), which are not coded; format 2 stored one byte length per HEVC stream
-#: instead of its packet sizes. Format 1 and 2 bytes still decode.
-MAGIC, FORMAT_VERSION = b"EOCV", 3
-READABLE_VERSIONS = (1, 2, 3)
 LOSSY_BITS = 12
 #: A lossy stream other than the first is not coded when every component in it varies by less than this
 #: fraction of libx265's step (standard deviation over the chunk, in codes): it is stored as its mean.
@@ -165,16 +159,6 @@ def _restore(values: np.ndarray, dtype: np.dtype, missing: np.ndarray, fill: flo
     return out
 
 
-def _encode_mask(missing: np.ndarray, threads: int) -> tuple[dict, list[bytes], bytes]:
-    """Mask record and stream: ``shared`` (one mask for all bands) or ``per-band``."""
-    b, t, h, w = missing.shape
-    shared = bool((missing == missing[:1]).all())
-    frames = (missing[:1] if shared else missing).reshape(-1, 1, h, w).astype(np.uint8)
-    spec = StreamSpec("ffv1", PIX_FMT[("ffv1", 1, 8)], h, w, ffv1_options(threads))
-    packets, extradata = encode_stream(frames, spec)
-    return {"layout": "shared" if shared else "per-band", "spec": spec.to_json()}, packets, extradata
-
-
 def encode_array(x: np.ndarray, params: CodecParams = CodecParams()) -> bytes:
     """Encode ``x`` (band, time, y, x) or (time, y, x) to self-describing bytes (see module docstring)."""
     original_ndim = x.ndim if isinstance(x, np.ndarray) else 0
@@ -189,8 +173,7 @@ def encode_array(x: np.ndarray, params: CodecParams = CodecParams()) -> bytes:
               "quantiser": None, "klt": None, "streams": [], "mask": None, "clipped": 0,
               "library": library_versions()}
     payload = _encode_frames(x4, missing, params, header) if x4.shape[1] else []
-    blob = zlib.compress(json.dumps(header, separators=(",", ":")).encode(), 9)
-    return MAGIC + struct.pack("<BI", FORMAT_VERSION, len(blob)) + blob + b"".join(payload)
+    return pack_header(header) + b"".join(payload)
 
 
 def _encode_frames(x4: np.ndarray, missing: np.ndarray, params: CodecParams, header: dict) -> list[bytes]:
@@ -232,27 +215,10 @@ def _encode_frames(x4: np.ndarray, missing: np.ndarray, params: CodecParams, hea
         payload += [extradata, *packets]
     mask = None
     if missing.any():
-        mask, packets, extradata = _encode_mask(missing, params.threads)
-        mask.update(extradata=len(extradata), packets=[len(p) for p in packets])
-        payload += [extradata, *packets]
+        mask, mask_payload = encode_mask(missing, params.threads)
+        payload += mask_payload
     header.update(quantiser=quant.to_json(), klt=klt_record, streams=streams, mask=mask, clipped=clipped)
     return payload
-
-
-def read_header(data: bytes) -> tuple[dict, int]:
-    """The JSON header of encoded bytes and the offset of the first stream byte."""
-    data = bytes(data)
-    if len(data) < 9 or data[:4] != MAGIC:
-        raise CorruptStreamError("not eocube.video bytes (bad magic)")
-    version, size = struct.unpack("<BI", data[4:9])
-    if version not in READABLE_VERSIONS:
-        raise CorruptStreamError(f"eocube.video format version {version} not supported "
-                                 f"(this library reads {', '.join(map(str, READABLE_VERSIONS))})")
-    try:
-        header = json.loads(zlib.decompress(data[9:9 + size]))
-    except (zlib.error, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CorruptStreamError(f"corrupt eocube.video header: {exc}") from None
-    return header, 9 + size
 
 
 def _take(data: bytes, pos: int, record: dict) -> tuple[bytes, list[bytes], int]:
@@ -311,10 +277,7 @@ def _decode_frames(data: bytes, pos: int, header: dict, n: int, t: int, h: int, 
     missing = np.zeros((n, t, h, w), dtype=bool)
     if header["mask"] is not None:
         extradata, packets, pos = _take(data, pos, header["mask"])
-        shared = header["mask"]["layout"] == "shared"
-        frames = decode_stream(packets, extradata, StreamSpec.from_json(header["mask"]["spec"]),
-                               t if shared else n * t, 1, h, w)
-        missing[:] = frames[:, 0].reshape((1 if shared else n), t, h, w).astype(bool)
+        missing[:] = decode_mask(header["mask"], extradata, packets, n, t, h, w)
     values = quant.to_values(codes)
     for k, value in constants.items():
         values[k] = value
