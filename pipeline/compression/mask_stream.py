@@ -27,7 +27,7 @@ IMAGE_ROWS = 8192
 
 def encode_mask(missing: np.ndarray, threads: int) -> tuple[dict, list[bytes]]:
     """Record and payload (extradata, then packets) of the mask ``missing`` (band, time, y, x) bool."""
-    b, t, h, w = missing.shape
+    h, w = missing.shape[2:]
     shared = bool((missing == missing[:1]).all())
     frames = (missing[:1] if shared else missing).reshape(-1, h, w)
     share = frames.reshape(len(frames), -1).mean(axis=1)
