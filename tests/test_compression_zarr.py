@@ -278,8 +278,22 @@ def test_stage_takes_a_stacked_dataarray(tmp_path):
     held = xr.Dataset({"refl": arr.drop_vars("common_name"), "valid": cube["valid"]})  # a 4-D variable in a Dataset
     summary = compress_cube(held, tmp_path / "d.zarr", CodecParams(qp=8, preset="ultrafast"), time_chunk=10)
     assert summary.bands == [f"refl_{b}" for b in BANDS] and summary.lossless_variables == ["valid"]
-    with pytest.raises(ValueError, match=r"no \['time'\] dim"):
-        compress_cube(arr.isel(time=0), tmp_path / "x.zarr")
+    with pytest.raises(ValueError, match=r"no \['x'\] dim"):
+        compress_cube(arr.isel(x=0), tmp_path / "x.zarr")
+
+
+def test_stage_codes_a_single_image_and_gives_it_back_without_time(tmp_path):
+    """A (band, y, x) scene, e.g. one Landsat date, with a cloud: coded as one date, opened as it was."""
+    cube = demo_cube(t=4, h=32, w=40)
+    scene = cube[BANDS].isel(time=3).to_dataarray("band")  # date 3 carries the NaN cloud
+    summary = compress_cube(scene, tmp_path / "one.zarr", CodecParams(qp=8, preset="ultrafast"), target_psnr=45.0)
+    assert summary.bands == BANDS and summary.psnr >= 45.0
+    out = open_compressed(tmp_path / "one.zarr")
+    assert "time" not in out.dims and out["red"].dims == ("y", "x")
+    np.testing.assert_array_equal(np.isnan(out["red"].values), np.isnan(scene.sel(band="red").values))
+    ref = scene.transpose("band", "y", "x").values
+    assert psnr(ref, np.stack([out[b].values for b in BANDS]), 1.0) == pytest.approx(summary.psnr)
+    assert open_compressed(tmp_path / "one.zarr", original_dims=False).sizes["time"] == 1
 
 
 def test_stage_refuses_a_value_range_the_data_fall_outside(tmp_path):

@@ -32,6 +32,7 @@ CUBE_DIMS = ("time", "y", "x")
 SPATIAL_DIM_ALIASES = {"lat": "y", "latitude": "y", "lon": "x", "longitude": "x"}
 """Geographic dim names coded as ``y`` / ``x`` and given back on :func:`open_compressed`."""
 RENAMED_DIMS_ATTR = "eocube:renamed_dims"
+ADDED_TIME_ATTR = "eocube:added_time"
 STACKED = "reflectance"
 
 
@@ -108,7 +109,9 @@ def as_dataset(cube: xr.Dataset | xr.DataArray | str | Path) -> xr.Dataset:
     """The cube as a Dataset with its cube variables' dims in (time, y, x) order.
 
     Geographic dims (``lat``/``latitude``, ``lon``/``longitude``) are renamed ``y``/``x``; the
-    renaming is kept in the attribute ``eocube:renamed_dims``.
+    renaming is kept in the attribute ``eocube:renamed_dims``. A single image (no ``time`` dim) gets a
+    time dim of length 1 on its variables on (y, x), noted in ``eocube:added_time`` and taken off again
+    by :func:`open_compressed`.
 
     A variable (or a DataArray cube) with one dim besides time, y and x, such as stackstac's
     ``(time, band, y, x)``, becomes one variable per entry along it, named by that dim's
@@ -120,6 +123,9 @@ def as_dataset(cube: xr.Dataset | xr.DataArray | str | Path) -> xr.Dataset:
     renamed = {a: d for a, d in SPATIAL_DIM_ALIASES.items() if a in ds.dims and d not in ds.dims}
     if renamed:  # e.g. (time, lat, lon): coded as (time, y, x), named back when the store is opened
         ds = ds.rename(renamed).assign_attrs({RENAMED_DIMS_ATTR: json.dumps(renamed)})
+    if "time" not in ds.dims and {"y", "x"} <= set(ds.dims):  # one image: coded as a one-date cube
+        images = {n: v.expand_dims("time") for n, v in ds.data_vars.items() if {"y", "x"} <= set(v.dims)}
+        ds = ds.assign(images).assign_attrs({ADDED_TIME_ATTR: "true"})
     missing = [d for d in CUBE_DIMS if d not in ds.dims]
     if missing:
         raise ValueError(f"cube has no {missing} dim(s); its dims are {dict(ds.sizes)}")
@@ -345,10 +351,12 @@ def _write_store(ds: xr.Dataset, stack: xr.DataArray, bands: list[str], others: 
     for name in out_ds.variables:
         out_ds[name].encoding = {}
     renamed = json.loads(ds.attrs.get(RENAMED_DIMS_ATTR, "{}"))
-    out_ds.attrs = {k: v for k, v in ds.attrs.items() if k != RENAMED_DIMS_ATTR}
+    added_time = ADDED_TIME_ATTR in ds.attrs
+    out_ds.attrs = {k: v for k, v in ds.attrs.items() if k not in (RENAMED_DIMS_ATTR, ADDED_TIME_ATTR)}
     out_ds.attrs["eocube_compression"] = json.dumps({"codec": VideoCodec(params=params).to_dict(),
                                                      "bands": bands, "lossless": others,
-                                                     **({"renamed_dims": renamed} if renamed else {})})
+                                                     **({"renamed_dims": renamed} if renamed else {}),
+                                                     **({"added_dims": ["time"]} if added_time else {})})
     with atomic_store(out) as tmp:  # a failed write leaves no store, or the previous one, under ``out``
         write_in_time_slabs(vlen_text_coords(out_ds), tmp, encoding, time_slabs(out_ds.sizes["time"], chunks[0], 1),
                             progress)
@@ -361,12 +369,18 @@ def open_compressed(store: str | Path, split: bool = True, original_dims: bool =
 
     Splitting decodes a chunk once per band that is read; keep ``split=False`` and select
     from the stacked variable to decode each chunk once. With ``original_dims``, dims the stage
-    renamed (``lat`` coded as ``y``, ...) get their input names back.
+    renamed (``lat`` coded as ``y``, ...) get their input names back, and a single image loses the
+    time dim of length 1 it was coded with.
     """
     ds = xr.open_zarr(store, decode_coords="all")
     ds = split_bands(ds) if split else ds
-    renamed = json.loads(ds.attrs.get("eocube_compression", "{}")).get("renamed_dims", {})
-    return ds.rename({d: a for a, d in renamed.items()}) if original_dims and renamed else ds
+    if not original_dims:
+        return ds
+    record = json.loads(ds.attrs.get("eocube_compression", "{}"))
+    if "time" in record.get("added_dims", []):
+        ds = ds.isel(time=0, drop=True)
+    renamed = record.get("renamed_dims", {})
+    return ds.rename({d: a for a, d in renamed.items()}) if renamed else ds
 
 
 def split_bands(ds: xr.Dataset) -> xr.Dataset:
