@@ -9,8 +9,17 @@ torch is loaded only when an embeddings or uncertainty name is used)::
 """
 from __future__ import annotations
 
-import importlib
+import sys
 from importlib.metadata import PackageNotFoundError, version
+
+# jsonschema, which pystac-client's validation imports, loads the optional IRI format checker
+# rfc3987_syntax whenever it is installed (JupyterLab's dependencies install it); that module builds
+# some 40 Earley parsers at import, 3.5-10 s on this project's CI machine in every process that touches
+# a catalog (CLI runs, Dask workers). Nothing here validates "iri" formats, so it is left unloaded: those
+# formats then go unchecked, as with a plain jsonschema install. An import that already happened stands.
+sys.modules.setdefault("rfc3987_syntax", None)
+
+from pipeline._lazy import lazy_exports  # noqa: E402
 
 try:
     __version__ = version("eocube")
@@ -43,9 +52,4 @@ _EXPORTS = {
 }
 
 __all__ = ["__version__", *_EXPORTS]
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -61,6 +61,36 @@ def test_lossless_float_on_grid_with_nan_is_exact():
     np.testing.assert_array_equal(back[~np.isnan(back)], refl[~np.isnan(refl)])
 
 
+def _dn(bands: int = 3) -> np.ndarray:
+    return np.rint(smooth_cube(bands) * 10000).astype(np.uint16)
+
+
+@pytest.mark.parametrize("name, make, origin, step", [
+    ("Sentinel-2 reflectance, float32 DN / 10000", lambda dn: dn.astype(np.float32) / np.float32(10000), 0.0, 1e-4),
+    ("reflectance, float64 DN * 1e-4", lambda dn: dn * 1e-4, 0.0, 1e-4),
+    ("digital numbers stored as float32", lambda dn: dn.astype(np.float32), 0.0, 1.0),
+    ("Landsat C2 surface reflectance", lambda dn: dn.astype(np.float32) * np.float32(2.75e-5) - np.float32(0.2), -0.2, 2.75e-5),
+    ("Landsat C2 surface temperature", lambda dn: dn.astype(np.float32) * np.float32(0.00341802) + np.float32(149), 149.0, 0.00341802),
+    ("a spacing of its own, 0.004", lambda dn: dn.astype(np.float32) * np.float32(0.004), 0.0, 0.004),
+])
+def test_lossless_finds_the_grid_of_float_bands(name, make, origin, step):
+    """Given no step, each chunk is coded on the coarsest grid its values lie on, bit-exact, NaN included."""
+    values = with_nans(make(_dn()))
+    data = encode_array(values, CodecParams(mode="lossless"))
+    back = decode_array(data)
+    assert back.dtype == values.dtype
+    np.testing.assert_array_equal(back, values)  # NaN where NaN
+    grid = read_header(data)[0]["quantiser"]
+    assert grid["step"] == pytest.approx(step, rel=1e-6)
+    if origin is not None:
+        assert grid["offset"][0] == pytest.approx(origin, abs=1e-9)
+
+
+def test_lossless_codes_negative_integers_from_their_minimum():
+    dn = _dn().astype(np.int16) - 3000
+    np.testing.assert_array_equal(decode_array(encode_array(dn, CodecParams(mode="lossless"))), dn)
+
+
 def test_lossless_classes_and_masks_3d():
     rng = np.random.default_rng(1)
     classes = rng.integers(0, 12, (9, 20, 30)).astype(np.uint8)
@@ -74,7 +104,7 @@ def test_lossless_classes_and_masks_3d():
 def test_lossless_refuses_values_off_grid():
     with pytest.raises(ValueError, match="not on the lossless grid"):
         encode_array(smooth_cube(2), CodecParams(mode="lossless", step=1e-4))
-    with pytest.raises(ValueError, match="needs a grid step"):
+    with pytest.raises(ValueError, match="cannot code these float32 values exactly.*no grid"):
         encode_array(smooth_cube(2), CodecParams(mode="lossless"))
 
 

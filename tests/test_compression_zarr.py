@@ -143,11 +143,13 @@ def test_stage_rewrites_when_the_sample_chunks_flatter_the_cube(tmp_path):
     assert rate.bpppb <= 0.3 and summary.qp > rate.qp and summary.bpppb <= 0.3  # ... and a coarser one for a rate
 
 
-def test_stage_lossless_is_exact_on_a_dn_grid(tmp_path):
+@pytest.mark.parametrize("step", [1e-4, None])
+def test_stage_lossless_is_exact_on_a_dn_grid(tmp_path, step):
+    """With the step given, or found per chunk (reflectance from DN, NaN for clouds)."""
     cube = demo_cube(t=10, h=32, w=40)
     for b in BANDS:
         cube[b] = (np.rint(cube[b] * 10000) * 1e-4).astype(np.float32)
-    compress_cube(cube, tmp_path / "c.zarr", CodecParams(mode="lossless", step=1e-4), time_chunk=10)
+    compress_cube(cube, tmp_path / "c.zarr", CodecParams(mode="lossless", step=step), time_chunk=10)
     out = open_compressed(tmp_path / "c.zarr")
     for b in BANDS:
         np.testing.assert_array_equal(out[b].values, cube[b].values)
@@ -168,7 +170,9 @@ def test_stage_picks_bands_and_lossless_layers_in_any_dim_order(tmp_path):
     summary = compress_cube(swapped, tmp_path / "c.zarr", CodecParams(qp=8, preset="ultrafast"), time_chunk=12)
     assert summary.bands == BANDS and summary.lossless_variables == ["valid", "SCL", "QA_PIXEL", "land"]
     out = open_compressed(tmp_path / "c.zarr")
-    assert out["red"].dims == ("time", "y", "x")
+    assert out["red"].dims == out["SCL"].dims == ("time", "x", "y")  # coded on (time, y, x), opened as given
+    assert open_compressed(tmp_path / "c.zarr", original_dims=False)["red"].dims == ("time", "y", "x")
+    out = out.transpose("time", "y", "x")
     assert out["red"].attrs["long_name"] == "red reflectance" and out["red"].attrs["wavelength_um"] == pytest.approx(0.665)
     for name in ("SCL", "QA_PIXEL", "land", "valid"):
         np.testing.assert_array_equal(out[name].values, cube[name].values)
@@ -195,7 +199,8 @@ def test_stage_codes_a_geographic_cube_and_gives_its_dims_back(tmp_path):
                             target_psnr=40.0)
     assert summary.bands == BANDS and summary.psnr >= 40.0
     out = open_compressed(tmp_path / "g.zarr")
-    assert out["red"].dims == ("time", "lat", "lon") and out["valid"].dims == ("time", "lat", "lon")
+    assert out["red"].dims == ("time", "lon", "lat") and out["valid"].dims == ("time", "lon", "lat")  # as input
+    out = out.transpose("time", "lat", "lon")
     np.testing.assert_array_equal(out["lat"].values, cube["lat"].values)
     np.testing.assert_array_equal(out["valid"].values, cube["valid"].transpose("time", "lat", "lon").values)
     ref = np.stack([cube[b].transpose("time", "lat", "lon").values for b in BANDS])
@@ -361,7 +366,7 @@ def test_stage_lossless_takes_the_grid_of_a_scaled_int_store(tmp_path):
     out = open_compressed(tmp_path / "c.zarr")
     for b in BANDS:
         np.testing.assert_array_equal(out[b].values, original[b].values)  # bit for bit, NaN included
-    with pytest.raises(ValueError, match="needs a grid step"):  # no packing to take it from
+    with pytest.raises(ValueError, match="cannot code these float32 values exactly"):  # smooth floats: on no grid
         compress_cube(demo_cube(t=10, h=24, w=40), tmp_path / "x.zarr", CodecParams(mode="lossless"))
 
 

@@ -36,9 +36,11 @@ def run(src: Path = typer.Argument(..., help="input cube (.zarr store or NetCDF)
         qp: float = typer.Option(12, help="libx265 QP when no target is given (-8 best .. 51; fractions from 0 up)"),
         klt: bool = typer.Option(True, help="KLT/PCA across bands before coding"),
         preset: str = typer.Option(DEFAULT_PRESET, help="libx265 preset, or fast+rdo (fast with rdoq-level 2)"),
-        value_range: str = typer.Option("0,1", help="fixed physical range lo,hi quantised to 12 bits, or auto: "
-                                                    "the nearest usual range covering the sample chunks (0,1 / 0,2 / 0,10000 / 0,20000 / 0,65535 ...)"),
-        step: Optional[float] = typer.Option(None, help="lossless grid step for float bands (e.g. 1e-4)"),
+        value_range: str = typer.Option("auto", help="fixed physical range lo,hi quantised to 12 bits (lossy), "
+                                                     "or auto: the nearest usual range covering the sample chunks "
+                                                     "(0,1 / 0,2 / 0,10000 / 0,20000 / 0,65535 ...)"),
+        step: Optional[float] = typer.Option(None, help="lossless grid step for float bands (e.g. 1e-4; default: "
+                                                        "the coarsest grid the values lie on, found per chunk)"),
         time_chunk: int = typer.Option(32, help="frames per chunk (keyframe interval <= this)"),
         space_chunk: int = typer.Option(256, help="pixels per chunk side"),
         bands: Optional[str] = typer.Option(None, help="band variables to video-code, comma-separated "

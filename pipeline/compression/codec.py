@@ -23,7 +23,7 @@ import numpy as np
 from pipeline.compression import klt
 from pipeline.compression.header import pack_header, read_header
 from pipeline.compression.mask_stream import decode_mask, encode_mask
-from pipeline.compression.quantise import Quantiser, fill_missing, missing_mask
+from pipeline.compression.quantise import Quantiser, fill_missing, grid_candidates, missing_mask
 from pipeline.compression.video import (DEFAULT_PRESET, PIX_FMT, CorruptStreamError, StreamSpec, check_qp,
                                         decode_stream, encode_stream, ffv1_options, library_versions, padded_size,
                                         split_packets, x265_options, x265_step_codes)
@@ -49,9 +49,9 @@ class CodecParams:
     outside are clipped and counted). ``qp``: libx265 constant quantiser, -8 (best) .. 51 (+6 doubles the
     step; below 0 through a flat scaling list, see :data:`pipeline.compression.video.QP_MIN`); it may
     lie between two integers (the tail of each GOP one QP coarser).
-    ``step``: lossless grid spacing (default 1 for integer dtypes; required for floats, which must
-    lie on ``lo + k * step``). ``nodata``: value treated as missing besides NaN. ``preset``: an x265
-    preset or ``"fast+rdo"`` (default; see :data:`pipeline.compression.video.X265_PRESETS`).
+    ``step``: lossless grid spacing of ``lo + k * step`` (default: 1 for integer dtypes, for floats
+    the coarsest grid found in each chunk's values). ``nodata``: value treated as missing besides NaN.
+    ``preset``: an x265 preset or ``"fast+rdo"`` (default; see :data:`pipeline.compression.video.X265_PRESETS`).
     """
 
     mode: Mode = "lossy"
@@ -122,13 +122,37 @@ def _lossy_transform(values: np.ndarray, params: CodecParams) -> tuple[np.ndarra
     return values, Quantiser((float(lo),) * n, (hi - lo) / max_code, LOSSY_BITS), None
 
 
-def _lossless_quantiser(x: np.ndarray, n: int, params: CodecParams) -> Quantiser:
+def _lossless_codes(x: np.ndarray, filled: np.ndarray, missing: np.ndarray,
+                    params: CodecParams) -> tuple[np.ndarray, Quantiser]:
+    """Codes of ``filled`` and the grid that rebuilds ``x`` (band, time, y, x) from them bit for bit.
+
+    bool and uint8 take 8-bit codes, everything else 16-bit codes on ``value_range[0] + k * step``.
+    Given no ``step``, integers take step 1 (from the data's minimum if ``value_range[0]`` does not
+    fit them) and floats the coarsest grid their values lie on (:func:`grid_candidates`: DN stored as
+    floats, reflectance from DN, Landsat Collection 2 scaling ...).
+    """
+    n = x.shape[0]
     if x.dtype == bool:
-        return Quantiser((0.0,) * n, 1.0, 8)
-    if params.step is None and np.issubdtype(x.dtype, np.floating):
-        raise ValueError("lossless mode on float data needs a grid step (e.g. step=1e-4 for reflectance from DN)")
-    bits = 8 if x.dtype == np.uint8 else 16
-    return Quantiser((float(params.value_range[0]),) * n, float(params.step or 1.0), bits)
+        grids, bits = [(0.0, 1.0)], 8
+    else:
+        bits = 8 if x.dtype == np.uint8 else 16
+        valid = x[~missing]
+        if params.step is not None:
+            grids = [(float(params.value_range[0]), float(params.step))]
+        elif np.issubdtype(x.dtype, np.floating):
+            grids = grid_candidates(valid, n_codes=1 << bits)
+        else:
+            grids = list(dict.fromkeys([(float(params.value_range[0]), 1.0), (float(valid.min(initial=0)), 1.0)]))
+    error = "no grid origin + k * step with 65536 codes holds them"
+    for origin, step in grids:
+        quant = Quantiser((origin,) * n, step, bits)
+        codes, _ = quant.to_codes(filled)
+        try:
+            return codes, _exact_grid(x, codes, quant, missing, params.nodata)
+        except ValueError as exc:
+            error = str(exc)
+    hint = "" if params.step is not None else "; pass the grid (step=..., value_range=(origin, ...)) or code them lossy"
+    raise ValueError(f"lossless mode cannot code these {x.dtype} values exactly: {error}{hint}")
 
 
 def _exact_grid(x: np.ndarray, codes: np.ndarray, quant: Quantiser, missing: np.ndarray,
@@ -142,7 +166,7 @@ def _exact_grid(x: np.ndarray, codes: np.ndarray, quant: Quantiser, missing: np.
             return candidate
         wrong = int((~same).sum())
     raise ValueError(f"{wrong} values are not on the lossless grid {quant.offset[0]} + k * {quant.step} "
-                     f"within 0..{quant.max_code}; choose value_range/step")
+                     f"within 0..{quant.max_code}")
 
 
 def _restore(values: np.ndarray, dtype: np.dtype, missing: np.ndarray, fill: float | None) -> np.ndarray:
@@ -188,14 +212,12 @@ def _encode_frames(x4: np.ndarray, missing: np.ndarray, params: CodecParams, hea
         groups = group_components(n, params.packing)
         codec_name = "libx265"
         options = x265_options(params.qp, params.preset, keyint, params.threads, frames=t)
+        codes, clipped = quant.to_codes(comps)
     else:
-        comps, klt_record = filled, None
-        quant = _lossless_quantiser(x4, n, params)
+        klt_record, clipped = None, 0
+        codes, quant = _lossless_codes(x4, filled, missing, params)
         groups = group_components(n, "gray" if quant.bits == 8 else params.packing)
         codec_name, options = "ffv1", ffv1_options(params.threads)
-    codes, clipped = quant.to_codes(comps)
-    if params.mode == "lossless":
-        quant = _exact_grid(x4, codes, quant, missing, params.nodata)
     ph, pw = padded_size(codec_name, h, w)
     streams, payload = [], []
     weak = WEAK_STREAM_FRACTION * x265_step_codes(params.qp) if params.mode == "lossy" else 0.0

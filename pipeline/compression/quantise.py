@@ -48,6 +48,46 @@ class Quantiser:
                    precision=str(d["precision"]))
 
 
+#: grid spacings tried, coarsest first, for float bands given no lossless step: values stored as floats
+#: but whole (DN), decimal steps (0.02: MODIS land surface temperature), Landsat Collection 2 surface
+#: temperature (0.00341802 K from 149 K), reflectance from DN (1e-4: Sentinel-2 L2A, MODIS) and Landsat
+#: Collection 2 surface reflectance (2.75e-5 from -0.2), and the spacing of the values themselves.
+GRID_STEPS = (1.0, 0.5, 0.25, 0.1, 0.05, 0.02, 0.01, 0.00341802, 1e-3, 1e-4, 5e-5, 2.75e-5, 2e-5, 1e-5, 1e-6)
+#: grid origins tried besides 0 and the multiple of the step just under the smallest value
+GRID_ORIGINS = (-0.2, -0.1, 149.0)
+
+
+def _short(v: float) -> float:
+    """``v`` as the shortest decimal that identifies its float32 (0.1 stays 0.1, not 0.100000001)."""
+    return float(str(np.float32(v)))
+
+
+def grid_candidates(values: np.ndarray, n_codes: int = 65536, max_values: int = 1_000_000) -> list[tuple[float, float]]:
+    """``(origin, step)`` pairs, coarsest step first, of grids ``origin + k * step`` with ``k`` in
+    ``0 .. n_codes - 1`` that every one of ``values`` (finite, any shape) lies on to within 1 % of the step.
+
+    The caller checks which one, if any, rebuilds the values bit for bit (float rounding). At most
+    ``max_values`` distinct values are looked at (evenly spaced over the sorted distinct values).
+    """
+    v = np.unique(np.asarray(values, dtype=np.float64))
+    if v.size == 0:
+        return [(0.0, 1.0)]
+    if v.size > max_values:
+        v = v[np.linspace(0, v.size - 1, max_values).round().astype(int)]
+    steps = list(GRID_STEPS)
+    if v.size > 1:
+        span = v[-1] - v[0]  # the smallest spacing, averaged over the whole span, to 6 digits
+        steps.append(float(f"{span / np.rint(span / np.diff(v).min()):.6g}"))
+    found = []
+    for step in sorted(set(steps), reverse=True):
+        below = _short(np.floor(v[0] / step + 1e-3) * step)
+        for origin in dict.fromkeys((0.0, below, *GRID_ORIGINS, _short(v[0]))):
+            k = np.rint((v - origin) / step)
+            if k[0] >= 0 and k[-1] < n_codes and np.all(np.abs(origin + k * step - v) <= 0.01 * step):
+                found.append((origin, step))
+    return found
+
+
 def missing_mask(x: np.ndarray, nodata: float | None) -> np.ndarray:
     """True where ``x`` is NaN or equals ``nodata`` (same shape as ``x``)."""
     miss = np.isnan(x) if np.issubdtype(x.dtype, np.floating) else np.zeros(x.shape, dtype=bool)

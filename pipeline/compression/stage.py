@@ -32,6 +32,7 @@ CUBE_DIMS = ("time", "y", "x")
 SPATIAL_DIM_ALIASES = {"lat": "y", "latitude": "y", "lon": "x", "longitude": "x"}
 """Geographic dim names coded as ``y`` / ``x`` and given back on :func:`open_compressed`."""
 RENAMED_DIMS_ATTR = "eocube:renamed_dims"
+DIM_ORDER_ATTR = "eocube:dim_order"
 ADDED_TIME_ATTR = "eocube:added_time"
 STACKED = "reflectance"
 
@@ -109,7 +110,8 @@ def as_dataset(cube: xr.Dataset | xr.DataArray | str | Path) -> xr.Dataset:
     """The cube as a Dataset with its cube variables' dims in (time, y, x) order.
 
     Geographic dims (``lat``/``latitude``, ``lon``/``longitude``) are renamed ``y``/``x``; the
-    renaming is kept in the attribute ``eocube:renamed_dims``. A single image (no ``time`` dim) gets a
+    renaming is kept in the attribute ``eocube:renamed_dims``, and the input order of variables that
+    were on other orders, e.g. ``(time, x, y)``, in ``eocube:dim_order``. A single image (no ``time`` dim) gets a
     time dim of length 1 on its variables on (y, x), noted in ``eocube:added_time`` and taken off again
     by :func:`open_compressed`.
 
@@ -120,6 +122,7 @@ def as_dataset(cube: xr.Dataset | xr.DataArray | str | Path) -> xr.Dataset:
     if isinstance(cube, xr.DataArray):
         cube = cube.to_dataset(name=cube.name if cube.name is not None else "data")
     ds = open_cube(cube)
+    input_dims = {n: list(v.dims) for n, v in ds.data_vars.items()}
     renamed = {a: d for a, d in SPATIAL_DIM_ALIASES.items() if a in ds.dims and d not in ds.dims}
     if renamed:  # e.g. (time, lat, lon): coded as (time, y, x), named back when the store is opened
         ds = ds.rename(renamed).assign_attrs({RENAMED_DIMS_ATTR: json.dumps(renamed)})
@@ -135,7 +138,10 @@ def as_dataset(cube: xr.Dataset | xr.DataArray | str | Path) -> xr.Dataset:
             ds = ds.drop_vars(name).assign(_split_along(var, extra[0], prefix=f"{name}_" if len(ds.data_vars) > 1 else ""))
             if not any(extra[0] in v.dims for v in ds.data_vars.values()):  # its band coordinates go with it
                 ds = ds.drop_vars([c for c, v in ds.coords.items() if extra[0] in v.dims])
-    return ds.transpose(*CUBE_DIMS, ...)
+    ds = ds.transpose(*CUBE_DIMS, ...)
+    as_coded = {n: [renamed.get(d, d) for d in dims] for n, dims in input_dims.items() if n in ds.data_vars}
+    moved = {n: input_dims[n] for n, dims in as_coded.items() if dims != [d for d in ds[n].dims if d in dims]}
+    return ds.assign_attrs({DIM_ORDER_ATTR: json.dumps(moved)}) if moved else ds
 
 
 def _split_along(var: xr.DataArray, dim: str, prefix: str) -> dict[str, xr.DataArray]:
@@ -343,19 +349,20 @@ def _write_store(ds: xr.Dataset, stack: xr.DataArray, bands: list[str], others: 
                           "chunks": (len(bands), *chunks)}}
     for name in others:
         out_ds[name] = out_ds[name].chunk(dict(zip(CUBE_DIMS, chunks)))
-        exact = replace(lossless, step=1.0) if np.issubdtype(ds[name].dtype, np.floating) else lossless  # float classes
-        encoding[name] = {"serializer": VideoCodec(params=exact), "compressors": None, "chunks": chunks}
+        encoding[name] = {"serializer": VideoCodec(params=lossless), "compressors": None, "chunks": chunks}
     for name in set(out_ds.data_vars) - {STACKED, *others}:
         if "time" in out_ds[name].dims:  # e.g. a weather series on (time,): Zarr chunks aligned to the time slabs
             out_ds[name] = out_ds[name].chunk({d: chunks[0] if d == "time" else -1 for d in out_ds[name].dims})
     for name in out_ds.variables:
         out_ds[name].encoding = {}
     renamed = json.loads(ds.attrs.get(RENAMED_DIMS_ATTR, "{}"))
+    dim_order = json.loads(ds.attrs.get(DIM_ORDER_ATTR, "{}"))
     added_time = ADDED_TIME_ATTR in ds.attrs
-    out_ds.attrs = {k: v for k, v in ds.attrs.items() if k not in (RENAMED_DIMS_ATTR, ADDED_TIME_ATTR)}
+    out_ds.attrs = {k: v for k, v in ds.attrs.items() if k not in (RENAMED_DIMS_ATTR, DIM_ORDER_ATTR, ADDED_TIME_ATTR)}
     out_ds.attrs["eocube_compression"] = json.dumps({"codec": VideoCodec(params=params).to_dict(),
                                                      "bands": bands, "lossless": others,
                                                      **({"renamed_dims": renamed} if renamed else {}),
+                                                     **({"dim_order": dim_order} if dim_order else {}),
                                                      **({"added_dims": ["time"]} if added_time else {})})
     with atomic_store(out) as tmp:  # a failed write leaves no store, or the previous one, under ``out``
         write_in_time_slabs(vlen_text_coords(out_ds), tmp, encoding, time_slabs(out_ds.sizes["time"], chunks[0], 1),
@@ -369,7 +376,8 @@ def open_compressed(store: str | Path, split: bool = True, original_dims: bool =
 
     Splitting decodes a chunk once per band that is read; keep ``split=False`` and select
     from the stacked variable to decode each chunk once. With ``original_dims``, dims the stage
-    renamed (``lat`` coded as ``y``, ...) get their input names back, and a single image loses the
+    renamed (``lat`` coded as ``y``, ...) get their input names back, variables their input dim
+    order (``(time, x, y)`` say; the codec works on ``(time, y, x)``), and a single image loses the
     time dim of length 1 it was coded with.
     """
     ds = xr.open_zarr(store, decode_coords="all")
@@ -380,7 +388,11 @@ def open_compressed(store: str | Path, split: bool = True, original_dims: bool =
     if "time" in record.get("added_dims", []):
         ds = ds.isel(time=0, drop=True)
     renamed = record.get("renamed_dims", {})
-    return ds.rename({d: a for a, d in renamed.items()}) if renamed else ds
+    ds = ds.rename({d: a for a, d in renamed.items()}) if renamed else ds
+    for name, dims in record.get("dim_order", {}).items():
+        if name in ds.data_vars and set(ds[name].dims) == set(dims):
+            ds[name] = ds[name].transpose(*dims)
+    return ds
 
 
 def split_bands(ds: xr.Dataset) -> xr.Dataset:

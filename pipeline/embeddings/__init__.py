@@ -3,16 +3,19 @@
 >>> from pipeline.embeddings import embed_cube, write_embeddings, load_encoder
 >>> emb = write_embeddings("cube.zarr", model="presto", weights="default_model.pt")  # (y, x, dim)
 """
-from pipeline.embeddings.engine import embed_cube, write_embeddings
-from pipeline.embeddings.galileo import Galileo, GalileoNormalizer
-from pipeline.embeddings.presto import Presto, presto_normalise
-from pipeline.embeddings.prithvi import PRITHVI_CONFIGS, PrithviConfig, PrithviViT
-from pipeline.embeddings.registry import MODELS, EncoderInfo, load_encoder
-from pipeline.embeddings.timeseries import presto_embed_timeseries
-from pipeline.embeddings.weights import WeightsNotFoundError, cache_dir, resolve_weights, sha256_of
+from pipeline._lazy import lazy_exports
 
-__all__ = [
-    "MODELS", "PRITHVI_CONFIGS", "EncoderInfo", "Galileo", "GalileoNormalizer", "Presto", "PrithviConfig",
-    "PrithviViT", "WeightsNotFoundError", "cache_dir", "embed_cube", "load_encoder", "presto_embed_timeseries",
-    "presto_normalise", "resolve_weights", "sha256_of", "write_embeddings",
-]
+_EXPORTS = {
+    "embed_cube": "pipeline.embeddings.engine", "write_embeddings": "pipeline.embeddings.engine",
+    "Galileo": "pipeline.embeddings.galileo", "GalileoNormalizer": "pipeline.embeddings.galileo",
+    "Presto": "pipeline.embeddings.presto", "presto_normalise": "pipeline.embeddings.presto",
+    "PRITHVI_CONFIGS": "pipeline.embeddings.prithvi", "PrithviConfig": "pipeline.embeddings.prithvi",
+    "PrithviViT": "pipeline.embeddings.prithvi",
+    "MODELS": "pipeline.embeddings.registry", "EncoderInfo": "pipeline.embeddings.registry",
+    "load_encoder": "pipeline.embeddings.registry",
+    "presto_embed_timeseries": "pipeline.embeddings.timeseries",
+    "WeightsNotFoundError": "pipeline.embeddings.weights", "cache_dir": "pipeline.embeddings.weights",
+    "resolve_weights": "pipeline.embeddings.weights", "sha256_of": "pipeline.embeddings.weights",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)  # torch loads with the first model name used

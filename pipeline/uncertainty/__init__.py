@@ -4,11 +4,15 @@
 epistemic/aleatoric/total σ and a calibrated interval. Methods: MC-ConcTD (learned temporal
 dropout rate), MC-TD (fixed rate), MC-Dropout, deterministic, deep ensemble.
 """
-from pipeline.uncertainty.api import FitOptions, Prediction, UncertaintyModel, fit
-from pipeline.uncertainty.calibration import Calibration, calibrate
-from pipeline.uncertainty.metrics import RegressionReport, evaluate
-from pipeline.uncertainty.network import METHODS, NetworkConfig, SequenceRegressor
-from pipeline.uncertainty.train import TrainConfig
+from pipeline._lazy import lazy_exports
 
-__all__ = ["METHODS", "Calibration", "FitOptions", "NetworkConfig", "Prediction", "RegressionReport",
-           "SequenceRegressor", "TrainConfig", "UncertaintyModel", "calibrate", "evaluate", "fit"]
+_EXPORTS = {
+    "FitOptions": "pipeline.uncertainty.api", "Prediction": "pipeline.uncertainty.api",
+    "UncertaintyModel": "pipeline.uncertainty.api", "fit": "pipeline.uncertainty.api",
+    "Calibration": "pipeline.uncertainty.calibration", "calibrate": "pipeline.uncertainty.calibration",
+    "RegressionReport": "pipeline.uncertainty.metrics", "evaluate": "pipeline.uncertainty.metrics",
+    "METHODS": "pipeline.uncertainty.network", "NetworkConfig": "pipeline.uncertainty.network",
+    "SequenceRegressor": "pipeline.uncertainty.network", "TrainConfig": "pipeline.uncertainty.train",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)  # torch loads with the first name used
