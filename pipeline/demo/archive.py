@@ -37,7 +37,7 @@ import pyproj
 import rasterio
 from rasterio.transform import from_origin
 
-from pipeline.demo.landscape import CLASSES, TRUTH_NODATA, TRUTH_WATER, Landscape, Sky, observe
+from pipeline.demo.landscape import CLASSES, TRUTH_NODATA, Landscape, Sky, observe
 from pipeline.demo.qa_encoding import encode_landsat_qa_pixel, encode_modis_state_500m, encode_s2_scl
 from pipeline.sensors import BandSpec, load_profile
 
