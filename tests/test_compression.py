@@ -86,8 +86,9 @@ def test_lossless_finds_the_grid_of_float_bands(name, make, origin, step):
         assert grid["offset"][0] == pytest.approx(origin, abs=1e-9)
 
 
-def test_lossless_codes_negative_integers_from_their_minimum():
-    dn = _dn().astype(np.int16) - 3000
+@pytest.mark.parametrize("shift, dtype", [(-3000, np.int16), (200_000, np.int32)])
+def test_lossless_codes_integers_off_0_65535_from_their_minimum(shift, dtype):
+    dn = _dn().astype(dtype) + dtype(shift)
     np.testing.assert_array_equal(decode_array(encode_array(dn, CodecParams(mode="lossless"))), dn)
 
 

@@ -136,13 +136,14 @@ def _lossless_codes(x: np.ndarray, filled: np.ndarray, missing: np.ndarray,
         grids, bits = [(0.0, 1.0)], 8
     else:
         bits = 8 if x.dtype == np.uint8 else 16
-        valid = x[~missing]
         if params.step is not None:
             grids = [(float(params.value_range[0]), float(params.step))]
         elif np.issubdtype(x.dtype, np.floating):
-            grids = grid_candidates(valid, n_codes=1 << bits)
+            grids = grid_candidates(x[~missing], n_codes=1 << bits)
         else:
-            grids = list(dict.fromkeys([(float(params.value_range[0]), 1.0), (float(valid.min(initial=0)), 1.0)]))
+            valid = x[~missing]
+            lowest = float(valid.min()) if valid.size else 0.0
+            grids = list(dict.fromkeys([(float(params.value_range[0]), 1.0), (lowest, 1.0)]))
     error = "no grid origin + k * step with 65536 codes holds them"
     for origin, step in grids:
         quant = Quantiser((origin,) * n, step, bits)

@@ -31,9 +31,9 @@ from pipeline.store.zarr_store import atomic_store, consolidate, time_slabs, wri
 CUBE_DIMS = ("time", "y", "x")
 SPATIAL_DIM_ALIASES = {"lat": "y", "latitude": "y", "lon": "x", "longitude": "x"}
 """Geographic dim names coded as ``y`` / ``x`` and given back on :func:`open_compressed`."""
-RENAMED_DIMS_ATTR = "eocube:renamed_dims"
-DIM_ORDER_ATTR = "eocube:dim_order"
-ADDED_TIME_ATTR = "eocube:added_time"
+INPUT_LAYOUT_ATTR = "eocube:input_layout"
+"""What :func:`as_dataset` changed to code a cube, undone by :func:`open_compressed`: JSON with
+``renamed_dims`` (input name -> coded name), ``dim_order`` (variable -> input dims) and ``added_dims``."""
 STACKED = "reflectance"
 
 
@@ -109,11 +109,10 @@ def select_variables(ds: xr.Dataset, bands: list[str] | None = None,
 def as_dataset(cube: xr.Dataset | xr.DataArray | str | Path) -> xr.Dataset:
     """The cube as a Dataset with its cube variables' dims in (time, y, x) order.
 
-    Geographic dims (``lat``/``latitude``, ``lon``/``longitude``) are renamed ``y``/``x``; the
-    renaming is kept in the attribute ``eocube:renamed_dims``, and the input order of variables that
-    were on other orders, e.g. ``(time, x, y)``, in ``eocube:dim_order``. A single image (no ``time`` dim) gets a
-    time dim of length 1 on its variables on (y, x), noted in ``eocube:added_time`` and taken off again
-    by :func:`open_compressed`.
+    Geographic dims (``lat``/``latitude``, ``lon``/``longitude``) are renamed ``y``/``x``, variables on
+    another order, e.g. ``(time, x, y)``, transposed, and a single image (no ``time`` dim) gets a time
+    dim of length 1 on its variables on (y, x); each change is noted in the attribute
+    :data:`INPUT_LAYOUT_ATTR` and undone by :func:`open_compressed`.
 
     A variable (or a DataArray cube) with one dim besides time, y and x, such as stackstac's
     ``(time, band, y, x)``, becomes one variable per entry along it, named by that dim's
@@ -123,12 +122,13 @@ def as_dataset(cube: xr.Dataset | xr.DataArray | str | Path) -> xr.Dataset:
         cube = cube.to_dataset(name=cube.name if cube.name is not None else "data")
     ds = open_cube(cube)
     input_dims = {n: list(v.dims) for n, v in ds.data_vars.items()}
+    layout: dict = {}
     renamed = {a: d for a, d in SPATIAL_DIM_ALIASES.items() if a in ds.dims and d not in ds.dims}
     if renamed:  # e.g. (time, lat, lon): coded as (time, y, x), named back when the store is opened
-        ds = ds.rename(renamed).assign_attrs({RENAMED_DIMS_ATTR: json.dumps(renamed)})
+        ds, layout["renamed_dims"] = ds.rename(renamed), renamed
     if "time" not in ds.dims and {"y", "x"} <= set(ds.dims):  # one image: coded as a one-date cube
         images = {n: v.expand_dims("time") for n, v in ds.data_vars.items() if {"y", "x"} <= set(v.dims)}
-        ds = ds.assign(images).assign_attrs({ADDED_TIME_ATTR: "true"})
+        ds, layout["added_dims"] = ds.assign(images), ["time"]
     missing = [d for d in CUBE_DIMS if d not in ds.dims]
     if missing:
         raise ValueError(f"cube has no {missing} dim(s); its dims are {dict(ds.sizes)}")
@@ -141,7 +141,9 @@ def as_dataset(cube: xr.Dataset | xr.DataArray | str | Path) -> xr.Dataset:
     ds = ds.transpose(*CUBE_DIMS, ...)
     as_coded = {n: [renamed.get(d, d) for d in dims] for n, dims in input_dims.items() if n in ds.data_vars}
     moved = {n: input_dims[n] for n, dims in as_coded.items() if dims != [d for d in ds[n].dims if d in dims]}
-    return ds.assign_attrs({DIM_ORDER_ATTR: json.dumps(moved)}) if moved else ds
+    if moved:
+        layout["dim_order"] = moved
+    return ds.assign_attrs({INPUT_LAYOUT_ATTR: json.dumps(layout)}) if layout else ds
 
 
 def _split_along(var: xr.DataArray, dim: str, prefix: str) -> dict[str, xr.DataArray]:
@@ -355,15 +357,10 @@ def _write_store(ds: xr.Dataset, stack: xr.DataArray, bands: list[str], others: 
             out_ds[name] = out_ds[name].chunk({d: chunks[0] if d == "time" else -1 for d in out_ds[name].dims})
     for name in out_ds.variables:
         out_ds[name].encoding = {}
-    renamed = json.loads(ds.attrs.get(RENAMED_DIMS_ATTR, "{}"))
-    dim_order = json.loads(ds.attrs.get(DIM_ORDER_ATTR, "{}"))
-    added_time = ADDED_TIME_ATTR in ds.attrs
-    out_ds.attrs = {k: v for k, v in ds.attrs.items() if k not in (RENAMED_DIMS_ATTR, DIM_ORDER_ATTR, ADDED_TIME_ATTR)}
+    out_ds.attrs = {k: v for k, v in ds.attrs.items() if k != INPUT_LAYOUT_ATTR}
     out_ds.attrs["eocube_compression"] = json.dumps({"codec": VideoCodec(params=params).to_dict(),
                                                      "bands": bands, "lossless": others,
-                                                     **({"renamed_dims": renamed} if renamed else {}),
-                                                     **({"dim_order": dim_order} if dim_order else {}),
-                                                     **({"added_dims": ["time"]} if added_time else {})})
+                                                     **json.loads(ds.attrs.get(INPUT_LAYOUT_ATTR, "{}"))})
     with atomic_store(out) as tmp:  # a failed write leaves no store, or the previous one, under ``out``
         write_in_time_slabs(vlen_text_coords(out_ds), tmp, encoding, time_slabs(out_ds.sizes["time"], chunks[0], 1),
                             progress)
