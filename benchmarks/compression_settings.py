@@ -34,7 +34,7 @@
    high-rate coding gain of an orthonormal rotation over coding the bands apart, for Gaussian data
    (``10/N * log10(prod diag C / prod diag(W C W^T))``), with ``C`` the band covariance of the raw
    values, of planar-predictor residuals ``x - (left + up - upper-left)`` and of frame differences, and
-   ``W`` fitted on each of them; then PSNR (peak 10000) at 0.1 .. 1.0 bpppb with the codec's KLT fitted
+   ``W`` fitted on each of them; then PSNR (peak 10000) at 0.1 .. 2.0 bpppb with the codec's KLT fitted
    on raw values (the default), on spatial first differences, on an equal-trace blend of the two, and
    on the darkest 80 % and 50 % of pixels (by band sum: bright clouds left out), with the default KLT
    coded one component per gray12 video instead of gbrp12 triplets, and with the components' code
@@ -268,7 +268,7 @@ def klt_fit(dn: np.ndarray) -> None:
         return default(values, max_samples)
 
     default, fixed_bounds, current = klt.fit_klt, klt.component_bounds, [None]
-    rates = (0.1, 0.25, 0.5, 1.0)
+    rates = (0.1, 0.25, 0.5, 1.0, 1.5, 2.0)
     print("\n| KLT | " + " | ".join(f"PSNR @ {r} bpppb" for r in rates) + " |\n|---|" + "---|" * len(rates))
     runs = [("fitted on raw values (default)", default, "triplet"), ("fitted on spatial differences",
             fitted_on("gradients"), "triplet"), ("fitted on raw values + differences", fitted_on("blend"), "triplet"),
