@@ -4,7 +4,7 @@
     python benchmarks/compression_settings.py --only floor        # section 1 alone (about 15 s)
     python benchmarks/compression_settings.py --only presets      # section 3 alone (about 4 min)
     python benchmarks/compression_settings.py --only streams      # section 4 alone (about 1 min)
-    python benchmarks/compression_settings.py --only klt          # section 5 alone (about 2.5 min)
+    python benchmarks/compression_settings.py --only klt          # section 5 alone (about 4 min)
     python benchmarks/compression_settings.py --only ratecontrol  # section 6 alone (about 9 min)
     python benchmarks/compression_settings.py --only overhead     # section 7 alone (about 1 min)
 
@@ -35,10 +35,12 @@
    (``10/N * log10(prod diag C / prod diag(W C W^T))``), with ``C`` the band covariance of the raw
    values, of planar-predictor residuals ``x - (left + up - upper-left)`` and of frame differences, and
    ``W`` fitted on each of them; then PSNR (peak 10000) at 0.1 .. 2.0 bpppb with the codec's KLT fitted
-   on raw values (the default), on spatial first differences, on an equal-trace blend of the two, and
+   on raw values, on spatial first differences, on an equal-trace blend of the two, and
    on the darkest 80 % and 50 % of pixels (by band sum: bright clouds left out), with the default KLT
    coded one component per gray12 video instead of gbrp12 triplets, and with the components' code
-   range taken from the chunk's own minimum and maximum instead of the fixed box.
+   range taken from the chunk's own minimum and maximum instead of the fixed box (all one rotation a
+   chunk); then one rotation a date fitted on each date's raw values and on its spatial differences
+   (``klt_scope="date"``), and the default ``klt_scope="auto"``.
 6. **Fractional QPs and rate control.** On the Romania cube's five 32-frame chunks (0..20000 DN, KLT;
    PSNR peak 10000): rate and PSNR at QP -4, 4 and 16 and quarter steps to the next integer, against the
    chord between the integer points; then ``ratecontrol.choose_qp`` for targets of 0.1, 0.25, 0.5, 1.0 and
@@ -267,26 +269,36 @@ def klt_fit(dn: np.ndarray) -> None:
         current[0] = values
         return default(values, max_samples)
 
+    def raw_covariance(frame: np.ndarray, max_samples: int = 50_000) -> np.ndarray:
+        flat = frame.reshape(len(frame), -1).astype(np.float64)
+        return np.atleast_2d(np.cov(flat[:, ::max(1, flat.shape[1] // max_samples)]))
+
     default, fixed_bounds, current = klt.fit_klt, klt.component_bounds, [None]
+    date_fit = klt.spatial_difference_covariance
     rates = (0.1, 0.25, 0.5, 1.0, 1.5, 2.0)
     print("\n| KLT | " + " | ".join(f"PSNR @ {r} bpppb" for r in rates) + " |\n|---|" + "---|" * len(rates))
-    runs = [("fitted on raw values (default)", default, "triplet"), ("fitted on spatial differences",
-            fitted_on("gradients"), "triplet"), ("fitted on raw values + differences", fitted_on("blend"), "triplet"),
-            ("default, one gray12 video per component", default, "gray"),
-            ("fitted on the darkest 80 % of pixels", fitted_on("darkest0.8"), "triplet"),
-            ("fitted on the darkest 50 % of pixels", fitted_on("darkest0.5"), "triplet"),
-            ("default, component bounds from the chunk's data", remember, "triplet")]
-    for label, fit, packing in runs:
+    runs = [("one rotation a chunk, fitted on raw values", default, "triplet", "chunk"),
+            ("fitted on spatial differences", fitted_on("gradients"), "triplet", "chunk"),
+            ("fitted on raw values + differences", fitted_on("blend"), "triplet", "chunk"),
+            ("one rotation a chunk, one gray12 video per component", default, "gray", "chunk"),
+            ("fitted on the darkest 80 % of pixels", fitted_on("darkest0.8"), "triplet", "chunk"),
+            ("fitted on the darkest 50 % of pixels", fitted_on("darkest0.5"), "triplet", "chunk"),
+            ("one rotation a chunk, component bounds from the chunk's data", remember, "triplet", "chunk"),
+            ("one rotation a date, fitted on raw values", default, "triplet", "date"),
+            ("one rotation a date, fitted on spatial differences", default, "triplet", "date"),
+            ("auto: a rotation a date where predicted to pay (default)", default, "triplet", "auto")]
+    for label, fit, packing, scope in runs:
         klt.fit_klt = fit
         klt.component_bounds = bounds_from_data if fit is remember else fixed_bounds
+        klt.spatial_difference_covariance = raw_covariance if label.endswith("date, fitted on raw values") else date_fit
         rows = []
         for qp in (-8, -3, 0, 4, 8, 16, 24, 30, 36):
-            back, size, _, _ = run_codec(dn, CodecParams(qp=qp, value_range=(0, 20000), packing=packing))
+            back, size, _, _ = run_codec(dn, CodecParams(qp=qp, value_range=(0, 20000), packing=packing, klt_scope=scope))
             err = back.astype(np.float64) - dn
             rows.append({"config": label, "bpppb": 8 * size / dn.size,
                          "psnr_10000": 10 * np.log10(10000 ** 2 / np.mean(err ** 2))})
         print(f"| {label} | " + " | ".join(f"{psnr_at(rows, label, r):.2f}" for r in rates) + " |", flush=True)
-    klt.fit_klt, klt.component_bounds = default, fixed_bounds
+    klt.fit_klt, klt.component_bounds, klt.spatial_difference_covariance = default, fixed_bounds, date_fit
 
 
 def format3_mask_bytes(missing: np.ndarray) -> int:

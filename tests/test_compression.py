@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from pipeline.compression import klt
-from pipeline.compression.codec import CodecParams, decode_array, encode_array, read_header
+from pipeline.compression.codec import CodecParams, decode_array, encode_array, klt_matrix, read_header
 from pipeline.compression.metrics import psnr, spectral_angle, ssim, ssim_2d
 from pipeline.compression.quantise import Quantiser, fill_missing
 from pipeline.compression.ratecontrol import choose_qp, measure
@@ -142,15 +142,18 @@ def test_lossy_decode_stays_in_the_fixed_range():
 
 def test_header_is_self_describing():
     cube = with_nans(smooth_cube(4))
-    header, _ = read_header(encode_array(cube, CodecParams(qp=4)))  # fine enough to code every stream
+    header, _ = read_header(encode_array(cube, CodecParams(qp=4, klt_scope="date")))  # fine enough to code every stream
     assert header["dtype"] == "float32" and header["shape"] == [4, 12, 37, 41]
     assert header["axes"] == ["band", "time", "y", "x"]
     assert [s["components"] for s in header["streams"]] == [[0, 1, 2], [3]]
     assert [s["spec"]["pix_fmt"] for s in header["streams"]] == ["gbrp12le", "gray12le"]
     assert header["mask"]["layout"] == "per-band" and header["mask"]["spec"]["codec"] == "ffv1"
-    matrix = np.asarray(header["klt"]["matrix"])
+    assert header["klt"]["angle_bits"] == 12 and np.shape(header["klt"]["angles"]) == (12, 6)  # a rotation a date
+    assert all(isinstance(c, int) and 0 <= c < 4096 for c in np.ravel(header["klt"]["angles"]).tolist())
+    assert all(float(str(np.float32(v))) == v for v in header["klt"]["mean"])  # shortest float32 decimals
+    matrix = np.asarray(read_header(encode_array(cube, CodecParams(qp=4, klt_scope="chunk")))[0]["klt"]["matrix"])
     np.testing.assert_allclose(matrix @ matrix.T, np.eye(4), atol=1e-6)  # stored to float32 precision
-    assert all(float(str(np.float32(v))) == v for v in matrix.reshape(-1))  # shortest float32 decimals
+    assert all(float(str(np.float32(v))) == v for v in matrix.reshape(-1))
     assert all("bytes" in s and "packets" not in s for s in header["streams"])  # HEVC: length only
     states = header["mask"]["frames"]  # one state per band and date; only the partly missing ones are coded
     assert len(states) == 4 * 12 and states.count("2") == 5 and set(states) == {"0", "2"}
@@ -186,13 +189,20 @@ def test_format_3_bytes_still_decode():
     np.testing.assert_array_equal(decode_array(data), np.load(DATA / "eocube-video-format3-decoded.npy"))
 
 
+def test_format_4_bytes_still_decode():
+    """Bytes written by format 4 (one KLT matrix per chunk) decode as they did then."""
+    data = (DATA / "eocube-video-format4.bin").read_bytes()
+    assert data[4] == 4 and "matrix" in read_header(data)[0]["klt"]
+    np.testing.assert_array_equal(decode_array(data), np.load(DATA / "eocube-video-format4-decoded.npy"))
+
+
 def test_header_is_compressed_from_the_format_dictionary():
     data = encode_array(with_nans(smooth_cube(4)), CodecParams(qp=20))
     header, pos = read_header(data)
     plain = zlib.compress(json.dumps(header, separators=(",", ":")).encode(), 9)
-    assert data[4] == 4 and pos - 9 < 0.6 * len(plain)  # the repeated names and options cost almost nothing
+    assert data[4] == 5 and pos - 9 < 0.6 * len(plain)  # the repeated names and options cost almost nothing
     with pytest.raises(CorruptStreamError, match="corrupt eocube.video header"):
-        decode_array(data[:9] + plain + data[pos:])  # a plain zlib header under format 4 does not parse
+        decode_array(data[:9] + plain + data[pos:])  # a plain zlib header under format 5 does not parse
 
 
 def test_mask_codes_only_partly_missing_frames_and_restores_every_state():
@@ -219,8 +229,8 @@ def test_a_stream_too_weak_for_the_step_is_stored_as_its_mean():
     assert h_coarse["streams"][1].keys() == {"components", "constant"} and h_coarse["streams"][1]["components"] == [3]
     assert "spec" in h_fine["streams"][1]  # at a fine step the same component is worth a video
     back = decode_array(encode_array(cube, coarse))
-    comps = klt.forward(cube.astype(np.float64), np.asarray(h_coarse["klt"]["mean"]), np.asarray(h_coarse["klt"]["matrix"]))
-    back_comps = klt.forward(back.astype(np.float64), np.asarray(h_coarse["klt"]["mean"]), np.asarray(h_coarse["klt"]["matrix"]))
+    mean, matrix = np.asarray(h_coarse["klt"]["mean"]), klt_matrix(h_coarse["klt"], 4)
+    comps, back_comps = klt.forward(cube.astype(np.float64), mean, matrix), klt.forward(back.astype(np.float64), mean, matrix)
     # the skipped component decodes as its chunk mean: its error is its own spread, nothing else
     np.testing.assert_allclose(back_comps[3], h_coarse["streams"][1]["constant"][0], atol=1e-5)
     assert np.sqrt(np.mean((back_comps[3] - comps[3]) ** 2)) == pytest.approx(comps[3].std(), rel=1e-3)
@@ -257,6 +267,86 @@ def test_klt_is_orthonormal_invertible_and_bounded():
     projected = matrix @ (corners - mean[:, None])
     np.testing.assert_allclose(lo, projected.min(axis=1), atol=1e-12)
     np.testing.assert_allclose(hi, projected.max(axis=1), atol=1e-12)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 7])
+def test_givens_angle_codes_rebuild_an_exactly_orthonormal_rotation(n):
+    rng = np.random.default_rng(n)
+    rotation, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    rotation[-1] *= np.sign(np.linalg.det(rotation))  # det +1
+    codes = klt.angle_codes(rotation)
+    rebuilt = klt.rotation_from_codes(codes, n)
+    assert codes.shape == (n * (n - 1) // 2,) and codes.dtype.kind == "i"
+    np.testing.assert_allclose(rebuilt @ rebuilt.T, np.eye(n), atol=1e-14)
+    # each angle is rounded by at most half of 2 pi / 4096; the entries move by about that much
+    np.testing.assert_allclose(rebuilt, rotation, atol=n * n * np.pi / 4096)
+    np.testing.assert_array_equal(klt.angle_codes(rebuilt), codes)  # the codes of a rebuilt rotation are its own
+
+
+def test_a_klt_per_date_decorrelates_dates_whose_spectra_differ():
+    """Each date mixes the same independent sources through its own rotation: the per-date KLT undoes
+    every date's mixing (components uncorrelated within each date), the chunk KLT cannot."""
+    rng = np.random.default_rng(11)
+    t, n = 6, 4
+    sources = rng.normal(size=(n, t, 30, 30)) * np.array([8.0, 4.0, 2.0, 1.0])[:, None, None, None]
+    mixings = [np.linalg.qr(rng.normal(size=(n, n)))[0] for _ in range(t)]
+    x = np.stack([m @ sources[:, k].reshape(n, -1) for k, m in enumerate(mixings)], axis=1).reshape(n, t, 30, 30)
+    mean, chunk = klt.fit_klt(x)
+    codes, per_date = klt.fit_frame_rotations(x, chunk)
+    assert codes.shape == (t, 6) and per_date.shape == (t, n, n)
+
+    def worst_correlation(matrix: np.ndarray) -> float:
+        comps = klt.forward(x, mean, matrix)
+        corr = [np.corrcoef(comps[:, k].reshape(n, -1)) - np.eye(n) for k in range(t)]
+        return float(np.abs(corr).max())
+
+    assert worst_correlation(per_date) < 0.05 < 0.3 < worst_correlation(chunk)
+    np.testing.assert_allclose(klt.inverse(klt.forward(x, mean, per_date), mean, per_date), x, atol=1e-10)
+    lo, hi = klt.component_bounds(mean, per_date, -40.0, 40.0)
+    for k in range(t):  # the bounds hold every date's components over the whole box
+        f_lo, f_hi = klt.component_bounds(mean, per_date[k], -40.0, 40.0)
+        assert np.all(lo <= f_lo + 1e-12) and np.all(hi >= f_hi - 1e-12)
+
+
+def test_predicted_bits_of_ramps_repeats_and_noise():
+    """A plane codes for nothing (planar prediction is exact); a date equal to the one before costs nothing
+    (temporal prediction); white noise of variance s2 leaves its planar residual with variance 4 s2, so
+    each block of the first date costs about 0.5 log2(1 + 4 s2 / noise)."""
+    yy, xx = np.mgrid[0:32, 0:40]
+    plane = np.broadcast_to(3.0 * yy - 2.0 * xx + 7, (2, 5, 32, 40))
+    assert klt.predicted_bits(plane, noise=1.0) == 0.0
+    noise_frame = np.random.default_rng(0).normal(0, 2.0, (1, 1, 64, 64))
+    repeated = np.repeat(noise_frame, 4, axis=1)
+    first = klt.predicted_bits(noise_frame, noise=1.0)
+    assert first == pytest.approx(0.5 * np.log2(1 + 4 * 4.0), rel=0.05)
+    assert klt.predicted_bits(repeated, noise=1.0) == pytest.approx(first / 4)
+
+
+def test_auto_scope_takes_a_rotation_per_date_only_where_the_spectra_change():
+    """Dates mixing spatially structured sources through their own rotations: rotations per date are
+    predicted to pay and are taken. Dates sharing one spectral structure (the smooth cube): one rotation."""
+    rng = np.random.default_rng(4)
+    t, n = 8, 4
+    yy, xx = np.mgrid[0:48, 0:64]
+    sources = np.stack([np.sin(xx / (3 + k) + yy / (5 + k) + f) * 0.1 / (k + 1) for k in range(n) for f in range(t)])
+    sources = sources.reshape(n, t, 48, 64) + rng.normal(0, 0.001, (n, t, 48, 64))
+    mixings = [np.linalg.qr(rng.normal(size=(n, n)))[0] for _ in range(t)]
+    varying = 0.3 + np.stack([m @ sources[:, k].reshape(n, -1) for k, m in enumerate(mixings)], axis=1).reshape(n, t, 48, 64)
+    static = smooth_cube(4, t=8, h=48, w=64)
+    for cube, per_date in ((varying, True), (static, False)):
+        header, _ = read_header(encode_array(cube.astype(np.float32), CodecParams(qp=12, preset="ultrafast")))
+        assert ("angles" in header["klt"]) is per_date and ("matrix" in header["klt"]) is not per_date
+
+
+@pytest.mark.parametrize("scope", ["date", "chunk"])
+def test_both_klt_scopes_round_trip_within_their_quality(scope):
+    cube = with_nans(smooth_cube(5))
+    data = encode_array(cube, CodecParams(qp=4, klt_scope=scope))
+    header, _ = read_header(data)
+    assert ("angles" in header["klt"]) == (scope == "date") and ("matrix" in header["klt"]) == (scope == "chunk")
+    back = decode_array(data)
+    np.testing.assert_array_equal(np.isnan(back), np.isnan(cube))
+    assert psnr(cube, back, 1.0) > 45
 
 
 def test_missing_pixels_are_filled_along_rows_then_from_rows_then_by_the_temporal_mean():
@@ -435,8 +525,8 @@ def test_fractional_qp_codes_each_gop_tail_one_qp_coarser():
     cube = smooth_cube(4, t=16, h=32, w=64, seed=5)
     decoded, sizes, errors = {}, {}, {}
     for qp in (20, 20.5, 21):
-        data = encode_array(cube, CodecParams(qp=qp, keyint=8, preset="ultrafast"))
-        decoded[qp], sizes[qp] = decode_array(data), len(data)
+        data = encode_array(cube, CodecParams(qp=qp, keyint=8, preset="ultrafast", klt_scope="chunk"))
+        decoded[qp], sizes[qp] = decode_array(data), len(data) - read_header(data)[1]  # the streams alone
         errors[qp] = float(np.mean((decoded[qp].astype(np.float64) - cube) ** 2))
     head, tail = [0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15]
     np.testing.assert_array_equal(decoded[20.5][:, head], decoded[20][:, head])
@@ -462,7 +552,7 @@ def test_fractional_qp_below_zero_codes_the_tail_at_x265_qp1_on_the_same_list():
     cube = smooth_cube(4, t=16, h=32, w=64, seed=5)
     decoded, sizes, errors = {}, {}, {}
     for qp in (-3, -2.5, -2):
-        data = encode_array(cube, CodecParams(qp=qp, keyint=8, preset="ultrafast"))
+        data = encode_array(cube, CodecParams(qp=qp, keyint=8, preset="ultrafast", klt_scope="chunk"))
         decoded[qp], sizes[qp] = decode_array(data), len(data)
         errors[qp] = float(np.mean((decoded[qp].astype(np.float64) - cube) ** 2))
     head = [0, 1, 8, 9]
@@ -491,7 +581,7 @@ def test_rate_control_keeps_the_integer_qp_when_a_mixed_stream_is_worse():
     """A smooth, static scene whose P-frames are nearly free: QP 23.5 spends more than QP 24 for a lower
     PSNR (measured below), so a rate target between them keeps QP 24."""
     block = smooth_cube(4, t=16, h=32, w=64, seed=6)
-    params = CodecParams(preset="ultrafast", keyint=16)
+    params = CodecParams(preset="ultrafast", keyint=16, klt_scope="chunk")  # one rotation: the content measured
     half, coarse = (measure([block], replace(params, qp=q), 1.0) for q in (23.5, 24))
     assert half.bpppb > coarse.bpppb and half.psnr < coarse.psnr  # the content this test is about
     point = choose_qp([block], params, peak=1.0, target_bpppb=half.bpppb)

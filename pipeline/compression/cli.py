@@ -35,6 +35,8 @@ def run(src: Path = typer.Argument(..., help="input cube (.zarr store or NetCDF)
         target_bpppb: Optional[float] = typer.Option(None, help="rate control: bits per pixel per band"),
         qp: float = typer.Option(12, help="libx265 QP when no target is given (-8 best .. 51; fractions from 0 up)"),
         klt: bool = typer.Option(True, help="KLT/PCA across bands before coding"),
+        klt_scope: str = typer.Option("auto", help="one KLT rotation per date, one per chunk, or auto: per date "
+                                                   "where that is predicted to save bits (date / chunk / auto)"),
         preset: str = typer.Option(DEFAULT_PRESET, help="libx265 preset, or fast+rdo (fast with rdoq-level 2)"),
         value_range: str = typer.Option("auto", help="fixed physical range lo,hi quantised to 12 bits (lossy), "
                                                      "or auto: the nearest usual range covering the sample chunks "
@@ -53,7 +55,7 @@ def run(src: Path = typer.Argument(..., help="input cube (.zarr store or NetCDF)
     from pipeline.compression.stage import compress_cube, summary_dict
 
     try:
-        params = CodecParams(mode=mode, qp=qp, klt=klt, preset=preset, value_range=_range(value_range), step=step)
+        params = CodecParams(mode=mode, qp=qp, klt=klt, klt_scope=klt_scope, preset=preset, value_range=_range(value_range), step=step)
         with progress_display() as progress:
             summary = compress_cube(src, out, params, target_psnr=target_psnr, target_bpppb=target_bpppb,
                                     time_chunk=time_chunk, space_chunk=space_chunk, bands=_names(bands),

@@ -2,7 +2,8 @@
 
 ``encode_array`` takes ``(band, time, y, x)`` (or ``(time, y, x)``) values and returns bytes holding a
 JSON header and video streams; ``decode_array`` inverts it using only those bytes. Lossy mode:
-fixed-range 12-bit quantisation, optional KLT across bands with one shared step, components packed
+fixed-range 12-bit quantisation, optional KLT across bands (one rotation per chunk, or one per date
+where that pays, see :mod:`pipeline.compression.klt`) with one shared step, components packed
 three per ``gbrp12le`` libx265 video (strongest in the luma-coded G plane), leftovers each as
 ``gray12le``; a stream whose components hardly vary at the chosen QP is stored as their means instead
 (:data:`WEAK_STREAM_FRACTION`). Lossless mode: 16-bit (8-bit for bool/uint8) ffv1. Missing values (NaN or ``nodata``)
@@ -38,6 +39,7 @@ WEAK_STREAM_FRACTION = 0.1
 SUPPORTED_DTYPES = ("bool", "uint8", "uint16", "int16", "int32", "uint32", "float32", "float64")
 Mode = Literal["lossy", "lossless"]
 Packing = Literal["triplet", "gray"]
+KltScope = Literal["auto", "date", "chunk"]
 
 
 @dataclass(frozen=True)
@@ -52,12 +54,18 @@ class CodecParams:
     ``step``: lossless grid spacing of ``lo + k * step`` (default: 1 for integer dtypes, for floats
     the coarsest grid found in each chunk's values). ``nodata``: value treated as missing besides NaN.
     ``preset``: an x265 preset or ``"fast+rdo"`` (default; see :data:`pipeline.compression.video.X265_PRESETS`).
+    ``klt_scope``: ``"date"`` fits a KLT rotation on each time step (on its spatial differences,
+    :func:`pipeline.compression.klt.fit_frame_rotations`), ``"chunk"`` one on the whole chunk, and
+    ``"auto"`` (default) takes the rotations per date where :func:`pipeline.compression.klt.frame_rotations_pay`
+    predicts that they save bits (dates whose spectra differ: haze, clouds, season), else the chunk's
+    (spectra that hardly change, where moving rotations would only cost temporal prediction).
     """
 
     mode: Mode = "lossy"
     qp: float = 12
     preset: str = DEFAULT_PRESET
     klt: bool = True
+    klt_scope: KltScope = "auto"
     packing: Packing = "triplet"
     value_range: tuple[float, float] = (0.0, 1.0)
     step: float | None = None
@@ -70,6 +78,8 @@ class CodecParams:
             raise ValueError(f"mode must be 'lossy' or 'lossless', not {self.mode!r}")
         if self.packing not in ("triplet", "gray"):
             raise ValueError(f"packing must be 'triplet' or 'gray', not {self.packing!r}")
+        if self.klt_scope not in ("auto", "date", "chunk"):
+            raise ValueError(f"klt_scope must be 'auto', 'date' or 'chunk', not {self.klt_scope!r}")
         lo, hi = self.value_range
         if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
             raise ValueError(f"value_range {self.value_range} must be finite with hi > lo")
@@ -114,11 +124,17 @@ def _lossy_transform(values: np.ndarray, params: CodecParams) -> tuple[np.ndarra
     n = values.shape[0]
     if params.klt:
         mean, matrix = map(klt.compact, klt.fit_klt(values))
+        record = {"mean": mean.tolist(), "matrix": matrix.tolist()}
+        if params.klt_scope != "chunk":
+            codes, rotations = klt.fit_frame_rotations(values, matrix)
+            noise = ((hi - lo) / 1000) ** 2  # about the distortion at 1 bpppb on real Sentinel-2 (about 60 dB)
+            if params.klt_scope == "date" or klt.frame_rotations_pay(values, mean, matrix, rotations, noise):
+                matrix = rotations
+                record = {"mean": mean.tolist(), "angle_bits": klt.ANGLE_BITS, "angles": codes.tolist()}
         comps = klt.forward(values, mean, matrix)
         c_lo, c_hi = klt.component_bounds(mean, matrix, lo, hi)
         step = float(klt.compact(np.array((c_hi - c_lo).max() / max_code)))
-        return comps, Quantiser(tuple(map(float, klt.compact(c_lo))), step, LOSSY_BITS), {
-            "mean": mean.tolist(), "matrix": matrix.tolist()}
+        return comps, Quantiser(tuple(map(float, klt.compact(c_lo))), step, LOSSY_BITS), record
     return values, Quantiser((float(lo),) * n, (hi - lo) / max_code, LOSSY_BITS), None
 
 
@@ -244,6 +260,13 @@ def _encode_frames(x4: np.ndarray, missing: np.ndarray, params: CodecParams, hea
     return payload
 
 
+def klt_matrix(record: dict, n: int) -> np.ndarray:
+    """The KLT of a header's ``klt`` record: (component, band), or (time, component, band) per date (format 5)."""
+    if "angles" in record:
+        return np.stack([klt.rotation_from_codes(c, n, record["angle_bits"]) for c in record["angles"]])
+    return np.asarray(record["matrix"])
+
+
 def _take(data: bytes, pos: int, record: dict) -> tuple[bytes, list[bytes], int]:
     """Extradata and packets of one stream record starting at ``pos``, and the position after them."""
     if "bytes" in record:  # HEVC: one length, packets found by the parser
@@ -305,7 +328,7 @@ def _decode_frames(data: bytes, pos: int, header: dict, n: int, t: int, h: int, 
     for k, value in constants.items():
         values[k] = value
     if header["klt"] is not None:
-        values = klt.inverse(values, np.asarray(header["klt"]["mean"]), np.asarray(header["klt"]["matrix"]))
+        values = klt.inverse(values, np.asarray(header["klt"]["mean"]), klt_matrix(header["klt"], n))
     if header["mode"] == "lossy":  # the encoder clips to the fixed range; coding noise may step outside it
         values = np.clip(values, *header["params"]["value_range"])
     return _restore(values, dtype, missing, header["fill"])

@@ -19,11 +19,13 @@ import zlib
 
 from pipeline.compression.video import CorruptStreamError
 
-MAGIC, FORMAT_VERSION = b"EOCV", 4
-#: Format 4 (current) compresses the header from :data:`DICTIONARY` and codes only the mask frames with
+MAGIC, FORMAT_VERSION = b"EOCV", 5
+#: Format 5 (current) may store the KLT as one rotation per date (``klt.angles``, Givens angle codes) instead
+#: of one ``klt.matrix``; its header is compressed from format 4's dictionary. Format 4 compresses the
+#: header from :data:`DICTIONARY` and codes only the mask frames with
 #: some value missing (:mod:`pipeline.compression.mask_stream`); format 3 listed the frames with no value
 #: at all (``empty_frames``); format 2 stored one byte length per HEVC stream instead of its packet sizes.
-READABLE_VERSIONS = (1, 2, 3, 4)
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
 
 _X265 = ("log-level=error:info=0:keyint=32:min-keyint=32:open-gop=0:bframes=0:qp=12:ipratio=1:pbratio=1"
          ":pools=none:frame-threads=1:rdoq-level=2")
@@ -53,7 +55,7 @@ _SAMPLE_HEADERS = [
               "packets": [52]},
      "clipped": 0, "library": {"av": "18.1.0", "libavutil": "60.26.102", "libavcodec": "62.28.102"}},
 ]
-#: zlib's preset dictionary for format 4 headers (never to change; see the module docstring)
+#: zlib's preset dictionary for format 4 and 5 headers (never to change; see the module docstring)
 DICTIONARY = "".join(json.dumps(h, separators=(",", ":")) for h in _SAMPLE_HEADERS).encode()
 
 
