@@ -39,8 +39,9 @@
    on the darkest 80 % and 50 % of pixels (by band sum: bright clouds left out), with the default KLT
    coded one component per gray12 video instead of gbrp12 triplets, and with the components' code
    range taken from the chunk's own minimum and maximum instead of the fixed box (all one rotation a
-   chunk); then one rotation a date fitted on each date's raw values and on its spatial differences
-   (``klt_scope="date"``), and the default ``klt_scope="auto"``.
+   chunk); the bits per sample one rotation per date is predicted to save in each chunk
+   (``klt.frame_rotation_saving``), then one rotation a date fitted on each date's raw values and on
+   its spatial differences (``klt_scope="date"``), and the default ``klt_scope="auto"``.
 6. **Fractional QPs and rate control.** On the Romania cube's five 32-frame chunks (0..20000 DN, KLT;
    PSNR peak 10000): rate and PSNR at QP -4, 4 and 16 and quarter steps to the next integer, against the
    chord between the integer points; then ``ratecontrol.choose_qp`` for targets of 0.1, 0.25, 0.5, 1.0 and
@@ -272,6 +273,15 @@ def klt_fit(dn: np.ndarray) -> None:
     def raw_covariance(frame: np.ndarray, max_samples: int = 50_000) -> np.ndarray:
         flat = frame.reshape(len(frame), -1).astype(np.float64)
         return np.atleast_2d(np.cov(flat[:, ::max(1, flat.shape[1] // max_samples)]))
+
+    print("\nRotations per date: bits per sample they are predicted to save per 32-date chunk "
+          "(klt.frame_rotation_saving; klt_scope='auto' takes them from "
+          f"{klt.MIN_FRAME_ROTATION_SAVING}):", end=" ")
+    for t in range(0, x.shape[1], 32):
+        mean, matrix = map(klt.compact, klt.fit_klt(x[:, t:t + 32]))
+        frames = klt.fit_frame_rotations(x[:, t:t + 32], matrix)[1]
+        print(f"{klt.frame_rotation_saving(x[:, t:t + 32], mean, matrix, frames, (0, 20000)):.3f}", end=" ", flush=True)
+    print()
 
     default, fixed_bounds, current = klt.fit_klt, klt.component_bounds, [None]
     date_fit = klt.spatial_difference_covariance

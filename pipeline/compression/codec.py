@@ -56,7 +56,7 @@ class CodecParams:
     ``preset``: an x265 preset or ``"fast+rdo"`` (default; see :data:`pipeline.compression.video.X265_PRESETS`).
     ``klt_scope``: ``"date"`` fits a KLT rotation on each time step (on its spatial differences,
     :func:`pipeline.compression.klt.fit_frame_rotations`), ``"chunk"`` one on the whole chunk, and
-    ``"auto"`` (default) takes the rotations per date where :func:`pipeline.compression.klt.frame_rotations_pay`
+    ``"auto"`` (default) takes the rotations per date where :func:`pipeline.compression.klt.frame_rotation_saving`
     predicts that they save bits (dates whose spectra differ: haze, clouds, season), else the chunk's
     (spectra that hardly change, where moving rotations would only cost temporal prediction).
     """
@@ -127,8 +127,7 @@ def _lossy_transform(values: np.ndarray, params: CodecParams) -> tuple[np.ndarra
         record = {"mean": mean.tolist(), "matrix": matrix.tolist()}
         if params.klt_scope != "chunk":
             codes, rotations = klt.fit_frame_rotations(values, matrix)
-            noise = ((hi - lo) / 1000) ** 2  # about the distortion at 1 bpppb on real Sentinel-2 (about 60 dB)
-            if params.klt_scope == "date" or klt.frame_rotations_pay(values, mean, matrix, rotations, noise):
+            if params.klt_scope == "date" or klt.frame_rotations_pay(values, mean, matrix, rotations, (lo, hi)):
                 matrix = rotations
                 record = {"mean": mean.tolist(), "angle_bits": klt.ANGLE_BITS, "angles": codes.tolist()}
         comps = klt.forward(values, mean, matrix)
