@@ -17,9 +17,7 @@ import numpy as np
 from pipeline.catalog.config import CatalogConfig, load_catalog
 from pipeline.catalog.search import SensorItems, search_items
 from pipeline.catalog.server import serve_archive
-from pipeline.catalog.signing import make_signer
-from pipeline.cube.assemble import build_cube, cube_bands
-from pipeline.cube.grid import request_geobox
+from pipeline.cube.assemble import request_cube
 from pipeline.cube.quicklook import write_quicklook
 from pipeline.cube.source import open_cube
 from pipeline.model import CubeRequest
@@ -80,11 +78,7 @@ class CubeSummary:
 def assemble_and_write(request: CubeRequest, found: dict[str, SensorItems],
                        progress: Progress | None = None) -> Path:
     """Build the lazy cube of ``found`` on the request grid and write it to ``request.output``."""
-    geobox = request_geobox(request)
-    bands = cube_bands(request, found)
-    catalog = load_catalog(request.catalog)
-    signer = make_signer(catalog.signing, catalog.signing_url)  # hrefs are signed just before each read
-    cube = build_cube(request, found, geobox, bands, patch_url=signer)
+    cube = request_cube(request, found)
     sources = cube.attrs.pop("source_items")
     cube.attrs.update(provenance_attrs(request.model_dump(mode="json"), sources))
     return write_store(cube, request.output, request.chunks,

@@ -82,6 +82,10 @@ class CubeRequest(BaseModel):
     storage: Literal["float32", "scaled-int"] = Field(
         "float32", description="reflectance bands as float32 with NaN, or as the sensors' integer DN on one "
         "grid with CF scale_factor/add_offset/_FillValue (half the bytes; see pipeline.cube.packing)")
+    max_failed_fraction: float = Field(
+        0.25, ge=0.0, le=1.0, description="share of the items found that may fail to read (their pixels masked "
+        "and recorded) before the run fails, naming them")
+    overwrite: bool = Field(False, description="replace an existing eocube store at `output` (never anything else)")
 
     @field_validator("bbox")
     @classmethod

@@ -48,6 +48,22 @@ def cube_bands(request: CubeRequest, found: dict[str, SensorItems]) -> list[str]
     return list(request.bands)
 
 
+def request_cube(request: CubeRequest, found: dict[str, SensorItems]) -> xr.Dataset:
+    """The lazy cube of a request on its grid, read with its catalog's signing.
+
+    The one way every entry point (``run``, backfills, updates, flows) builds a request's
+    cube, so all of them read signed catalogs signed. ``attrs["source_items"]`` lists the
+    items used per sensor (for provenance).
+    """
+    from pipeline.catalog.config import load_catalog
+    from pipeline.catalog.signing import make_signer
+    from pipeline.cube.grid import request_geobox
+
+    catalog = load_catalog(request.catalog)
+    signer = make_signer(catalog.signing, catalog.signing_url)
+    return build_cube(request, found, request_geobox(request), cube_bands(request, found), patch_url=signer)
+
+
 def build_cube(request: CubeRequest, found: dict[str, SensorItems], geobox: GeoBox,
                bands: Sequence[str], patch_url=None) -> xr.Dataset:
     """The lazy multi-sensor cube of a request (nothing is read until computed).

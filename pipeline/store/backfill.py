@@ -22,8 +22,7 @@ import numpy as np
 import xarray as xr
 
 from pipeline.catalog.search import SensorItems
-from pipeline.cube.assemble import build_cube, cube_bands
-from pipeline.cube.grid import request_geobox
+from pipeline.cube.assemble import request_cube
 from pipeline.cube.load import items_per_time
 from pipeline.model import CubeRequest
 from pipeline.store.cf import annotate_cf, encodings
@@ -75,7 +74,7 @@ class BackfillReport:
 
 def lazy_cube(request: CubeRequest, found: dict[str, SensorItems], layout: StoreLayout) -> xr.Dataset:
     """The request's lazy cube, CF-annotated, with provenance, in Dask chunks of whole shards."""
-    cube = build_cube(request, found, request_geobox(request), cube_bands(request, found))
+    cube = request_cube(request, found)
     sources = cube.attrs.pop("source_items")
     cube.attrs.update(provenance_attrs(request.model_dump(mode="json"), sources))
     cube = annotate_cf(cube).chunk(layout.dask_chunks(cube.sizes))
