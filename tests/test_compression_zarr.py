@@ -238,7 +238,7 @@ def test_stage_reports_progress_and_never_leaves_a_half_written_store(tmp_path):
                                                       dtype=np.float32))
     with pytest.raises(OSError, match="disk went away"):
         compress_cube(broken, tmp_path / "c.zarr", CodecParams(qp=30, preset="ultrafast"), time_chunk=16,
-                      space_chunk=64, n_sample_chunks=1)
+                      space_chunk=64, n_sample_chunks=1, overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.zarr"]  # no partial store left behind
     np.testing.assert_array_equal(open_compressed(tmp_path / "c.zarr")["red"].values, good["red"].values)
 

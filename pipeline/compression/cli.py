@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from pipeline.compression.codec import CodecParams
-from pipeline.compression.video import DEFAULT_PRESET
+from pipeline.compression.video import DEFAULT_PRESET, QP_MAX, QP_MIN
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Video compression of cubes (x265 / ffv1 in Zarr v3).")
 
@@ -31,9 +31,13 @@ def _names(text: str | None) -> list[str] | None:
 def run(src: Path = typer.Argument(..., help="input cube (.zarr store or NetCDF)"),
         out: Path = typer.Argument(..., help="output Zarr v3 store"),
         mode: str = typer.Option("lossy", help="lossy (libx265 12-bit) or lossless (ffv1)"),
-        target_psnr: Optional[float] = typer.Option(None, help="rate control: PSNR target, dB (peak = value range width)"),
-        target_bpppb: Optional[float] = typer.Option(None, help="rate control: bits per pixel per band"),
-        qp: float = typer.Option(12, help="libx265 QP when no target is given (-8 best .. 51; fractions from 0 up)"),
+        target_psnr: Optional[float] = typer.Option(None, help="rate control: PSNR target in dB at peak = hi - lo of "
+                                                    "--value-range (with auto: of the range chosen from the sample "
+                                                    "chunks); the summary reports psnr at that psnr_peak"),
+        target_bpppb: Optional[float] = typer.Option(None, help="rate control: bits per pixel per band, met on the "
+                                                     "whole cube to within 2 %"),
+        qp: float = typer.Option(12, help=f"libx265 QP when no target is given ({QP_MIN} best .. {QP_MAX}; fractions "
+                                          "from 0 up)"),
         klt: bool = typer.Option(True, help="KLT/PCA across bands before coding"),
         klt_scope: str = typer.Option("auto", help="one KLT rotation per date, one per chunk, or auto: per date "
                                                    "where that is predicted to save bits (date / chunk / auto)"),
@@ -49,7 +53,8 @@ def run(src: Path = typer.Argument(..., help="input cube (.zarr store or NetCDF)
                                                        "(default: every variable on (time, y, x) but classes/QA/masks)"),
         lossless: Optional[str] = typer.Option(None, help="variables to code lossless, comma-separated "
                                                           "(default: classes, QA and masks such as SCL, QA_PIXEL, valid)"),
-        quicklook: bool = typer.Option(True, help="write OUT's name with .quicklook.png: original vs decoded and the error")) -> None:
+        quicklook: bool = typer.Option(True, help="write OUT's name with .quicklook.png: original vs decoded and the error"),
+        overwrite: bool = typer.Option(False, help="replace an eocube store already at OUT")) -> None:
     """Compress a cube to a video-coded Zarr v3 store and print a JSON summary."""
     from pipeline.cli import progress_display
     from pipeline.compression.stage import compress_cube, summary_dict
@@ -61,7 +66,7 @@ def run(src: Path = typer.Argument(..., help="input cube (.zarr store or NetCDF)
                                     time_chunk=time_chunk, space_chunk=space_chunk, bands=_names(bands),
                                     lossless=_names(lossless), progress=progress,
                                     quicklook=out.with_suffix(".quicklook.png") if quicklook else None,
-                                    auto_value_range=value_range.strip().lower() == "auto")
+                                    auto_value_range=value_range.strip().lower() == "auto", overwrite=overwrite)
     except (ValueError, FileNotFoundError, TypeError) as exc:
         typer.echo(f"error: {str(exc).splitlines()[0]}", err=True)
         raise typer.Exit(2) from None

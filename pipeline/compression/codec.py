@@ -48,8 +48,9 @@ class CodecParams:
 
     ``value_range``: fixed physical range ``(lo, hi)`` in the data's unit (reflectance 0..1 by
     default; e.g. 0..10000 for digital numbers), mapped to 12-bit codes in lossy mode (values
-    outside are clipped and counted). ``qp``: libx265 constant quantiser, -8 (best) .. 51 (+6 doubles the
-    step; below 0 through a flat scaling list, see :data:`pipeline.compression.video.QP_MIN`); it may
+    outside are clipped and counted). ``qp``: libx265 constant quantiser, -8 (best) .. 49 (+6 doubles the
+    step; below 0 through a flat scaling list, see :data:`pipeline.compression.video.QP_MIN`; coarser
+    libx265 12-bit streams decode wrong, :data:`pipeline.compression.video.QP_MAX`); it may
     lie between two integers (the tail of each GOP one QP coarser).
     ``step``: lossless grid spacing of ``lo + k * step`` (default: 1 for integer dtypes, for floats
     the coarsest grid found in each chunk's values). ``nodata``: value treated as missing besides NaN.
@@ -177,7 +178,7 @@ def _exact_grid(x: np.ndarray, codes: np.ndarray, quant: Quantiser, missing: np.
     wrong = 0
     for precision in ("float64", "float32"):
         candidate = replace(quant, precision=precision)
-        same = (_restore(candidate.to_values(codes), x.dtype, missing, nodata) == x) | missing
+        same = (restore_dtype(candidate.to_values(codes), x.dtype, missing, nodata) == x) | missing
         if same.all():
             return candidate
         wrong = int((~same).sum())
@@ -185,18 +186,33 @@ def _exact_grid(x: np.ndarray, codes: np.ndarray, quant: Quantiser, missing: np.
                      f"within 0..{quant.max_code}")
 
 
-def _restore(values: np.ndarray, dtype: np.dtype, missing: np.ndarray, fill: float | None) -> np.ndarray:
-    """Cast decoded ``values`` to ``dtype`` and put ``fill`` back where ``missing``."""
+def restore_dtype(values: np.ndarray, dtype: np.dtype, missing: np.ndarray, fill: float | None) -> np.ndarray:
+    """Decoded ``values`` cast to ``dtype`` (integers rounded and clipped to its range), ``fill`` (None: NaN)
+    where ``missing``.
+
+    An integer value that lossy coding moved onto ``fill`` is moved one step off it, towards its decoded
+    value: otherwise a valid pixel would read as missing, and the fill marks exactly the missing pixels.
+    """
     if dtype == bool:
         out = values > 0.5
     elif np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
         out = np.clip(np.rint(values), info.min, info.max).astype(dtype)
+        if fill is not None and float(fill).is_integer() and info.min <= fill <= info.max:
+            _step_off_fill(out, values, missing, int(fill), info)
     else:
         out = values.astype(dtype)
     if missing.any():
         out[missing] = np.nan if fill is None else fill
     return out
+
+
+def _step_off_fill(out: np.ndarray, values: np.ndarray, missing: np.ndarray, fill: int, info: np.iinfo) -> None:
+    """Move the valid integers of ``out`` equal to ``fill`` one step towards their decoded ``values`` (in place)."""
+    hit = (out == fill) & ~missing
+    if hit.any():
+        up = ((values[hit] >= fill) & (fill < info.max)) | (fill == info.min)
+        out[hit] = np.where(up, fill + 1, fill - 1).astype(out.dtype)
 
 
 def encode_array(x: np.ndarray, params: CodecParams = CodecParams()) -> bytes:
@@ -295,7 +311,7 @@ def decode_array(data: bytes) -> np.ndarray:
         dtype = np.dtype(header["dtype"])
         out = np.empty((n, t_all, h, w), dtype=dtype)
         if empty.any():
-            out[:, empty] = _restore(np.zeros((n, 1, 1, 1)), dtype, np.ones((n, 1, 1, 1), bool), header["fill"])
+            out[:, empty] = restore_dtype(np.zeros((n, 1, 1, 1)), dtype, np.ones((n, 1, 1, 1), bool), header["fill"])
         if not empty.all():
             out[:, ~empty] = _decode_frames(data, pos, header, n, int((~empty).sum()), h, w, dtype)
     except (KeyError, TypeError, ValueError, IndexError) as exc:
@@ -330,4 +346,4 @@ def _decode_frames(data: bytes, pos: int, header: dict, n: int, t: int, h: int, 
         values = klt.inverse(values, np.asarray(header["klt"]["mean"]), klt_matrix(header["klt"], n))
     if header["mode"] == "lossy":  # the encoder clips to the fixed range; coding noise may step outside it
         values = np.clip(values, *header["params"]["value_range"])
-    return _restore(values, dtype, missing, header["fill"])
+    return restore_dtype(values, dtype, missing, header["fill"])

@@ -10,15 +10,17 @@ stored as is. ``open_compressed`` reopens the store lazily with one Dask task pe
 from __future__ import annotations
 
 import json
+import math
 import time as timer
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import xarray as xr
 
-from pipeline.compression.codec import CodecParams
+from pipeline.compression.codec import CodecParams, restore_dtype
 from pipeline.compression.quantise import missing_mask
 from pipeline.compression.quicklook import write_comparison
 from pipeline.compression.ratecontrol import choose_qp
@@ -39,7 +41,12 @@ STACKED = "reflectance"
 
 @dataclass
 class CompressionSummary:
-    """What was written: settings, chosen QP (and whether the KLT was used), sizes and (for lossy) the sample quality."""
+    """What was written: settings, chosen QP (and whether the KLT was used), sizes and (for lossy) the quality.
+
+    ``psnr`` (whole cube, as :func:`open_compressed` returns it), ``sample_psnr`` (the rate control's
+    sample chunks) and ``target_psnr`` are all in dB at the one peak ``psnr_peak``: the width of
+    ``value_range`` (chosen from the sample chunks with ``auto_value_range``).
+    """
 
     store: str
     mode: str
@@ -56,6 +63,8 @@ class CompressionSummary:
     seconds: float
     quicklook: str | None = None
     value_range: tuple[float, float] | None = None
+    target_psnr: float | None = None
+    target_bpppb: float | None = None
 
 
 #: a variable whose lower-cased name contains one of these is a class, QA or mask layer, coded lossless:
@@ -214,6 +223,89 @@ def usual_range_covering(values: np.ndarray) -> tuple[float, float]:
     return lo, hi if hi > lo else lo + 1.0
 
 
+#: attribute of the stacked variable: JSON of each band's input dtype and fill value (:func:`band_record`),
+#: which :func:`split_bands` restores
+BAND_DTYPES_ATTR = "band_dtypes"
+#: names a band's fill value goes by, looked up in this order in its attributes, then its encoding
+FILL_KEYS = ("_FillValue", "nodata", "missing_value")
+
+
+def fill_value(var: xr.DataArray, nodata: float | None = None, encoding: bool = True) -> float | None:
+    """The fill value of ``var``: the first finite scalar of :data:`FILL_KEYS` in its attributes or (with
+    ``encoding``) its encoding (CF, GDAL/rioxarray), else ``nodata`` (the codec's), else None."""
+    for key in FILL_KEYS:
+        for where in (var.attrs, var.encoding) if encoding else (var.attrs,):
+            value = where.get(key)
+            if value is not None and np.size(value) == 1 and np.isfinite(float(np.ravel(value)[0])):
+                return float(np.ravel(value)[0])
+    return None if nodata is None or np.isnan(nodata) else float(nodata)
+
+
+def band_record(var: xr.DataArray, nodata: float | None = None) -> dict:
+    """What a band is given back as: ``{"dtype": name, "fill": value or None}``.
+
+    An integer band, or a float one xarray decoded from integers by masking their fill (no CF scaling:
+    Sentinel-2 DN in a NetCDF with ``_FillValue`` 0), records that integer dtype and its fill value
+    (:func:`fill_value`); a float band decoded that way with no fill to put back, and every other float band
+    (reflectance, CF-scaled integers), records its float dtype and no fill: NaN marks what is missing.
+    """
+    encoded = np.dtype(var.encoding.get("dtype", var.dtype))
+    scaled = "scale_factor" in var.encoding or "add_offset" in var.encoding
+    integer = np.issubdtype(var.dtype, np.integer)
+    if not integer and (scaled or not np.issubdtype(encoded, np.integer)):
+        return {"dtype": var.dtype.name, "fill": None}
+    dtype = var.dtype if integer else encoded
+    fill, info = fill_value(var, nodata), np.iinfo(dtype)
+    if fill is not None and not (fill.is_integer() and info.min <= fill <= info.max):
+        fill = None  # not a value of the dtype: nothing in the data can be it
+    if fill is None and not integer:
+        return {"dtype": var.dtype.name, "fill": None}
+    return {"dtype": dtype.name, "fill": None if fill is None else int(fill)}
+
+
+def masked_band(var: xr.DataArray, record: dict, nodata: float | None = None) -> xr.DataArray:
+    """``var`` as coded, NaN where missing (lazily): an integer band with a fill value as floats (float32 up
+    to 16-bit integers, float64 above, so every value stays exact), a float band with NaN also where it holds
+    the fill of its attributes or ``nodata``; else unchanged.
+
+    So the codec and the PSNR see exactly the missing pixels as missing, per band, whatever its fill, and
+    the codec needs no ``nodata`` of its own (it would put that value, not NaN, where values are missing).
+    A float band's encoding is not looked at: a CF ``_FillValue`` there is a packed value, not a decoded one.
+    """
+    if np.issubdtype(var.dtype, np.integer):
+        fill = record["fill"]
+    else:
+        fill = fill_value(var, nodata, encoding=False) if np.issubdtype(var.dtype, np.floating) else None
+    return var if fill is None else var.where(var != fill)
+
+
+def integers_from_floats(values: np.ndarray, dtype: np.dtype, fill: int | None) -> np.ndarray:
+    """Decoded float ``values`` (NaN where missing) as ``dtype``: rounded, clipped to its range, ``fill`` where
+    missing, and no valid value on ``fill`` (:func:`pipeline.compression.codec.restore_dtype`)."""
+    missing = np.isnan(values)
+    if fill is None:  # no fill was masked, so nothing decodes as missing
+        return restore_dtype(np.where(missing, 0.0, values), dtype, np.zeros_like(missing), None)
+    return restore_dtype(np.where(missing, float(fill), values), dtype, missing, fill)
+
+
+def restored_band(band: xr.DataArray, record: dict | None) -> xr.DataArray:
+    """``band`` (decoded floats) in the dtype and with the fill of its :func:`band_record` (lazily), where that
+    is an integer dtype it is not in yet; else ``band`` itself."""
+    if record is None:
+        return band
+    dtype = np.dtype(record["dtype"])
+    if band.dtype == dtype or not np.issubdtype(dtype, np.integer):
+        return band
+    convert = partial(integers_from_floats, dtype=dtype, fill=record["fill"])
+    data = band.data
+    data = data.map_blocks(convert, dtype=dtype) if hasattr(data, "map_blocks") else convert(np.asarray(data))
+    out = band.copy(data=data)
+    out.encoding = {**band.encoding, "dtype": dtype}
+    if record["fill"] is not None and "_FillValue" not in out.attrs:
+        out.encoding["_FillValue"] = record["fill"]  # written back out, the band keeps its fill convention
+    return out
+
+
 def lossless_grid_from_packing(ds: xr.Dataset, bands: list[str], params: CodecParams) -> CodecParams:
     """``params`` with the lossless grid of bands decoded from CF-packed integers, where none was given.
 
@@ -244,7 +336,8 @@ def compress_cube(cube: xr.Dataset | xr.DataArray | str | Path, out: str | Path,
                   space_chunk: int = 256, n_sample_chunks: int = 8, measure: bool = True,
                   bands: list[str] | None = None, lossless: list[str] | None = None,
                   progress: Callable[[str, int, int], None] | None = None,
-                  quicklook: str | Path | None = None, auto_value_range: bool = False) -> CompressionSummary:
+                  quicklook: str | Path | None = None, auto_value_range: bool = False,
+                  overwrite: bool = False) -> CompressionSummary:
     """Write ``cube`` to the Zarr v3 store ``out`` with the video codec; return a summary.
 
     ``bands`` / ``lossless`` name the video-coded and the losslessly coded variables (default:
@@ -257,12 +350,18 @@ def compress_cube(cube: xr.Dataset | xr.DataArray | str | Path, out: str | Path,
     written under a temporary name and moved to ``out`` when complete; ``progress(stage, done,
     total)`` is called after each time chunk written. ``quicklook``: path of a PNG comparing the
     original and decoded true colour and showing the error (lossy mode; :mod:`.quicklook`).
+    An existing eocube store at ``out`` is replaced only with ``overwrite``.
 
-    With ``target_psnr`` (dB, peak = width of ``params.value_range``) or ``target_bpppb`` the QP is
-    chosen by rate control on ``n_sample_chunks`` sample chunks; otherwise ``params.qp`` is used.
-    With ``measure`` the store is read back and the whole-cube PSNR reported (lossy mode); a PSNR
-    target the sample chunks met but the whole cube misses is met by rewriting a quarter QP finer at a
-    time, and a bpppb target the whole cube exceeds by rewriting coarser.
+    Each band's input dtype and fill value are recorded (:func:`band_record`) and given back by
+    :func:`open_compressed`: uint16 DN with fill 0 come back as uint16 with 0 exactly where data is missing.
+
+    With ``target_psnr`` (dB at peak = width of ``params.value_range``, after ``auto_value_range`` chose
+    it; the summary's ``psnr_peak``) or ``target_bpppb`` the QP is chosen by rate control on
+    ``n_sample_chunks`` sample chunks; otherwise ``params.qp`` is used. With ``measure`` the store is
+    read back and the whole-cube PSNR reported (lossy mode, at the same peak). A PSNR target the sample
+    chunks met but the whole cube misses is met by rewriting a quarter QP finer at a time; a bpppb target
+    the whole cube misses by more than :data:`RATE_TOLERANCE` either way is corrected by rewriting at
+    the QP the measured whole-cube rates point to (:func:`next_rate_qp`).
     """
     t0 = timer.perf_counter()
     ds = as_dataset(cube)
@@ -271,7 +370,10 @@ def compress_cube(cube: xr.Dataset | xr.DataArray | str | Path, out: str | Path,
     if time_chunk < 1 or space_chunk < 16:
         raise ValueError("time_chunk must be >= 1 and space_chunk >= 16")
     params = lossless_grid_from_packing(ds, bands, params)
-    stack = xr.concat([ds[b] for b in bands], dim="band").assign_coords(band=bands)
+    records = {b: band_record(ds[b], params.nodata) for b in bands}
+    coded = ds.assign({b: masked_band(ds[b], records[b], params.nodata) for b in bands})
+    params = replace(params, nodata=None)  # what is missing is NaN now, in every band
+    stack = xr.concat([coded[b] for b in bands], dim="band").assign_coords(band=bands)
     stack = stack.transpose("band", *CUBE_DIMS)
     chunks = tuple(min(c, stack.sizes[d]) for d, c in zip(CUBE_DIMS, (time_chunk, space_chunk, space_chunk)))
     sample_psnr = None
@@ -288,28 +390,124 @@ def compress_cube(cube: xr.Dataset | xr.DataArray | str | Path, out: str | Path,
         params, sample_psnr = replace(params, qp=point.qp, klt=point.klt), point.psnr
     measured = measure and params.mode == "lossy"
     n_samples = int(np.prod(stack.shape))
-    while True:
-        stage = f"video, QP {params.qp:g}" if params.mode == "lossy" else "video, lossless"
-        report = (lambda done, total: progress(stage, done, total)) if progress else None  # noqa: B023
-        stored = _write_store(ds, stack, bands, others, chunks, params, out, report)
-        full_psnr = whole_cube_psnr(stack, xr.open_zarr(out)[STACKED], peak) if measured else None
-        if target_psnr is not None and full_psnr is not None and full_psnr < target_psnr and params.qp > QP_MIN:
-            params = replace(params, qp=corrected_qp(params.qp, finer=True))  # the cube misses a PSNR its samples met
-        elif (target_bpppb is not None and params.mode == "lossy" and 8.0 * stored / n_samples > target_bpppb
-              and params.qp < QP_MAX):
-            params = replace(params, qp=corrected_qp(params.qp, finer=False))  # ... or exceeds a rate they kept to
-        else:
+
+    def write(at: CodecParams, replace_out: bool) -> int:
+        stage = f"video, QP {at.qp:g}" if at.mode == "lossy" else "video, lossless"
+        report = (lambda done, total: progress(stage, done, total)) if progress else None
+        return _write_store(ds, stack, bands, others, chunks, at, out, report, records, replace_out)
+
+    stored = write(params, overwrite)
+    if target_bpppb is not None and params.mode == "lossy":
+        params, stored = _meet_rate(write, params, stored, n_samples, target_bpppb, chunks[0])
+    while True:  # the PSNR of the bands as open_compressed gives them back
+        decoded = restored_stack(xr.open_zarr(out)[STACKED], records) if measured else None
+        full_psnr = whole_cube_psnr(stack, decoded, peak) if measured else None
+        if target_psnr is None or full_psnr is None or full_psnr >= target_psnr or params.qp <= QP_MIN:
             break
-    drawn = (write_comparison(ds, open_compressed(out, original_dims=False), bands, quicklook, peak)
+        params = replace(params, qp=corrected_qp(params.qp, finer=True))  # the cube misses a PSNR its samples met
+        stored = write(params, True)
+    drawn = (write_comparison(coded, open_compressed(out, original_dims=False, restore=False), bands, quicklook, peak)
              if quicklook is not None and params.mode == "lossy" else None)
     return CompressionSummary(
         store=str(out), mode=params.mode, qp=params.qp if params.mode == "lossy" else None,
         klt=params.klt if params.mode == "lossy" else None, bands=bands,
-        lossless_variables=others, stored_bytes=stored, raw_bytes=n_samples * stack.dtype.itemsize,
+        lossless_variables=others, stored_bytes=stored, raw_bytes=input_bytes(stack, records),
         bpppb=8.0 * stored / n_samples, sample_psnr=sample_psnr, psnr=full_psnr, psnr_peak=peak,
         seconds=round(timer.perf_counter() - t0, 2),
         quicklook=str(drawn) if drawn is not None else None,
-        value_range=tuple(params.value_range) if params.mode == "lossy" else None)
+        value_range=tuple(params.value_range) if params.mode == "lossy" else None,
+        target_psnr=target_psnr, target_bpppb=target_bpppb)
+
+
+#: a whole-cube rate within this share of a bpppb target meets it: ``(1 - RATE_TOLERANCE) * target`` up to
+#: the target is aimed at, up to ``(1 + RATE_TOLERANCE) * target`` is kept where nothing under it came closer
+RATE_TOLERANCE = 0.02
+#: most rewrites of the whole cube that correct its rate after the first write (each one a full encode)
+MAX_RATE_REWRITES = 6
+#: rate ratio of one QP step assumed until two writes on the same side of the target measure it
+#: (:mod:`pipeline.compression.ratecontrol`: about 12 % a QP)
+RATE_PER_QP = 1.12
+#: QPs of the rate correction are multiples of this at the finest: a tail share of one frame in a 32-frame GOP
+QP_RESOLUTION = 1 / 32
+
+
+def rate_resolution(keyint: int, frames: int) -> float:
+    """The QP step the rate correction moves in: one frame of a GOP's tail (``keyint`` frames, or all ``frames``
+    of a shorter chunk), not finer than :data:`QP_RESOLUTION`; QPs closer than that code the same streams."""
+    return max(QP_RESOLUTION, 1 / max(1, min(keyint, frames)))
+
+
+def next_rate_qp(writes: list[tuple[float, float]], target: float, resolution: float = QP_RESOLUTION) -> float | None:
+    """The QP to rewrite the cube at for ``target`` bpppb after the ``(qp, bpppb)`` writes so far; None to stop.
+
+    Stops once a write lies in ``[(1 - RATE_TOLERANCE) * target, target]``. Otherwise the next QP aims at the
+    middle of that band with the rate's logarithm taken as linear in QP: a secant between the nearest
+    writes on either side of the band (kept inside that bracket, so it narrows every time), or, with writes
+    on one side only, a step from the nearest one along the slope its neighbour on that side measures
+    (else :data:`RATE_PER_QP`). QPs are multiples of ``resolution`` (:func:`rate_resolution`). Stops where the
+    bracket holds no untried one or the step would leave QP_MIN..QP_MAX.
+    """
+    low = (1 - RATE_TOLERANCE) * target
+    if any(low <= rate <= target for _, rate in writes):
+        return None
+    aim = (1 - RATE_TOLERANCE / 2) * target
+    over = sorted((q, r) for q, r in writes if r > target)  # QPs too fine: rate above the band
+    under = sorted((q, r) for q, r in writes if r < low)  # too coarse
+    if over and under:
+        (q0, r0), (q1, r1) = over[-1], under[0]
+        if r0 <= r1:  # not monotone (noise between close QPs): halve the bracket
+            qp = (q0 + q1) / 2
+        else:
+            qp = q0 + (q1 - q0) * math.log(r0 / aim) / math.log(r0 / r1)
+        lo, hi = q0 + resolution, q1 - resolution
+    else:
+        side = over if over else under
+        q, r = side[-1] if over else side[0]
+        slope = math.log(RATE_PER_QP)
+        if len(side) > 1:
+            (qa, ra), (qb, rb) = side[-2:] if over else side[:2]
+            measured = math.log(ra / rb) / (qb - qa)
+            slope = measured if measured > 0 else slope
+        qp = q + math.log(r / aim) / slope
+        lo, hi = QP_MIN, QP_MAX
+    qp = min(max(round(qp / resolution) * resolution, lo), hi)
+    if lo > hi or any(abs(qp - q) < resolution / 2 for q, _ in writes):
+        return None
+    return float(qp)
+
+
+def best_rate_write(writes: list[tuple[float, float]], target: float) -> tuple[float, float]:
+    """The ``(qp, bpppb)`` write to keep for ``target``: the highest rate in ``[(1 - RATE_TOLERANCE) * target,
+    target]``, else the lowest in ``(target, (1 + RATE_TOLERANCE) * target]``, else the highest at most
+    ``target``, else the lowest."""
+    within = [w for w in writes if (1 - RATE_TOLERANCE) * target <= w[1] <= target]
+    above = [w for w in writes if target < w[1] <= (1 + RATE_TOLERANCE) * target]
+    below = [w for w in writes if w[1] <= target]
+    if within or (not above and below):
+        return max(within or below, key=lambda w: w[1])
+    return min(above or writes, key=lambda w: w[1])
+
+
+def _meet_rate(write: Callable[[CodecParams, bool], int], params: CodecParams, stored: int, n_samples: int,
+               target: float, frames: int) -> tuple[CodecParams, int]:
+    """Rewrite the cube (written at ``params``, ``stored`` bytes) until its rate meets ``target`` bpppb
+    (:func:`next_rate_qp`, at most :data:`MAX_RATE_REWRITES` times), leaving the :func:`best_rate_write` in
+    the store; its params and bytes. The sample chunks' rate is not the cube's: chunks they left out, and
+    each chunk's own header and keyframe, move it. ``frames``: the frames of a time chunk."""
+    writes = [(params.qp, 8.0 * stored / n_samples)]
+    resolution = rate_resolution(params.keyint, frames)
+    for _ in range(MAX_RATE_REWRITES):
+        qp = next_rate_qp(writes, target, resolution)
+        if qp is None:
+            break
+        params = replace(params, qp=qp)
+        stored = write(params, True)
+        writes.append((qp, 8.0 * stored / n_samples))
+    best = best_rate_write(writes, target)[0]
+    if best != params.qp:  # an earlier write was the better one: written again (the encoder is deterministic)
+        params = replace(params, qp=best)
+        stored = write(params, True)
+    return params, stored
 
 
 #: QP step of the whole-cube correction (a quarter of the rate's 12 % per QP)
@@ -340,13 +538,29 @@ def whole_cube_psnr(reference: xr.DataArray, decoded: xr.DataArray, peak: float)
     return float("inf") if sse == 0 else float(10 * np.log10(peak * peak * n / sse))
 
 
+def input_bytes(stack: xr.DataArray, records: dict[str, dict]) -> int:
+    """Bytes of the stacked bands in their input dtypes (uint16 DN: 2 a sample, though coded as float32)."""
+    per_band = int(np.prod(stack.shape[1:]))
+    return sum(per_band * np.dtype(records[b]["dtype"]).itemsize for b in stack["band"].values.tolist())
+
+
+def restored_stack(decoded: xr.DataArray, records: dict[str, dict]) -> xr.DataArray:
+    """The stacked ``decoded`` bands as :func:`open_compressed` gives them back (:func:`restored_band`)."""
+    return xr.concat([restored_band(decoded.sel(band=b), records.get(b)) for b in decoded["band"].values.tolist()],
+                     dim="band")
+
+
 def _write_store(ds: xr.Dataset, stack: xr.DataArray, bands: list[str], others: list[str], chunks: tuple[int, ...],
-                 params: CodecParams, out: str | Path, progress: Callable[[int, int], None] | None = None) -> int:
-    """Write the video-coded ``stack`` and the losslessly coded ``others`` to ``out``; bytes of the video chunks."""
+                 params: CodecParams, out: str | Path, progress: Callable[[int, int], None] | None = None,
+                 records: dict[str, dict] | None = None, overwrite: bool = False) -> int:
+    """Write the video-coded ``stack`` and the losslessly coded ``others`` to ``out`` (replacing an eocube store
+    there only with ``overwrite``); bytes of the video chunks. ``records``: each band's :func:`band_record`."""
     lossless = CodecParams(mode="lossless", threads=params.threads)
     out_ds = ds.drop_vars(bands).assign({STACKED: stack.chunk(dict(zip(("band", *CUBE_DIMS), (len(bands), *chunks))))})
     out_ds[STACKED].attrs = {"long_name": "stacked bands", "bands": bands,
                              "band_attrs": json.dumps({b: ds[b].attrs for b in bands}, default=_json_scalar)}
+    if records:
+        out_ds[STACKED].attrs[BAND_DTYPES_ATTR] = json.dumps(records)
     encoding = {STACKED: {"serializer": VideoCodec(params=params), "compressors": None,
                           "chunks": (len(bands), *chunks)}}
     for name in others:
@@ -361,15 +575,20 @@ def _write_store(ds: xr.Dataset, stack: xr.DataArray, bands: list[str], others: 
     out_ds.attrs["eocube_compression"] = json.dumps({"codec": VideoCodec(params=params).to_dict(),
                                                      "bands": bands, "lossless": others,
                                                      **json.loads(ds.attrs.get(INPUT_LAYOUT_ATTR, "{}"))})
-    with atomic_store(out) as tmp:  # a failed write leaves no store, or the previous one, under ``out``
+    with atomic_store(out, overwrite) as tmp:  # a failed write leaves no store, or the previous one, under ``out``
         write_in_time_slabs(vlen_text_coords(out_ds), tmp, encoding, time_slabs(out_ds.sizes["time"], chunks[0], 1),
                             progress)
         consolidate(tmp)
     return sum(f.stat().st_size for f in Path(out, STACKED).rglob("*") if f.is_file() and f.name != "zarr.json")
 
 
-def open_compressed(store: str | Path, split: bool = True, original_dims: bool = True) -> xr.Dataset:
+def open_compressed(store: str | Path, split: bool = True, original_dims: bool = True,
+                    restore: bool = True) -> xr.Dataset:
     """Open a compressed store lazily; with ``split`` one variable per band as in the cube convention.
+
+    With ``split`` and ``restore`` each band comes back in its input dtype with its fill value where data is
+    missing (uint16 DN with fill 0 as uint16, 0 exactly where missing: :func:`split_bands`); float bands,
+    ``restore=False`` and the stacked variable (``split=False``) hold the decoded values, NaN where missing.
 
     Splitting decodes a chunk once per band that is read; keep ``split=False`` and select
     from the stacked variable to decode each chunk once. With ``original_dims``, dims the stage
@@ -378,7 +597,7 @@ def open_compressed(store: str | Path, split: bool = True, original_dims: bool =
     time dim of length 1 it was coded with.
     """
     ds = xr.open_zarr(store, decode_coords="all")
-    ds = split_bands(ds) if split else ds
+    ds = split_bands(ds, restore) if split else ds
     if not original_dims:
         return ds
     record = json.loads(ds.attrs.get("eocube_compression", "{}"))
@@ -392,13 +611,19 @@ def open_compressed(store: str | Path, split: bool = True, original_dims: bool =
     return ds
 
 
-def split_bands(ds: xr.Dataset) -> xr.Dataset:
-    """The stacked video variable of an opened compressed store as one variable per band (lazy)."""
+def split_bands(ds: xr.Dataset, restore: bool = True) -> xr.Dataset:
+    """The stacked video variable of an opened compressed store as one variable per band (lazy).
+
+    With ``restore``, bands recorded as integers (:data:`BAND_DTYPES_ATTR`) are given back in that dtype with
+    their fill value where missing (:func:`restored_band`); stores written without the record open as before.
+    """
     if STACKED not in ds:
         return ds
     stack = ds[STACKED]
     attrs = json.loads(stack.attrs.get("band_attrs", "{}"))
-    bands = {str(b): stack.sel(band=b, drop=True).assign_attrs(attrs.get(str(b), {})) for b in stack["band"].values}
+    records = json.loads(stack.attrs.get(BAND_DTYPES_ATTR, "{}")) if restore else {}
+    bands = {str(b): restored_band(stack.sel(band=b, drop=True), records.get(str(b)))
+             .assign_attrs(attrs.get(str(b), {})) for b in stack["band"].values}
     out = ds.drop_vars([STACKED, "band"]).assign(bands)
     return out[[*bands, *[v for v in out.data_vars if v not in bands]]]
 

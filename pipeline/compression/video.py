@@ -37,8 +37,15 @@ PIX_FMT = {("libx265", 1, 12): "gray12le", ("libx265", 3, 12): "gbrp12le",
 #: out thousands of DN off from entry 3 (-14) when the bands are coded directly and from entry 2 (-17)
 #: with the KLT, so the floor keeps twice the step of the first entry that broke
 #: (``benchmarks/compression_settings.py --only floor``).
-QP_MIN, QP_MAX = -8, 51
-#: A QP between two integers, ``q + f`` with ``0 <= q < 51``, is coded at x265 QP ``q`` except for the
+#: The ceiling is 49, not x265's 51: from x265 QP 50 on (``Qp'Y = QP + 24 >= 74`` at 12 bits) libx265's
+#: 12-bit streams no longer decode to what libx265 reconstructed while coding them. Its own reconstruction
+#: (its PSNR report) stays right, but FFmpeg's HEVC decoder rebuilds the blocks as their prediction with
+#: the residual gone (a flat first frame at the mid code 2048, whatever was coded), though the packets are
+#: as large as at QP 49: encoder and decoder disagree on the coefficients' scale. 8- and 10-bit streams of
+#: the same frames decode right at 50 and 51, and nothing of ours (range, quantiser, KLT) is involved: the
+#: planes handed to libx265 come back wrong.
+QP_MIN, QP_MAX = -8, 49
+#: A QP between two integers, ``q + f`` with ``0 <= q < QP_MAX``, is coded at x265 QP ``q`` except for the
 #: last ``round(f * n)`` frames of each ``n``-frame GOP, which are coded at ``q + 1`` (x265 ``zones``):
 #: the rate moves from ``q``'s to ``q + 1``'s a frame at a time (the keyframe, coarse only once all are,
 #: is the last and often the largest step), and the coarser frames are the ones fewest later frames
@@ -57,7 +64,8 @@ def check_qp(qp: float) -> float:
     """``qp`` as a float if it is one the lossy path codes (see :data:`QP_MIN` and fractional QPs above)."""
     qp = float(qp)
     if not QP_MIN <= qp <= QP_MAX:
-        raise ValueError(f"qp {qp:g} must be in {QP_MIN}..{QP_MAX}")
+        raise ValueError(f"qp {qp:g} must be in {QP_MIN}..{QP_MAX} (libx265 12-bit streams coarser than "
+                         f"QP {QP_MAX} decode to wrong values)")
     return qp
 
 
@@ -65,7 +73,7 @@ def check_qp(qp: float) -> float:
 class X265Quantiser:
     """How libx265 codes one of our QPs: its constant QP, the share of each GOP coded one QP coarser, the list."""
 
-    qp: int  #: x265's constant QP, 0..51
+    qp: int  #: x265's constant QP, 0..QP_MAX
     tail: float  #: share of each GOP's frames, its last, coded at ``qp + 1`` (0..1)
     scaling_entry: int | None  #: flat scaling-list entry (None: the default list, 16)
 
@@ -158,7 +166,7 @@ class StreamSpec:
 
 
 def x265_options(qp: float, preset: str, keyint: int, threads: int, frames: int | None = None) -> dict:
-    """libx265 options: constant quantiser ``qp`` (-8 best .. 51), PSNR tuning, no B-frames.
+    """libx265 options: constant quantiser ``qp`` (-8 best .. 49, :data:`QP_MAX`), PSNR tuning, no B-frames.
 
     ``preset``: an x265 preset or one of :data:`X265_PRESETS`. ``frames``: the stream's length
     (default one GOP), which places the coarser frames of a fractional ``qp`` (:func:`fractional_qp_zones`).

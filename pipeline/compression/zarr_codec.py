@@ -17,6 +17,7 @@ from zarr.core.buffer import Buffer, NDBuffer
 from zarr.core.common import JSON, parse_named_configuration
 
 from pipeline.compression.codec import SUPPORTED_DTYPES, CodecParams, decode_array, encode_array
+from pipeline.compression.video import QP_MAX
 
 if TYPE_CHECKING:
     from typing import Self
@@ -26,6 +27,18 @@ if TYPE_CHECKING:
     from zarr.core.dtype.wrapper import TBaseDType, TBaseScalar, ZDType
 
 CODEC_NAME = "eocube.video"
+
+
+def readable_configuration(configuration: dict[str, JSON]) -> dict[str, JSON]:
+    """A stored configuration with a QP above :data:`~pipeline.compression.video.QP_MAX` lowered to it.
+
+    Stores written before the ceiling came down (QP 50 and 51) must still open: decoding reads
+    everything from each chunk's own header, and the QP only sets how chunks written from now on are coded.
+    """
+    qp = configuration.get("qp")
+    if isinstance(qp, (int, float)) and qp > QP_MAX:
+        return {**configuration, "qp": QP_MAX}
+    return configuration
 
 
 @dataclass(frozen=True)
@@ -48,7 +61,7 @@ class VideoCodec(ArrayBytesCodec):
         unknown = set(configuration or {}) - known
         if unknown:
             raise ValueError(f"unknown {CODEC_NAME} configuration keys: {sorted(unknown)}")
-        return cls(**(configuration or {}))
+        return cls(**readable_configuration(configuration or {}))
 
     def to_dict(self) -> dict[str, JSON]:
         return {"name": CODEC_NAME, "configuration": self.params.to_json()}
