@@ -9,6 +9,9 @@ provenance.
 from __future__ import annotations
 
 import datetime as dt
+import json
+import re
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +31,97 @@ Resampling = Literal["nearest", "bilinear", "cubic", "average", "mode", "min", "
 
 class RequestError(ValueError):
     """A request that cannot be served; the message names the problem in one line."""
+
+
+class RequestWarning(UserWarning):
+    """A request accepted after a repair (e.g. of a self-intersecting geometry); the message says which."""
+
+
+def _geometry_crosses_antimeridian(shape: Any) -> tuple[float, float] | None:
+    """An edge ``(lon_a, lon_b)`` of a polygonal shape whose longitudes jump more than 180 degrees, if any."""
+    import shapely
+
+    for ring in shapely.get_rings(shapely.get_parts(shape)):
+        lons = shapely.get_coordinates(ring)[:, 0]
+        jumps = abs(lons[1:] - lons[:-1]) > 180
+        if jumps.any():
+            i = int(jumps.argmax())
+            return float(lons[i]), float(lons[i + 1])
+    return None
+
+
+_POLYGONAL = ("Polygon", "MultiPolygon")
+
+
+def _unwrap_features(geometry: Any) -> dict[str, Any]:
+    """The GeoJSON geometry a Feature stands for, or a FeatureCollection (the MultiPolygon of its polygons)."""
+    geometry = geometry if isinstance(geometry, dict) else {}
+    if geometry.get("type") == "Feature":
+        return _unwrap_features(geometry.get("geometry"))
+    if geometry.get("type") != "FeatureCollection":
+        return geometry
+    geoms = [_unwrap_features(f) for f in geometry.get("features") or []]
+    other = {str(g.get("type")) for g in geoms} - set(_POLYGONAL)
+    if other:
+        raise ValueError(f"geometry FeatureCollection has {sorted(other)} features; only Polygon and MultiPolygon "
+                         "areas are supported")
+    parts = [p for g in geoms
+             for p in ([g.get("coordinates")] if g["type"] == "Polygon" else g.get("coordinates") or [])]
+    return {"type": "MultiPolygon", "coordinates": parts}
+
+
+def check_geometry(geometry: dict[str, Any]) -> dict[str, Any]:
+    """A request's area as a GeoJSON Polygon or MultiPolygon in lon/lat degrees, or ValueError in one line.
+
+    A Feature stands for its geometry and a FeatureCollection for the MultiPolygon of its
+    features' polygons. Coordinates must lie in lon [-180, 180] / lat [-90, 90], and no edge
+    may cross the antimeridian (a longitude jump of more than 180 degrees): such an area is
+    split at 180 degrees into one request per side. An invalid (e.g. self-intersecting)
+    area is repaired with ``shapely.make_valid`` and a :class:`RequestWarning`, unless the
+    repair has no polygonal area.
+    """
+    import numpy as np
+    import shapely
+    import shapely.geometry
+    from shapely.validation import explain_validity
+
+    geometry = _unwrap_features(geometry)
+    kind = geometry.get("type")
+    if kind not in _POLYGONAL:
+        raise ValueError(f"geometry type {kind!r} is not supported: give a GeoJSON Polygon or MultiPolygon "
+                         "(or a Feature/FeatureCollection of them) in lon/lat degrees")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # NaN coordinates: refused below
+            shape = shapely.geometry.shape(geometry)
+    except (ValueError, TypeError, LookupError, shapely.errors.ShapelyError) as exc:  # malformed coordinates
+        reason = " ".join(str(exc).split())
+        raise ValueError(f"geometry is not a valid GeoJSON {kind}: {type(exc).__name__}: {reason}") from None
+    if shape.is_empty:
+        raise ValueError(f"geometry {kind} is empty")
+    x0, y0, x1, y1 = shape.bounds
+    if not np.isfinite(shapely.get_coordinates(shape)).all():
+        raise ValueError(f"geometry {kind} has non-finite (NaN or infinite) coordinates")
+    if not (-180 <= x0 <= x1 <= 180 and -90 <= y0 <= y1 <= 90):
+        raise ValueError(f"geometry bounds {(x0, y0, x1, y1)} are outside lon [-180, 180] / lat [-90, 90]")
+    if (edge := _geometry_crosses_antimeridian(shape)) is not None:
+        raise ValueError(f"geometry crosses the antimeridian (an edge from lon {edge[0]} to {edge[1]}), which is not "
+                         "supported: split it at lon 180 into one geometry per side and make one request for each")
+    if shape.is_valid:
+        return geometry
+    problem = explain_validity(shape)
+    try:
+        repaired = shapely.make_valid(shape)
+    except shapely.errors.GEOSException as exc:
+        raise ValueError(f"geometry is invalid ({problem}) and shapely.make_valid cannot repair it: {exc}") from None
+    parts = [p for p in shapely.get_parts(repaired) if p.geom_type in _POLYGONAL and not p.is_empty]
+    area = shapely.union_all(parts) if parts else None
+    if area is None or area.is_empty or area.area == 0:
+        raise ValueError(f"geometry is invalid ({problem}) and shapely.make_valid finds no area in it "
+                         f"({repaired.geom_type})")
+    warnings.warn(f"request geometry is invalid ({problem}); using its repair by shapely.make_valid, "
+                  f"a {area.geom_type} of area {area.area:.6g} square degrees", RequestWarning, stacklevel=2)
+    return json.loads(shapely.to_geojson(area))
 
 
 class MaskPolicyRequest(BaseModel):
@@ -53,7 +147,8 @@ class CubeRequest(BaseModel):
     """An area of interest, a grid, a date range and the sensors to stack.
 
     ``bbox`` is ``(min_lon, min_lat, max_lon, max_lat)`` in degrees (EPSG:4326);
-    ``geometry`` (GeoJSON, EPSG:4326) may be given instead. ``crs`` and
+    ``geometry`` (GeoJSON, EPSG:4326) may be given instead: a Polygon or MultiPolygon, or a
+    Feature/FeatureCollection of them (see :func:`check_geometry`). ``crs`` and
     ``resolution`` (metres for projected CRSs) define the output grid; ``crs=None``
     picks the UTM zone of the area's centre.
     """
@@ -89,15 +184,45 @@ class CubeRequest(BaseModel):
 
     @field_validator("bbox")
     @classmethod
-    def _check_bbox(cls, bbox: tuple[float, float, float, float] | None):
+    def _check_bbox(cls, bbox: tuple[float, float, float, float] | None) -> tuple[float, float, float, float] | None:
+        """A non-empty lon/lat box with min < max, not crossing the antimeridian (say how to split it if it does)."""
         if bbox is None:
             return bbox
         x0, y0, x1, y1 = bbox
         if not (-180 <= x0 <= 180 and -180 <= x1 <= 180 and -90 <= y0 <= 90 and -90 <= y1 <= 90):
             raise ValueError(f"bbox {bbox} is outside lon [-180, 180] / lat [-90, 90]")
-        if x0 >= x1 or y0 >= y1:
+        if x0 == x1 or y0 >= y1:
             raise ValueError(f"bbox {bbox} is inverted or empty: expected (min_lon, min_lat, max_lon, max_lat)")
+        if x0 > x1:
+            sides = " and ".join(str(b) for b in ((x0, y0, 180.0, y1), (-180.0, y0, x1, y1)) if b[0] < b[2])
+            raise ValueError(f"bbox {bbox} crosses the antimeridian (min_lon {x0} > max_lon {x1}), which is not "
+                             f"supported: split it at lon 180 into {sides} and make one request for each "
+                             f"(or, if the bbox is inverted by mistake, use {(x1, y0, x0, y1)})")
         return bbox
+
+    @field_validator("geometry")
+    @classmethod
+    def _check_geometry(cls, geometry: dict[str, Any] | None) -> dict[str, Any] | None:
+        """A polygonal lon/lat area (see :func:`check_geometry`)."""
+        return None if geometry is None else check_geometry(geometry)
+
+    @field_validator("crs")
+    @classmethod
+    def _check_crs(cls, crs: str | None) -> str | None:
+        """A CRS pyproj can parse (``EPSG:32632``, a PROJ string, WKT...), or None for the UTM zone of the area."""
+        if crs is None:
+            return crs
+        from pyproj import CRS
+        from pyproj.exceptions import CRSError
+
+        try:
+            CRS.from_user_input(crs)
+        except CRSError as exc:
+            found = re.search(r"proj_create: ([^)]*)", str(exc))
+            reason = found.group(1) if found else str(exc)
+            raise ValueError(f"crs {crs!r} is not a CRS pyproj can parse ({' '.join(reason.split())}); "
+                             "give e.g. 'EPSG:32632', a PROJ string or WKT, or leave it out for UTM") from None
+        return crs
 
     @field_validator("sensors")
     @classmethod
