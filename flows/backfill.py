@@ -4,8 +4,10 @@
   ranges) and writes them as concurrent tasks on a ``DaskTaskRunner``: the cluster at
   ``$DASK_SCHEDULER_ADDRESS`` if set, else a local one. Committed slices are skipped,
   so a re-run resumes a killed run.
-* ``update-store`` (scheduled, see ``prefect.yaml``) appends the time steps of items
-  acquired after the store's last one, from the request recorded in the store.
+* ``update-store`` (scheduled, see ``prefect.yaml``) searches the store's whole period
+  (the request recorded in the store, up to ``until``) and adds the time steps of the
+  items found for dates the store lacks: appended after its last one, or inserted in
+  time order (items published late). See :mod:`pipeline.store.backfill`.
 
 The flow process holds the store's writer lock for the whole run. Searches are
 retried with exponential backoff and cached on their inputs for 30 minutes; slice
@@ -109,7 +111,8 @@ def backfill_flow(request: CubeRequest, engine: str = "zarr", tile_px: int = 102
 def update_flow(store: str, until: dt.date | None = None, tile_px: int = 1024, time_step: int = 4,
                 shards: dict[str, int] | None = None, lock_timeout_s: float = 60.0,
                 archive: Path | None = None) -> dict:
-    """Append to ``store`` the time steps of items acquired after its last one, up to ``until`` (default today)."""
+    """Add to ``store`` the time steps of the items found for dates it lacks, from its start to ``until``
+    (default today): appended after its last one, or inserted in order (published late)."""
     request = update_request(store, until)
     spec = BackfillSpec(engine=open_engine(store).kind, tile_px=tile_px, time_step=time_step, shards=shards,
                         lock_timeout_s=lock_timeout_s)

@@ -53,7 +53,7 @@ def monthly_composite_task(store: Path, out: Path, coarsen: int = 4) -> Path:
         monthly = coarse.assign_coords(spatial_ref=cube["spatial_ref"])
     monthly.attrs = {k: v for k, v in cube.attrs.items() if k.startswith(("eocube:", "title", "source"))}
     monthly.attrs["eocube:composite"] = json.dumps({"freq": "1MS", "method": "median", "source_store": str(store)})
-    return write_store(monthly, out, {"time": 1, "y": 512, "x": 512})
+    return write_store(monthly, out, {"time": 1, "y": 512, "x": 512}, overwrite=True)
 
 
 @task(name="embed-presto", cache_policy=NO_CACHE)
@@ -81,7 +81,7 @@ def uncertainty_task(store: Path, labels: Path, out: Path) -> dict:
     inside.to_csv(labels, index=False, date_format="%Y-%m-%d")
     model = fit_from_points(store, labels, n_steps=n_steps, method="mc-conctd", seed=0)
     model.save(out.with_suffix(".model"))
-    path = predict_map(model, store, out, name="vegetation_cover")
+    path = predict_map(model, store, out, name="vegetation_cover", overwrite=True)
     maps = xr.open_zarr(path)
     info = model.describe()
     return {"store": str(path), "model": str(out.with_suffix(".model")), "method": info["method"],
@@ -93,7 +93,8 @@ def uncertainty_task(store: Path, labels: Path, out: Path) -> dict:
 def compress_task(store: Path, out: Path) -> dict:
     from pipeline.compression.stage import compress_cube, summary_dict
 
-    return summary_dict(compress_cube(store, out, target_psnr=45.0, quicklook=out.with_suffix(".quicklook.png")))
+    return summary_dict(compress_cube(store, out, target_psnr=45.0, quicklook=out.with_suffix(".quicklook.png"),
+                                      overwrite=True))
 
 
 @flow(name="eocube-demo", log_prints=True)

@@ -20,6 +20,12 @@ from importlib.metadata import PackageNotFoundError, version
 sys.modules.setdefault("rfc3987_syntax", None)
 
 from pipeline._lazy import lazy_exports  # noqa: E402
+from pipeline.redaction import install_redaction  # noqa: E402
+
+# Signed asset URLs and tokens must never reach a log, a warning or a traceback, in whichever
+# process runs pipeline code: the CLI, a notebook, a Prefect flow or a Dask worker (which
+# imports this package to unpickle its first pipeline task).
+install_redaction()
 
 try:
     __version__ = version("eocube")

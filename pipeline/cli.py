@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import traceback
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
@@ -16,17 +17,37 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pipeline.model import CubeRequest
+from pipeline.redaction import redact
 
-# Quiet library chatter on the console; the progress display and summary are the output.
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+#: ``eocube --debug`` or ``EOCUBE_DEBUG=1``: library logs and full (redacted) tracebacks on stderr.
+DEBUG = os.environ.get("EOCUBE_DEBUG", "").lower() in ("1", "true", "yes")
+
+
+def _quiet_libraries(debug: bool) -> None:
+    """The progress display, the summary and one-line errors are the output; library chatter and
+    the tracebacks Prefect logs for a failed run only with ``--debug``. Set before Prefect and Dask
+    configure their logging (they are imported later, by the commands)."""
+    os.environ["PREFECT_LOGGING_LEVEL"] = "INFO" if debug else os.environ.get("PREFECT_LOGGING_LEVEL", "CRITICAL")
+    os.environ["DASK_LOGGING__DISTRIBUTED"] = "info" if debug else os.environ.get("DASK_LOGGING__DISTRIBUTED", "error")
+
+
+_quiet_libraries(DEBUG)
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
 # The local (ephemeral) Prefect API starts with the first flow run; give it time on busy machines.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Earth-observation data cubes: STAC search -> cloud-masked cube -> Zarr.")
 console = Console(stderr=True)
+
+
+@app.callback()
+def _options(debug: bool = typer.Option(False, "--debug", help="show library logs and full tracebacks (redacted)")) -> None:
+    global DEBUG
+    if debug and not DEBUG:
+        DEBUG = True
+        _quiet_libraries(True)
+
 
 #: Errors that are the user's to fix: printed as one line, exit code 2.
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, ConnectionError)
@@ -34,18 +55,30 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, C
 
 def _one_line(exc: BaseException) -> str:
     if isinstance(exc, ValidationError):
-        return "invalid request: " + "; ".join(
+        text = "invalid request: " + "; ".join(
             f"{'.'.join(map(str, e['loc'])) or 'request'}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    else:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return redact(" ".join(text.split()))
+
+
+def print_error(exc: BaseException, prefix: str = "") -> None:
+    """``error: <one line>`` on stderr (redacted); with ``--debug`` the redacted traceback first."""
+    if DEBUG:
+        console.print(redact("".join(traceback.format_exception(exc))), highlight=False, markup=False)
+    console.print(f"[bold red]error:[/] {prefix}{_one_line(exc)}", highlight=False, soft_wrap=True)
 
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn expected errors into ``error: <one line>`` and exit code 2."""
+    """Turn expected errors (a :data:`USER_ERRORS` or a store that cannot be used) into
+    ``error: <one line>`` and exit code 2."""
+    from pipeline.store.zarr_store import StoreError
+
     try:
         yield
-    except USER_ERRORS as exc:
-        console.print(f"[bold red]error:[/] {_one_line(exc)}", highlight=False, soft_wrap=True)  # one line, however long
+    except (*USER_ERRORS, StoreError) as exc:
+        print_error(exc)
         raise typer.Exit(2) from None
 
 
@@ -73,15 +106,22 @@ def print_summary(summary) -> None:
     table.add_row("bands", ", ".join(summary.bands))
     table.add_row("masked fraction", f"{summary.masked_fraction:.1%}")
     table.add_row("quicklook", str(summary.quicklook))
+    table.add_row("failed items", f"{len(summary.failed_items)} (pixels masked where their reads failed)"
+                  if summary.failed_items else "none")
     table.add_row("elapsed", f"{summary.seconds:.1f} s" if summary.seconds else "-")
     Console().print(table)
+    from pipeline.store.cli import print_failed_items
+
+    print_failed_items(summary.failed_items)
 
 
 def _run(request: CubeRequest, dask_address: Optional[str], archive: Optional[Path] = None) -> None:
     import time
 
     from flows.build_cube import build_cube
+    from pipeline.job import preflight
 
+    preflight(request)  # before the search and the cluster: a bad request costs nothing
     t0 = time.perf_counter()
     with progress_display() as progress:
         summary = build_cube(request, archive=archive, dask_address=dask_address, progress=progress)
@@ -90,11 +130,13 @@ def _run(request: CubeRequest, dask_address: Optional[str], archive: Optional[Pa
 
 
 def demo_request(out: Path) -> CubeRequest:
-    """The embedded default: the demo AOI, its whole year, all three sensors at 10 m."""
+    """The embedded default: the demo AOI, its whole year, all three sensors at 10 m (replacing
+    the demo's own earlier stores in ``out``; nothing else there is touched)."""
     from pipeline.demo.archive import DEMO_SITE
 
     return CubeRequest(catalog="demo", bbox=DEMO_SITE.aoi_lonlat(), start=DEMO_SITE.start, end=DEMO_SITE.end,
-                       sensors=["sentinel-2", "landsat", "modis"], resolution=10.0, output=out / "demo-cube.zarr")
+                       sensors=["sentinel-2", "landsat", "modis"], resolution=10.0, output=out / "demo-cube.zarr",
+                       overwrite=True)
 
 
 def print_demo_summary(summary) -> None:
@@ -116,6 +158,21 @@ def print_demo_summary(summary) -> None:
     Console().print(table)
 
 
+def read_request_file(path: Path) -> dict:
+    """The fields of a request YAML/JSON file; a missing or malformed file is one line."""
+    if not path.is_file():
+        raise FileNotFoundError(f"request file {path} does not exist")
+    try:
+        fields = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ValueError(f"request file {path} is not valid YAML/JSON: {' '.join(str(exc).split())}") from None
+    if fields is None:
+        return {}
+    if not isinstance(fields, dict):
+        raise ValueError(f"request file {path} must hold a mapping of request fields, not a {type(fields).__name__}")
+    return fields
+
+
 @app.command()
 def demo(out: Path = typer.Option(Path("eocube-demo"), help="output folder (stores, quicklook)"),
          dask_address: Optional[str] = typer.Option(None, envvar="DASK_SCHEDULER_ADDRESS", help="existing Dask scheduler"),
@@ -124,11 +181,14 @@ def demo(out: Path = typer.Option(Path("eocube-demo"), help="output folder (stor
     import time
 
     from flows.demo import demo_flow
+    from pipeline.job import preflight
 
     with user_errors():
+        request = demo_request(out)
+        preflight(request)
         t0 = time.perf_counter()
         with progress_display() as progress:
-            summary = demo_flow(demo_request(out), archive=archive, dask_address=dask_address, progress=progress)
+            summary = demo_flow(request, archive=archive, dask_address=dask_address, progress=progress)
         summary.cube.seconds = round(time.perf_counter() - t0, 1)
         print_demo_summary(summary)
 
@@ -145,17 +205,19 @@ def run(request_file: Optional[Path] = typer.Argument(None, help="request YAML/J
         bands: Optional[str] = typer.Option(None, help="comma-separated common band names"),
         max_cloud_cover: Optional[float] = typer.Option(None, help="item cloud cover pre-filter, %"),
         out: Optional[Path] = typer.Option(None, help="output store path (.zarr)"),
+        overwrite: bool = typer.Option(False, help="replace an existing eocube store at the output path "
+                                                   "(never anything else)"),
         dask_address: Optional[str] = typer.Option(None, envvar="DASK_SCHEDULER_ADDRESS", help="existing Dask scheduler")) -> None:
     """Build a cube for a request given as a file and/or options."""
     with user_errors():
         fields: dict = {}
         if request_file is not None:
-            if not request_file.exists():
-                raise FileNotFoundError(f"request file {request_file} does not exist")
-            fields.update(yaml.safe_load(request_file.read_text()) or {})
+            fields.update(read_request_file(request_file))
         options = {"catalog": catalog, "start": start, "end": end, "resolution": resolution, "crs": crs,
                    "max_cloud_cover": max_cloud_cover, "output": out}
         fields.update({k: v for k, v in options.items() if v is not None})
+        if overwrite:
+            fields["overwrite"] = True
         if bbox:
             try:
                 fields["bbox"] = tuple(float(v) for v in bbox.split(","))
@@ -217,8 +279,14 @@ _mount_stage_commands()
 
 
 def main() -> None:
-    """Entry point of the ``eocube`` console script."""
-    app()
+    """Entry point of the ``eocube`` console script: any error is one line (exit 1), the traceback with ``--debug``."""
+    try:
+        app()
+    except Exception as exc:  # not a user error (those exit 2 inside the commands)
+        print_error(exc, prefix=f"{type(exc).__name__}: ")
+        if not DEBUG:
+            console.print("(run again with eocube --debug to see the traceback)", highlight=False)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,23 @@
-"""Keep secrets out of logs: signed URLs, tokens and Authorization headers are redacted.
+"""Keep secrets out of every output: signed URLs, tokens and Authorization headers are redacted.
 
-:func:`redact` rewrites a string; :class:`RedactingFilter` applies it to every log record
-(message and arguments); :func:`configure_logging` installs it with a one-line JSON
-formatter (structured logs: time, level, logger, message and any ``extra`` fields).
+:func:`redact` rewrites a string and :func:`redact_json` every string inside a JSON-like
+value (store attributes, STAC items, journal lines). :func:`install_redaction` makes the
+process redact on its own: every log record (message, arguments and traceback, whatever
+logger or handler: ours, Prefect's, Dask's, GDAL's through rasterio), every warning and
+every uncaught exception's traceback. ``import pipeline`` installs it, so the CLI, the
+Python API, the Prefect flows and the Dask workers that run pipeline code all redact.
+:func:`configure_logging` adds a one-line JSON handler (structured logs).
 """
 from __future__ import annotations
 
 import json
 import logging
 import re
+import sys
+import threading
+import traceback
+import warnings
+from typing import Any
 
 MASK = "***"
 
@@ -18,7 +27,9 @@ _SECRET_PARAMS = (r"sig|signature|token|access_token|api[_-]?key|apikey|key|pass
                   r"s[eoptrv]|sk[a-z]+|spr|srt|ss|x-amz-[a-z-]+|x-goog-[a-z-]+")
 _QUERY = re.compile(rf"(?i)([?&](?:{_SECRET_PARAMS})=)[^&#\s'\"]+")
 _AUTH_HEADER = re.compile(r"(?i)((?:proxy-)?authorization['\"]?\s*[:=]\s*['\"]?)(?:(bearer|basic|token)\s+)?[^\s'\",}]+")
-_BARE_TOKEN = re.compile(r"(?i)\b((?:token|api[_-]?key|password|secret)\s*[=:]\s*)[^\s&'\",}]+")
+#: a credential outside a query string: "token=...", "sig=..." at the start of a SAS token, "password: ..."
+_BARE_TOKEN = re.compile(r"(?i)(?<![\w-])((?:token|access_token|api[_-]?key|password|secret|sig|signature|"
+                         r"x-amz-signature|x-amz-security-token|x-goog-signature)\s*[=:]\s*)[^\s&'\",}]+")
 
 
 def redact(text: str) -> str:
@@ -26,6 +37,80 @@ def redact(text: str) -> str:
     text = _AUTH_HEADER.sub(lambda m: m.group(1) + (m.group(2) + " " if m.group(2) else "") + MASK, text)
     text = _QUERY.sub(lambda m: m.group(1) + MASK, text)
     return _BARE_TOKEN.sub(lambda m: m.group(1) + MASK, text)
+
+
+def redact_json(value: Any) -> Any:
+    """``value`` (dicts, lists, strings, numbers) with every string passed through :func:`redact`."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact(str(k)) if isinstance(k, str) else k: redact_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_json(v) for v in value]
+    return value
+
+
+def redact_record(record: logging.LogRecord) -> logging.LogRecord:
+    """``record`` with its message, arguments, traceback and stack redacted, in place.
+
+    The traceback is formatted and redacted once, here, and the exception detached, so no
+    formatter can render the original text again.
+    """
+    record.msg = redact(record.getMessage())
+    record.args = None
+    if record.exc_info:
+        text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
+        record.exc_text = redact(text)
+        record.exc_info = None
+    elif record.exc_text:
+        record.exc_text = redact(record.exc_text)
+    if record.stack_info:
+        record.stack_info = redact(record.stack_info)
+    return record
+
+
+_installed = threading.Lock()
+_INSTALLED = False
+
+
+def install_redaction() -> None:
+    """Redact every log record, warning and uncaught traceback of this process (idempotent).
+
+    A log record factory redacts records as they are made, before any filter, handler or
+    formatter sees them (Prefect's console and API handlers, Dask's, rasterio's GDAL
+    messages); ``warnings.formatwarning`` and the exception hooks redact the rest.
+    """
+    global _INSTALLED
+    with _installed:
+        if _INSTALLED:
+            return
+        make_record = logging.getLogRecordFactory()
+
+        def redacting_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+            return redact_record(make_record(*args, **kwargs))
+
+        logging.setLogRecordFactory(redacting_factory)
+        format_warning = warnings.formatwarning
+
+        def redacting_formatwarning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001
+            return redact(format_warning(message, category, filename, lineno, line))
+
+        warnings.formatwarning = redacting_formatwarning
+        excepthook = sys.excepthook
+
+        def redacting_excepthook(kind, value, tb) -> None:  # noqa: ANN001
+            sys.stderr.write(redact("".join(traceback.format_exception(kind, value, tb))))
+
+        if excepthook is sys.__excepthook__:  # leave IPython's and other custom hooks alone
+            sys.excepthook = redacting_excepthook
+
+        def redacting_threading_hook(hook_args) -> None:  # noqa: ANN001
+            text = "".join(traceback.format_exception(hook_args.exc_type, hook_args.exc_value, hook_args.exc_traceback))
+            sys.stderr.write(redact(f"Exception in thread {getattr(hook_args.thread, 'name', '?')}:\n{text}"))
+
+        if threading.excepthook is threading.__excepthook__:
+            threading.excepthook = redacting_threading_hook
+        _INSTALLED = True
 
 
 class RedactingFilter(logging.Filter):

@@ -162,6 +162,7 @@ def test_solar_day_groups_a_real_overpass(shared_dir: Path):
 def test_planetary_computer_signer_caches_and_refreshes_tokens():
     """Against a real token endpoint on loopback that issues short-lived SAS tokens."""
     import threading
+    import time
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from pipeline.catalog.signing import PlanetaryComputerSigner
@@ -174,9 +175,9 @@ def test_planetary_computer_signer_caches_and_refreshes_tokens():
 
         def do_GET(self):
             n = len(issued)
-            # the first token is already within the refresh margin; the second lasts an hour
-            minutes = 1 if n == 0 else 60
-            expiry = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%SZ")
+            # the first token lives a second; the second an hour
+            life = dt.timedelta(seconds=1) if n == 0 else dt.timedelta(minutes=60)
+            expiry = (dt.datetime.now(dt.timezone.utc) + life).isoformat().replace("+00:00", "Z")
             token = f"sv=2021&se=x&sig=token{n}"
             issued.append(self.path)
             body = json.dumps({"msft:expiry": expiry, "token": token}).encode()
@@ -192,7 +193,9 @@ def test_planetary_computer_signer_caches_and_refreshes_tokens():
         href = "https://sentinel2l2a01.blob.core.windows.net/sentinel2-l2/32/T/PR/B02.tif"
         first = signer.sign(href)
         assert first == href + "?sv=2021&se=x&sig=token0"
-        second = signer.sign(href)  # token0 expires within the margin: refreshed
+        assert signer.sign(href) == first  # fresh: cached
+        time.sleep(0.9)
+        second = signer.sign(href)  # token0 is in the last quarter of its life: refreshed
         assert second.endswith("sig=token1")
         third = signer.sign(href.replace("B02", "B03"))  # same container: cached token1
         assert third.endswith("sig=token1") and len(issued) == 2

@@ -5,103 +5,18 @@ stays broken is named (item and asset), left out, and recorded in the store."""
 from __future__ import annotations
 
 import json
-import socket
-import struct
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
 import numpy as np
 import pytest
 import xarray as xr
 
 from pipeline.cube.probe import UnreadableAssetWarning
-from faults import FaultPlan
+from faults import FaultPlan, RangeServer
 from test_cube_support import demo_found, small_request, with_hrefs
 
 pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
-
-
-class RangeServer:
-    """Serve files under ``root`` on 127.0.0.1 with single- and multi-range GETs, injecting ``faults``."""
-
-    def __init__(self, root: Path, faults: FaultPlan):
-        self.root, self.faults = root, faults
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(body)
-
-            def do_GET(self):
-                path = unquote(urlparse(self.path).path)
-                file = (server.root / path.lstrip("/")).resolve()
-                if path in server.faults.broken:
-                    server.faults.counts["broken"] += 1
-                    return self._send(500, b"broken", {"Content-Type": "text/plain"})
-                if server.root.resolve() not in file.parents or not file.is_file():
-                    return self._send(404, b"not found", {"Content-Type": "text/plain"})
-                data = file.read_bytes()
-                spec = self.headers.get("Range")
-                if not spec:
-                    return self._send(200, data, {"Content-Type": "image/tiff", "Accept-Ranges": "bytes"})
-                kind = server.faults.draw()
-                if kind == "error":
-                    return self._send(503, b"try again", {"Content-Type": "text/plain"})
-                if kind == "drop":  # RST instead of an answer
-                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                    self.close_connection = True
-                    self.connection.close()
-                    return None
-                if kind == "slow":
-                    time.sleep(server.faults.slow_seconds)
-                ranges = []
-                for part in spec.removeprefix("bytes=").split(","):
-                    a, b = part.strip().split("-")
-                    start = int(a) if a else len(data) - int(b)
-                    end = min(int(b) if (a and b) else len(data) - 1, len(data) - 1)
-                    ranges.append((start, end))
-                if len(ranges) == 1:
-                    start, end = ranges[0]
-                    return self._send(206, data[start:end + 1], {
-                        "Content-Type": "image/tiff", "Content-Range": f"bytes {start}-{end}/{len(data)}"})
-                boundary = "eocubeboundary"
-                body = b"".join(
-                    f"--{boundary}\r\nContent-Type: image/tiff\r\nContent-Range: bytes {s}-{e}/{len(data)}\r\n\r\n".encode()
-                    + data[s:e + 1] + b"\r\n" for s, e in ranges) + f"--{boundary}--\r\n".encode()
-                return self._send(206, body, {"Content-Type": f"multipart/byteranges; boundary={boundary}"})
-
-            do_HEAD = do_GET
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-
-    def patch_url(self, href: str) -> str:
-        """``file://<root>/...`` -> ``http://127.0.0.1:<port>/...``."""
-        rel = Path(unquote(urlparse(href).path)).relative_to(self.root)
-        return f"{self.url}/{rel.as_posix()}"
-
-    def __enter__(self) -> "RangeServer":
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
 
 
 def _assert_same(a: xr.Dataset, b: xr.Dataset) -> None:

@@ -50,3 +50,35 @@ def with_hrefs(found: dict[str, SensorItems], patch) -> dict[str, SensorItems]:
         out[sensor] = SensorItems(s.sensor, s.collection, s.profile, items)
     return out
 
+
+
+def archive_copy(src: Path, dst: Path, edit=None, catalog: dict | None = None) -> Path:
+    """A copy of the demo archive at ``dst`` that shares its COGs (``data/`` is a link) and whose STAC
+    items pass through ``edit(collection_id, feature) -> feature | None`` (None drops it).
+
+    With ``catalog`` (fields over the demo catalog's), ``dst/catalog.yaml`` describes it, e.g. to
+    sign its hrefs; the returned path is the archive folder (pass it as ``archive`` / ``EOCUBE_DEMO_ARCHIVE``).
+    """
+    import shutil
+
+    import yaml
+
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in ("manifest.json", "labels.csv"):
+        shutil.copy(src / name, dst / name)
+    for name in ("data", "truth"):
+        (dst / name).symlink_to(src / name, target_is_directory=True)
+    for folder in sorted((src / "stac").iterdir()):
+        out = dst / "stac" / folder.name
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copy(folder / "collection.json", out / "collection.json")
+        doc = json.loads((folder / "items.json").read_text())
+        if edit is not None:
+            doc["features"] = [f for f in (edit(folder.name, f) for f in doc["features"]) if f is not None]
+        (out / "items.json").write_text(json.dumps(doc))
+    if catalog is not None:
+        from pipeline.catalog.config import load_catalog
+
+        base = load_catalog("demo").model_dump(mode="json")
+        (dst / "catalog.yaml").write_text(yaml.safe_dump({**base, **catalog}))
+    return dst

@@ -3,13 +3,17 @@ cached searches, a served deployment triggered with ``run_deployment``, and ``pr
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
+import xarray as xr
 import yaml
 
 from pipeline.demo.archive import DEMO_SITE
@@ -74,9 +78,12 @@ def test_served_deployment_runs_an_incremental_update(demo_archive: Path, tmp_pa
     from pipeline.store.backfill import BackfillSpec, backfill
 
     store = tmp_path / "cube.zarr"
-    request = make_request(store, dt.date(2022, 3, 10))
+    request = make_request(store, dt.date(2022, 3, 20))
+    found = search(request, demo_archive)  # less the Landsat item of 03-14: published late, after this backfill
+    late = "LC08_L2SP_193028_20220314_02_T1"
+    found["landsat"] = replace(found["landsat"], items=[i for i in found["landsat"].items if i.id != late])
     with dask.config.set(scheduler="threads", num_workers=2):
-        backfill(request, search(request, demo_archive), BackfillSpec(tile_px=100, time_step=4))
+        backfill(request, found, BackfillSpec(tile_px=100, time_step=4))
     n_before = store_status(store).shape["time"]
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "EOCUBE_DEMO_ARCHIVE": str(demo_archive),
            "EOCUBE_LOCAL_WORKERS": "1", "PREFECT_LOGGING_LEVEL": "WARNING"}
@@ -98,8 +105,13 @@ def test_served_deployment_runs_an_incremental_update(demo_archive: Path, tmp_pa
         runner.terminate()
         runner.wait(timeout=30)
     status = store_status(store)
-    assert status.shape["time"] > n_before and status.committed_fraction == 1.0
+    assert status.shape["time"] == n_before + 5 and status.committed_fraction == 1.0
     assert [r["kind"] for r in status.runs] == ["backfill", "update"]
+    update = status.runs[-1]  # the late item's date inserted in order, the later ones appended
+    assert (update["inserted_times"], update["appended_times"], update["late_items_for_held_dates"]) == (1, 4, 0)
+    ds = xr.open_zarr(store)
+    assert (np.diff(ds.time.values) > np.timedelta64(0)).all()
+    assert late in json.loads(ds.attrs["eocube:source_items"])["landsat"]
 
 
 def test_prefect_yaml_deployments_are_valid():

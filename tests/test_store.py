@@ -22,7 +22,7 @@ from pipeline.store.engines import ConflictingWriteError, IcechunkEngine, ZarrEn
 from pipeline.store.journal import StoreLockedError, write_lock
 from pipeline.store.layout import covered_times
 from pipeline.store.overviews import coarsen_cube
-from pipeline.store.redact import RedactingFilter, configure_logging, redact
+from pipeline.redaction import RedactingFilter, configure_logging, redact
 from pipeline.store.stac import validate_stac, write_stac
 
 X0, Y1, RES = 619000.0, 5043000.0, 20.0
@@ -154,13 +154,14 @@ def test_engine_commits_slices_and_writes_valid_stac(tmp_path: Path, engine_cls)
     assert engine.exists() and engine.committed() == {}
     layout = StoreLayout({"time": 1, "y": 20, "x": 20})
     slices = plan_slices(dict(cube.sizes), layout, 20, 3)
+    sources = json.loads(cube.attrs["eocube:source_items"])  # the STAC item lists the committed slices' sources
     for sl in slices[:-1]:
-        assert engine.write_slice(_part(cube, sl), sl.region, {"slice": sl.id})
+        assert engine.write_slice(_part(cube, sl), sl.region, {"slice": sl.id, "sources": sources})
     assert set(engine.committed()) == {s.id for s in slices[:-1]}
     ds = engine.open()
     last = slices[-1]
     assert np.isnan(ds["red"].isel(time=slice(*last.t), y=slice(*last.y), x=slice(*last.x)).values).all()
-    engine.write_slice(_part(cube, last), last.region, {"slice": last.id})
+    engine.write_slice(_part(cube, last), last.region, {"slice": last.id, "sources": sources})
     np.testing.assert_array_equal(engine.open()["red"].values, cube["red"].values)
 
     item_path = write_stac(engine)

@@ -21,8 +21,11 @@ from odc.geo.geobox import GeoBox
 from pipeline.catalog.search import SensorItems
 from pipeline.cube.fusion import fuse_private_inputs
 from pipeline.cube.packing import PackedGrid, pack_dn
+from pipeline.catalog.signing import Signer
 from pipeline.cube.readers import AssetInfo, Engine, item_time, read_assets
+from pipeline.cube.reads import ReadLog
 from pipeline.sensors import MaskPolicy, SensorProfile, invalid_mask, item_band_specs, load_profile, profile_for_item
+from pipeline.sensors.qa import qa_rules
 
 #: Default resampling per variable kind; a request may override per kind or per band.
 DEFAULT_RESAMPLING = {"reflectance": "bilinear", "qa": "nearest"}
@@ -39,11 +42,20 @@ def resampling_for(profile: SensorProfile, bands: Sequence[str], overrides: dict
     return out
 
 
+def qa_fill(profile: SensorProfile) -> int:
+    """The raw value of a fill pixel in the profile's cloud-mask QA asset (its rule's ``fill_value``)."""
+    return qa_rules()[profile.qa[0].rule].fill_value
+
+
 def asset_table(profile: SensorProfile, bands: Sequence[str]) -> dict[str, AssetInfo]:
-    """dtype and nodata of every asset read for ``bands`` (plus the cloud-mask QA asset), from the profile."""
+    """dtype and nodata of every asset read for ``bands`` (plus the cloud-mask QA asset), from the profile.
+
+    The QA asset's nodata is its product's fill code: where no item covers a pixel, or an
+    item's QA could not be read, the pixel reads as fill and is masked.
+    """
     table = {profile.band(b).asset: AssetInfo(profile.band(b).dtype, profile.band(b).nodata) for b in bands}
     qa = profile.qa[0]
-    table[qa.asset] = AssetInfo(qa.dtype, None)
+    table[qa.asset] = AssetInfo(qa.dtype, qa_fill(profile))
     return table
 
 
@@ -164,8 +176,8 @@ def blockwise(func, *arrays: xr.DataArray, dtype, planes: int | None = None, **k
 
 def load_sensor(found: SensorItems, geobox: GeoBox, bands: Sequence[str], *, policy: MaskPolicy | None = None,
                 chunks: dict[str, int] | None = None, resampling: dict[str, str] | None = None,
-                patch_url=None, engine: Engine = "odc-stac",
-                packing: dict[str, PackedGrid] | None = None) -> xr.Dataset:
+                sign: Signer | Callable[[str], str] | None = None, log: ReadLog | None = None,
+                engine: Engine = "odc-stac", packing: dict[str, PackedGrid] | None = None) -> xr.Dataset:
     """A lazy cube ``(time, y, x)`` of one sensor: float32 reflectance, NaN where invalid.
 
     With ``packing`` (per band) the bands are integers on those grids instead, the grid's
@@ -174,16 +186,18 @@ def load_sensor(found: SensorItems, geobox: GeoBox, bands: Sequence[str], *, pol
     Variables: one per common band name in ``bands`` and ``valid`` (bool). Coordinates:
     ``time`` (one step per solar day), ``sensor`` and ``cloud_cover`` (item
     ``eo:cloud_cover``, %, along time), ``y``/``x`` of ``geobox``. ``engine`` picks the
-    reader (``"odc-stac"`` or ``"stackstac"``); ``chunks`` are the Dask chunks of the read.
+    reader (``"odc-stac"`` or ``"stackstac"``); ``chunks`` are the Dask chunks of the read. ``sign`` signs
+    each href just before it is read; a failed read masks its pixels and is reported to ``log``.
     """
     profile = items_profile(found, bands)
     resampling = resampling_for(profile, bands, resampling or {})
     qa = profile.qa[0]
     chunks = chunks or {"time": 1, "y": 512, "x": 512}
     raw = read_assets(found.items, found.collection, asset_table(profile, bands), geobox, chunks=chunks,
-                      resampling=resampling, engine=engine, patch_url=patch_url)
+                      resampling=resampling, engine=engine, sign=sign, log=log)
     invalid = invalid_mask(found.collection, qa.asset, raw[qa.asset], policy=policy,
                            resolution_m=float(abs(geobox.resolution.x)))
+    invalid = invalid | (raw[qa.asset] == qa_fill(profile))  # fill is never data, whatever the policy drops
     specs = [profile.band(b) for b in bands]
     scaling = scaling_arrays(raw.time.values, found.items, profile, bands)
     if packing is None:

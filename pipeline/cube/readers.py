@@ -7,6 +7,9 @@ solar day fused, first valid pixel wins), Dask chunks as requested, and the GeoB
 ``y``/``x`` pixel-centre coordinates. Resampling is chosen per asset. Both read COG
 overviews when the target grid is coarser than the asset (odc-stac picks the overview
 level itself; stackstac through GDAL's warper).
+
+Hrefs are signed just before each read, and a read that fails leaves that asset's pixels of
+that chunk at the fill value and is reported to ``log``, not raised (:mod:`pipeline.cube.reads`).
 """
 from __future__ import annotations
 
@@ -20,7 +23,9 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 
 from pipeline.catalog.search import solar_day
+from pipeline.catalog.signing import Signer
 from pipeline.cube.gdal_env import stackstac_env
+from pipeline.cube.reads import ReadLog, SignedReadDriver, as_signer, stackstac_reader
 
 Engine = Literal["odc-stac", "stackstac"]
 ENGINES: tuple[str, ...] = ("odc-stac", "stackstac")
@@ -41,21 +46,27 @@ def item_time(item: pystac.Item) -> np.datetime64:
 
 def read_assets(items: Sequence[pystac.Item], collection: str, assets: dict[str, AssetInfo], geobox: GeoBox, *,
                 chunks: dict[str, int], resampling: dict[str, str], engine: Engine = "odc-stac",
-                patch_url: Callable[[str], str] | None = None) -> xr.Dataset:
-    """Lazy raw DN of ``assets`` of ``items`` on ``geobox``, one step per solar day (see module doc)."""
+                sign: Signer | Callable[[str], str] | None = None, log: ReadLog | None = None) -> xr.Dataset:
+    """Lazy raw DN of ``assets`` of ``items`` on ``geobox``, one step per solar day (see module doc).
+
+    ``sign`` signs each href just before it is read; failed reads are reported to ``log``.
+    """
+    signer = as_signer(sign)
+    log = log if log is not None else ReadLog()
+    log.add_items(items, assets)
     if engine == "odc-stac":
-        return _read_odc(items, collection, assets, geobox, chunks, resampling, patch_url)
+        return _read_odc(items, collection, assets, geobox, chunks, resampling, SignedReadDriver(signer, log.topic))
     if engine == "stackstac":
-        return _read_stackstac(items, assets, geobox, chunks, resampling, patch_url)
+        return _read_stackstac(items, assets, geobox, chunks, resampling, stackstac_reader(signer, log.topic))
     raise ValueError(f"unknown engine {engine!r}; choose one of {list(ENGINES)}")
 
 
-def _read_odc(items, collection, assets, geobox, chunks, resampling, patch_url) -> xr.Dataset:
+def _read_odc(items, collection, assets, geobox, chunks, resampling, driver: SignedReadDriver) -> xr.Dataset:
     import odc.stac
 
     cfg = {collection: {"assets": {a: {"data_type": i.dtype, "nodata": i.nodata} for a, i in assets.items()}}}
     return odc.stac.load(items, bands=list(assets), geobox=geobox, groupby="solar_day", chunks=chunks,
-                         resampling=resampling, stac_cfg=cfg, patch_url=patch_url, fail_on_error=True)
+                         resampling=resampling, stac_cfg=cfg, driver=driver)
 
 
 def _stackstac_epsg(geobox: GeoBox) -> int:
@@ -65,21 +76,13 @@ def _stackstac_epsg(geobox: GeoBox) -> int:
     return int(epsg)
 
 
-def _patched(item: pystac.Item, patch_url) -> dict:
-    d = item.to_dict(transform_hrefs=False)
-    if patch_url is not None:
-        for a in d["assets"].values():
-            a["href"] = patch_url(a["href"])
-    return d
-
-
-def _read_stackstac(items, assets, geobox, chunks, resampling, patch_url) -> xr.Dataset:
+def _read_stackstac(items, assets, geobox, chunks, resampling, reader: type) -> xr.Dataset:
     import stackstac
     from rasterio.enums import Resampling
 
     order = sorted(range(len(items)), key=lambda i: (item_time(items[i]), items[i].id))
     items = [items[i] for i in order]
-    dicts = [_patched(i, patch_url) for i in items]
+    dicts = [i.to_dict(transform_hrefs=False) for i in items]
     times = np.array([item_time(i) for i in items])
     days = np.array([np.datetime64(solar_day(i), "D") for i in items])
     bounds = tuple(geobox.boundingbox)
@@ -93,7 +96,7 @@ def _read_stackstac(items, assets, geobox, chunks, resampling, patch_url) -> xr.
             chunksize=(chunks.get("time", 1), 1, chunks.get("y", 512), chunks.get("x", 512)),
             dtype=np.dtype(info.dtype), fill_value=np.dtype(info.dtype).type(fill), rescale=False,
             sortby_date=False, xy_coords="center", properties=False, band_coords=False, gdal_env=env,
-            errors_as_nodata=(),
+            errors_as_nodata=(), reader=reader,
         ).isel(band=0, drop=True).reset_coords(drop=True)
         arr = arr.assign_coords(time=times, y=geobox.coords["y"].values, x=geobox.coords["x"].values)
         arr.attrs = {"nodata": info.nodata} if info.nodata is not None else {}  # as odc-stac labels it

@@ -3,8 +3,18 @@
 A request's grid and time axis are split into slices (tiles x time ranges, see
 :func:`~pipeline.store.layout.plan_slices`), each written and committed on its own
 (:mod:`pipeline.store.engines`). Re-running skips committed slices, so a run killed at
-any point and re-run yields the same data as an uninterrupted one. An incremental
-update appends the time steps of items acquired after the store's last time step.
+any point and re-run yields the same data as an uninterrupted one.
+
+An incremental update (:func:`update_request`) searches the store's whole period, from
+its request's start to ``until``, and adds the time steps of the items found for dates the
+store lacks: after its last time step (appended), or before it (items published late,
+inserted in time order; :meth:`~pipeline.store.engines.ZarrEngine.insert_times`). Their
+slices are then written like any other. Time steps the store already holds are left as
+they are: items found for them that no committed slice lists (published after those
+slices were written) are only counted, in ``BackfillReport.late_items_for_held_dates``
+(rewriting such time steps is another issue's). The provenance (``eocube:source_items``,
+the STAC item's ``derived_from`` links) is the union of the committed slices' sources:
+exactly the items whose pixels are in the store.
 
 The steps are plain functions (:func:`prepare`, :func:`write_slice`, :func:`finalise`)
 so the Prefect flows in ``flows/backfill.py`` can run slices as concurrent tasks;
@@ -14,7 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -22,17 +32,22 @@ import numpy as np
 import xarray as xr
 
 from pipeline.catalog.search import SensorItems
-from pipeline.cube.assemble import request_cube
+from pipeline.cube.assemble import LazyCube, check_failed_fraction, request_cube
 from pipeline.cube.load import items_per_time
+from pipeline.cube.readers import item_time
 from pipeline.model import CubeRequest
+from pipeline.redaction import redact_json
 from pipeline.store.cf import annotate_cf, encodings
-from pipeline.store.engines import ENGINES, Engine, open_engine
+from pipeline.store.engines import ENGINES, Engine, committed_sources, leftovers, open_engine, store_sources
 from pipeline.store.journal import clear_failure, record_failure, record_run, write_lock
 from pipeline.store.layout import Slice, StoreLayout, check_alignment, covered_times, plan_slices
+from pipeline.store.paths import check_output, remove_store
 from pipeline.store.zarr_store import StoreError, provenance_attrs
 
 #: How far a store time may be from the cube time it was written from (CF time is whole seconds).
 TIME_TOLERANCE = np.timedelta64(1, "s")
+#: Two time steps of one sensor this close are the same date (solar day; as ``items_per_time`` groups items).
+SAME_DATE = np.timedelta64(12, "h")
 
 
 @dataclass(frozen=True)
@@ -57,7 +72,14 @@ class BackfillSpec:
 
 @dataclass
 class BackfillReport:
-    """What a run did: slices planned/written/skipped, new time steps, the STAC item path."""
+    """What a run did: slices planned/written/skipped, the STAC item path, and the time steps added.
+
+    ``appended_times``: new time steps after the store's last one; ``inserted_times``: new
+    time steps before it (items published late, for dates the store lacked), inserted in
+    order; ``late_items_for_held_dates``: items found for dates the store already holds
+    and has committed, that no committed slice lists (published late; not applied here);
+    ``failed_items``: ``{item_id: {asset: reason}}`` of the store's items that failed to read.
+    """
 
     store: str
     engine: str
@@ -65,21 +87,33 @@ class BackfillReport:
     written: list[str] = field(default_factory=list)
     skipped_concurrent: list[str] = field(default_factory=list)
     appended_times: int = 0
-    late_times_skipped: int = 0
+    inserted_times: int = 0
+    late_items_for_held_dates: int = 0
     stac_item: str | None = None
+    failed_items: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return dict(vars(self))
 
 
-def lazy_cube(request: CubeRequest, found: dict[str, SensorItems], layout: StoreLayout) -> xr.Dataset:
+def lazy_cube(request: CubeRequest, found: dict[str, SensorItems], layout: StoreLayout) -> LazyCube:
     """The request's lazy cube, CF-annotated, with provenance, in Dask chunks of whole shards."""
-    cube = request_cube(request, found)
-    sources = cube.attrs.pop("source_items")
-    cube.attrs.update(provenance_attrs(request.model_dump(mode="json"), sources))
+    lazy = request_cube(request, found)
+    cube = lazy.data.assign_attrs(provenance_attrs(request.model_dump(mode="json"), lazy.sources))
     cube = annotate_cf(cube).chunk(layout.dask_chunks(cube.sizes))
     # labels along time (sensor) are written with the skeleton, so they must be in memory
-    return cube.assign_coords({c: cube[c].load() for c in cube.coords if c not in cube.dims})
+    return replace(lazy, data=cube.assign_coords({c: cube[c].load() for c in cube.coords if c not in cube.dims}))
+
+
+def discard_for_overwrite(request: CubeRequest) -> bool:
+    """With ``request.overwrite``, remove the eocube store at its output so the backfill starts over
+    (the caller holds the writer lock); anything else there is refused. True if a store was removed."""
+    path = Path(request.output)
+    if not request.overwrite or not path.exists():
+        return False
+    check_output(path, overwrite=True)
+    remove_store(path)
+    return True
 
 
 def _check_same_grid(store: xr.Dataset, cube: xr.Dataset, path: Path) -> None:
@@ -91,33 +125,94 @@ def _check_same_grid(store: xr.Dataset, cube: xr.Dataset, path: Path) -> None:
         raise StoreError(f"{path}: the store lacks variables {missing} of the request")
 
 
-def prepare(request: CubeRequest, found: dict[str, SensorItems], spec: BackfillSpec,
-            report: BackfillReport | None = None, cube: xr.Dataset | None = None) -> list[Slice]:
-    """Create the store (or append new time steps) and return the slices still to write.
+def _sensors(ds: xr.Dataset) -> np.ndarray | None:
+    return np.array([str(s) for s in ds["sensor"].values], dtype=object) if "sensor" in ds.coords else None
 
-    Cube time steps after the store's last one are appended; earlier ones the store
-    lacks (items published late) are counted in ``report.late_times_skipped``.
+
+def held_time_steps(store_times: np.ndarray, store_sensors: np.ndarray | None, times: np.ndarray,
+                    sensors: np.ndarray | None) -> np.ndarray:
+    """For each time step ``times[i]`` (of sensor ``sensors[i]``), whether the store holds its date: a
+    time step of the same sensor within :data:`SAME_DATE` (12 h). Without sensors, any time step counts."""
+    held = np.zeros(len(times), bool)
+    for i, t in enumerate(times):
+        same = store_times if sensors is None or store_sensors is None else store_times[store_sensors == sensors[i]]
+        held[i] = bool(len(same) and (np.abs(same - t) <= SAME_DATE).any())
+    return held
+
+
+def late_items_for_held_dates(store_times: np.ndarray, store_sensors: np.ndarray | None, records: list[dict],
+                              found: dict[str, SensorItems]) -> dict[str, list[str]]:
+    """Found items of dates the store holds and has committed (in at least one slice) that no committed
+    slice lists, per sensor: published after those slices were written, so their pixels are missing.
+
+    ``records`` are the committed slice records, their ``t`` in the indices of ``store_times``.
     """
+    listed = committed_sources(records)
+    covered = np.zeros(len(store_times), bool)
+    for r in records:
+        covered[slice(*r["t"])] = True
+    out: dict[str, list[str]] = {}
+    for sensor, s in found.items():
+        steps = covered if store_sensors is None else covered & (store_sensors == sensor)
+        candidates, known = store_times[steps], set(listed.get(sensor, []))
+        for item in s.items:
+            if item.id not in known and (np.abs(candidates - item_time(item)) <= SAME_DATE).any():
+                out.setdefault(sensor, []).append(item.id)
+    return out
+
+
+def add_time_steps(engine: Engine, cube: xr.Dataset) -> tuple[int, int]:
+    """Add to the store the cube's time steps for dates it lacks; returns ``(appended, inserted)``.
+
+    Steps after the store's last one only: appended (cheap). Any earlier: all new steps go
+    in with one atomic insert (:meth:`~pipeline.store.engines.ZarrEngine.insert_times`).
+    """
+    store = engine.open()
+    new = ~held_time_steps(store.time.values, _sensors(store), cube.time.values, _sensors(cube))
+    after = new & (cube.time.values > store.time.values[-1]) if store.sizes["time"] else new
+    if (new & ~after).any():
+        engine.insert_times(cube.isel(time=np.flatnonzero(new)))
+    elif after.any():
+        engine.append_times(cube.isel(time=np.flatnonzero(after)))
+    return int(after.sum()), int((new & ~after).sum())
+
+
+def prepare(request: CubeRequest, found: dict[str, SensorItems], spec: BackfillSpec,
+            report: BackfillReport | None = None, cube: LazyCube | None = None) -> list[Slice]:
+    """Create the store (or add the time steps of dates it lacks) and return the slices still to write.
+
+    A hidden folder left by a killed insert is cleaned up first (the caller holds the
+    writer lock). The store is created with empty provenance (no slice committed yet).
+    Cube time steps for dates the store lacks are appended or inserted
+    (:func:`add_time_steps`); those the store holds are left as they are, and found
+    items it lacks for them are counted (:func:`late_items_for_held_dates`). The items the
+    probe left out are recorded in the root attribute ``eocube:unreadable_items``. Slices
+    committed with failed reads are planned again (their pixels are read again). With
+    ``request.overwrite`` an existing store is removed first (:func:`discard_for_overwrite`).
+    """
+    discard_for_overwrite(request)
     engine = open_engine(request.output, spec.engine)
+    engine.recover()
     layout = spec.layout(request)
-    cube = lazy_cube(request, found, layout) if cube is None else cube
+    lazy = lazy_cube(request, found, layout) if cube is None else cube
+    cube_data = lazy.data
     if not engine.exists():
-        engine.create(cube, encodings(cube, layout.chunks, layout.shards))
+        skeleton = cube_data.assign_attrs({"eocube:source_items": json.dumps({})})
+        engine.create(skeleton, encodings(skeleton, layout.chunks, layout.shards))
     else:
-        store = engine.open()
-        _check_same_grid(store, cube, engine.path)
-        last = store.time.values[-1] if store.sizes["time"] else np.datetime64("NaT")
-        newer = cube.time.values > last + TIME_TOLERANCE if store.sizes["time"] else np.ones(cube.sizes["time"], bool)
-        known = np.isin(cube.time.values.astype("datetime64[s]"), store.time.values.astype("datetime64[s]"))
-        if newer.any():
-            engine.append_times(cube.isel(time=np.flatnonzero(newer)))
+        _check_same_grid(engine.open(), cube_data, engine.path)
+        appended, inserted = add_time_steps(engine, cube_data)
         if report is not None:
-            report.appended_times = int(newer.sum())
-            report.late_times_skipped = int((~newer & ~known).sum())
-    sizes = dict(engine.open().sizes)
-    pending = plan_slices(sizes, layout, spec.tile_px, spec.time_step, covered_times(list(engine.committed())))
+            report.appended_times, report.inserted_times = appended, inserted
+    engine.update_attrs({"eocube:unreadable_items": json.dumps(redact_json(lazy.unreadable))})
+    store = engine.open()
+    records = list(engine.committed().values())
+    complete = [r["slice"] for r in records if not r.get("failed")]
+    pending = plan_slices(dict(store.sizes), layout, spec.tile_px, spec.time_step, covered_times(complete))
     if report is not None:
         report.planned = len(pending)
+        late = late_items_for_held_dates(store.time.values, _sensors(store), records, found)
+        report.late_items_for_held_dates = sum(len(v) for v in late.values())
     return pending
 
 
@@ -134,18 +229,21 @@ def slice_sources(cube: xr.Dataset, found: dict[str, SensorItems]) -> dict[str, 
 
 
 def write_slice(request: CubeRequest, found: dict[str, SensorItems], spec: BackfillSpec, sl: Slice,
-                cube: xr.Dataset | None = None) -> dict | None:
+                cube: LazyCube | None = None) -> dict | None:
     """Compute one slice on the active Dask scheduler and commit it; its record, or None if
     a concurrent writer committed it first. A failure is journalled and re-raised.
 
-    ``cube`` is :func:`lazy_cube` of the same request, built once by callers writing many slices.
+    Reads that fail while the slice is computed are masked and listed in the record's
+    ``failed`` (``{item_id: {asset: reason}}``). ``cube`` is :func:`lazy_cube` of the same
+    request, built once by callers writing many slices (one slice at a time).
     """
     engine = open_engine(request.output, spec.engine)
     layout = spec.layout(request)
     try:
         store_times = engine.open().time.values[sl.t[0]:sl.t[1]]
-        cube = lazy_cube(request, found, layout) if cube is None else cube
-        sub = cube.sel(time=store_times, method="nearest", tolerance=TIME_TOLERANCE)
+        lazy = lazy_cube(request, found, layout) if cube is None else cube
+        already = lazy.reads.count()
+        sub = lazy.data.sel(time=store_times, method="nearest", tolerance=TIME_TOLERANCE)
         sub = sub.isel(y=slice(*sl.y), x=slice(*sl.x))
         along_time = [v for v in sub.data_vars if {"time", "y", "x"} <= set(sub[v].dims)]
         part = sub[along_time].drop_vars(list(sub.coords))
@@ -158,7 +256,12 @@ def write_slice(request: CubeRequest, found: dict[str, SensorItems], spec: Backf
             "sources": slice_sources(sub, found),
             "committed": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
-        wrote = engine.write_slice(part, sl.region, record)
+
+        def with_failures(record: dict) -> dict:
+            failed = lazy.reads.failures(since=already)
+            return {**record, "failed": redact_json(failed)} if failed else record
+
+        wrote = engine.write_slice(part, sl.region, record, finish=with_failures)
     except BaseException as exc:
         record_failure(request.output, sl.id, exc)
         raise
@@ -168,20 +271,37 @@ def write_slice(request: CubeRequest, found: dict[str, SensorItems], spec: Backf
 
 def finalise(request: CubeRequest, found: dict[str, SensorItems], spec: BackfillSpec, report: BackfillReport,
              kind: str = "backfill") -> BackfillReport:
-    """Merge provenance into the root attributes, write the STAC item/collection, journal the run."""
+    """Set the provenance (the union of the committed slices' sources, :func:`~pipeline.store.engines.store_sources`)
+    and the failed items in the root attributes, write the STAC item/collection, journal the run (time steps
+    added, late items, failed items). Then raise :class:`~pipeline.cube.assemble.TooManyFailuresError` if more
+    of the items found failed than ``request.max_failed_fraction`` allows (the committed slices stay)."""
     from pipeline.store.stac import write_stac
 
     engine = open_engine(request.output, spec.engine)
-    store = engine.open()
-    sources = json.loads(store.attrs.get("eocube:source_items", "{}"))
-    for sensor, s in found.items():
-        sources[sensor] = sorted(set(sources.get(sensor, [])) | {i.id for i in s.items})
+    sources = store_sources(engine)
+    failed = store_failures(engine)
+    report.failed_items = failed
     window = {"start": request.start.isoformat(), "end": request.end.isoformat()}
-    engine.update_attrs({"eocube:source_items": json.dumps(sources), "eocube:last_run": json.dumps({"kind": kind, **window})})
+    engine.update_attrs({"eocube:source_items": json.dumps(sources), "eocube:failed_items": json.dumps(failed),
+                         "eocube:last_run": json.dumps({"kind": kind, **window})})
     report.stac_item = str(write_stac(engine))
     record_run(request.output, {"kind": kind, **window, "written": len(report.written), "planned": report.planned,
-                                "appended_times": report.appended_times, "engine": engine.kind})
+                                "appended_times": report.appended_times, "inserted_times": report.inserted_times,
+                                "late_items_for_held_dates": report.late_items_for_held_dates,
+                                "failed_items": sorted(failed), "engine": engine.kind})
+    check_failed_fraction(failed, sum(len(s.items) for s in found.values()), request.max_failed_fraction)
     return report
+
+
+def store_failures(engine: Engine) -> dict[str, dict[str, str]]:
+    """The items that failed to read, ``{item_id: {asset: reason}}``: those the probe left out
+    (``eocube:unreadable_items``) and those whose reads failed in a committed slice."""
+    attrs = engine.open().attrs
+    failed: dict[str, dict[str, str]] = {k: dict(v) for k, v in json.loads(attrs.get("eocube:unreadable_items", "{}")).items()}
+    for record in engine.committed().values():
+        for item, assets in record.get("failed", {}).items():
+            failed.setdefault(item, {}).update(assets)
+    return dict(sorted(failed.items()))
 
 
 def backfill(request: CubeRequest, found: dict[str, SensorItems], spec: BackfillSpec = BackfillSpec(),
@@ -205,13 +325,19 @@ def engine_of(path: Path | str) -> Engine:
 
 
 def update_request(path: Path | str, until: dt.date | None = None) -> CubeRequest:
-    """The request of an incremental update: the store's own request, from its last time step to ``until``.
+    """The request of an incremental update: the store's own request, from its start to ``until``.
 
-    ``until`` defaults to today (UTC). Items acquired on the store's last day are
-    searched again; only time steps after the last one are appended. The bands are
-    pinned to the store's (a window where one sensor has no items must not change them).
+    ``until`` defaults to today (UTC). The whole period is searched again, so items
+    published late for dates the store lacks are found (and inserted by :func:`prepare`),
+    as are items acquired after its last time step (appended). The bands are pinned to
+    the store's (a window where one sensor has no items must not change them). A Zarr
+    store missing after a killed insert is first put back (under the writer lock).
     """
-    store = engine_of(path).open()
+    engine = engine_of(path)
+    if not Path(path).exists() and leftovers(Path(path)):
+        with write_lock(path, 60.0):
+            engine.recover()
+    store = engine.open()
     if "eocube:request" not in store.attrs:
         raise StoreError(f"{path} has no eocube:request attribute; it was not written by eocube")
     fields = json.loads(store.attrs["eocube:request"])
@@ -219,6 +345,6 @@ def update_request(path: Path | str, until: dt.date | None = None) -> CubeReques
     until = until or dt.datetime.now(dt.timezone.utc).date()
     if until < last:
         raise ValueError(f"update window ends {until}, before the store's last time step {last}")
-    fields.update(start=last.isoformat(), end=until.isoformat(), output=str(path))
+    fields.update(end=until.isoformat(), output=str(path), overwrite=False)  # an update never starts over
     fields["bands"] = fields.get("bands") or [str(v) for v in store.data_vars if v not in ("valid", "spatial_ref")]
     return CubeRequest.model_validate(fields)

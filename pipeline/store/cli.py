@@ -37,6 +37,18 @@ def _shards(text: Optional[str]) -> Optional[dict[str, int]]:
     return {"time": t, "y": y, "x": x}
 
 
+def print_failed_items(failed: dict[str, dict[str, str]], out: Console | None = None) -> None:
+    """A table of the items whose reads failed (their pixels masked where they failed), if any."""
+    if not failed:
+        return
+    table = Table("item", "asset", "reason", title=f"{len(failed)} items failed to read (pixels masked where they failed)",
+                  title_justify="left")
+    for item, assets in failed.items():
+        for asset, reason in assets.items():
+            table.add_row(item, asset, reason)
+    (out or Console()).print(table)
+
+
 @app.command()
 def status(store: Path = typer.Argument(..., help="store path (.zarr or Icechunk repository)"),
            as_json: bool = typer.Option(False, "--json", help="print JSON instead of tables")) -> None:
@@ -49,14 +61,18 @@ def status(store: Path = typer.Argument(..., help="store path (.zarr or Icechunk
         Console().print_json(json.dumps(st.to_dict(), default=str))
         return
     out = Console()
+    state = f"{st.committed_fraction:.0%} committed" if st.layout == "slices" else "written in one piece"
     out.print(f"[bold]{st.path}[/] ({st.engine}): " + " x ".join(f"{k}={v}" for k, v in st.shape.items())
-              + f", {st.bytes_on_disk / 1e6:.1f} MB on disk, {st.committed_fraction:.0%} committed")
-    out.print(f"time {' .. '.join(st.time_range)}; sources: " + ", ".join(f"{k} {v} items" for k, v in st.sources.items()))
-    table = Table("slice", "time range", "MB", "items", "committed", title=f"{len(st.committed)} committed slices")
-    for r in st.committed:
-        table.add_row(r["slice"], " .. ".join(r["time_range"]), f"{r['bytes'] / 1e6:.2f}",
-                      str(sum(len(v) for v in r.get("sources", {}).values())), r["committed"])
-    out.print(table)
+              + f", {st.bytes_on_disk / 1e6:.1f} MB on disk, {state}", highlight=False, soft_wrap=True)
+    out.print(f"time {' .. '.join(st.time_range) or '-'}; sources: "
+              + (", ".join(f"{k} {v} items" for k, v in st.sources.items()) or "-"), highlight=False, soft_wrap=True)
+    if st.layout == "slices":
+        table = Table("slice", "time range", "MB", "items", "committed", title=f"{len(st.committed)} committed slices")
+        for r in st.committed:
+            table.add_row(r["slice"], " .. ".join(r["time_range"]), f"{r['bytes'] / 1e6:.2f}",
+                          str(sum(len(v) for v in r.get("sources", {}).values())), r["committed"])
+        out.print(table)
+    print_failed_items(st.failed_items, out)
     if st.failures:
         fails = Table("slice", "error", "message", "at", title=f"{len(st.failures)} failed slices")
         for f in st.failures:
@@ -73,23 +89,27 @@ def backfill(request_file: Path = typer.Argument(..., help="request YAML/JSON (f
              time_step: int = typer.Option(4, help="time steps per slice"),
              shards: Optional[str] = typer.Option(None, help="shard shape time,y,x (default: unsharded)"),
              wait: float = typer.Option(0.0, help="seconds to wait for another writer's lock"),
+             overwrite: bool = typer.Option(False, help="start over: replace an existing eocube store at the output "
+                                                        "(never anything else) instead of resuming it"),
              archive: Optional[Path] = typer.Option(None, envvar="EOCUBE_DEMO_ARCHIVE", help="demo archive folder")) -> None:
     """Backfill a request's store slice by slice (resumable; committed slices are skipped)."""
-    import yaml
-
     from flows.backfill import backfill_flow
+    from pipeline.cli import read_request_file
+    from pipeline.job import preflight
     from pipeline.model import CubeRequest
     from pipeline.store.journal import write_lock
 
     with store_errors():
-        if not request_file.exists():
-            raise FileNotFoundError(f"request file {request_file} does not exist")
-        request = CubeRequest.model_validate(yaml.safe_load(request_file.read_text()) or {})
+        fields = read_request_file(request_file)
+        request = CubeRequest.model_validate({**fields, **({"overwrite": True} if overwrite else {})})
+        preflight(request, resume=True)  # before the search and the cluster
         with write_lock(request.output, wait):  # fail fast, before a flow run is created; the flow locks again
             pass
         report = backfill_flow(request, engine=engine, tile_px=tile_px, time_step=time_step, shards=_shards(shards),
                                lock_timeout_s=wait, archive=archive)
-    Console().print(f"{report['store']}: {len(report['written'])} of {report['planned']} pending slices written")
+    Console().print(f"{report['store']}: {len(report['written'])} of {report['planned']} pending slices written",
+                    highlight=False, soft_wrap=True)
+    print_failed_items(report.get("failed_items", {}))
 
 
 @app.command()
@@ -97,13 +117,17 @@ def update(store: Path = typer.Argument(..., help="existing store"),
            until: Optional[str] = typer.Option(None, help="YYYY-MM-DD (default today)"),
            wait: float = typer.Option(60.0, help="seconds to wait for another writer's lock"),
            archive: Optional[Path] = typer.Option(None, envvar="EOCUBE_DEMO_ARCHIVE", help="demo archive folder")) -> None:
-    """Append time steps acquired after the store's last one."""
+    """Add the time steps of new items: after the store's last one, or late ones for dates it lacks."""
     from flows.backfill import update_flow
 
     with store_errors():
         report = update_flow(str(store), until=dt.date.fromisoformat(until) if until else None, lock_timeout_s=wait,
                              archive=archive)
-    Console().print(f"{report['store']}: {report['appended_times']} time steps appended, {len(report['written'])} slices written")
+    Console().print(f"{report['store']}: {report['appended_times']} time steps appended, "
+                    f"{report['inserted_times']} inserted (items published late), {len(report['written'])} slices written; "
+                    f"{report['late_items_for_held_dates']} late items for dates already held (not applied)",
+                    highlight=False, soft_wrap=True)
+    print_failed_items(report.get("failed_items", {}))
 
 
 @app.command()

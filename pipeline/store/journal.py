@@ -8,7 +8,8 @@
 * ``commit.lock``: held around each Icechunk commit (local file systems have no
   conditional writes, so Icechunk cannot arbitrate concurrent commits there itself);
 * ``failures/<slice id>.json``: the last error of a slice not (yet) committed;
-* ``runs.jsonl``: one line per finished run (kind, window, slices written, time).
+* ``runs.jsonl``: one line per finished run (kind, window, slices planned and written,
+  time steps appended and inserted, late items for dates already held, finish time).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import uuid
 from pathlib import Path
 from typing import Iterator
 
-from pipeline.store.redact import redact
+from pipeline.redaction import redact
 from pipeline.store.zarr_store import StoreError
 
 
@@ -104,7 +105,8 @@ def failures(store: Path | str) -> dict[str, dict]:
 
 
 def record_run(store: Path | str, run: dict) -> None:
-    """Append one finished run to ``runs.jsonl``."""
+    """Append one finished run to ``runs.jsonl``: ``run`` (kind, start/end, written, planned,
+    appended_times, inserted_times, late_items_for_held_dates, engine) plus ``finished``."""
     path = journal_dir(store) / "runs.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as f:

@@ -9,12 +9,19 @@ This module makes that impossible by construction and refuses anything else:
   (region) write falls on a shard boundary;
 * :func:`plan_slices` raises unless tiles and time steps are whole shards, so two
   slices written at once never share a shard.
+
+Inserting time steps into a store's time axis (items published late, for dates the
+store lacks) moves data to new time indices; the pure helpers at the end
+(:func:`merge_time_axes`, :func:`plan_time_moves`, :func:`remap_slice_record`) say where
+each old time step goes, which stored chunks move whole, and what becomes of the
+committed slice records.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Sequence
 
+import numpy as np
 import xarray as xr
 
 DIMS = ("time", "y", "x")
@@ -155,3 +162,116 @@ def covered_times(slice_ids: list[str]) -> dict[tuple[tuple[int, int], tuple[int
         s = Slice.from_id(sid)
         out.setdefault(s.tile, set()).update(range(*s.t))
     return out
+
+
+@dataclass(frozen=True)
+class TimeMerge:
+    """A store's time axis with time steps inserted.
+
+    ``times``: the merged axis (datetime64, sorted); ``old_to_new``: the new index of each
+    old time step (int64, ``len == n_old``, strictly increasing); ``inserted``: the new
+    index of each inserted time step, in the order they were given.
+    """
+
+    times: np.ndarray
+    old_to_new: np.ndarray
+    inserted: np.ndarray
+
+
+def merge_time_axes(old: np.ndarray, added: np.ndarray) -> TimeMerge:
+    """Merge the time steps ``added`` into the sorted axis ``old`` (both datetime64).
+
+    Raises ``ValueError`` if ``old`` is not sorted or a time occurs twice: time steps the
+    store already holds must be left out of ``added`` by the caller.
+    """
+    old, added = np.asarray(old), np.asarray(added)
+    if len(old) > 1 and not (old[1:] > old[:-1]).all():
+        raise ValueError("the store's time axis is not strictly increasing")
+    both = np.concatenate([old, added])
+    order = np.argsort(both, kind="stable")
+    merged = both[order]
+    if len(merged) > 1 and not (merged[1:] > merged[:-1]).all():
+        raise ValueError("inserted time steps repeat a time step (of the store or of each other)")
+    position = np.empty(len(both), np.int64)
+    position[order] = np.arange(len(both))
+    return TimeMerge(merged, position[:len(old)], position[len(old):])
+
+
+def index_runs(indices: Sequence[int]) -> list[tuple[int, int]]:
+    """Positions ``[a, b)`` of the runs of consecutive integers in ``indices`` (in order)."""
+    runs, start = [], 0
+    for i in range(1, len(indices) + 1):
+        if i == len(indices) or indices[i] != indices[i - 1] + 1:
+            runs.append((start, i))
+            start = i
+    return runs if len(indices) else []
+
+
+@dataclass(frozen=True)
+class TimeMove:
+    """Old time indices ``old`` (``[a, b)``) go to ``new`` (same length). ``whole``: ``old`` is one
+    whole stored chunk (or shard) along time that becomes one whole stored chunk of the new
+    axis, so its stored objects can be moved as they are (hard link, byte copy); otherwise
+    the data is read and rewritten through Zarr."""
+
+    old: tuple[int, int]
+    new: tuple[int, int]
+    whole: bool
+
+
+def plan_time_moves(old_to_new: Sequence[int], unit: int, n_new: int) -> list[TimeMove]:
+    """The moves of a time remap, per stored chunk of ``unit`` time steps (chunk or shard size).
+
+    Old chunks whose time steps stay contiguous and land exactly on a new chunk are
+    ``whole`` (with time chunks of 1, every move); the others are split into the runs of
+    consecutive new indices. Moves come in increasing old order; as new indices never
+    fall below old ones, applying them in *reverse* order moves data within one array
+    without overwriting data not yet moved.
+    """
+    if unit < 1:
+        raise ValueError(f"unit must be >= 1, got {unit}")
+    old_to_new = [int(i) for i in old_to_new]
+    moves = []
+    for a in range(0, len(old_to_new), unit):
+        b = min(a + unit, len(old_to_new))
+        runs = index_runs(old_to_new[a:b])
+        if len(runs) == 1:
+            c = old_to_new[a]
+            moves.append(TimeMove((a, b), (c, c + b - a), c % unit == 0 and min(c + unit, n_new) - c == b - a))
+        else:
+            moves += [TimeMove((a + r0, a + r1), (old_to_new[a + r0], old_to_new[a + r0] + r1 - r0), False)
+                      for r0, r1 in runs]
+    return moves
+
+
+def remap_slice_record(record: Mapping, old_to_new: Sequence[int]) -> list[dict]:
+    """The records of one committed slice after time steps were inserted (``old_to_new``).
+
+    A slice whose time steps stay contiguous keeps one record, with its range shifted
+    (and its id, :attr:`Slice.id`, renamed); one split by inserted steps becomes one record
+    per contiguous run, each with its share of ``bytes``. Renamed records keep the first id
+    in ``remapped_from``. The pieces of a split record keep its ``sources`` and its
+    ``time_range`` (the caller sets ranges from the merged axis, see
+    :func:`with_time_range`); the union of the records' sources, the store's provenance,
+    stays exact.
+    """
+    t0, t1 = record["t"]
+    new = [int(i) for i in old_to_new[t0:t1]]
+    runs = index_runs(new)
+    out = []
+    for r0, r1 in runs:
+        t = (new[r0], new[r0] + r1 - r0)
+        sid = Slice(t, tuple(record["y"]), tuple(record["x"])).id  # type: ignore[arg-type]
+        piece = {**record, "slice": sid, "t": list(t)}
+        if len(runs) > 1 and "bytes" in record:
+            piece["bytes"] = int(record["bytes"]) * (r1 - r0) // (t1 - t0)
+        if sid != record["slice"]:
+            piece.setdefault("remapped_from", record["slice"])
+        out.append(piece)
+    return out
+
+
+def with_time_range(record: dict, times: np.ndarray) -> dict:
+    """``record`` with ``time_range`` (first and last time, ISO seconds) read from the axis ``times``."""
+    t0, t1 = record["t"]
+    return {**record, "time_range": [str(np.datetime_as_string(times[t], "s")) for t in (t0, t1 - 1)]}

@@ -4,10 +4,11 @@ The Item covers the store's footprint and time span; it uses the datacube extens
 (``cube:dimensions`` x/y/time with extents, steps and the reference system,
 ``cube:variables`` with units) and the projection extension, its ``data`` asset
 points at the store (``application/vnd+zarr``, or the Icechunk repository), and one
-``derived_from`` link per source item records provenance. Files: ``<stem>.item.json``
-and ``<stem>.collection.json`` next to ``<stem>.zarr``. :func:`validate_stac` checks
-both against the STAC core schemas bundled with pystac (offline) and the datacube
-fields through pystac's extension classes.
+``derived_from`` link per source item records provenance: per item whose pixels are in
+the store (:func:`~pipeline.store.engines.store_sources`), not per item found. Files:
+``<stem>.item.json`` and ``<stem>.collection.json`` next to ``<stem>.zarr``.
+:func:`validate_stac` checks both against the STAC core schemas bundled with pystac
+(offline) and the datacube fields through pystac's extension classes.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from pystac.extensions.datacube import DatacubeExtension, DimensionType, Variabl
 from pystac.extensions.projection import ProjectionExtension
 
 from pipeline.catalog.config import load_catalog
-from pipeline.store.engines import Engine
+from pipeline.store.engines import Engine, store_sources
 
 MEDIA_TYPES = {"zarr": "application/vnd+zarr", "icechunk": "application/vnd.icechunk"}
 
@@ -58,8 +59,13 @@ def source_links(catalog_name: str, sources: dict[str, list[str]]) -> list[pysta
     return links
 
 
-def store_item(ds: xr.Dataset, store_href: str, engine_kind: str, item_id: str) -> pystac.Item:
-    """The STAC Item describing an opened store ``ds`` (datacube + projection extensions)."""
+def store_item(ds: xr.Dataset, store_href: str, engine_kind: str, item_id: str,
+               sources: dict[str, list[str]] | None = None) -> pystac.Item:
+    """The STAC Item describing an opened store ``ds`` (datacube + projection extensions).
+
+    ``sources``: the item ids per sensor behind its pixels (``derived_from`` links); default
+    the root attribute ``eocube:source_items``.
+    """
     bbox, geometry = _footprint(ds)
     times = ds.time.values
     start, end = (dt.datetime.fromisoformat(str(np.datetime_as_string(t, "s"))).replace(tzinfo=dt.timezone.utc)
@@ -93,7 +99,9 @@ def store_item(ds: xr.Dataset, store_href: str, engine_kind: str, item_id: str) 
     item.add_asset("data", pystac.Asset(store_href, title=f"data cube ({engine_kind})", media_type=MEDIA_TYPES[engine_kind],
                                         roles=["data"], extra_fields={"eocube:engine": engine_kind}))
     if request.get("catalog"):
-        for link in source_links(request["catalog"], json.loads(ds.attrs.get("eocube:source_items", "{}"))):
+        if sources is None:
+            sources = json.loads(ds.attrs.get("eocube:source_items", "{}"))
+        for link in source_links(request["catalog"], sources):
             item.add_link(link)
     return item
 
@@ -152,7 +160,7 @@ def write_stac(engine: Engine) -> Path:
     item_path, collection_path = stac_paths(engine.path)
     ds = engine.open()
     stem = item_path.name.removesuffix(".item.json")
-    item = store_item(ds, f"./{engine.path.name}", engine.kind, stem)
+    item = store_item(ds, f"./{engine.path.name}", engine.kind, stem, store_sources(engine))
     collection = store_collection(item, f"eocube store {engine.path.name}: {ds.attrs.get('title', '')}")
     item.collection_id = collection.id
     item_d = item.to_dict(include_self_link=False)

@@ -6,16 +6,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import xarray as xr
 
 from pipeline.store import journal
 from pipeline.store.engines import open_engine
+from pipeline.store.paths import is_eocube_store
 from pipeline.store.zarr_store import StoreError
 
 
 @dataclass
 class StoreStatus:
     """A store's state. Sizes in bytes (uncompressed for slices, on disk for the store);
-    ``committed_fraction`` is the share of ``(time, y, x)`` cells inside committed slices."""
+    ``committed_fraction`` is the share of ``(time, y, x)`` cells inside committed slices (1 for a
+    store written in one piece, ``layout="one-shot"``); ``failed_items`` are the items whose reads
+    failed, ``{item_id: {asset: reason}}`` (their pixels masked where they failed)."""
 
     path: str
     engine: str
@@ -28,6 +32,8 @@ class StoreStatus:
     bytes_on_disk: int
     sources: dict[str, int]
     runs: list[dict] = field(default_factory=list)
+    failed_items: dict[str, dict[str, str]] = field(default_factory=dict)
+    layout: str = "slices"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -38,19 +44,21 @@ def _disk_bytes(path: Path) -> int:
 
 
 def store_status(path: Path | str) -> StoreStatus:
-    """Read a store's status; raises :class:`StoreError` if ``path`` is not an eocube store."""
+    """Read the status of any eocube store (a backfill's, a run's, a compressed or derived one);
+    raises :class:`StoreError` if ``path`` is not an eocube store."""
     path = Path(path)
     if not path.exists():
         raise StoreError(f"no store at {path}")
+    if not is_eocube_store(path):
+        raise StoreError(f"{path} is not an eocube store")
     engine = open_engine(path)
-    if not engine.exists():
-        raise StoreError(f"{path} is not an eocube store written by a backfill ({engine.kind} engine)")
-    ds = engine.open()
-    committed = sorted(engine.committed().values(), key=lambda r: (r["t"], r["y"], r["x"]))
+    sliced = engine.exists()
+    ds = engine.open() if sliced else xr.open_zarr(path, consolidated=None)
+    committed = sorted(engine.committed().values(), key=lambda r: (r["t"], r["y"], r["x"])) if sliced else []
     covered = sum(int(np.prod([b - a for a, b in (r["t"], r["y"], r["x"])])) for r in committed)
-    total = int(np.prod([ds.sizes[d] for d in ("time", "y", "x")]))
+    total = int(np.prod([ds.sizes.get(d, 1) for d in ("time", "y", "x")])) if sliced else 0
     fails = [f for sid, f in journal.failures(path).items() if sid not in {r["slice"] for r in committed}]
-    times = ds.time.values
+    times = ds.time.values if "time" in ds.coords else np.array([], "datetime64[ns]")
     sources = json.loads(ds.attrs.get("eocube:source_items", "{}"))
     return StoreStatus(
         path=str(path), engine=engine.kind, shape={d: int(n) for d, n in ds.sizes.items()},
@@ -60,5 +68,6 @@ def store_status(path: Path | str) -> StoreStatus:
         committed=committed,
         committed_fraction=covered / total if total else 1.0,
         failures=fails, bytes_on_disk=_disk_bytes(path), sources={k: len(v) for k, v in sources.items()},
-        runs=journal.runs(path),
+        runs=journal.runs(path), failed_items=json.loads(ds.attrs.get("eocube:failed_items", "{}")),
+        layout="slices" if sliced else "one-shot",
     )

@@ -22,9 +22,11 @@ import xarray as xr
 import zarr
 
 from pipeline import __version__
+from pipeline.redaction import redact_json
 from pipeline.store.cf import annotate_cf, encodings
 from pipeline.store.layout import StoreLayout, check_alignment
 from pipeline.store.overviews import write_overviews
+from pipeline.store.paths import check_output, output_error, remove_store, swap_into_place
 
 __all__ = ["StoreError", "annotate_cf", "encodings", "write_store", "provenance_attrs", "consolidate"]
 
@@ -40,7 +42,7 @@ def provenance_attrs(request_json: dict, source_items: dict[str, list[str]], ext
         "history": f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%dT%H:%M:%SZ} created by eocube {__version__}",
         "source": "STAC items listed in eocube:source_items",
         "eocube:version": __version__,
-        "eocube:request": json.dumps(request_json, default=str),
+        "eocube:request": json.dumps(redact_json(request_json), default=str),
         "eocube:source_items": json.dumps(source_items),
         **(extra or {}),
     }
@@ -76,24 +78,33 @@ def split_packing_attrs(ds: xr.Dataset) -> tuple[xr.Dataset, dict[str, dict]]:
 
 
 @contextmanager
-def atomic_store(path: Path | str) -> Iterator[Path]:
+def atomic_store(path: Path | str, overwrite: bool = False) -> Iterator[Path]:
     """A temporary sibling of ``path`` to write a store into, moved to ``path`` only when the block completes.
 
-    An existing store at ``path`` is replaced only then; on any error the temporary store is
-    removed and ``path`` is left as it was, so a half-written store never sits under the final name.
+    ``path`` must be free, or hold an eocube store and ``overwrite`` be set (see
+    :func:`~pipeline.store.paths.check_output`; anything else is refused before the block runs).
+    The previous store is swapped out in one step and removed only then; on any error the
+    temporary store is removed and ``path`` is left as it was, so a half-written store never
+    sits under the final name. A write that fails for want of space or permission raises
+    :class:`~pipeline.store.paths.OutputPathError` naming ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_output(path, overwrite=overwrite)
     tmp = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
-            path.rename(old)
-            tmp.rename(path)
-            shutil.rmtree(old, ignore_errors=True)
+        if path.exists() or path.is_symlink():
+            check_output(path, overwrite=overwrite)  # again: something may have appeared there meanwhile
+            remove_store(swap_into_place(tmp, path))
         else:
             tmp.rename(path)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        error = output_error(exc, path, tmp)
+        if error is None:
+            raise
+        raise error from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -119,7 +130,8 @@ def write_in_time_slabs(ds: xr.Dataset, store: Path, encoding: dict, slabs: list
 
 def write_store(ds: xr.Dataset, path: Path | str, chunks: dict[str, int], *,
                 shards: dict[str, int] | None = None, overview_levels: int = 0,
-                progress: Callable[[int, int], None] | None = None) -> Path:
+                progress: Callable[[int, int], None] | None = None, overwrite: bool = False,
+                after_write: Callable[[], dict] | None = None) -> Path:
     """Write ``ds`` to a Zarr v3 store at ``path`` atomically (temp name, then rename).
 
     Metadata and coordinates are written first, then the data in time slabs (region
@@ -127,24 +139,28 @@ def write_store(ds: xr.Dataset, path: Path | str, chunks: dict[str, int], *,
     after each slab. Dask chunks are whole shards (or chunks when ``shards`` is None) and
     :func:`~pipeline.store.layout.check_alignment` verifies it before anything is written.
     ``overview_levels`` > 0 adds 2x, 4x, ... mean overviews (see :mod:`pipeline.store.overviews`).
-    An existing store at ``path`` is replaced only after the new one is complete.
+    An existing eocube store at ``path`` is replaced (only with ``overwrite``) once the new one
+    is complete; anything else at ``path`` is refused (:func:`atomic_store`). ``after_write()``
+    runs once the data is written and returns root attributes to add (what was learnt while
+    computing, e.g. failed reads); an error there leaves no store behind.
     """
     path = Path(path)
     layout = StoreLayout(chunks, shards)
-    ds = annotate_cf(ds)
+    ds = annotate_cf(ds).assign_attrs({"eocube:version": ds.attrs.get("eocube:version", __version__)})
     ds = ds.chunk(layout.dask_chunks(ds.sizes))
     check_alignment(ds, layout)
     ds, packing = split_packing_attrs(ds)
     encoding = encodings(ds, chunks, shards)
     for name, attrs in packing.items():
         encoding[name]["fill_value"] = attrs.get("_FillValue")
-    with atomic_store(path) as tmp:
+    with atomic_store(path, overwrite) as tmp:
         slabs = time_slabs(ds.sizes["time"], layout.unit("time", ds.sizes["time"]))
         write_in_time_slabs(ds, tmp, encoding, slabs, progress)
-        if packing:
-            root = zarr.open_group(str(tmp), mode="r+", zarr_format=3)
-            for name, attrs in packing.items():
-                root[name].attrs.update(attrs)
+        root = zarr.open_group(str(tmp), mode="r+", zarr_format=3)
+        for name, attrs in packing.items():
+            root[name].attrs.update(attrs)
+        if after_write is not None:
+            root.attrs.update(after_write())
         if overview_levels:
             write_overviews(tmp, overview_levels)
         consolidate(tmp)

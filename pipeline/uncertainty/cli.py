@@ -58,14 +58,15 @@ def predict_cmd(model_dir: Path = typer.Option(..., "--model", help="folder writ
                 out: Optional[Path] = typer.Option(None, help="output Zarr store (default: add to STORE)"),
                 name: str = typer.Option("prediction", help="prefix of the output variables"),
                 time: Optional[str] = typer.Option(None, help="anchor date of the window (default: last step)"),
-                block: int = typer.Option(256, help="pixels per block side (bounds memory)")) -> None:
+                block: int = typer.Option(256, help="pixels per block side (bounds memory)"),
+                overwrite: bool = typer.Option(False, help="replace an existing eocube store at --out")) -> None:
     """Predict mean, σ (epistemic, aleatoric, total) and interval maps for every pixel."""
     from pipeline.uncertainty.api import UncertaintyModel
     from pipeline.uncertainty.maps import predict_map
 
     try:
         model = UncertaintyModel.load(model_dir)
-        path = predict_map(model, store, out, time=time, name=name, block=block,
+        path = predict_map(model, store, out, time=time, name=name, block=block, overwrite=overwrite,
                            progress=lambda d, t: console.print(f"block {d}/{t}", end="\r"))
     except (ValueError, FileNotFoundError, FileExistsError) as exc:
         raise _fail(exc) from None

@@ -19,6 +19,8 @@ import numpy as np
 import xarray as xr
 import zarr
 
+from pipeline import __version__
+from pipeline.store.zarr_store import atomic_store
 from pipeline.uncertainty.api import Prediction, UncertaintyModel
 from pipeline.uncertainty.cube import feature_array, open_store, valid_array, window_indices
 
@@ -52,13 +54,33 @@ def predict_block(model: UncertaintyModel, x: np.ndarray, ok: np.ndarray) -> np.
     return out.reshape(len(FIELDS), ny, nx)
 
 
+def _fill_blocks(model: UncertaintyModel, feats: xr.DataArray, ok: xr.DataArray, t_idx: np.ndarray, name: str,
+                 block: int, target: Path, progress: Callable[[int, int], None] | None) -> None:
+    """Predict and write every ``block x block`` tile of the maps into the store at ``target``, then consolidate."""
+    ny, nx = feats.sizes["y"], feats.sizes["x"]
+    blocks = [(ys, xs) for ys in range(0, ny, block) for xs in range(0, nx, block)]
+    for i, (y0, x0) in enumerate(blocks):
+        sel = {"time": t_idx, "y": slice(y0, y0 + block), "x": slice(x0, x0 + block)}
+        res = predict_block(model, feats.isel(sel).values, ok.isel(sel).values)
+        part = xr.Dataset({f"{name}_{k}": (("y", "x"), res[j]) for j, k in enumerate(FIELDS)})
+        part.to_zarr(target, region={"y": slice(y0, y0 + res.shape[1]), "x": slice(x0, x0 + res.shape[2])},
+                     mode="r+", consolidated=False)
+        if progress:
+            progress(i + 1, len(blocks))
+    with warnings.catch_warnings():  # consolidated metadata is a zarr-python v3 extension
+        warnings.simplefilter("ignore")
+        zarr.consolidate_metadata(str(target), zarr_format=3)
+
+
 def predict_map(model: UncertaintyModel, store: str | Path, out: str | Path | None = None, *,
                 variables: list[str] | None = None, time: str | None = None, name: str = "prediction",
-                block: int = 256, progress: Callable[[int, int], None] | None = None) -> Path:
+                block: int = 256, progress: Callable[[int, int], None] | None = None,
+                overwrite: bool = False) -> Path:
     """Write the six prediction maps of ``model`` for every pixel of ``store``.
 
     ``out=None`` adds the variables to ``store`` itself; otherwise a new Zarr v3 store at ``out``
-    (replaced if present) with the cube's ``x``/``y``/``spatial_ref``. ``variables`` are the feature
+    with the cube's ``x``/``y``/``spatial_ref``, written atomically (an eocube store there is
+    replaced only with ``overwrite``, anything else never). ``variables`` are the feature
     variables (default: the model's, from its metadata); ``time`` the window's anchor (default:
     the store's last step). Returns the output path.
     """
@@ -83,26 +105,19 @@ def predict_map(model: UncertaintyModel, store: str | Path, out: str | Path | No
         {f"{name}_{k}": (("y", "x"), da.full((ny, nx), np.nan, dtype=np.float32, chunks=(block, block)),
                          {**attrs, "long_name": LONG_NAMES[k], "grid_mapping": "spatial_ref"}) for k in FIELDS},
         coords=keep)
-    target = Path(store) if out is None else Path(out)
     encoding = {v: {"chunks": (min(block, ny), min(block, nx)), "_FillValue": np.float32(np.nan)} for v in template.data_vars}
     if out is None:
+        target = Path(store)
         clash = [v for v in template.data_vars if v in ds.data_vars]
         if clash:
             raise FileExistsError(f"{target} already has {', '.join(clash)}; choose another name")
         template.drop_vars([c for c in keep if c in ds.variables]).to_zarr(
             target, mode="a", compute=False, zarr_format=3, consolidated=False, encoding=encoding)
-    else:
-        template.to_zarr(target, mode="w", compute=False, zarr_format=3, consolidated=False, encoding=encoding)
-    blocks = [(ys, xs) for ys in range(0, ny, block) for xs in range(0, nx, block)]
-    for i, (y0, x0) in enumerate(blocks):
-        sel = {"time": t_idx, "y": slice(y0, y0 + block), "x": slice(x0, x0 + block)}
-        res = predict_block(model, feats.isel(sel).values, ok.isel(sel).values)
-        part = xr.Dataset({f"{name}_{k}": (("y", "x"), res[j]) for j, k in enumerate(FIELDS)})
-        part.to_zarr(target, region={"y": slice(y0, y0 + res.shape[1]), "x": slice(x0, x0 + res.shape[2])},
-                     mode="r+", consolidated=False)
-        if progress:
-            progress(i + 1, len(blocks))
-    with warnings.catch_warnings():  # consolidated metadata is a zarr-python v3 extension
-        warnings.simplefilter("ignore")
-        zarr.consolidate_metadata(str(target), zarr_format=3)
+        _fill_blocks(model, feats, ok, t_idx, name, block, target, progress)
+        return target
+    target = Path(out)
+    with atomic_store(target, overwrite) as tmp:
+        template.assign_attrs({"eocube:version": __version__}).to_zarr(
+            tmp, mode="w-", compute=False, zarr_format=3, consolidated=False, encoding=encoding)
+        _fill_blocks(model, feats, ok, t_idx, name, block, tmp, progress)
     return target

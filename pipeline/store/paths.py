@@ -1,0 +1,176 @@
+"""Output paths: what eocube may write, replace or never touch.
+
+eocube replaces only what it wrote itself: a Zarr v3 store whose root attributes carry
+``eocube:version`` (every store the pipeline writes) or ``eocube_compression``, or an
+Icechunk repository created by a backfill. Anything else at an output path (a file, a
+folder of the user's, an empty folder, a store of another tool) is refused in one line
+before any work starts, and an eocube store is replaced only when asked (``overwrite``,
+as xarray's ``mode="w"`` against its default ``"w-"``). :func:`check_output` says which, and
+whether the path can be written at all (a read-only folder, a full disk).
+
+Replacing a store swaps the new one into place in one step (:func:`swap_into_place`), so the
+path always holds a complete store.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+#: Free space (bytes) below which an output folder counts as full before anything is written.
+MIN_FREE_BYTES = 64 * 2**20
+#: Root attributes that mark a Zarr store as written by eocube.
+EOCUBE_MARKERS = ("eocube:version", "eocube_compression")
+
+
+class OutputPathError(ValueError):
+    """An output path eocube must not or cannot write; the message names the path in one line."""
+
+
+def _zarr_root_attrs(path: Path) -> dict | None:
+    meta = path / "zarr.json"
+    if not meta.is_file():
+        return None
+    try:
+        doc = json.loads(meta.read_text())
+    except (OSError, ValueError):
+        return None
+    return doc.get("attributes", {}) if doc.get("node_type") == "group" else None
+
+
+def is_icechunk_repository(path: Path | str) -> bool:
+    """Whether ``path`` looks like an Icechunk repository on the local file system."""
+    path = Path(path)
+    return (path / "refs").is_dir() and (path / "snapshots").is_dir()
+
+
+def is_eocube_store(path: Path | str) -> bool:
+    """Whether ``path`` holds a store eocube wrote (Zarr v3 with its markers, or an eocube Icechunk repository)."""
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    attrs = _zarr_root_attrs(path)
+    if attrs is not None:
+        return any(k in attrs for k in EOCUBE_MARKERS)
+    if is_icechunk_repository(path):
+        from pipeline.store.engines import IcechunkEngine
+
+        try:
+            return IcechunkEngine(path).exists()
+        except Exception:  # an unreadable repository is not one of ours to replace
+            return False
+    return False
+
+
+def _nearest_existing(path: Path) -> Path:
+    for parent in [path, *path.parents]:
+        if parent.exists():
+            return parent
+    return Path("/")
+
+
+def check_writable(path: Path | str) -> None:
+    """Raise :class:`OutputPathError` unless a store can be created at ``path``.
+
+    The nearest existing folder above it must be a folder, writable (a file is created in it
+    and removed again, which also catches read-only mounts) and have
+    :data:`MIN_FREE_BYTES` free.
+    """
+    path = Path(path)
+    base = _nearest_existing(path.parent)
+    if not base.is_dir():
+        raise OutputPathError(f"cannot write {path}: {base} is a file, not a folder")
+    probe = base / f".eocube-write-check-{uuid.uuid4().hex[:8]}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputPathError(f"cannot write {path}: {exc.strerror or exc} in {base}") from None
+    free = shutil.disk_usage(base).free
+    if free < MIN_FREE_BYTES:
+        raise OutputPathError(f"cannot write {path}: only {free / 2**20:.0f} MiB free on the disk of {base}")
+
+
+def check_output(path: Path | str, *, overwrite: bool = False, resume: bool = False) -> None:
+    """Raise :class:`OutputPathError` unless a store may be written at ``path``.
+
+    A missing path is fine if it can be written. An existing eocube store is fine with
+    ``overwrite`` (it will be replaced) or ``resume`` (a backfill continues it); anything
+    else at the path is never replaced.
+    """
+    path = Path(path)
+    if path.exists() or path.is_symlink():
+        if not is_eocube_store(path):
+            what = "a file" if path.is_file() else ("an empty folder" if path.is_dir() and not any(path.iterdir())
+                                                     else "a folder" if path.is_dir() else "something")
+            raise OutputPathError(f"output {path} exists and is {what}, not an eocube store; eocube never replaces "
+                                  "what it did not write: choose another output path")
+        if not (overwrite or resume):
+            raise OutputPathError(f"output {path} is an existing eocube store; pass --overwrite (overwrite=True) "
+                                  "to replace it")
+    check_writable(path)
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the directories ``a`` and ``b`` in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``);
+    False where the C library, kernel or file system does not support it."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    renameat2.restype = ctypes.c_int
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
+def swap_into_place(new: Path, path: Path) -> Path:
+    """Put the directory ``new`` at ``path`` (which exists) and return where the old ``path`` now is.
+
+    One atomic exchange where supported: ``path`` holds the old or the new directory at
+    every instant, and ``new`` then holds the old one. Elsewhere two renames (``path`` to
+    ``.<name>.old-<hex>``, then ``new`` to ``path``), undone if the second fails; a kill
+    between them leaves no directory at ``path``, which :meth:`ZarrEngine.recover` puts back.
+    """
+    if _exchange(new, path):
+        return new
+    old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex}")
+    os.rename(path, old)
+    try:
+        os.rename(new, path)
+    except BaseException:
+        os.rename(old, path)
+        raise
+    return old
+
+
+def remove_store(path: Path) -> None:
+    """Remove a replaced eocube store (a folder, or a link to one: only the link goes)."""
+    if path.is_symlink():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+
+
+#: errno values of a write that failed for want of space or permission at the output
+_OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
+def output_error(exc: OSError, path: Path, tmp: Path) -> OutputPathError | None:
+    """The one-line error for an ``OSError`` of writing ``path`` (through ``tmp``), or None if it is not one."""
+    inside = exc.filename is None or str(exc.filename).startswith(str(tmp)) or str(exc.filename).startswith(str(path))
+    if exc.errno not in _OUTPUT_ERRNOS or not inside:
+        return None
+    return OutputPathError(f"cannot write {path}: {exc.strerror or exc}; nothing was left at {path}")

@@ -1,0 +1,207 @@
+"""Nothing lost, nothing leaked: output paths eocube must not touch, credentials that must not
+appear anywhere, and user errors that are one line before any search.
+
+Each case runs the real CLI (``python -m pipeline``) in a subprocess, as a user would, with the
+demo archive served by a real STAC API on loopback.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from faults import FaultPlan, RangeServer
+from test_cube_support import archive_copy
+
+AOI = [10.530, 45.515, 10.543, 45.524]
+SECRET = "PLANTEDsecret0123456789abcdef"
+
+
+def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``eocube <args>`` in a fresh process; stdout and stderr captured."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True,
+                          env={**base, "COLUMNS": "200", **(env or {})}, timeout=timeout)
+
+
+def request_file(path: Path, **fields) -> Path:
+    base = {"catalog": "demo", "bbox": AOI, "start": "2022-03-01", "end": "2022-03-31",
+            "sensors": ["sentinel-2", "landsat"], "resolution": 20, "chunks": {"time": 1, "y": 64, "x": 64}}
+    path.write_text(yaml.safe_dump({**base, **fields}))
+    return path
+
+
+def one_error_line(run: subprocess.CompletedProcess) -> str:
+    """The single ``error:`` line of a failed run (and nothing that looks like a traceback)."""
+    assert run.returncode == 2, (run.returncode, run.stderr[-2000:])
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), run.stderr[-2000:]
+    assert "Traceback" not in run.stderr and "Traceback" not in run.stdout
+    return lines[0]
+
+
+#: an archive path that breaks any search: a run that reaches its search fails differently
+NO_SEARCH = {"EOCUBE_DEMO_ARCHIVE": "/dev/null/no-archive"}
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def test_a_folder_of_the_users_at_the_output_path_is_refused_and_left_alone(tmp_path: Path):
+    folder = tmp_path / "thesis"
+    folder.mkdir()
+    (folder / "thesis.txt").write_text("four years of work")
+    line = one_error_line(cli("run", str(request_file(tmp_path / "r.yaml", output=str(folder))), env=NO_SEARCH))
+    assert str(folder) in line and "not an eocube store" in line
+    assert (folder / "thesis.txt").read_text() == "four years of work"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.yaml", "thesis"]  # no hidden copies either
+
+
+@pytest.mark.parametrize("command", ["run", "backfill"])
+def test_a_file_at_the_output_path_is_refused_and_left_alone(tmp_path: Path, command: str):
+    target = tmp_path / "notes.zarr"
+    target.write_text("not a store")
+    line = one_error_line(cli(command, str(request_file(tmp_path / "r.yaml", output=str(target))), env=NO_SEARCH))
+    assert str(target) in line and "is a file" in line
+    assert target.read_text() == "not a store" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.zarr", "r.yaml"]
+
+
+def test_an_unwritable_output_is_one_line_naming_the_users_path_before_the_search(tmp_path: Path):
+    if os.geteuid() == 0:  # root writes anywhere that is mounted writable; sysfs refuses even root
+        target = Path("/sys/eocube-test/cube.zarr")
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o555)
+        target = locked / "cube.zarr"
+    line = one_error_line(cli("run", str(request_file(tmp_path / "r.yaml", output=str(target))), env=NO_SEARCH))
+    assert f"cannot write {target}" in line and ".partial-" not in line
+
+
+def test_an_eocube_store_is_replaced_only_when_asked(demo_archive: Path, tmp_path: Path):
+    from pipeline.store.paths import OutputPathError
+    from pipeline.store.zarr_store import write_store
+    import numpy as np
+    import xarray as xr
+
+    def cube(value: float) -> xr.Dataset:
+        ds = xr.Dataset({"red": (("time", "y", "x"), np.full((1, 4, 4), value, np.float32))},
+                        coords={"time": [np.datetime64("2022-01-01", "ns")], "y": np.arange(4.0), "x": np.arange(4.0)})
+        return ds.assign_coords(spatial_ref=xr.DataArray(0, attrs={"crs_wkt": 'LOCAL_CS["x"]'}))
+
+    chunks = {"time": 1, "y": 4, "x": 4}
+    path = write_store(cube(1.0), tmp_path / "c.zarr", chunks)
+    with pytest.raises(OutputPathError, match="existing eocube store; pass --overwrite"):
+        write_store(cube(2.0), path, chunks)
+    assert float(xr.open_zarr(path)["red"].max()) == 1.0
+    write_store(cube(2.0), path, chunks, overwrite=True)
+    assert float(xr.open_zarr(path)["red"].max()) == 2.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.zarr"]  # the old one is gone, nothing half-written
+
+
+def test_a_full_disk_mid_write_is_one_line_and_leaves_nothing(tmp_path: Path, monkeypatch):
+    import numpy as np
+    import xarray as xr
+
+    from pipeline.store import zarr_store
+    from pipeline.store.paths import OutputPathError
+
+    def no_space(ds, store, *args, **kwargs):
+        (Path(store) / "red").mkdir(parents=True)
+        raise OSError(errno.ENOSPC, "No space left on device", str(Path(store) / "red" / "c" / "0"))
+
+    monkeypatch.setattr(zarr_store, "write_in_time_slabs", no_space)
+    ds = xr.Dataset({"red": (("time", "y", "x"), np.ones((1, 4, 4), np.float32))},
+                    coords={"time": [np.datetime64("2022-01-01", "ns")], "y": np.arange(4.0), "x": np.arange(4.0)})
+    ds = ds.assign_coords(spatial_ref=xr.DataArray(0, attrs={"crs_wkt": 'LOCAL_CS["x"]'}))
+    with pytest.raises(OutputPathError) as err:
+        zarr_store.write_store(ds, tmp_path / "full.zarr", {"time": 1, "y": 4, "x": 4})
+    assert str(err.value) == f"cannot write {tmp_path / 'full.zarr'}: No space left on device; nothing was left at " \
+                             f"{tmp_path / 'full.zarr'}"
+    assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- user errors first
+
+
+@pytest.mark.parametrize("fields, expected", [
+    ({"bands": ["red", "nope"]}, "unknown band(s) ['nope']"),
+    ({"crs": "EPSG:99999"}, "crs 'EPSG:99999'"),
+    ({"crs": "not a crs"}, "crs 'not a crs'"),
+    ({"sensors": ["sentinel-2", "modis"], "catalog": "earth-search"}, "has no collection for sensor 'modis'"),
+    ({"catalog": "nowhere"}, "unknown catalog 'nowhere'"),
+    ({"bbox": [170, -10, -170, 10]}, "crosses the antimeridian"),
+    ({"mask": {"drop": ["clouds"]}}, "unknown QA flag(s) ['clouds']"),
+    ({"composite": {"freq": "1ME"}}, "not start-anchored"),
+    ({"resampling": {"qa": "bilinear"}}, "must be resampled with nearest or mode"),
+])
+def test_request_errors_are_one_line_before_the_search(tmp_path: Path, fields: dict, expected: str):
+    line = one_error_line(cli("run", str(request_file(tmp_path / "r.yaml", output=str(tmp_path / "c.zarr"), **fields)),
+                              env=NO_SEARCH, timeout=120))
+    assert expected in line
+    assert not (tmp_path / "c.zarr").exists()
+
+
+def test_a_malformed_request_file_is_one_line(tmp_path: Path):
+    bad = tmp_path / "r.yaml"
+    bad.write_text("catalog: demo\nbbox: [1, 2\n")
+    assert "is not valid YAML/JSON" in one_error_line(cli("run", str(bad), env=NO_SEARCH, timeout=120))
+    bad.write_text("- just\n- a list\n")
+    assert "must hold a mapping" in one_error_line(cli("backfill", str(bad), env=NO_SEARCH, timeout=120))
+
+
+# ----------------------------------------------------------------------------- secrets
+
+
+def _files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and not p.is_symlink()]
+
+
+@pytest.mark.slow
+def test_a_planted_token_appears_nowhere(demo_archive: Path, tmp_path: Path):
+    """Items whose hrefs carry a SAS token (one unreachable, one truncated after its overviews): the
+    token must not reach stdout, stderr (ours, Prefect's, the Dask workers'), the stores, their STAC
+    items, the journal or Prefect's database, on `run` and `backfill`, with and without --debug."""
+    signed = f"sv=2021-06-08&se=2031-01-01T00%3A00%3A00Z&sr=c&sp=rl&sig={SECRET}"
+    served = tmp_path / "served"
+    faults = FaultPlan(broken={"/B04.tif"})  # answered 500 forever: left out by the probe
+    victims: dict[str, str] = {}
+    with RangeServer(served, faults) as server:
+        def plant(collection: str, feature: dict) -> dict:
+            day = str(feature["properties"].get("datetime"))[:10]
+            if collection == "sentinel-2-l2a" and day in ("2022-03-11", "2022-03-21"):
+                asset = "B04" if day == "2022-03-11" else "SCL"
+                src = Path(feature["assets"][asset]["href"].removeprefix("file://"))
+                served.mkdir(exist_ok=True)
+                keep = 1.0 if asset == "B04" else 0.6  # SCL truncated after its overviews: fails while read
+                (served / src.name).write_bytes(src.read_bytes()[: int(src.stat().st_size * keep)])
+                feature["assets"][asset]["href"] = f"{server.url}/{src.name}?{signed}"
+                victims[feature["id"]] = asset
+            return feature
+
+        archive = archive_copy(demo_archive, tmp_path / "archive", plant)
+        assert sorted(victims.values()) == ["B04", "SCL"]
+        env = {"EOCUBE_DEMO_ARCHIVE": str(archive), "PREFECT_HOME": str(tmp_path / "prefect-home"),
+               "EOCUBE_LOCAL_WORKERS": "2", "GDAL_HTTP_MAX_RETRY": "2", "GDAL_HTTP_RETRY_DELAY": "0.1"}
+        runs = [
+            cli("run", str(request_file(tmp_path / "run.yaml", output=str(tmp_path / "out" / "run.zarr"))), env=env),
+            cli("--debug", "backfill", str(request_file(tmp_path / "bf.yaml", output=str(tmp_path / "out" / "bf.zarr"))),
+                "--tile-px", "64", env=env),
+            cli("status", str(tmp_path / "out" / "bf.zarr"), env=env),
+        ]
+    for run in runs:
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert SECRET not in run.stdout and SECRET not in run.stderr
+    assert "sig=***" in runs[1].stderr  # the failures were logged, redacted
+    written = _files(tmp_path / "out") + _files(tmp_path / "prefect-home")
+    assert any(p.name.endswith(".item.json") for p in written) and any(p.name == "runs.jsonl" for p in written)
+    for path in written:
+        assert SECRET.encode() not in path.read_bytes(), path
+    for store in ("run.zarr", "bf.zarr"):
+        attrs = json.loads((tmp_path / "out" / store / "zarr.json").read_text())["attributes"]
+        assert set(json.loads(attrs["eocube:failed_items"])) == set(victims), store
