@@ -1,7 +1,7 @@
 """Downstream check of lossy video compression: do Presto embeddings and uncertainty maps change
 by less than the models' own Monte-Carlo spread?
 
-    python benchmarks/compression_downstream.py [--target-psnr 45 50] [--mc 8] [--alpha 0.2]
+    python -m benchmarks compression-downstream [--target-psnr 45 50] [--mc 8] [--alpha 0.2]
 
 On the demo catalog (2022-03-01..2022-08-31, 20 m, every sensor) it builds the cube, writes a
 video-compressed copy at the demo's default lossy setting (rate control to a 45 dB target; more
@@ -59,14 +59,14 @@ def embedding_spread(monthly: xr.Dataset, draws: int, alpha: float, seed: int = 
     return np.linalg.norm(np.std(np.stack(samples), axis=0), axis=-1)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--target-psnr", type=float, nargs="+", default=[45.0],
                     help="dB (peak = reflectance 1.0); 45 is the demo's default")
     ap.add_argument("--mc", type=int, default=8, help="MC temporal-dropout draws for the embedding spread")
     ap.add_argument("--alpha", type=float, default=0.2, help="drop probability per month and pixel")
     ap.add_argument("--work", type=Path, default=WORK)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     shared_models = ROOT.parent / "shared" / "models"
     if "EOCUBE_WEIGHTS_DIR" not in os.environ and shared_models.exists():
         os.environ["EOCUBE_WEIGHTS_DIR"] = str(shared_models)

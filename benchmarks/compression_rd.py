@@ -1,8 +1,8 @@
 """Rate-distortion benchmark of pipeline.compression on the real Sentinel-2 Romania cube or any cube store.
 
-    python benchmarks/compression_rd.py [--shared ../shared] [--out benchmarks/figures/compression]
-    python benchmarks/compression_rd.py --cube benchmarks/_work/downstream/cube.zarr \
-        --out benchmarks/figures/compression/demo          # a demo cube (eocube demo / compression_downstream.py)
+    python -m benchmarks compression-rd [--shared ../shared] [--out benchmarks/figures/compression]
+    python -m benchmarks compression-rd --cube benchmarks/_work/downstream/cube.zarr \
+        --out benchmarks/figures/compression/demo          # a demo cube (eocube demo / compression-downstream)
 
 With ``--cube``, the store's red, green, blue and nir08 reflectance (``--bands`` names others; a cube
 without those four gives every band variable the compression stage would video-code, e.g. B02..B8A of
@@ -33,12 +33,11 @@ import numpy as np
 import xarray as xr
 from numcodecs import Blosc, BitRound, Zstd
 
+from benchmarks import xarrayvideo_style
 from pipeline.compression.codec import CodecParams, decode_array, encode_array
-from pipeline.compression.metrics import max_abs_error, psnr, spectral_angle, ssim
+from pipeline.compression.metrics import psnr, spectral_angle, ssim
 from pipeline.compression.ratecontrol import choose_qp
 from pipeline.compression.stage import as_dataset, check_value_range, select_variables, usual_range_covering
-
-import xarrayvideo_style  # noqa: E402  (benchmarks/ is the script's folder)
 
 XARRAYVIDEO = "xarrayvideo recipe (re-created)"
 EQUAL_RATES = (0.1, 0.25, 0.5, 1.0, 2.0)
@@ -74,6 +73,15 @@ def load_cube(store: Path, bands: list[str]) -> np.ndarray:
     reflectance = np.issubdtype(values.dtype, np.floating) and np.nanpercentile(values, 99.9) <= 10
     scale = values.dtype.type(10000 if reflectance else 1)  # in the bands' own precision
     return np.where(np.isfinite(values), np.clip(np.rint(values * scale), 1, 65535), 0).astype(np.uint16)
+
+
+def max_abs_error(ref: np.ndarray, test: np.ndarray) -> float:
+    """Largest absolute difference over samples valid (not NaN) in both arrays."""
+    if ref.shape != test.shape:
+        raise ValueError(f"shapes differ: {ref.shape} vs {test.shape}")
+    r, t = ref.astype(np.float64), test.astype(np.float64)
+    ok = ~(np.isnan(r) | np.isnan(t))
+    return float(np.abs(r[ok] - t[ok]).max())
 
 
 def run_codec(dn: np.ndarray, params: CodecParams, t_chunk: int = 32) -> tuple[np.ndarray, int, float, float]:
@@ -115,8 +123,8 @@ def numcodecs_row(name: str, dn: np.ndarray, codec, as_float: bool, observed: np
     return row(name, dn, back, len(enc), t1 - t0, t2 - t1, "", observed)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/figures/compression"))
     ap.add_argument("--qps", default="-8,-6,-3,0,4,8,12,16,20,24,30,36")
@@ -128,7 +136,7 @@ def main() -> None:
                                           "covering the observed values, as the compression stage's auto); default "
                                           "0,20000 for Romania (clouds are in the data, up to 18,224 DN) and 0,10000 "
                                           "with --cube (the codec's reflectance default 0..1; clouds are masked)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.cube:
         bands = args.bands.split(",") if args.bands else default_bands(as_dataset(args.cube))

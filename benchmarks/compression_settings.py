@@ -1,12 +1,12 @@
 """Codec settings behind the defaults of pipeline.compression: QP floor, ffv1 context model, x265 preset, rate control.
 
-    python benchmarks/compression_settings.py [--shared ../shared]
-    python benchmarks/compression_settings.py --only floor        # section 1 alone (about 15 s)
-    python benchmarks/compression_settings.py --only presets      # section 3 alone (about 4 min)
-    python benchmarks/compression_settings.py --only streams      # section 4 alone (about 1 min)
-    python benchmarks/compression_settings.py --only klt          # section 5 alone (about 4 min)
-    python benchmarks/compression_settings.py --only ratecontrol  # section 6 alone (about 9 min)
-    python benchmarks/compression_settings.py --only overhead     # section 7 alone (about 1 min)
+    python -m benchmarks compression-settings [--shared ../shared]
+    python -m benchmarks compression-settings --only floor        # section 1 alone (about 15 s)
+    python -m benchmarks compression-settings --only presets      # section 3 alone (about 4 min)
+    python -m benchmarks compression-settings --only streams      # section 4 alone (about 1 min)
+    python -m benchmarks compression-settings --only klt          # section 5 alone (about 4 min)
+    python -m benchmarks compression-settings --only ratecontrol  # section 6 alone (about 9 min)
+    python -m benchmarks compression-settings --only overhead     # section 7 alone (about 1 min)
 
 1. **QP floor and the multiplier below QP 0.** PSNR, rate and max error at QP 0, -3, ..., -14, -18
    (below 0: x265 QP 0 with a flat scaling list of 16 * 2**(qp/6), see ``pipeline.compression.video``),
@@ -20,7 +20,7 @@
 2. **ffv1 context model.** Lossless size and decode speed with the small (``context=0``, the default) and
    the large (``context=1``) model on the Romania cube and both Landsat scenes (bit-exact round trips).
 3. **x265 preset.** On the whole Romania cube in 32-frame chunks (0..20000 DN, the KLT path as in
-   ``compression_rd.py``): PSNR (peak 10000) at 0.1 and 1.0 bpppb, log-interpolated over QPs -5..28, and
+   ``compression-rd``): PSNR (peak 10000) at 0.1 and 1.0 bpppb, log-interpolated over QPs -5..28, and
    encoding MB/s per core, for x265 ``fast``, the default ``fast+rdo`` (fast + rdoq-level 2), fast + rd 4,
    fast + rd 4 + rdoq-level 2, ``medium`` and ``slow``; then bpppb / PSNR / MB/s per QP (12, 4, 0, -1..-5)
    for ``fast+rdo`` and fast + rd 4 + rdoq-level 2, with and without the KLT (the ladder below 0 is
@@ -71,10 +71,10 @@ import xarray as xr
 
 import pipeline.compression.codec as codec
 import pipeline.compression.video as video
+from benchmarks.compression_rd import psnr_at, run_codec
 from pipeline.compression import klt, ratecontrol, x265_lambda
 from pipeline.compression.codec import CodecParams, decode_array, encode_array, read_header
 from pipeline.compression.header import pack_header
-from compression_rd import psnr_at, run_codec  # noqa: E402  (benchmarks/ is the script's folder)
 
 #: settings of section 3 beyond x265's own presets, registered for this run only
 EXTRA_PRESETS = {"fast+rd4": ("fast", "rd=4"), "fast+rd4+rdoq": ("fast", "rd=4:rdoq-level=2")}
@@ -343,12 +343,12 @@ def overhead(shared: Path) -> None:
               f"({new / old - 1:+.1%}) | | |", flush=True)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared")
     ap.add_argument("--only", choices=("floor", "presets", "streams", "klt", "ratecontrol", "overhead"),
                     help="run one section only")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.only == "ratecontrol":
         rate_control(romania(args.shared))
         return

@@ -17,11 +17,11 @@ For each it reports wall time, peak RSS of the whole process tree (this process 
 Dask workers, sampled every 0.1 s with psutil), and the task-graph size; then the
 ratio of each to odc-plain.
 
-    python benchmarks/cube_bench.py --quick                       # 512 px x 8 dates x 6 bands
-    python benchmarks/cube_bench.py --size 2048 --dates 24 --repeat 3   # medians of 3 interleaved rounds
-    python benchmarks/cube_bench.py --size 4096 --dates 100       # the issue's full size
-    python benchmarks/cube_bench.py --size 4096 --dates 100 --variants eocube-scaled-int --repeat 2
-    python benchmarks/cube_bench.py --size 2048 --dates 24 --no-stackstac --task-stream   # where the time goes
+    python -m benchmarks cube --quick                       # 512 px x 8 dates x 6 bands
+    python -m benchmarks cube --size 2048 --dates 24 --repeat 3   # medians of 3 interleaved rounds
+    python -m benchmarks cube --size 4096 --dates 100       # the issue's full size
+    python -m benchmarks cube --size 4096 --dates 100 --variants eocube-scaled-int --repeat 2
+    python -m benchmarks cube --size 2048 --dates 24 --no-stackstac --task-stream   # where the time goes
 """
 from __future__ import annotations
 
@@ -209,7 +209,7 @@ def measure(name: str, build, write, out: Path, profile: bool = False) -> Run:
 
 # ----------------------------------------------------------------------------- the three ways
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=4096, help="pixels per side")
     ap.add_argument("--dates", type=int, default=100)
@@ -226,7 +226,7 @@ def main() -> None:
                     help="also print worker compute seconds per task kind and transfer seconds (Dask task stream)")
     ap.add_argument("--variants", help="comma-separated subset of the variants to run (odc-plain always runs: "
                                        "the ratios are to it), e.g. eocube-scaled-int")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.quick:
         args.size, args.dates = 512, 8
 

@@ -5,8 +5,8 @@
    written embeddings (``write_embeddings`` on a Dask LocalCluster) in the same run, and their ratio.
 2. Presto and Galileo-nano pixels/s (model only; released weights when ``--shared`` has them).
 
-    python benchmarks/embeddings.py --quick            # small sizes (CPU)
-    python benchmarks/embeddings.py --batch 16 --e2e-chips 64 --json out.json   # GPU
+    python -m benchmarks embeddings --quick            # small sizes (CPU)
+    python -m benchmarks embeddings --batch 16 --e2e-chips 64 --json out.json   # GPU
 """
 from __future__ import annotations
 
@@ -21,9 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pipeline.embeddings import PRITHVI_CONFIGS, Galileo, Presto, PrithviViT  # noqa: E402
+from pipeline.embeddings import PRITHVI_CONFIGS, Galileo, Presto, PrithviViT
 
 
 def vit_flops(n_tokens: int, dim: int, depth: int, mlp_ratio: float, patch_in: int) -> float:
@@ -137,7 +135,7 @@ def bench_galileo(folder: Path | None, device: torch.device, chips: int, size: i
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="embedding throughput benchmark")
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (CPU-friendly)")
     ap.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
     ap.add_argument("--batch", type=int, default=None, help="Prithvi chips per forward")

@@ -6,7 +6,7 @@ real months and Dynamic World, mask=None), fits sklearn ``RandomForestRegressor(
 (and ``LinearRegression``) on the ``is_test == 0`` rows and reports the test RMSE for seeds 0, 42, 84.
 Paper: Presto RF 25.98 ± 0.66, LinReg 28.20, Presto fine-tuned 25.28 ± 0.30.
 
-    python benchmarks/embeddings_fuel_moisture.py [--shared ../shared] [--json out.json]
+    python -m benchmarks embeddings-fuel-moisture [--shared ../shared] [--json out.json]
 """
 from __future__ import annotations
 

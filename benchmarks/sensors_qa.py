@@ -1,6 +1,6 @@
 """Throughput of QA decoding and masking on real QA bands (numpy vs lazy dask).
 
-Usage: python benchmarks/sensors_qa.py [--shared ../shared] [--repeat 3]
+Usage: python -m benchmarks sensors-qa [--shared ../shared] [--repeat 3]
 
 Inputs: the Sentinel-2 SCL cube (140 x 100 x 100) and a Landsat QA_PIXEL scene (512 x 512)
 tiled 8 x 8 in time to 64 x 512 x 512 = 16.8 Mpx. Prints Mpx/s per case (best of --repeat).
@@ -28,11 +28,11 @@ def _best(fn, repeat: int) -> float:
     return best
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared")
     ap.add_argument("--repeat", type=int, default=3)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     dask.config.set(scheduler="threads", num_workers=2)
 
     with xr.open_dataset(next((args.shared / "data/sentinel2-romania").glob("*.nc"))) as ds:

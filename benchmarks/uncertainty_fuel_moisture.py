@@ -5,7 +5,7 @@ Real S1/S2/ERA5/SRTM monthly series (3 steps × 18 inputs, LFMC % target), the s
 training sites. Inputs: raw bands, or per-step Presto embeddings (each month embedded alone,
 giving ``[N, 3, 128]``). Prints a Markdown table of mean ± std over seeds and writes JSON + PNGs.
 
-    python benchmarks/uncertainty_fuel_moisture.py --inputs raw --seeds 5 --out benchmarks/uncertainty/raw
+    python -m benchmarks uncertainty-fuel-moisture --inputs raw --seeds 5 --out benchmarks/uncertainty/raw
 """
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.uncertainty_plots import reliability_diagram, sigma_vs_error
 from pipeline.uncertainty import evaluate, fit
 from pipeline.uncertainty.datasets import load_fuel_moisture
-from pipeline.uncertainty.plots import reliability_diagram, sigma_vs_error
 
 METRICS = ("rmse", "r2", "mae", "bias", "nll", "crps", "picp", "mpiw", "ence", "uce", "spearman_sigma_abs_error")
 
@@ -45,7 +45,7 @@ def runs(sweep: bool) -> list[tuple[str, str, dict]]:
                ("ensemble (5)", "ensemble", {})])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared")
     ap.add_argument("--inputs", choices=("raw", "presto"), default="raw")
@@ -55,7 +55,7 @@ def main() -> None:
     ap.add_argument("--simulated-gaps", type=float, default=0.0, metavar="FRACTION",
                     help="mark this fraction of (sample, month) steps missing, train and test (seeded), like cloud gaps")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/uncertainty/out"))
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     torch.set_num_threads(1)
     d = load_fuel_moisture(args.shared / "data" / "fuel-moisture")
     X = d.X if args.inputs == "raw" else presto_step_embeddings(d, args.shared / "models" / "presto" / "default_model.pt")

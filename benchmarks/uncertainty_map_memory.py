@@ -5,7 +5,7 @@ fits one small MC-ConcTD model on random samples, then predicts the six maps of 
 :func:`pipeline.uncertainty.maps.predict_map`, each size in a fresh process so that its peak RSS is
 its own. Prints pixels, seconds, peak RSS and the ratios to the smallest map side by side.
 
-    python benchmarks/uncertainty_map_memory.py --sizes 1000 3163 --block 256
+    python -m benchmarks uncertainty-map-memory --sizes 1000 3163 --block 256
 """
 from __future__ import annotations
 
@@ -66,13 +66,13 @@ def predict_child(store: Path, model_dir: Path, out: Path, block: int) -> None:
     print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_mb}))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 3163], help="map sides in pixels")
     ap.add_argument("--block", type=int, default=256)
     ap.add_argument("--work", type=Path, default=Path("benchmarks/_work/uncertainty_maps"))
     ap.add_argument("--child", nargs=3, type=Path, metavar=("STORE", "MODEL", "OUT"), help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.child:
         predict_child(*args.child, args.block)
         return
@@ -85,6 +85,7 @@ def main() -> None:
         if not store.exists():
             print(f"building {store} ({size} x {size} px)", flush=True)
             build_store(store, size)
+        # the child runs this file as a script (it imports nothing of benchmarks/), whatever the cwd
         done = subprocess.run([sys.executable, __file__, "--block", str(args.block), "--child", str(store),
                                str(model_dir), str(args.work / f"maps-{size}.zarr")],
                               check=True, stdout=subprocess.PIPE, text=True)

@@ -14,7 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 # jsonschema, which pystac-client's validation imports, loads the optional IRI format checker
 # rfc3987_syntax whenever it is installed (JupyterLab's dependencies install it); that module builds
-# some 40 Earley parsers at import, 3.5-10 s on this project's CI machine in every process that touches
+# some 40 Earley parsers at import, most of the start-up time of every process that touches
 # a catalog (CLI runs, Dask workers). Nothing here validates "iri" formats, so it is left unloaded: those
 # formats then go unchecked, as with a plain jsonschema install. An import that already happened stands.
 sys.modules.setdefault("rfc3987_syntax", None)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+ROOT = Path(__file__).resolve().parents[1]
 BANDS = ["blue", "green", "red", "nir08"]
 
 
@@ -28,11 +28,11 @@ def reflectance_cube(t: int = 12, h: int = 32, w: int = 48) -> xr.Dataset:
 
 
 def test_benchmark_scales_reflectance_but_not_digital_numbers(tmp_path):
-    sys.path.insert(0, str(BENCHMARKS))
+    sys.path.insert(0, str(ROOT))
     try:
-        from compression_rd import default_bands, load_cube
+        from benchmarks.compression_rd import default_bands, load_cube
     finally:
-        sys.path.remove(str(BENCHMARKS))
+        sys.path.remove(str(ROOT))
     cube = reflectance_cube()
     assert default_bands(cube) == BANDS
     named = cube.rename(blue="B02", green="B03", red="B04", nir08="B8A").assign(SCL=cube["red"].fillna(0).astype("uint8"))
@@ -49,9 +49,9 @@ def test_benchmark_scales_reflectance_but_not_digital_numbers(tmp_path):
 def test_benchmark_command_writes_its_tables_and_plot(tmp_path):
     reflectance_cube().to_zarr(tmp_path / "cube.zarr", zarr_format=3, consolidated=False)
     out = tmp_path / "rd"
-    run = subprocess.run([sys.executable, str(BENCHMARKS / "compression_rd.py"), "--cube", str(tmp_path / "cube.zarr"),
+    run = subprocess.run([sys.executable, "-m", "benchmarks", "compression-rd", "--cube", str(tmp_path / "cube.zarr"),
                           "--qps", "24,36", "--value-range", "0,25000", "--out", str(out)],
-                         capture_output=True, text=True, timeout=600)
+                         capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-2000:]
     table = (out / "rd_table.md").read_text()
     for config in ("ours (KLT, gbrp12 triplets) | qp=24", "no KLT (gbrp12 triplets) | qp=36", "per-band gray12",
@@ -72,13 +72,13 @@ def test_benchmark_refuses_a_range_the_cube_falls_outside(tmp_path):
     cube = reflectance_cube()
     cube["red"] = cube["red"] * 5  # reflectance up to 2.6: outside 0..10000 DN
     cube.to_zarr(tmp_path / "cube.zarr", zarr_format=3, consolidated=False)
-    run = subprocess.run([sys.executable, str(BENCHMARKS / "compression_rd.py"), "--cube", str(tmp_path / "cube.zarr"),
-                          "--qps", "36", "--out", str(tmp_path / "rd")], capture_output=True, text=True, timeout=600)
+    run = subprocess.run([sys.executable, "-m", "benchmarks", "compression-rd", "--cube", str(tmp_path / "cube.zarr"),
+                          "--qps", "36", "--out", str(tmp_path / "rd")], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert run.returncode != 0 and "outside value_range (0.0, 10000.0)" in run.stderr
     assert not (tmp_path / "rd" / "rd_table.md").exists()
-    run = subprocess.run([sys.executable, str(BENCHMARKS / "compression_rd.py"), "--cube", str(tmp_path / "cube.zarr"),
+    run = subprocess.run([sys.executable, "-m", "benchmarks", "compression-rd", "--cube", str(tmp_path / "cube.zarr"),
                           "--qps", "36", "--value-range", "auto", "--out", str(tmp_path / "rd")],
-                         capture_output=True, text=True, timeout=600)
+                         capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "our fixed range 0..65535 DN" in run.stdout  # red up to 26,000 DN: the 16-bit range covers it
 

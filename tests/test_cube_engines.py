@@ -55,9 +55,9 @@ def test_raw_reads_keep_native_dtype_and_nodata(demo_archive: Path, engine: str)
     request = small_request(sensors=["sentinel-2", "modis"], resolution=20.0)
     found = demo_found(demo_archive, request)
     geobox = request_geobox(request)
-    for sensor, dtypes, nodata in (("sentinel-2", {"B04": "uint16", "SCL": "uint8"}, {"B04": 0, "SCL": None}),
+    for sensor, dtypes, nodata in (("sentinel-2", {"B04": "uint16", "SCL": "uint8"}, {"B04": 0, "SCL": 0}),
                                    ("modis", {"sur_refl_b01": "int16", "sur_refl_state_500m": "uint16"},
-                                    {"sur_refl_b01": -28672, "sur_refl_state_500m": None})):
+                                    {"sur_refl_b01": -28672, "sur_refl_state_500m": 65535})):  # QA: the product's fill code
         profile = load_profile(found[sensor].profile)
         table = asset_table(profile, ["red"])
         raw = read_assets(found[sensor].items[:2], found[sensor].collection, table, geobox, chunks={"time": 1, "y": 32, "x": 16},

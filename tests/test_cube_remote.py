@@ -37,7 +37,7 @@ def test_flaky_http_reads_equal_disk_reads(demo_archive: Path):
     disk = build_cube(request, found, geobox, bands).compute(scheduler="threads")
     faults = FaultPlan(error_share=0.2, drop_share=0.15, slow_share=0.15, slow_seconds=0.3, seed=7)
     with RangeServer(demo_archive, faults) as server:
-        remote = build_cube(request, found, geobox, bands, patch_url=server.patch_url).compute(scheduler="threads")
+        remote = build_cube(request, found, geobox, bands, sign=server.patch_url).compute(scheduler="threads")
     print("\nrange requests:", faults.counts)
     assert min(faults.counts[k] for k in ("error", "drop", "slow")) >= 3
     assert json.loads(remote.attrs["eocube:failed_items"]) == {}

@@ -241,3 +241,35 @@ def test_tokens_are_fetched_again_before_they_expire_and_after_a_403(tmp_path: P
         assert read_with_signing(signer, href, read) == calls[-1] and calls[0] != calls[1]
         assert authority.counts["issued"] == 3
     assert "sig=" not in repr(signer) and shutil.which("true")
+
+
+def test_a_backfill_masks_and_records_a_failed_read_and_reads_it_again_next_run(demo_archive: Path, references,
+                                                                               tmp_path: Path):
+    from pipeline.store.backfill import BackfillSpec, backfill
+    from pipeline.store.status import store_status
+
+    reference = references("odc-stac")
+    request = small_request(output=tmp_path / "bf.zarr", resolution=10.0, chunks=CHUNKS)
+    found = demo_found(demo_archive, request)
+    victim = clearest(found["sentinel-2"].items, reference)
+    good = victim.assets["B04"].href
+    victim.assets["B04"].href = str(truncated_copy(_path(good), tmp_path / "bad" / "B04.tif"))
+    spec = BackfillSpec(engine="zarr", tile_px=64, time_step=2)
+    with dask.config.set(scheduler="threads", num_workers=2):
+        first = backfill(request, found, spec)
+    assert list(first.failed_items) == [victim.id] and "B04" in first.failed_items[victim.id]
+    status = store_status(request.output)
+    assert list(status.failed_items) == [victim.id]
+    damaged = [r["slice"] for r in status.committed if r.get("failed")]
+    assert damaged and len(damaged) < len(status.committed)
+    ds = xr.open_zarr(request.output).load()
+    t = _step(ds, victim)
+    assert not (~reference["valid"].isel(time=t).values & ds["valid"].isel(time=t).values).any()
+    victim.assets["B04"].href = good  # the storage recovers: the next run reads the damaged slices again
+    with dask.config.set(scheduler="threads", num_workers=2):
+        second = backfill(request, found, spec)
+    assert sorted(second.written) == sorted(damaged) and second.failed_items == {}
+    healed = xr.open_zarr(request.output).load()
+    for name in ("red", "nir08", "valid"):
+        np.testing.assert_array_equal(healed[name].values, reference[name].values, err_msg=name)
+    assert json.loads(healed.attrs["eocube:failed_items"]) == {}

@@ -32,9 +32,10 @@ from pipeline.compression.video import (DEFAULT_PRESET, PIX_FMT, CorruptStreamEr
 LOSSY_BITS = 12
 #: A lossy stream other than the first is not coded when every component in it varies by less than this
 #: fraction of libx265's step (standard deviation over the chunk, in codes): it is stored as its mean.
-#: Below that the video would spend its per-frame minimum (about 25-30 bytes a frame) on values the
-#: quantiser almost zeroes anyway; on real Sentinel-2 the weakest KLT component (about 70 DN) is such a
-#: stream from about 0.15 bpppb down, and leaving it out gains 0.2-0.5 dB at 0.1 bpppb (RESULTS.md).
+#: Below that the video would spend its per-frame minimum (headers, skip flags) on values the
+#: quantiser almost zeroes anyway; on real Sentinel-2 the weakest KLT component is such a stream at low
+#: rates, and leaving it out codes better at equal rate
+#: (``python -m benchmarks compression-settings --only streams``).
 WEAK_STREAM_FRACTION = 0.1
 SUPPORTED_DTYPES = ("bool", "uint8", "uint16", "int16", "int32", "uint32", "float32", "float64")
 Mode = Literal["lossy", "lossless"]

@@ -3,10 +3,9 @@
 Byte layout: ``b"EOCV"``, format version (uint8), header length (uint32 LE), then the UTF-8 JSON header
 compressed with zlib. From format 4 on, zlib starts from the preset dictionary :data:`DICTIONARY`:
 a text of typical header fields, so that the names, codec options and library versions every chunk
-repeats cost a few bytes instead of about 500 (780 -> 270 bytes for a 4-band KLT chunk). The header is
-still the full JSON, needing nothing outside the bytes but this module's constant. On 100 x 100 chunks
-of 32 dates that is about 5 % of the bytes at 0.1 bpppb (``benchmarks/compression_settings.py --only
-overhead``; RESULTS.md, compression section).
+repeats cost a few bytes instead of their full text. The header is still the full JSON, needing
+nothing outside the bytes but this module's constant. On small chunks at low rates the header is a
+visible share of the bytes (``python -m benchmarks compression-settings --only overhead`` measures it).
 
 :data:`DICTIONARY` belongs to format 4: changing it would make format 4 bytes unreadable, so a new
 dictionary needs a new format version (kept here beside the old one).

@@ -104,8 +104,9 @@ def fit_frame_rotations(x: np.ndarray, reference: np.ndarray, max_samples: int =
     Each date's rotation diagonalises the band covariance of its spatial first differences
     (:func:`spatial_difference_covariance`), strongest component first: what the codec's intra and
     inter prediction leave is closer to those differences than to the raw values, whose covariance a
-    date's bright clouds or one land cover can dominate (on the Romania cube this fit gains 0.06-0.25 dB
-    over a per-date fit on raw values at 0.1-1.0 bpppb; benchmarks/RESULTS.md). A date with no spatial variation keeps
+    date's bright clouds or one land cover can dominate (on the Romania cube this fit codes better than a
+    per-date fit on raw values at every rate measured: ``python -m benchmarks compression-settings --only
+    klt``). A date with no spatial variation keeps
     the ``reference`` rotation (the chunk's KLT). Rows take the signs that match the ``reference``
     rows, so components keep their sign from date to date and the codec's temporal prediction still
     works; the weakest row's sign makes the determinant +1. The rotations are the ones rebuilt from
@@ -129,8 +130,9 @@ def fit_frame_rotations(x: np.ndarray, reference: np.ndarray, max_samples: int =
 
 
 #: bits per sample the per-date rotations must be predicted to save before ``klt_scope="auto"`` takes them
-#: (:func:`frame_rotation_saving`); real Sentinel-2 (Romania) chunks are predicted to save 0.16-0.21, the
-#: synthetic demo cube's, whose spectra barely change between dates, -0.008-0.015
+#: (:func:`frame_rotation_saving`): well under what real Sentinel-2 (Romania) chunks are predicted to save
+#: (``python -m benchmarks compression-settings --only klt`` prints it per chunk) and above the synthetic demo
+#: cube's, whose spectra barely change between dates
 MIN_FRAME_ROTATION_SAVING = 0.05
 
 
@@ -164,8 +166,8 @@ def frame_rotation_saving(x: np.ndarray, mean: np.ndarray, chunk: np.ndarray, fr
                           value_range: tuple[float, float], window: int = 128) -> float:
     """Bits per sample one rotation per date (``frames``, time x component x band) is predicted to save
     over the ``chunk`` rotation on ``x`` (band, time, y, x): :func:`predicted_bits` of each on the central
-    ``window`` x ``window`` pixels, at a distortion of (range / 1000)^2 (about 60 dB, the distortion
-    at 1 bpppb on real Sentinel-2).
+    ``window`` x ``window`` pixels, at a distortion of (range / 1000)^2, a high-rate operating point of
+    the codec on real Sentinel-2.
 
     Per-date rotations fit each date's spectra better, but where the spectra hardly change they only
     move the components from date to date, which costs the codec's temporal prediction.

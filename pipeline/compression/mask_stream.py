@@ -6,8 +6,8 @@ of digits (:data:`FRAME_STATES`): nothing missing, everything missing, or some p
 last kind is coded. Those frames are stacked one under another into tall ffv1 images of at most
 :data:`IMAGE_ROWS` rows (the last one padded with "not missing" frames; images of equal height), so that the coder's per-frame
 cost is paid once per image, and its context model keeps what it learned from one date for the next.
-On the Romania cube's real SCL cloud and shadow masks this is 27 % smaller than one ffv1 frame per
-date (``benchmarks/compression_settings.py --only overhead``; RESULTS.md, compression section).
+On the Romania cube's real SCL cloud and shadow masks this is smaller than one ffv1 frame per
+date (``python -m benchmarks compression-settings --only overhead`` measures both).
 
 Format 3 bytes (one ffv1 frame per date, every date coded) still decode: their record has no
 ``frames`` entry.

@@ -34,12 +34,6 @@ def psnr(ref: np.ndarray, test: np.ndarray, peak: float) -> float:
     return float("inf") if m == 0 else float(10 * np.log10(peak * peak / m))
 
 
-def max_abs_error(ref: np.ndarray, test: np.ndarray) -> float:
-    """Largest absolute difference over valid samples."""
-    ok = _valid(ref, test)
-    return float(np.abs(ref.astype(np.float64)[ok] - test.astype(np.float64)[ok]).max())
-
-
 def ssim_2d(ref: np.ndarray, test: np.ndarray, data_range: float) -> np.ndarray:
     """SSIM map (y, x) of two images (Wang et al. 2004, Gaussian window sigma 1.5, reflect borders)."""
     x, y = ref.astype(np.float64), test.astype(np.float64)
@@ -78,8 +72,3 @@ def spectral_angle(ref: np.ndarray, test: np.ndarray) -> float:
 def bpppb(n_bytes: int, n_samples: int) -> float:
     """Bits per pixel per band: compressed bits over (band x time x y x x) samples."""
     return 8.0 * n_bytes / n_samples
-
-
-def compression_ratio(n_bytes: int, n_samples: int, bits_per_sample: int = 16) -> float:
-    """Original size at ``bits_per_sample`` (16 for uint16 digital numbers) over compressed size."""
-    return n_samples * bits_per_sample / (8.0 * n_bytes)

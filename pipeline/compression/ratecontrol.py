@@ -5,12 +5,13 @@ that QP and its neighbour that misses the target, in :data:`FRACTION_TRIALS` hal
 fractional QP codes each GOP's tail one QP coarser,
 :func:`pipeline.compression.video.fractional_qp_zones`). For a
 PSNR target the result is the largest QP whose pooled PSNR on the samples is at least the target; for
-a bpppb target the smallest QP whose rate is at most the target. One integer QP step is about 12 % of
-the rate (0.6-0.7 dB), so stopping at integers left up to that much of a rate target unused.
+a bpppb target the smallest QP whose rate is at most the target. One integer QP step moves the rate
+by a sizeable share, so stopping at integers left up to that much of a rate target unused
+(``python -m benchmarks compression-settings --only ratecontrol`` compares both searches).
 
 The KLT's shared step spans its widest component (up to ``sqrt(bands)`` times one band's range), so
-at the finest QP it tops out below what the bands coded directly reach, and at high rates (above about
-2 bpppb / 60 dB on real Sentinel-2) coding the bands directly is the cheaper of the two. So when the KLT's
+at the finest QP it tops out below what the bands coded directly reach, and at the highest rates (as
+measured on real Sentinel-2) coding the bands directly is the cheaper of the two. So when the KLT's
 QP comes out at or below :data:`DIRECT_CHECK_QP`, or the KLT cannot meet a PSNR target at all, the same
 search runs without the KLT and the better point is returned (fewer bits for a PSNR target, higher
 PSNR for a rate target; the point says which path it took). Only a target that neither path meets is

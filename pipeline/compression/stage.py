@@ -425,7 +425,7 @@ RATE_TOLERANCE = 0.02
 #: most rewrites of the whole cube that correct its rate after the first write (each one a full encode)
 MAX_RATE_REWRITES = 6
 #: rate ratio of one QP step assumed until two writes on the same side of the target measure it
-#: (:mod:`pipeline.compression.ratecontrol`: about 12 % a QP)
+#: (typical of one QP step in :mod:`pipeline.compression.ratecontrol`'s searches on real data)
 RATE_PER_QP = 1.12
 #: QPs of the rate correction are multiples of this at the finest: a tail share of one frame in a 32-frame GOP
 QP_RESOLUTION = 1 / 32
@@ -510,7 +510,7 @@ def _meet_rate(write: Callable[[CodecParams, bool], int], params: CodecParams, s
     return params, stored
 
 
-#: QP step of the whole-cube correction (a quarter of the rate's 12 % per QP)
+#: QP step of the whole-cube correction (a quarter QP)
 CORRECTION_STEP = 0.25
 
 

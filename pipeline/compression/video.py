@@ -29,14 +29,14 @@ PIX_FMT = {("libx265", 1, 12): "gray12le", ("libx265", 3, 12): "gbrp12le",
 
 
 #: QP range of the lossy path. libx265 takes QP 0..51 (at 12 bits its QP 0 is a step of about 10
-#: codes, which capped the KLT path near 1 bpppb on real Sentinel-2). A QP below 0 keeps x265 at QP 0
+#: codes, too coarse for the KLT path's high rates on real Sentinel-2). A QP below 0 keeps x265 at QP 0
 #: and divides every step by ``2**(-qp / 6)`` through a flat HEVC scaling list of entries
 #: ``round(16 * 2**(qp / 6))`` (16 is the default list), carried in the bitstream, with libx265's
 #: rate-distortion multiplier scaled to match (:mod:`pipeline.compression.x265_lambda`). The floor is
 #: -8 (entry 6): on a real Landsat scene (fill 0 beside data) a few 4x4 blocks of the first frame come
-#: out thousands of DN off from entry 3 (-14) when the bands are coded directly and from entry 2 (-17)
+#: out far off from entry 3 (-14) when the bands are coded directly and from entry 2 (-17)
 #: with the KLT, so the floor keeps twice the step of the first entry that broke
-#: (``benchmarks/compression_settings.py --only floor``).
+#: (``python -m benchmarks compression-settings --only floor``).
 #: The ceiling is 49, not x265's 51: from x265 QP 50 on (``Qp'Y = QP + 24 >= 74`` at 12 bits) libx265's
 #: 12-bit streams no longer decode to what libx265 reconstructed while coding them. Its own reconstruction
 #: (its PSNR report) stays right, but FFmpeg's HEVC decoder rebuilds the blocks as their prediction with
@@ -49,14 +49,15 @@ QP_MIN, QP_MAX = -8, 49
 #: last ``round(f * n)`` frames of each ``n``-frame GOP, which are coded at ``q + 1`` (x265 ``zones``):
 #: the rate moves from ``q``'s to ``q + 1``'s a frame at a time (the keyframe, coarse only once all are,
 #: is the last and often the largest step), and the coarser frames are the ones fewest later frames
-#: predict from. On the Romania cube this lands 0.01-0.03 dB below the chord between the two integer
-#: points (``benchmarks/compression_settings.py --only ratecontrol``). Below QP 0 a stream has one
+#: predict from. On the Romania cube this lands just below the chord between the two integer
+#: points (``python -m benchmarks compression-settings --only ratecontrol``). Below QP 0 a stream has one
 #: scaling list: a fractional QP takes the integer entry just under its step and codes the tail at x265
 #: QP 1 on it, a step ``2**(1 / 6)`` coarser (:func:`x265_quantiser`). The decoder needs nothing more:
 #: every slice carries its QP.
 #: where libx265's multiplier cannot be scaled (:data:`pipeline.compression.x265_lambda.AVAILABLE` False),
 #: RDO quantisation is switched off below this QP: with QP 0's multiplier it zeroed so many of the
-#: finer-step coefficients that quality went down while the step went down (benchmarks/RESULTS.md)
+#: finer-step coefficients that quality went down while the step went down
+#: (docs/history/results-compression.md, the ``fast+rdo`` preset section)
 RDOQ_MIN_QP = -3
 
 
@@ -133,9 +134,10 @@ _SCALING_LIST_NAMES = {
 
 
 #: Presets of our own: an x265 preset plus parameters on top of it. "fast+rdo" (the default) is
-#: x265's "fast" with RDO quantisation (rdoq-level 2): on the real Sentinel-2 Romania cube about
-#: +0.3 dB over "fast" at equal rate, at 6-10 MB/s per core (full RD mode decisions, rd 4, added
-#: about 0.1-0.25 dB more but fell below 5 MB/s above 1 bpppb; benchmarks/RESULTS.md).
+#: x265's "fast" with RDO quantisation (rdoq-level 2): on the real Sentinel-2 Romania cube better than
+#: "fast" at equal rate, within the encode-speed target (full RD mode decisions, rd 4, added a little
+#: more but missed the speed target at high rates;
+#: ``python -m benchmarks compression-settings --only presets``).
 #: Any x265 preset name is also accepted as is.
 X265_PRESETS = {"fast+rdo": ("fast", "rdoq-level=2")}
 DEFAULT_PRESET = "fast+rdo"
@@ -237,8 +239,8 @@ def ffv1_options(threads: int) -> dict:
     """ffv1 version 3, range coder with the small context model (lossless, intra only).
 
     The small model adapts faster on EO frames of a few hundred pixels a side: on the Romania cube,
-    the demo cube and two Landsat scenes it was 4-11 % smaller and 15-80 % faster to decode than the
-    large one (``benchmarks/compression_settings.py``; RESULTS.md, compression section).
+    the demo cube and two Landsat scenes it was both smaller and faster to decode than the
+    large one (``python -m benchmarks compression-settings``, its ffv1 section).
     """
     return {"level": "3", "coder": "range_tab", "context": "0", "slicecrc": "0", "threads": str(threads)}
 

@@ -1,4 +1,4 @@
-"""Diagnostic figures as PNG: reliability diagram and σ versus absolute error."""
+"""Diagnostic figures of the uncertainty benchmarks as PNG: reliability diagram and σ versus absolute error."""
 from __future__ import annotations
 
 from pathlib import Path
