@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     from pipeline.cube.source import open_cube
     from pipeline.demo.archive import DEMO_SITE
     from pipeline.embeddings.engine import embed_cube
-    from pipeline.job import ensure_demo_archive, run_job
+    from pipeline.chain.run import run_request
+from pipeline.demo.archive import ensure_demo_archive
     from pipeline.model import CubeRequest
     from pipeline.uncertainty.api import UncertaintyModel
     from pipeline.uncertainty.maps import predict_map
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
         archive = ensure_demo_archive()
         request = CubeRequest(catalog="demo", bbox=DEMO_SITE.aoi_lonlat(), start=dt.date(2022, 3, 1),
                               end=dt.date(2022, 8, 31), resolution=20.0, output=work / "cube.zarr")
-        original = Path(run_job(request, archive).store)
+        original = Path(run_request(request, archive).store)
         fitted = uncertainty_task.fn(original, archive / "labels.csv", work / "maps-original.zarr")
         model = UncertaintyModel.load(fitted["model"])
         name = "vegetation_cover"

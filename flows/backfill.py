@@ -7,7 +7,7 @@
 * ``update-store`` (scheduled, see ``prefect.yaml``) searches the store's whole period
   (the request recorded in the store, up to ``until``) and adds the time steps of the
   items found for dates the store lacks: appended after its last one, or inserted in
-  time order (items published late). See :mod:`pipeline.store.backfill`.
+  time order (items published late). See :mod:`pipeline.chain.slices`.
 
 The flow process holds the store's writer lock for the whole run. Searches are
 retried with exponential backoff and cached on their inputs for 30 minutes; slice
@@ -29,9 +29,9 @@ from prefect.tasks import exponential_backoff
 from prefect_dask import DaskTaskRunner
 
 from pipeline.catalog.search import EmptySearchError, SensorItems
-from pipeline.job import search
+from pipeline.chain.search import search
 from pipeline.model import CubeRequest
-from pipeline.store.backfill import BackfillReport, BackfillSpec, finalise, prepare, update_request, write_slice
+from pipeline.chain.slices import BackfillReport, BackfillSpec, finalise, prepare, update_request, write_slice
 from pipeline.store.engines import open_engine
 from pipeline.store.journal import write_lock
 from pipeline.store.layout import Slice

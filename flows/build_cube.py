@@ -9,7 +9,9 @@ from prefect.tasks import exponential_backoff
 
 from pipeline.catalog.search import SensorItems
 from pipeline.cube.cluster import dask_client
-from pipeline.job import CubeSummary, Progress, assemble_and_write, search, summarize
+from pipeline.chain.run import CubeSummary, assemble_and_write, summarize
+from pipeline.chain.search import search
+from pipeline.model import Progress
 from pipeline.model import CubeRequest
 
 

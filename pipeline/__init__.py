@@ -5,7 +5,7 @@ request -> search -> cube -> embed -> uncertainty -> compress -> store.
 The public API is re-exported here and imported lazily (``import pipeline`` stays fast;
 torch is loaded only when an embeddings or uncertainty name is used)::
 
-    from pipeline import CubeRequest, run_job, decode_qa, invalid_mask
+    from pipeline import CubeRequest, run_request, decode_qa, invalid_mask
 """
 from __future__ import annotations
 
@@ -53,8 +53,11 @@ _EXPORTS = {
     "dask_client": "pipeline.cube",
     "write_store": "pipeline.store",
     "generate_archive": "pipeline.demo",
-    "run_job": "pipeline.job",
-    "search": "pipeline.job",
+    "run_request": "pipeline.chain",
+    "backfill_request": "pipeline.chain",
+    "update_store": "pipeline.chain",
+    "preflight": "pipeline.chain",
+    "search": "pipeline.chain",
 }
 
 __all__ = ["__version__", *_EXPORTS]

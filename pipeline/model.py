@@ -13,18 +13,12 @@ import json
 import re
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-#: Sensor names a request may ask for, mapped to the profile id of the product used.
-SENSOR_PRODUCTS: dict[str, str] = {
-    "sentinel-2": "sentinel-2-l2a",
-    "landsat": "landsat-c2-l2",
-    "modis": "modis-09A1-061",
-    "hls-l30": "hls2-l30",
-    "hls-s30": "hls2-s30",
-}
+#: ``progress(stage, done, total)``: how long-running functions report what they have done
+Progress = Callable[[str, int, int], None]
 
 Resampling = Literal["nearest", "bilinear", "cubic", "average", "mode", "min", "max", "med"]
 
@@ -160,7 +154,8 @@ class CubeRequest(BaseModel):
     geometry: dict[str, Any] | None = None
     start: dt.date
     end: dt.date
-    sensors: list[str] = Field(default_factory=lambda: ["sentinel-2", "landsat", "modis"])
+    sensors: list[str] = Field(default_factory=lambda: ["sentinel-2", "landsat", "modis"],
+                               description="names of the catalog's collections (`eocube catalogs` lists them)")
     crs: str | None = None
     resolution: float = Field(10.0, gt=0, description="output pixel size in CRS units (metres)")
     bands: list[str] | None = Field(None, description="common band names; None = those all requested sensors share")
@@ -229,10 +224,7 @@ class CubeRequest(BaseModel):
     def _check_sensors(cls, sensors: list[str]):
         if not sensors:
             raise ValueError("no sensors requested")
-        unknown = [s for s in sensors if s not in SENSOR_PRODUCTS]
-        if unknown:
-            raise ValueError(f"unknown sensor(s) {unknown}; known: {sorted(SENSOR_PRODUCTS)}")
-        return list(dict.fromkeys(sensors))
+        return list(dict.fromkeys(sensors))  # names are the catalog's own: checked against it before the search
 
     @model_validator(mode="after")
     def _check_area_and_dates(self):

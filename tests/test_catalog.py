@@ -60,8 +60,24 @@ def test_every_catalog_yaml_parses_and_maps_to_known_profiles():
     assert {"demo", "planetary-computer", "earth-search", "cmr-lpdaac"} <= set(names)
     for name in names:
         cat = load_catalog(name)
-        for sensor, ref in cat.collections.items():
-            load_profile(ref.profile)  # raises for an unknown profile
+        for sensor in cat.collections:
+            load_profile(cat.profile_for(sensor))  # raises for an unknown profile or collection
+
+
+@pytest.mark.parametrize("catalog", ["planetary-computer", "earth-search", "cmr-lpdaac", "demo"])
+def test_every_sensor_a_catalog_serves_can_be_requested(catalog: str, tmp_path):
+    """One source of sensor names: the catalog's. A request for any of them passes the checks made
+    before the search (modis-vi, modis-nbar, sentinel-2-legacy were refused by a global list once)."""
+    from pipeline.chain.preflight import preflight
+    from pipeline.model import CubeRequest
+
+    for sensor in load_catalog(catalog).collections:
+        request = CubeRequest(catalog=catalog, bbox=(10.52, 45.51, 10.55, 45.53), start="2022-01-01",
+                              end="2022-01-31", sensors=[sensor], output=tmp_path / f"{sensor}.zarr", resolution=30.0)
+        preflight(request)
+    with pytest.raises(CatalogError, match=rf"catalog '{catalog}' has no collection for sensor 'sentinel-3'; it serves"):
+        preflight(CubeRequest(catalog=catalog, bbox=(10.52, 45.51, 10.55, 45.53), start="2022-01-01",
+                              end="2022-01-31", sensors=["sentinel-3"], output=tmp_path / "x.zarr"))
 
 
 def test_unknown_catalog_and_sensor_errors():

@@ -46,7 +46,7 @@ def test_flaky_http_reads_equal_disk_reads(demo_archive: Path):
 
 
 def test_a_cog_that_stays_broken_is_named_left_out_and_recorded(demo_archive: Path, tmp_path: Path, monkeypatch):
-    from pipeline.job import assemble_and_write
+    from pipeline.chain.run import assemble_and_write
 
     monkeypatch.setenv("GDAL_HTTP_MAX_RETRY", "4")  # give up on the broken COG in ~1.5 s, not ~1 min
     monkeypatch.setenv("GDAL_HTTP_RETRY_DELAY", "0.1")

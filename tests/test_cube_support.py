@@ -8,7 +8,8 @@ from pathlib import Path
 import pystac
 
 from pipeline.catalog.search import SensorItems
-from pipeline.model import SENSOR_PRODUCTS, CubeRequest
+from pipeline.catalog.config import load_catalog
+from pipeline.model import CubeRequest
 
 #: A 1 km x 1 km corner of the demo AOI, in degrees.
 SMALL_BBOX = (10.530, 45.515, 10.543, 45.524)
@@ -24,8 +25,9 @@ def small_request(**fields) -> CubeRequest:
 def demo_found(archive: Path, request: CubeRequest) -> dict[str, SensorItems]:
     """The archive's items per requested sensor whose time falls in the request's dates (inclusive)."""
     out = {}
+    catalog = load_catalog("demo")
     for sensor in request.sensors:
-        collection = SENSOR_PRODUCTS[sensor]
+        collection = catalog.collection_for(sensor).collection
         features = json.loads((archive / "stac" / collection / "items.json").read_text())["features"]
         items = []
         for f in features:
@@ -33,7 +35,7 @@ def demo_found(archive: Path, request: CubeRequest) -> dict[str, SensorItems]:
             day = dt.date.fromisoformat((p.get("datetime") or p["start_datetime"])[:10])
             if request.start <= day <= request.end:
                 items.append(pystac.Item.from_dict(f))
-        out[sensor] = SensorItems(sensor, collection, collection, items)
+        out[sensor] = SensorItems(sensor, collection, catalog.profile_for(sensor), items)
     return out
 
 

@@ -74,8 +74,8 @@ def test_served_deployment_runs_an_incremental_update(demo_archive: Path, tmp_pa
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL
 
-    from pipeline.job import search
-    from pipeline.store.backfill import BackfillSpec, backfill
+    from pipeline.chain.search import search
+    from pipeline.chain.slices import BackfillSpec, backfill
 
     store = tmp_path / "cube.zarr"
     request = make_request(store, dt.date(2022, 3, 20))

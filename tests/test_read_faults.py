@@ -57,7 +57,7 @@ def clearest(items: list, reference: xr.Dataset):
 @pytest.fixture(scope="module")
 def references(demo_archive: Path, tmp_path_factory):
     """The small request's cube read from intact files, by reader engine (the engines resample a little differently)."""
-    from pipeline.job import assemble_and_write
+    from pipeline.chain.run import assemble_and_write
 
     cache: dict[str, xr.Dataset] = {}
 
@@ -76,7 +76,7 @@ def references(demo_archive: Path, tmp_path_factory):
 def test_a_cog_truncated_after_its_overviews_is_masked_where_it_fails_and_recorded(
         demo_archive: Path, references, tmp_path: Path, engine: str):
     from pipeline.cube.probe import probe_hrefs
-    from pipeline.job import assemble_and_write
+    from pipeline.chain.run import assemble_and_write
 
     reference = references(engine)
     request = small_request(output=tmp_path / "cube.zarr", resolution=10.0, chunks=CHUNKS, engine=engine)
@@ -105,7 +105,7 @@ def test_a_cog_truncated_after_its_overviews_is_masked_where_it_fails_and_record
 
 def test_more_failures_than_allowed_fail_in_one_line_and_leave_no_store(demo_archive: Path, tmp_path: Path):
     from pipeline.cube.assemble import TooManyFailuresError
-    from pipeline.job import assemble_and_write
+    from pipeline.chain.run import assemble_and_write
 
     request = small_request(output=tmp_path / "cube.zarr", resolution=10.0, chunks=CHUNKS, max_failed_fraction=0.1)
     found = demo_found(demo_archive, request)
@@ -174,7 +174,8 @@ def _signed_archive(demo_archive: Path, tmp_path: Path, server: RangeServer) -> 
 def test_a_backfill_of_a_signed_catalog_outlives_its_tokens_and_a_key_rotation(demo_archive: Path, tmp_path: Path,
                                                                               monkeypatch, prefect_harness):
     from flows.backfill import backfill_flow
-    from pipeline.job import assemble_and_write, search
+    from pipeline.chain.run import assemble_and_write
+from pipeline.chain.search import search
     from pipeline.model import CubeRequest
 
     authority = TokenAuthority(lifetime_s=1.5)
@@ -207,7 +208,7 @@ def test_a_backfill_of_a_signed_catalog_outlives_its_tokens_and_a_key_rotation(d
     backfilled = xr.open_zarr(tmp_path / "backfill.zarr").load()
     assert json.loads(backfilled.attrs.get("eocube:failed_items", "{}")) == {}
     local = small_request(output=tmp_path / "disk.zarr", resolution=10.0, chunks=CHUNKS)
-    from pipeline.job import assemble_and_write as write_local
+    from pipeline.chain.run import assemble_and_write as write_local
 
     with dask.config.set(scheduler="threads", num_workers=2):
         disk = xr.open_zarr(write_local(local, demo_found(demo_archive, local))).load()
@@ -245,7 +246,7 @@ def test_tokens_are_fetched_again_before_they_expire_and_after_a_403(tmp_path: P
 
 def test_a_backfill_masks_and_records_a_failed_read_and_reads_it_again_next_run(demo_archive: Path, references,
                                                                                tmp_path: Path):
-    from pipeline.store.backfill import BackfillSpec, backfill
+    from pipeline.chain.slices import BackfillSpec, backfill
     from pipeline.store.status import store_status
 
     reference = references("odc-stac")

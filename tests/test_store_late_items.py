@@ -21,7 +21,7 @@ import pytest
 import xarray as xr
 
 from pipeline.catalog.search import SensorItems
-from pipeline.store.backfill import (BackfillSpec, backfill, held_time_steps, late_items_for_held_dates, prepare,
+from pipeline.chain.slices import (BackfillSpec, backfill, held_time_steps, late_items_for_held_dates, prepare,
                                      update_request)
 from pipeline.store.cf import encodings
 from pipeline.store.engines import (IcechunkEngine, ZarrEngine, committed_sources, open_engine, store_sources,
@@ -321,7 +321,7 @@ def provenance(store: Path) -> dict[str, list[str]]:
 @pytest.mark.parametrize("engine", ["zarr", "icechunk"])
 def test_update_inserts_the_dates_of_items_published_late(engine: str, demo_archive: Path, reference: xr.Dataset,
                                                           tmp_path: Path):
-    from pipeline.job import search
+    from pipeline.chain.search import search
 
     store = tmp_path / f"cube.{engine}"
     spec = BackfillSpec(engine=engine, tile_px=50, time_step=4)
@@ -356,9 +356,9 @@ KILLED_UPDATE = textwrap.dedent("""
     import datetime as dt, os, signal, sys
     from pathlib import Path
     import dask
-    from pipeline.job import search
+    from pipeline.chain.search import search
     from pipeline.store import engines
-    from pipeline.store.backfill import BackfillSpec, backfill, update_request
+    from pipeline.chain.slices import BackfillSpec, backfill, update_request
 
     store, archive, when = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
     swap = engines.swap_into_place
@@ -377,7 +377,7 @@ KILLED_UPDATE = textwrap.dedent("""
 
 def test_a_killed_zarr_insert_leaves_one_whole_store_and_a_rerun_completes(demo_archive: Path, reference: xr.Dataset,
                                                                            tmp_path: Path):
-    from pipeline.job import search
+    from pipeline.chain.search import search
 
     store = tmp_path / "cube.zarr"
     spec = BackfillSpec(engine="zarr", tile_px=50, time_step=4)

@@ -198,7 +198,7 @@ def test_store_values_equal_the_cogs(demo_store, demo_archive: Path, baseline: s
 
 BAD_REQUESTS = {
     "inverted bbox": (["--bbox", "10.6,45.5,10.5,45.6"], "inverted"),
-    "unknown sensor": (["--sensors", "sentinel-3"], "unknown sensor"),
+    "unknown sensor": (["--sensors", "sentinel-3"], "no collection for sensor 'sentinel-3'"),
     "end before start": (["--start", "2022-05-01", "--end", "2022-01-01"], "before start"),
     "unknown catalog": (["--catalog", "no-such-catalog"], "unknown catalog"),
     "empty search": (["--start", "2015-01-01", "--end", "2015-02-01"], "no items"),

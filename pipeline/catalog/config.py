@@ -1,8 +1,9 @@
 """Catalog definitions: one YAML file per STAC catalog, loaded into :class:`CatalogConfig`.
 
 Adding a catalog is a YAML file in ``catalogs/`` (or anywhere, passed by path): its
-API URL, how assets are signed, and which collection serves each sensor, with the
-sensor profile that describes that collection's assets.
+API URL, how assets are signed, and which collection serves each sensor. The sensor names
+a request may use are the catalog's keys; the profile describing a collection's assets is
+looked up in the one table of collections (``sensors/profiles/collections.yaml``).
 """
 from __future__ import annotations
 
@@ -22,12 +23,13 @@ class CatalogError(ValueError):
 
 
 class CollectionRef(BaseModel):
-    """Which collection of a catalog serves a sensor, and the profile of its assets."""
+    """Which collection of a catalog serves a sensor; the profile of its assets is the collection's
+    (``sensors/profiles/collections.yaml``) unless given here."""
 
     model_config = ConfigDict(extra="forbid")
 
     collection: str
-    profile: str
+    profile: str | None = None
     asset_keys: dict[str, str] = Field(default_factory=dict, description="profile asset key -> this catalog's key")
 
 
@@ -54,6 +56,15 @@ class CatalogConfig(BaseModel):
     signing_url: str | None = None
     search: SearchSettings = Field(default_factory=SearchSettings)
     collections: dict[str, CollectionRef]
+
+    def profile_for(self, sensor: str) -> str:
+        """The id of the sensor profile describing the assets of the collection serving ``sensor``."""
+        ref = self.collection_for(sensor)
+        if ref.profile is not None:
+            return ref.profile
+        from pipeline.sensors.profiles import profile_for_collection
+
+        return profile_for_collection(ref.collection).id
 
     def collection_for(self, sensor: str) -> CollectionRef:
         """The collection serving ``sensor``; a clear error if this catalog has none."""

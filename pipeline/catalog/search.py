@@ -152,7 +152,7 @@ def search_items(request: CubeRequest, catalog: CatalogConfig, url: str | None =
             found = [i for i in found if i.properties.get("eo:cloud_cover", 0) <= request.max_cloud_cover]
         kept, dropped = deduplicate(found)
         log.info("%s: %d items in %s (%d duplicates dropped)", sensor, len(kept), ref.collection, len(dropped))
-        out[sensor] = SensorItems(sensor, ref.collection, ref.profile, kept, dropped)
+        out[sensor] = SensorItems(sensor, ref.collection, catalog.profile_for(sensor), kept, dropped)
     if not any(s.items for s in out.values()):
         raise EmptySearchError(
             f"no items in catalog {catalog.name!r} for sensors {request.sensors} in bbox {list(request.area_bbox())} "

@@ -6,7 +6,9 @@ fixed-range 12-bit quantisation, optional KLT across bands (one rotation per chu
 where that pays, see :mod:`pipeline.compression.klt`) with one shared step, components packed
 three per ``gbrp12le`` libx265 video (strongest in the luma-coded G plane), leftovers each as
 ``gray12le``; a stream whose components hardly vary at the chosen QP is stored as their means instead
-(:data:`WEAK_STREAM_FRACTION`). Lossless mode: 16-bit (8-bit for bool/uint8) ffv1. Missing values (NaN or ``nodata``)
+(:data:`WEAK_STREAM_FRACTION`). Lossless mode: 16-bit (8-bit for bool/uint8) ffv1. The video codec of each
+mode is looked up in :data:`pipeline.compression.video.VIDEO_CODECS` (:data:`DEFAULT_CODECS`, or
+``CodecParams.codec``). Missing values (NaN or ``nodata``)
 travel in a lossless ffv1 mask stream and are restored exactly; a frame missing in every band is
 not coded at all, only listed (``empty_frames``).
 
@@ -25,9 +27,9 @@ from pipeline.compression import klt
 from pipeline.compression.header import pack_header, read_header
 from pipeline.compression.mask_stream import decode_mask, encode_mask
 from pipeline.compression.quantise import Quantiser, fill_missing, grid_candidates, missing_mask
-from pipeline.compression.video import (DEFAULT_PRESET, PIX_FMT, CorruptStreamError, StreamSpec, check_qp,
-                                        decode_stream, encode_stream, ffv1_options, library_versions, padded_size,
-                                        split_packets, x265_options, x265_step_codes)
+from pipeline.compression.video import (DEFAULT_PRESET, CorruptStreamError, StreamSpec, VideoCodecSpec, check_qp,
+                                        decode_stream, encode_stream, library_versions, split_packets, video_codec,
+                                        x265_step_codes)
 
 LOSSY_BITS = 12
 #: A lossy stream other than the first is not coded when every component in it varies by less than this
@@ -41,6 +43,8 @@ SUPPORTED_DTYPES = ("bool", "uint8", "uint16", "int16", "int32", "uint32", "floa
 Mode = Literal["lossy", "lossless"]
 Packing = Literal["triplet", "gray"]
 KltScope = Literal["auto", "date", "chunk"]
+#: The video codec each mode codes with unless ``CodecParams.codec`` names another registered one.
+DEFAULT_CODECS: dict[Mode, str] = {"lossy": "libx265", "lossless": "ffv1"}
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,8 @@ class CodecParams:
     ``"auto"`` (default) takes the rotations per date where :func:`pipeline.compression.klt.frame_rotation_saving`
     predicts that they save bits (dates whose spectra differ: haze, clouds, season), else the chunk's
     (spectra that hardly change, where moving rotations would only cost temporal prediction).
+    ``codec``: a name in :data:`pipeline.compression.video.VIDEO_CODECS` whose lossless flag matches
+    ``mode`` (default None: :data:`DEFAULT_CODECS`); left out of the JSON when None.
     """
 
     mode: Mode = "lossy"
@@ -74,6 +80,7 @@ class CodecParams:
     nodata: float | None = None
     keyint: int = 32
     threads: int = 1
+    codec: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("lossy", "lossless"):
@@ -90,10 +97,19 @@ class CodecParams:
             raise ValueError(f"step {self.step} must be > 0")
         if self.keyint < 1 or self.threads < 1:
             raise ValueError("keyint and threads must be >= 1")
+        if self.codec is not None and video_codec(self.codec).lossless != (self.mode == "lossless"):
+            kind = "lossless" if video_codec(self.codec).lossless else "lossy"
+            raise ValueError(f"video codec {self.codec!r} is {kind}; it cannot code mode {self.mode!r}")
+
+    def video_codec(self) -> VideoCodecSpec:
+        """The registered video codec this mode codes with."""
+        return video_codec(self.codec or DEFAULT_CODECS[self.mode])
 
     def to_json(self) -> dict:
         d = asdict(self)
         d["value_range"] = list(self.value_range)
+        if d["codec"] is None:  # the default codec leaves headers and store metadata as they always were
+            del d["codec"]
         return d
 
     @classmethod
@@ -239,19 +255,17 @@ def _encode_frames(x4: np.ndarray, missing: np.ndarray, params: CodecParams, hea
     n, t, h, w = x4.shape
     lo, hi = params.value_range
     filled = fill_missing(x4, missing, default=(lo + hi) / 2)
-    keyint = min(params.keyint, t)
     if params.mode == "lossy":
         comps, quant, klt_record = _lossy_transform(filled, params)
         groups = group_components(n, params.packing)
-        codec_name = "libx265"
-        options = x265_options(params.qp, params.preset, keyint, params.threads, frames=t)
         codes, clipped = quant.to_codes(comps)
     else:
         klt_record, clipped = None, 0
         codes, quant = _lossless_codes(x4, filled, missing, params)
         groups = group_components(n, "gray" if quant.bits == 8 else params.packing)
-        codec_name, options = "ffv1", ffv1_options(params.threads)
-    ph, pw = padded_size(codec_name, h, w)
+    codec = params.video_codec()
+    options = codec.options(params, t)
+    ph, pw = codec.frame_size(h, w)
     streams, payload = [], []
     weak = WEAK_STREAM_FRACTION * x265_step_codes(params.qp) if params.mode == "lossy" else 0.0
     for index, group in enumerate(groups):
@@ -259,10 +273,10 @@ def _encode_frames(x4: np.ndarray, missing: np.ndarray, params: CodecParams, hea
             streams.append({"components": group, "constant": [float(klt.compact(comps[k].mean())) for k in group]})
             continue
         planes = np.stack([codes[k] for k in group], axis=1)
-        spec = StreamSpec(codec_name, PIX_FMT[(codec_name, len(group), quant.bits)], ph, pw, options)
+        spec = StreamSpec(codec.name, codec.pix_fmt(len(group), quant.bits), ph, pw, options)
         packets, extradata = encode_stream(planes if quant.bits > 8 else planes.astype(np.uint8), spec)
         record = {"components": group, "spec": spec.to_json(), "extradata": len(extradata)}
-        if codec_name == "libx265":  # start codes delimit HEVC packets: only the stream length is stored
+        if codec.delimited:  # start codes delimit the packets (HEVC): only the stream length is stored
             record["bytes"] = sum(map(len, packets))
         else:
             record["packets"] = [len(p) for p in packets]

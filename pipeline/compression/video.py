@@ -4,28 +4,35 @@ A *stream* is ``(time, plane, y, x)`` unsigned integers coded as one video. Fram
 exact pixel format (``gbrp12le``/``gray12le`` for libx265, ``gbrp16le``/``gray16le``/``gray`` for
 ffv1), so no colour conversion happens. In planar GBR the G plane (plane 0) is the one libx265
 codes as luma: plane 0 carries the strongest component. Packets are returned raw (no container).
+
+Each codec is a :class:`VideoCodecSpec` (FFmpeg encoder and decoder, pixel formats, lossless or not,
+its options from :class:`~pipeline.compression.codec.CodecParams`, frame size limits), and
+:data:`VIDEO_CODECS` maps the name a stream's header records to it: adding a codec is its spec (beside
+its options) and one entry there.
 """
 from __future__ import annotations
 
 import math
 import os
 import tempfile
+from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import av
 import numpy as np
 
 from pipeline.compression import x265_lambda
 
+if TYPE_CHECKING:
+    from pipeline.compression.codec import CodecParams
+
 #: libx265 corrupts the heap when closing an encoder whose frame width is in about 33..55 px and
 #: rejects frames under 16 px; frames are edge-padded to at least this size (multiples of 8).
 X265_MIN_WIDTH, X265_MIN_HEIGHT, X265_ALIGN = 64, 16, 8
-
-DECODER = {"libx265": "hevc", "ffv1": "ffv1"}
-PIX_FMT = {("libx265", 1, 12): "gray12le", ("libx265", 3, 12): "gbrp12le",
-           ("ffv1", 1, 16): "gray16le", ("ffv1", 3, 16): "gbrp16le", ("ffv1", 1, 8): "gray"}
 
 
 #: QP range of the lossy path. libx265 takes QP 0..51 (at 12 bits its QP 0 is a step of about 10
@@ -167,6 +174,53 @@ class StreamSpec:
                    options=dict(d["options"]))
 
 
+def _no_session(spec: StreamSpec) -> AbstractContextManager:
+    return nullcontext()
+
+
+@dataclass(frozen=True)
+class VideoCodecSpec:
+    """One video codec a stream can be coded with. ``name`` is the registry key, recorded in each
+    stream's header (``spec.codec``), so a reader needs the same entry to decode it.
+
+    ``pix_fmts``: FFmpeg pixel format per ``(planes, bits per sample)`` the codec codes exactly.
+    ``options(params, frames)``: the encoder options stored with a stream of ``frames`` frames.
+    ``min_height``/``min_width``/``align`` (pixels): frames are edge-padded up to a multiple of
+    ``align`` and at least the minimum. ``delimited``: packets carry start codes, so a header keeps
+    only the stream's byte length and FFmpeg's parser cuts the packets; otherwise it lists packet
+    sizes. ``keeps_extradata``: the decoder needs the encoder's extradata (stored before the packets).
+    ``ffmpeg_options`` turns stored options into FFmpeg's (our own keys resolved); ``session(stream)``
+    is held around an encode (libx265's multipliers at low QPs, :mod:`pipeline.compression.x265_lambda`).
+    """
+
+    name: str
+    encoder: str  #: FFmpeg encoder name
+    decoder: str  #: FFmpeg decoder name
+    lossless: bool
+    pix_fmts: Mapping[tuple[int, int], str]
+    options: Callable[[CodecParams, int], dict]
+    min_height: int = 1
+    min_width: int = 1
+    align: int = 1
+    delimited: bool = False
+    keeps_extradata: bool = False
+    ffmpeg_options: Callable[[dict], dict] = dict
+    session: Callable[[StreamSpec], AbstractContextManager] = _no_session
+
+    def pix_fmt(self, planes: int, bits: int) -> str:
+        """Pixel format for ``planes`` planes of ``bits``-bit samples; clear error where the codec has none."""
+        try:
+            return self.pix_fmts[(planes, bits)]
+        except KeyError:
+            raise ValueError(f"video codec {self.name!r} codes no {planes}-plane {bits}-bit frames "
+                             f"(it has {sorted(self.pix_fmts)})") from None
+
+    def frame_size(self, height: int, width: int) -> tuple[int, int]:
+        """Size (rows, columns) a ``height`` x ``width`` frame is coded at (edge-padded where needed)."""
+        up = lambda n, m: max(m, -(-n // self.align) * self.align)  # noqa: E731
+        return up(height, self.min_height), up(width, self.min_width)
+
+
 def x265_options(qp: float, preset: str, keyint: int, threads: int, frames: int | None = None) -> dict:
     """libx265 options: constant quantiser ``qp`` (-8 best .. 49, :data:`QP_MAX`), PSNR tuning, no B-frames.
 
@@ -218,7 +272,7 @@ def _low_qp_scaling_entry(spec: "StreamSpec") -> int | None:
 
     These streams read libx265's multipliers at QP 0 and 1 (:mod:`pipeline.compression.x265_lambda`):
     QP 0's frames, a fractional QP's tail at 1, and QP 1's frames."""
-    if spec.codec != "libx265":
+    if video_codec(spec.codec).encoder != "libx265":  # the multipliers are libx265's, whatever the entry's name
         return None
     params = dict(kv.split("=", 1) for kv in spec.options.get("x265-params", "").split(":") if "=" in kv)
     if params.get("qp") not in ("0", "1"):
@@ -245,12 +299,60 @@ def ffv1_options(threads: int) -> dict:
     return {"level": "3", "coder": "range_tab", "context": "0", "slicecrc": "0", "threads": str(threads)}
 
 
+# ------------------------------------------------------------------------------------ codec registry
+def _x265_stream_options(params: CodecParams, frames: int) -> dict:
+    # a GOP never longer than the stream: a chunk of few dates is one closed GOP
+    return x265_options(params.qp, params.preset, min(params.keyint, frames), params.threads, frames=frames)
+
+
+def _x265_session(spec: StreamSpec) -> AbstractContextManager:
+    return x265_lambda.lambda_for_scaling_entry(_low_qp_scaling_entry(spec))
+
+
+def _ffv1_stream_options(params: CodecParams, frames: int) -> dict:
+    return ffv1_options(params.threads)  # looked up when called, so ffv1_options can be swapped for a sweep
+
+
+#: The lossy codec: HEVC at 12 bits, G plane coded as luma (see :func:`x265_options`).
+LIBX265 = VideoCodecSpec(
+    name="libx265", encoder="libx265", decoder="hevc", lossless=False,
+    pix_fmts={(1, 12): "gray12le", (3, 12): "gbrp12le"}, options=_x265_stream_options,
+    min_height=X265_MIN_HEIGHT, min_width=X265_MIN_WIDTH, align=X265_ALIGN, delimited=True,
+    ffmpeg_options=_encoder_options, session=_x265_session)
+#: The lossless codec (also the mask streams'): ffv1 version 3, parameters in its extradata.
+FFV1 = VideoCodecSpec(
+    name="ffv1", encoder="ffv1", decoder="ffv1", lossless=True,
+    pix_fmts={(1, 16): "gray16le", (3, 16): "gbrp16le", (1, 8): "gray"}, options=_ffv1_stream_options,
+    keeps_extradata=True)
+
+#: Every video codec, by the name stream headers record: one entry per codec.
+VIDEO_CODECS: dict[str, VideoCodecSpec] = {
+    LIBX265.name: LIBX265,
+    FFV1.name: FFV1,
+}
+#: ``(codec, planes, bits) -> pixel format`` of the codecs above (the mask streams look theirs up here)
+PIX_FMT = {(c.name, *key): fmt for c in VIDEO_CODECS.values() for key, fmt in c.pix_fmts.items()}
+
+
+def video_codec(name: str) -> VideoCodecSpec:
+    """The registered codec called ``name`` (as a stream header records it); clear error otherwise."""
+    try:
+        return VIDEO_CODECS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown video codec {name!r}; known: {', '.join(VIDEO_CODECS)}") from None
+
+
+def _stream_codec(name: str) -> VideoCodecSpec:
+    """The codec of a stream being read: a name missing from the registry means bytes we cannot decode."""
+    try:
+        return video_codec(name)
+    except ValueError as exc:
+        raise CorruptStreamError(str(exc)) from None
+
+
 def padded_size(codec: str, height: int, width: int) -> tuple[int, int]:
-    """Frame size a stream is coded at (edge-padded for libx265, unchanged for ffv1)."""
-    if codec != "libx265":
-        return height, width
-    up = lambda n, m: max(m, -(-n // X265_ALIGN) * X265_ALIGN)  # noqa: E731
-    return up(height, X265_MIN_HEIGHT), up(width, X265_MIN_WIDTH)
+    """Frame size a stream of ``codec`` is coded at (edge-padded for libx265, unchanged for ffv1)."""
+    return video_codec(codec).frame_size(height, width)
 
 
 def _to_frame(planes: np.ndarray, pix_fmt: str) -> av.VideoFrame:
@@ -275,27 +377,29 @@ def encode_stream(frames: np.ndarray, spec: StreamSpec) -> tuple[list[bytes], by
     ph, pw = spec.height, spec.width
     if (ph, pw) != (h, w):
         frames = np.pad(frames, ((0, 0), (0, 0), (0, ph - h), (0, pw - w)), mode="edge")
-    ctx = av.CodecContext.create(spec.codec, "w")
+    codec = video_codec(spec.codec)
+    ctx = av.CodecContext.create(codec.encoder, "w")
     ctx.width, ctx.height, ctx.pix_fmt = pw, ph, spec.pix_fmt
     ctx.time_base, ctx.framerate = Fraction(1, 25), Fraction(25)
-    ctx.options = _encoder_options(spec.options)
+    ctx.options = codec.ffmpeg_options(spec.options)
     packets: list[bytes] = []
-    with x265_lambda.lambda_for_scaling_entry(_low_qp_scaling_entry(spec)):
+    with codec.session(spec):
         for i in range(t):
             frame = _to_frame(frames[i], spec.pix_fmt)
             frame.pts = i
             packets.extend(bytes(p) for p in ctx.encode(frame))
         packets.extend(bytes(p) for p in ctx.encode(None))
-    extradata = bytes(ctx.extradata or b"") if spec.codec == "ffv1" else b""
+    extradata = bytes(ctx.extradata or b"") if codec.keeps_extradata else b""
     return packets, extradata
 
 
 def split_packets(codec: str, data: bytes) -> list[bytes]:
-    """Cut a concatenated ``libx265`` (Annex B HEVC) stream back into its packets with FFmpeg's parser.
+    """Cut a concatenated stream of a ``delimited`` codec (libx265: Annex B HEVC) back into its packets
+    with FFmpeg's parser.
 
     HEVC packets carry their own start codes, so a header need not list packet sizes.
     """
-    parser = av.CodecContext.create(DECODER[codec], "r")
+    parser = av.CodecContext.create(_stream_codec(codec).decoder, "r")
     try:
         return [bytes(p) for p in [*parser.parse(data), *parser.parse(None)]]
     except av.error.FFmpegError as exc:
@@ -305,7 +409,7 @@ def split_packets(codec: str, data: bytes) -> list[bytes]:
 def decode_stream(packets: list[bytes], extradata: bytes, spec: StreamSpec, n_frames: int, n_planes: int,
                   height: int, width: int) -> np.ndarray:
     """Decode a stream to ``(time, plane, y, x)`` integers, cropped to ``height`` x ``width``."""
-    ctx = av.CodecContext.create(DECODER[spec.codec], "r")
+    ctx = av.CodecContext.create(_stream_codec(spec.codec).decoder, "r")
     ctx.width, ctx.height = spec.width, spec.height
     if extradata:
         ctx.extradata = extradata

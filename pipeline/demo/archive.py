@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -495,3 +496,14 @@ def generate_archive(out_dir: Path | str, seed: int = 20211001, site: DemoSite =
                 "start": site.start.isoformat(), "end": site.end.isoformat(), "utm_epsg": UTM_EPSG}
     manifest_path.write_text(json.dumps(manifest, indent=1))
     return out
+
+
+def default_demo_archive() -> Path:
+    """Where the demo archive lives: ``$EOCUBE_DEMO_ARCHIVE`` or ``~/.cache/eocube/demo-archive``."""
+    env = os.environ.get("EOCUBE_DEMO_ARCHIVE")
+    return Path(env) if env else Path.home() / ".cache" / "eocube" / "demo-archive"
+
+
+def ensure_demo_archive(path: Path | None = None, progress: Progress | None = None) -> Path:
+    """Generate the demo archive unless a complete one is already at ``path``."""
+    return generate_archive(path or default_demo_archive(), progress=progress)

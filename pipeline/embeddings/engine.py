@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import warnings
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import dask
@@ -26,11 +25,10 @@ import xarray as xr
 import zarr
 
 from pipeline.cube.source import open_cube
-from pipeline.embeddings.adapters import ChipBatch, GalileoAdapter, PrestoAdapter, PrithviAdapter
-from pipeline.embeddings.galileo import GalileoNormalizer
-from pipeline.embeddings.registry import EncoderInfo, load_encoder
+from pipeline.embeddings.adapters import ChipBatch
+from pipeline.embeddings.registry import load_encoder, spec_for
+from pipeline.embeddings.spec import Adapter, EncoderInfo
 from pipeline.embeddings.tiling import Window, axis_windows, latlon_grid, pixel_centres, time_features
-from pipeline.embeddings.weights import companion_file
 
 CUBE_BANDS = ("coastal", "blue", "green", "red", "rededge1", "rededge2", "rededge3", "nir", "nir08",
               "swir16", "swir22")
@@ -48,39 +46,28 @@ class EngineSpec:
     patch_size: int
 
 
-@lru_cache(maxsize=8)
-def _adapter(model: str, weights_path: str, cell: int) -> GalileoAdapter | PrestoAdapter | PrithviAdapter:
-    if model == "presto":
-        return PrestoAdapter()
-    if model.startswith("galileo"):
-        return GalileoAdapter(GalileoNormalizer.from_json(companion_file(Path(weights_path), "normalization.json")), cell)
-    return PrithviAdapter(cell)
-
-
-def make_adapter(info: EncoderInfo, patch_size: int) -> GalileoAdapter | PrestoAdapter | PrithviAdapter:
-    """The adapter for a loaded model: Galileo uses ``patch_size`` and reads ``normalization.json``
-    beside its weights; Prithvi's cell is its (square) spatial patch."""
-    cell = patch_size
-    if info.name.startswith("prithvi"):
-        ph, pw = info.config["patch_size"][1:]
-        if ph != pw:
-            raise ValueError(f"{info.name}: only square patches are supported, got {ph}x{pw}")
-        cell = int(ph)
-    return _adapter(info.name, info.weights_path, cell)
+def make_adapter(info: EncoderInfo, patch_size: int) -> Adapter:
+    """The adapter of a loaded model, from its spec (``patch_size``: the requested patch in pixels,
+    for models whose patch is free)."""
+    return spec_for(info.name).adapter(info, patch_size)
 
 
 def auto_batch_size(info: EncoderInfo, chip: int, n_times: int, unit: int, device: torch.device) -> int:
     """Chips per forward pass. On CUDA: half the free memory over an activation estimate
-    (tokens × width × 16 values + one attention map, bf16); on CPU: a small fixed batch."""
+    (tokens × width × 16 values + one attention map, bf16); on CPU: a small fixed batch.
+
+    Token counts come from the spec (:class:`~pipeline.embeddings.spec.EncoderSpec`): a pixel model
+    runs one short sequence per pixel (its attention maps are negligible), a patch model one
+    sequence per chip."""
     if device.type != "cuda":
         return 4 if info.kind == "pixel" else 2
     free, _ = torch.cuda.mem_get_info(device)
+    spec = spec_for(info.name)
     if info.kind == "pixel":
-        tokens_per_chip = chip * chip * (9 * n_times + 2)
+        tokens_per_chip = chip * chip * (spec.tokens_per_step * n_times + spec.extra_tokens)
         per_chip = tokens_per_chip * info.embed_dim * 16 * 2
     else:
-        groups = 7 if info.name.startswith("galileo") else 1
-        tokens = (chip // unit) ** 2 * n_times * groups + 1
+        tokens = (chip // unit) ** 2 * n_times * spec.tokens_per_step + spec.extra_tokens
         per_chip = (tokens * info.embed_dim * 16 + tokens * tokens) * 2
     return int(max(1, min(256, free // 2 // per_chip)))
 
@@ -126,10 +113,11 @@ def embed_cube(cube: xr.Dataset | str | Path, model: str = "presto", weights: st
     """Lazy (Dask-backed) embeddings of a cube following the cube convention.
 
     ``cube``: a Dataset or the path of a cube Zarr store (read lazily). ``model``: see
-    :data:`~pipeline.embeddings.registry.MODELS`. ``chip_size``/``overlap`` in pixels (defaults: Presto
-    64/0, Galileo 4 patches, Prithvi its ``img_size``); ``batch_size`` chips per task (auto when None);
-    ``patch_size`` is Galileo's p. Returns float32 ``(y, x, dim)`` or ``(patch_y, patch_x, dim)``,
-    NaN where a cell never had a valid observation. Compute it (or call :func:`write_embeddings`).
+    :data:`~pipeline.embeddings.registry.MODELS`. ``chip_size``/``overlap`` in pixels (default chip: the
+    model spec's ``default_chip``: Presto 64, Galileo 4 patches, Prithvi its ``img_size``; pixel models
+    take no overlap); ``batch_size`` chips per task (auto when None); ``patch_size`` is Galileo's p.
+    Returns float32 ``(y, x, dim)`` or ``(patch_y, patch_x, dim)``, NaN where a cell never had a valid
+    observation. Compute it (or call :func:`write_embeddings`).
     """
     ds = open_cube(cube)
     bands, crs_wkt = _check_cube(ds)
@@ -138,10 +126,9 @@ def embed_cube(cube: xr.Dataset | str | Path, model: str = "presto", weights: st
     _, info = load_encoder(model, weights, here, allow_download=allow_download)  # validates; shared with threaded workers
     adapter = make_adapter(info, patch_size)
     u = adapter.unit
+    chip = chip_size or spec_for(info.name).default_chip(info, u)
     if info.kind == "pixel":
-        chip, overlap = chip_size or 64, 0  # pixels are independent: overlap would only repeat work
-    else:
-        chip = chip_size or (4 * u if info.name.startswith("galileo") else int(info.config["img_size"]))
+        overlap = 0  # pixels are independent: overlap would only repeat work
     n_t, n_y, n_x = ds.sizes["time"], ds.sizes["y"], ds.sizes["x"]
     y_wins, x_wins = axis_windows(n_y, chip, overlap, u), axis_windows(n_x, chip, overlap, u)
     per_task = batch_size or auto_batch_size(info, chip, n_t, u, dev)

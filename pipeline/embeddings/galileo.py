@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,6 +23,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.embeddings.layers import Block, drop_masked_tokens, sincos_1d
+from pipeline.embeddings.spec import BuiltEncoder, EncoderInfo, EncoderSpec
+from pipeline.embeddings.weights import WeightsSource, companion_file
+
+if TYPE_CHECKING:
+    from pipeline.embeddings.adapters import GalileoAdapter
 
 SPACE_TIME_BANDS = ("VV", "VH", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12", "NDVI")
 SPACE_BANDS = ("elevation", "slope", "DW_water", "DW_trees", "DW_grass", "DW_flooded_vegetation", "DW_crops",
@@ -275,3 +281,43 @@ class GalileoNormalizer:
         if n not in self.shift:
             raise ValueError(f"no Galileo normalisation for {n} bands (expected one of {sorted(self.shift)})")
         return ((np.asarray(x, np.float64) - self.shift[n]) / self.div[n]).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------ registry spec
+#: companion file beside the weights with the authors' band statistics (read by the adapter)
+NORMALIZATION_FILE = "normalization.json"
+
+
+def _build(state: Mapping[str, torch.Tensor], weights_path: Path) -> BuiltEncoder:
+    """Architecture from the ``config.json`` released beside ``encoder.pt``."""
+    cfg = json.loads(companion_file(weights_path, "config.json").read_text())
+    model = Galileo.from_state_dict(state, cfg)
+    return BuiltEncoder(model, model.embedding_size, cfg["model"]["encoder"])
+
+
+@lru_cache(maxsize=8)
+def _normalizer(weights_path: str) -> GalileoNormalizer:
+    # every batch task builds an adapter: read the statistics once per weights file and process
+    return GalileoNormalizer.from_json(companion_file(Path(weights_path), NORMALIZATION_FILE))
+
+
+def _adapter(info: EncoderInfo, patch_size: int) -> GalileoAdapter:
+    """Patch adapter at the requested ``patch_size`` p (pixels; the 8x8 kernels are resized to p x p)."""
+    from pipeline.embeddings.adapters import GalileoAdapter  # adapters imports this module's band tables
+
+    return GalileoAdapter(_normalizer(info.weights_path), patch_size)
+
+
+#: Galileo nano: weights on the HF hub with its config; normalisation statistics from the GitHub repo.
+#: A chip's sequence: one token per space-time group (7) per patch and step, plus one.
+ENCODER_SPECS: tuple[EncoderSpec, ...] = (EncoderSpec(
+    name="galileo-nano", kind="patch", aliases=("galileo",),
+    source=WeightsSource(
+        "encoder.pt", hf_repo="nasaharvest/galileo", hf_path="models/nano/encoder.pt",
+        companions={"config.json": "models/nano/config.json",
+                    NORMALIZATION_FILE: "https://raw.githubusercontent.com/nasaharvest/galileo/main/config/normalization.json"}),
+    build=_build, adapter=_adapter,
+    default_chip=lambda info, unit: 4 * unit,  # a chip of 4 x 4 patches
+    tokens_per_step=len(SPACE_TIME_GROUPS), extra_tokens=1,
+    normalisation=f"{NORMALIZATION_FILE} beside the weights (nasaharvest/galileo config/normalization.json)",
+),)

@@ -10,12 +10,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
 from pipeline.embeddings.layers import Block, drop_masked_tokens
+from pipeline.embeddings.spec import BuiltEncoder, EncoderInfo, EncoderSpec, fixed_chip
+from pipeline.embeddings.weights import WeightsSource
+
+if TYPE_CHECKING:
+    from pipeline.embeddings.adapters import PrestoAdapter
 
 #: Encoder input band order (17 channels).
 PRESTO_BANDS: tuple[str, ...] = (
@@ -173,3 +180,29 @@ class Presto(nn.Module):
         model = cls()
         model.load_state_dict(enc, strict=True)
         return model.eval()
+
+
+# ------------------------------------------------------------------------------------ registry spec
+def _build(state: Mapping[str, torch.Tensor], weights_path: Path) -> BuiltEncoder:
+    """The released checkpoint has no config: the architecture is the default one."""
+    model = Presto.from_state_dict(state)
+    config = {"embedding_size": 128, "depth": 2, "num_heads": 8, "mlp_ratio": 4}
+    return BuiltEncoder(model, model.embedding_size, config)
+
+
+def _adapter(info: EncoderInfo, patch_size: int) -> PrestoAdapter:
+    """Per-pixel adapter; ``patch_size`` does not apply to a pixel model."""
+    from pipeline.embeddings.adapters import PrestoAdapter  # adapters imports this module's band tables
+
+    return PrestoAdapter()
+
+
+#: Presto: pixel time series; weights on GitHub. A pixel's sequence: 9 tokens a step (8 band groups
+#: and Dynamic World) plus the static SRTM and location tokens.
+ENCODER_SPECS: tuple[EncoderSpec, ...] = (EncoderSpec(
+    name="presto", kind="pixel",
+    source=WeightsSource("default_model.pt",
+                         url="https://raw.githubusercontent.com/nasaharvest/presto/main/data/default_model.pt"),
+    build=_build, adapter=_adapter, default_chip=fixed_chip(64), tokens_per_step=9, extra_tokens=2,
+    normalisation="built-in constants of presto/dataops/pipelines/s1_s2_era5_srtm.py (presto_normalise)",
+),)

@@ -8,8 +8,12 @@ models), a CLS token and pre-LN blocks. Input ``x [B, C, T, H, W]`` normalised w
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -17,6 +21,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.embeddings.layers import Block, sincos_1d
+from pipeline.embeddings.spec import BuiltEncoder, EncoderInfo, EncoderSpec
+from pipeline.embeddings.weights import WeightsSource
+
+if TYPE_CHECKING:
+    from pipeline.embeddings.adapters import PrithviAdapter
 
 #: Pretraining bands (HLS): Blue, Green, Red, NIR narrow, SWIR 1, SWIR 2, as cube common names.
 PRITHVI_BANDS: tuple[str, ...] = ("blue", "green", "red", "nir08", "swir16", "swir22")
@@ -216,3 +225,48 @@ def config_from_json(cfg: Mapping) -> PrithviConfig:
     if "coords_encoding" in known:
         known["coords_encoding"] = tuple(known["coords_encoding"] or ())
     return replace(PrithviConfig(), **known)
+
+
+# ------------------------------------------------------------------------------------ registry spec
+#: Released checkpoints: model name -> (HF repo under ``ibm-nasa-geospatial``, weights file).
+RELEASES: dict[str, tuple[str, str]] = {
+    "prithvi-eo-2.0-tiny-tl": ("Prithvi-EO-2.0-tiny-TL", "Prithvi_EO_V2_tiny_TL.pt"),
+    "prithvi-eo-2.0-100m-tl": ("Prithvi-EO-2.0-100M-TL", "Prithvi_EO_V2_100M_TL.pt"),
+    "prithvi-eo-2.0-300m": ("Prithvi-EO-2.0-300M", "Prithvi_EO_V2_300M.pt"),
+    "prithvi-eo-2.0-300m-tl": ("Prithvi-EO-2.0-300M-TL", "Prithvi_EO_V2_300M_TL.pt"),
+    "prithvi-eo-2.0-600m": ("Prithvi-EO-2.0-600M", "Prithvi_EO_V2_600M.pt"),
+    "prithvi-eo-2.0-600m-tl": ("Prithvi-EO-2.0-600M-TL", "Prithvi_EO_V2_600M_TL.pt"),
+}
+DEFAULT_RELEASE = "prithvi-eo-2.0-300m-tl"  #: the one the plain name ``prithvi`` means
+
+
+def _build(state: Mapping[str, torch.Tensor], weights_path: Path, preset: PrithviConfig) -> BuiltEncoder:
+    """A terratorch-style ``config.json`` beside the weights overrides the named ``preset``."""
+    beside = weights_path.parent / "config.json"
+    config = config_from_json(json.loads(beside.read_text())) if beside.is_file() else preset
+    return BuiltEncoder(PrithviViT.from_state_dict(state, config), config.embed_dim, config.to_dict())
+
+
+def _adapter(info: EncoderInfo, patch_size: int) -> PrithviAdapter:
+    """The cell is the model's own (square) spatial patch; the requested ``patch_size`` does not apply."""
+    from pipeline.embeddings.adapters import PrithviAdapter  # adapters imports this module's band tables
+
+    ph, pw = info.config["patch_size"][1:]
+    if ph != pw:
+        raise ValueError(f"{info.name}: only square patches are supported, got {ph}x{pw}")
+    return PrithviAdapter(int(ph))
+
+
+def _spec(name: str, repo: str, filename: str) -> EncoderSpec:
+    # a chip's sequence: one token per patch and frame (all bands in one 3-D patch) plus CLS
+    return EncoderSpec(
+        name=name, kind="patch", aliases=("prithvi",) if name == DEFAULT_RELEASE else (),
+        source=WeightsSource(filename, hf_repo=f"ibm-nasa-geospatial/{repo}"),
+        build=partial(_build, preset=PRITHVI_CONFIGS[name]), adapter=_adapter,
+        default_chip=lambda info, unit: int(info.config["img_size"]),  # the pretraining chip: no interpolation
+        tokens_per_step=1, extra_tokens=1,
+        normalisation="built-in HLS mean/std of terratorch prithvi_vit.py (PRITHVI_V2_MEAN, PRITHVI_V2_STD)")
+
+
+#: Prithvi-EO-2.0: one spec per released checkpoint, weights on the HF hub.
+ENCODER_SPECS: tuple[EncoderSpec, ...] = tuple(_spec(name, *where) for name, where in RELEASES.items())

@@ -56,7 +56,7 @@ def run(src: Path = typer.Argument(..., help="input cube (.zarr store or NetCDF)
         quicklook: bool = typer.Option(True, help="write OUT's name with .quicklook.png: original vs decoded and the error"),
         overwrite: bool = typer.Option(False, help="replace an eocube store already at OUT")) -> None:
     """Compress a cube to a video-coded Zarr v3 store and print a JSON summary."""
-    from pipeline.cli import progress_display
+    from pipeline.cli.common import progress_display
     from pipeline.compression.stage import compress_cube, summary_dict
 
     try:

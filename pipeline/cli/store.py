@@ -3,28 +3,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.cli.common import print_failed_items, progress_display, read_request_file, user_errors
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Analysis-ready stores: backfill, update, status, STAC.")
-
-
-@contextmanager
-def store_errors() -> Iterator[None]:
-    """``error: <one line>`` and exit code 2 for user errors, a locked or foreign store included."""
-    from pipeline.cli import user_errors
-    from pipeline.store.zarr_store import StoreError
-
-    with user_errors():
-        try:
-            yield
-        except StoreError as exc:
-            raise ValueError(str(exc)) from None
 
 
 def _shards(text: Optional[str]) -> Optional[dict[str, int]]:
@@ -37,25 +25,13 @@ def _shards(text: Optional[str]) -> Optional[dict[str, int]]:
     return {"time": t, "y": y, "x": x}
 
 
-def print_failed_items(failed: dict[str, dict[str, str]], out: Console | None = None) -> None:
-    """A table of the items whose reads failed (their pixels masked where they failed), if any."""
-    if not failed:
-        return
-    table = Table("item", "asset", "reason", title=f"{len(failed)} items failed to read (pixels masked where they failed)",
-                  title_justify="left")
-    for item, assets in failed.items():
-        for asset, reason in assets.items():
-            table.add_row(item, asset, reason)
-    (out or Console()).print(table)
-
-
 @app.command()
 def status(store: Path = typer.Argument(..., help="store path (.zarr or Icechunk repository)"),
            as_json: bool = typer.Option(False, "--json", help="print JSON instead of tables")) -> None:
     """List committed slices, sizes, provenance and failures of a store."""
     from pipeline.store.status import store_status
 
-    with store_errors():
+    with user_errors():
         st = store_status(store)
     if as_json:
         Console().print_json(json.dumps(st.to_dict(), default=str))
@@ -91,43 +67,53 @@ def backfill(request_file: Path = typer.Argument(..., help="request YAML/JSON (f
              wait: float = typer.Option(0.0, help="seconds to wait for another writer's lock"),
              overwrite: bool = typer.Option(False, help="start over: replace an existing eocube store at the output "
                                                         "(never anything else) instead of resuming it"),
-             archive: Optional[Path] = typer.Option(None, envvar="EOCUBE_DEMO_ARCHIVE", help="demo archive folder")) -> None:
+             archive: Optional[Path] = typer.Option(None, envvar="EOCUBE_DEMO_ARCHIVE", help="demo archive folder"),
+             dask_address: Optional[str] = typer.Option(None, envvar="DASK_SCHEDULER_ADDRESS",
+                                                        help="existing Dask scheduler")) -> None:
     """Backfill a request's store slice by slice (resumable; committed slices are skipped)."""
-    from flows.backfill import backfill_flow
-    from pipeline.cli import read_request_file
-    from pipeline.job import preflight
+    from pipeline.chain import backfill_request
+    from pipeline.chain.preflight import preflight
     from pipeline.model import CubeRequest
-    from pipeline.store.journal import write_lock
+    from pipeline.chain.slices import BackfillSpec
 
-    with store_errors():
+    with user_errors():
         fields = read_request_file(request_file)
         request = CubeRequest.model_validate({**fields, **({"overwrite": True} if overwrite else {})})
-        preflight(request, resume=True)  # before the search and the cluster
-        with write_lock(request.output, wait):  # fail fast, before a flow run is created; the flow locks again
-            pass
-        report = backfill_flow(request, engine=engine, tile_px=tile_px, time_step=time_step, shards=_shards(shards),
-                               lock_timeout_s=wait, archive=archive)
-    Console().print(f"{report['store']}: {len(report['written'])} of {report['planned']} pending slices written",
+        spec = BackfillSpec(engine=engine, tile_px=tile_px, time_step=time_step, shards=_shards(shards),
+                            lock_timeout_s=wait)
+        preflight(request, resume=True)  # before the progress display: a bad request is one line
+        with progress_display() as progress:
+            report = backfill_request(request, spec, archive, dask_address, progress)
+    Console().print(f"{report.store}: {len(report.written)} of {report.planned} pending slices written",
                     highlight=False, soft_wrap=True)
-    print_failed_items(report.get("failed_items", {}))
+    print_failed_items(report.failed_items)
 
 
 @app.command()
 def update(store: Path = typer.Argument(..., help="existing store"),
            until: Optional[str] = typer.Option(None, help="YYYY-MM-DD (default today)"),
            wait: float = typer.Option(60.0, help="seconds to wait for another writer's lock"),
-           archive: Optional[Path] = typer.Option(None, envvar="EOCUBE_DEMO_ARCHIVE", help="demo archive folder")) -> None:
+           archive: Optional[Path] = typer.Option(None, envvar="EOCUBE_DEMO_ARCHIVE", help="demo archive folder"),
+           dask_address: Optional[str] = typer.Option(None, envvar="DASK_SCHEDULER_ADDRESS",
+                                                      help="existing Dask scheduler")) -> None:
     """Add the time steps of new items: after the store's last one, or late ones for dates it lacks."""
-    from flows.backfill import update_flow
+    from pipeline.chain import update_store
+    from pipeline.chain.slices import BackfillSpec
 
-    with store_errors():
-        report = update_flow(str(store), until=dt.date.fromisoformat(until) if until else None, lock_timeout_s=wait,
-                             archive=archive)
-    Console().print(f"{report['store']}: {report['appended_times']} time steps appended, "
-                    f"{report['inserted_times']} inserted (items published late), {len(report['written'])} slices written; "
-                    f"{report['late_items_for_held_dates']} late items for dates already held (not applied)",
+    with user_errors():
+        if until is not None:
+            try:
+                day = dt.date.fromisoformat(until)
+            except ValueError:
+                raise ValueError(f"--until {until!r} is not a date (YYYY-MM-DD)") from None
+        with progress_display() as progress:
+            report = update_store(store, day if until else None, BackfillSpec(lock_timeout_s=wait), archive,
+                                  dask_address, progress)
+    Console().print(f"{report.store}: {report.appended_times} time steps appended, "
+                    f"{report.inserted_times} inserted (items published late), {len(report.written)} slices written; "
+                    f"{report.late_items_for_held_dates} late items for dates already held (not applied)",
                     highlight=False, soft_wrap=True)
-    print_failed_items(report.get("failed_items", {}))
+    print_failed_items(report.failed_items)
 
 
 @app.command()
@@ -136,7 +122,7 @@ def stac(store: Path = typer.Argument(..., help="existing store")) -> None:
     from pipeline.store.engines import open_engine
     from pipeline.store.stac import validate_stac, write_stac
 
-    with store_errors():
+    with user_errors():
         item = write_stac(open_engine(store))
         validate_stac(item)
     Console().print(f"{item} (valid)")

@@ -22,6 +22,7 @@ so the Prefect flows in ``flows/backfill.py`` can run slices as concurrent tasks
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 from dataclasses import dataclass, field, replace
@@ -305,10 +306,12 @@ def store_failures(engine: Engine) -> dict[str, dict[str, str]]:
 
 
 def backfill(request: CubeRequest, found: dict[str, SensorItems], spec: BackfillSpec = BackfillSpec(),
-             progress: Callable[[int, int], None] | None = None, kind: str = "backfill") -> BackfillReport:
-    """Prepare, write every pending slice in turn, finalise; holds the store's writer lock throughout."""
+             progress: Callable[[int, int], None] | None = None, kind: str = "backfill",
+             locked: bool = False) -> BackfillReport:
+    """Prepare, write every pending slice in turn, finalise; holds the store's writer lock throughout
+    (taken here unless the caller already holds it: ``locked``)."""
     report = BackfillReport(store=str(request.output), engine=spec.engine)
-    with write_lock(request.output, spec.lock_timeout_s):
+    with contextlib.nullcontext() if locked else write_lock(request.output, spec.lock_timeout_s):
         cube = lazy_cube(request, found, spec.layout(request))
         pending = prepare(request, found, spec, report, cube)
         for i, sl in enumerate(pending):

@@ -1,0 +1,30 @@
+"""Search a request's catalog: a remote STAC API, or a local archive served on loopback meanwhile."""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Iterator
+
+from pipeline.catalog.config import CatalogConfig, load_catalog
+from pipeline.catalog.search import SensorItems, search_items
+from pipeline.catalog.server import serve_archive
+from pipeline.demo.archive import ensure_demo_archive
+from pipeline.model import CubeRequest, Progress
+
+
+@contextlib.contextmanager
+def catalog_endpoint(catalog: CatalogConfig, archive: Path | None = None,
+                     progress: Progress | None = None) -> Iterator[str]:
+    """The catalog's API URL; for a local archive, a loopback STAC API running meanwhile."""
+    if catalog.kind == "local-archive":
+        with serve_archive(ensure_demo_archive(archive, progress)) as url:
+            yield url
+    else:
+        yield catalog.url  # type: ignore[misc]
+
+
+def search(request: CubeRequest, archive: Path | None = None, progress: Progress | None = None) -> dict[str, SensorItems]:
+    """Items per sensor for a request (starting and stopping a local API if needed)."""
+    catalog = load_catalog(request.catalog)
+    with catalog_endpoint(catalog, archive, progress) as url:
+        return search_items(request, catalog, url)
