@@ -119,14 +119,14 @@ def ffv1_context(cases: dict[str, np.ndarray]) -> None:
     print("\n| data | ffv1 context | bpppb | decode MB/s |\n|---|---|---|---|")
     for name, x in cases.items():
         for context in ("0", "1"):
-            codec.ffv1_options = lambda threads, c=context: {**default(threads), "context": c}
+            video.ffv1_options = lambda threads, c=context: {**default(threads), "context": c}
             data = encode_array(x, CodecParams(mode="lossless", nodata=0))
             t0 = time.perf_counter()
             back = decode_array(data)
             seconds = time.perf_counter() - t0
             assert np.array_equal(back, x), "lossless round trip is not exact"
             print(f"| {name} | {context} | {8 * len(data) / x.size:.3f} | {x.size * 2 / 1e6 / seconds:.1f} |", flush=True)
-    codec.ffv1_options = default
+    video.ffv1_options = default
 
 
 def presets(dn: np.ndarray) -> None:

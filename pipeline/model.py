@@ -129,12 +129,75 @@ class MaskPolicyRequest(BaseModel):
 
 
 class CompositeRequest(BaseModel):
-    """Temporal compositing of the cube into regular bins (see :func:`pipeline.cube.composite`)."""
+    """The ``composite`` product: the cube's regular-bin temporal composites (see :func:`pipeline.cube.composite`)."""
 
     model_config = ConfigDict(extra="forbid")
 
     freq: str = Field("1MS", description="start-anchored pandas frequency: '10D', '1MS', 'QS-DEC', ...")
     method: Literal["median", "mean", "best", "count", "geomedian"] = "median"
+
+
+class EmbedRequest(BaseModel):
+    """The ``embeddings`` product: a foundation model's embeddings of the composite (or of the cube).
+
+    ``temporal="pooled"`` gives one vector per pixel (or patch) for the whole series;
+    ``"per-time-step"`` runs the encoder on each time step alone and keeps a ``time`` dim.
+    ``head``: a regression-head artefact (``eocube embed train-head``) applied to the embeddings.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field("presto", description="encoder name (see `eocube embed models`)")
+    weights: Path | None = Field(None, description="weights file or folder; default: $EOCUBE_WEIGHTS_DIR, the caches")
+    input: Literal["composite", "cube"] = "composite"
+    temporal: Literal["pooled", "per-time-step"] = "pooled"
+    chip_size: int | None = Field(None, gt=0, description="pixels per chip side (default: the model's)")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto: GPU workers where the cluster has them, else the CPU workers")
+    head: Path | None = Field(None, description="regression-head artefact to apply to the embeddings")
+
+
+class UncertaintyRequest(BaseModel):
+    """The ``uncertainty`` product: maps of a trained MC-TD / MC-ConcTD artefact's predictions and spread.
+
+    The artefact (``eocube uncertainty train``) names its input product, variables and time
+    window; they are checked against the request before any work starts.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: Path = Field(..., description="artefact folder written by `eocube uncertainty train`")
+    target: str | None = Field(None, description="name of the predicted quantity (default: the artefact's)")
+    mc_samples: int | None = Field(None, ge=2, description="Monte-Carlo passes (default: the artefact's)")
+    coverage: float | None = Field(None, gt=0, lt=1, description="interval coverage (default: the artefact's)")
+
+
+class CompressRequest(BaseModel):
+    """The ``video`` product: the cube's bands packed into 12-bit video streams (``lossless``: ffv1).
+
+    At most one of ``target_psnr`` (dB, peak = the value range's width), ``target_bpppb`` and
+    ``qp``; lossy with none of them aims at 45 dB. The QP is chosen once, on sample chunks,
+    when the product is created, so every unit of a backfill is coded alike.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["lossy", "lossless"] = "lossy"
+    target_psnr: float | None = Field(None, gt=0)
+    target_bpppb: float | None = Field(None, gt=0)
+    qp: float | None = None
+    bands: list[str] | None = Field(None, description="bands to code (default: every band of the cube)")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "CompressRequest":
+        given = [k for k in ("target_psnr", "target_bpppb", "qp") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give at most one of target_psnr, target_bpppb and qp, not {given}")
+        if self.mode == "lossless" and given:
+            raise ValueError(f"lossless mode takes no {given[0]}")
+        if self.mode == "lossy" and not given:
+            self.target_psnr = 45.0
+        return self
 
 
 class CubeRequest(BaseModel):
@@ -168,7 +231,11 @@ class CubeRequest(BaseModel):
     chunks: dict[str, int] = Field(default_factory=lambda: {"time": 1, "y": 512, "x": 512})
     output: Path = Path("out/cube.zarr")
     engine: Literal["odc-stac", "stackstac"] = Field("odc-stac", description="reader of the COGs")
-    composite: CompositeRequest | None = Field(None, description="temporal composite instead of every date")
+    composite: CompositeRequest | None = Field(None, description="the composite product (regular-bin composites)")
+    embed: EmbedRequest | None = Field(None, description="the embeddings product")
+    uncertainty: UncertaintyRequest | None = Field(None, description="the uncertainty product")
+    compress: CompressRequest | None = Field(None, description="the video product (the cube as video)")
+    format: Literal["zarr", "icechunk"] = Field("zarr", description="store format: Zarr v3 or an Icechunk repository")
     storage: Literal["float32", "scaled-int"] = Field(
         "float32", description="reflectance bands as float32 with NaN, or as the sensors' integer DN on one "
         "grid with CF scale_factor/add_offset/_FillValue (half the bytes; see pipeline.cube.packing)")
@@ -232,10 +299,21 @@ class CubeRequest(BaseModel):
             raise ValueError("give exactly one of bbox or geometry")
         if self.end < self.start:
             raise ValueError(f"end date {self.end} is before start date {self.start}")
-        if self.storage == "scaled-int" and self.composite is not None:
-            raise ValueError("storage='scaled-int' keeps the sensors' DN per date; composites are float32 statistics: "
-                             "drop one of storage or composite")
+        if self.embed is not None and self.embed.input == "composite" and self.composite is None:
+            raise ValueError("embed.input is 'composite' but the request has no composite section: add one "
+                             "(e.g. composite: {freq: 1MS}) or set embed.input: cube")
         return self
+
+    def products(self) -> list[str]:
+        """The derived products the request names, in the order they are made (the cube is always made)."""
+        sections = {"composite": self.composite, "embeddings": self.embed, "uncertainty": self.uncertainty,
+                    "video": self.compress}
+        return [name for name, section in sections.items() if section is not None]
+
+    def cube_fields(self) -> dict[str, Any]:
+        """The fields that define the cube (everything but the derived products, the output and how it is written)."""
+        return self.model_dump(mode="json", exclude={"composite", "embed", "uncertainty", "compress", "output",
+                                                     "overwrite", "max_failed_fraction", "format"})
 
     @property
     def datetime_range(self) -> str:

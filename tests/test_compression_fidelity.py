@@ -13,7 +13,7 @@ import xarray as xr
 import zarr
 from typer.testing import CliRunner
 
-from pipeline.compression.cli import app
+from pipeline.cli.compress import app
 from pipeline.compression.codec import CodecParams, decode_array, encode_array
 from pipeline.compression.metrics import psnr
 from pipeline.compression.ratecontrol import choose_qp

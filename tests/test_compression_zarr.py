@@ -14,7 +14,7 @@ import zarr
 from zarr.errors import UnstableSpecificationWarning
 from typer.testing import CliRunner
 
-from pipeline.compression.cli import app
+from pipeline.cli.compress import app
 from pipeline.compression.codec import CodecParams, decode_array, encode_array, read_header
 from pipeline.compression.metrics import psnr
 from pipeline.compression.stage import compress_cube, open_compressed

@@ -69,6 +69,7 @@ def test_scaled_int_refuses_sensors_on_different_grids(demo_archive: Path):
         build_cube(request, found, request_geobox(request), ["red"])
 
 
-def test_scaled_int_and_composite_are_refused_together():
-    with pytest.raises(ValueError, match="composites are float32"):
-        small_request(storage="scaled-int", composite={"freq": "1MS", "method": "median"})
+def test_a_composite_product_goes_with_any_cube_storage():
+    """The composite is a product of its own (float32 statistics) beside the cube, however the cube is stored."""
+    request = small_request(storage="scaled-int", composite={"freq": "1MS", "method": "median"})
+    assert request.products() == ["composite"] and request.storage == "scaled-int"

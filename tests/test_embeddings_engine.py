@@ -158,7 +158,7 @@ def test_engine_errors_name_the_problem(tmp_path, shared_dir):
 def test_cli_run_writes_variable_and_reports_errors(tmp_path, shared_dir):
     from typer.testing import CliRunner
 
-    from pipeline.embeddings.cli import app
+    from pipeline.cli.embed import app
 
     path = tmp_path / "cube.zarr"
     make_cube(8, 8).to_zarr(path, zarr_format=3, consolidated=True)

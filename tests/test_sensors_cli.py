@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
-from pipeline.sensors.cli import app
+from pipeline.cli.sensors import app
 
 
 def test_qa_command_reports_the_scene_cloud_share(shared_dir):

@@ -413,7 +413,7 @@ def test_store_update_prints_what_it_added(monkeypatch, tmp_path: Path):
     from typer.testing import CliRunner
 
     import flows.backfill
-    from pipeline.store.cli import app
+    from pipeline.cli.store import app
 
     report = {"store": str(tmp_path / "cube.zarr"), "appended_times": 3, "inserted_times": 2, "written": ["a", "b"],
               "late_items_for_held_dates": 1}

@@ -13,7 +13,7 @@ from pyproj import Transformer
 from typer.testing import CliRunner
 
 from pipeline.uncertainty.api import UncertaintyModel
-from pipeline.uncertainty.cli import app
+from pipeline.cli.uncertainty import app
 from pipeline.uncertainty.cube import open_store, read_points, sample_points
 from pipeline.uncertainty.maps import predict_map
 from pipeline.uncertainty.stage import fit_from_points

@@ -331,6 +331,89 @@ def sample_blocks(stack: xr.DataArray, chunks: tuple[int, int, int], n: int) -> 
                                   x=slice(x, x + chunks[2])).values) for t, y, x in picks]
 
 
+@dataclass(frozen=True)
+class VideoPlan:
+    """How a cube is coded, settled once from its sample chunks: which variables, the codec settings (QP and
+    value range chosen), the Zarr chunks ``(time, y, x)`` and each band's input dtype record."""
+
+    bands: list[str]
+    others: list[str]
+    records: dict[str, dict]
+    chunks: tuple[int, int, int]
+    params: CodecParams
+    peak: float
+    sample_psnr: float | None = None
+    nodata: float | None = None  #: the input's missing-value marker (the codec itself sees NaN: ``params.nodata`` is None)
+
+
+def plan_video(ds: xr.Dataset, params: CodecParams = CodecParams(), target_psnr: float | None = None,
+               target_bpppb: float | None = None, time_chunk: int = 32, space_chunk: int = 256,
+               n_sample_chunks: int = 8, bands: list[str] | None = None, lossless: list[str] | None = None,
+               auto_value_range: bool = False, progress: Callable[[str, int, int], None] | None = None) -> VideoPlan:
+    """The :class:`VideoPlan` of the cube ``ds`` (as :func:`as_dataset` gives it): variables as
+    :func:`select_variables` picks them, the value range checked or (``auto_value_range``) chosen and the QP
+    chosen by rate control (:func:`~pipeline.compression.ratecontrol.choose_qp`) on up to
+    ``n_sample_chunks`` chunks, read from ``ds`` (lazily backed: only those are read)."""
+    bands, others = select_variables(ds, bands, lossless)
+    if time_chunk < 1 or space_chunk < 16:
+        raise ValueError("time_chunk must be >= 1 and space_chunk >= 16")
+    params = lossless_grid_from_packing(ds, bands, params)
+    records = {b: band_record(ds[b], params.nodata) for b in bands}
+    nodata = params.nodata
+    _, stack = coded_stack(ds, VideoPlan(bands, others, records, (1, 1, 1), params, 1.0, nodata=nodata))
+    chunks = tuple(min(c, stack.sizes[d]) for d, c in zip(CUBE_DIMS, (time_chunk, space_chunk, space_chunk)))
+    params = replace(params, nodata=None)  # what is missing is NaN now, in every band
+    sample_psnr = None
+    if params.mode == "lossy":
+        samples = sample_blocks(stack, chunks, n_sample_chunks)
+        valid = _valid_values(samples, params.nodata) if auto_value_range else np.empty(0)
+        if valid.size:  # a range covering every sampled value: nothing for the check to refuse
+            params = replace(params, value_range=usual_range_covering(valid))
+        else:
+            check_value_range(samples, bands, params.value_range, params.nodata)
+    peak = params.value_range[1] - params.value_range[0]
+    if params.mode == "lossy" and (target_psnr is not None or target_bpppb is not None):
+        point = choose_qp(samples, params, peak, target_psnr, target_bpppb, progress)
+        params, sample_psnr = replace(params, qp=point.qp, klt=point.klt), point.psnr
+    return VideoPlan(bands, others, records, chunks, params, peak, sample_psnr, nodata)  # type: ignore[arg-type]
+
+
+def coded_stack(ds: xr.Dataset, plan: VideoPlan) -> tuple[xr.Dataset, xr.DataArray]:
+    """``ds`` with its bands masked as coded (NaN where missing, :func:`masked_band`) and those bands stacked
+    along ``band``: ``(band, time, y, x)`` (lazily)."""
+    coded = ds.assign({b: masked_band(ds[b], plan.records[b], plan.nodata) for b in plan.bands})
+    stack = xr.concat([coded[b] for b in plan.bands], dim="band").assign_coords(band=plan.bands)
+    return coded, stack.transpose("band", *CUBE_DIMS)
+
+
+def video_dataset(ds: xr.Dataset, plan: VideoPlan) -> tuple[xr.Dataset, dict]:
+    """The dataset a compressed store holds for the cube ``ds`` and its Zarr encoding: the bands stacked in one
+    video-coded variable, the other cube variables coded lossless, everything else as it is (lazily)."""
+    bands, others, chunks = plan.bands, plan.others, plan.chunks
+    ds = ds.drop_vars([n for n, v in ds.data_vars.items() if set(v.dims) == set(CUBE_DIMS) and n not in bands + others])
+    _, stack = coded_stack(ds, plan)
+    lossless = CodecParams(mode="lossless", threads=plan.params.threads)
+    out_ds = ds.drop_vars(bands).assign({STACKED: stack.chunk(dict(zip(("band", *CUBE_DIMS), (len(bands), *chunks))))})
+    out_ds[STACKED].attrs = {"long_name": "stacked bands", "bands": bands,
+                             "band_attrs": json.dumps({b: ds[b].attrs for b in bands}, default=_json_scalar),
+                             BAND_DTYPES_ATTR: json.dumps(plan.records)}
+    encoding = {STACKED: {"serializer": VideoCodec(params=plan.params), "compressors": None,
+                          "chunks": (len(bands), *chunks)}}
+    for name in others:
+        out_ds[name] = out_ds[name].chunk(dict(zip(CUBE_DIMS, chunks)))
+        encoding[name] = {"serializer": VideoCodec(params=lossless), "compressors": None, "chunks": chunks}
+    for name in set(out_ds.data_vars) - {STACKED, *others}:
+        if "time" in out_ds[name].dims:  # e.g. a weather series on (time,): Zarr chunks aligned to the time slabs
+            out_ds[name] = out_ds[name].chunk({d: chunks[0] if d == "time" else -1 for d in out_ds[name].dims})
+    for name in out_ds.variables:
+        out_ds[name].encoding = {}
+    out_ds.attrs = {k: v for k, v in ds.attrs.items() if k != INPUT_LAYOUT_ATTR}
+    out_ds.attrs["eocube_compression"] = json.dumps({"codec": VideoCodec(params=plan.params).to_dict(),
+                                                     "bands": bands, "lossless": others,
+                                                     **json.loads(ds.attrs.get(INPUT_LAYOUT_ATTR, "{}"))})
+    return out_ds, encoding
+
+
 def compress_cube(cube: xr.Dataset | xr.DataArray | str | Path, out: str | Path, params: CodecParams = CodecParams(),
                   target_psnr: float | None = None, target_bpppb: float | None = None, time_chunk: int = 32,
                   space_chunk: int = 256, n_sample_chunks: int = 8, measure: bool = True,
@@ -365,36 +448,19 @@ def compress_cube(cube: xr.Dataset | xr.DataArray | str | Path, out: str | Path,
     """
     t0 = timer.perf_counter()
     ds = as_dataset(cube)
-    bands, others = select_variables(ds, bands, lossless)
+    plan = plan_video(ds, params, target_psnr, target_bpppb, time_chunk, space_chunk, n_sample_chunks, bands, lossless,
+                      auto_value_range, progress)
+    bands, others, records, chunks, params = plan.bands, plan.others, plan.records, plan.chunks, plan.params
     ds = ds.drop_vars([n for n, v in ds.data_vars.items() if set(v.dims) == set(CUBE_DIMS) and n not in bands + others])
-    if time_chunk < 1 or space_chunk < 16:
-        raise ValueError("time_chunk must be >= 1 and space_chunk >= 16")
-    params = lossless_grid_from_packing(ds, bands, params)
-    records = {b: band_record(ds[b], params.nodata) for b in bands}
-    coded = ds.assign({b: masked_band(ds[b], records[b], params.nodata) for b in bands})
-    params = replace(params, nodata=None)  # what is missing is NaN now, in every band
-    stack = xr.concat([coded[b] for b in bands], dim="band").assign_coords(band=bands)
-    stack = stack.transpose("band", *CUBE_DIMS)
-    chunks = tuple(min(c, stack.sizes[d]) for d, c in zip(CUBE_DIMS, (time_chunk, space_chunk, space_chunk)))
-    sample_psnr = None
-    if params.mode == "lossy":
-        samples = sample_blocks(stack, chunks, n_sample_chunks)
-        valid = _valid_values(samples, params.nodata) if auto_value_range else np.empty(0)
-        if valid.size:  # a range covering every sampled value: nothing for the check to refuse
-            params = replace(params, value_range=usual_range_covering(valid))
-        else:
-            check_value_range(samples, bands, params.value_range, params.nodata)
-    peak = params.value_range[1] - params.value_range[0]
-    if params.mode == "lossy" and (target_psnr is not None or target_bpppb is not None):
-        point = choose_qp(samples, params, peak, target_psnr, target_bpppb, progress)
-        params, sample_psnr = replace(params, qp=point.qp, klt=point.klt), point.psnr
+    coded, stack = coded_stack(ds, plan)
+    sample_psnr, peak = plan.sample_psnr, plan.peak
     measured = measure and params.mode == "lossy"
     n_samples = int(np.prod(stack.shape))
 
     def write(at: CodecParams, replace_out: bool) -> int:
         stage = f"video, QP {at.qp:g}" if at.mode == "lossy" else "video, lossless"
         report = (lambda done, total: progress(stage, done, total)) if progress else None
-        return _write_store(ds, stack, bands, others, chunks, at, out, report, records, replace_out)
+        return _write_store(ds, replace(plan, params=at), out, report, replace_out)
 
     stored = write(params, overwrite)
     if target_bpppb is not None and params.mode == "lossy":
@@ -550,33 +616,13 @@ def restored_stack(decoded: xr.DataArray, records: dict[str, dict]) -> xr.DataAr
                      dim="band")
 
 
-def _write_store(ds: xr.Dataset, stack: xr.DataArray, bands: list[str], others: list[str], chunks: tuple[int, ...],
-                 params: CodecParams, out: str | Path, progress: Callable[[int, int], None] | None = None,
-                 records: dict[str, dict] | None = None, overwrite: bool = False) -> int:
-    """Write the video-coded ``stack`` and the losslessly coded ``others`` to ``out`` (replacing an eocube store
-    there only with ``overwrite``); bytes of the video chunks. ``records``: each band's :func:`band_record`."""
-    lossless = CodecParams(mode="lossless", threads=params.threads)
-    out_ds = ds.drop_vars(bands).assign({STACKED: stack.chunk(dict(zip(("band", *CUBE_DIMS), (len(bands), *chunks))))})
-    out_ds[STACKED].attrs = {"long_name": "stacked bands", "bands": bands,
-                             "band_attrs": json.dumps({b: ds[b].attrs for b in bands}, default=_json_scalar)}
-    if records:
-        out_ds[STACKED].attrs[BAND_DTYPES_ATTR] = json.dumps(records)
-    encoding = {STACKED: {"serializer": VideoCodec(params=params), "compressors": None,
-                          "chunks": (len(bands), *chunks)}}
-    for name in others:
-        out_ds[name] = out_ds[name].chunk(dict(zip(CUBE_DIMS, chunks)))
-        encoding[name] = {"serializer": VideoCodec(params=lossless), "compressors": None, "chunks": chunks}
-    for name in set(out_ds.data_vars) - {STACKED, *others}:
-        if "time" in out_ds[name].dims:  # e.g. a weather series on (time,): Zarr chunks aligned to the time slabs
-            out_ds[name] = out_ds[name].chunk({d: chunks[0] if d == "time" else -1 for d in out_ds[name].dims})
-    for name in out_ds.variables:
-        out_ds[name].encoding = {}
-    out_ds.attrs = {k: v for k, v in ds.attrs.items() if k != INPUT_LAYOUT_ATTR}
-    out_ds.attrs["eocube_compression"] = json.dumps({"codec": VideoCodec(params=params).to_dict(),
-                                                     "bands": bands, "lossless": others,
-                                                     **json.loads(ds.attrs.get(INPUT_LAYOUT_ATTR, "{}"))})
+def _write_store(ds: xr.Dataset, plan: VideoPlan, out: str | Path, progress: Callable[[int, int], None] | None = None,
+                 overwrite: bool = False) -> int:
+    """Write :func:`video_dataset` of ``ds`` to ``out`` (replacing an eocube store there only with ``overwrite``);
+    bytes of the video chunks."""
+    out_ds, encoding = video_dataset(ds, plan)
     with atomic_store(out, overwrite) as tmp:  # a failed write leaves no store, or the previous one, under ``out``
-        write_in_time_slabs(vlen_text_coords(out_ds), tmp, encoding, time_slabs(out_ds.sizes["time"], chunks[0], 1),
+        write_in_time_slabs(vlen_text_coords(out_ds), tmp, encoding, time_slabs(out_ds.sizes["time"], plan.chunks[0], 1),
                             progress)
         consolidate(tmp)
     return sum(f.stat().st_size for f in Path(out, STACKED).rglob("*") if f.is_file() and f.name != "zarr.json")

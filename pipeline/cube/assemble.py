@@ -4,8 +4,7 @@ The multi-sensor cube has one float32 reflectance variable per harmonised common
 (dims ``time, y, x``; with ``storage="scaled-int"`` the integer DN on one CF-packed grid
 per band, see :mod:`pipeline.cube.packing`), a ``valid`` mask and a ``sensor`` coordinate along ``time`` telling
 which sensor each time step came from. Time steps are sorted; two sensors observing
-on the same day remain separate steps. Optionally the cube is composited into regular
-time bins (:mod:`pipeline.cube.compositing`).
+on the same day remain separate steps.
 """
 from __future__ import annotations
 
@@ -18,7 +17,6 @@ from odc.geo.geobox import GeoBox
 
 from pipeline.catalog.search import SensorItems
 from pipeline.catalog.signing import Signer
-from pipeline.cube.compositing import composite
 from pipeline.cube.gdal_env import configure_remote_reads
 from pipeline.cube.load import asset_table, load_sensor
 from pipeline.cube.packing import packed_grids
@@ -130,8 +128,7 @@ def build_cube(request: CubeRequest, found: dict[str, SensorItems], geobox: GeoB
     asset are left out, warned about and listed in ``attrs["eocube:failed_items"]``
     (JSON ``{item_id: {asset: reason}}``). Reads use ``request.engine`` with the remote-read
     GDAL options, sign each href with ``sign`` just before it is read, and report a read that
-    fails to ``log`` (its pixels masked, see :mod:`pipeline.cube.reads`);
-    ``request.composite`` turns the cube into regular-bin composites.
+    fails to ``log`` (its pixels masked, see :mod:`pipeline.cube.reads`).
     """
     policy = mask_policy(request)
     signer = as_signer(sign)
@@ -161,8 +158,6 @@ def build_cube(request: CubeRequest, found: dict[str, SensorItems], geobox: GeoB
     cube = parts[0].drop_attrs(deep=False) if len(parts) == 1 else xr.concat(parts, dim="time", combine_attrs="drop")
     if not cube.indexes["time"].is_monotonic_increasing:
         cube = cube.sortby("time")
-    if request.composite is not None:
-        cube = composite(cube, request.composite.freq, request.composite.method)
     time_chunk = request.chunks.get("time", 1)
     if any(c != time_chunk for c in cube.chunksizes["time"][:-1]):
         cube = cube.chunk({"time": time_chunk})

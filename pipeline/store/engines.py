@@ -48,6 +48,8 @@ from pipeline.store.paths import is_icechunk_repository, swap_into_place
 from pipeline.store.zarr_store import StoreError, consolidate
 
 MANIFEST_DIR = "eocube-manifest"
+#: unit records (one per tile made in every derived product), under the manifest
+UNITS_DIR = "units"
 ENGINES = ("zarr", "icechunk")
 
 
@@ -71,6 +73,11 @@ class Engine(Protocol):
                     finish: Callable[[dict], dict] | None = None) -> bool: ...
     def committed(self) -> dict[str, dict]: ...
     def update_attrs(self, attrs: dict) -> None: ...
+    def open_group(self, name: str) -> xr.Dataset | None: ...
+    def create_group(self, name: str, template: xr.Dataset, encoding: dict) -> None: ...
+    def drop_groups(self, names: Iterable[str]) -> None: ...
+    def write_unit(self, parts: list[tuple[str, xr.Dataset, dict[str, slice]]], record: dict) -> None: ...
+    def units(self) -> dict[str, dict]: ...
 
 
 def _atomic_write_json(path: Path, payload: dict) -> None:
@@ -405,6 +412,43 @@ class ZarrEngine:
         zarr.open_group(str(self.path), mode="r+", zarr_format=3).attrs.update(attrs)
         consolidate(self.path)
 
+    @property
+    def unit_records(self) -> Path:
+        return self.manifest / UNITS_DIR
+
+    def open_group(self, name: str) -> xr.Dataset | None:
+        """The product group ``name`` (a child group of the store), or None if there is none."""
+        if not (self.path / name / "zarr.json").is_file():
+            return None
+        return xr.open_zarr(self.path, group=name, consolidated=False)
+
+    def create_group(self, name: str, template: xr.Dataset, encoding: dict) -> None:
+        """(Re)create the product group ``name`` from ``template`` (metadata and coordinates, no data)."""
+        shutil.rmtree(self.path / name, ignore_errors=True)
+        template.to_zarr(self.path, group=name, mode="w", zarr_format=3, consolidated=False, compute=False,
+                         encoding=encoding)
+        consolidate(self.path)
+
+    def drop_groups(self, names: Iterable[str]) -> None:
+        """Remove product groups and every unit record (their units are all to be made again)."""
+        for name in names:
+            shutil.rmtree(self.path / name, ignore_errors=True)
+        shutil.rmtree(self.unit_records, ignore_errors=True)
+        consolidate(self.path)
+
+    def write_unit(self, parts: list[tuple[str, xr.Dataset, dict[str, slice]]], record: dict) -> None:
+        """Write one unit's regions of every product group, then its record (so a record exists only for a
+        unit complete in every product; a killed unit is written again by the next run)."""
+        for group, part, region in parts:
+            part.to_zarr(self.path, group=group, region=region, mode="r+", consolidated=False)
+        self.unit_records.mkdir(parents=True, exist_ok=True)
+        _atomic_write_json(self.unit_records / f"{record['unit']}.json", record)
+
+    def units(self) -> dict[str, dict]:
+        if not self.unit_records.is_dir():
+            return {}
+        return {p.stem: json.loads(p.read_text()) for p in sorted(self.unit_records.glob("*.json"))}
+
 
 class IcechunkEngine:
     """An Icechunk repository on the local file system; one commit per slice on branch ``main``."""
@@ -542,6 +586,47 @@ class IcechunkEngine:
         if any("remapped_from" in r for r in out.values()):
             times = self.open().time.values
             out = {k: with_time_range(r, times) if "remapped_from" in r else r for k, r in out.items()}
+        return out
+
+    def open_group(self, name: str) -> xr.Dataset | None:
+        session = self._repo().readonly_session(branch=self.branch)
+        if name not in zarr.open_group(session.store, mode="r"):
+            return None
+        return xr.open_zarr(session.store, group=name, consolidated=False)
+
+    def create_group(self, name: str, template: xr.Dataset, encoding: dict) -> None:
+        session = self._repo().writable_session(self.branch)
+        template.to_zarr(session.store, group=name, mode="w", zarr_format=3, consolidated=False, compute=False,
+                         encoding=encoding)
+        self._commit(session, f"create product {name}", {"eocube:op": "create-product", "eocube:product": name})
+
+    def drop_groups(self, names: Iterable[str]) -> None:
+        """Remove product groups; every unit committed before is void (one commit)."""
+        session = self._repo().writable_session(self.branch)
+        root = zarr.open_group(session.store, mode="r+")
+        for name in names:
+            if name in root:
+                del root[name]
+        self._commit(session, "drop products", {"eocube:op": "drop-products"})
+
+    def write_unit(self, parts: list[tuple[str, xr.Dataset, dict[str, slice]]], record: dict) -> None:
+        """Write one unit's regions of every product group and its record in one commit: all or nothing."""
+        data = [(group, part.load(), region) for group, part, region in parts]
+        session = self._repo().writable_session(self.branch)
+        for group, part, region in data:
+            part.to_zarr(session.store, group=group, region=region, mode="r+", consolidated=False)
+        self._commit(session, f"unit {record['unit']}", {"eocube:unit": record})
+
+    def units(self) -> dict[str, dict]:
+        """The unit records committed since the product groups were last dropped, newest first per unit."""
+        out: dict[str, dict] = {}
+        for snap in self._repo().ancestry(branch=self.branch):
+            metadata = snap.metadata or {}
+            if metadata.get("eocube:op") == "drop-products":
+                break
+            record = metadata.get("eocube:unit")
+            if record:
+                out.setdefault(record["unit"], record)
         return out
 
     def update_attrs(self, attrs: dict) -> None:

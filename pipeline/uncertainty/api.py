@@ -4,12 +4,13 @@
 calibration (post-hoc recalibration) sets, trains the network(s) of the chosen method and
 calibrates the predictive distribution. ``predict`` draws the MC masks in one batched pass per
 sample batch and returns mean, epistemic/aleatoric/total σ and the calibrated interval, in
-target units. Models save as ``model.pt`` (torch state_dicts) + ``model.json`` (config).
+target units. Models save as artefact folders, ``weights.safetensors`` + ``card.json`` (format 3,
+see :mod:`pipeline.uncertainty.card`); format-2 folders (``model.pt`` + ``model.json``) still load.
 """
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,11 @@ import xarray as xr
 from pipeline.uncertainty.calibration import Calibration, CalibrationKind, calibrate
 from pipeline.uncertainty.data import Standardizer, as_array, as_target, split_indices
 from pipeline.uncertainty.mc import predict_moments
+from pipeline.uncertainty.metrics import evaluate
 from pipeline.uncertainty.network import Method, NetworkConfig, SequenceRegressor, group_ids
 from pipeline.uncertainty.train import TrainConfig, TrainInfo, train_network
 
-FORMAT_VERSION = 2  # 2: calibration with separate aleatoric and epistemic factors
+FORMAT_VERSION = 3  # 3: safetensors + card.json artefact; 2: model.pt + model.json (still read)
 
 
 @dataclass
@@ -90,6 +92,7 @@ class UncertaintyModel:
     options: FitOptions
     train_info: list[TrainInfo]
     metadata: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
 
     @property
     def method(self) -> Method:
@@ -107,28 +110,47 @@ class UncertaintyModel:
         return np.mean(alphas, axis=0).tolist() if alphas else None
 
     @property
+    def stochastic(self) -> bool:
+        """Whether prediction draws Monte-Carlo masks."""
+        return self.method in ("mc-dropout", "mc-td", "mc-conctd")
+
+    @property
     def passes(self) -> int:
         """Stochastic passes per network at prediction time (1 for deterministic nets)."""
-        return self.options.mc_samples if self.method in ("mc-dropout", "mc-td", "mc-conctd") else 1
+        return self.options.mc_samples if self.stochastic else 1
 
     def predict_raw(self, X: np.ndarray | xr.DataArray, mask: np.ndarray | xr.DataArray | None = None,
-                    max_rows: int = 131072) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Uncalibrated ``(mean, sigma_epistemic, sigma_aleatoric)`` in target units."""
+                    max_rows: int = 131072, mc_samples: int | None = None,
+                    seed: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Uncalibrated ``(mean, sigma_epistemic, sigma_aleatoric)`` in target units.
+
+        ``mc_samples`` overrides the passes of MC methods; ``seed`` makes the MC masks reproducible
+        (torch's RNG is seeded inside a fork, so the global state is left as it was)."""
+        if mc_samples is not None and mc_samples < 2:
+            raise ValueError(f"mc_samples must be >= 2, got {mc_samples}")
         x, valid = as_array(X, mask)
         z, v = self.standardizer.transform(x, valid)
-        m = predict_moments(self.networks, z, v, self.passes, max_rows=max_rows)
+        passes = mc_samples if mc_samples is not None and self.stochastic else self.passes
+        with torch.random.fork_rng(devices=[]) if seed is not None else nullcontext():
+            if seed is not None:
+                torch.manual_seed(seed)
+            m = predict_moments(self.networks, z, v, passes, max_rows=max_rows)
         s = self.standardizer
         return (m.mean * s.y_std + s.y_mean, np.sqrt(m.var_epistemic) * s.y_std,
                 np.sqrt(m.var_aleatoric) * s.y_std)
 
     def predict(self, X: np.ndarray | xr.DataArray, mask: np.ndarray | xr.DataArray | None = None,
-                max_rows: int = 131072) -> Prediction:
-        """Calibrated predictions for ``X (sample, time, feature)``; see :class:`Prediction`."""
-        mean, se, sa = self.predict_raw(X, mask, max_rows)
-        sigma, lower, upper = self.calibration.apply(mean, sa, se)
+                max_rows: int = 131072, *, coverage: float | None = None, mc_samples: int | None = None,
+                seed: int | None = None) -> Prediction:
+        """Calibrated predictions for ``X (sample, time, feature)``; see :class:`Prediction`.
+
+        ``coverage`` other than the calibration's is served by :meth:`Calibration.at` (conformal
+        scores or Gaussian quantile); ``mc_samples`` and ``seed`` as in :meth:`predict_raw`."""
+        cal = self.calibration if coverage is None else self.calibration.at(coverage)
+        mean, se, sa = self.predict_raw(X, mask, max_rows, mc_samples, seed)
+        sigma, lower, upper = cal.apply(mean, sa, se)
         sample = X["sample"].values if isinstance(X, xr.DataArray) and "sample" in X.coords else None
-        return Prediction(mean, se, sa, sigma, lower, upper, self.calibration.coverage,
-                          self.calibration.describe(), sample)
+        return Prediction(mean, se, sa, sigma, lower, upper, cal.coverage, cal.describe(), sample)
 
     def describe(self) -> dict[str, Any]:
         """JSON-able summary: method, α (fixed or learned), passes, calibration, training info."""
@@ -136,40 +158,26 @@ class UncertaintyModel:
             self.network_config.alpha if self.method == "mc-td" else None)
         return {"method": self.method, "alpha": alpha, "mc_samples": self.passes,
                 "members": len(self.networks), "calibration": self.calibration.describe(),
-                "coverage": self.calibration.coverage, **self.metadata}
+                "coverage": self.calibration.coverage,
+                **{k: v for k, v in self.metadata.items() if k != "store_attrs"}}
 
-    def save(self, folder: str | Path) -> Path:
-        """Write ``model.pt`` (state_dicts) and ``model.json`` (everything else) into ``folder``."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        torch.save([n.state_dict() for n in self.networks], folder / "model.pt")
-        doc = {"format_version": FORMAT_VERSION, "network": self.network_config.to_dict(),
-               "train": self.train_config.to_dict(), "options": asdict(self.options),
-               "standardizer": self.standardizer.to_dict(), "calibration": self.calibration.to_dict(),
-               "train_info": [i.to_dict() for i in self.train_info], "metadata": self.metadata}
-        (folder / "model.json").write_text(json.dumps(doc, indent=2))
-        return folder
+    def save(self, folder: str | Path, overwrite: bool = False) -> Path:
+        """Write the format-3 artefact (``weights.safetensors`` + ``card.json``) to ``folder``.
+
+        An existing artefact there is replaced only with ``overwrite``; a folder holding anything
+        else is refused (:class:`FileExistsError`). Returns ``folder``."""
+        from pipeline.uncertainty.card import save_model
+
+        return save_model(self, folder, overwrite)
 
     @classmethod
     def load(cls, folder: str | Path) -> UncertaintyModel:
-        """Read a model written by :meth:`save`."""
-        folder = Path(folder)
-        for name in ("model.json", "model.pt"):
-            if not (folder / name).exists():
-                raise FileNotFoundError(f"{folder / name} not found: not a saved uncertainty model")
-        doc = json.loads((folder / "model.json").read_text())
-        if doc.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"unsupported model format {doc.get('format_version')!r} (expected {FORMAT_VERSION})")
-        net_cfg = NetworkConfig(**doc["network"])
-        states = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
-        nets = []
-        for state in states:
-            net = SequenceRegressor(net_cfg)
-            net.load_state_dict(state)
-            nets.append(net.eval())
-        return cls(nets, Standardizer.from_dict(doc["standardizer"]), Calibration(**doc["calibration"]),
-                   net_cfg, TrainConfig(**doc["train"]), FitOptions(**doc["options"]),
-                   [TrainInfo(**i) for i in doc["train_info"]], doc["metadata"])
+        """Read an artefact written by :meth:`save` (weights checked against the card's sha256) or a
+        format-2 folder (``model.pt`` + ``model.json``); errors are one-line
+        :class:`~pipeline.uncertainty.artefact_io.ArtefactError`."""
+        from pipeline.uncertainty.card import load_model
+
+        return load_model(folder)[0]
 
 
 def _split_kwargs(kwargs: dict[str, Any]) -> tuple[dict, dict, dict]:
@@ -222,4 +230,16 @@ def fit(X: np.ndarray | xr.DataArray, y: np.ndarray | xr.DataArray, mask: np.nda
     if opts.calibration != "none":
         mean, se, sa = model.predict_raw(x[ca], valid[ca])
         model.calibration = calibrate(target[ca], mean, sa, opts.calibration, opts.coverage, sigma_epistemic=se)
+    model.metrics = {name: split_metrics(model, x[idx], valid[idx], target[idx], opts.seed)
+                     for name, idx in (("validation", va), ("calibration", ca)) if idx.size >= 2}
     return model
+
+
+def split_metrics(model: UncertaintyModel, x: np.ndarray, valid: np.ndarray, y: np.ndarray, seed: int) -> dict[str, Any]:
+    """Metrics (target units; see :func:`~pipeline.uncertainty.metrics.evaluate`) of the calibrated
+    predictions on one split, with its size ``n``; non-finite values as ``None``. The validation split
+    also chose the early-stopping epoch (and α for mc-conctd), the calibration split the calibration,
+    so both are optimistic next to a test set."""
+    p = model.predict(x, valid, seed=seed)
+    report = evaluate(y, p.mean, p.sigma, p.lower, p.upper).as_dict()
+    return {"n": int(y.size), **{k: (float(v) if np.isfinite(v) else None) for k, v in report.items()}}

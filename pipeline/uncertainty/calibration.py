@@ -10,12 +10,13 @@
 * **Split conformal** (normalised scores, Lei et al. 2018): scores ``|r| / σ`` on the ``n``
   calibration samples (``σ`` variance-scaled as above); ``q̂`` is their ``⌈(n + 1) c⌉``-th smallest
   value and the interval is ``μ ± q̂ σ``. For exchangeable data its marginal coverage is ``>= c`` (and
-  ``< c + 1/(n+1)`` without ties).
+  ``< c + 1/(n+1)`` without ties). The sorted scores are kept, so an interval at any other coverage
+  is the ``⌈(n + 1) c'⌉``-th score (:meth:`Calibration.at`); Gaussian intervals take ``z_{(1+c')/2}``.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -31,7 +32,9 @@ _LOG_FACTOR_BOUND = 20.0
 @dataclass(frozen=True)
 class Calibration:
     """Fitted recalibration: σ factors ``aleatoric_scale`` (``k_a``) and ``epistemic_scale`` (``k_e``),
-    and ``interval_factor``, the interval half-width over the calibrated σ."""
+    and ``interval_factor``, the interval half-width over the calibrated σ. ``scores`` (split
+    conformal only) are the sorted normalised calibration scores ``|r| / σ`` (dimensionless), kept
+    so :meth:`at` serves any coverage; ``None`` for Gaussian intervals and models saved before them."""
 
     kind: CalibrationKind
     coverage: float
@@ -39,6 +42,7 @@ class Calibration:
     epistemic_scale: float
     interval_factor: float
     n_calibration: int
+    scores: tuple[float, ...] | None = None
 
     def describe(self) -> str:
         """One line for outputs' attributes, e.g. ``split-conformal 90% interval (q=1.7, n=315) + ...``."""
@@ -62,8 +66,32 @@ class Calibration:
         half = self.interval_factor * sigma
         return sigma, mu - half, mu + half
 
+    def at(self, coverage: float) -> Calibration:
+        """The same calibration with intervals of nominal ``coverage``: the conformal quantile of the
+        kept scores, or the Gaussian quantile. The σ factors are unchanged."""
+        _check_coverage(coverage)
+        if coverage == self.coverage:
+            return self
+        if self.kind != "conformal":
+            return replace(self, coverage=coverage, interval_factor=gaussian_quantile(coverage))
+        if self.scores is None:
+            raise ValueError(f"this model keeps no conformal calibration scores; it serves only its "
+                             f"{self.coverage:.0%} interval, not {coverage:.0%}")
+        q = conformal_quantile(np.asarray(self.scores), coverage)
+        if math.isinf(q):
+            raise ValueError(f"{len(self.scores)} calibration scores are too few for a {coverage:.0%} conformal interval")
+        return replace(self, coverage=coverage, interval_factor=q)
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["scores"] = None if self.scores is None else list(self.scores)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Calibration:
+        """Inverse of :meth:`to_dict` (also reads dicts without ``scores``)."""
+        scores = d.get("scores")
+        return cls(**{**d, "scores": None if scores is None else tuple(float(v) for v in scores)})
 
 
 def gaussian_quantile(coverage: float) -> float:
@@ -141,7 +169,8 @@ def calibrate(y: np.ndarray, mu: np.ndarray, sigma_aleatoric: np.ndarray, kind: 
     cal = Calibration(kind, coverage, ka, ke, z, y.size)
     if kind == "variance":
         return cal
-    q = conformal_quantile(np.abs(y - mu) / cal.sigma(sa, se), coverage)
+    scores = np.sort(np.abs(y - mu) / cal.sigma(sa, se))
+    q = conformal_quantile(scores, coverage)
     if math.isinf(q):
         raise ValueError(f"{y.size} calibration samples are too few for a {coverage:.0%} conformal interval")
-    return Calibration("conformal", coverage, ka, ke, q, y.size)
+    return Calibration("conformal", coverage, ka, ke, q, y.size, tuple(float(v) for v in scores))

@@ -6,10 +6,15 @@ dimension (e.g. ``dim`` of an embeddings variable): a ``(time, y, x)`` band give
 a sample is the last ``n_steps`` store time steps at or before its anchor time; steps before a
 sample's ``start`` and entries that are NaN or not ``valid`` are missing. Stores without a
 ``time`` dimension give ``T = 1``.
+
+A chain store keeps its derived products in child Zarr groups (``composite``, ``embeddings``);
+:func:`open_product` opens one of them (the cube is the root group). Patch embeddings
+``(patch_y, patch_x, dim)`` are read on their patch grid, renamed to ``(y, x)``.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +29,7 @@ from pipeline.cube.source import open_cube
 from pipeline.sensors.harmonise import CANONICAL_BANDS
 
 NON_FEATURES = ("valid", "spatial_ref")
+PRODUCTS = ("cube", "composite", "embeddings")
 
 
 def open_store(path: str | Path) -> xr.Dataset:
@@ -31,6 +37,76 @@ def open_store(path: str | Path) -> xr.Dataset:
     with warnings.catch_warnings():  # stores without consolidated metadata open fine, just slower
         warnings.filterwarnings("ignore", message="Failed to open Zarr store with consolidated metadata")
         return open_cube(Path(path))
+
+
+def _looks_like(ds: xr.Dataset, product: str) -> bool:
+    """Whether a root group holds ``product`` itself (a composite store, or embeddings added to a store)."""
+    if product == "composite":
+        return "eocube:composite" in ds.attrs
+    return any({"model", "weights_sha256"} <= set(v.attrs) for v in ds.data_vars.values())
+
+
+def as_pixel_grid(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with ``patch_y``/``patch_x`` renamed to ``y``/``x`` (patch centres, CRS units) and
+    ``spatial_ref`` as a coordinate, so patch embeddings are read like pixels."""
+    renames = {p: d for p, d in (("patch_y", "y"), ("patch_x", "x")) if p in ds.dims and d not in ds.dims}
+    if renames:
+        ds = ds.rename(renames)
+    if "spatial_ref" in ds.data_vars:
+        ds = ds.set_coords("spatial_ref")
+    return ds
+
+
+def open_product(store: str | Path, product: str = "cube", group: str | None = None) -> xr.Dataset:
+    """The ``product`` of ``store`` as a lazy Dataset: the cube is the root group; ``composite`` and
+    ``embeddings`` are the child group ``group`` (default: the product's name) or, where there is no
+    such group, the root if it holds that product. A group without ``spatial_ref`` takes the root's.
+    ``ds.encoding["eocube_group"]`` says which group was opened (``None``: the root)."""
+    if product not in PRODUCTS:
+        raise ValueError(f"unknown product {product!r}; choose one of {', '.join(PRODUCTS)}")
+    root = open_store(store)
+    if product == "cube" and group is None:
+        return _opened(as_pixel_grid(root), None)
+    name = group or product
+    if (Path(store) / name / "zarr.json").is_file():
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Failed to open Zarr store with consolidated metadata")
+            ds = xr.open_zarr(store, group=name, chunks={}, consolidated=False, decode_coords="all")
+        if "spatial_ref" not in ds.variables and "spatial_ref" in root.variables:
+            ds = ds.assign_coords(spatial_ref=root["spatial_ref"])
+        return _opened(as_pixel_grid(ds), name)
+    if group is None and _looks_like(root, product):
+        return _opened(as_pixel_grid(root), None)
+    raise ValueError(f"store {store} has no {product} product (no group {name!r}, and its root holds no {product})")
+
+
+def _opened(ds: xr.Dataset, group: str | None) -> xr.Dataset:
+    ds.encoding = {**ds.encoding, "eocube_group": group}
+    return ds
+
+
+def store_provenance(store: str | Path, ds: xr.Dataset | None = None) -> dict:
+    """The store's ``request``, ``sources`` and ``composite`` records (root/product attributes, parsed), where present."""
+    attrs = dict(open_store(store).attrs)
+    if ds is not None:
+        attrs.update(ds.attrs)
+    out = {}
+    for key, attr in (("request", "eocube:request"), ("sources", "eocube:source_items"), ("composite", "eocube:composite")):
+        if attr in attrs:
+            try:
+                out[key] = json.loads(attrs[attr]) if isinstance(attrs[attr], str) else attrs[attr]
+            except json.JSONDecodeError:
+                out[key] = attrs[attr]
+    return out
+
+
+def embedding_of(ds: xr.Dataset, variables: list[str]) -> dict | None:
+    """``{"model", "weights_sha256"}`` of the embedding among ``variables`` (from its attributes), else ``None``."""
+    for name in variables:
+        attrs = ds[name].attrs if name in ds.data_vars else {}
+        if "model" in attrs or "weights_sha256" in attrs:
+            return {"model": str(attrs.get("model", "")), "weights_sha256": str(attrs.get("weights_sha256", ""))}
+    return None
 
 
 def default_features(ds: xr.Dataset) -> list[str]:

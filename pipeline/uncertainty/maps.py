@@ -41,15 +41,18 @@ def map_attrs(model: UncertaintyModel, features: list[str], time_window: list[st
             "eocube:features": json.dumps(features), "eocube:time_window": json.dumps(time_window)}
 
 
-def predict_block(model: UncertaintyModel, x: np.ndarray, ok: np.ndarray) -> np.ndarray:
-    """``[6, ny, nx]`` outputs for one block ``x, ok [T, ny, nx, F]``; NaN where nothing is valid."""
+def predict_block(model: UncertaintyModel, x: np.ndarray, ok: np.ndarray, *, coverage: float | None = None,
+                  mc_samples: int | None = None, seed: int | None = None) -> np.ndarray:
+    """``[6, ny, nx]`` outputs for one block ``x, ok [T, ny, nx, F]``; NaN where nothing is valid.
+
+    ``coverage``, ``mc_samples`` and ``seed`` as in :meth:`UncertaintyModel.predict`."""
     t, ny, nx, f = x.shape
     xs = np.moveaxis(x, 0, 2).reshape(ny * nx, t, f)
     vs = np.moveaxis(ok, 0, 2).reshape(ny * nx, t, f)
     out = np.full((len(FIELDS), ny * nx), np.nan, dtype=np.float32)
     has_data = vs.any(axis=(1, 2))
     if has_data.any():
-        p = model.predict(xs[has_data], vs[has_data])
+        p = model.predict(xs[has_data], vs[has_data], coverage=coverage, mc_samples=mc_samples, seed=seed)
         out[:, has_data] = np.stack([getattr(p, k) for k in FIELDS])
     return out.reshape(len(FIELDS), ny, nx)
 
