@@ -74,11 +74,11 @@ def main(argv: list[str] | None = None) -> None:
     from flows.demo import monthly_composite_task, uncertainty_task
     from pipeline.compression.stage import compress_cube
     from pipeline.cube import dask_client
-    from pipeline.cube.source import open_cube
+    from pipeline.store.open import open_cube
     from pipeline.demo.archive import DEMO_SITE
     from pipeline.embeddings.engine import embed_cube
     from pipeline.chain.run import run_request
-from pipeline.demo.archive import ensure_demo_archive
+    from pipeline.demo.archive import ensure_demo_archive
     from pipeline.model import CubeRequest
     from pipeline.uncertainty.api import UncertaintyModel
     from pipeline.uncertainty.maps import predict_map

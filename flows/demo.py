@@ -1,18 +1,15 @@
-"""Prefect flow ``eocube-demo``: every stage on the embedded demo catalog, end to end. Thin: it calls
-:func:`pipeline.chain.demo.run_demo`."""
+"""Prefect flow ``eocube-demo``: the demo request through the chain. Thin: it calls :func:`pipeline.chain.demo.run_demo`."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from prefect import flow
 
-from pipeline.chain.demo import DemoSummary, run_demo
-from pipeline.model import Progress
-from pipeline.model import CubeRequest
+from pipeline.chain.demo import run_demo
 
 
 @flow(name="eocube-demo", log_prints=True)
-def demo_flow(request: CubeRequest, archive: Path | None = None, dask_address: str | None = None,
-              progress: Progress | None = None) -> DemoSummary:
-    """The whole pipeline on the demo: each later stage is skipped (with the reason) if it cannot run."""
-    return run_demo(CubeRequest.model_validate(request), archive, dask_address, progress)
+def demo_flow(out: Path, archive: Path | None = None, dask_address: str | None = None) -> dict:
+    """The whole chain on the demo archive into ``out``; the chain's result (and the sections skipped) as JSON."""
+    result, skipped = run_demo(Path(out), archive, dask_address)
+    return {**result.to_dict(), "skipped": skipped}

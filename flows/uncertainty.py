@@ -1,4 +1,9 @@
-"""Prefect flow ``uncertainty``: labelled points + store -> fitted model -> uncertainty maps. Thin."""
+"""Prefect flows of trained models: training writes a versioned artefact, on request only. Thin.
+
+Predictions are the chain's: a request's ``uncertainty`` section names an artefact, and every run
+(scheduled updates included) applies that artefact; nothing here is scheduled, so a deployment
+never retrains silently.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,25 +12,18 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from pipeline.uncertainty.api import UncertaintyModel
-from pipeline.uncertainty.maps import predict_map
-from pipeline.uncertainty.stage import fit_from_points
+from pipeline.uncertainty.stage import train_artefact
 
 
-@task(name="fit-uncertainty-model", cache_policy=NO_CACHE)
-def fit_task(store: Path, points: Path, model_dir: Path, options: dict[str, Any]) -> Path:
-    model = fit_from_points(store, points, **options)
-    return model.save(model_dir)
+@task(name="train-uncertainty-artefact", cache_policy=NO_CACHE)
+def train_task(store: Path, points: Path, out: Path, overwrite: bool, options: dict[str, Any]) -> dict:
+    model, path = train_artefact(store, points, out, overwrite=overwrite, **options)
+    return {"artefact": str(path), **model.describe()}
 
 
-@task(name="predict-uncertainty-maps", cache_policy=NO_CACHE)
-def predict_task(model_dir: Path, store: Path, out: Path | None, name: str, block: int) -> Path:
-    return predict_map(UncertaintyModel.load(model_dir), store, out, name=name, block=block)
-
-
-@flow(name="uncertainty", log_prints=True)
-def uncertainty(store: Path, points: Path, model_dir: Path, out: Path | None = None, name: str = "prediction",
-                block: int = 256, options: dict[str, Any] | None = None) -> Path:
-    """Fit on the points sampled from ``store``, save the model, and write the maps (into ``out`` or ``store``)."""
-    saved = fit_task(Path(store), Path(points), Path(model_dir), options or {})
-    return predict_task(saved, Path(store), None if out is None else Path(out), name, block)
+@flow(name="train-uncertainty", log_prints=True)
+def train_uncertainty(store: Path, points: Path, out: Path, overwrite: bool = False,
+                      options: dict[str, Any] | None = None) -> dict:
+    """Train an MC-TD / MC-ConcTD artefact on the points sampled from ``store`` and write it to ``out``
+    (an existing artefact is replaced only with ``overwrite``)."""
+    return train_task(Path(store), Path(points), Path(out), overwrite, options or {})

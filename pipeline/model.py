@@ -12,10 +12,14 @@ import datetime as dt
 import json
 import re
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+if TYPE_CHECKING:
+    import pystac
 
 #: ``progress(stage, done, total)``: how long-running functions report what they have done
 Progress = Callable[[str, int, int], None]
@@ -327,3 +331,77 @@ class CubeRequest(BaseModel):
         import shapely.geometry
 
         return tuple(shapely.geometry.shape(self.geometry).bounds)  # type: ignore[return-value]
+
+
+# ------------------------------------------------------------------------------------------ results
+
+
+@dataclass
+class SensorItems:
+    """The items of one sensor, with the collection and the profile (of its assets) they came from."""
+
+    sensor: str
+    collection: str
+    profile: str
+    items: list[pystac.Item]
+    duplicates_dropped: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sensor": self.sensor, "collection": self.collection, "profile": self.profile,
+                "items": [i.id for i in self.items], "duplicates_dropped": list(self.duplicates_dropped)}
+
+
+class SearchResult(dict[str, SensorItems]):
+    """What a search found: :class:`SensorItems` per requested sensor name (a dict, in request order)."""
+
+    def n_items(self) -> int:
+        return sum(len(s.items) for s in self.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {sensor: s.to_json() for sensor, s in self.items()}
+
+
+class CubeResult(BaseModel):
+    """What the cube of a run holds (the CLI's summary; JSON for provenance)."""
+
+    store: str
+    items_per_sensor: dict[str, int]
+    time_steps_per_sensor: dict[str, int]
+    shape: dict[str, int]
+    bands: list[str]
+    masked_fraction: float = Field(description="share of (time, y, x) cells without a clear observation")
+    quicklook: str | None = None
+    duplicates_dropped: dict[str, int] = Field(default_factory=dict)
+    failed_items: dict[str, dict[str, str]] = Field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class ProductResult(BaseModel):
+    """One derived product of a store: its group's variables and shape, its units made and not computed, and
+    what made it (model and weights sha256, artefact, codec settings)."""
+
+    name: str
+    variables: list[str]
+    shape: dict[str, int]
+    units_computed: int = 0
+    not_computed: dict[str, str] = Field(default_factory=dict, description="tile id -> why its cells hold no values")
+    provenance: dict[str, Any] = Field(default_factory=dict)
+
+
+class ChainResult(BaseModel):
+    """What a request made: its store, its cube, each derived product, and how the run went."""
+
+    store: str
+    format: str
+    cube: CubeResult
+    products: list[ProductResult] = Field(default_factory=list)
+    slices_written: int = 0
+    units_written: int = 0
+    stac_item: str | None = None
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")

@@ -20,7 +20,7 @@ from pipeline.compression.ratecontrol import choose_qp
 from pipeline.compression.stage import (BAND_DTYPES_ATTR, QP_RESOLUTION, RATE_TOLERANCE, STACKED, best_rate_write,
                                         compress_cube, next_rate_qp, open_compressed)
 from pipeline.compression.video import QP_MAX, QP_MIN
-from pipeline.cube.source import open_cube
+from pipeline.store.open import open_cube
 from pipeline.store.zarr_store import consolidate
 
 BANDS = ["blue", "green", "red", "nir"]

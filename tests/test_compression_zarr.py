@@ -69,7 +69,7 @@ def test_stage_round_trip_through_open_zarr_with_dask(tmp_path):
     assert summary.bpppb < 4 and summary.psnr > 45
     stacked = open_compressed(tmp_path / "c.zarr", split=False)["reflectance"]
     assert stacked.dims == ("band", "time", "y", "x") and list(stacked["band"].values) == BANDS
-    from pipeline.cube.source import open_cube  # every stage reads a compressed store as a cube
+    from pipeline.store.open import open_cube  # every stage reads a compressed store as a cube
 
     reopened = open_cube(tmp_path / "c.zarr")
     assert "reflectance" not in reopened and set(BANDS) <= set(reopened.data_vars)
@@ -353,7 +353,7 @@ def test_value_range_refuses_the_clipping_of_a_few_bright_clouds():
 
 def test_stage_lossless_takes_the_grid_of_a_scaled_int_store(tmp_path):
     """Bands stored as CF-packed uint16 (the cube's storage="scaled-int") code losslessly with no step given."""
-    from pipeline.cube.source import open_cube
+    from pipeline.store.open import open_cube
 
     rng = np.random.default_rng(8)
     dn = rng.integers(1, 12000, (10, 24, 40)).astype(np.uint16)

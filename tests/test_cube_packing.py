@@ -11,7 +11,7 @@ import zarr
 
 from pipeline.cube.grid import request_geobox
 from pipeline.cube.packing import PackedGrid, pack_dn
-from pipeline.cube.source import open_cube
+from pipeline.store.open import open_cube
 from pipeline.model import RequestError
 from test_cube_support import demo_found, small_request
 

@@ -175,7 +175,7 @@ def test_a_backfill_of_a_signed_catalog_outlives_its_tokens_and_a_key_rotation(d
                                                                               monkeypatch, prefect_harness):
     from flows.backfill import backfill_flow
     from pipeline.chain.run import assemble_and_write
-from pipeline.chain.search import search
+    from pipeline.chain.search import search
     from pipeline.model import CubeRequest
 
     authority = TokenAuthority(lifetime_s=1.5)

@@ -132,10 +132,16 @@ def test_cli_fit_predict_info_and_errors(cube_store, points_csv, tmp_path):
 
 
 @pytest.mark.slow  # the Prefect test server takes most of the time
-def test_prefect_flow_writes_maps(cube_store, points_csv, tmp_path, prefect_harness):
-    from flows.uncertainty import uncertainty
+def test_prefect_flow_trains_an_artefact_only_when_asked_to_replace_one(cube_store, points_csv, tmp_path,
+                                                                         prefect_harness):
+    from flows.uncertainty import train_uncertainty
+    from pipeline.uncertainty.artefact import load_artefact
 
     path, _ = cube_store
-    out = uncertainty(path, points_csv, tmp_path / "model", out=tmp_path / "flow.zarr",
-                      options={"target": "lfmc", "method": "deterministic", "n_steps": 3, "hidden": 8, "epochs": 5})
-    assert np.isfinite(xr.open_zarr(out)["prediction_mean"].values[1:]).all()
+    options = {"target": "lfmc", "method": "deterministic", "n_steps": 3, "hidden": 8, "epochs": 5}
+    done = train_uncertainty(path, points_csv, tmp_path / "model", options=options)
+    card = load_artefact(done["artefact"]).card
+    assert card["inputs"]["n_steps"] == 3 and card["sha256"]["weights.safetensors"]
+    with pytest.raises(Exception, match="already"):  # a second run never replaces the artefact silently
+        train_uncertainty(path, points_csv, tmp_path / "model", options=options)
+    assert load_artefact(done["artefact"]).card["sha256"] == card["sha256"]

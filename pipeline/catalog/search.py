@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass, field
 
 import pystac
 import requests
@@ -19,24 +18,13 @@ from pystac_client.stac_api_io import StacApiIO
 from urllib3.util.retry import Retry
 
 from pipeline.catalog.config import CatalogConfig, CatalogError
-from pipeline.model import CubeRequest, RequestError
+from pipeline.model import CubeRequest, RequestError, SearchResult, SensorItems
 
 log = logging.getLogger(__name__)
 
 
 class EmptySearchError(RequestError):
     """The search matched no items at all."""
-
-
-@dataclass
-class SensorItems:
-    """The items of one sensor, with the collection and profile they came from."""
-
-    sensor: str
-    collection: str
-    profile: str
-    items: list[pystac.Item]
-    duplicates_dropped: list[str] = field(default_factory=list)
 
 
 _CONNECTION_FAILURES = ("Max retries exceeded", "Failed to establish", "Connection refused", "timed out",
@@ -124,13 +112,13 @@ def group_by_solar_day(items: list[pystac.Item]) -> dict[dt.date, list[pystac.It
     return dict(sorted(groups.items()))
 
 
-def search_items(request: CubeRequest, catalog: CatalogConfig, url: str | None = None) -> dict[str, SensorItems]:
+def search_items(request: CubeRequest, catalog: CatalogConfig, url: str | None = None) -> SearchResult:
     """Items per requested sensor; raises :class:`EmptySearchError` when none at all match."""
     url = url or catalog.url
     if not url:
         raise CatalogError(f"catalog {catalog.name!r} has no URL (a local archive must be served first)")
     client = _client(catalog, url)
-    out: dict[str, SensorItems] = {}
+    out = SearchResult()
     for sensor in request.sensors:
         ref = catalog.collection_for(sensor)
         query = None

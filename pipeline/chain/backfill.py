@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pipeline.catalog.search import EmptySearchError
 from pipeline.cube.cluster import dask_client
-from pipeline.chain.preflight import preflight
+from pipeline.chain.preflight import check_products, preflight
 from pipeline.chain.search import search
 from pipeline.model import Progress
 from pipeline.model import CubeRequest
@@ -26,6 +26,7 @@ def backfill_request(request: CubeRequest, spec: BackfillSpec = BackfillSpec(), 
     with write_lock(request.output, spec.lock_timeout_s):
         try:
             found = search(request, archive, progress)
+            check_products(request, found)  # the cube's time steps are known now: before any work
         except EmptySearchError:
             if kind == "update":
                 return BackfillReport(store=str(request.output), engine=spec.engine)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.cube.compositing import composite
-from pipeline.cube.source import open_cube
+from pipeline.store.open import open_cube
 from pipeline.store.zarr_store import write_store
 
 

@@ -1,45 +1,33 @@
-"""One request in one go: searched, assembled, written and summarised on a Dask cluster."""
+"""One request in one go: every stage it names, on a Dask cluster, its store moved into place when complete.
+
+:func:`assemble_and_write` is the plain way to write a request's cube alone to a Zarr store (no products,
+no units): the reference the tests compare chains with, and what notebooks may call.
+"""
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.catalog.search import SensorItems
-from pipeline.chain.preflight import preflight
+from pipeline.chain.preflight import check_products, preflight
 from pipeline.chain.search import search
+from pipeline.chain.slices import BackfillSpec, backfill
 from pipeline.cube.assemble import request_cube
 from pipeline.cube.cluster import dask_client
 from pipeline.cube.quicklook import write_quicklook
-from pipeline.cube.source import open_cube
-from pipeline.model import CubeRequest, Progress
+from pipeline.model import ChainResult, CubeRequest, CubeResult, ProductResult, Progress, SearchResult
 from pipeline.redaction import redact_json
+from pipeline.store.engines import Engine, open_engine
+from pipeline.store.journal import journal_dir, write_lock
+from pipeline.store.open import open_cube
+from pipeline.store.paths import check_output, is_eocube_store, remove_store, swap_into_place
+from pipeline.store.stac import stac_paths, write_stac
 from pipeline.store.zarr_store import provenance_attrs, write_store
 
 
-@dataclass
-class CubeSummary:
-    """What a run produced, printed at the end of ``eocube run``/``eocube demo``."""
-
-    store: str
-    items_per_sensor: dict[str, int]
-    shape: dict[str, int]
-    bands: list[str]
-    masked_fraction: float
-    time_steps_per_sensor: dict[str, int]
-    quicklook: str | None = None
-    seconds: float = 0.0
-    duplicates_dropped: dict[str, int] = field(default_factory=dict)
-    failed_items: dict[str, dict[str, str]] = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def assemble_and_write(request: CubeRequest, found: dict[str, SensorItems],
+def assemble_and_write(request: CubeRequest, found: SearchResult,
                        progress: Progress | None = None) -> Path:
     """Build the lazy cube of ``found`` on the request grid and write it to ``request.output``.
 
@@ -59,18 +47,17 @@ def assemble_and_write(request: CubeRequest, found: dict[str, SensorItems],
                        progress=(lambda d, n: progress("write", d, n)) if progress else None)
 
 
-def summarize(store: Path, found: dict[str, SensorItems], quicklook_path: Path | None = None) -> CubeSummary:
-    """Summary of a written store, with a quicklook PNG of its clearest date."""
+def summarize(store: Path, found: SearchResult, quicklook_path: Path | None = None) -> CubeResult:
+    """The :class:`~pipeline.model.CubeResult` of a written store, with a quicklook PNG of its clearest date."""
     cube = open_cube(store)
-    valid = cube["valid"].values
     sensors, counts = np.unique(cube["sensor"].values, return_counts=True)
     quicklook = write_quicklook(cube, quicklook_path) if quicklook_path else None
-    return CubeSummary(
+    return CubeResult(
         store=str(store),
         items_per_sensor={s: len(f.items) for s, f in found.items()},
         shape={d: int(n) for d, n in cube.sizes.items()},
         bands=[str(b) for b in cube.attrs.get("eocube:bands", [])],
-        masked_fraction=float(1 - valid.mean()),
+        masked_fraction=float(1 - cube["valid"].mean().compute()),
         time_steps_per_sensor={str(s): int(c) for s, c in zip(sensors, counts)},
         quicklook=str(quicklook) if quicklook else None,
         duplicates_dropped={s: len(f.duplicates_dropped) for s, f in found.items()},
@@ -78,15 +65,97 @@ def summarize(store: Path, found: dict[str, SensorItems], quicklook_path: Path |
     )
 
 
+def product_results(engine: Engine) -> list[ProductResult]:
+    """The :class:`~pipeline.model.ProductResult` of every derived product in the store behind ``engine``."""
+    from pipeline.chain.products import PRODUCTS
+
+    out = []
+    for name in PRODUCTS:
+        group = engine.open_group(name)
+        if group is None:
+            continue
+        units = json.loads(group.attrs.get("eocube:units", "{}"))
+        provenance = {k: group.attrs[k] for k in ("model", "weights_sha256", "pooling", "eocube:artefact",
+                                                  "eocube:video") if k in group.attrs}
+        out.append(ProductResult(name=name, variables=sorted(str(v) for v in group.data_vars),
+                                 shape={str(d): int(n) for d, n in group.sizes.items()},
+                                 units_computed=int(units.get("computed", 0)),
+                                 not_computed=json.loads(group.attrs.get("eocube:not_computed", "{}")),
+                                 provenance=provenance))
+    return out
+
+
+#: tiles of a one-shot run (pixels a side) and its cube slices' time steps
+RUN_TILE_PX, RUN_TIME_STEP = 1024, 8
+
+
+def partial_path(output: Path) -> Path:
+    """Where a run builds its store before moving it to ``output``: a hidden sibling, the same for every run
+    of that output, so a run killed half-way is resumed (its committed slices and units kept)."""
+    return output.with_name(f".{output.name}.partial")
+
+
 def run_request(request: CubeRequest, archive: Path | None = None, dask_address: str | None = None,
-                progress: Progress | None = None) -> CubeSummary:
-    """Check the request, search its catalog, write its store on a Dask cluster (``dask_address``, else
-    ``$DASK_SCHEDULER_ADDRESS``, else a local one) and summarise it."""
+                progress: Progress | None = None, spec: BackfillSpec | None = None) -> ChainResult:
+    """The whole chain for ``request`` in one go: check it, search its catalog, make its cube and every derived
+    product it names on a Dask cluster (``dask_address``, else ``$DASK_SCHEDULER_ADDRESS``, else a local one),
+    and move the complete store to ``request.output`` (replacing an eocube store there only with
+    ``request.overwrite``).
+
+    The store is built at :func:`partial_path` by the same unit machinery as a backfill
+    (:func:`~pipeline.chain.slices.backfill`), so nothing is ever half-written under the final name and a
+    killed run resumes where it stopped.
+    """
     t0 = time.perf_counter()
     preflight(request)
-    found = search(request, archive, progress)
-    with dask_client(dask_address):
-        store = assemble_and_write(request, found, progress)
-        summary = summarize(store, found, quicklook_path=Path(store).with_suffix(".quicklook.png"))
-    summary.seconds = round(time.perf_counter() - t0, 1)
-    return summary
+    final = Path(request.output)
+    spec = spec or BackfillSpec(engine=request.format, tile_px=RUN_TILE_PX, time_step=RUN_TIME_STEP)
+    work = request.model_copy(update={"output": partial_path(final), "overwrite": False})
+    with write_lock(final):
+        discard_foreign_partial(work)
+        found = search(request, archive, progress)
+        check_products(request, found)  # the cube's time steps are known now: before any work
+        with dask_client(dask_address):
+            report = backfill(work, found, spec, progress=(lambda d, n: progress("cube", d, n)) if progress else None,
+                              product_progress=progress)
+        move_into_place(work.output, final, request.overwrite)
+        engine = open_engine(final)
+        stac_item = write_stac(engine)
+        with dask_client(dask_address):
+            cube = summarize(final, found, quicklook_path=final.with_suffix(".quicklook.png"))
+    return ChainResult(store=str(final), format=engine.kind, cube=cube, products=product_results(engine),
+                       slices_written=len(report.written), units_written=len(report.units), stac_item=str(stac_item),
+                       seconds=round(time.perf_counter() - t0, 1))
+
+
+def discard_foreign_partial(work: CubeRequest) -> None:
+    """Remove a partial store left by a killed run of another request (its cube differs): it cannot be resumed."""
+    path = Path(work.output)
+    if not path.exists():
+        return
+    if is_eocube_store(path):
+        recorded = json.loads(open_engine(path).open().attrs.get("eocube:request", "{}"))
+        if recorded and CubeRequest.model_validate({**recorded, "output": str(path)}).cube_fields() == work.cube_fields():
+            return
+    remove_store(path)
+    remove_store(journal_dir(path))
+    for leftover in stac_paths(path):
+        leftover.unlink(missing_ok=True)
+
+
+def move_into_place(partial: Path, final: Path, overwrite: bool) -> None:
+    """Move the complete store from ``partial`` to ``final`` in one step (an eocube store there is swapped out
+    and removed, only with ``overwrite``), with its journal; the partial's STAC files go."""
+    if final.exists() or final.is_symlink():
+        check_output(final, overwrite=overwrite)
+        remove_store(swap_into_place(partial, final))
+    else:
+        partial.rename(final)
+    runs = journal_dir(partial) / "runs.jsonl"
+    if runs.is_file():
+        journal_dir(final).mkdir(parents=True, exist_ok=True)
+        with (journal_dir(final) / "runs.jsonl").open("a") as out:
+            out.write(runs.read_text())
+    remove_store(journal_dir(partial))
+    for leftover in stac_paths(partial):
+        leftover.unlink(missing_ok=True)

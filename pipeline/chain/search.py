@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Iterator
 
 from pipeline.catalog.config import CatalogConfig, load_catalog
-from pipeline.catalog.search import SensorItems, search_items
+from pipeline.catalog.search import search_items
 from pipeline.catalog.server import serve_archive
 from pipeline.demo.archive import ensure_demo_archive
-from pipeline.model import CubeRequest, Progress
+from pipeline.model import CubeRequest, Progress, SearchResult
 
 
 @contextlib.contextmanager
@@ -23,7 +23,7 @@ def catalog_endpoint(catalog: CatalogConfig, archive: Path | None = None,
         yield catalog.url  # type: ignore[misc]
 
 
-def search(request: CubeRequest, archive: Path | None = None, progress: Progress | None = None) -> dict[str, SensorItems]:
+def search(request: CubeRequest, archive: Path | None = None, progress: Progress | None = None) -> SearchResult:
     """Items per sensor for a request (starting and stopping a local API if needed)."""
     catalog = load_catalog(request.catalog)
     with catalog_endpoint(catalog, archive, progress) as url:

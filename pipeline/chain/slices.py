@@ -32,11 +32,12 @@ from typing import Callable
 import numpy as np
 import xarray as xr
 
+from pipeline import __version__
 from pipeline.catalog.search import SensorItems
 from pipeline.cube.assemble import LazyCube, check_failed_fraction, request_cube
 from pipeline.cube.load import items_per_time
 from pipeline.cube.readers import item_time
-from pipeline.model import CubeRequest
+from pipeline.model import CubeRequest, Progress
 from pipeline.redaction import redact_json
 from pipeline.store.cf import annotate_cf, encodings
 from pipeline.store.engines import ENGINES, Engine, committed_sources, leftovers, open_engine, store_sources
@@ -92,6 +93,8 @@ class BackfillReport:
     late_items_for_held_dates: int = 0
     stac_item: str | None = None
     failed_items: dict[str, dict[str, str]] = field(default_factory=dict)
+    units: list[str] = field(default_factory=list)
+    not_computed: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return dict(vars(self))
@@ -166,12 +169,16 @@ def add_time_steps(engine: Engine, cube: xr.Dataset) -> tuple[int, int]:
     """Add to the store the cube's time steps for dates it lacks; returns ``(appended, inserted)``.
 
     Steps after the store's last one only: appended (cheap). Any earlier: all new steps go
-    in with one atomic insert (:meth:`~pipeline.store.engines.ZarrEngine.insert_times`).
+    in with one atomic insert (:meth:`~pipeline.store.engines.ZarrEngine.insert_times`), after
+    the derived products are dropped (every one of their units is made again from the new cube).
     """
     store = engine.open()
     new = ~held_time_steps(store.time.values, _sensors(store), cube.time.values, _sensors(cube))
     after = new & (cube.time.values > store.time.values[-1]) if store.sizes["time"] else new
     if (new & ~after).any():
+        from pipeline.chain.products import PRODUCTS
+
+        engine.drop_groups(list(PRODUCTS))
         engine.insert_times(cube.isel(time=np.flatnonzero(new)))
     elif after.any():
         engine.append_times(cube.isel(time=np.flatnonzero(after)))
@@ -285,6 +292,7 @@ def finalise(request: CubeRequest, found: dict[str, SensorItems], spec: Backfill
     window = {"start": request.start.isoformat(), "end": request.end.isoformat()}
     engine.update_attrs({"eocube:source_items": json.dumps(sources), "eocube:failed_items": json.dumps(failed),
                          "eocube:last_run": json.dumps({"kind": kind, **window})})
+    finalise_products(engine, sources, failed)
     report.stac_item = str(write_stac(engine))
     record_run(request.output, {"kind": kind, **window, "written": len(report.written), "planned": report.planned,
                                 "appended_times": report.appended_times, "inserted_times": report.inserted_times,
@@ -292,6 +300,37 @@ def finalise(request: CubeRequest, found: dict[str, SensorItems], spec: Backfill
                                 "failed_items": sorted(failed), "engine": engine.kind})
     check_failed_fraction(failed, sum(len(s.items) for s in found.values()), request.max_failed_fraction)
     return report
+
+
+def finalise_products(engine: Engine, sources: dict[str, list[str]], failed: dict[str, dict[str, str]]) -> None:
+    """Provenance of every product group: the store's items and failed reads, its units made and not computed."""
+    from pipeline.chain.products import PRODUCTS
+
+    units = engine.units()
+    for name in PRODUCTS:
+        if engine.open_group(name) is None:
+            continue
+        made = [u for u in units.values() if name in u.get("products", {})]
+        missing = {u["unit"]: u["products"][name] for u in made if u["products"][name] != "computed"}
+        attrs = {"eocube:version": __version__, "eocube:source_items": json.dumps(sources),
+                 "eocube:failed_items": json.dumps(failed), "eocube:not_computed": json.dumps(missing),
+                 "eocube:units": json.dumps({"computed": len(made) - len(missing), "not_computed": len(missing)})}
+        if name == "video":
+            attrs["eocube:video"] = json.dumps({**json.loads(engine.open_group(name).attrs.get("eocube:video", "{}")),
+                                                **video_rate(engine)})
+        engine.update_group_attrs(name, attrs)
+
+
+def video_rate(engine: Engine) -> dict[str, float]:
+    """Bytes and bits per pixel per band of the video product's stacked bands (a Zarr store's chunk files)."""
+    from pipeline.store.open import STACKED
+
+    folder = Path(engine.path) / "video" / STACKED
+    if engine.kind != "zarr" or not folder.is_dir():
+        return {}
+    stored = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and f.name != "zarr.json")
+    samples = int(np.prod(list(engine.open_group("video")[STACKED].shape)))
+    return {"stored_bytes": stored, "bpppb": round(8.0 * stored / max(samples, 1), 4)}
 
 
 def store_failures(engine: Engine) -> dict[str, dict[str, str]]:
@@ -307,9 +346,13 @@ def store_failures(engine: Engine) -> dict[str, dict[str, str]]:
 
 def backfill(request: CubeRequest, found: dict[str, SensorItems], spec: BackfillSpec = BackfillSpec(),
              progress: Callable[[int, int], None] | None = None, kind: str = "backfill",
-             locked: bool = False) -> BackfillReport:
-    """Prepare, write every pending slice in turn, finalise; holds the store's writer lock throughout
-    (taken here unless the caller already holds it: ``locked``)."""
+             locked: bool = False, product_progress: Progress | None = None) -> BackfillReport:
+    """The whole chain into ``request.output``: prepare, write every pending cube slice in turn, make every
+    pending unit of the derived products the request names (:mod:`pipeline.chain.units`), finalise.
+
+    Holds the store's writer lock throughout (taken here unless the caller holds it: ``locked``).
+    ``progress(done, total)`` after each cube slice; ``product_progress(stage, done, total)`` after each unit.
+    """
     report = BackfillReport(store=str(request.output), engine=spec.engine)
     with contextlib.nullcontext() if locked else write_lock(request.output, spec.lock_timeout_s):
         cube = lazy_cube(request, found, spec.layout(request))
@@ -319,7 +362,22 @@ def backfill(request: CubeRequest, found: dict[str, SensorItems], spec: Backfill
             (report.written if record else report.skipped_concurrent).append(sl.id)
             if progress:
                 progress(i + 1, len(pending))
+        if request.products():
+            make_products(request, spec, report, product_progress)
         return finalise(request, found, spec, report, kind)
+
+
+def make_products(request: CubeRequest, spec: BackfillSpec, report: BackfillReport,
+                  progress: Progress | None = None) -> None:
+    """Make every pending unit of the request's derived products (after the cube slices are committed)."""
+    from pipeline.chain.context import resolve_context
+    from pipeline.chain.units import make_units
+
+    engine = open_engine(request.output, spec.engine)
+    units = make_units(resolve_context(request, engine, spec.tile_px), engine, spec.tile_px, progress)
+    report.units = [u["unit"] for u in units]
+    report.not_computed = {u["unit"]: {p: s for p, s in u["products"].items() if s != "computed"}
+                           for u in units if any(s != "computed" for s in u["products"].values())}
 
 
 def engine_of(path: Path | str) -> Engine:

@@ -61,3 +61,38 @@ def models() -> None:
         except WeightsNotFoundError:
             where = f"not found (download: {src.download_url()})"
         typer.echo(f"{key:<24} {where}")
+
+
+@app.command("train-head")
+def train_head_cmd(
+    store: Path = typer.Option(..., "--store", help="store holding the embeddings (child group or root variable)"),
+    points: Path = typer.Option(..., "--points", help="labelled points (.csv or .parquet): lon, lat, target column"),
+    out: Path = typer.Option(..., "--out", help="artefact folder to write (weights.safetensors + card.json)"),
+    target: str = typer.Option("target", "--target", help="target column of the points"),
+    name: Optional[str] = typer.Option(None, "--name", help="name of the predicted quantity (default: --target)"),
+    units: Optional[str] = typer.Option(None, "--units", help="units of the target"),
+    variable: str = typer.Option("embeddings", "--variable", help="embeddings variable"),
+    group: str = typer.Option("embeddings", "--group", help="child group holding it (else the store's root)"),
+    folds: int = typer.Option(5, "--folds", help="k of the cross-validation choosing the ridge penalty"),
+    coverage: float = typer.Option(0.9, "--coverage", help="nominal coverage of the Gaussian interval"),
+    seed: int = typer.Option(0, "--seed"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing artefact at --out"),
+) -> None:
+    """Train a ridge-regression head on the embeddings at labelled points and write it as an artefact;
+    prints the card's key fields as JSON."""
+    import json
+
+    from pipeline.cli.common import user_errors
+
+    with user_errors():
+        from pipeline.embeddings.head import open_embeddings, train_head
+        from pipeline.uncertainty.artefact_io import check_output
+        from pipeline.uncertainty.cube import store_provenance
+
+        check_output(out, overwrite)
+        emb = open_embeddings(store, variable, group)
+        from_group = group if (store / group / "zarr.json").is_file() else None
+        head = train_head(emb, points, target, name=name, units=units, folds=folds, coverage=coverage, seed=seed,
+                          provenance={"store": str(store), "group": from_group, **store_provenance(store)})
+        path = head.save(out, overwrite=overwrite)
+    typer.echo(json.dumps({"artefact": str(path), **head.summary()}, default=str))

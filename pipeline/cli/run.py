@@ -11,72 +11,72 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.cli.common import print_failed_items, progress_display, read_request_file, user_errors
-from pipeline.model import CubeRequest
+from pipeline.model import ChainResult, CubeRequest, ProductResult
 
 app = typer.Typer(add_completion=False)
 
 
-def print_summary(summary) -> None:
-    table = Table(title="eocube: cube written", show_header=False, title_justify="left")
-    table.add_row("store", summary.store)
-    table.add_row("items per sensor", ", ".join(f"{k}: {v}" for k, v in summary.items_per_sensor.items()))
-    table.add_row("time steps per sensor", ", ".join(f"{k}: {v}" for k, v in summary.time_steps_per_sensor.items()))
-    table.add_row("cube shape", " x ".join(f"{k}={v}" for k, v in summary.shape.items()))
-    table.add_row("bands", ", ".join(summary.bands))
-    table.add_row("masked fraction", f"{summary.masked_fraction:.1%}")
-    table.add_row("quicklook", str(summary.quicklook))
-    table.add_row("failed items", f"{len(summary.failed_items)} (pixels masked where their reads failed)"
-                  if summary.failed_items else "none")
-    table.add_row("elapsed", f"{summary.seconds:.1f} s" if summary.seconds else "-")
+def print_result(result: ChainResult, skipped: dict[str, str] | None = None) -> None:
+    """The cube's summary and one row per derived product (what made it, its units not computed)."""
+    cube = result.cube
+    table = Table(title="eocube: store written", show_header=False, title_justify="left")
+    table.add_row("store", f"{result.store} ({result.format})")
+    table.add_row("items per sensor", ", ".join(f"{k}: {v}" for k, v in cube.items_per_sensor.items()))
+    table.add_row("time steps per sensor", ", ".join(f"{k}: {v}" for k, v in cube.time_steps_per_sensor.items()))
+    table.add_row("cube shape", " x ".join(f"{k}={v}" for k, v in cube.shape.items()))
+    table.add_row("bands", ", ".join(cube.bands))
+    table.add_row("masked fraction", f"{cube.masked_fraction:.1%}")
+    table.add_row("quicklook", str(cube.quicklook))
+    table.add_row("failed items", f"{len(cube.failed_items)} (pixels masked where their reads failed)"
+                  if cube.failed_items else "none")
+    for product in result.products:
+        missing = f", {len(product.not_computed)} units not computed" if product.not_computed else ""
+        table.add_row(product.name, f"{', '.join(product.variables)} {product.shape}; {product_origin(product)}"
+                                    f"{missing}")
+    for name, why in (skipped or {}).items():
+        table.add_row(name, f"skipped: {why}")
+    table.add_row("STAC item", str(result.stac_item))
+    table.add_row("elapsed", f"{result.seconds:.1f} s" if result.seconds else "-")
     Console().print(table)
-    print_failed_items(summary.failed_items)
+    print_failed_items(cube.failed_items)
 
 
-def demo_request(out: Path) -> CubeRequest:
-    """The embedded default: the demo AOI, its whole year, all three sensors at 10 m (replacing
-    the demo's own earlier stores in ``out``; nothing else there is touched)."""
-    from pipeline.demo.archive import DEMO_SITE
-
-    return CubeRequest(catalog="demo", bbox=DEMO_SITE.aoi_lonlat(), start=DEMO_SITE.start, end=DEMO_SITE.end,
-                       sensors=["sentinel-2", "landsat", "modis"], resolution=10.0, output=out / "demo-cube.zarr",
-                       overwrite=True)
-
-
-def print_demo_summary(summary) -> None:
-    print_summary(summary.cube)
-    table = Table(title="eocube: later stages", show_header=False, title_justify="left")
-    table.add_row("monthly composite", str(summary.monthly_store))
-    if summary.embeddings:
-        e = summary.embeddings
-        table.add_row("embeddings", f"{e.get('model')} {e.get('sizes')} sha256={str(e.get('weights_sha256'))[:12]}…")
-    for stage, why in summary.skipped.items():
-        table.add_row(stage, f"skipped: {why}")
-    u = summary.uncertainty
-    table.add_row("uncertainty", f"{u['store']} ({u['method']}, learned alpha={u['alpha_learned']}, "
-                                 f"mean sigma={u['mean_sigma_percent']} %, {u['calibration']})")
-    c = summary.compression
-    table.add_row("compression", f"{c['store']} ({c['mode']} qp={c['qp']}, {c['bpppb']:.2f} bpppb, "
-                                 f"ratio {c['raw_bytes'] / max(c['stored_bytes'], 1):.1f}x, PSNR {c['psnr']:.1f} dB "
-                                 f"at peak {c['psnr_peak']}; quicklook {c.get('quicklook')})")
-    Console().print(table)
+def product_origin(product: ProductResult) -> str:
+    """One line saying what made a product: the model and weights, the artefact, the codec settings."""
+    p = product.provenance
+    if "weights_sha256" in p:
+        return f"{p.get('model')} weights sha256 {str(p['weights_sha256'])[:12]}"
+    if "eocube:artefact" in p:
+        a = json.loads(p["eocube:artefact"])
+        alpha = a.get("alpha")
+        alpha = ", ".join(f"{v:.3f}" for v in alpha) if isinstance(alpha, list) else alpha
+        calibration = a.get("calibration")
+        calibration = calibration.get("description", calibration) if isinstance(calibration, dict) else calibration
+        sha = a.get("sha256")
+        sha = next(iter(sha.values()), "") if isinstance(sha, dict) else sha
+        return f"{a.get('method')}, learned drop rate {alpha}; {calibration}; artefact sha256 {str(sha)[:12]}"
+    if "eocube:video" in p:
+        v = json.loads(p["eocube:video"])
+        return ", ".join(f"{k} {v[k]}" for k in ("mode", "qp", "sample_psnr_db", "bpppb") if v.get(k) is not None)
+    return "made"
 
 
 @app.command()
 def demo(out: Path = typer.Option(Path("eocube-demo"), help="output folder (stores, quicklook)"),
          dask_address: Optional[str] = typer.Option(None, envvar="DASK_SCHEDULER_ADDRESS", help="existing Dask scheduler"),
          archive: Optional[Path] = typer.Option(None, help="demo archive folder (default ~/.cache/eocube/demo-archive)")) -> None:
-    """Run the whole pipeline on the embedded demo catalog, end to end (cube, embeddings, uncertainty, compression)."""
-    from pipeline.chain.demo import run_demo
+    """The demo request (pipeline/demo/request.yaml) through the whole chain: cube, composite, embeddings,
+    uncertainty, video; resumable (a second run makes only what is missing)."""
+    from pipeline.chain.demo import demo_request, run_demo
     from pipeline.chain.preflight import preflight
 
     with user_errors():
-        request = demo_request(out)
-        preflight(request)
+        preflight(demo_request(out, with_uncertainty=False), resume=True)
         t0 = time.perf_counter()
         with progress_display() as progress:
-            summary = run_demo(request, archive=archive, dask_address=dask_address, progress=progress)
-        summary.cube.seconds = round(time.perf_counter() - t0, 1)
-        print_demo_summary(summary)
+            result, skipped = run_demo(out, archive=archive, dask_address=dask_address, progress=progress)
+        result.seconds = round(time.perf_counter() - t0, 1)
+        print_result(result, skipped)
 
 
 @app.command()
@@ -119,8 +119,8 @@ def run(request_file: Optional[Path] = typer.Argument(None, help="request YAML/J
 
         preflight(request)  # before the progress display: a bad request is one line
         with progress_display() as progress:
-            summary = run_request(request, dask_address=dask_address, progress=progress)
-        print_summary(summary)
+            result = run_request(request, dask_address=dask_address, progress=progress)
+        print_result(result)
 
 
 @app.command("demo-archive")

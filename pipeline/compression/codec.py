@@ -23,6 +23,7 @@ from typing import Literal
 
 import numpy as np
 
+from pipeline.store.open import restore_dtype
 from pipeline.compression import klt
 from pipeline.compression.header import pack_header, read_header
 from pipeline.compression.mask_stream import decode_mask, encode_mask
@@ -201,35 +202,6 @@ def _exact_grid(x: np.ndarray, codes: np.ndarray, quant: Quantiser, missing: np.
         wrong = int((~same).sum())
     raise ValueError(f"{wrong} values are not on the lossless grid {quant.offset[0]} + k * {quant.step} "
                      f"within 0..{quant.max_code}")
-
-
-def restore_dtype(values: np.ndarray, dtype: np.dtype, missing: np.ndarray, fill: float | None) -> np.ndarray:
-    """Decoded ``values`` cast to ``dtype`` (integers rounded and clipped to its range), ``fill`` (None: NaN)
-    where ``missing``.
-
-    An integer value that lossy coding moved onto ``fill`` is moved one step off it, towards its decoded
-    value: otherwise a valid pixel would read as missing, and the fill marks exactly the missing pixels.
-    """
-    if dtype == bool:
-        out = values > 0.5
-    elif np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        out = np.clip(np.rint(values), info.min, info.max).astype(dtype)
-        if fill is not None and float(fill).is_integer() and info.min <= fill <= info.max:
-            _step_off_fill(out, values, missing, int(fill), info)
-    else:
-        out = values.astype(dtype)
-    if missing.any():
-        out[missing] = np.nan if fill is None else fill
-    return out
-
-
-def _step_off_fill(out: np.ndarray, values: np.ndarray, missing: np.ndarray, fill: int, info: np.iinfo) -> None:
-    """Move the valid integers of ``out`` equal to ``fill`` one step towards their decoded ``values`` (in place)."""
-    hit = (out == fill) & ~missing
-    if hit.any():
-        up = ((values[hit] >= fill) & (fill < info.max)) | (fill == info.min)
-        out[hit] = np.where(up, fill + 1, fill - 1).astype(out.dtype)
 
 
 def encode_array(x: np.ndarray, params: CodecParams = CodecParams()) -> bytes:

@@ -13,20 +13,19 @@ import json
 import math
 import time as timer
 from dataclasses import asdict, dataclass, replace
-from functools import partial
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import xarray as xr
 
-from pipeline.compression.codec import CodecParams, restore_dtype
+from pipeline.compression.codec import CodecParams
 from pipeline.compression.quantise import missing_mask
 from pipeline.compression.quicklook import write_comparison
 from pipeline.compression.ratecontrol import choose_qp
 from pipeline.compression.video import QP_MAX, QP_MIN
 from pipeline.compression.zarr_codec import VideoCodec
-from pipeline.cube.source import open_cube
+from pipeline.store.open import BAND_DTYPES_ATTR, STACKED, open_cube, restored_band, split_bands
 from pipeline.store.cf import vlen_text_coords
 from pipeline.store.zarr_store import atomic_store, consolidate, time_slabs, write_in_time_slabs
 
@@ -36,7 +35,6 @@ SPATIAL_DIM_ALIASES = {"lat": "y", "latitude": "y", "lon": "x", "longitude": "x"
 INPUT_LAYOUT_ATTR = "eocube:input_layout"
 """What :func:`as_dataset` changed to code a cube, undone by :func:`open_compressed`: JSON with
 ``renamed_dims`` (input name -> coded name), ``dim_order`` (variable -> input dims) and ``added_dims``."""
-STACKED = "reflectance"
 
 
 @dataclass
@@ -223,9 +221,6 @@ def usual_range_covering(values: np.ndarray) -> tuple[float, float]:
     return lo, hi if hi > lo else lo + 1.0
 
 
-#: attribute of the stacked variable: JSON of each band's input dtype and fill value (:func:`band_record`),
-#: which :func:`split_bands` restores
-BAND_DTYPES_ATTR = "band_dtypes"
 #: names a band's fill value goes by, looked up in this order in its attributes, then its encoding
 FILL_KEYS = ("_FillValue", "nodata", "missing_value")
 
@@ -277,33 +272,6 @@ def masked_band(var: xr.DataArray, record: dict, nodata: float | None = None) ->
     else:
         fill = fill_value(var, nodata, encoding=False) if np.issubdtype(var.dtype, np.floating) else None
     return var if fill is None else var.where(var != fill)
-
-
-def integers_from_floats(values: np.ndarray, dtype: np.dtype, fill: int | None) -> np.ndarray:
-    """Decoded float ``values`` (NaN where missing) as ``dtype``: rounded, clipped to its range, ``fill`` where
-    missing, and no valid value on ``fill`` (:func:`pipeline.compression.codec.restore_dtype`)."""
-    missing = np.isnan(values)
-    if fill is None:  # no fill was masked, so nothing decodes as missing
-        return restore_dtype(np.where(missing, 0.0, values), dtype, np.zeros_like(missing), None)
-    return restore_dtype(np.where(missing, float(fill), values), dtype, missing, fill)
-
-
-def restored_band(band: xr.DataArray, record: dict | None) -> xr.DataArray:
-    """``band`` (decoded floats) in the dtype and with the fill of its :func:`band_record` (lazily), where that
-    is an integer dtype it is not in yet; else ``band`` itself."""
-    if record is None:
-        return band
-    dtype = np.dtype(record["dtype"])
-    if band.dtype == dtype or not np.issubdtype(dtype, np.integer):
-        return band
-    convert = partial(integers_from_floats, dtype=dtype, fill=record["fill"])
-    data = band.data
-    data = data.map_blocks(convert, dtype=dtype) if hasattr(data, "map_blocks") else convert(np.asarray(data))
-    out = band.copy(data=data)
-    out.encoding = {**band.encoding, "dtype": dtype}
-    if record["fill"] is not None and "_FillValue" not in out.attrs:
-        out.encoding["_FillValue"] = record["fill"]  # written back out, the band keeps its fill convention
-    return out
 
 
 def lossless_grid_from_packing(ds: xr.Dataset, bands: list[str], params: CodecParams) -> CodecParams:
@@ -655,23 +623,6 @@ def open_compressed(store: str | Path, split: bool = True, original_dims: bool =
         if name in ds.data_vars and set(ds[name].dims) == set(dims):
             ds[name] = ds[name].transpose(*dims)
     return ds
-
-
-def split_bands(ds: xr.Dataset, restore: bool = True) -> xr.Dataset:
-    """The stacked video variable of an opened compressed store as one variable per band (lazy).
-
-    With ``restore``, bands recorded as integers (:data:`BAND_DTYPES_ATTR`) are given back in that dtype with
-    their fill value where missing (:func:`restored_band`); stores written without the record open as before.
-    """
-    if STACKED not in ds:
-        return ds
-    stack = ds[STACKED]
-    attrs = json.loads(stack.attrs.get("band_attrs", "{}"))
-    records = json.loads(stack.attrs.get(BAND_DTYPES_ATTR, "{}")) if restore else {}
-    bands = {str(b): restored_band(stack.sel(band=b, drop=True), records.get(str(b)))
-             .assign_attrs(attrs.get(str(b), {})) for b in stack["band"].values}
-    out = ds.drop_vars([STACKED, "band"]).assign(bands)
-    return out[[*bands, *[v for v in out.data_vars if v not in bands]]]
 
 
 def _json_scalar(value: object) -> object:

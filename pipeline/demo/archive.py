@@ -504,6 +504,6 @@ def default_demo_archive() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "eocube" / "demo-archive"
 
 
-def ensure_demo_archive(path: Path | None = None, progress: Progress | None = None) -> Path:
+def ensure_demo_archive(path: Path | None = None, progress: Callable[[str, int, int], None] | None = None) -> Path:
     """Generate the demo archive unless a complete one is already at ``path``."""
     return generate_archive(path or default_demo_archive(), progress=progress)

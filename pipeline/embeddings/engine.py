@@ -24,7 +24,7 @@ import torch
 import xarray as xr
 import zarr
 
-from pipeline.cube.source import open_cube
+from pipeline.store.open import open_cube
 from pipeline.embeddings.adapters import ChipBatch
 from pipeline.embeddings.registry import load_encoder, spec_for
 from pipeline.embeddings.spec import Adapter, EncoderInfo

@@ -41,6 +41,7 @@ import numpy as np
 import xarray as xr
 import zarr
 
+from pipeline.store.cf import vlen_text_coords
 from pipeline.store.journal import commit_lock
 from pipeline.store.layout import (TimeMerge, TimeMove, index_runs, merge_time_axes, plan_time_moves, remap_slice_record,
                                    with_time_range)
@@ -50,6 +51,8 @@ from pipeline.store.zarr_store import StoreError, consolidate
 MANIFEST_DIR = "eocube-manifest"
 #: unit records (one per tile made in every derived product), under the manifest
 UNITS_DIR = "units"
+#: the group holding the cube; the derived products are its siblings, the root holds the store's provenance
+CUBE = "cube"
 ENGINES = ("zarr", "icechunk")
 
 
@@ -75,6 +78,7 @@ class Engine(Protocol):
     def update_attrs(self, attrs: dict) -> None: ...
     def open_group(self, name: str) -> xr.Dataset | None: ...
     def create_group(self, name: str, template: xr.Dataset, encoding: dict) -> None: ...
+    def update_group_attrs(self, name: str, attrs: dict) -> None: ...
     def drop_groups(self, names: Iterable[str]) -> None: ...
     def write_unit(self, parts: list[tuple[str, xr.Dataset, dict[str, slice]]], record: dict) -> None: ...
     def units(self) -> dict[str, dict]: ...
@@ -87,16 +91,27 @@ def _atomic_write_json(path: Path, payload: dict) -> None:
 
 
 def _append_times(store, template: xr.Dataset) -> None:
-    """Append ``template``'s time-dependent variables to the Zarr ``store`` (metadata and
-    coordinates only), keeping the store's own root attributes, which xarray rewrites."""
-    root = zarr.open_group(store, mode="r+", zarr_format=3)
-    attrs = root.attrs.asdict()
+    """Append ``template``'s time-dependent variables to the cube group of the Zarr ``store`` (metadata
+    and coordinates only), keeping the group's own attributes, which xarray rewrites."""
+    group = zarr.open_group(store, path=CUBE, mode="r+", zarr_format=3)
+    attrs = group.attrs.asdict()
     part = template[[v for v in template.variables if "time" in template[v].dims]]
     part.attrs = {}
-    part.to_zarr(store, mode="a", append_dim="time", consolidated=False, compute=False)
-    root = zarr.open_group(store, mode="r+", zarr_format=3)
-    root.attrs.clear()
-    root.attrs.update(attrs)
+    part.to_zarr(store, group=CUBE, mode="a", append_dim="time", consolidated=False, compute=False)
+    group = zarr.open_group(store, path=CUBE, mode="r+", zarr_format=3)
+    group.attrs.clear()
+    group.attrs.update(attrs)
+
+
+def _with_store_attrs(cube: xr.Dataset, root: zarr.Group) -> xr.Dataset:
+    """The cube group's dataset with the store's root attributes (provenance, failures) over its own."""
+    return cube.assign_attrs(root.attrs.asdict())
+
+
+def _create_cube(store, template: xr.Dataset, encoding: dict) -> None:
+    """The cube group's skeleton (metadata and coordinates) in ``store``, the template's attributes also at the root."""
+    template.to_zarr(store, group=CUBE, mode="w-", zarr_format=3, consolidated=False, compute=False, encoding=encoding)
+    zarr.open_group(store, mode="r+", zarr_format=3).attrs.update(template.attrs)
 
 
 def committed_sources(records: Iterable[Mapping]) -> dict[str, list[str]]:
@@ -270,10 +285,11 @@ class ZarrEngine:
         return self.path / MANIFEST_DIR
 
     def exists(self) -> bool:
-        return (self.path / "zarr.json").exists() and self.manifest.is_dir()
+        return (self.path / CUBE / "zarr.json").exists() and self.manifest.is_dir()
 
     def open(self) -> xr.Dataset:
-        return xr.open_zarr(self.path, consolidated=False)
+        cube = xr.open_zarr(self.path, group=CUBE, consolidated=False)
+        return _with_store_attrs(cube, zarr.open_group(str(self.path), mode="r", zarr_format=3, use_consolidated=False))
 
     def create(self, template: xr.Dataset, encoding: dict) -> None:
         """Write metadata and coordinates under a temporary name, then rename into place."""
@@ -283,7 +299,7 @@ class ZarrEngine:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.partial-{uuid.uuid4().hex[:8]}")
         try:
-            template.to_zarr(tmp, mode="w-", zarr_format=3, consolidated=False, compute=False, encoding=encoding)
+            _create_cube(str(tmp), template, encoding)
             (tmp / MANIFEST_DIR).mkdir()
             consolidate(tmp)
             tmp.rename(self.path)
@@ -363,8 +379,9 @@ class ZarrEngine:
                     _link_whole_chunks(arr, src / name, dst / name, move)
                 else:
                     _copy_time_range(arr, target[name], move)
-            if _from_template(name, arr, template):
-                _write_template_steps(target[name], template[name], old[name], merge.inserted)
+            variable = name.rsplit("/", 1)[-1]  # arrays of the cube group: "cube/time", "cube/red", ...
+            if _from_template(variable, arr, template):
+                _write_template_steps(target[name], template[variable], old[variable], merge.inserted)
         for record in self.committed().values():
             for piece in remap_slice_record(record, merge.old_to_new):
                 _atomic_write_json(dst / MANIFEST_DIR / f"{piece['slice']}.json", with_time_range(piece, merge.times))
@@ -398,7 +415,7 @@ class ZarrEngine:
         next to committed ones): one task then rewrites that chunk, which xarray's ``safe_chunks``
         refuses; :func:`~pipeline.store.layout.plan_slices` (no two slices share a chunk or shard) and
         :func:`~pipeline.store.layout.check_alignment` (one task per chunk) already make it safe."""
-        part.to_zarr(self.path, region=region, mode="r+", consolidated=False, safe_chunks=False)
+        part.to_zarr(self.path, group=CUBE, region=region, mode="r+", consolidated=False, safe_chunks=False)
         record = finish(record) if finish else record
         _atomic_write_json(self.manifest / f"{record['slice']}.json", record)
         return True
@@ -425,8 +442,8 @@ class ZarrEngine:
     def create_group(self, name: str, template: xr.Dataset, encoding: dict) -> None:
         """(Re)create the product group ``name`` from ``template`` (metadata and coordinates, no data)."""
         shutil.rmtree(self.path / name, ignore_errors=True)
-        template.to_zarr(self.path, group=name, mode="w", zarr_format=3, consolidated=False, compute=False,
-                         encoding=encoding)
+        vlen_text_coords(template).to_zarr(self.path, group=name, mode="w", zarr_format=3, consolidated=False,
+                                           compute=False, encoding=encoding)
         consolidate(self.path)
 
     def drop_groups(self, names: Iterable[str]) -> None:
@@ -434,6 +451,10 @@ class ZarrEngine:
         for name in names:
             shutil.rmtree(self.path / name, ignore_errors=True)
         shutil.rmtree(self.unit_records, ignore_errors=True)
+        consolidate(self.path)
+
+    def update_group_attrs(self, name: str, attrs: dict) -> None:
+        zarr.open_group(str(self.path), path=name, mode="r+", zarr_format=3).attrs.update(attrs)
         consolidate(self.path)
 
     def write_unit(self, parts: list[tuple[str, xr.Dataset, dict[str, slice]]], record: dict) -> None:
@@ -479,7 +500,8 @@ class IcechunkEngine:
 
     def open(self) -> xr.Dataset:
         session = self._repo().readonly_session(branch=self.branch)
-        return xr.open_zarr(session.store, consolidated=False)
+        cube = xr.open_zarr(session.store, group=CUBE, consolidated=False)
+        return _with_store_attrs(cube, zarr.open_group(session.store, mode="r"))
 
     def _commit(self, session, message: str, metadata: dict | None = None) -> None:
         import icechunk
@@ -503,7 +525,7 @@ class IcechunkEngine:
                              "--overwrite (overwrite=True) to replace it with one")
         repo = self._repo(create=True)
         session = repo.writable_session(self.branch)
-        template.to_zarr(session.store, mode="w-", zarr_format=3, consolidated=False, compute=False, encoding=encoding)
+        _create_cube(session.store, template, encoding)
         self._commit(session, "create store skeleton", {"eocube:op": "create"})
 
     def append_times(self, template: xr.Dataset) -> None:
@@ -525,9 +547,9 @@ class IcechunkEngine:
         old = self.open()
         merge = merge_time_axes(old.time.values, template.time.values)
         session = self._repo().writable_session(self.branch)
-        root = zarr.open_group(session.store, mode="r+", zarr_format=3)
+        cube = zarr.open_group(session.store, path=CUBE, mode="r+", zarr_format=3)
         n_new = len(merge.times)
-        for name, arr in _time_arrays(root):
+        for name, arr in _time_arrays(cube):
             shape = list(arr.shape)
             shape[_time_axis(arr)] = n_new
             arr.resize(tuple(shape))
@@ -552,7 +574,7 @@ class IcechunkEngine:
         data = part.load()  # computed before the session opens, so the commit rarely needs a rebase
         record = finish(record) if finish else record
         session = self._repo().writable_session(self.branch)
-        data.to_zarr(session.store, region=region, mode="r+", consolidated=False)
+        data.to_zarr(session.store, group=CUBE, region=region, mode="r+", consolidated=False)
         try:
             self._commit(session, f"slice {record['slice']}", {"eocube:slice": record})
         except ConflictingWriteError:
@@ -596,8 +618,8 @@ class IcechunkEngine:
 
     def create_group(self, name: str, template: xr.Dataset, encoding: dict) -> None:
         session = self._repo().writable_session(self.branch)
-        template.to_zarr(session.store, group=name, mode="w", zarr_format=3, consolidated=False, compute=False,
-                         encoding=encoding)
+        vlen_text_coords(template).to_zarr(session.store, group=name, mode="w", zarr_format=3, consolidated=False,
+                                           compute=False, encoding=encoding)
         self._commit(session, f"create product {name}", {"eocube:op": "create-product", "eocube:product": name})
 
     def drop_groups(self, names: Iterable[str]) -> None:
@@ -608,6 +630,14 @@ class IcechunkEngine:
             if name in root:
                 del root[name]
         self._commit(session, "drop products", {"eocube:op": "drop-products"})
+
+    def update_group_attrs(self, name: str, attrs: dict) -> None:
+        session = self._repo().writable_session(self.branch)
+        group = zarr.open_group(session.store, path=name, mode="r+")
+        if all(group.attrs.get(k) == v for k, v in attrs.items()):
+            return
+        group.attrs.update(attrs)
+        self._commit(session, f"update attributes of {name}", {"eocube:op": "attrs"})
 
     def write_unit(self, parts: list[tuple[str, xr.Dataset, dict[str, slice]]], record: dict) -> None:
         """Write one unit's regions of every product group and its record in one commit: all or nothing."""

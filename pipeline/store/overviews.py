@@ -14,7 +14,7 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from pipeline.cube.source import as_float32_reflectance
+from pipeline.store.open import as_float32_reflectance
 from pipeline.store.cf import annotate_cf, encodings
 
 

@@ -24,6 +24,7 @@ from pystac.extensions.datacube import DatacubeExtension, DimensionType, Variabl
 from pystac.extensions.projection import ProjectionExtension
 
 from pipeline.catalog.config import load_catalog
+from pipeline.redaction import redact
 from pipeline.store.engines import Engine, store_sources
 
 MEDIA_TYPES = {"zarr": "application/vnd+zarr", "icechunk": "application/vnd.icechunk"}
@@ -161,6 +162,7 @@ def write_stac(engine: Engine) -> Path:
     ds = engine.open()
     stem = item_path.name.removesuffix(".item.json")
     item = store_item(ds, f"./{engine.path.name}", engine.kind, stem, store_sources(engine))
+    add_product_assets(item, engine)
     collection = store_collection(item, f"eocube store {engine.path.name}: {ds.attrs.get('title', '')}")
     item.collection_id = collection.id
     item_d = item.to_dict(include_self_link=False)
@@ -170,9 +172,29 @@ def write_stac(engine: Engine) -> Path:
         {"rel": rel, "href": f"./{collection_path.name}", **json_link} for rel in ("collection", "parent", "root")]
     coll_d["links"] = [{"rel": "item", "href": f"./{item_path.name}", "type": "application/geo+json"},
                        {"rel": "root", "href": f"./{collection_path.name}", **json_link}]
-    item_path.write_text(json.dumps(item_d, indent=1))
-    collection_path.write_text(json.dumps(coll_d, indent=1))
+    item_path.write_text(redact(json.dumps(item_d, indent=1)))
+    collection_path.write_text(redact(json.dumps(coll_d, indent=1)))
     return item_path
+
+
+#: the derived products a store may hold, as child groups beside its cube
+PRODUCT_GROUPS = ("composite", "embeddings", "uncertainty", "video")
+#: a product's attributes that say what made it, carried into its STAC asset
+PROVENANCE_ATTRS = ("model", "weights_sha256", "eocube:section", "eocube:artefact", "eocube:units", "eocube:not_computed",
+                    "eocube:failed_items")
+
+
+def add_product_assets(item: pystac.Item, engine: Engine) -> None:
+    """One asset per derived product of the store (a child group), with its variables and provenance."""
+    item.assets["data"].extra_fields["eocube:group"] = "cube"
+    for name in PRODUCT_GROUPS:
+        group = engine.open_group(name)
+        if group is None:
+            continue
+        fields = {"eocube:group": name, "eocube:variables": sorted(str(v) for v in group.data_vars),
+                  **{k: group.attrs[k] for k in PROVENANCE_ATTRS if k in group.attrs}}
+        item.add_asset(name, pystac.Asset(f"./{engine.path.name}/{name}", title=f"{name} ({engine.kind} group)",
+                                          media_type=MEDIA_TYPES[engine.kind], roles=["data"], extra_fields=fields))
 
 
 def validate_stac(item_path: Path | str) -> list[str]:

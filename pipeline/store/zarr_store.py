@@ -58,6 +58,8 @@ def consolidate(path: Path | str) -> None:
     """Write consolidated metadata (a zarr-python v3 extension readers use to open in one read)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        # the manifest and journal folders eocube keeps in a store are not Zarr nodes, on purpose
+        warnings.filterwarnings("ignore", message="Object at .* is not recognized as a component", category=UserWarning)
         zarr.consolidate_metadata(str(path), zarr_format=3)
 
 

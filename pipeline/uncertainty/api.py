@@ -9,7 +9,6 @@ see :mod:`pipeline.uncertainty.card`); format-2 folders (``model.pt`` + ``model.
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,17 +123,16 @@ class UncertaintyModel:
                     seed: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Uncalibrated ``(mean, sigma_epistemic, sigma_aleatoric)`` in target units.
 
-        ``mc_samples`` overrides the passes of MC methods; ``seed`` makes the MC masks reproducible
-        (torch's RNG is seeded inside a fork, so the global state is left as it was)."""
+        ``mc_samples`` overrides the passes of MC methods; ``seed`` draws the MC masks from a
+        ``torch.Generator`` of that seed: reproducible, torch's global RNG untouched, safe when
+        threads share the model (``None``: the global RNG)."""
         if mc_samples is not None and mc_samples < 2:
             raise ValueError(f"mc_samples must be >= 2, got {mc_samples}")
         x, valid = as_array(X, mask)
         z, v = self.standardizer.transform(x, valid)
         passes = mc_samples if mc_samples is not None and self.stochastic else self.passes
-        with torch.random.fork_rng(devices=[]) if seed is not None else nullcontext():
-            if seed is not None:
-                torch.manual_seed(seed)
-            m = predict_moments(self.networks, z, v, passes, max_rows=max_rows)
+        generator = None if seed is None else torch.Generator().manual_seed(int(seed))
+        m = predict_moments(self.networks, z, v, passes, max_rows=max_rows, generator=generator)
         s = self.standardizer
         return (m.mean * s.y_std + s.y_mean, np.sqrt(m.var_epistemic) * s.y_std,
                 np.sqrt(m.var_aleatoric) * s.y_std)

@@ -25,7 +25,7 @@ import pandas as pd
 import xarray as xr
 from pyproj import Transformer
 
-from pipeline.cube.source import open_cube
+from pipeline.store.open import open_cube
 from pipeline.sensors.harmonise import CANONICAL_BANDS
 
 NON_FEATURES = ("valid", "spatial_ref")

@@ -5,16 +5,40 @@ Inputs of the temporal layers are ``x [B, T, F]`` (standardised feature values) 
 or of one feature group) has its values replaced by ``fill`` and its valid flags set to 0, so a
 dropped step looks exactly like a missing observation: ``x̂ = x ⊙ (1 - p) + fill · p``.
 
-Each layer samples only when ``self.training`` or when switched to Monte-Carlo mode
-(:func:`set_mc`), so ``model.eval()`` gives the deterministic network.
+Each layer samples only when ``self.training`` or in Monte-Carlo mode, so ``model.eval()`` gives
+the deterministic network. MC mode is either a flag on the modules (:func:`set_mc`) or, without
+touching any module, a block of code in one thread (:func:`mc_mode`, optionally drawing the masks
+from a ``torch.Generator``): threads that share a network then sample independently and
+reproducibly, and torch's global RNG is left alone.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import nn
+
+
+_THREAD = threading.local()
+
+
+@contextmanager
+def mc_mode(generator: torch.Generator | None = None) -> Iterator[None]:
+    """Monte-Carlo sampling of every :class:`StochasticLayer` run by this thread inside the block; the
+    masks are drawn from ``generator`` when given (else from torch's global RNG). No module is changed."""
+    previous = getattr(_THREAD, "mc", None)
+    _THREAD.mc = (generator,)
+    try:
+        yield
+    finally:
+        _THREAD.mc = previous
+
+
+def _thread_mc() -> tuple[torch.Generator | None] | None:
+    return getattr(_THREAD, "mc", None)
 
 
 class StochasticLayer(nn.Module):
@@ -25,8 +49,19 @@ class StochasticLayer(nn.Module):
         self.mc = False
 
     @property
+    def in_mc(self) -> bool:
+        """MC mode: the module's flag (:func:`set_mc`) or this thread's :func:`mc_mode`."""
+        return self.mc or _thread_mc() is not None
+
+    @property
     def sampling(self) -> bool:
-        return self.training or self.mc
+        return self.training or self.in_mc
+
+    @property
+    def generator(self) -> torch.Generator | None:
+        """The generator of this thread's :func:`mc_mode` (``None``: torch's global RNG)."""
+        state = _thread_mc()
+        return None if state is None or self.training else state[0]
 
 
 def set_mc(module: nn.Module, on: bool) -> None:
@@ -75,7 +110,7 @@ class TemporalDropout(StochasticLayer):
         if not self.sampling or self.alpha == 0.0:
             return x, valid
         p = torch.bernoulli(torch.full((x.shape[0], x.shape[1], self.n_groups), self.alpha,
-                                       device=x.device, dtype=x.dtype))
+                                       device=x.device, dtype=x.dtype), generator=self.generator)
         return _apply_drop(x, valid, p, self.index, self.fill)
 
 
@@ -113,7 +148,7 @@ class ConcreteTemporalDropout(StochasticLayer):
             u = torch.rand(shape, device=x.device, dtype=x.dtype).clamp(eps, 1 - eps)
             p = torch.sigmoid((self.logit_alpha + torch.log(u) - torch.log1p(-u)) / self.temperature)
         else:
-            p = torch.bernoulli(self.alpha.to(x.dtype).expand(shape))
+            p = torch.bernoulli(self.alpha.to(x.dtype).expand(shape), generator=self.generator)
         return _apply_drop(x, valid, p, self.index, self.fill)
 
     def regularizer(self, input_weight: torch.Tensor, n_steps: int, weight_reg: float,
@@ -150,7 +185,11 @@ class FeatureDropout(StochasticLayer):
 
     @property
     def sampling(self) -> bool:
-        return self.training or (self.mc and self.at_inference)
+        return self.training or (self.in_mc and self.at_inference)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return nn.functional.dropout(h, self.p, training=self.sampling and self.p > 0)
+        gen = self.generator
+        if gen is None or not self.sampling or self.p == 0:
+            return nn.functional.dropout(h, self.p, training=self.sampling and self.p > 0)
+        keep = torch.empty_like(h).bernoulli_(1 - self.p, generator=gen)
+        return h * keep / (1 - self.p)

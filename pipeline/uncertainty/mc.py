@@ -8,12 +8,13 @@ variance ``E_l[σ²_l]`` (law of total variance).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from pipeline.uncertainty.layers import set_mc
+from pipeline.uncertainty.layers import mc_mode
 from pipeline.uncertainty.network import SequenceRegressor
 
 
@@ -27,31 +28,35 @@ class MixtureMoments:
 
 
 @torch.no_grad()
-def mc_samples(net: SequenceRegressor, x: torch.Tensor, valid: torch.Tensor, n_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+def mc_samples(net: SequenceRegressor, x: torch.Tensor, valid: torch.Tensor, n_samples: int,
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Means and variances ``[L, B]`` of ``n_samples`` stochastic passes, in one forward call.
 
-    With ``n_samples == 1`` and no MC the network runs deterministically (eval mode).
+    With ``n_samples == 1`` and no MC the network runs deterministically (eval mode). The masks come
+    from ``generator`` when given, else from torch's global RNG; MC mode is this thread's
+    (:func:`~pipeline.uncertainty.layers.mc_mode`), so threads may share ``net``.
     """
     if n_samples < 1:
         raise ValueError(f"the number of MC samples must be >= 1, got {n_samples}")
-    was_training = net.training
-    net.eval()
-    set_mc(net, n_samples > 1)
-    try:
-        b = x.shape[0]
+    if net.training:
+        net.eval()  # a network being trained is not shared; a loaded one is in eval mode already
+        try:
+            return mc_samples(net, x, valid, n_samples, generator)
+        finally:
+            net.train()
+    b = x.shape[0]
+    with mc_mode(generator) if n_samples > 1 else nullcontext():
         mean, var = net(x.repeat(n_samples, 1, 1), valid.repeat(n_samples, 1, 1))
-    finally:
-        set_mc(net, False)
-        net.train(was_training)
     return mean.view(n_samples, b), var.view(n_samples, b)
 
 
 def predict_moments(nets: Sequence[SequenceRegressor], x: np.ndarray, valid: np.ndarray, n_samples: int,
-                    max_rows: int = 131072) -> MixtureMoments:
+                    max_rows: int = 131072, generator: torch.Generator | None = None) -> MixtureMoments:
     """Mixture moments over ``len(nets)`` members × ``n_samples`` passes for ``x, valid [N, T, F]``.
 
     Samples are processed in batches such that one forward call sees at most ``max_rows``
     (sample × pass × step) rows, so memory stays bounded for any ``N``; ``n_samples`` is 1 for deterministic networks and ensemble members.
+    ``generator``: where the MC masks come from (default: torch's global RNG).
     """
     if x.shape != valid.shape or x.ndim != 3:
         raise ValueError(f"x and valid must both be [N, T, F], got {x.shape} and {valid.shape}")
@@ -61,7 +66,7 @@ def predict_moments(nets: Sequence[SequenceRegressor], x: np.ndarray, valid: np.
         sl = slice(start, start + step)
         xb = torch.from_numpy(np.ascontiguousarray(x[sl], dtype=np.float32))
         vb = torch.from_numpy(np.ascontiguousarray(valid[sl], dtype=np.float32))
-        means, variances = zip(*(mc_samples(n, xb, vb, n_samples) for n in nets))
+        means, variances = zip(*(mc_samples(n, xb, vb, n_samples, generator) for n in nets))
         mu, var = torch.cat(means).double(), torch.cat(variances).double()
         out.mean[sl] = mu.mean(0).numpy()
         out.var_epistemic[sl] = mu.var(0, unbiased=False).numpy()

@@ -1,0 +1,211 @@
+"""Units: a tile of the grid made in every derived product the request names, and committed at once.
+
+A unit's record (``eocube-manifest/units/<tile>.json``, or the metadata of its one Icechunk commit)
+is written after the tile's regions of every product, so a unit is complete in every product or
+absent. It records the tile's *cube version* (a hash of its committed cube slices: their items
+and failed reads), the request section of each product and what became of each product. The
+next run makes a tile again when its cube changed (new dates, items published late, reads that
+failed and now succeed), when a product's section changed, or when a product was "not computed"
+(its task failed after its retries: its cells hold NaN and ``computed`` False, not zeros).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from pipeline.chain.products import (PRODUCTS, Context, Tile, cell_of, not_computed, region_part, section_json,
+                                     template, tiles_of)
+from pipeline.cube.reads import reason_of
+from pipeline.model import CubeRequest, Progress
+from pipeline.redaction import redact_json
+from pipeline.store.engines import Engine
+
+log = logging.getLogger(__name__)
+
+#: attempts at a tile's product before it is marked "not computed" (retried with a growing pause)
+ATTEMPTS = 3
+RETRY_PAUSE_S = 1.0
+COMPUTED = "computed"
+
+T = TypeVar("T")
+
+
+def retried(make: Callable[[], T], attempts: int = ATTEMPTS, what: str = "") -> T:
+    """``make()``, tried up to ``attempts`` times (pausing :data:`RETRY_PAUSE_S` x 2^k between tries)."""
+    for attempt in range(attempts):
+        try:
+            return make()
+        except Exception as exc:
+            if attempt == attempts - 1:
+                raise
+            log.warning("%s failed (%s); trying again", what, reason_of(exc))
+            time.sleep(RETRY_PAUSE_S * 2 ** attempt)
+    raise AssertionError("unreachable")
+
+
+def _tile_records(records: Iterable[dict], tile: Tile) -> list[dict]:
+    return [r for r in records if tuple(r["y"]) == tile.y and tuple(r["x"]) == tile.x]
+
+
+def cube_version(records: Iterable[dict], tile: Tile) -> str:
+    """A hash of the tile's committed cube slices: ids, items and failed reads (changes when its cube does)."""
+    key = sorted((r["slice"], json.dumps(r.get("sources", {}), sort_keys=True), json.dumps(r.get("failed", {}), sort_keys=True))
+                 for r in _tile_records(records, tile))
+    return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
+
+
+def tile_failed_items(records: Iterable[dict], tile: Tile) -> dict[str, dict[str, str]]:
+    """The items whose reads failed in the tile's cube slices (their pixels masked in every product made from them)."""
+    out: dict[str, dict[str, str]] = {}
+    for record in _tile_records(records, tile):
+        for item, assets in record.get("failed", {}).items():
+            out.setdefault(item, {}).update(assets)
+    return out
+
+
+def pending_units(request: CubeRequest, engine: Engine, tiles: list[Tile], slices: list[dict]) -> list[Tile]:
+    """The tiles to make (again): no record, another cube version, another product section, a product not made."""
+    wanted = request.products()
+    if not wanted:
+        return []
+    sections = {name: section_json(request, name) for name in wanted}
+    done = engine.units()
+    out = []
+    for tile in tiles:
+        record = done.get(tile.id)
+        if (record is None or record.get("cube_version") != cube_version(slices, tile)
+                or any(record.get("products", {}).get(p) != COMPUTED for p in wanted)
+                or any(record.get("sections", {}).get(p) != sections[p] for p in wanted)):
+            out.append(tile)
+    return out
+
+
+def stale_groups(request: CubeRequest, engine: Engine, cube: xr.Dataset) -> list[str]:
+    """Product groups to remake from scratch: their request section changed, or their time axis no longer
+    follows the cube's (dates appended or inserted)."""
+    stale = []
+    for name in request.products():
+        group = engine.open_group(name)
+        if group is None:
+            continue
+        if group.attrs.get("eocube:section") != section_json(request, name):
+            stale.append(name)
+        elif "time" in group.dims and name != "composite" and group.sizes["time"] != cube.sizes["time"]:
+            stale.append(name)
+        elif name == "composite" and _composite_bins(request, cube) != [str(t) for t in group["time"].values]:
+            stale.append(name)
+    return stale
+
+
+def _composite_bins(request: CubeRequest, cube: xr.Dataset) -> list[str]:
+    from pipeline.cube.compositing import bins
+
+    starts, _, _ = bins(cube["time"].values, request.composite.freq)
+    return [str(np.datetime64(t, "ns")) for t in starts.values]
+
+
+def _create_group(engine: Engine, name: str, ctx: Context, made: xr.Dataset, cube: xr.Dataset, tile: Tile,
+                  tile_px: int) -> None:
+    """Create the product group ``name`` shaped like a tile of it (the video product from the whole cube)."""
+    dims = PRODUCTS[name].spatial_dims if "y" in made.dims else ("patch_y", "patch_x")
+    cell = cell_of(made, tile, dims)
+    if name == "video":
+        from pipeline.compression.stage import video_dataset
+
+        whole, encoding = video_dataset(cube, ctx.video_plan)
+        chunks = ctx.video_plan.chunks[1:]
+        flags = da.zeros((cube.sizes["y"], cube.sizes["x"]), dtype=bool, chunks=chunks)
+        whole = whole.assign(computed=(("y", "x"), flags))
+        encoding["computed"] = {"chunks": chunks}
+    else:
+        whole, encoding = template(made, cube, tile_px, cell, dims)
+    attrs = {**whole.attrs, "eocube:product": name, "eocube:section": section_json(ctx.request, name),
+             "eocube:cell": cell, "eocube:spatial_dims": json.dumps(dims), **artefact_attrs(ctx, name)}
+    for var in whole.variables.values():
+        var.encoding = {}
+    engine.create_group(name, whole.assign_attrs(attrs), encoding)
+
+
+def artefact_attrs(ctx: Context, name: str) -> dict[str, str]:
+    """The artefact a product was made with, for its group's provenance (its card's summary and sha256)."""
+    if name == "uncertainty" and ctx.uncertainty is not None:
+        from pipeline.uncertainty.artefact import artefact_summary
+
+        return {"eocube:artefact": json.dumps({"path": str(ctx.request.uncertainty.model),
+                                               **artefact_summary(ctx.uncertainty.card)}, default=str)}
+    if name == "video" and ctx.video_plan is not None:
+        plan = ctx.video_plan
+        return {"eocube:video": json.dumps({"mode": plan.params.mode, "qp": plan.params.qp if plan.params.mode == "lossy"
+                                            else None, "sample_psnr_db": None if plan.sample_psnr is None
+                                            else round(plan.sample_psnr, 2), "psnr_peak": plan.peak,
+                                            "value_range": list(plan.params.value_range)})}
+    if name == "embeddings" and ctx.head is not None:
+        return {"eocube:artefact": json.dumps({"path": str(ctx.request.embed.head), **ctx.head.summary()}, default=str)}
+    return {}
+
+
+def make_unit(ctx: Context, engine: Engine, cube: xr.Dataset, tile: Tile, slices: list[dict], tile_px: int) -> dict:
+    """Make every product of one tile (each retried, a failure marked "not computed"), write them and the
+    unit's record in one unit; returns the record."""
+    request = ctx.request
+    inputs: dict[str, xr.Dataset] = {"cube": cube.isel(y=slice(*tile.y), x=slice(*tile.x))}
+    status: dict[str, str] = {"cube": COMPUTED}
+    parts = []
+    for name in request.products():
+        product = PRODUCTS[name]
+        source = product.source(request)
+        made = None
+        if status.get(source) != COMPUTED:
+            status[name] = f"not computed: its input {source} was not computed"
+        else:
+            try:
+                made = retried(lambda p=product: p.make(ctx, inputs, tile), what=f"{name} of tile {tile.id}")
+                status[name] = COMPUTED
+            except Exception as exc:  # one tile's failure must not sink the run: recorded, made again next run
+                status[name] = f"not computed: {reason_of(exc)}"
+                log.error("tile %s: %s not computed after %d attempts: %s", tile.id, name, ATTEMPTS, reason_of(exc))
+        group = engine.open_group(name)
+        if group is None and made is not None:
+            _create_group(engine, name, ctx, made, cube, tile, tile_px)
+            group = engine.open_group(name)
+        if group is None:
+            continue  # nothing of this product exists yet: the next run makes the group with this tile
+        dims = tuple(json.loads(group.attrs["eocube:spatial_dims"]))
+        cell = int(group.attrs["eocube:cell"])
+        if made is None:
+            made = not_computed(group, tile, cell, dims)
+        inputs[name] = made
+        parts.append((name, region_part(made, dims), tile.region(cell, dims)))
+    record = {"unit": tile.id, "y": list(tile.y), "x": list(tile.x), "cube_version": cube_version(slices, tile),
+              "products": {k: v for k, v in status.items() if k != "cube"},
+              "sections": {name: section_json(request, name) for name in request.products()},
+              "failed_items": redact_json(tile_failed_items(slices, tile)),
+              "committed": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    engine.write_unit(parts, record)
+    return record
+
+
+def make_units(ctx: Context, engine: Engine, tile_px: int, progress: Progress | None = None) -> list[dict]:
+    """Make every pending unit of the store behind ``engine``, one tile after the other; their records."""
+    cube = engine.open()
+    slices = list(engine.committed().values())
+    stale = stale_groups(ctx.request, engine, cube)
+    if stale:
+        log.info("remaking products %s from scratch (their section or the cube's time axis changed)", stale)
+        engine.drop_groups(stale)
+    tiles = pending_units(ctx.request, engine, tiles_of(cube.sizes["y"], cube.sizes["x"], tile_px), slices)
+    records = []
+    for i, tile in enumerate(tiles):
+        records.append(make_unit(ctx, engine, cube, tile, slices, tile_px))
+        if progress:
+            progress("products", i + 1, len(tiles))
+    return records
