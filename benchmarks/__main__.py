@@ -22,6 +22,7 @@ BENCHMARKS = {
     "compression-rd": "compression_rd",
     "compression-settings": "compression_settings",
     "compression-downstream": "compression_downstream",
+    "chain-scale": "chain_scale",
 }
 
 

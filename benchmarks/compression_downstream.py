@@ -25,6 +25,7 @@ sigma); writes ``result.json`` in the work folder. Needs the Presto weights
 from __future__ import annotations
 
 import argparse
+from pipeline.uncertainty.card import load_model
 import datetime as dt
 import json
 import os
@@ -80,7 +81,6 @@ def main(argv: list[str] | None = None) -> None:
     from pipeline.chain.run import run_request
     from pipeline.demo.archive import ensure_demo_archive
     from pipeline.model import CubeRequest
-    from pipeline.uncertainty.api import UncertaintyModel
     from pipeline.uncertainty.maps import predict_map
 
     work = args.work
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
                               end=dt.date(2022, 8, 31), resolution=20.0, output=work / "cube.zarr")
         original = Path(run_request(request, archive).store)
         fitted = uncertainty_task.fn(original, archive / "labels.csv", work / "maps-original.zarr")
-        model = UncertaintyModel.load(fitted["model"])
+        model = load_model(fitted["model"])[0]
         name = "vegetation_cover"
         maps_o = open_cube(fitted["store"])
         monthly_o = open_cube(monthly_composite_task.fn(original, work / "monthly-original.zarr"))

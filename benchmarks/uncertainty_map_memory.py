@@ -10,6 +10,7 @@ its own. Prints pixels, seconds, peak RSS and the ratios to the smallest map sid
 from __future__ import annotations
 
 import argparse
+from pipeline.uncertainty.card import load_model, save_model
 import json
 import resource
 import subprocess
@@ -49,15 +50,14 @@ def fit_model(path: Path) -> None:
     y = 40 * X[:, :, 1].mean(axis=1) - 10 * X[:, :, 0].mean(axis=1) + rng.normal(0, 1, 2000)
     model = fit(X, y, method="mc-conctd", hidden=16, epochs=20, patience=5, mc_samples=8, seed=0)
     model.metadata["variables"] = list(BANDS)
-    model.save(path)
+    save_model(model, path)
 
 
 def predict_child(store: Path, model_dir: Path, out: Path, block: int) -> None:
     """Predict the maps of ``store``; print seconds and this process's peak RSS as JSON."""
-    from pipeline.uncertainty.api import UncertaintyModel
     from pipeline.uncertainty.maps import predict_map
 
-    model = UncertaintyModel.load(model_dir)
+    model = load_model(model_dir)[0]
     t0 = time.perf_counter()
     predict_map(model, store, out, block=block,
                 progress=lambda d, t: print(f"  block {d}/{t}", end="\r", file=sys.stderr, flush=True))

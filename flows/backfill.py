@@ -1,13 +1,17 @@
-"""Prefect flows ``backfill-store`` and ``update-store``: transactional store writes. Thin: they call ``pipeline.store``.
+"""Prefect flows ``backfill-store`` and ``update-store``: the whole chain, transactionally. Thin: they call
+``pipeline.chain``.
 
-* ``backfill-store`` splits a request's AOI x date range into slices (tiles x time
-  ranges) and writes them as concurrent tasks on a ``DaskTaskRunner``: the cluster at
-  ``$DASK_SCHEDULER_ADDRESS`` if set, else a local one. Committed slices are skipped,
-  so a re-run resumes a killed run.
+* ``backfill-store`` splits a request's AOI x date range into cube slices (tiles x time
+  ranges) and then into units (a tile in every derived product the request names), and runs
+  both as concurrent tasks on a ``DaskTaskRunner``: the cluster at ``$DASK_SCHEDULER_ADDRESS``
+  if set, else a local one. Committed slices and units are skipped, so a re-run resumes a
+  killed run; unit tasks go to GPU workers where the request embeds and the cluster has them.
 * ``update-store`` (scheduled, see ``prefect.yaml``) searches the store's whole period
   (the request recorded in the store, up to ``until``) and adds the time steps of the
   items found for dates the store lacks: appended after its last one, or inserted in
-  time order (items published late). See :mod:`pipeline.chain.slices`.
+  time order (items published late), writes again the slices of held dates that items
+  published late touch, and makes again the units of exactly the tiles whose cube changed.
+  See :mod:`pipeline.chain.slices` and :mod:`pipeline.chain.units`.
 
 The flow process holds the store's writer lock for the whole run. Searches are
 retried with exponential backoff and cached on their inputs for 30 minutes; slice
@@ -31,7 +35,11 @@ from prefect_dask import DaskTaskRunner
 from pipeline.catalog.search import EmptySearchError, SensorItems
 from pipeline.chain.search import search
 from pipeline.model import CubeRequest
+from pipeline.chain.context import resolve_context
+from pipeline.chain.preflight import check_products
+from pipeline.chain.products import Tile
 from pipeline.chain.slices import BackfillReport, BackfillSpec, finalise, prepare, update_request, write_slice
+from pipeline.chain.units import make_tile, prepare_units
 from pipeline.store.engines import open_engine
 from pipeline.store.journal import write_lock
 from pipeline.store.layout import Slice
@@ -72,6 +80,19 @@ def write_slice_task(request: CubeRequest, found: dict[str, SensorItems], spec: 
         return write_slice(request, found, spec, sl)
 
 
+@task(name="plan-units", **RETRY, cache_policy=NO_CACHE)
+def plan_units_task(request: CubeRequest, spec: BackfillSpec) -> list[Tile]:
+    engine = open_engine(request.output, spec.engine)
+    return prepare_units(resolve_context(request, engine, spec.tile_px), engine, spec.tile_px)
+
+
+@task(name="make-unit", **RETRY, cache_policy=NO_CACHE, task_run_name="unit {tile.id}")
+def make_unit_task(request: CubeRequest, spec: BackfillSpec, tile: Tile) -> dict:
+    engine = open_engine(request.output, spec.engine)
+    with dask.config.set(scheduler="threads", num_workers=1):  # the units are the parallelism
+        return make_tile(resolve_context(request, engine, spec.tile_px), engine, tile, spec.tile_px)
+
+
 @task(name="finalise-store", **RETRY, cache_policy=NO_CACHE)
 def finalise_task(request: CubeRequest, found: dict[str, SensorItems], spec: BackfillSpec, report: BackfillReport,
                   kind: str) -> BackfillReport:
@@ -88,13 +109,33 @@ def _write(request: CubeRequest, spec: BackfillSpec, archive: Path | None, kind:
                 get_run_logger().info("no new items for %s", request.output)
                 return report.to_dict()
             raise
+        check_products(request, found)
         pending, report = prepare_task(request, found, spec, report)
         futures = [write_slice_task.submit(request, found, spec, sl) for sl in pending]
         for sl, fut in zip(pending, futures):
             (report.written if fut.result() else report.skipped_concurrent).append(sl.id)
+        if request.products():
+            tiles = plan_units_task(request, spec)
+            with dask.annotate(**unit_resources(request)):
+                first = [make_unit_task.submit(request, spec, t) for t in tiles[:1]]  # it creates the product groups
+                records = [f.result() for f in first]
+                records += [f.result() for f in [make_unit_task.submit(request, spec, t) for t in tiles[1:]]]
+            report.units = [r["unit"] for r in records]
         report = finalise_task(request, found, spec, report, kind)
     get_run_logger().info("%s of %s: %d slices written", kind, request.output, len(report.written))
     return report.to_dict()
+
+
+def unit_resources(request: CubeRequest) -> dict:
+    """Dask annotations of unit tasks: on GPU workers where the request embeds and the cluster has them."""
+    if request.embed is None or request.embed.device == "cpu" or not os.environ.get(SCHEDULER_ENV):
+        return {}
+    from distributed import Client
+
+    with Client(os.environ[SCHEDULER_ENV], timeout="20s") as client:
+        gpus = any(w.get("resources", {}).get("GPU") for w in client.scheduler_info()["workers"].values())
+    get_run_logger().info("units run on %s workers", "GPU" if gpus else "CPU (no GPU worker in the cluster)")
+    return {"resources": {"GPU": 1}} if gpus else {}
 
 
 @flow(name="backfill-store", task_runner=task_runner(), log_prints=True)

@@ -25,8 +25,9 @@ from pyproj import Transformer
 from safetensors.numpy import load_file
 from typer.testing import CliRunner
 
+from pipeline.uncertainty.card import load_model, save_model
 from pipeline.cli import app as eocube
-from pipeline.embeddings.head import HeadArtefact, load_head, open_embeddings, train_head
+from pipeline.uncertainty.head import HeadArtefact, load_head, open_embeddings, train_head
 from pipeline.uncertainty import fit
 from pipeline.uncertainty.api import UncertaintyModel
 from pipeline.uncertainty.artefact import (ArtefactError, UncertaintyArtefact, artefact_summary, check_inputs,
@@ -162,7 +163,7 @@ def test_changed_or_incomplete_artefacts_are_refused_in_one_line(trained, tmp_pa
         load_artefact(bad)
     assert str(bad / "weights.safetensors") in one_line(err.value)
     with pytest.raises(ArtefactError, match="weights.safetensors has sha256"):
-        UncertaintyModel.load(bad)
+        load_model(bad)[0]
     (bad / "weights.safetensors").unlink()
     with pytest.raises(ArtefactError, match="weights.safetensors not found"):
         load_artefact(bad)
@@ -182,17 +183,17 @@ def test_changed_or_incomplete_artefacts_are_refused_in_one_line(trained, tmp_pa
 def test_save_refuses_to_overwrite_unless_asked(trained, tmp_path):
     model, path = trained
     with pytest.raises(FileExistsError, match="already exists"):
-        model.save(path)
-    target = model.save(tmp_path / "copy")
+        save_model(model, path)
+    target = save_model(model, tmp_path / "copy")
     before = (target / "card.json").read_text()
-    model.save(target, overwrite=True)
+    save_model(model, target, overwrite=True)
     assert json.loads((target / "card.json").read_text())["sha256"] == json.loads(before)["sha256"]
     assert not list(tmp_path.glob(".copy.*"))  # no temporary folder left behind
     other = tmp_path / "notes"
     other.mkdir()
     (other / "readme.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="not an eocube artefact"):
-        model.save(other, overwrite=True)
+        save_model(model, other, overwrite=True)
     assert (other / "readme.txt").read_text() == "mine"
 
 
@@ -211,7 +212,7 @@ def save_format2(model: UncertaintyModel, folder: Path) -> Path:
 def test_format2_folders_still_load(trained, chain_store, tmp_path):
     model, _ = trained
     old = save_format2(model, tmp_path / "old")
-    loaded = UncertaintyModel.load(old)
+    loaded = load_model(old)[0]
     X = np.random.default_rng(4).normal(0.2, 0.1, (30, 4, 2))
     np.testing.assert_array_equal(model.predict(X, seed=1).upper, loaded.predict(X, seed=1).upper)
     art = load_artefact(old)
@@ -223,7 +224,7 @@ def test_format2_folders_still_load(trained, chain_store, tmp_path):
         predict_tile(art, cube_tile(chain_store), coverage=0.8)
     one_line(err.value)
     with pytest.raises(FileExistsError, match="already exists"):
-        model.save(old)  # a format-2 folder is an artefact too
+        save_model(model, old)  # a format-2 folder is an artefact too
 
 
 def test_check_inputs_refuses_mismatched_cubes_in_one_line(trained, chain_store):
@@ -364,7 +365,7 @@ def test_head_recovers_a_linear_target_and_round_trips(dims, tmp_path):
     with pytest.raises(ArtefactError, match="have dim 8 but"):
         back.check_inputs(emb.isel(dim=slice(0, 8)))
     with pytest.raises(FileExistsError, match="already exists"):
-        back.save(path)
+        save_model(back, path)
     raw = bytearray((path / "weights.safetensors").read_bytes())
     raw[-1] ^= 0x01
     (path / "weights.safetensors").write_bytes(bytes(raw))
@@ -446,7 +447,7 @@ def test_real_fuel_moisture_model_round_trips(shared_dir, tmp_path):
     model = fit(d.X[train], d.y[train], method="mc-conctd", groups=d.site[train], feature_groups=list(d.feature_groups),
                 hidden=16, epochs=15, patience=5, mc_samples=10, seed=0)
     model.metadata.update(variables=list(d.features), target={"name": "lfmc", "units": "%"})
-    path = model.save(tmp_path / "lfmc")
+    path = save_model(model, tmp_path / "lfmc")
     loaded = load_artefact(path)
     a, b = model.predict(d.X[test], seed=0), loaded.model.predict(d.X[test], seed=0)
     np.testing.assert_array_equal(a.mean, b.mean)

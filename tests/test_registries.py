@@ -28,7 +28,7 @@ from pipeline.compression.header import read_header
 from pipeline.compression.video import FFV1, LIBX265, VIDEO_CODECS, CorruptStreamError, video_codec
 from pipeline.compression.zarr_codec import VideoCodec
 from pipeline.embeddings import registry
-from pipeline.embeddings.adapters import ChipBatch
+from pipeline.embeddings.chips import ChipBatch
 from pipeline.embeddings.engine import embed_cube
 from pipeline.embeddings.spec import BuiltEncoder, EncoderInfo, EncoderSpec, fixed_chip
 from pipeline.embeddings.weights import WeightsSource

@@ -14,7 +14,6 @@ import numpy as np
 import pystac
 import pytest
 import xarray as xr
-import zarr
 from odc.geo.xr import assign_crs
 
 from pipeline.store import LayoutError, Slice, StoreLayout, check_alignment, plan_slices, write_store

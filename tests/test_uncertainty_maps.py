@@ -12,7 +12,7 @@ import xarray as xr
 from pyproj import Transformer
 from typer.testing import CliRunner
 
-from pipeline.uncertainty.api import UncertaintyModel
+from pipeline.uncertainty.card import load_model, save_model
 from pipeline.cli.uncertainty import app
 from pipeline.uncertainty.cube import open_store, read_points, sample_points
 from pipeline.uncertainty.maps import predict_map
@@ -85,7 +85,7 @@ def test_fit_and_predict_map_in_blocks(cube_store, points_csv, tmp_path):
                             alpha=0.2, **FAST)
     assert model.metadata["variables"] == ["red", "nir"]
     assert len(model.metadata["training_sha256"]) == 64
-    saved = UncertaintyModel.load(model.save(tmp_path / "model"))
+    saved = load_model(save_model(model, tmp_path / "model"))[0]
     out = predict_map(saved, path, tmp_path / "maps.zarr", block=7)
     maps = xr.open_zarr(out)
     mean = maps["prediction_mean"].values

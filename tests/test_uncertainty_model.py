@@ -8,8 +8,8 @@ import pytest
 import torch
 import xarray as xr
 
+from pipeline.uncertainty.card import load_model, save_model
 from pipeline.uncertainty import fit
-from pipeline.uncertainty.api import UncertaintyModel
 from pipeline.uncertainty.data import split_indices
 from pipeline.uncertainty.layers import ConcreteTemporalDropout, TemporalDropout, set_mc
 from pipeline.uncertainty.mc import predict_moments
@@ -178,8 +178,8 @@ def test_ensemble_and_save_load_roundtrip(tmp_path):
     X, y = synthetic(n=300)
     model = fit(X, y, method="ensemble", n_members=2, hidden=16, epochs=30, patience=10, seed=0)
     assert len(model.networks) == 2
-    folder = model.save(tmp_path / "m")
-    loaded = UncertaintyModel.load(folder)
+    folder = save_model(model, tmp_path / "m")
+    loaded = load_model(folder)[0]
     a, b = model.predict(X[:50]), loaded.predict(X[:50])
     for k in a.FIELDS:
         np.testing.assert_allclose(getattr(a, k), getattr(b, k), rtol=1e-6)

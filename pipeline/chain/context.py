@@ -57,7 +57,10 @@ def video_plan(request: CubeRequest, engine: Engine, cube: xr.Dataset, tile_px: 
         peak = params.value_range[1] - params.value_range[0]
         return VideoPlan(record["bands"], record["lossless"], records, chunks, params, peak)  # type: ignore[arg-type]
     params = CodecParams(mode=section.mode, **({"qp": section.qp} if section.qp is not None else {}))
-    return plan_video(as_dataset(cube), params, section.target_psnr, section.target_bpppb, bands=section.bands,
+    # the cube's own band order (a store lists its arrays in no set order, and the order decides the streams)
+    bands = section.bands or [b for b in cube.attrs.get("eocube:bands", []) if b in cube.data_vars] or None
+    return plan_video(as_dataset(cube), params, section.target_psnr, section.target_bpppb, bands=bands,
+                      lossless=["valid"] if "valid" in cube.data_vars else None,
                       space_chunk=spatial_chunk(tile_px), auto_value_range=section.mode == "lossy")
 
 
@@ -73,7 +76,7 @@ def resolve_context(request: CubeRequest, engine: Engine, tile_px: int) -> Conte
     if request.embed is not None:
         ctx.device = embedding_device(request.embed.device)
         if request.embed.head is not None:
-            from pipeline.embeddings.head import load_head
+            from pipeline.uncertainty.head import load_head
 
             ctx.head = load_head(request.embed.head)
     if request.compress is not None:

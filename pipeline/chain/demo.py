@@ -74,14 +74,16 @@ def train_demo_artefact(store: Path, archive: Path, artefact: Path) -> None:
 
 
 def run_demo(out: Path, archive: Path | None = None, dask_address: str | None = None,
-             progress: Progress | None = None) -> tuple[ChainResult, dict[str, str]]:
-    """Run the demo request into ``out``; the result, and the sections skipped with the reason (no weights)."""
+             progress: Progress | None = None, **changes: object) -> tuple[ChainResult, dict[str, str]]:
+    """Run the demo request into ``out`` (``changes``: request fields to change, e.g. a shorter period);
+    the result, and the sections skipped with the reason (no weights)."""
     archive = ensure_demo_archive(archive, progress)
     skipped = {}
     why = weights_available("presto")
     if why:  # the released weights may not be on this machine: say so and go on
         skipped["embeddings"] = why
     request = demo_request(out, with_embeddings=not why)
+    request = CubeRequest.model_validate({**request.model_dump(), **changes}) if changes else request
     artefact = request.uncertainty.model
     out.mkdir(parents=True, exist_ok=True)
     if not (artefact / "card.json").is_file():

@@ -83,7 +83,7 @@ def check_products(request: CubeRequest, found: SearchResult | None = None) -> N
                              f"does not make: add its section")
         check_inputs(card, skeleton(request, product, steps.get(product), embedding if request.embed else None))
     if request.embed is not None and request.embed.head is not None:
-        from pipeline.embeddings.head import load_head
+        from pipeline.uncertainty.head import load_head
 
         load_head(request.embed.head).check_inputs(skeleton(request, "embeddings", None, embedding)["embeddings"])
 

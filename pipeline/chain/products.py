@@ -1,11 +1,12 @@
 """The derived products of a request, each made one tile at a time from the store's cube.
 
-A product is a child group of the store (the cube is the root group): ``composite``,
+A product is a group of the store beside the cube's (group ``cube``): ``composite``,
 ``embeddings``, ``uncertainty``, ``video``. :data:`PRODUCTS` registers, per product, what it is
 made from and how a tile of it is made from the tiles of its inputs; every maker returns the
 tile's product as a Dataset on the product's grid (``cell`` cube pixels per product cell) with
-a boolean ``computed``. Nothing here holds more than a tile: the computation runs as Dask
-tasks on the active scheduler (embedding chip batches, uncertainty blocks, video chunks).
+a boolean ``computed``. Nothing here holds more than a tile, and a tile's products stay on the
+workers (persisted) until they are written: the computation runs as Dask tasks on the active
+scheduler (composite chunks, embedding chip batches, uncertainty blocks, video chunks).
 """
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import dask
@@ -93,12 +93,12 @@ def _computed(ds: xr.Dataset, dims: tuple[str, str], value: bool = True) -> xr.D
 
 
 def make_composite(ctx: Context, inputs: dict[str, xr.Dataset], tile: Tile) -> xr.Dataset:
-    """The tile's regular-bin composites (:func:`pipeline.cube.composite`), computed."""
+    """The tile's regular-bin composites (:func:`pipeline.cube.composite`), computed and kept on the workers."""
     from pipeline.cube.compositing import composite
 
     section = ctx.request.composite
     out = composite(inputs["cube"], section.freq, section.method)
-    out = out.drop_vars([v for v in TILE_STATISTICS if v in out.variables]).compute()
+    out = out.drop_vars([v for v in TILE_STATISTICS if v in out.variables]).persist()
     return _computed(out, ("y", "x"))
 
 
@@ -113,7 +113,7 @@ def make_embeddings(ctx: Context, inputs: dict[str, xr.Dataset], tile: Tile) -> 
     ds = inputs[section.input]
 
     def embed(part: xr.Dataset) -> xr.DataArray:
-        return embed_cube(part, section.model, section.weights, device=ctx.device, chip_size=section.chip_size).compute()
+        return embed_cube(part, section.model, section.weights, device=ctx.device, chip_size=section.chip_size).persist()
 
     if section.temporal == "per-time-step":
         steps = [embed(ds.isel(time=[t])) for t in range(ds.sizes["time"])]
@@ -186,10 +186,6 @@ def make_video(ctx: Context, inputs: dict[str, xr.Dataset], tile: Tile) -> xr.Da
     return _computed(out, ("y", "x"))
 
 
-def _no_section(request: CubeRequest) -> None:
-    return None
-
-
 #: the derived products, in the order they are made; adding one is a maker and one line here
 PRODUCTS: dict[str, Product] = {p.name: p for p in (
     Product("composite", lambda r: "cube", make_composite, lambda r: r.composite),
@@ -258,11 +254,19 @@ def template(tile_ds: xr.Dataset, cube: xr.Dataset, tile_px: int, cell: int, dim
     return ds, encoding
 
 
-def region_part(tile_ds: xr.Dataset, dims: tuple[str, str]) -> xr.Dataset:
-    """What a tile writes into its region: the variables on the spatial dims, no coordinates."""
+def region_part(tile_ds: xr.Dataset, dims: tuple[str, str], group: xr.Dataset | None = None) -> xr.Dataset:
+    """What a tile writes into its region: the variables on the spatial dims, no coordinates; Dask chunks as
+    the group's Zarr chunks (one task writes each chunk: tiles start on chunk boundaries)."""
     spatial = [v for v, var in tile_ds.data_vars.items() if set(dims) <= set(var.dims)]
     part = tile_ds[spatial]
-    return part.drop_vars([c for c in part.coords])
+    part = part.drop_vars([c for c in part.coords])
+    if group is None or not part.chunks:
+        return part
+    for name in spatial:
+        zarr_chunks = group[name].encoding.get("chunks") or group[name].encoding.get("preferred_chunks")
+        if zarr_chunks is not None and part[name].chunks is not None:
+            part[name] = part[name].chunk(dict(zip(group[name].dims, (int(c) for c in zarr_chunks))))
+    return part
 
 
 def not_computed(group: xr.Dataset, tile: Tile, cell: int, dims: tuple[str, str]) -> xr.Dataset:
@@ -277,15 +281,3 @@ def not_computed(group: xr.Dataset, tile: Tile, cell: int, dims: tuple[str, str]
     return part
 
 
-def artefact_provenance(ctx: Context) -> dict[str, str]:
-    """Group attributes naming the artefacts and weights a run used (sha256)."""
-    out = {}
-    if ctx.uncertainty is not None:
-        out["uncertainty"] = json.dumps({"model": str(ctx.request.uncertainty.model), "sha256": ctx.uncertainty.sha256})
-    if ctx.head is not None:
-        out["embeddings:head"] = json.dumps({"model": str(ctx.request.embed.head), "sha256": ctx.head.sha256})
-    return out
-
-
-def path_or_none(p: Path | None) -> str | None:
-    return None if p is None else str(p)

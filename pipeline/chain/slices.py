@@ -1,18 +1,20 @@
-"""Transactional, resumable backfills and incremental updates of a store.
+"""The chain's cube, slice by slice: transactional, resumable backfills and incremental updates of a store.
 
 A request's grid and time axis are split into slices (tiles x time ranges, see
 :func:`~pipeline.store.layout.plan_slices`), each written and committed on its own
 (:mod:`pipeline.store.engines`). Re-running skips committed slices, so a run killed at
-any point and re-run yields the same data as an uninterrupted one.
+any point and re-run yields the same data as an uninterrupted one. Once the cube's
+slices are committed, :func:`backfill` makes the request's derived products tile by
+tile (:mod:`pipeline.chain.units`).
 
 An incremental update (:func:`update_request`) searches the store's whole period, from
 its request's start to ``until``, and adds the time steps of the items found for dates the
 store lacks: after its last time step (appended), or before it (items published late,
 inserted in time order; :meth:`~pipeline.store.engines.ZarrEngine.insert_times`). Their
-slices are then written like any other. Time steps the store already holds are left as
-they are: items found for them that no committed slice lists (published after those
-slices were written) are only counted, in ``BackfillReport.late_items_for_held_dates``
-(rewriting such time steps is another issue's). The provenance (``eocube:source_items``,
+slices are then written like any other. Items found for dates the store already holds that
+no committed slice lists (published after those slices were written) get the slices their
+footprint touches written again (:func:`slices_touched_by`), and so the derived products of
+exactly those tiles are made again. The provenance (``eocube:source_items``,
 the STAC item's ``derived_from`` links) is the union of the committed slices' sources:
 exactly the items whose pixels are in the store.
 
@@ -46,8 +48,6 @@ from pipeline.store.layout import Slice, StoreLayout, check_alignment, covered_t
 from pipeline.store.paths import check_output, remove_store
 from pipeline.store.zarr_store import StoreError, provenance_attrs
 
-#: How far a store time may be from the cube time it was written from (CF time is whole seconds).
-TIME_TOLERANCE = np.timedelta64(1, "s")
 #: Two time steps of one sensor this close are the same date (solar day; as ``items_per_time`` groups items).
 SAME_DATE = np.timedelta64(12, "h")
 
@@ -79,7 +79,8 @@ class BackfillReport:
     ``appended_times``: new time steps after the store's last one; ``inserted_times``: new
     time steps before it (items published late, for dates the store lacked), inserted in
     order; ``late_items_for_held_dates``: items found for dates the store already holds
-    and has committed, that no committed slice lists (published late; not applied here);
+    and has committed, that no committed slice listed (published late): the slices they
+    touch are written again with them (:func:`slices_touched_by`);
     ``failed_items``: ``{item_id: {asset: reason}}`` of the store's items that failed to read.
     """
 
@@ -215,13 +216,65 @@ def prepare(request: CubeRequest, found: dict[str, SensorItems], spec: BackfillS
     engine.update_attrs({"eocube:unreadable_items": json.dumps(redact_json(lazy.unreadable))})
     store = engine.open()
     records = list(engine.committed().values())
-    complete = [r["slice"] for r in records if not r.get("failed")]
+    late = late_items_for_held_dates(store.time.values, _sensors(store), records, found)
+    stale = slices_touched_by(late, found, store, records)
+    complete = [r["slice"] for r in records if not r.get("failed") and r["slice"] not in stale]
     pending = plan_slices(dict(store.sizes), layout, spec.tile_px, spec.time_step, covered_times(complete))
     if report is not None:
         report.planned = len(pending)
-        late = late_items_for_held_dates(store.time.values, _sensors(store), records, found)
         report.late_items_for_held_dates = sum(len(v) for v in late.values())
     return pending
+
+
+def slices_touched_by(late: dict[str, list[str]], found: dict[str, SensorItems], store: xr.Dataset,
+                      records: list[dict]) -> set[str]:
+    """The committed slices a late item's pixels belong in: their time range holds its date (same sensor,
+    same solar day) and their tile meets its footprint. They are written again, with the item."""
+    from pyproj import Transformer
+
+    items = {i.id: (sensor, i) for sensor, s in found.items() for i in s.items}
+    late_items = [items[i] for ids in late.values() for i in ids if i in items]
+    if not late_items:
+        return set()
+    to_grid = Transformer.from_crs("EPSG:4326", store["spatial_ref"].attrs["crs_wkt"], always_xy=True)
+    times, sensors = store.time.values, _sensors(store)
+    x, y = store.x.values, store.y.values
+    out: set[str] = set()
+    for sensor, item in late_items:
+        same = np.abs(times - item_time(item)) <= SAME_DATE
+        if sensors is not None:
+            same &= sensors == sensor
+        steps = set(np.flatnonzero(same).tolist())
+        lon0, lat0, lon1, lat1 = item.bbox
+        lons, lats = np.meshgrid(np.linspace(lon0, lon1, 5), np.linspace(lat0, lat1, 5))
+        gx, gy = to_grid.transform(lons.ravel(), lats.ravel())
+        cols = np.flatnonzero((x >= min(gx)) & (x <= max(gx)))
+        rows = np.flatnonzero((y >= min(gy)) & (y <= max(gy)))
+        if not (steps and cols.size and rows.size):
+            continue
+        for r in records:
+            if (steps & set(range(*r["t"])) and r["y"][0] <= rows.max() and rows.min() < r["y"][1]
+                    and r["x"][0] <= cols.max() and cols.min() < r["x"][1]):
+                out.add(r["slice"])
+    return out
+
+
+def match_steps(store_times: np.ndarray, store_sensors: np.ndarray | None, cube_times: np.ndarray,
+                cube_sensors: np.ndarray | None) -> np.ndarray:
+    """For each store time step, the index of the cube's step of the same date (same sensor, within
+    :data:`SAME_DATE`; the nearest). A date an item published late now starts may have moved a little."""
+    out = np.empty(len(store_times), np.int64)
+    for i, t in enumerate(store_times):
+        candidates = np.arange(len(cube_times))
+        if store_sensors is not None and cube_sensors is not None:
+            candidates = candidates[cube_sensors == store_sensors[i]]
+        if not candidates.size:
+            raise StoreError(f"the cube has no {store_sensors[i] if store_sensors is not None else ''} step for {t}")
+        nearest = candidates[np.argmin(np.abs(cube_times[candidates] - t))]
+        if abs(cube_times[nearest] - t) > SAME_DATE:
+            raise StoreError(f"the cube has no time step within 12 h of the store's {t}")
+        out[i] = nearest
+    return out
 
 
 def slice_sources(cube: xr.Dataset, found: dict[str, SensorItems]) -> dict[str, list[str]]:
@@ -251,7 +304,8 @@ def write_slice(request: CubeRequest, found: dict[str, SensorItems], spec: Backf
         store_times = engine.open().time.values[sl.t[0]:sl.t[1]]
         lazy = lazy_cube(request, found, layout) if cube is None else cube
         already = lazy.reads.count()
-        sub = lazy.data.sel(time=store_times, method="nearest", tolerance=TIME_TOLERANCE)
+        store_sensors = _sensors(engine.open().isel(time=slice(*sl.t)))
+        sub = lazy.data.isel(time=match_steps(store_times, store_sensors, lazy.data.time.values, _sensors(lazy.data)))
         sub = sub.isel(y=slice(*sl.y), x=slice(*sl.x))
         along_time = [v for v in sub.data_vars if {"time", "y", "x"} <= set(sub[v].dims)]
         part = sub[along_time].drop_vars(list(sub.coords))

@@ -184,7 +184,7 @@ def make_unit(ctx: Context, engine: Engine, cube: xr.Dataset, tile: Tile, slices
         if made is None:
             made = not_computed(group, tile, cell, dims)
         inputs[name] = made
-        parts.append((name, region_part(made, dims), tile.region(cell, dims)))
+        parts.append((name, region_part(made, dims, group), tile.region(cell, dims)))
     record = {"unit": tile.id, "y": list(tile.y), "x": list(tile.x), "cube_version": cube_version(slices, tile),
               "products": {k: v for k, v in status.items() if k != "cube"},
               "sections": {name: section_json(request, name) for name in request.products()},
@@ -194,15 +194,27 @@ def make_unit(ctx: Context, engine: Engine, cube: xr.Dataset, tile: Tile, slices
     return record
 
 
-def make_units(ctx: Context, engine: Engine, tile_px: int, progress: Progress | None = None) -> list[dict]:
-    """Make every pending unit of the store behind ``engine``, one tile after the other; their records."""
+def prepare_units(ctx: Context, engine: Engine, tile_px: int) -> list[Tile]:
+    """Drop the product groups to remake (:func:`stale_groups`) and return the tiles whose unit is pending."""
     cube = engine.open()
-    slices = list(engine.committed().values())
     stale = stale_groups(ctx.request, engine, cube)
     if stale:
         log.info("remaking products %s from scratch (their section or the cube's time axis changed)", stale)
         engine.drop_groups(stale)
-    tiles = pending_units(ctx.request, engine, tiles_of(cube.sizes["y"], cube.sizes["x"], tile_px), slices)
+    return pending_units(ctx.request, engine, tiles_of(cube.sizes["y"], cube.sizes["x"], tile_px),
+                         list(engine.committed().values()))
+
+
+def make_tile(ctx: Context, engine: Engine, tile: Tile, tile_px: int) -> dict:
+    """Make one tile's unit against the store as it is now (for callers running units as tasks of their own:
+    the first one alone, as it creates the product groups, then the others side by side)."""
+    return make_unit(ctx, engine, engine.open(), tile, list(engine.committed().values()), tile_px)
+
+
+def make_units(ctx: Context, engine: Engine, tile_px: int, progress: Progress | None = None) -> list[dict]:
+    """Make every pending unit of the store behind ``engine``, one tile after the other; their records."""
+    tiles = prepare_units(ctx, engine, tile_px)
+    cube, slices = engine.open(), list(engine.committed().values())
     records = []
     for i, tile in enumerate(tiles):
         records.append(make_unit(ctx, engine, cube, tile, slices, tile_px))

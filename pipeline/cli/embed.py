@@ -85,7 +85,7 @@ def train_head_cmd(
     from pipeline.cli.common import user_errors
 
     with user_errors():
-        from pipeline.embeddings.head import open_embeddings, train_head
+        from pipeline.uncertainty.head import open_embeddings, train_head
         from pipeline.uncertainty.artefact_io import check_output
         from pipeline.uncertainty.cube import store_provenance
 

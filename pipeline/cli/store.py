@@ -48,6 +48,13 @@ def status(store: Path = typer.Argument(..., help="store path (.zarr or Icechunk
             table.add_row(r["slice"], " .. ".join(r["time_range"]), f"{r['bytes'] / 1e6:.2f}",
                           str(sum(len(v) for v in r.get("sources", {}).values())), r["committed"])
         out.print(table)
+    for name, product in st.products.items():
+        missing = product["not_computed"]
+        out.print(f"product {name}: " + " x ".join(f"{k}={v}" for k, v in product["shape"].items())
+                  + f", {product['units_computed']} units made" + (f", {len(missing)} not computed" if missing else ""),
+                  highlight=False, soft_wrap=True)
+        for unit, why in missing.items():
+            out.print(f"  {unit}: {why}", highlight=False, soft_wrap=True)
     print_failed_items(st.failed_items, out)
     if st.failures:
         fails = Table("slice", "error", "message", "at", title=f"{len(st.failures)} failed slices")
@@ -111,7 +118,7 @@ def update(store: Path = typer.Argument(..., help="existing store"),
                                   dask_address, progress)
     Console().print(f"{report.store}: {report.appended_times} time steps appended, "
                     f"{report.inserted_times} inserted (items published late), {len(report.written)} slices written; "
-                    f"{report.late_items_for_held_dates} late items for dates already held (not applied)",
+                    f"{report.late_items_for_held_dates} items published late for dates already held (their slices written again)",
                     highlight=False, soft_wrap=True)
     print_failed_items(report.failed_items)
 

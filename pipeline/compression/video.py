@@ -20,15 +20,23 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable, Protocol
 
 import av
 import numpy as np
 
 from pipeline.compression import x265_lambda
 
-if TYPE_CHECKING:
-    from pipeline.compression.codec import CodecParams
+
+
+class StreamParams(Protocol):
+    """What a codec's options are made from: the settings of :class:`pipeline.compression.codec.CodecParams`
+    a stream needs (here, not imported from there: the codec imports this module)."""
+
+    qp: float
+    preset: str
+    keyint: int
+    threads: int
 
 #: libx265 corrupts the heap when closing an encoder whose frame width is in about 33..55 px and
 #: rejects frames under 16 px; frames are edge-padded to at least this size (multiples of 8).
@@ -198,7 +206,7 @@ class VideoCodecSpec:
     decoder: str  #: FFmpeg decoder name
     lossless: bool
     pix_fmts: Mapping[tuple[int, int], str]
-    options: Callable[[CodecParams, int], dict]
+    options: Callable[[StreamParams, int], dict]
     min_height: int = 1
     min_width: int = 1
     align: int = 1
@@ -300,7 +308,7 @@ def ffv1_options(threads: int) -> dict:
 
 
 # ------------------------------------------------------------------------------------ codec registry
-def _x265_stream_options(params: CodecParams, frames: int) -> dict:
+def _x265_stream_options(params: StreamParams, frames: int) -> dict:
     # a GOP never longer than the stream: a chunk of few dates is one closed GOP
     return x265_options(params.qp, params.preset, min(params.keyint, frames), params.threads, frames=frames)
 
@@ -309,7 +317,7 @@ def _x265_session(spec: StreamSpec) -> AbstractContextManager:
     return x265_lambda.lambda_for_scaling_entry(_low_qp_scaling_entry(spec))
 
 
-def _ffv1_stream_options(params: CodecParams, frames: int) -> dict:
+def _ffv1_stream_options(params: StreamParams, frames: int) -> dict:
     return ffv1_options(params.threads)  # looked up when called, so ffv1_options can be swapped for a sweep
 
 

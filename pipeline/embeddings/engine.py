@@ -25,7 +25,7 @@ import xarray as xr
 import zarr
 
 from pipeline.store.open import open_cube
-from pipeline.embeddings.adapters import ChipBatch
+from pipeline.embeddings.chips import ChipBatch
 from pipeline.embeddings.registry import load_encoder, spec_for
 from pipeline.embeddings.spec import Adapter, EncoderInfo
 from pipeline.embeddings.tiling import Window, axis_windows, latlon_grid, pixel_centres, time_features

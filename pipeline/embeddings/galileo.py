@@ -15,19 +15,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.embeddings.layers import Block, drop_masked_tokens, sincos_1d
+from pipeline.embeddings.chips import (DN_PER_REFLECTANCE, ChipBatch, autocast, latlon_to_cartesian, ndvi,
+                                      s2_reflectance, to_device)
+from pipeline.embeddings.layers import Block, drop_masked_tokens, month_table, sincos_1d
 from pipeline.embeddings.spec import BuiltEncoder, EncoderInfo, EncoderSpec
 from pipeline.embeddings.weights import WeightsSource, companion_file
-
-if TYPE_CHECKING:
-    from pipeline.embeddings.adapters import GalileoAdapter
 
 SPACE_TIME_BANDS = ("VV", "VH", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12", "NDVI")
 SPACE_BANDS = ("elevation", "slope", "DW_water", "DW_trees", "DW_grass", "DW_flooded_vegetation", "DW_crops",
@@ -149,8 +147,6 @@ class Galileo(nn.Module):
         self.st_channel_embed = nn.Parameter(torch.zeros(len(STATIC_GROUPS), q))
         steps = torch.arange(max_sequence_length, dtype=torch.float32)
         self.pos_embed = nn.Parameter(sincos_1d(q, steps, q * 2), requires_grad=False)
-        from pipeline.embeddings.presto import month_table
-
         self.month_embed = nn.Embedding.from_pretrained(month_table(q), freeze=True)
         self.blocks = nn.ModuleList([Block(d, num_heads, mlp_ratio, fused_qkv=False) for _ in range(depth)])
         self.norm = nn.LayerNorm(d)
@@ -283,6 +279,72 @@ class GalileoNormalizer:
         return ((np.asarray(x, np.float64) - self.shift[n]) / self.div[n]).astype(np.float32)
 
 
+# ------------------------------------------------------------------------------------- cube adapter
+class GalileoAdapter:
+    """Galileo per-patch embeddings (the authors' ``apply_mask_and_average_tokens_per_patch``).
+
+    Space-time: S2 bands and NDVI (S1 masked); a group is hidden in a patch at a step if any of its
+    bands is missing anywhere in the patch. Space (SRTM, DW, WC) and time (ERA5, TerraClimate,
+    VIIRS) groups are masked; of the static groups only ``location`` (chip centre) is visible.
+
+    Normalisation: ``normalization.json`` of nasaharvest/galileo (mean ± 2 std, see
+    :class:`GalileoNormalizer`), applied to DN (= reflectance × 1e4), as the authors'
+    ``Normalizer(std=True, std_multiplier=2)``.
+    """
+
+    kind = "patch"
+    pooling = "per-patch mean of unmasked tokens (Galileo apply_mask_and_average_tokens_per_patch)"
+
+    def __init__(self, normalizer: GalileoNormalizer, patch_size: int = 4) -> None:
+        self.normalizer = normalizer
+        self.unit = patch_size
+
+    def inputs(self, batch: ChipBatch) -> dict[str, np.ndarray]:
+        b, t, h, w = batch.shape
+        p = self.unit
+        raw = np.zeros((b, h, w, t, len(SPACE_TIME_BANDS)), np.float64)
+        present = np.zeros_like(raw, dtype=bool)
+        s2 = s2_reflectance(batch.bands)
+        for name, values in s2.items():
+            i = SPACE_TIME_BANDS.index(name)
+            v = values.transpose(0, 2, 3, 1)
+            present[..., i] = np.isfinite(v)
+            raw[..., i] = np.where(present[..., i], v * DN_PER_REFLECTANCE, 0)
+        i8, i4, ind = (SPACE_TIME_BANDS.index(k) for k in ("B8", "B4", "NDVI"))
+        raw[..., ind] = ndvi(raw[..., i8], raw[..., i4])
+        present[..., ind] = present[..., i8] & present[..., i4]
+        s_t_m = np.ones((b, h, w, t, len(SPACE_TIME_GROUPS)), np.float32)
+        for g, idx in enumerate(SPACE_TIME_GROUPS.values()):
+            ok = present[..., idx].all(-1)  # [b, h, w, t]
+            ok_patch = ok.reshape(b, h // p, p, w // p, p, t).all(axis=(2, 4))
+            s_t_m[..., g] = np.repeat(np.repeat(~ok_patch, p, axis=1), p, axis=2)
+        lat, lon = batch.lat.mean(axis=(1, 2)), batch.lon.mean(axis=(1, 2))
+        st = np.zeros((b, len(STATIC_BANDS)), np.float64)
+        st[:, 1:4] = latlon_to_cartesian(torch.from_numpy(np.stack([lat, lon], -1))).numpy()
+        return {
+            "s_t_x": self.normalizer(raw), "sp_x": self.normalizer(np.zeros((b, h, w, len(SPACE_BANDS)))),
+            "t_x": self.normalizer(np.zeros((b, t, len(TIME_BANDS)))), "st_x": self.normalizer(st),
+            "s_t_m": s_t_m, "sp_m": np.ones((b, h, w, 3), np.float32), "t_m": np.ones((b, t, 3), np.float32),
+            "st_m": np.tile(np.array([1, 0, 1, 1], np.float32), (b, 1)),
+            "months": np.broadcast_to(batch.month.astype(np.int64), (b, t)),
+        }
+
+    def embed(self, model: nn.Module, batch: ChipBatch, device: torch.device) -> np.ndarray:
+        b, t, h, w = batch.shape
+        if h != w:
+            raise ValueError(f"Galileo chips must be square; got {h}x{w}")
+        inp = self.inputs(batch)
+        names = ("s_t_x", "sp_x", "t_x", "st_x", "s_t_m", "sp_m", "t_m", "st_m", "months")
+        with torch.inference_mode(), autocast(device):
+            out = model(*(to_device(inp[k], device) for k in names), self.unit, batch.res_m)
+            emb = out.pooled_per_patch().float().cpu().numpy()
+        p = self.unit
+        emb = emb.reshape(b, h // p, w // p, -1)
+        seen = (inp["s_t_m"][:, ::p, ::p] == 0).any(axis=(3, 4))
+        emb[~seen] = np.nan
+        return emb
+
+
 # ------------------------------------------------------------------------------------ registry spec
 #: companion file beside the weights with the authors' band statistics (read by the adapter)
 NORMALIZATION_FILE = "normalization.json"
@@ -303,8 +365,6 @@ def _normalizer(weights_path: str) -> GalileoNormalizer:
 
 def _adapter(info: EncoderInfo, patch_size: int) -> GalileoAdapter:
     """Patch adapter at the requested ``patch_size`` p (pixels; the 8x8 kernels are resized to p x p)."""
-    from pipeline.embeddings.adapters import GalileoAdapter  # adapters imports this module's band tables
-
     return GalileoAdapter(_normalizer(info.weights_path), patch_size)
 
 

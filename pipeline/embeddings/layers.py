@@ -6,6 +6,8 @@ released checkpoints: ``attn.qkv`` (fused, Presto / Prithvi via timm) or ``attn.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -94,6 +96,14 @@ def sincos_1d(embed_dim: int, pos: torch.Tensor, omega_denominator: float) -> to
     omega = 1.0 / 10000**omega
     out = torch.einsum("m,d->md", pos.reshape(-1), omega)
     return torch.cat([torch.sin(out), torch.cos(out)], dim=1)
+
+
+def month_table(dim: int) -> torch.Tensor:
+    """``[12, dim]`` month encoding (Presto and Galileo) ``[sin(2πm/12) × dim/2 | cos(2πm/12) × dim/2]``."""
+    angles = torch.arange(0, 13) / (12 / (2 * math.pi))
+    sin = torch.sin(angles)[:-1, None].expand(12, dim // 2)
+    cos = torch.cos(angles)[:-1, None].expand(12, dim // 2)
+    return torch.cat([sin, cos], dim=-1)
 
 
 def drop_masked_tokens(

@@ -8,21 +8,18 @@ encoder part. The normalisation of raw values is :func:`presto_normalise`.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
-from pipeline.embeddings.layers import Block, drop_masked_tokens
+from pipeline.embeddings.chips import (CUBE_TO_S2, ChipBatch, autocast, latlon_to_cartesian, ndvi,
+                                      s2_reflectance, to_device)
+from pipeline.embeddings.layers import Block, drop_masked_tokens, month_table
 from pipeline.embeddings.spec import BuiltEncoder, EncoderInfo, EncoderSpec, fixed_chip
 from pipeline.embeddings.weights import WeightsSource
-
-if TYPE_CHECKING:
-    from pipeline.embeddings.adapters import PrestoAdapter
 
 #: Encoder input band order (17 channels).
 PRESTO_BANDS: tuple[str, ...] = (
@@ -79,14 +76,6 @@ def presto_normalise(raw: np.ndarray) -> np.ndarray:
     return out
 
 
-def month_table(dim: int) -> torch.Tensor:
-    """``[12, dim]`` month encoding ``[sin(2πm/12) × dim/2 | cos(2πm/12) × dim/2]``."""
-    angles = torch.arange(0, 13) / (12 / (2 * math.pi))
-    sin = torch.sin(angles)[:-1, None].expand(12, dim // 2)
-    cos = torch.cos(angles)[:-1, None].expand(12, dim // 2)
-    return torch.cat([sin, cos], dim=-1)
-
-
 def expand_months(month: int | torch.Tensor, batch: int, steps: int, device: torch.device) -> torch.Tensor:
     """Month input -> ``[B, T]`` int64. An int or ``[B]`` start month expands as ``(m + t) mod 12``."""
     if isinstance(month, int):
@@ -97,12 +86,6 @@ def expand_months(month: int | torch.Tensor, batch: int, steps: int, device: tor
     if month.shape != (batch, steps):
         raise ValueError(f"month must be an int, [B] or [B, T]=({batch}, {steps}); got {tuple(month.shape)}")
     return month
-
-
-def latlon_to_cartesian(latlons: torch.Tensor) -> torch.Tensor:
-    """``[..., 2]`` (lat, lon) degrees -> ``[..., 3]`` unit vector ``(cosφcosλ, cosφsinλ, sinφ)``."""
-    lat, lon = torch.deg2rad(latlons[..., 0]), torch.deg2rad(latlons[..., 1])
-    return torch.stack([torch.cos(lat) * torch.cos(lon), torch.cos(lat) * torch.sin(lon), torch.sin(lat)], dim=-1)
 
 
 class Presto(nn.Module):
@@ -182,6 +165,72 @@ class Presto(nn.Module):
         return model.eval()
 
 
+# ------------------------------------------------------------------------------------- cube adapter
+def presto_arrays(s2: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """S2 reflectance ``{B2..B12: [N, T]}`` -> Presto ``x [N, T, 17]`` and ``mask [N, T, 17]`` (1 = missing).
+
+    S1, ERA5 and SRTM have no cube source and are masked; NDVI comes from the normalised B8, B4.
+    """
+    n, t = next(iter(s2.values())).shape
+    x = np.zeros((n, t, len(PRESTO_BANDS)), np.float32)
+    mask = np.ones_like(x)
+    for name, values in s2.items():
+        i = PRESTO_BANDS.index(name)
+        ok = np.isfinite(values)
+        x[..., i] = np.where(ok, values, 0)  # S2 DN / 1e4 == reflectance
+        mask[..., i] = ~ok
+    b8, b4 = PRESTO_BANDS.index("B8"), PRESTO_BANDS.index("B4")
+    i_ndvi = PRESTO_BANDS.index("NDVI")
+    x[..., i_ndvi] = ndvi(x[..., b8], x[..., b4])
+    mask[..., i_ndvi] = np.maximum(mask[..., b8], mask[..., b4])
+    return x, mask
+
+
+def run_presto(model: nn.Module, x: np.ndarray, mask: np.ndarray | None, dynamic_world: np.ndarray,
+               months: np.ndarray, latlons: np.ndarray, device: torch.device, batch_size: int = 4096) -> np.ndarray:
+    """Pooled Presto embeddings ``[N, 128]`` for normalised inputs, in batches of ``batch_size`` pixels."""
+    if x.shape[1] > 24:
+        raise ValueError(f"Presto takes at most 24 time steps; got {x.shape[1]} (select or composite steps first)")
+    out = []
+    with torch.inference_mode(), autocast(device):
+        for s in range(0, x.shape[0], batch_size):
+            sl = slice(s, s + batch_size)
+            emb = model(to_device(x[sl], device), to_device(dynamic_world[sl].astype(np.int64), device),
+                        to_device(latlons[sl].astype(np.float32), device),
+                        None if mask is None else to_device(mask[sl].astype(np.float32), device),
+                        to_device(months[sl].astype(np.int64), device))
+            out.append(emb.float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 128), np.float32)
+
+
+class PrestoAdapter:
+    """Per-pixel Presto embeddings; the pooled token mean (the authors' ``eval_task``) per pixel.
+
+    Normalisation: ``(x + add) / div`` of ``presto/dataops/pipelines/s1_s2_era5_srtm.py`` (S2: DN / 1e4,
+    i.e. reflectance in [0, 1]); NDVI recomputed from the normalised B8 and B4.
+    """
+
+    kind, unit = "pixel", 1
+    pooling = "mean over unmasked tokens incl. latlon, then LayerNorm (Presto eval_task); per pixel"
+
+    def __init__(self, pixel_batch: int = 4096) -> None:
+        self.pixel_batch = pixel_batch
+
+    def embed(self, model: nn.Module, batch: ChipBatch, device: torch.device) -> np.ndarray:
+        b, t, h, w = batch.shape
+        s2 = {k: v.transpose(0, 2, 3, 1).reshape(-1, t) for k, v in s2_reflectance(batch.bands).items()}
+        if not s2:
+            raise ValueError(f"Presto needs Sentinel-2-like bands ({', '.join(CUBE_TO_S2)}); cube has {list(batch.bands)}")
+        x, mask = presto_arrays(s2)
+        months = np.broadcast_to(batch.month, (x.shape[0], t))
+        latlons = np.stack([batch.lat.reshape(-1), batch.lon.reshape(-1)], -1)
+        dw = np.full((x.shape[0], t), DW_MISSING)
+        emb = run_presto(model, x, mask, dw, months, latlons, device, self.pixel_batch)
+        any_valid = (mask[..., : PRESTO_BANDS.index("temperature_2m")] == 0).any(axis=(1, 2))
+        emb[~any_valid] = np.nan
+        return emb.reshape(b, h, w, -1)
+
+
 # ------------------------------------------------------------------------------------ registry spec
 def _build(state: Mapping[str, torch.Tensor], weights_path: Path) -> BuiltEncoder:
     """The released checkpoint has no config: the architecture is the default one."""
@@ -192,8 +241,6 @@ def _build(state: Mapping[str, torch.Tensor], weights_path: Path) -> BuiltEncode
 
 def _adapter(info: EncoderInfo, patch_size: int) -> PrestoAdapter:
     """Per-pixel adapter; ``patch_size`` does not apply to a pixel model."""
-    from pipeline.embeddings.adapters import PrestoAdapter  # adapters imports this module's band tables
-
     return PrestoAdapter()
 
 

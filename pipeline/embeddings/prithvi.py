@@ -13,19 +13,16 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.embeddings.chips import DN_PER_REFLECTANCE, ChipBatch, autocast, to_device
 from pipeline.embeddings.layers import Block, sincos_1d
 from pipeline.embeddings.spec import BuiltEncoder, EncoderInfo, EncoderSpec
 from pipeline.embeddings.weights import WeightsSource
-
-if TYPE_CHECKING:
-    from pipeline.embeddings.adapters import PrithviAdapter
 
 #: Pretraining bands (HLS): Blue, Green, Red, NIR narrow, SWIR 1, SWIR 2, as cube common names.
 PRITHVI_BANDS: tuple[str, ...] = ("blue", "green", "red", "nir08", "swir16", "swir22")
@@ -227,6 +224,57 @@ def config_from_json(cfg: Mapping) -> PrithviConfig:
     return replace(PrithviConfig(), **known)
 
 
+# ------------------------------------------------------------------------------------- cube adapter
+class PrithviAdapter:
+    """Prithvi-EO-2.0 per-patch embeddings: final-normed patch tokens averaged over frames.
+
+    Bands blue, green, red, nir08 (NIR narrow; ``nir`` if absent), swir16, swir22 as DN; masked
+    pixels are set to the band mean (0 after normalisation): Prithvi has no mask input.
+    Temporal (year, day of year) and location (chip centre) coordinates feed the -TL models.
+
+    Normalisation: HLS mean / std of terratorch ``prithvi_vit.py`` (:data:`PRITHVI_V2_MEAN`,
+    :data:`PRITHVI_V2_STD`; DN = reflectance × 1e4).
+    """
+
+    kind = "patch"
+    pooling = "patch tokens (final LayerNorm) averaged over frames; CLS dropped"
+
+    def __init__(self, patch_size: int) -> None:
+        self.unit = patch_size
+
+    def inputs(self, batch: ChipBatch) -> dict[str, np.ndarray]:
+        bands = dict(batch.bands)
+        if "nir08" not in bands and "nir" in bands:
+            bands["nir08"] = bands["nir"]
+        missing = [k for k in PRITHVI_BANDS if k not in bands]
+        if missing:
+            raise ValueError(f"Prithvi needs bands {PRITHVI_BANDS}; the cube lacks {missing}")
+        raw = np.stack([bands[k] for k in PRITHVI_BANDS], axis=1) * DN_PER_REFLECTANCE  # [B, 6, T, h, w]
+        mean = np.asarray(PRITHVI_V2_MEAN)[None, :, None, None, None]
+        std = np.asarray(PRITHVI_V2_STD)[None, :, None, None, None]
+        x = np.nan_to_num((raw - mean) / std, nan=0.0).astype(np.float32)
+        b, t = x.shape[0], x.shape[2]
+        tc = np.stack(np.broadcast_arrays(batch.year[None], batch.doy[None]), -1).astype(np.float32)
+        tc = np.broadcast_to(tc, (b, t, 2))
+        lc = np.stack([batch.lat.mean(axis=(1, 2)), batch.lon.mean(axis=(1, 2))], -1).astype(np.float32)
+        valid = np.isfinite(raw).all(axis=1)  # [B, T, h, w]
+        return {"x": x, "temporal_coords": tc, "location_coords": lc, "valid": valid}
+
+    def embed(self, model: nn.Module, batch: ChipBatch, device: torch.device) -> np.ndarray:
+        inp = self.inputs(batch)
+        b, _, t, h, w = inp["x"].shape
+        p = self.unit
+        with torch.inference_mode(), autocast(device):
+            tokens = model(to_device(inp["x"], device), to_device(inp["temporal_coords"], device),
+                           to_device(inp["location_coords"], device))
+        grid = (t, h // p, w // p)
+        patches = tokens[:, 1:].float().reshape(b, *grid, -1).mean(1).cpu().numpy()
+        valid = inp["valid"][:, :, : grid[1] * p, : grid[2] * p]
+        seen = valid.reshape(b, t, grid[1], p, grid[2], p).any(axis=(1, 3, 5))
+        patches[~seen] = np.nan
+        return patches
+
+
 # ------------------------------------------------------------------------------------ registry spec
 #: Released checkpoints: model name -> (HF repo under ``ibm-nasa-geospatial``, weights file).
 RELEASES: dict[str, tuple[str, str]] = {
@@ -249,8 +297,6 @@ def _build(state: Mapping[str, torch.Tensor], weights_path: Path, preset: Prithv
 
 def _adapter(info: EncoderInfo, patch_size: int) -> PrithviAdapter:
     """The cell is the model's own (square) spatial patch; the requested ``patch_size`` does not apply."""
-    from pipeline.embeddings.adapters import PrithviAdapter  # adapters imports this module's band tables
-
     ph, pw = info.config["patch_size"][1:]
     if ph != pw:
         raise ValueError(f"{info.name}: only square patches are supported, got {ph}x{pw}")

@@ -3,8 +3,8 @@
 Each model module (:mod:`~pipeline.embeddings.presto`, :mod:`~pipeline.embeddings.galileo`,
 :mod:`~pipeline.embeddings.prithvi`) defines its spec(s) next to its architecture; the registry
 (:mod:`pipeline.embeddings.registry`) lists them, one line per model family. The engine reads only
-the spec, never a model's name. This module imports neither the registry nor the model modules, so
-both can import it.
+the spec, never a model's name. This module imports neither the registry nor the model modules (only
+:mod:`~pipeline.embeddings.chips`, for types), so both can import it.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from pipeline.embeddings.adapters import ChipBatch
+    from pipeline.embeddings.chips import ChipBatch
 
 EncoderKind = Literal["pixel", "patch"]
 
@@ -47,7 +47,7 @@ class BuiltEncoder(NamedTuple):
 
 
 class Adapter(Protocol):
-    """Turns a :class:`~pipeline.embeddings.adapters.ChipBatch` into the model's inputs and back.
+    """Turns a :class:`~pipeline.embeddings.chips.ChipBatch` into the model's inputs and back.
 
     ``unit``: the output cell's side in pixels (1 for pixel models, the spatial patch otherwise);
     ``embed`` returns ``[B, h/unit, w/unit, D]`` float32, NaN where a cell never had a valid observation.

@@ -6,8 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.embeddings.adapters import run_presto
-from pipeline.embeddings.presto import DW_MISSING, PRESTO_BANDS, PRESTO_RAW_BANDS, presto_normalise
+from pipeline.embeddings.presto import DW_MISSING, PRESTO_BANDS, PRESTO_RAW_BANDS, presto_normalise, run_presto
 from pipeline.embeddings.registry import default_device, load_encoder
 
 

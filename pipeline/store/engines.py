@@ -45,7 +45,7 @@ from pipeline.store.cf import vlen_text_coords
 from pipeline.store.journal import commit_lock
 from pipeline.store.layout import (TimeMerge, TimeMove, index_runs, merge_time_axes, plan_time_moves, remap_slice_record,
                                    with_time_range)
-from pipeline.store.paths import is_icechunk_repository, swap_into_place
+from pipeline.store.paths import is_eocube_repository, is_icechunk_repository, swap_into_place
 from pipeline.store.zarr_store import StoreError, consolidate
 
 MANIFEST_DIR = "eocube-manifest"
@@ -492,11 +492,7 @@ class IcechunkEngine:
         return icechunk.Repository.open(storage)
 
     def exists(self) -> bool:
-        import icechunk
-
-        if not (self.path / "refs").is_dir() or not icechunk.Repository.exists(icechunk.local_filesystem_storage(str(self.path))):
-            return False
-        return any((snap.metadata or {}).get("eocube:op") == "create" for snap in self._repo().ancestry(branch=self.branch))
+        return is_eocube_repository(self.path, self.branch)
 
     def open(self) -> xr.Dataset:
         session = self._repo().readonly_session(branch=self.branch)

@@ -57,13 +57,22 @@ def is_eocube_store(path: Path | str) -> bool:
     if attrs is not None:
         return any(k in attrs for k in EOCUBE_MARKERS)
     if is_icechunk_repository(path):
-        from pipeline.store.engines import IcechunkEngine
-
         try:
-            return IcechunkEngine(path).exists()
+            return is_eocube_repository(path)
         except Exception:  # an unreadable repository is not one of ours to replace
             return False
     return False
+
+
+def is_eocube_repository(path: Path | str, branch: str = "main") -> bool:
+    """Whether ``path`` holds an Icechunk repository whose history starts with an eocube store's creation."""
+    import icechunk
+
+    storage = icechunk.local_filesystem_storage(str(path))
+    if not (Path(path) / "refs").is_dir() or not icechunk.Repository.exists(storage):
+        return False
+    repo = icechunk.Repository.open(storage)
+    return any((snap.metadata or {}).get("eocube:op") == "create" for snap in repo.ancestry(branch=branch))
 
 
 def _nearest_existing(path: Path) -> Path:

@@ -34,6 +34,7 @@ class StoreStatus:
     runs: list[dict] = field(default_factory=list)
     failed_items: dict[str, dict[str, str]] = field(default_factory=dict)
     layout: str = "slices"
+    products: dict[str, dict] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,4 +71,24 @@ def store_status(path: Path | str) -> StoreStatus:
         failures=fails, bytes_on_disk=_disk_bytes(path), sources={k: len(v) for k, v in sources.items()},
         runs=journal.runs(path), failed_items=json.loads(ds.attrs.get("eocube:failed_items", "{}")),
         layout="slices" if sliced else "one-shot",
+        products=product_status(engine) if sliced else {},
     )
+
+
+def product_status(engine) -> dict[str, dict]:
+    """Per derived product of the store: its variables and shape, units made, and units not computed (why)."""
+    from pipeline.store.stac import PRODUCT_GROUPS
+
+    units = engine.units()
+    out = {}
+    for name in PRODUCT_GROUPS:
+        group = engine.open_group(name)
+        if group is None:
+            continue
+        states = [u["products"][name] for u in units.values() if name in u.get("products", {})]
+        out[name] = {"variables": sorted(str(v) for v in group.data_vars),
+                     "shape": {str(d): int(n) for d, n in group.sizes.items()},
+                     "units_computed": sum(s == "computed" for s in states),
+                     "not_computed": {u["unit"]: u["products"][name] for u in units.values()
+                                      if u.get("products", {}).get(name, "computed") != "computed"}}
+    return out

@@ -5,12 +5,11 @@ calibration (post-hoc recalibration) sets, trains the network(s) of the chosen m
 calibrates the predictive distribution. ``predict`` draws the MC masks in one batched pass per
 sample batch and returns mean, epistemic/aleatoric/total σ and the calibrated interval, in
 target units. Models save as artefact folders, ``weights.safetensors`` + ``card.json`` (format 3,
-see :mod:`pipeline.uncertainty.card`); format-2 folders (``model.pt`` + ``model.json``) still load.
+see :mod:`pipeline.uncertainty.card`: ``save_model`` / ``load_model``); format-2 folders (``model.pt`` + ``model.json``) still load.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -158,24 +157,6 @@ class UncertaintyModel:
                 "members": len(self.networks), "calibration": self.calibration.describe(),
                 "coverage": self.calibration.coverage,
                 **{k: v for k, v in self.metadata.items() if k != "store_attrs"}}
-
-    def save(self, folder: str | Path, overwrite: bool = False) -> Path:
-        """Write the format-3 artefact (``weights.safetensors`` + ``card.json``) to ``folder``.
-
-        An existing artefact there is replaced only with ``overwrite``; a folder holding anything
-        else is refused (:class:`FileExistsError`). Returns ``folder``."""
-        from pipeline.uncertainty.card import save_model
-
-        return save_model(self, folder, overwrite)
-
-    @classmethod
-    def load(cls, folder: str | Path) -> UncertaintyModel:
-        """Read an artefact written by :meth:`save` (weights checked against the card's sha256) or a
-        format-2 folder (``model.pt`` + ``model.json``); errors are one-line
-        :class:`~pipeline.uncertainty.artefact_io.ArtefactError`."""
-        from pipeline.uncertainty.card import load_model
-
-        return load_model(folder)[0]
 
 
 def _split_kwargs(kwargs: dict[str, Any]) -> tuple[dict, dict, dict]:

@@ -24,21 +24,19 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from pipeline import __version__
+from pipeline.uncertainty.api import FitOptions, UncertaintyModel
 from pipeline.uncertainty.artefact_io import (CARD, ArtefactError, read_card, read_weights, sha256_file, utc_now,
                                               write_artefact)
 from pipeline.uncertainty.calibration import Calibration
 from pipeline.uncertainty.data import Standardizer
 from pipeline.uncertainty.network import NetworkConfig, SequenceRegressor
 from pipeline.uncertainty.train import TrainConfig, TrainInfo
-
-if TYPE_CHECKING:
-    from pipeline.uncertainty.api import UncertaintyModel
 
 KIND = "eocube-uncertainty"
 FORMAT_VERSION = 3
@@ -86,8 +84,6 @@ def save_model(model: UncertaintyModel, folder: str | Path, overwrite: bool = Fa
 
 def model_from_card(card: dict[str, Any], tensors: dict[str, np.ndarray]) -> UncertaintyModel:
     """Rebuild the model a card and its tensors describe (networks in eval mode)."""
-    from pipeline.uncertainty.api import FitOptions, UncertaintyModel
-
     net_cfg = NetworkConfig(**card["network"])
     states: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
@@ -120,8 +116,6 @@ def _metadata(card: dict[str, Any]) -> dict[str, Any]:
 
 def _read_legacy(folder: Path) -> tuple[UncertaintyModel, dict[str, Any]]:
     """A format-2 folder (``model.pt`` + ``model.json``) as a model and an in-memory card."""
-    from pipeline.uncertainty.api import FitOptions, UncertaintyModel
-
     if not (folder / "model.pt").is_file():
         raise ArtefactError(f"{folder / 'model.pt'} not found: not a saved uncertainty model")
     try:

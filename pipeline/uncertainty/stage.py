@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pipeline.uncertainty.card import save_model
 from pipeline.uncertainty.api import UncertaintyModel, fit
 from pipeline.uncertainty.cube import (default_features, embedding_of, feature_array, open_product, read_points,
                                        sample_points, store_provenance)
@@ -52,4 +53,4 @@ def train_artefact(store: str | Path, points: str | Path, out: str | Path, *, ov
 
     check_output(out, overwrite)
     model = fit_from_points(store, points, **kwargs)
-    return model, model.save(out, overwrite=overwrite)
+    return model, save_model(model, out, overwrite=overwrite)
