@@ -5,7 +5,11 @@ request -> search -> cube -> embed -> uncertainty -> compress -> store.
 The public API is re-exported here and imported lazily (``import pipeline`` stays fast;
 torch is loaded only when an embeddings or uncertainty name is used)::
 
-    from pipeline import CubeRequest, run_request, decode_qa, invalid_mask
+    import pipeline as eo
+
+    request = eo.CubeRequest(catalog="demo", bbox=(10.53, 45.515, 10.543, 45.524), start="2022-03-01",
+                             end="2022-03-31", composite={"freq": "1MS"}, output="cube.zarr")
+    result = eo.run_request(request)        # search -> cube -> composite -> ... -> one store
 """
 from __future__ import annotations
 
@@ -34,8 +38,26 @@ except PackageNotFoundError:  # running from a source tree without an install
 
 #: public name -> module that defines it
 _EXPORTS = {
+    # the request and what runs give back
     "CubeRequest": "pipeline.model",
+    "CompositeRequest": "pipeline.model",
+    "EmbedRequest": "pipeline.model",
+    "UncertaintyRequest": "pipeline.model",
+    "CompressRequest": "pipeline.model",
     "RequestError": "pipeline.model",
+    "SearchResult": "pipeline.model",
+    "CubeResult": "pipeline.model",
+    "ProductResult": "pipeline.model",
+    "ChainResult": "pipeline.model",
+    # the chain: every stage a request names
+    "run_request": "pipeline.chain",
+    "backfill_request": "pipeline.chain",
+    "update_store": "pipeline.chain",
+    "preflight": "pipeline.chain",
+    "search": "pipeline.chain",
+    "BackfillSpec": "pipeline.chain.slices",
+    # the stages
+
     "CatalogConfig": "pipeline.catalog",
     "CatalogError": "pipeline.catalog",
     "EmptySearchError": "pipeline.catalog",
@@ -52,12 +74,12 @@ _EXPORTS = {
     "request_geobox": "pipeline.cube",
     "dask_client": "pipeline.cube",
     "write_store": "pipeline.store",
+    "open_cube": "pipeline.store.open",
+    "embed_cube": "pipeline.embeddings.engine",
+    "load_artefact": "pipeline.uncertainty.artefact",
+    "compress_cube": "pipeline.compression.stage",
+    "open_compressed": "pipeline.compression.stage",
     "generate_archive": "pipeline.demo",
-    "run_request": "pipeline.chain",
-    "backfill_request": "pipeline.chain",
-    "update_store": "pipeline.chain",
-    "preflight": "pipeline.chain",
-    "search": "pipeline.chain",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -224,12 +224,19 @@ def _flaky_registry(monkeypatch, tmp_path: Path, fail: dict) -> Path:
 
 def test_an_embedding_task_that_fails_is_retried_then_marked_not_computed_and_made_by_the_next_run(
         demo_archive: Path, tmp_path: Path, monkeypatch):
-    lon_mid = float(np.mean(DEMO_SITE.aoi_lonlat()[::2]))
-    fail = {"transient": 2, "east": True, "lon": lon_mid}
+    from pyproj import Transformer
+
+    from pipeline.cube.grid import request_geobox
+
+    fail = {"transient": 2, "east": True, "lon": 0.0}
     weights = _flaky_registry(monkeypatch, tmp_path, fail)
     embed = {"model": "toy-flaky", "weights": str(weights), "input": "cube", "device": "cpu"}
     request = chain_request(tmp_path / "chain.zarr", embed=embed, compress=None, composite=None,
                             bands=["blue", "green", "red"])
+    grid = request_geobox(request)  # the longitude of the edge between the western and the eastern tiles
+    edge = float(grid.coords["x"].values[SPEC.tile_px]) - abs(grid.resolution.x) / 2
+    centre = float(grid.coords["y"].values.mean())
+    fail["lon"] = Transformer.from_crs(grid.crs.to_wkt(), "EPSG:4326", always_xy=True).transform(edge, centre)[0]
     found = search(request, demo_archive)
     with dask.config.set(scheduler="threads", num_workers=1):
         first = backfill(request, found, SPEC)
