@@ -1,11 +1,12 @@
 # Two entry points on a fresh machine with Python >= 3.11 and pip:
 #   make demo   installs, then runs the whole pipeline on the embedded demo catalog
 #   make test   installs, then runs the test suite
+# and `make docs` builds the documentation site into build/site (warnings are errors).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install demo test clean
+.PHONY: install demo test docs clean
 
 $(BIN)/eocube: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,5 +25,8 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q
 
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir build/site
+
 clean:
-	rm -rf $(VENV) eocube-demo .pytest_cache
+	rm -rf $(VENV) eocube-demo .pytest_cache build/site

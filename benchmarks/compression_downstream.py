@@ -25,7 +25,6 @@ sigma); writes ``result.json`` in the work folder. Needs the Presto weights
 from __future__ import annotations
 
 import argparse
-from pipeline.uncertainty.card import load_model
 import datetime as dt
 import json
 import os
@@ -33,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 import xarray as xr
+
+from pipeline.uncertainty.card import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "benchmarks" / "_work" / "downstream"
@@ -73,14 +74,13 @@ def main(argv: list[str] | None = None) -> None:
         os.environ["EOCUBE_WEIGHTS_DIR"] = str(shared_models)
 
     from flows.demo import monthly_composite_task, uncertainty_task
+    from pipeline.chain.run import run_request
     from pipeline.compression.stage import compress_cube
     from pipeline.cube import dask_client
-    from pipeline.store.open import open_cube
-    from pipeline.demo.archive import DEMO_SITE
+    from pipeline.demo.archive import DEMO_SITE, ensure_demo_archive
     from pipeline.embeddings.engine import embed_cube
-    from pipeline.chain.run import run_request
-    from pipeline.demo.archive import ensure_demo_archive
     from pipeline.model import CubeRequest
+    from pipeline.store.open import open_cube
     from pipeline.uncertainty.maps import predict_map
 
     work = args.work

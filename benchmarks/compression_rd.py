@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import xarray as xr
-from numcodecs import Blosc, BitRound, Zstd
+from numcodecs import BitRound, Blosc, Zstd
 
 from benchmarks import xarrayvideo_style
 from pipeline.compression.codec import CodecParams, decode_array, encode_array
@@ -193,7 +193,7 @@ def psnr_at(rows: list[dict], config: str, rate: float) -> float:
     pts = sorted((r["bpppb"], r["psnr_10000"]) for r in rows if r["config"] == config and np.isfinite(r["psnr_10000"]))
     if len(pts) < 2 or not pts[0][0] <= rate <= pts[-1][0]:
         return float("nan")
-    rates, quality = zip(*pts)
+    rates, quality = zip(*pts, strict=True)
     return float(np.interp(np.log(rate), np.log(rates), quality))
 
 
@@ -250,11 +250,14 @@ def write(rows: list[dict], out: Path, title: str) -> None:
     for name in {r["config"] for r in rows}:
         pts = sorted((r["bpppb"], r["psnr_10000"]) for r in rows if r["config"] == name and np.isfinite(r["psnr_10000"]))
         if len(pts) > 1:
-            ax.plot(*zip(*pts), marker="o", label=name)
+            ax.plot(*zip(*pts, strict=True), marker="o", label=name)
     for name, pts in PAPER.items():
-        ax.scatter(*zip(*pts), marker="*", s=150, label=name)
-    ax.set_xscale("log"); ax.set_xlabel("bpppb"); ax.set_ylabel("PSNR (dB, peak 10000 DN = reflectance 1.0)")
-    ax.set_title(title); ax.grid(True, which="both", alpha=0.3)
+        ax.scatter(*zip(*pts, strict=True), marker="*", s=150, label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("bpppb")
+    ax.set_ylabel("PSNR (dB, peak 10000 DN = reflectance 1.0)")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.savefig(out / "rd_curve.png", dpi=120, bbox_inches="tight")
     print("\n".join(lines))

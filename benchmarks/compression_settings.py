@@ -146,17 +146,17 @@ def presets(dn: np.ndarray) -> None:
     print("\n| preset | KLT | " + " | ".join(f"QP {q}" for q in (12, 4, 0, -1, -2, -3, -4, -5)) + " |\n|---|---|"
           + "---|" * 8)
     for preset in ("fast+rdo", "fast+rd4+rdoq"):
-        for klt in (True, False):
+        for use_klt in (True, False):
             cells = []
             for qp in (12, 4, 0, -1, -2, -3, -4, -5):
-                if (preset, klt, qp) not in per_qp:
+                if (preset, use_klt, qp) not in per_qp:
                     back, size, t_enc, _ = run_codec(dn, CodecParams(qp=qp, value_range=(0, 20000), preset=preset,
-                                                                     klt=klt))
+                                                                     klt=use_klt))
                     err = back.astype(np.float64) - dn
-                    per_qp[preset, klt, qp] = (8 * size / dn.size, 10 * np.log10(10000 ** 2 / np.mean(err ** 2)),
+                    per_qp[preset, use_klt, qp] = (8 * size / dn.size, 10 * np.log10(10000 ** 2 / np.mean(err ** 2)),
                                                dn.nbytes / 1e6 / t_enc)
-                cells.append("{:.3f}/{:.2f}/{:.1f}".format(*per_qp[preset, klt, qp]))
-            print(f"| {preset} | {'yes' if klt else 'no'} | " + " | ".join(cells) + " |", flush=True)
+                cells.append("{:.3f}/{:.2f}/{:.1f}".format(*per_qp[preset, use_klt, qp]))
+            print(f"| {preset} | {'yes' if use_klt else 'no'} | " + " | ".join(cells) + " |", flush=True)
 
 
 def streams(dn: np.ndarray) -> None:
@@ -207,7 +207,7 @@ def rate_control(dn: np.ndarray) -> None:
         for halvings in (0, ratecontrol.FRACTION_TRIALS):
             trials = []
             point = ratecontrol.choose_qp(blocks, params, 10000, **{name: value}, fraction_trials=halvings,
-                                          progress=lambda stage, done, total: trials.append(done))
+                                          progress=lambda stage, done, total, trials=trials: trials.append(done))
             points.append(point)
             cells.append(f"{point.qp:g} / {point.bpppb:.4f} / {point.psnr:.2f} / {max(trials)}")
         gain = (f"{points[1].psnr - points[0].psnr:+.2f} dB" if name == "target_bpppb"

@@ -148,7 +148,7 @@ class PeakRSS:
             self.peak = max(self.peak, self._sample())
             self._stop.wait(self.interval_s)
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         self._thread.start()
         return self
 
@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> None:
                 runs[name].append(measure(name, build, write, out / f"{name}.zarr", args.task_stream))
     median = {n: float(np.median([r.seconds for r in rs])) for n, rs in runs.items()}
     ratios = {n: round(median[n] / median["odc-plain"], 3) for n in names[1:]}
-    per_round = {n: [round(a.seconds / b.seconds, 3) for a, b in zip(runs[n], runs["odc-plain"])] for n in names[1:]}
+    per_round = {n: [round(a.seconds / b.seconds, 3) for a, b in zip(runs[n], runs["odc-plain"], strict=True)] for n in names[1:]}
     print(f"  median time / odc-plain over {args.repeat} round(s): {ratios}   per round: {per_round}")
     print("  peak RSS (max over rounds): " + ", ".join(f"{n} {max(r.peak_rss_gb for r in rs):.2f} GB" for n, rs in runs.items()))
     result = {"args": vars(args), "cpus": psutil.cpu_count(), "runs": {n: [asdict(r) for r in rs] for n, rs in runs.items()},

@@ -53,7 +53,7 @@ def evaluate(shared: Path) -> dict:
         rf.append(rmse(model.predict(emb[test]), y[test]))
     lin = rmse(LinearRegression().fit(emb[~test], y[~test]).predict(emb[test]), y[test])
     return {"n_train": int((~test).sum()), "n_test": int(test.sum()), "embed_seconds": embed_s,
-            "rf_rmse_per_seed": dict(zip(map(str, SEEDS), rf)), "rf_rmse_mean": float(np.mean(rf)),
+            "rf_rmse_per_seed": dict(zip(map(str, SEEDS), rf, strict=True)), "rf_rmse_mean": float(np.mean(rf)),
             "rf_rmse_std": float(np.std(rf)), "linreg_rmse": lin, "paper": PAPER}
 
 

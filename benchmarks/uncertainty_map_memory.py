@@ -10,7 +10,6 @@ its own. Prints pixels, seconds, peak RSS and the ratios to the smallest map sid
 from __future__ import annotations
 
 import argparse
-from pipeline.uncertainty.card import load_model, save_model
 import json
 import resource
 import subprocess
@@ -19,6 +18,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from pipeline.uncertainty.card import load_model, save_model
 
 BANDS = ("red", "nir08")
 N_STEPS = 3

@@ -24,7 +24,9 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 import dask
 from prefect import flow, get_run_logger, task
@@ -32,50 +34,63 @@ from prefect.cache_policies import INPUTS, NO_CACHE
 from prefect.tasks import exponential_backoff
 from prefect_dask import DaskTaskRunner
 
-from pipeline.catalog.search import EmptySearchError, SensorItems
-from pipeline.chain.search import search
-from pipeline.model import CubeRequest
+if TYPE_CHECKING:
+    from prefect.deployments.runner import RunnerDeployment
+    from prefect.task_runners import TaskRunner
+
+from pipeline.catalog.search import EmptySearchError
 from pipeline.chain.context import resolve_context
 from pipeline.chain.preflight import check_products
 from pipeline.chain.products import Tile
+from pipeline.chain.search import search
 from pipeline.chain.slices import BackfillReport, BackfillSpec, finalise, prepare, update_request, write_slice
 from pipeline.chain.units import make_tile, prepare_units
+from pipeline.cube.cluster import QUIET_HTTP, SCHEDULER_ENV
+from pipeline.model import CubeRequest, SearchResult
 from pipeline.store.engines import open_engine
 from pipeline.store.journal import write_lock
 from pipeline.store.layout import Slice
 
-SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 LOCAL_WORKERS_ENV = "EOCUBE_LOCAL_WORKERS"
-RETRY = dict(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_jitter_factor=0.3)
+DEFAULT_CRON = "0 6 * * *"
 
 
-def task_runner() -> DaskTaskRunner:
+class _Retry(TypedDict):
+    retries: int
+    retry_delay_seconds: Callable[[int], list[float]]
+    retry_jitter_factor: float
+
+
+RETRY = _Retry(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_jitter_factor=0.3)
+
+
+def task_runner() -> TaskRunner[Any]:
     """A DaskTaskRunner on ``$DASK_SCHEDULER_ADDRESS``, else on a LocalCluster of worker processes."""
     address = os.environ.get(SCHEDULER_ENV)
     if address:
         return DaskTaskRunner(address=address)
     workers = int(os.environ.get(LOCAL_WORKERS_ENV, "2"))
     return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
-                                          "dashboard_address": None})
+                                          **QUIET_HTTP})
 
 
 @task(name="search-window", **RETRY, cache_policy=INPUTS, cache_expiration=dt.timedelta(minutes=30),
       persist_result=True)
-def search_task(request: CubeRequest, archive: Path | None = None) -> dict[str, SensorItems]:
+def search_task(request: CubeRequest, archive: Path | None = None) -> SearchResult:
     found = search(request, archive)
     get_run_logger().info("found %s", {s: len(f.items) for s, f in found.items()})
     return found
 
 
 @task(name="prepare-store", **RETRY, cache_policy=NO_CACHE)
-def prepare_task(request: CubeRequest, found: dict[str, SensorItems], spec: BackfillSpec,
+def prepare_task(request: CubeRequest, found: SearchResult, spec: BackfillSpec,
                  report: BackfillReport) -> tuple[list[Slice], BackfillReport]:
     pending = prepare(request, found, spec, report)
     return pending, report
 
 
 @task(name="write-slice", **RETRY, cache_policy=NO_CACHE, persist_result=True, task_run_name="slice {sl.id}")
-def write_slice_task(request: CubeRequest, found: dict[str, SensorItems], spec: BackfillSpec, sl: Slice) -> dict | None:
+def write_slice_task(request: CubeRequest, found: SearchResult, spec: BackfillSpec, sl: Slice) -> dict | None:
     with dask.config.set(scheduler="threads", num_workers=1):  # the slices are the parallelism
         return write_slice(request, found, spec, sl)
 
@@ -94,7 +109,7 @@ def make_unit_task(request: CubeRequest, spec: BackfillSpec, tile: Tile) -> dict
 
 
 @task(name="finalise-store", **RETRY, cache_policy=NO_CACHE)
-def finalise_task(request: CubeRequest, found: dict[str, SensorItems], spec: BackfillSpec, report: BackfillReport,
+def finalise_task(request: CubeRequest, found: SearchResult, spec: BackfillSpec, report: BackfillReport,
                   kind: str) -> BackfillReport:
     return finalise(request, found, spec, report, kind)
 
@@ -112,7 +127,7 @@ def _write(request: CubeRequest, spec: BackfillSpec, archive: Path | None, kind:
         check_products(request, found)
         pending, report = prepare_task(request, found, spec, report)
         futures = [write_slice_task.submit(request, found, spec, sl) for sl in pending]
-        for sl, fut in zip(pending, futures):
+        for sl, fut in zip(pending, futures, strict=True):
             (report.written if fut.result() else report.skipped_concurrent).append(sl.id)
         if request.products():
             tiles = plan_units_task(request, spec)
@@ -160,19 +175,21 @@ def update_flow(store: str, until: dt.date | None = None, tile_px: int = 1024, t
     return _write(request, spec, archive, "update")
 
 
-def serve(store: str, cron: str = "0 6 * * *", archive: str | None = None) -> None:
+def serve(store: str, cron: str = DEFAULT_CRON, archive: str | None = None) -> None:
     """Serve ``update-store/incremental-update`` (cron) and ``backfill-store/backfill`` (on demand) from this process."""
     from prefect import serve as prefect_serve
 
     params = {"store": store, **({"archive": archive} if archive else {})}
+    # to_deployment is sync-compatible: called here, outside an event loop, it returns the deployment itself
+    # (its stubs also admit the coroutine it returns when awaited)
     prefect_serve(
-        update_flow.to_deployment(name="incremental-update", cron=cron, parameters=params),
-        backfill_flow.to_deployment(name="backfill"),
+        cast("RunnerDeployment", update_flow.to_deployment(name="incremental-update", cron=cron, parameters=params)),
+        cast("RunnerDeployment", backfill_flow.to_deployment(name="backfill")),
     )
 
 
 if __name__ == "__main__":
     if len(sys.argv) >= 3 and sys.argv[1] == "serve":
-        serve(sys.argv[2], *sys.argv[3:4], archive=os.environ.get("EOCUBE_DEMO_ARCHIVE"))
+        serve(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else DEFAULT_CRON, archive=os.environ.get("EOCUBE_DEMO_ARCHIVE"))
     else:
         sys.exit("usage: python -m flows.backfill serve STORE [CRON]")

@@ -21,7 +21,7 @@ from importlib.metadata import PackageNotFoundError, version
 # some 40 Earley parsers at import, most of the start-up time of every process that touches
 # a catalog (CLI runs, Dask workers). Nothing here validates "iri" formats, so it is left unloaded: those
 # formats then go unchecked, as with a plain jsonschema install. An import that already happened stands.
-sys.modules.setdefault("rfc3987_syntax", None)
+sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]  # None blocks the import; typeshed allows modules only
 
 from pipeline._lazy import lazy_exports  # noqa: E402
 from pipeline.redaction import install_redaction  # noqa: E402

@@ -12,9 +12,10 @@ import datetime as dt
 import json
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -33,6 +34,28 @@ class RequestError(ValueError):
 
 class RequestWarning(UserWarning):
     """A request accepted after a repair (e.g. of a self-intersecting geometry); the message says which."""
+
+
+_Section = TypeVar("_Section")
+_Choice = TypeVar("_Choice", bound=str)
+
+
+def required(section: _Section | None, name: str) -> _Section:
+    """A section of a request (``request.embed``, ...) that the caller needs: itself, or a :class:`RequestError`
+    naming it where the request has none (a product's maker runs only for the sections a request gives)."""
+    if section is None:
+        raise RequestError(f"the request has no {name} section, which this step needs")
+    return section
+
+
+def one_of(value: str, choices: tuple[_Choice, ...], name: str) -> _Choice:
+    """``value`` (e.g. a command-line string) as one of ``choices`` (a ``Literal``'s values), or a ValueError
+    ``"<name> must be 'a', 'b' or 'c', not 'x'"``."""
+    for choice in choices:
+        if value == choice:
+            return choice
+    listed = " or ".join(filter(None, [", ".join(repr(c) for c in choices[:-1]), repr(choices[-1])]))
+    raise ValueError(f"{name} must be {listed}, not {value!r}")
 
 
 def _geometry_crosses_antimeridian(shape: Any) -> tuple[float, float] | None:
@@ -193,7 +216,7 @@ class CompressRequest(BaseModel):
     bands: list[str] | None = Field(None, description="bands to code (default: every band of the cube)")
 
     @model_validator(mode="after")
-    def _one_target(self) -> "CompressRequest":
+    def _one_target(self) -> CompressRequest:
         given = [k for k in ("target_psnr", "target_bpppb", "qp") if getattr(self, k) is not None]
         if len(given) > 1:
             raise ValueError(f"give at most one of target_psnr, target_bpppb and qp, not {given}")
@@ -202,6 +225,10 @@ class CompressRequest(BaseModel):
         if self.mode == "lossy" and not given:
             self.target_psnr = 45.0
         return self
+
+
+def _default_resampling() -> dict[str, Resampling]:
+    return {"reflectance": "bilinear", "qa": "nearest"}
 
 
 class CubeRequest(BaseModel):
@@ -229,7 +256,7 @@ class CubeRequest(BaseModel):
     max_cloud_cover: float | None = Field(None, ge=0, le=100, description="item-level eo:cloud_cover pre-filter, %")
     mask: MaskPolicyRequest = Field(default_factory=MaskPolicyRequest)
     resampling: dict[str, Resampling] = Field(
-        default_factory=lambda: {"reflectance": "bilinear", "qa": "nearest"},
+        default_factory=_default_resampling,
         description="resampling per variable kind ('reflectance', 'qa') or per band name",
     )
     chunks: dict[str, int] = Field(default_factory=lambda: {"time": 1, "y": 512, "x": 512})
@@ -290,6 +317,26 @@ class CubeRequest(BaseModel):
                              "give e.g. 'EPSG:32632', a PROJ string or WKT, or leave it out for UTM") from None
         return crs
 
+    @field_validator("bands")
+    @classmethod
+    def _check_bands(cls, bands: list[str] | None) -> list[str] | None:
+        """At least one band when given, each once (in the order given)."""
+        if bands is not None and not bands:
+            raise ValueError("bands is empty: leave it out for the bands every sensor shares, or name some")
+        return None if bands is None else list(dict.fromkeys(bands))
+
+    @field_validator("chunks")
+    @classmethod
+    def _check_chunks(cls, chunks: dict[str, int]) -> dict[str, int]:
+        """Chunk sizes (cells, >= 1) along ``time``, ``y`` and ``x`` only."""
+        unknown = sorted(set(chunks) - {"time", "y", "x"})
+        if unknown:
+            raise ValueError(f"chunks has unknown dimension(s) {unknown}: use time, y and x")
+        small = {d: n for d, n in chunks.items() if n < 1}
+        if small:
+            raise ValueError(f"chunks must be >= 1, got {small}")
+        return chunks
+
     @field_validator("sensors")
     @classmethod
     def _check_sensors(cls, sensors: list[str]):
@@ -330,7 +377,8 @@ class CubeRequest(BaseModel):
             return self.bbox
         import shapely.geometry
 
-        return tuple(shapely.geometry.shape(self.geometry).bounds)  # type: ignore[return-value]
+        x0, y0, x1, y1 = shapely.geometry.shape(self.geometry).bounds
+        return x0, y0, x1, y1
 
 
 # ------------------------------------------------------------------------------------------ results

@@ -23,9 +23,14 @@ MASK = "***"
 
 #: Query parameters that carry credentials: Azure SAS (sig, se, sp, sv, st, sr, skoid, ...),
 #: AWS/GCS presigned (X-Amz-*, X-Goog-*), generic token/key parameters.
-_SECRET_PARAMS = (r"sig|signature|token|access_token|api[_-]?key|apikey|key|password|secret|"
+_SECRET_PARAMS = (r"sig|signature|token|access_token|refresh_token|id_token|api[_-]?key|apikey|key|password|passwd|"
+                  r"pwd|secret|client_secret|code|auth|credential|credentials|session|sessionid|"
                   r"s[eoptrv]|sk[a-z]+|spr|srt|ss|x-amz-[a-z-]+|x-goog-[a-z-]+")
 _QUERY = re.compile(rf"(?i)([?&](?:{_SECRET_PARAMS})=)[^&#\s'\"]+")
+#: the same inside a percent-encoded URL (an href carried in another URL's query): %3F / %26 ... %3D value
+_ENCODED_QUERY = re.compile(rf"(?i)((?:%3F|%26)(?:{_SECRET_PARAMS})%3D)(?:(?!%26|%23)[^&#\s'\"])+")
+#: the password of ``scheme://user:password@host``
+_USERINFO = re.compile(r"(?i)([a-z][a-z0-9+.-]*://[^/\s:@'\"]*:)[^@/\s'\"]+(@)")
 _AUTH_HEADER = re.compile(r"(?i)((?:proxy-)?authorization['\"]?\s*[:=]\s*['\"]?)(?:(bearer|basic|token)\s+)?[^\s'\",}]+")
 #: a credential outside a query string: "token=...", "sig=..." at the start of a SAS token, "password: ..."
 _BARE_TOKEN = re.compile(r"(?i)(?<![\w-])((?:token|access_token|api[_-]?key|password|secret|sig|signature|"
@@ -33,8 +38,11 @@ _BARE_TOKEN = re.compile(r"(?i)(?<![\w-])((?:token|access_token|api[_-]?key|pass
 
 
 def redact(text: str) -> str:
-    """``text`` with signed-URL query values, tokens and Authorization header values masked."""
+    """``text`` with signed-URL query values (also percent-encoded ones), URL passwords, tokens and
+    Authorization header values masked."""
     text = _AUTH_HEADER.sub(lambda m: m.group(1) + (m.group(2) + " " if m.group(2) else "") + MASK, text)
+    text = _USERINFO.sub(lambda m: m.group(1) + MASK + m.group(2), text)
+    text = _ENCODED_QUERY.sub(lambda m: m.group(1) + MASK, text)
     text = _QUERY.sub(lambda m: m.group(1) + MASK, text)
     return _BARE_TOKEN.sub(lambda m: m.group(1) + MASK, text)
 

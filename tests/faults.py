@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import hmac
+import json
 import random
 import socket
 import struct
@@ -119,7 +119,7 @@ class FaultyProxy:
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def __enter__(self) -> "FaultyProxy":
+    def __enter__(self) -> FaultyProxy:
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
@@ -157,8 +157,8 @@ class TokenAuthority:
 
     def issue(self, account: str, container: str) -> dict:
         now = time.time()
-        start = dt.datetime.fromtimestamp(now, dt.timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
-        expiry = dt.datetime.fromtimestamp(now + self.lifetime_s, dt.timezone.utc).isoformat(timespec="microseconds")
+        start = dt.datetime.fromtimestamp(now, dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        expiry = dt.datetime.fromtimestamp(now + self.lifetime_s, dt.UTC).isoformat(timespec="microseconds")
         expiry = expiry.replace("+00:00", "Z")
         token = f"st={start}&se={expiry}&sp=rl&sv=2021-06-08&sr=c&sig={self._sig(account, container, start, expiry)}"
         with self._lock:
@@ -280,7 +280,7 @@ class RangeServer:
         rel = Path(unquote(urlparse(href).path)).relative_to(self.root)
         return f"{self.url}/{rel.as_posix()}"
 
-    def __enter__(self) -> "RangeServer":
+    def __enter__(self) -> RangeServer:
         threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
         return self
 

@@ -25,14 +25,20 @@ from pyproj import Transformer
 from safetensors.numpy import load_file
 from typer.testing import CliRunner
 
-from pipeline.uncertainty.card import load_model, save_model
 from pipeline.cli import app as eocube
-from pipeline.uncertainty.head import HeadArtefact, load_head, open_embeddings, train_head
 from pipeline.uncertainty import fit
 from pipeline.uncertainty.api import UncertaintyModel
-from pipeline.uncertainty.artefact import (ArtefactError, UncertaintyArtefact, artefact_summary, check_inputs,
-                                           load_artefact, predict_tile)
+from pipeline.uncertainty.artefact import (
+    ArtefactError,
+    UncertaintyArtefact,
+    artefact_summary,
+    check_inputs,
+    load_artefact,
+    predict_tile,
+)
+from pipeline.uncertainty.card import load_model, save_model
 from pipeline.uncertainty.cube import open_product
+from pipeline.uncertainty.head import HeadArtefact, load_head, open_embeddings, train_head
 from pipeline.uncertainty.stage import train_artefact
 
 torch.set_num_threads(1)
@@ -365,7 +371,7 @@ def test_head_recovers_a_linear_target_and_round_trips(dims, tmp_path):
     with pytest.raises(ArtefactError, match="have dim 8 but"):
         back.check_inputs(emb.isel(dim=slice(0, 8)))
     with pytest.raises(FileExistsError, match="already exists"):
-        save_model(back, path)
+        back.save(path)
     raw = bytearray((path / "weights.safetensors").read_bytes())
     raw[-1] ^= 0x01
     (path / "weights.safetensors").write_bytes(bytes(raw))

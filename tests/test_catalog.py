@@ -193,7 +193,7 @@ def test_planetary_computer_signer_caches_and_refreshes_tokens():
             n = len(issued)
             # the first token lives a second; the second an hour
             life = dt.timedelta(seconds=1) if n == 0 else dt.timedelta(minutes=60)
-            expiry = (dt.datetime.now(dt.timezone.utc) + life).isoformat().replace("+00:00", "Z")
+            expiry = (dt.datetime.now(dt.UTC) + life).isoformat().replace("+00:00", "Z")
             token = f"sv=2021&se=x&sig=token{n}"
             issued.append(self.path)
             body = json.dumps({"msft:expiry": expiry, "token": token}).encode()

@@ -239,7 +239,7 @@ def test_corrupt_archive_serves_the_rest_and_names_what_it_leaves_out(
     s2_file = corrupt_archive / "stac" / "sentinel-2-l2a" / "items.json"
     fields = ["'bbox'", "'properties.datetime' = \"yesterday\"", "'assets' = []", "'links' = {}", "'id' = 9",
               "'geometry'", "'type' = \"Item\""]
-    for (item_id, i), field in zip(sorted(bad_ids.items(), key=lambda kv: kv[1]), fields):
+    for (item_id, i), field in zip(sorted(bad_ids.items(), key=lambda kv: kv[1]), fields, strict=True):
         named = f" (id {item_id!r})" if i != 9 else ""
         expected = f"{s2_file}: item #{i}{named} left out: invalid {field}"
         assert any(m.startswith(expected) for m in messages), (expected, messages)

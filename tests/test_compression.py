@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 import struct
 import zlib
-
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -18,10 +17,21 @@ from pipeline.compression.metrics import psnr, spectral_angle, ssim, ssim_2d
 from pipeline.compression.quantise import Quantiser, fill_missing
 from pipeline.compression.ratecontrol import choose_qp, measure
 from pipeline.compression.stage import corrected_qp
-from pipeline.compression.video import (FLAT_SCALING_OPTION, QP_MAX, QP_MIN, CorruptStreamError, StreamSpec,
-                                        check_qp, encode_stream, ffv1_options, flat_scaling_list, fractional_qp_zones,
-                                        split_packets, x265_options, x265_quantiser)
-
+from pipeline.compression.video import (
+    FLAT_SCALING_OPTION,
+    QP_MAX,
+    QP_MIN,
+    CorruptStreamError,
+    StreamSpec,
+    check_qp,
+    encode_stream,
+    ffv1_options,
+    flat_scaling_list,
+    fractional_qp_zones,
+    split_packets,
+    x265_options,
+    x265_quantiser,
+)
 
 DATA = Path(__file__).parent / "data"
 
@@ -180,6 +190,15 @@ def test_format_1_bytes_with_listed_hevc_packet_sizes_still_decode():
     np.testing.assert_array_equal(decode_array(v1), decode_array(data))
     with pytest.raises(CorruptStreamError, match="format version 9 not supported"):
         decode_array(b"EOCV" + struct.pack("<BI", 9, len(blob)) + blob + payload)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_format_1_and_2_bytes_still_decode(version: int):
+    """Bytes written by the format 1 and 2 code itself (commits cd88a8b^ and 3c7dbe1^: zlib header, one JSON
+    record per stream, HEVC packet sizes in format 1 and one stream length in format 2) decode as they did then."""
+    data = (DATA / f"eocube-video-format{version}.bin").read_bytes()
+    assert data[4] == version
+    np.testing.assert_array_equal(decode_array(data), np.load(DATA / f"eocube-video-format{version}-decoded.npy"))
 
 
 def test_format_3_bytes_still_decode():
@@ -391,7 +410,8 @@ def test_psnr_and_spectral_angle_closed_form():
     ref = np.full((2, 3, 4, 5), 0.5)
     assert psnr(ref, ref + 0.01, peak=1.0) == pytest.approx(40.0)
     assert psnr(ref * 10000, ref * 10000 + 100, peak=10000) == pytest.approx(40.0)
-    a = np.zeros((2, 1, 1, 1)); a[0] = 1
+    a = np.zeros((2, 1, 1, 1))
+    a[0] = 1
     b = np.ones((2, 1, 1, 1))
     assert spectral_angle(a, b) == pytest.approx(45.0)
 

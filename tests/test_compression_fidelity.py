@@ -17,8 +17,16 @@ from pipeline.cli.compress import app
 from pipeline.compression.codec import CodecParams, decode_array, encode_array
 from pipeline.compression.metrics import psnr
 from pipeline.compression.ratecontrol import choose_qp
-from pipeline.compression.stage import (BAND_DTYPES_ATTR, QP_RESOLUTION, RATE_TOLERANCE, STACKED, best_rate_write,
-                                        compress_cube, next_rate_qp, open_compressed)
+from pipeline.compression.stage import (
+    BAND_DTYPES_ATTR,
+    QP_RESOLUTION,
+    RATE_TOLERANCE,
+    STACKED,
+    best_rate_write,
+    compress_cube,
+    next_rate_qp,
+    open_compressed,
+)
 from pipeline.compression.video import QP_MAX, QP_MIN
 from pipeline.store.open import open_cube
 from pipeline.store.zarr_store import consolidate

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import xarray as xr
 import zarr
-from zarr.errors import UnstableSpecificationWarning
 from typer.testing import CliRunner
+from zarr.errors import UnstableSpecificationWarning
 
 from pipeline.cli.compress import app
 from pipeline.compression.codec import CodecParams, decode_array, encode_array, read_header
@@ -500,3 +500,41 @@ def test_zarr_edge_chunk_padding_is_not_coded(tmp_path):
     apart = sum(len(encode_array(stack[:, t:t + 32], params)) for t in (0, 32))
     assert abs(summary.stored_bytes - apart) < 80
     np.testing.assert_array_equal(np.isnan(open_compressed(tmp_path / "c.zarr")["red"].values), np.isnan(cube["red"].values))
+
+
+def test_the_input_is_never_the_output(tmp_path):
+    """``compress run X X --overwrite`` would replace the cube being read: refused in one line, X untouched."""
+    from typer.testing import CliRunner
+
+    src = tmp_path / "cube.zarr"
+    demo_cube(t=4, h=16, w=64).to_zarr(src, zarr_format=3, consolidated=False)
+    before = {p.relative_to(src): p.read_bytes() for p in src.rglob("*") if p.is_file()}
+    for out in (src, src / "inside.zarr"):
+        res = CliRunner().invoke(app, ["run", str(src), str(out), "--overwrite"])
+        assert res.exit_code == 2 and "is the input" in res.output, res.output
+    assert {p.relative_to(src): p.read_bytes() for p in src.rglob("*") if p.is_file()} == before
+
+
+def test_qa_layers_and_packed_bands_come_back_as_they_were_given(tmp_path):
+    """A class layer coded lossless (SCL: uint16 with fill 0, decoded to float NaN by xarray) comes back uint16
+    with 0 where missing; bands decoded from CF-packed integers come back decoded, packed again when written."""
+    import numpy as np
+
+    from pipeline.compression.stage import compress_cube, open_compressed
+
+    cube = demo_cube(t=4, h=16, w=64)
+    scl = np.random.default_rng(1).integers(1, 12, (4, 16, 64)).astype("float32")
+    scl[:, :3] = np.nan
+    cube["SCL"] = (("time", "y", "x"), scl)
+    cube["SCL"].encoding = {"dtype": np.dtype("uint16"), "_FillValue": np.uint16(0)}
+    cube["red"].encoding = {"dtype": np.dtype("uint16"), "scale_factor": 1e-4, "add_offset": 0.0, "_FillValue": 0}
+    compress_cube(cube, tmp_path / "v.zarr", target_psnr=40, auto_value_range=True)
+    back = open_compressed(tmp_path / "v.zarr").load()
+    assert back["SCL"].dtype == np.uint16
+    np.testing.assert_array_equal(back["SCL"].values, np.nan_to_num(scl, nan=0).astype("uint16"))
+    assert back["red"].dtype == np.float32 and back["red"].encoding["dtype"] == "uint16"
+    assert back["red"].encoding["scale_factor"] == 1e-4
+    back[["red"]].to_zarr(tmp_path / "again.zarr", zarr_format=3, consolidated=False)
+    import zarr
+
+    assert zarr.open_array(str(tmp_path / "again.zarr" / "red")).dtype == np.uint16

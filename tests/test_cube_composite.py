@@ -109,7 +109,9 @@ def test_geomedian_against_brute_force_minimisation():
                 assert np.isnan(got).all()
                 continue
             ref = _brute_force_geomedian(pts)
-            cost = lambda m: np.linalg.norm(pts - m, axis=1).sum()  # noqa: E731
+            def cost(m, pts=pts):
+                return np.linalg.norm(pts - m, axis=1).sum()
+
             assert cost(got) <= cost(ref) + 1e-4, (y, x, got, ref)
             np.testing.assert_allclose(got, ref, atol=2e-3)
             checked += 1

@@ -11,8 +11,8 @@ import zarr
 
 from pipeline.cube.grid import request_geobox
 from pipeline.cube.packing import PackedGrid, pack_dn
-from pipeline.store.open import open_cube
 from pipeline.model import RequestError
+from pipeline.store.open import open_cube
 from test_cube_support import demo_found, small_request
 
 #: Sentinel-2 items on both sides of processing baseline 04.00 (25 January 2022) in the demo archive.

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from pipeline.cube.probe import UnreadableAssetWarning
 from faults import FaultPlan, RangeServer
+from pipeline.cube.probe import UnreadableAssetWarning
 from test_cube_support import demo_found, small_request, with_hrefs
 
 pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")

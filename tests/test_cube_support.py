@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pystac
 
-from pipeline.catalog.search import SensorItems
 from pipeline.catalog.config import load_catalog
+from pipeline.catalog.search import SensorItems
 from pipeline.model import CubeRequest
 
 #: A 1 km x 1 km corner of the demo AOI, in degrees.

@@ -13,7 +13,7 @@ def test_windows_partition_the_padded_axis(n, chip, overlap, unit):
     wins = axis_windows(n, chip, overlap, unit)
     n_pad = -(-n // unit) * unit
     assert wins[0].keep_start == 0 and wins[-1].keep_stop == n_pad
-    for a, b in zip(wins[:-1], wins[1:]):
+    for a, b in zip(wins[:-1], wins[1:], strict=True):
         assert a.keep_stop == b.keep_start  # contiguous, no gaps, no double counting
     for w in wins:
         assert w.start <= w.keep_start < w.keep_stop <= w.start + chip

@@ -75,8 +75,8 @@ def references(demo_archive: Path, tmp_path_factory):
 @pytest.mark.parametrize("engine", ["odc-stac", "stackstac"])
 def test_a_cog_truncated_after_its_overviews_is_masked_where_it_fails_and_recorded(
         demo_archive: Path, references, tmp_path: Path, engine: str):
-    from pipeline.cube.probe import probe_hrefs
     from pipeline.chain.run import assemble_and_write
+    from pipeline.cube.probe import probe_hrefs
 
     reference = references(engine)
     request = small_request(output=tmp_path / "cube.zarr", resolution=10.0, chunks=CHUNKS, engine=engine)
@@ -104,8 +104,8 @@ def test_a_cog_truncated_after_its_overviews_is_masked_where_it_fails_and_record
 
 
 def test_more_failures_than_allowed_fail_in_one_line_and_leave_no_store(demo_archive: Path, tmp_path: Path):
-    from pipeline.cube.assemble import TooManyFailuresError
     from pipeline.chain.run import assemble_and_write
+    from pipeline.cube.assemble import TooManyFailuresError
 
     request = small_request(output=tmp_path / "cube.zarr", resolution=10.0, chunks=CHUNKS, max_failed_fraction=0.1)
     found = demo_found(demo_archive, request)
@@ -143,7 +143,7 @@ def test_the_cli_completes_and_shows_failed_items_in_its_summary_and_in_status(d
     status = subprocess.run([sys.executable, "-m", "pipeline", "status", str(tmp_path / "cube.zarr")],
                             capture_output=True, text=True, env={**_env(), **env}, timeout=120)
     assert status.returncode == 0, status.stderr
-    assert "written in one piece" in status.stdout and items["victim"] in status.stdout and "B03" in status.stdout
+    assert "100% committed" in status.stdout and items["victim"] in status.stdout and "B03" in status.stdout
     as_json = subprocess.run([sys.executable, "-m", "pipeline", "status", str(tmp_path / "cube.zarr"), "--json"],
                              capture_output=True, text=True, env={**_env(), **env}, timeout=120)
     assert list(json.loads(as_json.stdout)["failed_items"]) == [items["victim"]]

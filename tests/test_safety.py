@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from faults import FaultPlan, RangeServer
+from pipeline.store.paths import OutputPathError
 from test_cube_support import archive_copy
 
 AOI = [10.530, 45.515, 10.543, 45.524]
@@ -84,10 +85,11 @@ def test_an_unwritable_output_is_one_line_naming_the_users_path_before_the_searc
 
 
 def test_an_eocube_store_is_replaced_only_when_asked(demo_archive: Path, tmp_path: Path):
-    from pipeline.store.paths import OutputPathError
-    from pipeline.store.zarr_store import write_store
     import numpy as np
     import xarray as xr
+
+    from pipeline.store.paths import OutputPathError
+    from pipeline.store.zarr_store import write_store
 
     def cube(value: float) -> xr.Dataset:
         ds = xr.Dataset({"red": (("time", "y", "x"), np.full((1, 4, 4), value, np.float32))},
@@ -139,6 +141,12 @@ def test_a_full_disk_mid_write_is_one_line_and_leaves_nothing(tmp_path: Path, mo
     ({"mask": {"drop": ["clouds"]}}, "unknown QA flag(s) ['clouds']"),
     ({"composite": {"freq": "1ME"}}, "not start-anchored"),
     ({"resampling": {"qa": "bilinear"}}, "must be resampled with nearest or mode"),
+    ({"resampling": {"reflectnce": "nearest"}}, "resampling names ['reflectnce']"),
+    ({"crs": "EPSG:4326"}, "is geographic (degrees)"),
+    ({"crs": "EPSG:4978"}, "is not a projected CRS"),
+    ({"bands": []}, "bands is empty"),
+    ({"chunks": {"t": 1}}, "chunks has unknown dimension(s) ['t']"),
+    ({"chunks": {"time": 0, "y": 64, "x": 64}}, "chunks must be >= 1"),
 ])
 def test_request_errors_are_one_line_before_the_search(tmp_path: Path, fields: dict, expected: str):
     line = one_error_line(cli("run", str(request_file(tmp_path / "r.yaml", output=str(tmp_path / "c.zarr"), **fields)),
@@ -153,6 +161,61 @@ def test_a_malformed_request_file_is_one_line(tmp_path: Path):
     assert "is not valid YAML/JSON" in one_error_line(cli("run", str(bad), env=NO_SEARCH, timeout=120))
     bad.write_text("- just\n- a list\n")
     assert "must hold a mapping" in one_error_line(cli("backfill", str(bad), env=NO_SEARCH, timeout=120))
+    bad.write_text("catalog: demo\ncatalog: earth-search\n")  # which one? neither, silently
+    assert "key 'catalog' is given twice" in one_error_line(cli("run", str(bad), env=NO_SEARCH, timeout=120))
+    request_file(bad, output=str(tmp_path / "c.zarr"), start="2022-02-30")  # the field is named
+    assert "start:" in one_error_line(cli("run", str(bad), env=NO_SEARCH, timeout=120))
+    assert "is a folder" in one_error_line(cli("run", str(tmp_path), env=NO_SEARCH, timeout=120))
+
+
+def test_files_beside_the_store_that_eocube_did_not_write_are_refused(tmp_path: Path):
+    """The STAC item and the quicklook eocube writes beside a store: a file of the user's there stays theirs."""
+    for name in ("cube.item.json", "cube.quicklook.png"):
+        mine = tmp_path / name
+        mine.write_text('{"mine": 1}')
+        line = one_error_line(cli("run", str(request_file(tmp_path / "r.yaml", output=str(tmp_path / "cube.zarr"))),
+                                  env=NO_SEARCH, timeout=120))
+        assert f"{mine} exists and was not written by eocube" in line and mine.read_text() == '{"mine": 1}'
+        mine.unlink()
+
+
+def test_a_full_disk_during_a_run_is_one_line_naming_the_users_path_and_leaves_nothing(demo_archive: Path,
+                                                                                        tmp_path: Path, monkeypatch):
+    from pipeline.chain.run import run_request
+    from pipeline.model import CubeRequest
+    from pipeline.store import engines
+
+    def no_space(self, part, region, record, finish=None):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self.path / "cube" / "red" / "c" / "0"))
+
+    monkeypatch.setattr(engines.ZarrEngine, "write_slice", no_space)
+    out = tmp_path / "out" / "cube.zarr"
+    request = CubeRequest.model_validate(yaml.safe_load(request_file(tmp_path / "r.yaml", output=str(out)).read_text()))
+    with pytest.raises(OutputPathError) as err:
+        run_request(request, archive=demo_archive)
+    assert str(err.value) == f"cannot write {out}: No space left on device; nothing was left at {out}"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".cube.zarr.eocube"]  # the writer's lock only
+
+
+@pytest.mark.slow
+def test_ctrl_c_mid_run_is_one_line_and_leaves_nothing_under_the_output_name(demo_archive: Path, tmp_path: Path):
+    import signal
+    import time
+
+    out = tmp_path / "cube.zarr"
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "run", str(request_file(tmp_path / "r.yaml", output=str(out),
+                             resolution=10, compress={"target_psnr": 40}))], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**base, "EOCUBE_DEMO_ARCHIVE": str(demo_archive)},
+                            start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not (tmp_path / ".cube.zarr.partial").exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's ctrl-c: to the process group, Dask's workers included
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1].startswith("interrupted") and "Traceback" not in stderr, stderr[-3000:]
+    assert not out.exists()
 
 
 # ----------------------------------------------------------------------------- secrets

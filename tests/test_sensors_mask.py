@@ -78,7 +78,7 @@ def test_dask_dilation_matches_numpy_across_chunk_edges(chunks):
     coords = {"time": np.array(["2021-01-01", "2021-01-11"], "datetime64[ns]"), "y": np.arange(23.0) * -10,
               "x": np.arange(19.0) * 10}
     eager = xr.DataArray(scl, dims=("time", "y", "x"), coords=coords)
-    lazy = eager.chunk(dict(zip(("time", "y", "x"), chunks)))
+    lazy = eager.chunk(dict(zip(("time", "y", "x"), chunks, strict=True)))
     policy = MaskPolicy(dilation_m=30.0)
     lazy_mask = invalid_mask("sentinel-2-l2a", "SCL", lazy, policy, resolution_m=10.0)
     assert isinstance(lazy_mask.data, da.Array)

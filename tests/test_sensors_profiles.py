@@ -280,11 +280,14 @@ def test_asset_key_overrides_and_schemes():
 
 
 def test_catalog_yamls_agree_with_the_collection_table():
-    """Each catalog's collection resolves to the profile the catalog names."""
+    """Each catalog's collection resolves to a profile through the one collection table (a profile a
+    catalog names explicitly agrees with it), and that profile loads."""
     root = Path(__file__).resolve().parents[1] / "catalogs"
     n = 0
     for path in sorted(root.glob("*.yaml")):
         for sensor, ref in yaml.safe_load(path.read_text())["collections"].items():
-            assert profile_for_collection(ref["collection"]).id == ref["profile"], (path.name, sensor)
+            profile = profile_for_collection(ref["collection"])
+            assert ref.get("profile", profile.id) == profile.id, (path.name, sensor)
+            assert load_profile(profile.id).bands, (path.name, sensor)
             n += 1
     assert n >= 10

@@ -254,7 +254,7 @@ def test_modis_state_1km_layout_matches_the_granules_own_qa_index(shared_dir):
     # is not documented) agree with our decoding of the first layer within 1 percentage point
     flags = decode_qa("MOD09GA_061", "state_1km_1", sds.get())
     valid = ~flags["fill"].values
-    for desc, ((_, length), classes) in index.items():
+    for desc, (_, classes) in index.items():
         name = MODIS_QA_INDEX_NAMES[desc]
         values = flags[name].values[valid] if name in flags else None
         assert values is not None, name

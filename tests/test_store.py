@@ -16,12 +16,12 @@ import pytest
 import xarray as xr
 from odc.geo.xr import assign_crs
 
+from pipeline.redaction import RedactingFilter, configure_logging, redact
 from pipeline.store import LayoutError, Slice, StoreLayout, check_alignment, plan_slices, write_store
 from pipeline.store.engines import ConflictingWriteError, IcechunkEngine, ZarrEngine
 from pipeline.store.journal import StoreLockedError, write_lock
 from pipeline.store.layout import covered_times
 from pipeline.store.overviews import coarsen_cube
-from pipeline.redaction import RedactingFilter, configure_logging, redact
 from pipeline.store.stac import validate_stac, write_stac
 
 X0, Y1, RES = 619000.0, 5043000.0, 20.0
@@ -191,7 +191,7 @@ def test_icechunk_conflicting_commits_fail_cleanly_or_skip(tmp_path: Path):
     # two writers of the same slice from the same base snapshot: the second one finds it committed
     s1, s2 = a._repo().writable_session("main"), a._repo().writable_session("main")
     for s, scale in ((s1, 1.0), (s2, 2.0)):
-        (_part(cube, sl) * scale).to_zarr(s.store, region=sl.region, mode="r+", consolidated=False)
+        (_part(cube, sl) * scale).to_zarr(s.store, group="cube", region=sl.region, mode="r+", consolidated=False)
     a._commit(s1, "slice", {"eocube:slice": {"slice": sl.id}})
     with pytest.raises(ConflictingWriteError, match="conflicts with a concurrent commit"):
         a._commit(s2, "slice", {"eocube:slice": {"slice": sl.id}})
@@ -200,9 +200,9 @@ def test_icechunk_conflicting_commits_fail_cleanly_or_skip(tmp_path: Path):
     # disjoint slices from the same base snapshot are rebased, both land
     other = [Slice((0, 2), (20, 40), (0, 20)), Slice((2, 4), (0, 20), (0, 20))]
     sessions = [a._repo().writable_session("main") for _ in other]
-    for s, o in zip(sessions, other):
-        _part(cube, o).to_zarr(s.store, region=o.region, mode="r+", consolidated=False)
-    for s, o in zip(sessions, other):
+    for s, o in zip(sessions, other, strict=True):
+        _part(cube, o).to_zarr(s.store, group="cube", region=o.region, mode="r+", consolidated=False)
+    for s, o in zip(sessions, other, strict=True):
         a._commit(s, "slice", {"eocube:slice": {"slice": o.id}})
     assert {sl.id, *(o.id for o in other)} <= set(a.committed())
     assert a.write_slice(_part(cube, sl), sl.region, {"slice": sl.id}) is True  # same data again: a new commit
@@ -245,6 +245,10 @@ SECRETS = {  # text -> (the secret, a part that must survive)
     "GET /items?token=eyJhbGciOiJIUzI1NiJ9.payload.sig&limit=10": ("eyJhbGciOiJIUzI1NiJ9", "&limit=10"),
     "headers={'Authorization': 'Bearer abc.def.ghi'}": ("abc.def.ghi", "{'Authorization': 'Bearer "),
     "Authorization: Basic dXNlcjpwYXNz": ("dXNlcjpwYXNz", "Authorization: Basic "),
+    "'/vsicurl/http://bob:HUNTER2@127.0.0.1:8765/x.tif' not recognized": ("HUNTER2", "http://bob:"),
+    "x.tif?u=https%3A%2F%2Fh%2Fy%3Fsig%3DPCTSECRET%26limit%3D1": ("PCTSECRET", "%26limit%3D1"),
+    "https://h/cb?code=OAUTHCODE&auth=AUTHVAL&credential=CRED&limit=3": ("OAUTHCODE", "&limit=3"),
+    "catalog at http://alice:CATPW@stac.example/v1?token=TOK is unreachable": ("CATPW", "stac.example/v1?token="),
 }
 
 

@@ -17,11 +17,11 @@ import pytest
 import xarray as xr
 import yaml
 
-from pipeline.demo.archive import DEMO_SITE
 from pipeline.chain.run import assemble_and_write
 from pipeline.chain.search import search
-from pipeline.model import CubeRequest
 from pipeline.chain.slices import BackfillSpec, backfill, prepare, update_request
+from pipeline.demo.archive import DEMO_SITE
+from pipeline.model import CubeRequest
 from pipeline.store.engines import open_engine
 from pipeline.store.status import store_status
 

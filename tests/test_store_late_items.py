@@ -20,19 +20,40 @@ import numpy as np
 import pytest
 import xarray as xr
 
+import test_store_backfill
 from pipeline.catalog.search import SensorItems
-from pipeline.chain.slices import (BackfillSpec, backfill, held_time_steps, late_items_for_held_dates, prepare,
-                                     update_request)
+from pipeline.chain.slices import (
+    BackfillSpec,
+    backfill,
+    held_time_steps,
+    late_items_for_held_dates,
+    prepare,
+    update_request,
+)
 from pipeline.store.cf import encodings
-from pipeline.store.engines import (IcechunkEngine, ZarrEngine, committed_sources, open_engine, store_sources,
-                                    swap_into_place)
+from pipeline.store.engines import (
+    IcechunkEngine,
+    ZarrEngine,
+    committed_sources,
+    open_engine,
+    store_sources,
+    swap_into_place,
+)
 from pipeline.store.journal import runs
-from pipeline.store.layout import (Slice, StoreLayout, TimeMove, covered_times, merge_time_axes, plan_slices,
-                                   plan_time_moves, remap_slice_record, with_time_range)
+from pipeline.store.layout import (
+    Slice,
+    StoreLayout,
+    TimeMove,
+    covered_times,
+    drop_superseded,
+    merge_time_axes,
+    plan_slices,
+    plan_time_moves,
+    remap_slice_record,
+    with_time_range,
+)
 from pipeline.store.stac import stac_paths
 from pipeline.store.status import store_status
-
-import test_store_backfill
 from test_store_backfill import assert_same_data, make_request
 
 reference = test_store_backfill.reference  # the uninterrupted one-shot store (a fixture)
@@ -94,6 +115,17 @@ def test_remap_slice_record_shifts_splits_or_keeps():
     assert with_time_range(pieces[1], times)["time_range"] == ["2022-03-06T10:00:00", "2022-03-07T10:00:00"]
 
 
+def test_a_slice_written_again_supersedes_the_records_it_overlaps():
+    old = [_record((0, 4)), {**_record((4, 8)), "slice": Slice((4, 8), (0, 50), (50, 100)).id}]
+    again = {**_record((0, 2)), "slice": Slice((0, 2), (0, 50), (50, 100)).id}
+    elsewhere = {**_record((0, 4)), "y": [50, 100], "slice": Slice((0, 4), (50, 100), (50, 100)).id}
+    kept = drop_superseded([again, elsewhere, *old])  # newest first
+    assert sorted(kept) == sorted([again["slice"], elsewhere["slice"], old[1]["slice"]])
+    # the cells of the dropped record the new one does not cover are uncovered: planned again
+    assert covered_times(list(kept))[((0, 50), (50, 100))] == {0, 1, 4, 5, 6, 7}
+    assert drop_superseded([old[0], {"slice": "legacy"}]).keys() == {old[0]["slice"], "legacy"}
+
+
 def test_committed_sources_is_the_union_of_the_records():
     records = [_record((0, 1), {"s2": ["B", "A"]}), _record((1, 2), {"s2": ["C"], "landsat": ["L1"]}), {"t": [2, 3]}]
     assert committed_sources(records) == {"landsat": ["L1"], "s2": ["A", "B", "C"]}
@@ -148,7 +180,7 @@ def write_pending(engine, full: xr.Dataset, layout: StoreLayout, tile: int = 2, 
                   "time_range": [str(np.datetime_as_string(times[i], "s")) for i in (0, -1)], "bytes": 1,
                   "sources": {}, "committed": "now"}
         for s in sorted({str(v) for v in part["sensor"].values}):
-            record["sources"][s] = [f"{s}-{str(t)[:10]}" for t, ps in zip(times, part["sensor"].values) if ps == s]
+            record["sources"][s] = [f"{s}-{str(t)[:10]}" for t, ps in zip(times, part["sensor"].values, strict=True) if ps == s]
         engine.write_slice(part[["red", "valid"]].drop_vars(list(part.coords)).chunk(layout.dask_chunks(part.sizes)),
                            sl.region, record)
     return [sl.id for sl in pending]
@@ -173,7 +205,7 @@ def assert_matches(engine, full: xr.Dataset) -> None:
         assert r["time_range"] == [str(np.datetime_as_string(ds.time.values[i], "s")) for i in (r["t"][0], r["t"][1] - 1)]
     cells = sum(int(np.prod([b - a for a, b in (r["t"], r["y"], r["x"])])) for r in records.values())
     assert cells == int(np.prod([ds.sizes[d] for d in ("time", "y", "x")])), "records overlap or leave holes"
-    expected = {s: sorted(f"{s}-{str(t)[:10]}" for t, ts in zip(full.time.values, full.sensor.values) if ts == s)
+    expected = {s: sorted(f"{s}-{str(t)[:10]}" for t, ts in zip(full.time.values, full.sensor.values, strict=True) if ts == s)
                 for s in sorted({str(v) for v in full.sensor.values})}
     assert committed_sources(records.values()) == expected
 
@@ -209,11 +241,11 @@ def test_zarr_insert_hard_links_whole_chunks(tmp_path: Path):
     chunks = {"time": 1, "y": 2, "x": 2}
     engine, first = make_engine("zarr", tmp_path / "s.zarr", chunks)
     write_pending(engine, first, StoreLayout(chunks))
-    chunk = engine.path / "red" / "c" / "4" / "1" / "1"  # day 10: old index 4, new index 6
+    chunk = engine.path / "cube" / "red" / "c" / "4" / "1" / "1"  # day 10: old index 4, new index 6
     inode = chunk.stat().st_ino
     engine.insert_times(synthetic().sel(time=days(2, 5)))
-    assert (engine.path / "red" / "c" / "6" / "1" / "1").stat().st_ino == inode
-    assert not (engine.path / "red" / "c" / "1" / "1" / "1").exists()  # the inserted step holds no data yet
+    assert (engine.path / "cube" / "red" / "c" / "6" / "1" / "1").stat().st_ino == inode
+    assert not (engine.path / "cube" / "red" / "c" / "1" / "1" / "1").exists()  # the inserted step holds no data yet
 
 
 def test_icechunk_insert_is_one_commit_and_later_inserts_compose(tmp_path: Path):
@@ -296,7 +328,7 @@ def without_late(found: dict[str, SensorItems]) -> dict[str, SensorItems]:
 
 def with_a_second_item_for_a_held_date(found: dict[str, SensorItems]) -> dict[str, SensorItems]:
     """A copy, under another id, of the Sentinel-2 item of 2022-03-01 (same pixels): published late for a date
-    the store holds. Not applied by the update, only counted."""
+    the store holds. The update writes the slices of that date its footprint meets again, with it."""
     from dataclasses import replace
 
     s2 = found["sentinel-2"]
@@ -330,7 +362,8 @@ def test_update_inserts_the_dates_of_items_published_late(engine: str, demo_arch
     first = without_late(full)
     with dask.config.set(scheduler="threads", num_workers=2):
         backfill(request, first, spec)
-        n_first = open_engine(store).open().sizes["time"]
+        first_times = open_engine(store).open().time.values
+        n_first = len(first_times)
         assert n_first == reference.sizes["time"] - 2
         assert provenance(store) == item_ids(first) and not set(LATE.values()) & set(derived_from(store))
         update = update_request(store, until=dt.date(2022, 3, 31))
@@ -338,11 +371,17 @@ def test_update_inserts_the_dates_of_items_published_late(engine: str, demo_arch
         found = with_a_second_item_for_a_held_date(search(update, demo_archive))
         report = backfill(update, found, spec, kind="update")
     assert report.inserted_times == 2 and report.appended_times == 0 and report.late_items_for_held_dates == 1
-    assert report.written and all(Slice.from_id(s).t[1] - Slice.from_id(s).t[0] == 1 for s in report.written)
     ds = open_engine(store).open().load()
+    inserted = set(np.flatnonzero(~np.isin(ds.time.values, first_times)).tolist())
+    twin_step = int(np.flatnonzero((ds.time.values.astype("datetime64[D]") == np.datetime64("2022-03-01"))
+                                   & (ds.sensor.values.astype(object) == "sentinel-2"))[0])
+    written = [set(range(*Slice.from_id(s).t)) for s in report.written]
+    assert all(w & inserted or twin_step in w for w in written), "only the new steps and the twin's date"
+    assert {i for w in written for i in w} >= inserted | {twin_step}
+    assert all(len(w) == 1 for w in written if twin_step not in w), "an inserted step is written on its own"
     assert (np.diff(ds.time.values) > np.timedelta64(0)).all()
     assert_same_data(ds, reference)
-    in_store = item_ids(full)  # the twin's date was held: its pixels are not in the store, nor is it listed
+    in_store = item_ids(found)  # the twin's date was written again with it: it is listed
     assert provenance(store) == in_store == store_sources(open_engine(store))
     assert derived_from(store) == sorted(i for ids in in_store.values() for i in ids)
     last = runs(store)[-1]
@@ -384,7 +423,7 @@ def test_a_killed_zarr_insert_leaves_one_whole_store_and_a_rerun_completes(demo_
     request = make_request(store)
     with dask.config.set(scheduler="threads", num_workers=2):
         backfill(request, without_late(search(request, demo_archive)), spec)
-    before = xr.open_zarr(store).load()
+    before = xr.open_zarr(store, group="cube").load()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     for when in ("before", "after"):
         proc = subprocess.run([sys.executable, "-c", KILLED_UPDATE, str(store), str(demo_archive), when], cwd=REPO,
@@ -392,7 +431,7 @@ def test_a_killed_zarr_insert_leaves_one_whole_store_and_a_rerun_completes(demo_
         assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
         hidden = [p for p in tmp_path.iterdir() if p.name.startswith(".cube.zarr.insert-")]
         assert len(hidden) == 1 and ZarrEngine(hidden[0]).exists(), "the kill leaves one hidden store"
-        ds = xr.open_zarr(store).load()
+        ds = xr.open_zarr(store, group="cube").load()
         if when == "before":  # the old store, untouched
             xr.testing.assert_identical(ds, before)
         else:  # the new one: every old time step and record in place, the inserted steps still empty
@@ -406,20 +445,22 @@ def test_a_killed_zarr_insert_leaves_one_whole_store_and_a_rerun_completes(demo_
         report = backfill(update, search(update, demo_archive), spec, kind="update")
     assert report.inserted_times == 0 and report.written, "the insert was done; its slices are written now"
     assert not [p for p in tmp_path.iterdir() if ".insert-" in p.name or ".old-" in p.name]
-    assert_same_data(xr.open_zarr(store).load(), reference)
+    assert_same_data(xr.open_zarr(store, group="cube").load(), reference)
 
 
 def test_store_update_prints_what_it_added(monkeypatch, tmp_path: Path):
+    from types import SimpleNamespace
+
     from typer.testing import CliRunner
 
-    import flows.backfill
+    import pipeline.chain
     from pipeline.cli.store import app
 
-    report = {"store": str(tmp_path / "cube.zarr"), "appended_times": 3, "inserted_times": 2, "written": ["a", "b"],
-              "late_items_for_held_dates": 1}
-    monkeypatch.setattr(flows.backfill, "update_flow", lambda *a, **k: report)
+    report = SimpleNamespace(store=str(tmp_path / "cube.zarr"), appended_times=3, inserted_times=2, written=["a", "b"],
+                             late_items_for_held_dates=1, failed_items={})
+    monkeypatch.setattr(pipeline.chain, "update_store", lambda *a, **k: report)
     result = CliRunner().invoke(app, ["update", str(tmp_path / "cube.zarr"), "--until", "2022-03-31"])
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert "3 time steps appended, 2 inserted (items published late), 2 slices written" in text
-    assert "1 late items for dates already held (not applied)" in text
+    assert "1 items published late for dates already held (their slices written again)" in text

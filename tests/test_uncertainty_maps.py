@@ -12,8 +12,8 @@ import xarray as xr
 from pyproj import Transformer
 from typer.testing import CliRunner
 
-from pipeline.uncertainty.card import load_model, save_model
 from pipeline.cli.uncertainty import app
+from pipeline.uncertainty.card import load_model, save_model
 from pipeline.uncertainty.cube import open_store, read_points, sample_points
 from pipeline.uncertainty.maps import predict_map
 from pipeline.uncertainty.stage import fit_from_points

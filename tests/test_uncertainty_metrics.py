@@ -9,8 +9,13 @@ from scipy import integrate, stats
 from sklearn.metrics import mean_absolute_error, r2_score
 
 from pipeline.uncertainty import metrics as M
-from pipeline.uncertainty.calibration import (calibrate, conformal_quantile, gaussian_quantile, variance_scale,
-                                              variance_scales)
+from pipeline.uncertainty.calibration import (
+    calibrate,
+    conformal_quantile,
+    gaussian_quantile,
+    variance_scale,
+    variance_scales,
+)
 
 
 @pytest.fixture
@@ -38,7 +43,9 @@ def test_gaussian_nll_matches_scipy_logpdf(data):
 def test_gaussian_crps_matches_numerical_integral():
     # CRPS(F, y) = ∫ (F(x) - 1{x >= y})² dx, integrated numerically for a few cases.
     for y, mu, s in [(0.3, 0.0, 1.0), (5.0, 2.0, 0.5), (-1.0, 1.0, 3.0)]:
-        f = lambda x: (stats.norm.cdf(x, mu, s) - (x >= y)) ** 2  # noqa: E731
+        def f(x, mu=mu, s=s, y=y):
+            return (stats.norm.cdf(x, mu, s) - (x >= y)) ** 2
+
         ref = integrate.quad(f, -np.inf, y)[0] + integrate.quad(f, y, np.inf)[0]
         assert M.gaussian_crps(np.array([y]), np.array([mu]), np.array([s])) == pytest.approx(ref, rel=1e-6)
     # sigma -> 0 reduces CRPS to the absolute error

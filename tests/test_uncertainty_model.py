@@ -8,8 +8,8 @@ import pytest
 import torch
 import xarray as xr
 
-from pipeline.uncertainty.card import load_model, save_model
 from pipeline.uncertainty import fit
+from pipeline.uncertainty.card import load_model, save_model
 from pipeline.uncertainty.data import split_indices
 from pipeline.uncertainty.layers import ConcreteTemporalDropout, TemporalDropout, set_mc
 from pipeline.uncertainty.mc import predict_moments
@@ -137,7 +137,7 @@ def test_heldout_alpha_objective_moves_only_alpha_on_validation_data():
     frozen, start = net(), net()
     train_network(frozen, (z[tr], valid[tr], yz[tr]), (z[va], valid[va], yz[va]),
                   TrainConfig(epochs=3, patience=3, lr=1e-12, alpha_objective="heldout"), seed=0)
-    for (name, a), (_, b) in zip(frozen.named_parameters(), start.named_parameters()):
+    for (name, a), (_, b) in zip(frozen.named_parameters(), start.named_parameters(), strict=True):
         if name.endswith("logit_alpha"):
             assert not torch.allclose(a, b)
         else:

@@ -212,7 +212,7 @@ def test_bad_requests_fail_in_one_line_without_a_store(case: str, demo_archive: 
     bbox = ",".join(map(str, DEMO_SITE.aoi_lonlat()))
     args = {"--catalog": "demo", "--bbox": bbox, "--start": "2022-03-01", "--end": "2022-03-20",
             "--out": str(tmp_path / "cube.zarr")}
-    for k, v in zip(extra[::2], extra[1::2]):
+    for k, v in zip(extra[::2], extra[1::2], strict=True):
         args[k] = v
     cmd = [sys.executable, "-m", "pipeline", "run", *[x for kv in args.items() for x in kv]]
     env = {"EOCUBE_DEMO_ARCHIVE": str(demo_archive), "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin",

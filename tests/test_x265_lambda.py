@@ -154,5 +154,5 @@ def test_concurrent_encodes_at_different_negative_qps_match_sequential_ones():
     assert len(set(alone.values())) == 5
     with ThreadPoolExecutor(max_workers=len(qps)) as pool:
         together = list(pool.map(lambda qp: encode_array(cube, CodecParams(qp=qp)), qps))
-    assert [data == alone[qp] for data, qp in zip(together, qps)] == [True] * len(qps)
+    assert [data == alone[qp] for data, qp in zip(together, qps, strict=True)] == [True] * len(qps)
     assert live_entries() == x265_lambda.scaled_entries(16)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import warnings
+from typing import Any
 
 import pystac
 import requests
@@ -21,6 +23,10 @@ from pipeline.catalog.config import CatalogConfig, CatalogError
 from pipeline.model import CubeRequest, RequestError, SearchResult, SensorItems
 
 log = logging.getLogger(__name__)
+
+
+class EmptySensorWarning(UserWarning):
+    """A requested sensor has no items in the search window (the cube is made of the others)."""
 
 
 class EmptySearchError(RequestError):
@@ -124,12 +130,12 @@ def search_items(request: CubeRequest, catalog: CatalogConfig, url: str | None =
         query = None
         if request.max_cloud_cover is not None and client.conforms_to(ConformanceClasses.QUERY):
             query = {"eo:cloud_cover": {"lte": request.max_cloud_cover}}
-        kwargs = dict(collections=[ref.collection], datetime=request.datetime_range, limit=catalog.search.limit,
-                      max_items=catalog.search.max_items, query=query)
+        kwargs: dict[str, Any] = dict(collections=[ref.collection], datetime=request.datetime_range,
+                                      limit=catalog.search.limit, max_items=catalog.search.max_items, query=query)
         if request.geometry is not None:
             kwargs["intersects"] = request.geometry
         else:
-            kwargs["bbox"] = list(request.bbox)
+            kwargs["bbox"] = list(request.area_bbox())
         try:
             found = list(client.search(**kwargs).items())
         except (requests.ConnectionError, requests.Timeout) as exc:
@@ -146,4 +152,9 @@ def search_items(request: CubeRequest, catalog: CatalogConfig, url: str | None =
             f"no items in catalog {catalog.name!r} for sensors {request.sensors} in bbox {list(request.area_bbox())} "
             f"between {request.start} and {request.end}"
         )
+    empty = [sensor for sensor, s in out.items() if not s.items]
+    if empty:
+        more = "" if request.bands else "; the cube's bands are those the other sensors share"
+        warnings.warn(f"no items in catalog {catalog.name!r} for sensor(s) {empty} between {request.start} and "
+                      f"{request.end}: the cube holds the others only{more}", EmptySensorWarning, stacklevel=2)
     return out

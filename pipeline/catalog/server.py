@@ -23,8 +23,9 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 
@@ -59,8 +60,10 @@ def _rustac_executable() -> str:
 def archive_stac_files(archive: Path) -> list[Path]:
     """Collection JSONs first, then item FeatureCollections, of an archive's ``stac/`` folder."""
     stac = Path(archive) / "stac"
-    collections = sorted(stac.glob("*/collection.json"))
-    items = sorted(stac.glob("*/items.json"))
+    collections = sorted(p for p in stac.glob("*/collection.json") if p.is_file())
+    items = sorted(p for p in stac.glob("*/items.json") if p.is_file())
+    for odd in sorted(p for p in [*stac.glob("*/collection.json"), *stac.glob("*/items.json")] if not p.is_file()):
+        warnings.warn(f"{odd} is not a file; left out of the served catalog", StacInputWarning, stacklevel=2)
     if not collections or not items:
         raise StacServerError(f"no STAC collections/items under {stac}; generate the archive first (eocube demo-archive)")
     return collections + items
@@ -73,7 +76,7 @@ class _Pairs(dict):
         super().__init__(pairs)
         self.pairs = pairs
 
-    def items(self) -> list[tuple[str, Any]]:  # type: ignore[override]
+    def items(self) -> list[tuple[str, Any]]:  # type: ignore[override]  # deliberately not a view: the repeats too
         """Every pair, repeats included: json.dumps (C and Python encoders) writes a dict subclass from these."""
         return self.pairs
 

@@ -61,11 +61,12 @@ class NoSigning:
 
 def token_expiry(body: dict, now: dt.datetime) -> dt.datetime:
     """When a token endpoint's answer expires: ``msft:expiry``, else the token's ``se=``, else in 45 minutes."""
-    stamp = body.get("msft:expiry") or (parse_qs(str(body.get("token", ""))).get("se") or [None])[0]
+    se = parse_qs(str(body.get("token", ""))).get("se")
+    stamp = body.get("msft:expiry") or (se[0] if se else None)
     if not stamp:
         return now + dt.timedelta(minutes=45)
     expiry = dt.datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
-    return expiry if expiry.tzinfo else expiry.replace(tzinfo=dt.timezone.utc)
+    return expiry if expiry.tzinfo else expiry.replace(tzinfo=dt.UTC)
 
 
 def still_fresh(expiry: dt.datetime, issued: dt.datetime, now: dt.datetime) -> bool:
@@ -109,7 +110,7 @@ class PlanetaryComputerSigner:
 
     def _token(self, account: str, container: str) -> str:
         key = (self.token_url, account, container)
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         with _TOKENS_LOCK:
             cached = _TOKENS.get(key)
             if cached and still_fresh(cached[1], cached[2], now):

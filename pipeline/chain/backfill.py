@@ -5,12 +5,11 @@ import datetime as dt
 from pathlib import Path
 
 from pipeline.catalog.search import EmptySearchError
-from pipeline.cube.cluster import dask_client
 from pipeline.chain.preflight import check_products, preflight
 from pipeline.chain.search import search
-from pipeline.model import Progress
-from pipeline.model import CubeRequest
 from pipeline.chain.slices import BackfillReport, BackfillSpec, backfill, update_request
+from pipeline.cube.cluster import dask_client
+from pipeline.model import CubeRequest, Progress
 from pipeline.store.engines import open_engine
 from pipeline.store.journal import write_lock
 

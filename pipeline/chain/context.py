@@ -7,7 +7,7 @@ import logging
 import xarray as xr
 
 from pipeline.chain.products import Context, spatial_chunk
-from pipeline.model import CubeRequest
+from pipeline.model import CubeRequest, required
 from pipeline.store.engines import Engine
 
 log = logging.getLogger(__name__)
@@ -47,16 +47,16 @@ def video_plan(request: CubeRequest, engine: Engine, cube: xr.Dataset, tile_px: 
     from pipeline.compression.codec import CodecParams
     from pipeline.compression.stage import BAND_DTYPES_ATTR, STACKED, VideoPlan, as_dataset, plan_video
 
-    section = request.compress
+    section = required(request.compress, "compress")
     group = engine.open_group("video")
     if group is not None and STACKED in group:
         record = json.loads(group.attrs["eocube_compression"])
         params = CodecParams.from_json(record["codec"]["configuration"])
-        chunks = tuple(int(c) for c in group[STACKED].encoding["chunks"][1:])
+        time_c, y_c, x_c = (int(c) for c in group[STACKED].encoding["chunks"][1:])
         records = json.loads(group[STACKED].attrs.get(BAND_DTYPES_ATTR, "{}"))
         peak = params.value_range[1] - params.value_range[0]
-        return VideoPlan(record["bands"], record["lossless"], records, chunks, params, peak)  # type: ignore[arg-type]
-    params = CodecParams(mode=section.mode, **({"qp": section.qp} if section.qp is not None else {}))
+        return VideoPlan(record["bands"], record["lossless"], records, (time_c, y_c, x_c), params, peak)
+    params = CodecParams(mode=section.mode) if section.qp is None else CodecParams(mode=section.mode, qp=section.qp)
     # the cube's own band order (a store lists its arrays in no set order, and the order decides the streams)
     bands = section.bands or [b for b in cube.attrs.get("eocube:bands", []) if b in cube.data_vars] or None
     return plan_video(as_dataset(cube), params, section.target_psnr, section.target_bpppb, bands=bands,

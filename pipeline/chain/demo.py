@@ -18,7 +18,7 @@ from pipeline.chain.run import product_results, summarize
 from pipeline.chain.search import search
 from pipeline.cube.cluster import dask_client
 from pipeline.demo.archive import ensure_demo_archive
-from pipeline.model import ChainResult, CubeRequest, Progress
+from pipeline.model import ChainResult, CubeRequest, Progress, required
 from pipeline.store.engines import open_engine
 from pipeline.store.open import open_cube
 
@@ -84,7 +84,7 @@ def run_demo(out: Path, archive: Path | None = None, dask_address: str | None = 
         skipped["embeddings"] = why
     request = demo_request(out, with_embeddings=not why)
     request = CubeRequest.model_validate({**request.model_dump(), **changes}) if changes else request
-    artefact = request.uncertainty.model
+    artefact = required(request.uncertainty, "uncertainty").model
     out.mkdir(parents=True, exist_ok=True)
     if not (artefact / "card.json").is_file():
         first = request.model_copy(update={"uncertainty": None})

@@ -10,7 +10,7 @@ import pandas as pd
 import xarray as xr
 
 from pipeline.catalog.config import load_catalog
-from pipeline.model import CubeRequest, SearchResult
+from pipeline.model import CubeRequest, SearchResult, required
 
 
 def request_bands(request: CubeRequest) -> list[str]:
@@ -40,8 +40,14 @@ def preflight(request: CubeRequest, *, resume: bool = False) -> None:
 
     catalog = load_catalog(request.catalog)
     bands = request_bands(request)
-    for sensor in request.sensors:
-        resampling_for(load_profile(catalog.profile_for(sensor)), bands, request.resampling)
+    profiles = [load_profile(catalog.profile_for(sensor)) for sensor in request.sensors]
+    for profile in profiles:
+        resampling_for(profile, bands, request.resampling)
+    known = {"reflectance", "qa", *bands, *(q.asset for p in profiles for q in p.qa)}
+    unknown = sorted(set(request.resampling) - known)
+    if unknown:
+        raise ValueError(f"resampling names {unknown}, which is not a variable kind (reflectance, qa), a band "
+                         f"({', '.join(bands)}) or a QA asset of the requested sensors")
     mask_policy(request)
     if request.composite is not None:
         bins(np.array([np.datetime64(request.start, "ns")]), request.composite.freq)
@@ -62,26 +68,26 @@ def composite_steps(request: CubeRequest) -> int:
     from pipeline.cube.compositing import bins
 
     days = pd.date_range(request.start, request.end, freq="D").values
-    return len(bins(days, request.composite.freq)[0])
+    return len(bins(days, required(request.composite, "composite").freq)[0])
 
 
 def check_products(request: CubeRequest, found: SearchResult | None = None) -> None:
     """Raise one line unless the request's derived products can be made: the encoder's weights are there,
     and each artefact's inputs (product, variables, time steps, embedding model and weights) are what the
     request makes. With ``found`` (after the search) the cube's time steps are checked too."""
-    if request.embed is not None:
-        embedding = encoder_identity(request)
+    embedding = encoder_identity(request) if request.embed is not None else None
     steps = {"cube": cube_steps(found) if found is not None else None,
              "composite": composite_steps(request) if request.composite is not None else None}
     if request.uncertainty is not None:
         from pipeline.uncertainty.artefact import check_inputs, load_artefact
 
-        card = load_artefact(request.uncertainty.model).card
+        artefact = request.uncertainty.model
+        card = load_artefact(artefact).card
         product = card["inputs"]["product"]
         if product not in ("cube", *request.products()):
-            raise ValueError(f"artefact {request.uncertainty.model} needs the {product!r} product, which the request "
+            raise ValueError(f"artefact {artefact} needs the {product!r} product, which the request "
                              f"does not make: add its section")
-        check_inputs(card, skeleton(request, product, steps.get(product), embedding if request.embed else None))
+        check_inputs(card, skeleton(request, product, steps.get(product), embedding))
     if request.embed is not None and request.embed.head is not None:
         from pipeline.uncertainty.head import load_head
 
@@ -92,7 +98,8 @@ def encoder_identity(request: CubeRequest) -> dict[str, object]:
     """The request's encoder: its name, its weights' sha256 and embedding size (the weights must be found)."""
     from pipeline.embeddings.registry import load_encoder
 
-    _, info = load_encoder(request.embed.model, request.embed.weights, "cpu")
+    embed = required(request.embed, "embed")
+    _, info = load_encoder(embed.model, embed.weights, "cpu")
     return {"model": info.name, "weights_sha256": info.weights_sha256, "dim": info.embed_dim}
 
 
@@ -101,7 +108,10 @@ def skeleton(request: CubeRequest, product: str, n_steps: int | None, embedding:
     time steps) for checking an artefact against before anything is read."""
     steps = n_steps or 10_000  # unknown until the search: not the thing checked then
     if product == "embeddings":
-        dims = ("time", "y", "x", "dim") if request.embed.temporal == "per-time-step" else ("y", "x", "dim")
+        if embedding is None:
+            raise ValueError("the embeddings stand-in needs the encoder's identity (encoder_identity)")
+        per_step = required(request.embed, "embed").temporal == "per-time-step"
+        dims = ("time", "y", "x", "dim") if per_step else ("y", "x", "dim")
         shape = tuple({"time": steps, "dim": int(embedding["dim"])}.get(d, 1) for d in dims)
         var = xr.DataArray(np.zeros(shape, np.float32), dims=dims,
                            attrs={"model": embedding["model"], "weights_sha256": embedding["weights_sha256"]})

@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +23,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from pipeline.model import CubeRequest
+from pipeline.model import CubeRequest, required
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def make_composite(ctx: Context, inputs: dict[str, xr.Dataset], tile: Tile) -> x
     """The tile's regular-bin composites (:func:`pipeline.cube.composite`), computed and kept on the workers."""
     from pipeline.cube.compositing import composite
 
-    section = ctx.request.composite
+    section = required(ctx.request.composite, "composite")
     out = composite(inputs["cube"], section.freq, section.method)
     out = out.drop_vars([v for v in TILE_STATISTICS if v in out.variables]).persist()
     return _computed(out, ("y", "x"))
@@ -109,7 +109,7 @@ def make_embeddings(ctx: Context, inputs: dict[str, xr.Dataset], tile: Tile) -> 
     """The tile's embeddings of its input product (pooled, or per time step), plus the head's maps if any."""
     from pipeline.embeddings.engine import embed_cube
 
-    section = ctx.request.embed
+    section = required(ctx.request.embed, "embed")
     ds = inputs[section.input]
 
     def embed(part: xr.Dataset) -> xr.DataArray:
@@ -124,8 +124,8 @@ def make_embeddings(ctx: Context, inputs: dict[str, xr.Dataset], tile: Tile) -> 
     out.attrs = dict(emb.attrs)
     if ctx.head is not None:
         out = out.merge(ctx.head.predict(emb))
-    dims = tuple(d for d in emb.dims if d not in ("time", "dim"))
-    return _computed(out, dims)  # type: ignore[arg-type]
+    y_dim, x_dim = (str(d) for d in emb.dims if d not in ("time", "dim"))  # (y, x) or (patch_y, patch_x)
+    return _computed(out, (y_dim, x_dim))
 
 
 # ------------------------------------------------------------------------------------------ uncertainty
@@ -138,18 +138,18 @@ def make_uncertainty(ctx: Context, inputs: dict[str, xr.Dataset], tile: Tile) ->
     """The artefact's six maps for the tile, one Dask task per block (the artefact loaded once per worker)."""
     artefact = ctx.uncertainty
     ds = inputs[artefact.card["inputs"]["product"]]
-    section = ctx.request.uncertainty
+    section = required(ctx.request.uncertainty, "uncertainty")
     blocks = [(y, x) for y in range(0, ds.sizes["y"], UNCERTAINTY_BLOCK) for x in range(0, ds.sizes["x"], UNCERTAINTY_BLOCK)]
     tasks = [dask.delayed(_predict_block, pure=True)(
         str(section.model), artefact.sha256, ds.isel(y=slice(y, y + UNCERTAINTY_BLOCK), x=slice(x, x + UNCERTAINTY_BLOCK)).load(),
         section.mc_samples, section.coverage, tile.seed() + i) for i, (y, x) in enumerate(blocks)]
     parts = dask.compute(*tasks)
-    rows = {}
-    for (y, _), part in zip(blocks, parts):
+    rows: dict[int, list[xr.Dataset]] = {}
+    for (y, _), part in zip(blocks, parts, strict=True):
         rows.setdefault(y, []).append(part)
     out = xr.concat([xr.concat(r, dim="x") for _, r in sorted(rows.items())], dim="y")
     if section.target and artefact.target != section.target:
-        out = out.rename({v: v.replace(artefact.target, section.target, 1) for v in out.data_vars})
+        out = out.rename({v: str(v).replace(artefact.target, section.target, 1) for v in out.data_vars})
     return _computed(out, ("y", "x"))
 
 
@@ -189,7 +189,7 @@ def make_video(ctx: Context, inputs: dict[str, xr.Dataset], tile: Tile) -> xr.Da
 #: the derived products, in the order they are made; adding one is a maker and one line here
 PRODUCTS: dict[str, Product] = {p.name: p for p in (
     Product("composite", lambda r: "cube", make_composite, lambda r: r.composite),
-    Product("embeddings", lambda r: r.embed.input, make_embeddings, lambda r: r.embed),
+    Product("embeddings", lambda r: required(r.embed, "embed").input, make_embeddings, lambda r: r.embed),
     Product("uncertainty", lambda r: _uncertainty_source(r), make_uncertainty, lambda r: r.uncertainty),
     Product("video", lambda r: "cube", make_video, lambda r: r.compress),
 )}
@@ -198,7 +198,7 @@ PRODUCTS: dict[str, Product] = {p.name: p for p in (
 def _uncertainty_source(request: CubeRequest) -> str:
     from pipeline.uncertainty.artefact import load_artefact
 
-    return load_artefact(request.uncertainty.model).card["inputs"]["product"]
+    return load_artefact(required(request.uncertainty, "uncertainty").model).card["inputs"]["product"]
 
 
 def section_json(request: CubeRequest, name: str) -> str:
@@ -240,7 +240,7 @@ def template(tile_ds: xr.Dataset, cube: xr.Dataset, tile_px: int, cell: int, dim
     tile_cells = max(1, tile_px // cell)
     chunk = spatial_chunk(tile_cells)
     out = {}
-    encoding: dict[str, dict] = {}
+    encoding: dict[Hashable, dict] = {}
     for name, var in tile_ds.data_vars.items():
         shape = tuple(coords[d].size if d in coords else var.sizes[d] for d in var.dims)
         chunks = tuple(chunk if d in coords else var.sizes[d] for d in var.dims)
@@ -265,7 +265,7 @@ def region_part(tile_ds: xr.Dataset, dims: tuple[str, str], group: xr.Dataset | 
     for name in spatial:
         zarr_chunks = group[name].encoding.get("chunks") or group[name].encoding.get("preferred_chunks")
         if zarr_chunks is not None and part[name].chunks is not None:
-            part[name] = part[name].chunk(dict(zip(group[name].dims, (int(c) for c in zarr_chunks))))
+            part[name] = part[name].chunk(dict(zip(group[name].dims, (int(c) for c in zarr_chunks), strict=True)))
     return part
 
 

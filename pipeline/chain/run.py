@@ -22,9 +22,9 @@ from pipeline.redaction import redact_json
 from pipeline.store.engines import Engine, open_engine
 from pipeline.store.journal import journal_dir, write_lock
 from pipeline.store.open import open_cube
-from pipeline.store.paths import check_output, is_eocube_store, remove_store, swap_into_place
+from pipeline.store.paths import check_output, is_eocube_store, output_error, remove_store, swap_into_place
 from pipeline.store.stac import stac_paths, write_stac
-from pipeline.store.zarr_store import provenance_attrs, write_store
+from pipeline.store.zarr_store import provenance_attrs, request_attr, write_store
 
 
 def assemble_and_write(request: CubeRequest, found: SearchResult,
@@ -55,10 +55,10 @@ def summarize(store: Path, found: SearchResult, quicklook_path: Path | None = No
     return CubeResult(
         store=str(store),
         items_per_sensor={s: len(f.items) for s, f in found.items()},
-        shape={d: int(n) for d, n in cube.sizes.items()},
+        shape={str(d): int(n) for d, n in cube.sizes.items()},
         bands=[str(b) for b in cube.attrs.get("eocube:bands", [])],
         masked_fraction=float(1 - cube["valid"].mean().compute()),
-        time_steps_per_sensor={str(s): int(c) for s, c in zip(sensors, counts)},
+        time_steps_per_sensor={str(s): int(c) for s, c in zip(sensors, counts, strict=True)},
         quicklook=str(quicklook) if quicklook else None,
         duplicates_dropped={s: len(f.duplicates_dropped) for s, f in found.items()},
         failed_items=json.loads(cube.attrs.get("eocube:failed_items", "{}")),
@@ -116,10 +116,18 @@ def run_request(request: CubeRequest, archive: Path | None = None, dask_address:
         found = search(request, archive, progress)
         check_products(request, found)  # the cube's time steps are known now: before any work
         with dask_client(dask_address):
-            report = backfill(work, found, spec, progress=(lambda d, n: progress("cube", d, n)) if progress else None,
-                              product_progress=progress)
+            try:
+                report = backfill(work, found, spec, product_progress=progress,
+                                  progress=(lambda d, n: progress("cube", d, n)) if progress else None)
+            except OSError as exc:  # a full disk, a folder made read-only meanwhile: say so of the user's path
+                error = output_error(exc, final, work.output)
+                if error is None:
+                    raise
+                discard_partial(work.output)
+                raise error from exc
         move_into_place(work.output, final, request.overwrite)
         engine = open_engine(final)
+        engine.update_attrs({"eocube:request": request_attr(request.model_dump(mode="json"))})  # not the partial's
         stac_item = write_stac(engine)
         with dask_client(dask_address):
             cube = summarize(final, found, quicklook_path=final.with_suffix(".quicklook.png"))
@@ -137,10 +145,18 @@ def discard_foreign_partial(work: CubeRequest) -> None:
         recorded = json.loads(open_engine(path).open().attrs.get("eocube:request", "{}"))
         if recorded and CubeRequest.model_validate({**recorded, "output": str(path)}).cube_fields() == work.cube_fields():
             return
+    discard_partial(path)
+
+
+def discard_partial(path: Path) -> None:
+    """Remove a run's partial store, its journal and STAC files (all eocube's own, under hidden names)."""
     remove_store(path)
     remove_store(journal_dir(path))
     for leftover in stac_paths(path):
         leftover.unlink(missing_ok=True)
+    for leftover in path.parent.glob(f".{path.name}.partial-*"):
+        if is_eocube_store(leftover) or not any(leftover.iterdir()):
+            remove_store(leftover)
 
 
 def move_into_place(partial: Path, final: Path, overwrite: bool) -> None:

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
-from pipeline.catalog.config import CatalogConfig, load_catalog
+from pipeline.catalog.config import CatalogConfig, CatalogError, load_catalog
 from pipeline.catalog.search import search_items
 from pipeline.catalog.server import serve_archive
 from pipeline.demo.archive import ensure_demo_archive
@@ -19,8 +19,10 @@ def catalog_endpoint(catalog: CatalogConfig, archive: Path | None = None,
     if catalog.kind == "local-archive":
         with serve_archive(ensure_demo_archive(archive, progress)) as url:
             yield url
+    elif catalog.url is None:
+        raise CatalogError(f"catalog {catalog.name!r} has no URL (a local archive must be served first)")
     else:
-        yield catalog.url  # type: ignore[misc]
+        yield catalog.url
 
 
 def search(request: CubeRequest, archive: Path | None = None, progress: Progress | None = None) -> SearchResult:

@@ -27,9 +27,9 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import xarray as xr
@@ -46,7 +46,7 @@ from pipeline.store.engines import ENGINES, Engine, committed_sources, leftovers
 from pipeline.store.journal import clear_failure, record_failure, record_run, write_lock
 from pipeline.store.layout import Slice, StoreLayout, check_alignment, covered_times, plan_slices
 from pipeline.store.paths import check_output, remove_store
-from pipeline.store.zarr_store import StoreError, provenance_attrs
+from pipeline.store.zarr_store import StoreError, provenance_attrs, request_attr
 
 #: Two time steps of one sensor this close are the same date (solar day; as ``items_per_time`` groups items).
 SAME_DATE = np.timedelta64(12, "h")
@@ -125,7 +125,7 @@ def _check_same_grid(store: xr.Dataset, cube: xr.Dataset, path: Path) -> None:
     for dim in ("y", "x"):
         if store.sizes[dim] != cube.sizes[dim] or not np.allclose(store[dim].values, cube[dim].values):
             raise StoreError(f"{path}: the request's {dim} grid differs from the store's; use another output path")
-    missing = sorted(set(cube.data_vars) - set(store.data_vars))
+    missing = sorted(str(v) for v in set(cube.data_vars) - set(store.data_vars))
     if missing:
         raise StoreError(f"{path}: the store lacks variables {missing} of the request")
 
@@ -245,6 +245,8 @@ def slices_touched_by(late: dict[str, list[str]], found: dict[str, SensorItems],
         if sensors is not None:
             same &= sensors == sensor
         steps = set(np.flatnonzero(same).tolist())
+        if item.bbox is None:
+            raise ValueError(f"item {item.id} has no bbox: cannot tell which slices it touches")
         lon0, lat0, lon1, lat1 = item.bbox
         lons, lats = np.meshgrid(np.linspace(lon0, lon1, 5), np.linspace(lat0, lat1, 5))
         gx, gy = to_grid.transform(lons.ravel(), lats.ravel())
@@ -316,7 +318,7 @@ def write_slice(request: CubeRequest, found: dict[str, SensorItems], spec: Backf
             "time_range": [str(np.datetime_as_string(store_times[0], "s")), str(np.datetime_as_string(store_times[-1], "s"))],
             "bytes": int(sum(part[v].nbytes for v in part.data_vars)),
             "sources": slice_sources(sub, found),
-            "committed": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "committed": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
 
         def with_failures(record: dict) -> dict:
@@ -345,7 +347,8 @@ def finalise(request: CubeRequest, found: dict[str, SensorItems], spec: Backfill
     report.failed_items = failed
     window = {"start": request.start.isoformat(), "end": request.end.isoformat()}
     engine.update_attrs({"eocube:source_items": json.dumps(sources), "eocube:failed_items": json.dumps(failed),
-                         "eocube:last_run": json.dumps({"kind": kind, **window})})
+                         "eocube:last_run": json.dumps({"kind": kind, **window}),
+                         "eocube:request": request_attr(request.model_dump(mode="json"))})  # its latest sections
     finalise_products(engine, sources, failed)
     report.stac_item = str(write_stac(engine))
     record_run(request.output, {"kind": kind, **window, "written": len(report.written), "planned": report.planned,
@@ -362,7 +365,8 @@ def finalise_products(engine: Engine, sources: dict[str, list[str]], failed: dic
 
     units = engine.units()
     for name in PRODUCTS:
-        if engine.open_group(name) is None:
+        group = engine.open_group(name)
+        if group is None:
             continue
         made = [u for u in units.values() if name in u.get("products", {})]
         missing = {u["unit"]: u["products"][name] for u in made if u["products"][name] != "computed"}
@@ -370,7 +374,7 @@ def finalise_products(engine: Engine, sources: dict[str, list[str]], failed: dic
                  "eocube:failed_items": json.dumps(failed), "eocube:not_computed": json.dumps(missing),
                  "eocube:units": json.dumps({"computed": len(made) - len(missing), "not_computed": len(missing)})}
         if name == "video":
-            attrs["eocube:video"] = json.dumps({**json.loads(engine.open_group(name).attrs.get("eocube:video", "{}")),
+            attrs["eocube:video"] = json.dumps({**json.loads(group.attrs.get("eocube:video", "{}")),
                                                 **video_rate(engine)})
         engine.update_group_attrs(name, attrs)
 
@@ -380,10 +384,11 @@ def video_rate(engine: Engine) -> dict[str, float]:
     from pipeline.store.open import STACKED
 
     folder = Path(engine.path) / "video" / STACKED
-    if engine.kind != "zarr" or not folder.is_dir():
+    group = engine.open_group("video")
+    if engine.kind != "zarr" or not folder.is_dir() or group is None:
         return {}
     stored = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and f.name != "zarr.json")
-    samples = int(np.prod(list(engine.open_group("video")[STACKED].shape)))
+    samples = int(np.prod(list(group[STACKED].shape)))
     return {"stored_bytes": stored, "bpppb": round(8.0 * stored / max(samples, 1), 4)}
 
 
@@ -457,7 +462,7 @@ def update_request(path: Path | str, until: dt.date | None = None) -> CubeReques
         raise StoreError(f"{path} has no eocube:request attribute; it was not written by eocube")
     fields = json.loads(store.attrs["eocube:request"])
     last = dt.date.fromisoformat(str(np.datetime_as_string(store.time.values[-1], "D")))
-    until = until or dt.datetime.now(dt.timezone.utc).date()
+    until = until or dt.datetime.now(dt.UTC).date()
     if until < last:
         raise ValueError(f"update window ends {until}, before the store's last time step {last}")
     fields.update(end=until.isoformat(), output=str(path), overwrite=False)  # an update never starts over

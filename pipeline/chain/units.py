@@ -16,16 +16,26 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import TypeVar
 
 import dask.array as da
 import numpy as np
 import xarray as xr
 
-from pipeline.chain.products import (PRODUCTS, Context, Tile, cell_of, not_computed, region_part, section_json,
-                                     template, tiles_of)
+from pipeline.chain.products import (
+    PRODUCTS,
+    Context,
+    Tile,
+    cell_of,
+    not_computed,
+    region_part,
+    section_json,
+    template,
+    tiles_of,
+)
 from pipeline.cube.reads import reason_of
-from pipeline.model import CubeRequest, Progress
+from pipeline.model import CubeRequest, Progress, required
 from pipeline.redaction import redact_json
 from pipeline.store.engines import Engine
 
@@ -109,7 +119,7 @@ def stale_groups(request: CubeRequest, engine: Engine, cube: xr.Dataset) -> list
 def _composite_bins(request: CubeRequest, cube: xr.Dataset) -> list[str]:
     from pipeline.cube.compositing import bins
 
-    starts, _, _ = bins(cube["time"].values, request.composite.freq)
+    starts, _, _ = bins(cube["time"].values, required(request.composite, "composite").freq)
     return [str(np.datetime64(t, "ns")) for t in starts.values]
 
 
@@ -140,7 +150,7 @@ def artefact_attrs(ctx: Context, name: str) -> dict[str, str]:
     if name == "uncertainty" and ctx.uncertainty is not None:
         from pipeline.uncertainty.artefact import artefact_summary
 
-        return {"eocube:artefact": json.dumps({"path": str(ctx.request.uncertainty.model),
+        return {"eocube:artefact": json.dumps({"path": str(required(ctx.request.uncertainty, "uncertainty").model),
                                                **artefact_summary(ctx.uncertainty.card)}, default=str)}
     if name == "video" and ctx.video_plan is not None:
         plan = ctx.video_plan
@@ -149,7 +159,7 @@ def artefact_attrs(ctx: Context, name: str) -> dict[str, str]:
                                             else round(plan.sample_psnr, 2), "psnr_peak": plan.peak,
                                             "value_range": list(plan.params.value_range)})}
     if name == "embeddings" and ctx.head is not None:
-        return {"eocube:artefact": json.dumps({"path": str(ctx.request.embed.head), **ctx.head.summary()}, default=str)}
+        return {"eocube:artefact": json.dumps({"path": str(required(ctx.request.embed, "embed").head), **ctx.head.summary()}, default=str)}
     return {}
 
 
@@ -168,7 +178,7 @@ def make_unit(ctx: Context, engine: Engine, cube: xr.Dataset, tile: Tile, slices
             status[name] = f"not computed: its input {source} was not computed"
         else:
             try:
-                made = retried(lambda p=product: p.make(ctx, inputs, tile), what=f"{name} of tile {tile.id}")
+                made = retried(partial(product.make, ctx, inputs, tile), what=f"{name} of tile {tile.id}")
                 status[name] = COMPUTED
             except Exception as exc:  # one tile's failure must not sink the run: recorded, made again next run
                 status[name] = f"not computed: {reason_of(exc)}"
@@ -189,7 +199,7 @@ def make_unit(ctx: Context, engine: Engine, cube: xr.Dataset, tile: Tile, slices
               "products": {k: v for k, v in status.items() if k != "cube"},
               "sections": {name: section_json(request, name) for name in request.products()},
               "failed_items": redact_json(tile_failed_items(slices, tile)),
-              "committed": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+              "committed": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
     engine.write_unit(parts, record)
     return record
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from typer.exceptions import TyperException
 
 from pipeline.cli import common
 from pipeline.cli.common import console, print_error, quiet_libraries
@@ -42,12 +43,27 @@ def _mount() -> None:
 _mount()
 
 
+#: the exit code after ctrl-c (128 + SIGINT), as shells report it
+INTERRUPTED = 130
+
+
 def main() -> None:
     """Entry point of the ``eocube`` console script: any error is one line (exit 1), the traceback with ``--debug``."""
+    interrupted = "interrupted: nothing was left under the output name; the same command again resumes where it stopped"
     try:
-        app()
+        code = app(standalone_mode=False)
+    except (KeyboardInterrupt, typer.Abort):
+        code = INTERRUPTED
+    except TyperException as exc:  # a usage error (typer's click): its own message; with no arguments, the help
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            sys.exit(0)
+        exc.show()  # type: ignore[attr-defined]
+        sys.exit(getattr(exc, "exit_code", 2))
     except Exception as exc:  # not a user error (those exit 2 inside the commands)
         print_error(exc, prefix=f"{type(exc).__name__}: ")
         if not common.DEBUG:
             console.print("(run again with eocube --debug to see the traceback)", highlight=False)
         sys.exit(1)
+    if code == INTERRUPTED:  # typer turns ctrl-c inside a command into this exit code
+        console.print(interrupted, highlight=False, soft_wrap=True)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -6,17 +6,18 @@ print ``error: <one line>`` and exit with code 2; anything else prints one line 
 """
 from __future__ import annotations
 
+import logging
 import os
 import traceback
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 import typer
 import yaml
 from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from pipeline.redaction import redact
@@ -34,8 +35,11 @@ def quiet_libraries(debug: bool) -> None:
     the tracebacks Prefect logs for a failed run only with ``--debug``. Set before Prefect and Dask
     configure their logging (they are imported later, by the commands)."""
     os.environ["PREFECT_LOGGING_LEVEL"] = "INFO" if debug else os.environ.get("PREFECT_LOGGING_LEVEL", "CRITICAL")
-    os.environ["DASK_LOGGING__DISTRIBUTED"] = "info" if debug else os.environ.get("DASK_LOGGING__DISTRIBUTED", "error")
+    os.environ["DASK_LOGGING__DISTRIBUTED"] = "info" if debug else os.environ.get("DASK_LOGGING__DISTRIBUTED", "critical")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("ICECHUNK_LOG", "info" if debug else "error")  # Icechunk's own (Rust) log lines
+    # after ctrl-c, Dask's cancelled client tasks are collected at exit and asyncio reports each one
+    logging.getLogger("asyncio").setLevel(logging.DEBUG if debug else logging.CRITICAL)
 
 
 def set_debug(debug: bool) -> None:
@@ -68,9 +72,10 @@ def user_errors() -> Iterator[None]:
     ``error: <one line>`` and exit code 2."""
     from pipeline.store.zarr_store import StoreError
 
+    expected: tuple[type[BaseException], ...] = (*USER_ERRORS, StoreError)
     try:
         yield
-    except (*USER_ERRORS, StoreError) as exc:
+    except expected as exc:
         print_error(exc)
         raise typer.Exit(2) from None
 
@@ -80,7 +85,7 @@ def progress_display() -> Iterator[Callable[[str, int, int], None]]:
     """A rich progress display; yields a ``progress(stage, done, total)`` callback."""
     columns = (TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as bar:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def update(stage: str, done: int, total: int) -> None:
             if stage not in tasks:
@@ -90,12 +95,33 @@ def progress_display() -> Iterator[Callable[[str, int, int], None]]:
         yield update
 
 
+class RequestLoader(yaml.SafeLoader):
+    """YAML as a request file is read: a key given twice is an error (not the last one silently), and dates
+    stay text, so the request's own validation names the field of a date that does not exist."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+RequestLoader.yaml_implicit_resolvers = {
+    k: [(tag, regexp) for tag, regexp in v if tag != "tag:yaml.org,2002:timestamp"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+
 def read_request_file(path: Path) -> dict:
-    """The fields of a request YAML/JSON file; a missing or malformed file is one line."""
+    """The fields of a request YAML/JSON file; a missing, malformed or ambiguous file is one line."""
+    if path.is_dir():
+        raise ValueError(f"request file {path} is a folder; give the request's YAML or JSON file")
     if not path.is_file():
         raise FileNotFoundError(f"request file {path} does not exist")
     try:
-        fields = yaml.safe_load(path.read_text())
+        fields = yaml.load(path.read_text(), Loader=RequestLoader)  # noqa: S506 (a SafeLoader)
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ValueError(f"request file {path} is not valid YAML/JSON: {' '.join(str(exc).split())}") from None
     if fields is None:

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from pipeline.cli.common import user_errors
-from pipeline.cube.compositing import METHODS
+from pipeline.cube.compositing import METHODS, as_method
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Cube assembly tools: temporal composites.")
 
@@ -18,12 +17,12 @@ def composite(store: Path = typer.Argument(..., help="input cube store (.zarr) w
               freq: str = typer.Option("1MS", help="start-anchored pandas frequency: 10D, 1MS, QS-DEC, YS"),
               method: str = typer.Option("median", help=f"one of {', '.join(METHODS)}"),
               overwrite: bool = typer.Option(False, help="replace an existing eocube store at OUT"),
-              dask_address: Optional[str] = typer.Option(None, envvar="DASK_SCHEDULER_ADDRESS",
+              dask_address: str | None = typer.Option(None, envvar="DASK_SCHEDULER_ADDRESS",
                                                          help="existing Dask scheduler")) -> None:
     """Composite every band of STORE into regular time bins and write OUT (with gap statistics)."""
     from pipeline.chain.composite import composite_store
     from pipeline.cube.cluster import dask_client
 
     with user_errors(), dask_client(dask_address):
-        written = composite_store(store, out, freq, method, overwrite)
+        written = composite_store(store, out, freq, as_method(method), overwrite)
     typer.echo(f"composite written to {written}")

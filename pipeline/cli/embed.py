@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -15,27 +14,28 @@ console = Console(stderr=True)
 def run(
     store: Path = typer.Option(..., "--store", help="cube Zarr store (written by `eocube cube`)"),
     model: str = typer.Option("presto", "--model", help="presto, galileo-nano, prithvi-eo-2.0-{tiny-tl,100m-tl,300m,300m-tl,600m,600m-tl}"),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="weights file or folder (else the caches)"),
+    weights: Path | None = typer.Option(None, "--weights", help="weights file or folder (else the caches)"),
     name: str = typer.Option("embeddings", "--name", help="output variable name"),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda if available)"),
-    chip: Optional[int] = typer.Option(None, "--chip", help="chip size in pixels"),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda if available)"),
+    chip: int | None = typer.Option(None, "--chip", help="chip size in pixels"),
     overlap: int = typer.Option(0, "--overlap", help="chip overlap in pixels (patch models)"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="chips per task (default: fit memory)"),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="chips per task (default: fit memory)"),
     patch_size: int = typer.Option(4, "--patch-size", help="Galileo patch size p (1..8)"),
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile the encoder"),
     download: bool = typer.Option(False, "--download", help="download official weights if not found"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing variable"),
-    dask_address: Optional[str] = typer.Option(None, "--dask", help="Dask scheduler address (default: a LocalCluster)"),
+    dask_address: str | None = typer.Option(None, "--dask", help="Dask scheduler address (default: a LocalCluster)"),
 ) -> None:
     """Embed the cube and write variable NAME into the store."""
     from distributed import Client, LocalCluster
 
+    from pipeline.cube.cluster import QUIET_HTTP
     from pipeline.embeddings.engine import write_embeddings
     from pipeline.embeddings.weights import WeightsNotFoundError
 
     cluster = None
     try:
-        cluster = None if dask_address else LocalCluster(processes=False, dashboard_address=None)
+        cluster = None if dask_address else LocalCluster(processes=False, **QUIET_HTTP)
         with Client(dask_address or cluster):
             out = write_embeddings(store, model, weights, name=name, overwrite=overwrite, device=device,
                                    chip_size=chip, overlap=overlap, batch_size=batch_size, patch_size=patch_size,
@@ -69,8 +69,8 @@ def train_head_cmd(
     points: Path = typer.Option(..., "--points", help="labelled points (.csv or .parquet): lon, lat, target column"),
     out: Path = typer.Option(..., "--out", help="artefact folder to write (weights.safetensors + card.json)"),
     target: str = typer.Option("target", "--target", help="target column of the points"),
-    name: Optional[str] = typer.Option(None, "--name", help="name of the predicted quantity (default: --target)"),
-    units: Optional[str] = typer.Option(None, "--units", help="units of the target"),
+    name: str | None = typer.Option(None, "--name", help="name of the predicted quantity (default: --target)"),
+    units: str | None = typer.Option(None, "--units", help="units of the target"),
     variable: str = typer.Option("embeddings", "--variable", help="embeddings variable"),
     group: str = typer.Option("embeddings", "--group", help="child group holding it (else the store's root)"),
     folds: int = typer.Option(5, "--folds", help="k of the cross-validation choosing the ridge penalty"),
@@ -85,9 +85,9 @@ def train_head_cmd(
     from pipeline.cli.common import user_errors
 
     with user_errors():
-        from pipeline.uncertainty.head import open_embeddings, train_head
         from pipeline.uncertainty.artefact_io import check_output
         from pipeline.uncertainty.cube import store_provenance
+        from pipeline.uncertainty.head import open_embeddings, train_head
 
         check_output(out, overwrite)
         emb = open_embeddings(store, variable, group)

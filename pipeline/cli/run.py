@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -63,8 +62,8 @@ def product_origin(product: ProductResult) -> str:
 
 @app.command()
 def demo(out: Path = typer.Option(Path("eocube-demo"), help="output folder (stores, quicklook)"),
-         dask_address: Optional[str] = typer.Option(None, envvar="DASK_SCHEDULER_ADDRESS", help="existing Dask scheduler"),
-         archive: Optional[Path] = typer.Option(None, help="demo archive folder (default ~/.cache/eocube/demo-archive)")) -> None:
+         dask_address: str | None = typer.Option(None, envvar="DASK_SCHEDULER_ADDRESS", help="existing Dask scheduler"),
+         archive: Path | None = typer.Option(None, help="demo archive folder (default ~/.cache/eocube/demo-archive)")) -> None:
     """The demo request (pipeline/demo/request.yaml) through the whole chain: cube, composite, embeddings,
     uncertainty, video; resumable (a second run makes only what is missing)."""
     from pipeline.chain.demo import demo_request, run_demo
@@ -80,20 +79,20 @@ def demo(out: Path = typer.Option(Path("eocube-demo"), help="output folder (stor
 
 
 @app.command()
-def run(request_file: Optional[Path] = typer.Argument(None, help="request YAML/JSON (fields of CubeRequest)"),
-        catalog: Optional[str] = typer.Option(None, help="catalog name or YAML path"),
-        bbox: Optional[str] = typer.Option(None, help="min_lon,min_lat,max_lon,max_lat"),
-        start: Optional[str] = typer.Option(None, help="YYYY-MM-DD"),
-        end: Optional[str] = typer.Option(None, help="YYYY-MM-DD"),
-        sensors: Optional[str] = typer.Option(None, help="comma-separated, e.g. sentinel-2,landsat"),
-        resolution: Optional[float] = typer.Option(None, help="pixel size, metres"),
-        crs: Optional[str] = typer.Option(None, help="output CRS (default: UTM zone of the AOI)"),
-        bands: Optional[str] = typer.Option(None, help="comma-separated common band names"),
-        max_cloud_cover: Optional[float] = typer.Option(None, help="item cloud cover pre-filter, %"),
-        out: Optional[Path] = typer.Option(None, help="output store path (.zarr)"),
+def run(request_file: Path | None = typer.Argument(None, help="request YAML/JSON (fields of CubeRequest)"),
+        catalog: str | None = typer.Option(None, help="catalog name or YAML path"),
+        bbox: str | None = typer.Option(None, help="min_lon,min_lat,max_lon,max_lat"),
+        start: str | None = typer.Option(None, help="YYYY-MM-DD"),
+        end: str | None = typer.Option(None, help="YYYY-MM-DD"),
+        sensors: str | None = typer.Option(None, help="comma-separated, e.g. sentinel-2,landsat"),
+        resolution: float | None = typer.Option(None, help="pixel size, metres"),
+        crs: str | None = typer.Option(None, help="output CRS (default: UTM zone of the AOI)"),
+        bands: str | None = typer.Option(None, help="comma-separated common band names"),
+        max_cloud_cover: float | None = typer.Option(None, help="item cloud cover pre-filter, %"),
+        out: Path | None = typer.Option(None, help="output store path (.zarr)"),
         overwrite: bool = typer.Option(False, help="replace an existing eocube store at the output path "
                                                    "(never anything else)"),
-        dask_address: Optional[str] = typer.Option(None, envvar="DASK_SCHEDULER_ADDRESS", help="existing Dask scheduler")) -> None:
+        dask_address: str | None = typer.Option(None, envvar="DASK_SCHEDULER_ADDRESS", help="existing Dask scheduler")) -> None:
     """Build a cube for a request given as a file and/or options."""
     with user_errors():
         fields: dict = {}
@@ -124,7 +123,7 @@ def run(request_file: Optional[Path] = typer.Argument(None, help="request YAML/J
 
 
 @app.command("demo-archive")
-def demo_archive(out: Optional[Path] = typer.Option(None, help="folder (default ~/.cache/eocube/demo-archive)")) -> None:
+def demo_archive(out: Path | None = typer.Option(None, help="folder (default ~/.cache/eocube/demo-archive)")) -> None:
     """Generate the embedded demo archive (COGs + STAC items); deterministic, seeded."""
     from pipeline.demo.archive import ensure_demo_archive
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -52,7 +51,7 @@ def qa(collection: str = typer.Argument(..., help="collection id, e.g. landsat-c
        asset: str = typer.Argument(..., help="QA asset key, e.g. qa_pixel, SCL, Fmask"),
        raster: Path = typer.Argument(..., exists=True, dir_okay=False, help="a GeoTIFF (or any GDAL raster) of that asset"),
        band: int = typer.Option(1, help="1-based band index in the raster"),
-       dilation_m: Optional[float] = typer.Option(None, help="buffer cloud/shadow by this many metres")) -> None:
+       dilation_m: float | None = typer.Option(None, help="buffer cloud/shadow by this many metres")) -> None:
     """Decode a QA raster: share of valid pixels per flag and the default policy's masked share."""
     import rasterio
 

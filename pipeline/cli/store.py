@@ -4,7 +4,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -15,7 +14,7 @@ from pipeline.cli.common import print_failed_items, progress_display, read_reque
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Analysis-ready stores: backfill, update, status, STAC.")
 
 
-def _shards(text: Optional[str]) -> Optional[dict[str, int]]:
+def _shards(text: str | None) -> dict[str, int] | None:
     if not text:
         return None
     try:
@@ -70,18 +69,18 @@ def backfill(request_file: Path = typer.Argument(..., help="request YAML/JSON (f
              engine: str = typer.Option("zarr", help="zarr (manifest) or icechunk"),
              tile_px: int = typer.Option(1024, help="tile size, pixels (a multiple of the shard/chunk size)"),
              time_step: int = typer.Option(4, help="time steps per slice"),
-             shards: Optional[str] = typer.Option(None, help="shard shape time,y,x (default: unsharded)"),
+             shards: str | None = typer.Option(None, help="shard shape time,y,x (default: unsharded)"),
              wait: float = typer.Option(0.0, help="seconds to wait for another writer's lock"),
              overwrite: bool = typer.Option(False, help="start over: replace an existing eocube store at the output "
                                                         "(never anything else) instead of resuming it"),
-             archive: Optional[Path] = typer.Option(None, envvar="EOCUBE_DEMO_ARCHIVE", help="demo archive folder"),
-             dask_address: Optional[str] = typer.Option(None, envvar="DASK_SCHEDULER_ADDRESS",
+             archive: Path | None = typer.Option(None, envvar="EOCUBE_DEMO_ARCHIVE", help="demo archive folder"),
+             dask_address: str | None = typer.Option(None, envvar="DASK_SCHEDULER_ADDRESS",
                                                         help="existing Dask scheduler")) -> None:
     """Backfill a request's store slice by slice (resumable; committed slices are skipped)."""
     from pipeline.chain import backfill_request
     from pipeline.chain.preflight import preflight
-    from pipeline.model import CubeRequest
     from pipeline.chain.slices import BackfillSpec
+    from pipeline.model import CubeRequest
 
     with user_errors():
         fields = read_request_file(request_file)
@@ -98,10 +97,10 @@ def backfill(request_file: Path = typer.Argument(..., help="request YAML/JSON (f
 
 @app.command()
 def update(store: Path = typer.Argument(..., help="existing store"),
-           until: Optional[str] = typer.Option(None, help="YYYY-MM-DD (default today)"),
+           until: str | None = typer.Option(None, help="YYYY-MM-DD (default today)"),
            wait: float = typer.Option(60.0, help="seconds to wait for another writer's lock"),
-           archive: Optional[Path] = typer.Option(None, envvar="EOCUBE_DEMO_ARCHIVE", help="demo archive folder"),
-           dask_address: Optional[str] = typer.Option(None, envvar="DASK_SCHEDULER_ADDRESS",
+           archive: Path | None = typer.Option(None, envvar="EOCUBE_DEMO_ARCHIVE", help="demo archive folder"),
+           dask_address: str | None = typer.Option(None, envvar="DASK_SCHEDULER_ADDRESS",
                                                       help="existing Dask scheduler")) -> None:
     """Add the time steps of new items: after the store's last one, or late ones for dates it lacks."""
     from pipeline.chain import update_store

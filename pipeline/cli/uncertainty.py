@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -23,7 +22,7 @@ def _fail(exc: Exception) -> typer.Exit:
     return typer.Exit(2)
 
 
-def _csv(value: Optional[str]) -> Optional[list[str]]:
+def _csv(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
@@ -37,20 +36,20 @@ def train_cmd(store: Path = typer.Option(..., "--store", help="Zarr store (a cha
               points: Path = typer.Option(..., "--points", help="labelled points (.csv or .parquet): lon, lat, target, time|start/end"),
               out: Path = typer.Option(..., "--out", help="artefact folder to write (weights.safetensors + card.json)"),
               target: str = typer.Option("target", "--target", help="target column of the points"),
-              name: Optional[str] = typer.Option(None, "--name", help="name of the predicted quantity (default: --target)"),
-              units: Optional[str] = typer.Option(None, "--units", help="units of the target, e.g. %"),
-              variables: Optional[str] = typer.Option(None, "--variables", help="comma-separated input variables (default: all float (y, x) variables)"),
+              name: str | None = typer.Option(None, "--name", help="name of the predicted quantity (default: --target)"),
+              units: str | None = typer.Option(None, "--units", help="units of the target, e.g. %"),
+              variables: str | None = typer.Option(None, "--variables", help="comma-separated input variables (default: all float (y, x) variables)"),
               n_steps: int = typer.Option(6, "--n-steps", help="time steps per sample window"),
               method: str = typer.Option("mc-conctd", "--method", help="mc-conctd | mc-td | mc-dropout | deterministic | ensemble"),
               product: str = typer.Option("cube", "--product", help="cube (root group) | composite | embeddings"),
-              group: Optional[str] = typer.Option(None, "--group", help="child group of the product (default: its name)"),
-              group_column: Optional[str] = typer.Option(None, "--group-column", help="column whose groups are held out together (e.g. site)"),
+              group: str | None = typer.Option(None, "--group", help="child group of the product (default: its name)"),
+              group_column: str | None = typer.Option(None, "--group-column", help="column whose groups are held out together (e.g. site)"),
               calibration: str = typer.Option("conformal", "--calibration", help="conformal | variance | none"),
               coverage: float = typer.Option(0.9, "--coverage", help="nominal interval coverage"),
-              mc_samples: Optional[int] = typer.Option(None, "--mc-samples", help="MC passes at prediction (default 50)"),
-              hidden: Optional[int] = typer.Option(None, "--hidden", help="hidden width (default 64)"),
-              epochs: Optional[int] = typer.Option(None, "--epochs", help="maximum epochs (default 300)"),
-              patience: Optional[int] = typer.Option(None, "--patience", help="early-stopping patience (default 25)"),
+              mc_samples: int | None = typer.Option(None, "--mc-samples", help="MC passes at prediction (default 50)"),
+              hidden: int | None = typer.Option(None, "--hidden", help="hidden width (default 64)"),
+              epochs: int | None = typer.Option(None, "--epochs", help="maximum epochs (default 300)"),
+              patience: int | None = typer.Option(None, "--patience", help="early-stopping patience (default 25)"),
               seed: int = typer.Option(0, "--seed"),
               overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing artefact at --out")) -> None:
     """Train on labelled points sampled from a store and write a versioned artefact; prints its summary as JSON."""
@@ -73,10 +72,10 @@ def fit_cmd(store: Path = typer.Argument(..., help="cube or embeddings Zarr stor
             points: Path = typer.Argument(..., help="labelled points (.csv or .parquet): lon, lat, target, time|start/end"),
             model_dir: Path = typer.Option(..., "--model", help="output artefact folder (weights.safetensors + card.json)"),
             method: str = typer.Option("mc-conctd", help="mc-conctd | mc-td | mc-dropout | deterministic | ensemble"),
-            variables: Optional[str] = typer.Option(None, help="comma-separated feature variables (default: all bands)"),
+            variables: str | None = typer.Option(None, help="comma-separated feature variables (default: all bands)"),
             n_steps: int = typer.Option(6, help="time steps per sample window"),
             target: str = typer.Option("target", help="target column"),
-            group_column: Optional[str] = typer.Option(None, help="column whose groups are held out together (e.g. site)"),
+            group_column: str | None = typer.Option(None, help="column whose groups are held out together (e.g. site)"),
             encoder: str = typer.Option("gru", help="gru | transformer"),
             alpha: float = typer.Option(0.1, help="temporal dropout rate (mc-td) or its initial value (mc-conctd)"),
             alpha_objective: str = typer.Option("heldout", help="what the mc-conctd rate follows: heldout | elbo"),
@@ -102,9 +101,9 @@ def fit_cmd(store: Path = typer.Argument(..., help="cube or embeddings Zarr stor
 @app.command("predict")
 def predict_cmd(model_dir: Path = typer.Option(..., "--model", help="folder written by `fit`"),
                 store: Path = typer.Argument(..., help="cube or embeddings Zarr store"),
-                out: Optional[Path] = typer.Option(None, help="output Zarr store (default: add to STORE)"),
+                out: Path | None = typer.Option(None, help="output Zarr store (default: add to STORE)"),
                 name: str = typer.Option("prediction", help="prefix of the output variables"),
-                time: Optional[str] = typer.Option(None, help="anchor date of the window (default: last step)"),
+                time: str | None = typer.Option(None, help="anchor date of the window (default: last step)"),
                 block: int = typer.Option(256, help="pixels per block side (bounds memory)"),
                 overwrite: bool = typer.Option(False, help="replace an existing eocube store at --out")) -> None:
     """Predict mean, σ (epistemic, aleatoric, total) and interval maps for every pixel (inputs checked first)."""

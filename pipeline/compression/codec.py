@@ -23,14 +23,25 @@ from typing import Literal
 
 import numpy as np
 
-from pipeline.store.open import restore_dtype
 from pipeline.compression import klt
 from pipeline.compression.header import pack_header, read_header
 from pipeline.compression.mask_stream import decode_mask, encode_mask
 from pipeline.compression.quantise import Quantiser, fill_missing, grid_candidates, missing_mask
-from pipeline.compression.video import (DEFAULT_PRESET, CorruptStreamError, StreamSpec, VideoCodecSpec, check_qp,
-                                        decode_stream, encode_stream, library_versions, split_packets, video_codec,
-                                        x265_step_codes)
+from pipeline.compression.video import (
+    DEFAULT_PRESET,
+    CorruptStreamError,
+    StreamSpec,
+    VideoCodecSpec,
+    check_qp,
+    decode_stream,
+    encode_stream,
+    library_versions,
+    split_packets,
+    video_codec,
+    x265_step_codes,
+)
+from pipeline.model import one_of
+from pipeline.store.open import restore_dtype
 
 LOSSY_BITS = 12
 #: A lossy stream other than the first is not coded when every component in it varies by less than this
@@ -44,6 +55,9 @@ SUPPORTED_DTYPES = ("bool", "uint8", "uint16", "int16", "int32", "uint32", "floa
 Mode = Literal["lossy", "lossless"]
 Packing = Literal["triplet", "gray"]
 KltScope = Literal["auto", "date", "chunk"]
+MODES: tuple[Mode, ...] = ("lossy", "lossless")
+PACKINGS: tuple[Packing, ...] = ("triplet", "gray")
+KLT_SCOPES: tuple[KltScope, ...] = ("auto", "date", "chunk")
 #: The video codec each mode codes with unless ``CodecParams.codec`` names another registered one.
 DEFAULT_CODECS: dict[Mode, str] = {"lossy": "libx265", "lossless": "ffv1"}
 
@@ -84,12 +98,9 @@ class CodecParams:
     codec: str | None = None
 
     def __post_init__(self) -> None:
-        if self.mode not in ("lossy", "lossless"):
-            raise ValueError(f"mode must be 'lossy' or 'lossless', not {self.mode!r}")
-        if self.packing not in ("triplet", "gray"):
-            raise ValueError(f"packing must be 'triplet' or 'gray', not {self.packing!r}")
-        if self.klt_scope not in ("auto", "date", "chunk"):
-            raise ValueError(f"klt_scope must be 'auto', 'date' or 'chunk', not {self.klt_scope!r}")
+        one_of(self.mode, MODES, "mode")
+        one_of(self.packing, PACKINGS, "packing")
+        one_of(self.klt_scope, KLT_SCOPES, "klt_scope")
         lo, hi = self.value_range
         if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
             raise ValueError(f"value_range {self.value_range} must be finite with hi > lo")
@@ -114,7 +125,7 @@ class CodecParams:
         return d
 
     @classmethod
-    def from_json(cls, d: dict) -> "CodecParams":
+    def from_json(cls, d: dict) -> CodecParams:
         d = dict(d)
         d["value_range"] = tuple(d["value_range"])
         return cls(**d)
@@ -316,7 +327,7 @@ def _decode_frames(data: bytes, pos: int, header: dict, n: int, t: int, h: int, 
     for record in header["streams"]:
         group = record["components"]
         if "constant" in record:
-            constants.update(zip(group, map(float, record["constant"])))
+            constants.update(zip(group, map(float, record["constant"]), strict=True))
             continue
         extradata, packets, pos = _take(data, pos, record)
         planes = decode_stream(packets, extradata, StreamSpec.from_json(record["spec"]), t, len(group), h, w)

@@ -76,7 +76,7 @@ def angle_codes(matrix: np.ndarray, bits: int = ANGLE_BITS) -> np.ndarray:
 def rotation_from_codes(codes: np.ndarray, n: int, bits: int = ANGLE_BITS) -> np.ndarray:
     """The ``n x n`` rotation of Givens angle ``codes`` (:func:`angle_codes`); exactly orthonormal."""
     w = np.eye(n)
-    for (p, q, _), code in zip(_givens_planes(n), np.asarray(codes).reshape(-1)):
+    for (p, q, _), code in zip(_givens_planes(n), np.asarray(codes).reshape(-1), strict=True):
         theta = float(code) * 2 * np.pi / (1 << bits)
         c, s = np.cos(theta), np.sin(theta)
         w[:, p], w[:, q] = c * w[:, p] + s * w[:, q], -s * w[:, p] + c * w[:, q]

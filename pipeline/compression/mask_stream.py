@@ -14,6 +14,8 @@ Format 3 bytes (one ffv1 frame per date, every date coded) still decode: their r
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from pipeline.compression.video import PIX_FMT, StreamSpec, decode_stream, encode_stream, ffv1_options
@@ -32,7 +34,7 @@ def encode_mask(missing: np.ndarray, threads: int) -> tuple[dict, list[bytes]]:
     frames = (missing[:1] if shared else missing).reshape(-1, h, w)
     share = frames.reshape(len(frames), -1).mean(axis=1)
     states = np.where(share == 0, NONE_MISSING, np.where(share == 1, ALL_MISSING, CODED))
-    record = {"layout": "shared" if shared else "per-band", "frames": "".join(states)}
+    record: dict[str, Any] = {"layout": "shared" if shared else "per-band", "frames": "".join(states)}
     coded = frames[states == CODED]
     if not len(coded):
         record.update(extradata=0, packets=[])

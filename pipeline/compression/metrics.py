@@ -51,7 +51,7 @@ def ssim(ref: np.ndarray, test: np.ndarray, data_range: float) -> float:
     t = np.where(ok, test, r).astype(np.float64)
     frames = r.reshape(-1, *r.shape[-2:]), t.reshape(-1, *t.shape[-2:]), ok.reshape(-1, *ok.shape[-2:])
     total, count = 0.0, 0
-    for a, b, m in zip(*frames):
+    for a, b, m in zip(*frames, strict=True):
         if m.any():
             total += float(ssim_2d(a, b, data_range)[m].sum())
             count += int(m.sum())

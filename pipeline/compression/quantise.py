@@ -43,7 +43,7 @@ class Quantiser:
         return {"offset": list(self.offset), "step": self.step, "bits": self.bits, "precision": self.precision}
 
     @classmethod
-    def from_json(cls, d: dict) -> "Quantiser":
+    def from_json(cls, d: dict) -> Quantiser:
         return cls(offset=tuple(float(v) for v in d["offset"]), step=float(d["step"]), bits=int(d["bits"]),
                    precision=str(d["precision"]))
 
@@ -104,7 +104,7 @@ def _fill_along(v: np.ndarray, valid: np.ndarray, axis: int) -> tuple[np.ndarray
     np.maximum.accumulate(index, axis=-1, out=index)
     seen = np.logical_or.accumulate(valid, axis=-1)
     index = np.where(seen, index, valid.argmax(axis=-1)[..., None])
-    return np.moveaxis(np.take_along_axis(v, index, axis=-1), -1, axis), valid.any(axis=-1)
+    return np.moveaxis(np.take_along_axis(v, index, axis=-1), -1, axis), np.asarray(valid.any(axis=-1))
 
 
 def fill_missing(x: np.ndarray, missing: np.ndarray, default: float) -> np.ndarray:

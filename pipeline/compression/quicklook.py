@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import xarray as xr
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from pipeline import __version__
 from pipeline.cube.quicklook import PREFERRED_SENSOR, rgb_bands, rgb_image, stretch_limits
+from pipeline.store.paths import PNG_SOFTWARE, check_beside
+
 
 def comparison_time(cube: xr.Dataset, bands: list[str]) -> int:
     """Index of a time step with (nearly) the most finite values over ``bands`` and, among those, the darkest blue.
@@ -19,7 +23,9 @@ def comparison_time(cube: xr.Dataset, bands: list[str]) -> int:
     blue band (``rgb_bands(bands)[2]``) prefers a clear one. In a multi-sensor cube (``sensor``
     coordinate) only its ``PREFERRED_SENSOR`` steps are considered, where there are any.
     """
-    counts = sum(np.isfinite(cube[b].astype(np.float32)).sum(("y", "x")).values for b in bands)
+    # np.isfinite of a DataArray is a DataArray (__array_ufunc__), which numpy's stubs do not model
+    finite = [cast(xr.DataArray, np.isfinite(cube[b].astype(np.float32))).sum(("y", "x")).values for b in bands]
+    counts = np.sum(finite, axis=0)
     if "sensor" in cube.coords and (cube["sensor"].values == PREFERRED_SENSOR).any():  # a multi-sensor cube
         counts = np.where(cube["sensor"].values == PREFERRED_SENSOR, counts, -1)
     candidates = np.flatnonzero(counts >= 0.99 * counts.max())
@@ -64,5 +70,6 @@ def write_comparison(original: xr.Dataset, decoded: xr.Dataset, bands: list[str]
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    check_beside([path])
+    fig.savefig(path, metadata={"Software": f"{PNG_SOFTWARE} {__version__}"})
     return path

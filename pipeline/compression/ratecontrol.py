@@ -166,6 +166,8 @@ def choose_qp(blocks: list[np.ndarray], params: CodecParams, peak: float, target
         progress("rate control", trials, trials)
     if point is None:  # then both searches measured their feasible end
         goal = f"PSNR {target_psnr} dB" if good_is_low else f"{target_bpppb} bpppb"
+        if end is None:
+            raise ValueError(f"target {goal} is out of reach")
         raise ValueError(f"target {goal} is out of reach: at QP {end.qp:g} PSNR is {end.psnr:.2f} dB{without_klt} "
                          f"and rate {end.bpppb:.3f} bpppb")
     return point

@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import math
 import time as timer
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -25,8 +26,9 @@ from pipeline.compression.quicklook import write_comparison
 from pipeline.compression.ratecontrol import choose_qp
 from pipeline.compression.video import QP_MAX, QP_MIN
 from pipeline.compression.zarr_codec import VideoCodec
-from pipeline.store.open import BAND_DTYPES_ATTR, STACKED, open_cube, restored_band, split_bands
 from pipeline.store.cf import vlen_text_coords
+from pipeline.store.open import BAND_DTYPES_ATTR, INPUT_DTYPE_ATTR, STACKED, open_cube, restored_band, split_bands
+from pipeline.store.paths import check_not_own_input
 from pipeline.store.zarr_store import atomic_store, consolidate, time_slabs, write_in_time_slabs
 
 CUBE_DIMS = ("time", "y", "x")
@@ -94,7 +96,7 @@ def select_variables(ds: xr.Dataset, bands: list[str] | None = None,
     :func:`is_categorical`; ``bands`` and ``lossless`` name them explicitly instead (the other
     one then defaults to the remaining variables on the cube dims).
     """
-    cube_vars = [n for n, v in ds.data_vars.items() if set(v.dims) == set(CUBE_DIMS)
+    cube_vars = [str(n) for n, v in ds.data_vars.items() if set(v.dims) == set(CUBE_DIMS)
                  and (np.issubdtype(v.dtype, np.number) or v.dtype == bool)]
     for label, names in (("band", bands), ("lossless", lossless)):
         unknown = [n for n in names or [] if n not in cube_vars]
@@ -128,7 +130,7 @@ def as_dataset(cube: xr.Dataset | xr.DataArray | str | Path) -> xr.Dataset:
     if isinstance(cube, xr.DataArray):
         cube = cube.to_dataset(name=cube.name if cube.name is not None else "data")
     ds = open_cube(cube)
-    input_dims = {n: list(v.dims) for n, v in ds.data_vars.items()}
+    input_dims = {str(n): [str(d) for d in v.dims] for n, v in ds.data_vars.items()}
     layout: dict = {}
     renamed = {a: d for a, d in SPATIAL_DIM_ALIASES.items() if a in ds.dims and d not in ds.dims}
     if renamed:  # e.g. (time, lat, lon): coded as (time, y, x), named back when the store is opened
@@ -142,7 +144,7 @@ def as_dataset(cube: xr.Dataset | xr.DataArray | str | Path) -> xr.Dataset:
     for name, var in list(ds.data_vars.items()):
         extra = [d for d in var.dims if d not in CUBE_DIMS]
         if len(extra) == 1 and set(var.dims) - set(extra) == set(CUBE_DIMS):
-            ds = ds.drop_vars(name).assign(_split_along(var, extra[0], prefix=f"{name}_" if len(ds.data_vars) > 1 else ""))
+            ds = ds.drop_vars([name]).assign(_split_along(var, str(extra[0]), prefix=f"{name}_" if len(ds.data_vars) > 1 else ""))
             if not any(extra[0] in v.dims for v in ds.data_vars.values()):  # its band coordinates go with it
                 ds = ds.drop_vars([c for c, v in ds.coords.items() if extra[0] in v.dims])
     ds = ds.transpose(*CUBE_DIMS, ...)
@@ -237,7 +239,8 @@ def fill_value(var: xr.DataArray, nodata: float | None = None, encoding: bool = 
 
 
 def band_record(var: xr.DataArray, nodata: float | None = None) -> dict:
-    """What a band is given back as: ``{"dtype": name, "fill": value or None}``.
+    """What a band is given back as: ``{"dtype": name, "fill": value or None}`` (and ``"packing"``: the CF
+    packing a band decoded from scaled integers had, put back into its encoding on open).
 
     An integer band, or a float one xarray decoded from integers by masking their fill (no CF scaling:
     Sentinel-2 DN in a NetCDF with ``_FillValue`` 0), records that integer dtype and its fill value
@@ -247,7 +250,11 @@ def band_record(var: xr.DataArray, nodata: float | None = None) -> dict:
     encoded = np.dtype(var.encoding.get("dtype", var.dtype))
     scaled = "scale_factor" in var.encoding or "add_offset" in var.encoding
     integer = np.issubdtype(var.dtype, np.integer)
-    if not integer and (scaled or not np.issubdtype(encoded, np.integer)):
+    if not integer and scaled:  # CF-packed integers, decoded: given back decoded, packed again when written out
+        packing = {k: np.asarray(var.encoding[k]).item() for k in ("scale_factor", "add_offset", "_FillValue")
+                   if k in var.encoding}
+        return {"dtype": var.dtype.name, "fill": None, "packing": {"dtype": encoded.name, **packing}}
+    if not integer and not np.issubdtype(encoded, np.integer):
         return {"dtype": var.dtype.name, "fill": None}
     dtype = var.dtype if integer else encoded
     fill, info = fill_value(var, nodata), np.iinfo(dtype)
@@ -284,15 +291,17 @@ def lossless_grid_from_packing(ds: xr.Dataset, bands: list[str], params: CodecPa
     if params.mode != "lossless" or params.step is not None:
         return params
     packing = {(ds[b].encoding.get("scale_factor"), ds[b].encoding.get("add_offset", 0.0)) for b in bands}
-    if len(packing) != 1 or None in next(iter(packing)) or not all(np.issubdtype(ds[b].dtype, np.floating) for b in bands):
+    scale, offset = next(iter(packing))
+    if (len(packing) != 1 or scale is None or offset is None
+            or not all(np.issubdtype(ds[b].dtype, np.floating) for b in bands)):
         return params
-    scale, offset = (float(v) for v in next(iter(packing)))
-    return replace(params, step=scale, value_range=(offset, offset + 65535 * scale))
+    step, lo = float(scale), float(offset)
+    return replace(params, step=step, value_range=(lo, lo + 65535 * step))
 
 
 def sample_blocks(stack: xr.DataArray, chunks: tuple[int, int, int], n: int) -> list[np.ndarray]:
     """Up to ``n`` chunk-shaped blocks (band, time, y, x) spread evenly over the chunk grid."""
-    starts = [range(0, stack.sizes[d], c) for d, c in zip(CUBE_DIMS, chunks)]
+    starts = [range(0, stack.sizes[d], c) for d, c in zip(CUBE_DIMS, chunks, strict=True)]
     grid = [(t, y, x) for t in starts[0] for y in starts[1] for x in starts[2]]
     picks = [grid[i] for i in np.unique(np.linspace(0, len(grid) - 1, min(n, len(grid))).round().astype(int))]
     return [np.asarray(stack.isel(time=slice(t, t + chunks[0]), y=slice(y, y + chunks[1]),
@@ -329,7 +338,8 @@ def plan_video(ds: xr.Dataset, params: CodecParams = CodecParams(), target_psnr:
     records = {b: band_record(ds[b], params.nodata) for b in bands}
     nodata = params.nodata
     _, stack = coded_stack(ds, VideoPlan(bands, others, records, (1, 1, 1), params, 1.0, nodata=nodata))
-    chunks = tuple(min(c, stack.sizes[d]) for d, c in zip(CUBE_DIMS, (time_chunk, space_chunk, space_chunk)))
+    time_c, y_c, x_c = (min(c, stack.sizes[d]) for d, c in zip(CUBE_DIMS, (time_chunk, space_chunk, space_chunk), strict=True))
+    chunks = (time_c, y_c, x_c)
     params = replace(params, nodata=None)  # what is missing is NaN now, in every band
     sample_psnr = None
     if params.mode == "lossy":
@@ -343,7 +353,7 @@ def plan_video(ds: xr.Dataset, params: CodecParams = CodecParams(), target_psnr:
     if params.mode == "lossy" and (target_psnr is not None or target_bpppb is not None):
         point = choose_qp(samples, params, peak, target_psnr, target_bpppb, progress)
         params, sample_psnr = replace(params, qp=point.qp, klt=point.klt), point.psnr
-    return VideoPlan(bands, others, records, chunks, params, peak, sample_psnr, nodata)  # type: ignore[arg-type]
+    return VideoPlan(bands, others, records, chunks, params, peak, sample_psnr, nodata)
 
 
 def coded_stack(ds: xr.Dataset, plan: VideoPlan) -> tuple[xr.Dataset, xr.DataArray]:
@@ -361,20 +371,21 @@ def video_dataset(ds: xr.Dataset, plan: VideoPlan) -> tuple[xr.Dataset, dict]:
     ds = ds.drop_vars([n for n, v in ds.data_vars.items() if set(v.dims) == set(CUBE_DIMS) and n not in bands + others])
     _, stack = coded_stack(ds, plan)
     lossless = CodecParams(mode="lossless", threads=plan.params.threads)
-    out_ds = ds.drop_vars(bands).assign({STACKED: stack.chunk(dict(zip(("band", *CUBE_DIMS), (len(bands), *chunks))))})
+    out_ds = ds.drop_vars(bands).assign({STACKED: stack.chunk(dict(zip(("band", *CUBE_DIMS), (len(bands), *chunks), strict=True)))})
     out_ds[STACKED].attrs = {"long_name": "stacked bands", "bands": bands,
                              "band_attrs": json.dumps({b: ds[b].attrs for b in bands}, default=_json_scalar),
                              BAND_DTYPES_ATTR: json.dumps(plan.records)}
-    encoding = {STACKED: {"serializer": VideoCodec(params=plan.params), "compressors": None,
-                          "chunks": (len(bands), *chunks)}}
+    encoding: dict[str, dict[str, Any]] = {STACKED: {"serializer": VideoCodec(params=plan.params), "compressors": None,
+                                                     "chunks": (len(bands), *chunks)}}
     for name in others:
-        out_ds[name] = out_ds[name].chunk(dict(zip(CUBE_DIMS, chunks)))
+        out_ds[name] = out_ds[name].chunk(dict(zip(CUBE_DIMS, chunks, strict=True)))
+        out_ds[name].attrs = {**ds[name].attrs, INPUT_DTYPE_ATTR: json.dumps(band_record(ds[name], plan.nodata))}
         encoding[name] = {"serializer": VideoCodec(params=lossless), "compressors": None, "chunks": chunks}
-    for name in set(out_ds.data_vars) - {STACKED, *others}:
-        if "time" in out_ds[name].dims:  # e.g. a weather series on (time,): Zarr chunks aligned to the time slabs
-            out_ds[name] = out_ds[name].chunk({d: chunks[0] if d == "time" else -1 for d in out_ds[name].dims})
-    for name in out_ds.variables:
-        out_ds[name].encoding = {}
+    for series in set(out_ds.data_vars) - {STACKED, *others}:
+        if "time" in out_ds[series].dims:  # e.g. a weather series on (time,): Zarr chunks aligned to the time slabs
+            out_ds[series] = out_ds[series].chunk({d: chunks[0] if d == "time" else -1 for d in out_ds[series].dims})
+    for variable in out_ds.variables:
+        out_ds[variable].encoding = {}
     out_ds.attrs = {k: v for k, v in ds.attrs.items() if k != INPUT_LAYOUT_ATTR}
     out_ds.attrs["eocube_compression"] = json.dumps({"codec": VideoCodec(params=plan.params).to_dict(),
                                                      "bands": bands, "lossless": others,
@@ -415,6 +426,7 @@ def compress_cube(cube: xr.Dataset | xr.DataArray | str | Path, out: str | Path,
     the QP the measured whole-cube rates point to (:func:`next_rate_qp`).
     """
     t0 = timer.perf_counter()
+    check_not_own_input(cube, out)
     ds = as_dataset(cube)
     plan = plan_video(ds, params, target_psnr, target_bpppb, time_chunk, space_chunk, n_sample_chunks, bands, lossless,
                       auto_value_range, progress)
@@ -434,8 +446,9 @@ def compress_cube(cube: xr.Dataset | xr.DataArray | str | Path, out: str | Path,
     if target_bpppb is not None and params.mode == "lossy":
         params, stored = _meet_rate(write, params, stored, n_samples, target_bpppb, chunks[0])
     while True:  # the PSNR of the bands as open_compressed gives them back
-        decoded = restored_stack(xr.open_zarr(out)[STACKED], records) if measured else None
-        full_psnr = whole_cube_psnr(stack, decoded, peak) if measured else None
+        full_psnr = None
+        if measured:
+            full_psnr = whole_cube_psnr(stack, restored_stack(xr.open_zarr(out)[STACKED], records), peak)
         if target_psnr is None or full_psnr is None or full_psnr >= target_psnr or params.qp <= QP_MIN:
             break
         params = replace(params, qp=corrected_qp(params.qp, finer=True))  # the cube misses a PSNR its samples met
@@ -449,7 +462,7 @@ def compress_cube(cube: xr.Dataset | xr.DataArray | str | Path, out: str | Path,
         bpppb=8.0 * stored / n_samples, sample_psnr=sample_psnr, psnr=full_psnr, psnr_peak=peak,
         seconds=round(timer.perf_counter() - t0, 2),
         quicklook=str(drawn) if drawn is not None else None,
-        value_range=tuple(params.value_range) if params.mode == "lossy" else None,
+        value_range=(params.value_range[0], params.value_range[1]) if params.mode == "lossy" else None,
         target_psnr=target_psnr, target_bpppb=target_bpppb)
 
 
@@ -575,7 +588,8 @@ def whole_cube_psnr(reference: xr.DataArray, decoded: xr.DataArray, peak: float)
 def input_bytes(stack: xr.DataArray, records: dict[str, dict]) -> int:
     """Bytes of the stacked bands in their input dtypes (uint16 DN: 2 a sample, though coded as float32)."""
     per_band = int(np.prod(stack.shape[1:]))
-    return sum(per_band * np.dtype(records[b]["dtype"]).itemsize for b in stack["band"].values.tolist())
+    return sum(per_band * np.dtype(records[b].get("packing", records[b])["dtype"]).itemsize
+               for b in stack["band"].values.tolist())
 
 
 def restored_stack(decoded: xr.DataArray, records: dict[str, dict]) -> xr.DataArray:

@@ -15,12 +15,12 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Literal, Protocol
 
 import av
 import numpy as np
@@ -28,15 +28,18 @@ import numpy as np
 from pipeline.compression import x265_lambda
 
 
-
 class StreamParams(Protocol):
     """What a codec's options are made from: the settings of :class:`pipeline.compression.codec.CodecParams`
-    a stream needs (here, not imported from there: the codec imports this module)."""
+    a stream needs (here, not imported from there: the codec imports this module); read-only."""
 
-    qp: float
-    preset: str
-    keyint: int
-    threads: int
+    @property
+    def qp(self) -> float: ...
+    @property
+    def preset(self) -> str: ...
+    @property
+    def keyint(self) -> int: ...
+    @property
+    def threads(self) -> int: ...
 
 #: libx265 corrupts the heap when closing an encoder whose frame width is in about 33..55 px and
 #: rejects frames under 16 px; frames are edge-padded to at least this size (multiples of 8).
@@ -177,7 +180,7 @@ class StreamSpec:
                 "options": dict(self.options)}
 
     @classmethod
-    def from_json(cls, d: dict) -> "StreamSpec":
+    def from_json(cls, d: dict) -> StreamSpec:
         return cls(codec=d["codec"], pix_fmt=d["pix_fmt"], height=int(d["height"]), width=int(d["width"]),
                    options=dict(d["options"]))
 
@@ -275,7 +278,7 @@ def flat_scaling_list(entry: int) -> Path:
     return path
 
 
-def _low_qp_scaling_entry(spec: "StreamSpec") -> int | None:
+def _low_qp_scaling_entry(spec: StreamSpec) -> int | None:
     """The flat scaling-list entry of a libx265 stream coded at x265 QP 0 or 1 (16 without a list), else None.
 
     These streams read libx265's multipliers at QP 0 and 1 (:mod:`pipeline.compression.x265_lambda`):
@@ -379,6 +382,14 @@ def _from_frame(frame: av.VideoFrame, n_planes: int) -> np.ndarray:
     return np.stack([arr[..., 1], arr[..., 2], arr[..., 0]])
 
 
+def _video_context(name: str, mode: Literal["r", "w"]) -> av.VideoCodecContext:
+    """FFmpeg's ``name`` encoder (``"w"``) or decoder (``"r"``), which must be a video codec."""
+    ctx = av.CodecContext.create(name, mode)
+    if not isinstance(ctx, av.VideoCodecContext):
+        raise ValueError(f"{name} is not a video codec")
+    return ctx
+
+
 def encode_stream(frames: np.ndarray, spec: StreamSpec) -> tuple[list[bytes], bytes]:
     """Encode ``frames`` (time, plane, y, x) as one video; returns the packets and the codec extradata."""
     t, _, h, w = frames.shape
@@ -386,7 +397,7 @@ def encode_stream(frames: np.ndarray, spec: StreamSpec) -> tuple[list[bytes], by
     if (ph, pw) != (h, w):
         frames = np.pad(frames, ((0, 0), (0, 0), (0, ph - h), (0, pw - w)), mode="edge")
     codec = video_codec(spec.codec)
-    ctx = av.CodecContext.create(codec.encoder, "w")
+    ctx = _video_context(codec.encoder, "w")
     ctx.width, ctx.height, ctx.pix_fmt = pw, ph, spec.pix_fmt
     ctx.time_base, ctx.framerate = Fraction(1, 25), Fraction(25)
     ctx.options = codec.ffmpeg_options(spec.options)
@@ -417,7 +428,7 @@ def split_packets(codec: str, data: bytes) -> list[bytes]:
 def decode_stream(packets: list[bytes], extradata: bytes, spec: StreamSpec, n_frames: int, n_planes: int,
                   height: int, width: int) -> np.ndarray:
     """Decode a stream to ``(time, plane, y, x)`` integers, cropped to ``height`` x ``width``."""
-    ctx = av.CodecContext.create(_stream_codec(spec.codec).decoder, "r")
+    ctx = _video_context(_stream_codec(spec.codec).decoder, "r")
     ctx.width, ctx.height = spec.width, spec.height
     if extradata:
         ctx.extradata = extradata

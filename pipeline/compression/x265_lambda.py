@@ -88,8 +88,11 @@ def scaled_entries(scaling_entry: int) -> list[tuple[float, float]]:
 
 
 def _set_entries(values: list[tuple[float, float]]) -> None:
-    for i, (lam, lam2) in zip(SCALED_ENTRIES, values):
-        _TABLES[0][i], _TABLES[1][i] = lam, lam2
+    if _TABLES is None:  # lambda_for_scaling_entry does not call this then
+        raise RuntimeError("the loaded libx265 exposes no 12-bit lambda tables to set")
+    lam_table, lam2_table = _TABLES
+    for i, (lam, lam2) in zip(SCALED_ENTRIES, values, strict=True):
+        lam_table[i], lam2_table[i] = lam, lam2
 
 
 @contextmanager

@@ -61,7 +61,8 @@ class VideoCodec(ArrayBytesCodec):
         unknown = set(configuration or {}) - known
         if unknown:
             raise ValueError(f"unknown {CODEC_NAME} configuration keys: {sorted(unknown)}")
-        return cls(**readable_configuration(configuration or {}))
+        config: dict[str, Any] = readable_configuration(configuration or {})  # CodecParams fields
+        return cls(**config)
 
     def to_dict(self) -> dict[str, JSON]:
         return {"name": CODEC_NAME, "configuration": self.params.to_json()}

@@ -3,11 +3,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Iterator
+import signal
+import threading
+from collections.abc import Iterator
 
 from distributed import Client, LocalCluster
 
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
+#: LocalCluster options: no dashboard (it needs bokeh), and the scheduler's HTTP endpoints on a free
+#: port rather than 8787, which a second cluster on the machine would find taken (and warn about)
+QUIET_HTTP: dict = {"dashboard_address": None, "scheduler_kwargs": {"dashboard_address": ":0"}}
 
 
 @contextlib.contextmanager
@@ -29,6 +34,23 @@ def dask_client(address: str | None = None, n_workers: int | None = None,
             yield client
         return
     n_workers = n_workers or max(1, min(4, os.cpu_count() or 1))
-    with LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True,
-                      memory_limit=memory_limit, dashboard_address=None) as cluster, Client(cluster) as client:
+    with workers_ignore_ctrl_c():
+        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True,
+                               memory_limit=memory_limit, **QUIET_HTTP)
+    with cluster, Client(cluster) as client:
         yield client
+
+
+@contextlib.contextmanager
+def workers_ignore_ctrl_c() -> Iterator[None]:
+    """Start worker processes with ctrl-c ignored (a started Python keeps a SIGINT its parent ignored), so that
+    ctrl-c in a terminal, which reaches the whole process group, interrupts this process alone: it then closes
+    the cluster in order instead of every worker printing its own KeyboardInterrupt traceback."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

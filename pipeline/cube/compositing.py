@@ -34,7 +34,15 @@ import pandas as pd
 import xarray as xr
 
 Method = Literal["median", "mean", "best", "count", "geomedian"]
-METHODS: tuple[str, ...] = ("median", "mean", "best", "count", "geomedian")
+METHODS: tuple[Method, ...] = ("median", "mean", "best", "count", "geomedian")
+
+
+def as_method(name: str) -> Method:
+    """``name`` (e.g. a command-line string) as a composite :data:`Method`; a ValueError naming the choices otherwise."""
+    for method in METHODS:
+        if name == method:
+            return method
+    raise ValueError(f"unknown composite method {name!r}; choose one of {list(METHODS)}")
 
 
 def bins(times: np.ndarray, freq: str) -> tuple[pd.DatetimeIndex, pd.DatetimeIndex, np.ndarray]:
@@ -100,6 +108,8 @@ def _reduce(sub: xr.Dataset, bands: Sequence[str], method: str, score: xr.DataAr
         func = np.nanmedian if method == "median" else np.nanmean
         return {b: _over_time(sub[b], func) for b in bands}
     if method == "best":
+        if score is None:
+            raise ValueError("the 'best' composite needs a score (composite() defaults it to default_score)")
         rank = xr.where(sub["valid"], score.astype(np.float64), -np.inf).argmax("time")
         return {b: xr.apply_ufunc(_take, sub[b], rank, input_core_dims=[["time"], []], dask="parallelized",
                                   output_dtypes=[np.float32]) for b in bands}
@@ -140,8 +150,7 @@ def composite(cube: xr.Dataset, freq: str = "1MS", method: Method = "median",
     ``score`` (``best`` only) ranks observations, higher wins: a DataArray along ``time``
     or ``(time, y, x)``; default :func:`default_score`. See the module doc for outputs.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown composite method {method!r}; choose one of {list(METHODS)}")
+    method = as_method(method)
     if "valid" not in cube:
         raise ValueError("the cube has no 'valid' variable; composite needs the clear-pixel mask")
     bands = [] if method == "count" else reflectance_vars(cube)

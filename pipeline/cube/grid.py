@@ -13,6 +13,17 @@ def utm_crs_for(lon: float, lat: float) -> str:
     return f"EPSG:{(32600 if lat >= 0 else 32700) + zone}"
 
 
+def check_projected(crs: str) -> None:
+    """Raise :class:`RequestError` unless ``crs`` is projected: cubes are ``(y, x)`` grids in metres."""
+    from pyproj import CRS
+
+    parsed = CRS.from_user_input(crs)
+    if not parsed.is_projected:
+        kind = "geographic (degrees)" if parsed.is_geographic else "not a projected CRS"
+        raise RequestError(f"crs {crs!r} is {kind}; cubes are grids in a projected CRS in metres: give one such as "
+                           "EPSG:32632, or leave crs out for the UTM zone of the area")
+
+
 def request_geobox(request: CubeRequest) -> GeoBox:
     """GeoBox of the request: its area in the requested (or UTM) CRS at ``resolution``.
 
@@ -22,9 +33,10 @@ def request_geobox(request: CubeRequest) -> GeoBox:
     if request.geometry is not None:
         area = geom.Geometry(request.geometry, crs="EPSG:4326")
     else:
-        area = geom.box(*request.bbox, crs="EPSG:4326")
+        area = geom.box(*request.area_bbox(), crs="EPSG:4326")
     centre = area.centroid.points[0]
     crs = request.crs or utm_crs_for(*centre)
+    check_projected(crs)
     try:
         projected = area.to_crs(crs)
     except Exception as exc:  # pyproj raises a variety of errors for bad CRS strings

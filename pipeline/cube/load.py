@@ -10,7 +10,7 @@ returns ``float32`` reflectance with NaN where masked, or, given packed grids
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 
 import numpy as np
@@ -19,9 +19,9 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 
 from pipeline.catalog.search import SensorItems
+from pipeline.catalog.signing import Signer
 from pipeline.cube.fusion import fuse_private_inputs
 from pipeline.cube.packing import PackedGrid, pack_dn
-from pipeline.catalog.signing import Signer
 from pipeline.cube.readers import AssetInfo, Engine, item_time, read_assets
 from pipeline.cube.reads import ReadLog
 from pipeline.sensors import MaskPolicy, SensorProfile, invalid_mask, item_band_specs, load_profile, profile_for_item
@@ -31,7 +31,7 @@ from pipeline.sensors.qa import qa_rules
 DEFAULT_RESAMPLING = {"reflectance": "bilinear", "qa": "nearest"}
 
 
-def resampling_for(profile: SensorProfile, bands: Sequence[str], overrides: dict[str, str]) -> dict[str, str]:
+def resampling_for(profile: SensorProfile, bands: Sequence[str], overrides: Mapping[str, str]) -> dict[str, str]:
     """Resampling method per asset: reflectance bilinear, QA nearest, unless overridden."""
     kinds = {**DEFAULT_RESAMPLING, **overrides}
     out = {profile.band(b).asset: overrides.get(b, kinds["reflectance"]) for b in bands}
@@ -85,7 +85,7 @@ def items_per_time(times: np.ndarray, items: Sequence[pystac.Item]) -> list[list
     """The items behind each output time step: those within 12 h (the same solar day)."""
     item_times = np.array([item_time(i) for i in items])
     half_day = np.timedelta64(12, "h")
-    return [[it for it, t in zip(items, item_times) if abs(t - ts) <= half_day] for ts in times]
+    return [[it for it, t in zip(items, item_times, strict=True) if abs(t - ts) <= half_day] for ts in times]
 
 
 def scaling_arrays(times: np.ndarray, items: Sequence[pystac.Item], profile: SensorProfile,
@@ -115,7 +115,7 @@ def cloud_cover(groups: Sequence[Sequence[pystac.Item]]) -> np.ndarray:
 def _with_nodata(invalid: np.ndarray, *dn: np.ndarray, nodata: Sequence[float | int | None]) -> np.ndarray:
     """``invalid`` or'ed with every band's nodata pixels (a pixel missing in one band is dropped in all)."""
     out = invalid.copy()
-    for values, fill in zip(dn, nodata):
+    for values, fill in zip(dn, nodata, strict=True):
         if fill is not None:
             out |= values == fill
     return out
@@ -150,7 +150,7 @@ def masked_planes(qa_invalid: np.ndarray, *dn: np.ndarray, nodata: Sequence[floa
     """
     invalid = _with_nodata(qa_invalid, *dn, nodata=nodata)
     out = np.empty((len(dn) + 1, *invalid.shape), out_dtype)
-    for plane, f, values in zip(out, convert, dn):
+    for plane, f, values in zip(out[:-1], convert, dn, strict=True):  # out[-1]: the valid mask
         f(values, invalid, block_info=block_info, out=plane)
     np.logical_not(invalid, out=out[-1], casting="unsafe")
     return out
@@ -175,7 +175,7 @@ def blockwise(func, *arrays: xr.DataArray, dtype, planes: int | None = None, **k
 
 
 def load_sensor(found: SensorItems, geobox: GeoBox, bands: Sequence[str], *, policy: MaskPolicy | None = None,
-                chunks: dict[str, int] | None = None, resampling: dict[str, str] | None = None,
+                chunks: dict[str, int] | None = None, resampling: Mapping[str, str] | None = None,
                 sign: Signer | Callable[[str], str] | None = None, log: ReadLog | None = None,
                 engine: Engine = "odc-stac", packing: dict[str, PackedGrid] | None = None) -> xr.Dataset:
     """A lazy cube ``(time, y, x)`` of one sensor: float32 reflectance, NaN where invalid.

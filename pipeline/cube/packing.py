@@ -52,7 +52,8 @@ def packed_grid(band: str, profiles: Iterable[SensorProfile],
     if len(dtypes) != 1 or not np.issubdtype(np.dtype(next(iter(dtypes))), np.integer):
         raise RequestError(f"scaled-int storage: band {band!r} has DN dtypes {sorted(dtypes)}, not one integer "
                            "dtype; use storage='float32'")
-    if len(fills) != 1 or None in fills:
+    fill = next(iter(fills))
+    if len(fills) != 1 or fill is None:
         raise RequestError(f"scaled-int storage: band {band!r} has nodata values {sorted(map(str, fills))}, "
                            "not one fill value; use storage='float32'")
     scaling = list(item_scaling)
@@ -61,7 +62,7 @@ def packed_grid(band: str, profiles: Iterable[SensorProfile],
         raise RequestError(f"scaled-int storage: band {band!r} has scales {sorted(scales)} across items, "
                            "not one integer grid; use storage='float32'")
     scale = next(iter(scales))
-    grid = PackedGrid(next(iter(dtypes)), scale, min(o for _, _, o in scaling), int(next(iter(fills))))
+    grid = PackedGrid(next(iter(dtypes)), scale, min(o for _, _, o in scaling), int(fill))
     for item_id, _, offset in scaling:
         steps = (offset - grid.offset) / scale
         if abs(steps - round(steps)) > 1e-3:

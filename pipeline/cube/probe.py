@@ -72,8 +72,8 @@ def probe_items(items: Sequence[pystac.Item], assets: Sequence[str],
         if present:
             jobs.append([(item.id, a) for a in present])
             tasks.append(dask.delayed(probe_hrefs, pure=True)([item.assets[a].href for a in present], signer))
-    for job, reasons in zip(jobs, dask.compute(*tasks)):
-        for (item_id, asset), reason in zip(job, reasons):
+    for job, reasons in zip(jobs, dask.compute(*tasks), strict=True):
+        for (item_id, asset), reason in zip(job, reasons, strict=True):
             if reason is not None:
                 failed.setdefault(item_id, {})[asset] = reason
     return failed

@@ -7,6 +7,8 @@ import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure  # no pyplot: drawing leaves the caller's backend (e.g. Jupyter's) alone
 
+from pipeline import __version__
+from pipeline.store.paths import PNG_SOFTWARE, check_beside
 
 #: the sensor whose time steps quicklooks of a multi-sensor cube prefer (the finest grid of the pipeline's sensors)
 PREFERRED_SENSOR = "sentinel-2"
@@ -51,13 +53,13 @@ def rgb_bands(bands: list[str]) -> tuple[str, str, str]:
     for names in RGB_NAMES:
         if set(names) <= set(bands):
             return names
-    return tuple(bands[:3]) if len(bands) >= 3 else (bands[0],) * 3
+    return (bands[0], bands[1], bands[2]) if len(bands) >= 3 else (bands[0],) * 3
 
 
 def write_quicklook(cube: xr.Dataset, path: Path | str, t: int | None = None) -> Path:
     """Save a true-colour PNG of time step ``t`` (default: the clearest) and return its path."""
     t = clearest_time(cube) if t is None else t
-    bands = ("red", "green", "blue") if {"red", "green", "blue"} <= set(cube.data_vars) else (list(cube.data_vars)[0],) * 3
+    bands = ("red", "green", "blue") if {"red", "green", "blue"} <= set(cube.data_vars) else (str(list(cube.data_vars)[0]),) * 3
     image = rgb_image(cube, t, bands)
     when = np.datetime_as_string(cube.time.values[t], unit="D")
     sensor = str(cube["sensor"].values[t]) if "sensor" in cube.coords else ""
@@ -71,5 +73,6 @@ def write_quicklook(cube: xr.Dataset, path: Path | str, t: int | None = None) ->
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    check_beside([path])
+    fig.savefig(path, metadata={"Software": f"{PNG_SOFTWARE} {__version__}"})
     return path

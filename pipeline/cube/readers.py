@@ -70,9 +70,12 @@ def _read_odc(items, collection, assets, geobox, chunks, resampling, driver: Sig
 
 
 def _stackstac_epsg(geobox: GeoBox) -> int:
-    epsg = geobox.crs.epsg
+    crs = geobox.crs
+    if crs is None:
+        raise ValueError("the stackstac engine needs an output CRS; the grid has none")
+    epsg = crs.epsg
     if epsg is None:
-        raise ValueError(f"the stackstac engine needs an EPSG-coded output CRS, not {geobox.crs.to_wkt()[:60]}...")
+        raise ValueError(f"the stackstac engine needs an EPSG-coded output CRS, not {crs.to_wkt()[:60]}...")
     return int(epsg)
 
 

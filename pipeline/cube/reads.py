@@ -54,7 +54,7 @@ def as_signer(sign: Signer | Callable[[str], str] | None) -> Signer:
     if sign is None:
         return NoSigning()
     if hasattr(sign, "refresh") and hasattr(sign, "sign"):
-        return sign  # type: ignore[return-value]
+        return sign
     return CallableSigner(sign)
 
 
@@ -67,8 +67,8 @@ def reason_of(exc: BaseException) -> str:
     innermost cause where it has one (GDAL's own message under rasterio's), at most 300 characters."""
     text = f"{type(exc).__name__}: {_first_line(exc)}"
     cause = exc
-    while (cause.__cause__ or cause.__context__) is not None and cause is not (cause.__cause__ or cause.__context__):
-        cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
+    while (inner := cause.__cause__ or cause.__context__) is not None and inner is not cause:
+        cause = inner
     if cause is not exc and _first_line(cause) and _first_line(cause) != _first_line(exc):
         text += f" ({_first_line(cause)})"
     return redact(text)[:300]
@@ -177,7 +177,7 @@ class SignedReader:
         try:
             return read_with_signing(self._signer, self._src.uri, read)
         except READ_ERRORS as exc:
-            report_failure(self._topic, self._src.uri, reason_of(exc), tuple(dst_geobox.boundingbox))
+            report_failure(self._topic, self._src.uri, reason_of(exc), dst_geobox.boundingbox.bbox)
         empty = dst[0:0, 0:0] if dst is not None else np.empty((0, 0), dtype=cfg.dtype)
         return np.s_[0:0, 0:0], empty
 
@@ -189,7 +189,7 @@ class SignedReadDriver(RioDriver):
         super().__init__()
         self.signer, self.topic = signer, topic
 
-    def open(self, src: RasterSource, ctx: Any) -> SignedReader:  # type: ignore[override]
+    def open(self, src: RasterSource, ctx: Any) -> SignedReader:  # type: ignore[override]  # any reader will do; odc types its own
         return SignedReader(src, ctx, self.signer, self.topic)
 
 
@@ -198,10 +198,12 @@ def stackstac_reader(signer: Signer, topic: str) -> type:
 
     A failed read returns the fill value for its window, as stackstac's ``errors_as_nodata`` does.
     """
-    from stackstac.rio_reader import AutoParallelRioReader
     from stackstac.nodata_reader import nodata_for_window
+    from stackstac.rio_reader import AutoParallelRioReader
 
     class SignedStackstacReader(AutoParallelRioReader):
+        url: str
+
         def __init__(self, *, url: str, **kwargs: Any):
             self.unsigned = url
             super().__init__(url=url, **kwargs)

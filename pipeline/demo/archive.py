@@ -29,9 +29,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import pyproj
@@ -143,7 +143,7 @@ def sentinel2_schedule(site: DemoSite, rng: np.random.Generator) -> list[Acquisi
         if rng.random() < 0.06:  # missing acquisition (not in the catalog)
             continue
         sat = "A" if i % 2 == 0 else "B"
-        t = dt.datetime.combine(d, dt.time(10, 10, 31), tzinfo=dt.timezone.utc)
+        t = dt.datetime.combine(d, dt.time(10, 10, 31), tzinfo=dt.UTC)
         baseline = "04.00" if d >= site.baseline_change else "03.01"
         gen = t + dt.timedelta(hours=3)
         item_id = f"S2{sat}_MSIL2A_{t:%Y%m%dT%H%M%S}_R022_T32TPR_{gen:%Y%m%dT%H%M%S}"
@@ -163,7 +163,7 @@ def landsat_schedule(site: DemoSite, rng: np.random.Generator) -> list[Acquisiti
         for d in _dates(site.start, site.end, first, 16):
             if rng.random() < 0.06:
                 continue
-            t = dt.datetime.combine(d, dt.time(9, 58, 12), tzinfo=dt.timezone.utc)
+            t = dt.datetime.combine(d, dt.time(9, 58, 12), tzinfo=dt.UTC)
             processed = d + dt.timedelta(days=11)
             item_id = f"{prefix}_L2SP_193028_{d:%Y%m%d}_02_T1"
             props = {
@@ -188,7 +188,7 @@ def modis_schedule(site: DemoSite, rng: np.random.Generator, h: int, v: int) -> 
                 continue
             produced = d1 + dt.timedelta(days=9)
             item_id = f"MOD09A1.A{year}{doy:03d}.h{h:02d}v{v:02d}.061.{produced:%Y%j}031512"
-            t = dt.datetime.combine(d0, dt.time(0), tzinfo=dt.timezone.utc)
+            t = dt.datetime.combine(d0, dt.time(0), tzinfo=dt.UTC)
             props = {
                 "start_datetime": f"{d0:%Y-%m-%d}T00:00:00Z", "end_datetime": f"{d1:%Y-%m-%d}T23:59:59Z",
                 "platform": "terra", "instruments": ["modis"], "modis:horizontal-tile": h,
@@ -260,7 +260,7 @@ def _footprint(bounds, crs) -> tuple[dict, list[float]]:
     xs = [x0, x1, x1, x0, x0]
     ys = [y0, y0, y1, y1, y0]
     lons, lats = to_ll.transform(xs, ys)
-    ring = [[round(a, 6), round(b, 6)] for a, b in zip(lons, lats)]
+    ring = [[round(a, 6), round(b, 6)] for a, b in zip(lons, lats, strict=True)]
     return {"type": "Polygon", "coordinates": [ring]}, [min(lons), min(lats), max(lons), max(lats)]
 
 
@@ -315,7 +315,7 @@ class _Writer:
             nodata = _nodata_wedge(x, y, bounds, np.random.default_rng(wedge_seed), 0.12)
             transform = from_origin(bounds[0], bounds[3], res, res)
             noise = self.rng.normal(0, 0.002, seen.shape)
-            for spec, band in zip(specs, seen + noise):
+            for spec, band in zip(specs, seen + noise, strict=True):
                 dn = np.clip(np.round(band / spec.scale) + add_offset, 1, 65535).astype(np.uint16)
                 dn[nodata] = 0
                 href = self._href(acq, spec.asset)
@@ -348,7 +348,7 @@ class _Writer:
         transform = from_origin(bounds[0], bounds[3], res, res)
         assets: dict = {}
         seen = seen + self.rng.normal(0, 0.002, seen.shape)
-        for spec, band in zip(profile.bands, seen):
+        for spec, band in zip(profile.bands, seen, strict=True):
             dn = np.clip(np.round((band - spec.offset) / spec.scale), 1, 65535).astype(np.uint16)
             dn[fill] = 0
             href = self._href(acq, spec.asset)
@@ -392,7 +392,7 @@ class _Writer:
         transform = from_origin(bounds[0], bounds[3], MODIS_PIXEL, MODIS_PIXEL)
         assets: dict = {}
         seen_px = seen_px + self.rng.normal(0, 0.002, seen_px.shape)
-        for spec, band in zip(profile.bands, seen_px):
+        for spec, band in zip(profile.bands, seen_px, strict=True):
             dn = np.clip(np.round(band / spec.scale), -100, 16000).astype(np.int16)
             href = self._href(acq, spec.asset)
             _write_cog(href, dn, MODIS_SINUSOIDAL, transform, spec.nodata)
@@ -447,7 +447,7 @@ def write_labels(out: Path, site: DemoSite, landscape: Landscape, rng: np.random
     to_ll = pyproj.Transformer.from_crs(UTM_EPSG, 4326, always_xy=True)
     lons, lats = to_ll.transform(xs, ys)
     rows = ["lon,lat,date,target"]
-    for lon, lat, d, c in zip(lons, lats, days, classes):
+    for lon, lat, d, c in zip(lons, lats, days, classes, strict=True):
         date = site.start + dt.timedelta(days=int(d))
         name = CLASSES[c]
         frac = 0.0 if name == "water" else vegetation_fraction(name, date)

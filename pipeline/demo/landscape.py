@@ -64,7 +64,7 @@ class Landscape:
 
     @classmethod
     def generate(cls, rng: np.random.Generator, bounds: tuple[float, float, float, float],
-                 core: tuple[float, float, float, float], n_seeds: int = 400) -> "Landscape":
+                 core: tuple[float, float, float, float], n_seeds: int = 400) -> Landscape:
         """Random patches over ``bounds``; one seed of every class lies inside ``core`` (the AOI)."""
         x0, y0, x1, y1 = bounds
         seeds = np.column_stack([rng.uniform(x0, x1, n_seeds), rng.uniform(y0, y1, n_seeds)])
@@ -122,7 +122,7 @@ class Sky:
     cirrus: float  # extra thin-cirrus thickness over the scene (0 = none)
 
     @classmethod
-    def generate(cls, rng: np.random.Generator, bounds: tuple[float, float, float, float], cover: float, spacing: float = 250.0) -> "Sky":
+    def generate(cls, rng: np.random.Generator, bounds: tuple[float, float, float, float], cover: float, spacing: float = 250.0) -> Sky:
         """Clouds covering about ``cover`` (0-1) of ``bounds``; 1.0 is an all-cloudy scene."""
         x0, y0, x1, y1 = bounds
         nx, ny = int((x1 - x0) / spacing) + 3, int((y1 - y0) / spacing) + 3

@@ -24,11 +24,11 @@ import torch
 import xarray as xr
 import zarr
 
-from pipeline.store.open import open_cube
 from pipeline.embeddings.chips import ChipBatch
 from pipeline.embeddings.registry import load_encoder, spec_for
 from pipeline.embeddings.spec import Adapter, EncoderInfo
 from pipeline.embeddings.tiling import Window, axis_windows, latlon_grid, pixel_centres, time_features
+from pipeline.store.open import open_cube
 
 CUBE_BANDS = ("coastal", "blue", "green", "red", "rededge1", "rededge2", "rededge3", "nir", "nir08",
               "swir16", "swir22")
@@ -97,7 +97,7 @@ def _embed_group(block: np.ndarray, spec: EngineSpec, bands: tuple[str, ...], ge
     padded[:, :, : block.shape[2], : block.shape[3]] = block
     chips = np.stack([padded[..., xw.start - x0: xw.start - x0 + chip] for xw in xws], axis=0)  # [B, band, T, h, w]
     ys = pixel_centres(geo["y"], yw.start, chip)
-    lat, lon = zip(*(latlon_grid(pixel_centres(geo["x"], xw.start, chip), ys, geo["crs"]) for xw in xws))
+    lat, lon = zip(*(latlon_grid(pixel_centres(geo["x"], xw.start, chip), ys, geo["crs"]) for xw in xws), strict=True)
     batch = ChipBatch({b: chips[:, i] for i, b in enumerate(bands)}, geo["month"], geo["year"], geo["doy"],
                       np.stack(lat), np.stack(lon), geo["res_m"])
     emb = adapter.embed(model, batch, device)  # [B, chip/u, chip/u, D]

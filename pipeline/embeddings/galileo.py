@@ -21,8 +21,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.embeddings.chips import (DN_PER_REFLECTANCE, ChipBatch, autocast, latlon_to_cartesian, ndvi,
-                                      s2_reflectance, to_device)
+from pipeline.embeddings.chips import (
+    DN_PER_REFLECTANCE,
+    ChipBatch,
+    autocast,
+    latlon_to_cartesian,
+    ndvi,
+    s2_reflectance,
+    to_device,
+)
 from pipeline.embeddings.layers import Block, drop_masked_tokens, month_table, sincos_1d
 from pipeline.embeddings.spec import BuiltEncoder, EncoderInfo, EncoderSpec
 from pipeline.embeddings.weights import WeightsSource, companion_file
@@ -225,7 +232,7 @@ class Galileo(nn.Module):
         full = self.norm(full)
         sizes = [int(np.prod(s[1:-1])) for s in shapes]
         parts = torch.split(full, sizes, dim=1)
-        s_t, sp, tt, st = (part.reshape(shape) for part, shape in zip(parts, shapes))
+        s_t, sp, tt, st = (part.reshape(shape) for part, shape in zip(parts, shapes, strict=True))
         return GalileoOutput(s_t, sp, tt, st, s_t_mt, sp_mt, t_mt, st_mt)
 
     @classmethod
@@ -258,9 +265,10 @@ class GalileoNormalizer:
         defaults = {13: ([0.0] * 13, [1.0] * 13), 16: ([0.0] * 16, [1.0] * 11 + [100.0] * 5),
                     6: ([0.0] * 6, [1.0] * 6), 18: ([0.0] * 18, [1.0] * 13 + [100.0] * 5)}
         std_bands = {13: range(12), 16: range(2), 6: range(6), 18: range(1)}
-        shift, div = {}, {}
-        for n, (sh, dv) in defaults.items():
-            sh, dv = np.array(sh), np.array(dv)
+        shift: dict[int, np.ndarray] = {}
+        div: dict[int, np.ndarray] = {}
+        for n, (sh_default, dv_default) in defaults.items():
+            sh, dv = np.array(sh_default), np.array(dv_default)
             entry = stats[str(n)]
             mean, std = np.asarray(entry["mean"], float), np.asarray(entry["std"], float)
             for i in std_bands[n]:

@@ -15,8 +15,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.embeddings.chips import (CUBE_TO_S2, ChipBatch, autocast, latlon_to_cartesian, ndvi,
-                                      s2_reflectance, to_device)
+from pipeline.embeddings.chips import (
+    CUBE_TO_S2,
+    ChipBatch,
+    autocast,
+    latlon_to_cartesian,
+    ndvi,
+    s2_reflectance,
+    to_device,
+)
 from pipeline.embeddings.layers import Block, drop_masked_tokens, month_table
 from pipeline.embeddings.spec import BuiltEncoder, EncoderInfo, EncoderSpec, fixed_chip
 from pipeline.embeddings.weights import WeightsSource

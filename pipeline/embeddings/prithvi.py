@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -51,7 +52,12 @@ class PrithviConfig:
         return asdict(self)
 
 
-_TL = {"coords_encoding": ("time", "location"), "coords_scale_learn": True}
+class _CoordsOptions(TypedDict):
+    coords_encoding: tuple[str, ...]
+    coords_scale_learn: bool
+
+
+_TL: _CoordsOptions = {"coords_encoding": ("time", "location"), "coords_scale_learn": True}
 #: Released Prithvi-EO-2.0 configurations (terratorch ``prithvi_cfgs``; HF ``ibm-nasa-geospatial/*``).
 PRITHVI_CONFIGS: dict[str, PrithviConfig] = {
     "prithvi-eo-2.0-tiny-tl": PrithviConfig(embed_dim=256, depth=4, num_heads=4, **_TL),
@@ -89,6 +95,8 @@ def pos_embed_3d(dim: int, grid: tuple[int, int, int]) -> torch.Tensor:
 class CoordEncoder(nn.Module):
     """Sin-cos encoding of two scalars (year and day-of-year, or lat and lon) times a scale."""
 
+    scale: torch.Tensor  # a parameter or a buffer
+
     def __init__(self, embed_dim: int, trainable_scale: bool) -> None:
         super().__init__()
         self.first_dim = embed_dim // 2
@@ -120,11 +128,14 @@ class PatchEmbed3D(nn.Module):
 class PrithviViT(nn.Module):
     """Prithvi-EO-2.0 encoder; :meth:`forward` returns the final-normed tokens ``[B, 1 + t·h·w, D]``."""
 
+    pos_embed: torch.Tensor  # a buffer
+
     def __init__(self, config: PrithviConfig = PRITHVI_CONFIGS["prithvi-eo-2.0-300m-tl"]) -> None:
         super().__init__()
         self.config = config
         c = config
-        self.patch_size = tuple(c.patch_size)
+        pt, ph, pw = c.patch_size
+        self.patch_size = (pt, ph, pw)
         self.grid = (c.num_frames // c.patch_size[0], c.img_size // c.patch_size[1], c.img_size // c.patch_size[2])
         self.patch_embed = PatchEmbed3D(self.patch_size, c.in_chans, c.embed_dim)
         self.temporal_encoding = "time" in c.coords_encoding

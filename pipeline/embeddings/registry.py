@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
@@ -93,7 +94,7 @@ def _load_cached(name: str, path: str, device: str, compile_model: bool) -> tupl
     model, info = spec_for(name).load(_read_state(Path(path)), Path(path))
     model = model.to(torch.device(device)).eval().requires_grad_(False)
     if compile_model:
-        model = torch.compile(model)
+        model = cast(nn.Module, torch.compile(model))  # an OptimizedModule; the stubs say only "a callable"
     return model, info
 
 

@@ -8,9 +8,10 @@ the spec, never a model's name. This module imports neither the registry nor the
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Literal, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 
 from pipeline.embeddings.weights import WeightsSource, sha256_of
 

@@ -37,10 +37,10 @@ def axis_windows(n: int, chip: int, overlap: int, unit: int = 1) -> list[Window]
     stride = chip - overlap
     starts = list(range(0, n_pad - chip, stride)) + [n_pad - chip]
     bounds = [0]
-    for a, b in zip(starts[:-1], starts[1:]):
+    for a, b in zip(starts[:-1], starts[1:], strict=True):
         bounds.append(((b + a + chip) // 2) // unit * unit)
     bounds.append(n_pad)
-    return [Window(s, lo, hi) for s, lo, hi in zip(starts, bounds[:-1], bounds[1:])]
+    return [Window(s, lo, hi) for s, lo, hi in zip(starts, bounds[:-1], bounds[1:], strict=True)]
 
 
 def pixel_centres(coord: np.ndarray, start: int, size: int) -> np.ndarray:

@@ -25,7 +25,7 @@ def common_bands(profiles: Sequence[SensorProfile]) -> list[str]:
     return [b for b in CANONICAL_BANDS if b in shared] + sorted(shared - set(CANONICAL_BANDS))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def bandpass_coefficients() -> dict[tuple[str, str, str], dict[str, tuple[float, float]]]:
     """``(source sensor, target sensor, platform) -> {common name: (slope, offset)}`` from the CSV."""
     lines = [ln for ln in BANDPASS_FILE.read_text().splitlines() if ln and not ln.startswith("#")]
@@ -55,7 +55,7 @@ def apply_bandpass_adjustment(ds: xr.Dataset, sensor: str = "sentinel-2", target
     n = ds.sizes["time"]
     selected = (ds["sensor"].values == sensor) if "sensor" in ds.coords else np.ones(n, bool)
     platforms = ([str(p).lower() for p in ds["platform"].values] if "platform" in ds.coords else [platform] * n)
-    unknown = sorted({p for p, s in zip(platforms, selected) if s and p not in known})
+    unknown = sorted({p for p, s in zip(platforms, selected, strict=True) if s and p not in known})
     if unknown:
         raise ValueError(f"no {sensor}->{target} coefficients for platform(s) {unknown}; known: {known}")
     out = ds.copy()
@@ -65,8 +65,9 @@ def apply_bandpass_adjustment(ds: xr.Dataset, sensor: str = "sentinel-2", target
         offset = np.zeros(n, np.float32)
         for t in np.flatnonzero(selected):
             slope[t], offset[t] = table[(sensor, target, platforms[t])][band]
-        coeff = {"dims": "time", "coords": {"time": ds["time"]}}
-        out[band] = (ds[band] * xr.DataArray(slope, **coeff) + xr.DataArray(offset, **coeff)).astype(ds[band].dtype)
+        time = {"time": ds["time"]}
+        scaled = ds[band] * xr.DataArray(slope, dims="time", coords=time) + xr.DataArray(offset, dims="time", coords=time)
+        out[band] = scaled.astype(ds[band].dtype)
         out[band].attrs = ds[band].attrs
     out.attrs["eocube:bandpass_adjustment"] = f"{sensor}->{target} (HLS v2.0), bands {sorted(bands)}"
     return out

@@ -98,7 +98,7 @@ class SensorProfile(BaseModel):
                 return q
         raise KeyError(f"{self.id} has no QA asset {asset!r}; QA assets: {[q.asset for q in self.qa]}")
 
-    def with_asset_keys(self, keys: str | Mapping[str, str]) -> "SensorProfile":
+    def with_asset_keys(self, keys: str | Mapping[str, str]) -> SensorProfile:
         """This profile with its asset keys renamed: a scheme name or a {default key: key} map.
 
         Keys the map does not name keep their default; unknown map keys are an error.
@@ -116,7 +116,7 @@ class SensorProfile(BaseModel):
         qa = [q.model_copy(update={"asset": keys.get(q.asset, q.asset)}) for q in self.qa]
         return self.model_copy(update={"bands": bands, "qa": qa, "asset_keys": {}})
 
-    def matching_asset_keys(self, asset_names: set[str]) -> "SensorProfile":
+    def matching_asset_keys(self, asset_names: set[str]) -> SensorProfile:
         """The scheme whose keys an item's assets use most (ties keep the default keys)."""
         def hits(p: SensorProfile) -> int:
             return sum(k in asset_names for k in [b.asset for b in p.bands] + [q.asset for q in p.qa])
@@ -149,7 +149,7 @@ def known_profiles() -> list[str]:
     return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml") if p.stem not in _DATA_FILES)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_profile(profile_id: str) -> SensorProfile:
     """Load ``profiles/<profile_id>.yaml``; ``ValueError`` naming the known ids if absent."""
     if profile_id not in known_profiles():
@@ -157,7 +157,7 @@ def load_profile(profile_id: str) -> SensorProfile:
     return SensorProfile.model_validate(yaml.safe_load((PROFILE_DIR / f"{profile_id}.yaml").read_text()))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def collection_table() -> dict[str, CollectionEntry]:
     """``collections.yaml``: collection id -> profile entry."""
     raw = yaml.safe_load((PROFILE_DIR / "collections.yaml").read_text())
@@ -219,8 +219,8 @@ def profile_for_item(item: Any, asset_keys: Mapping[str, str] | None = None) -> 
     if len(profiles) > 1:
         item_id, platform = str(d.get("id", "")), d.get("properties", {}).get("platform")
         matches = [p.matches_item(item_id, platform) for p in profiles]
-        by_id = [p for p, (id_ok, _) in zip(profiles, matches) if id_ok]
-        profiles = by_id or [p for p, (_, platform_ok) in zip(profiles, matches) if platform_ok]
+        by_id = [p for p, (id_ok, _) in zip(profiles, matches, strict=True) if id_ok]
+        profiles = by_id or [p for p, (_, platform_ok) in zip(profiles, matches, strict=True) if platform_ok]
         if len(profiles) != 1:
             raise ValueError(f"cannot tell which of {entry.candidates} item {item_id!r} of {collection!r} "
                              f"(platform {platform!r}) is")

@@ -66,7 +66,7 @@ class QARule(BaseModel):
     levels: dict[str, FieldSpec] = Field(default_factory=dict)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def qa_rules() -> dict[str, QARule]:
     """All rules of ``qa_rules.yaml`` by name (flags set to null by a YAML merge are dropped)."""
     raw = yaml.safe_load((PROFILE_DIR / "qa_rules.yaml").read_text())

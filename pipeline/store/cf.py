@@ -8,6 +8,7 @@ coordinates carry CF ``standard_name``/``units``, data variables point through
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -57,7 +58,8 @@ def annotate_cf(ds: xr.Dataset) -> xr.Dataset:
     return ds
 
 
-def encodings(ds: xr.Dataset, chunks: dict[str, int], shards: dict[str, int] | None = None) -> dict[str, dict[str, Any]]:
+def encodings(ds: xr.Dataset, chunks: Mapping[str, int],
+              shards: Mapping[str, int] | None = None) -> dict[str, dict[str, Any]]:
     """Per-variable Zarr encodings: chunk (and shard) shape, fill value, and CF time units.
 
     Shards apply to the ``(time, y, x)`` data variables only; coordinates stay unsharded.
@@ -68,14 +70,14 @@ def encodings(ds: xr.Dataset, chunks: dict[str, int], shards: dict[str, int] | N
             continue
         e: dict[str, Any] = {}
         if var.dims and name != "time":
-            e["chunks"] = tuple(min(chunks.get(d, var.sizes[d]), var.sizes[d]) for d in var.dims)
+            e["chunks"] = tuple(min(chunks.get(str(d), var.sizes[d]), var.sizes[d]) for d in var.dims)
             if shards and name in ds.data_vars and {"y", "x"} <= set(var.dims):
-                e["shards"] = tuple(min(shards.get(d, var.sizes[d]), var.sizes[d]) for d in var.dims)
+                e["shards"] = tuple(min(shards.get(str(d), var.sizes[d]), var.sizes[d]) for d in var.dims)
         if np.issubdtype(var.dtype, np.floating):
             e["_FillValue"] = np.float32(np.nan) if var.dtype == np.float32 else np.nan
         if name == "time":
             e.update(units="seconds since 1970-01-01T00:00:00", calendar="proleptic_gregorian", dtype="int64")
-        enc[name] = e
+        enc[str(name)] = e
     return enc
 
 

@@ -34,17 +34,27 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping, Protocol
+from typing import Protocol
 
 import numpy as np
 import xarray as xr
 import zarr
+from zarr.core.metadata import ArrayV3Metadata
 
 from pipeline.store.cf import vlen_text_coords
 from pipeline.store.journal import commit_lock
-from pipeline.store.layout import (TimeMerge, TimeMove, index_runs, merge_time_axes, plan_time_moves, remap_slice_record,
-                                   with_time_range)
+from pipeline.store.layout import (
+    TimeMerge,
+    TimeMove,
+    drop_superseded,
+    index_runs,
+    merge_time_axes,
+    plan_time_moves,
+    remap_slice_record,
+    with_time_range,
+)
 from pipeline.store.paths import is_eocube_repository, is_icechunk_repository, swap_into_place
 from pipeline.store.zarr_store import StoreError, consolidate
 
@@ -139,26 +149,44 @@ def store_sources(engine: Engine) -> dict[str, list[str]]:
 # --- moving data along time (inserting time steps) -------------------------------------------------------------
 
 
+def _dims(arr: zarr.Array) -> list[str]:
+    """The dimension names of ``arr`` (Zarr v3 metadata; a v2 array has none)."""
+    meta = arr.metadata
+    return [str(n) for n in (meta.dimension_names or ())] if isinstance(meta, ArrayV3Metadata) else []
+
+
+def _stored_shape(arr: zarr.Array) -> tuple[int, ...]:
+    """The shape of one stored object of ``arr``: its shard if sharded, else its chunk."""
+    return arr.shards or arr.chunks
+
+
+def _array(group: zarr.Group, path: str) -> zarr.Array:
+    node = group[path]
+    if not isinstance(node, zarr.Array):
+        raise StoreError(f"{path} is a group, not an array")
+    return node
+
+
 def _time_arrays(group: zarr.Group) -> list[tuple[str, zarr.Array]]:
     """``(path, array)`` of every array under ``group`` with a ``time`` dimension."""
     return [(name, node) for name, node in group.members(max_depth=None)
-            if isinstance(node, zarr.Array) and "time" in (node.metadata.dimension_names or ())]
+            if isinstance(node, zarr.Array) and "time" in _dims(node)]
 
 
 def _time_axis(arr: zarr.Array) -> int:
-    return list(arr.metadata.dimension_names).index("time")
+    return _dims(arr).index("time")
 
 
 def _time_unit(arr: zarr.Array) -> int:
     """Time steps per stored object (the shard size if sharded, else the chunk size)."""
-    return int(arr.metadata.chunk_grid.chunk_shape[_time_axis(arr)])
+    return int(_stored_shape(arr)[_time_axis(arr)])
 
 
 def _other_blocks(arr: zarr.Array) -> Iterator[list[slice]]:
     """Selections of each stored chunk (or shard) along the dimensions other than time; the time
     entry is ``slice(None)``, for the caller to set. One block bounds the memory of a copy."""
     axis, shape = _time_axis(arr), arr.shape
-    unit = arr.metadata.chunk_grid.chunk_shape
+    unit = _stored_shape(arr)
     grid = [range(0, shape[d], unit[d]) if d != axis else range(1) for d in range(arr.ndim)]
     for starts in np.ndindex(*[len(g) for g in grid]):
         yield [slice(None) if d == axis else slice(grid[d][i], grid[d][i] + unit[d]) for d, i in enumerate(starts)]
@@ -181,24 +209,24 @@ def _clear_time_steps(arr: zarr.Array, steps: np.ndarray) -> None:
     for r0, r1 in index_runs(list(order)):
         for block in _other_blocks(arr):
             block[axis] = slice(int(order[r0]), int(order[r1 - 1]) + 1)
-            shape = [len(range(*b.indices(n))) for b, n in zip(block, arr.shape)]
+            shape = [len(range(*b.indices(n))) for b, n in zip(block, arr.shape, strict=True)]
             arr[tuple(block)] = np.full(shape, arr.fill_value, dtype=arr.dtype)
 
 
 def _from_template(name: str, arr: zarr.Array, template: xr.Dataset) -> bool:
     """True for the arrays whose inserted time steps come from the template (the coordinates along
     time: ``time``, ``sensor``, ``cloud_cover``, ...), False for the slice-written data variables."""
-    dims = set(arr.metadata.dimension_names or ())
+    dims = set(_dims(arr))
     return name in template.variables and not {"time", "y", "x"} <= dims
 
 
 def _write_template_steps(arr: zarr.Array, var: xr.DataArray, like: xr.DataArray, inserted: np.ndarray) -> None:
     """Write the template variable ``var`` (decoded, its time steps in order) at the time indices
     ``inserted`` of ``arr``, encoded as the store encodes the same variable ``like`` (CF time units...)."""
-    dims = list(arr.metadata.dimension_names)
+    dims = _dims(arr)
     variable = xr.Variable(dims, var.transpose(*dims).values, encoding=dict(like.encoding))
     encoded = xr.conventions.encode_cf_variable(variable, name=str(var.name))
-    selection = [slice(None)] * arr.ndim
+    selection: list[slice | np.ndarray] = [slice(None)] * arr.ndim
     selection[dims.index("time")] = np.asarray(inserted, np.int64)
     arr.set_orthogonal_selection(tuple(selection), np.asarray(encoded.values).astype(arr.dtype, copy=False))
 
@@ -225,7 +253,7 @@ def _link_whole_chunks(arr: zarr.Array, src: Path, dst: Path, move: TimeMove) ->
     """Hard-link the stored objects of one whole time chunk (``move.old``) of the array ``arr`` (files
     under ``src``) to their keys at ``move.new`` under ``dst``; absent (empty) chunks stay absent."""
     axis, unit = _time_axis(arr), _time_unit(arr)
-    grid = [-(-n // c) for n, c in zip(arr.shape, arr.metadata.chunk_grid.chunk_shape)]
+    grid = [-(-n // c) for n, c in zip(arr.shape, _stored_shape(arr), strict=True)]
     grid[axis] = 1
     for coords in np.ndindex(*grid):
         old, new = list(coords), list(coords)
@@ -361,7 +389,7 @@ class ZarrEngine:
             meta = json.loads((src / name / "zarr.json").read_text())
             (dst / name).mkdir(parents=True, exist_ok=True)
             if name in along_time:
-                meta["shape"][_time_axis(node)] = n_new
+                meta["shape"][_time_axis(along_time[name])] = n_new
             elif isinstance(node, zarr.Array):
                 _link_tree(src / name, dst / name)
             (dst / name / "zarr.json").write_text(json.dumps(meta))
@@ -378,10 +406,10 @@ class ZarrEngine:
                 if move.whole:
                     _link_whole_chunks(arr, src / name, dst / name, move)
                 else:
-                    _copy_time_range(arr, target[name], move)
+                    _copy_time_range(arr, _array(target, name), move)
             variable = name.rsplit("/", 1)[-1]  # arrays of the cube group: "cube/time", "cube/red", ...
             if _from_template(variable, arr, template):
-                _write_template_steps(target[name], template[variable], old[variable], merge.inserted)
+                _write_template_steps(_array(target, name), template[variable], old[variable], merge.inserted)
         for record in self.committed().values():
             for piece in remap_slice_record(record, merge.old_to_new):
                 _atomic_write_json(dst / MANIFEST_DIR / f"{piece['slice']}.json", with_time_range(piece, merge.times))
@@ -421,9 +449,13 @@ class ZarrEngine:
         return True
 
     def committed(self) -> dict[str, dict]:
+        """The committed slice records by slice id (a record a newer one overlaps drops out:
+        :func:`~pipeline.store.layout.drop_superseded`; newest by the record file's write time)."""
         if not self.manifest.is_dir():
             return {}
-        return {p.stem: json.loads(p.read_text()) for p in sorted(self.manifest.glob("*.json"))}
+        files = sorted(self.manifest.glob("*.json"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+        kept = drop_superseded(json.loads(p.read_text()) for p in files)
+        return dict(sorted(kept.items()))
 
     def update_attrs(self, attrs: dict) -> None:
         zarr.open_group(str(self.path), mode="r+", zarr_format=3).attrs.update(attrs)
@@ -587,7 +619,7 @@ class IcechunkEngine:
         remapped records take their ``time_range`` from the current time axis.
         """
         repo = self._repo()
-        out: dict[str, dict] = {}
+        out_pieces: list[dict] = []  # newest first
         remaps: list[list[int]] = []  # old_to_new of the inserts newer than the snapshot being read, newest first
         for snap in repo.ancestry(branch=self.branch):
             metadata = snap.metadata or {}
@@ -599,8 +631,8 @@ class IcechunkEngine:
                 pieces = [{**record, "snapshot": snap.id}]
                 for old_to_new in reversed(remaps):
                     pieces = [q for p in pieces for q in remap_slice_record(p, old_to_new)]
-                for piece in pieces:
-                    out.setdefault(piece["slice"], piece)
+                out_pieces.extend(pieces)
+        out = drop_superseded(out_pieces)
         if any("remapped_from" in r for r in out.values()):
             times = self.open().time.values
             out = {k: with_time_range(r, times) if "remapped_from" in r else r for k, r in out.items()}
@@ -622,9 +654,11 @@ class IcechunkEngine:
         """Remove product groups; every unit committed before is void (one commit)."""
         session = self._repo().writable_session(self.branch)
         root = zarr.open_group(session.store, mode="r+")
-        for name in names:
-            if name in root:
-                del root[name]
+        present = [name for name in names if name in root]
+        if not present:
+            return
+        for name in present:
+            del root[name]
         self._commit(session, "drop products", {"eocube:op": "drop-products"})
 
     def update_group_attrs(self, name: str, attrs: dict) -> None:

@@ -21,8 +21,8 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from pipeline.redaction import redact
 from pipeline.store.zarr_store import StoreError
@@ -69,7 +69,7 @@ def file_lock(path: Path, timeout_s: float = 0.0, poll_s: float = 0.2, what: str
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def write_lock(store: Path | str, timeout_s: float = 0.0):

@@ -18,8 +18,8 @@ committed slice records.
 """
 from __future__ import annotations
 
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 import xarray as xr
@@ -54,9 +54,9 @@ class StoreLayout:
         shape = self.shards if self.shards else self.chunks
         return min(shape.get(dim, size), size) if size else 1
 
-    def dask_chunks(self, sizes: Mapping[str, int]) -> dict[str, int]:
-        """Dask chunks that write whole shards (or whole chunks when unsharded)."""
-        return {d: self.unit(d, n) for d, n in sizes.items() if d in DIMS}
+    def dask_chunks(self, sizes: Mapping[Hashable, int]) -> dict[str, int]:
+        """Dask chunks that write whole shards (or whole chunks when unsharded); ``sizes``: e.g. ``ds.sizes``."""
+        return {str(d): self.unit(str(d), n) for d, n in sizes.items() if d in DIMS}
 
 
 def _internal_boundaries(chunk_sizes: tuple[int, ...], offset: int) -> list[int]:
@@ -77,7 +77,8 @@ def check_alignment(ds: xr.Dataset, layout: StoreLayout, region: Mapping[str, sl
     for name, var in ds.data_vars.items():
         if var.chunks is None:
             continue
-        for dim, sizes in zip(var.dims, var.chunks):
+        for dim_name, sizes in zip(var.dims, var.chunks, strict=True):
+            dim = str(dim_name)
             offset = (region or {}).get(dim, slice(0, None)).start or 0
             unit = (layout.shards or layout.chunks).get(dim)
             if unit is None:
@@ -112,20 +113,20 @@ class Slice:
         return self.y, self.x
 
     @classmethod
-    def from_id(cls, slice_id: str) -> "Slice":
+    def from_id(cls, slice_id: str) -> Slice:
         """Parse an id made by :attr:`id`; raises ``ValueError`` on anything else."""
         try:
-            t, y, x = (tuple(int(v) for v in p[1:].split("-")) for p in slice_id.split("_"))
+            (t0, t1), (y0, y1), (x0, x1) = ((int(a), int(b)) for a, b in (p[1:].split("-") for p in slice_id.split("_")))
         except ValueError:
             raise ValueError(f"not a slice id: {slice_id!r}") from None
-        return cls(t, y, x)  # type: ignore[arg-type]
+        return cls((t0, t1), (y0, y1), (x0, x1))
 
 
 def _ranges(n: int, step: int) -> list[tuple[int, int]]:
     return [(i, min(i + step, n)) for i in range(0, n, step)]
 
 
-def plan_slices(sizes: Mapping[str, int], layout: StoreLayout, tile_px: int, time_step: int,
+def plan_slices(sizes: Mapping[Hashable, int], layout: StoreLayout, tile_px: int, time_step: int,
                 covered: Mapping[tuple[tuple[int, int], tuple[int, int]], set[int]] | None = None) -> list[Slice]:
     """Slices covering a ``(time, y, x)`` grid, minus what ``covered`` says is committed.
 
@@ -162,6 +163,30 @@ def covered_times(slice_ids: list[str]) -> dict[tuple[tuple[int, int], tuple[int
         s = Slice.from_id(sid)
         out.setdefault(s.tile, set()).update(range(*s.t))
     return out
+
+
+def drop_superseded(records: Iterable[dict]) -> dict[str, dict]:
+    """Slice records by id, given newest first, without those a newer record overlaps.
+
+    A slice is written again over committed ones when items published late for dates the store
+    holds meet it, or when its reads failed; the newer record then stands for those cells, and
+    an older one it overlaps (even in part: its remaining cells are planned again) no longer counts.
+    """
+    kept: dict[str, dict] = {}
+    boxes: dict[tuple[tuple[int, int], tuple[int, int]], list[tuple[int, int]]] = {}
+    for record in records:
+        if record["slice"] in kept:
+            continue
+        if not all(k in record for k in ("t", "y", "x")):  # a record without its region overlaps nothing known
+            kept[record["slice"]] = record
+            continue
+        (t0, t1), y, x = record["t"], tuple(record["y"]), tuple(record["x"])
+        overlapped = any(ky[0] < y[1] and y[0] < ky[1] and kx[0] < x[1] and x[0] < kx[1]
+                         and any(a < t1 and t0 < b for a, b in spans) for (ky, kx), spans in boxes.items())
+        if not overlapped:
+            kept[record["slice"]] = record
+            boxes.setdefault((y, x), []).append((t0, t1))
+    return kept
 
 
 @dataclass(frozen=True)
@@ -219,7 +244,7 @@ class TimeMove:
     whole: bool
 
 
-def plan_time_moves(old_to_new: Sequence[int], unit: int, n_new: int) -> list[TimeMove]:
+def plan_time_moves(old_to_new: Sequence[int] | np.ndarray, unit: int, n_new: int) -> list[TimeMove]:
     """The moves of a time remap, per stored chunk of ``unit`` time steps (chunk or shard size).
 
     Old chunks whose time steps stay contiguous and land exactly on a new chunk are
@@ -244,7 +269,7 @@ def plan_time_moves(old_to_new: Sequence[int], unit: int, n_new: int) -> list[Ti
     return moves
 
 
-def remap_slice_record(record: Mapping, old_to_new: Sequence[int]) -> list[dict]:
+def remap_slice_record(record: Mapping, old_to_new: Sequence[int] | np.ndarray) -> list[dict]:
     """The records of one committed slice after time steps were inserted (``old_to_new``).
 
     A slice whose time steps stay contiguous keeps one record, with its range shifted
@@ -261,7 +286,8 @@ def remap_slice_record(record: Mapping, old_to_new: Sequence[int]) -> list[dict]
     out = []
     for r0, r1 in runs:
         t = (new[r0], new[r0] + r1 - r0)
-        sid = Slice(t, tuple(record["y"]), tuple(record["x"])).id  # type: ignore[arg-type]
+        (y0, y1), (x0, x1) = record["y"], record["x"]
+        sid = Slice(t, (int(y0), int(y1)), (int(x0), int(x1))).id
         piece = {**record, "slice": sid, "t": list(t)}
         if len(runs) > 1 and "bytes" in record:
             piece["bytes"] = int(record["bytes"]) * (r1 - r0) // (t1 - t0)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import xarray as xr
+import zarr
 
 #: the variable of a compressed store holding the bands stacked along ``band``
 STACKED = "reflectance"
@@ -22,6 +23,8 @@ STACKED = "reflectance"
 #: attribute of the stacked variable: JSON of each band's input dtype and fill value (:func:`band_record`),
 #: which :func:`split_bands` restores
 BAND_DTYPES_ATTR = "band_dtypes"
+#: the attribute of a losslessly coded variable (a QA or class layer) recording its input dtype and fill
+INPUT_DTYPE_ATTR = "eocube:input_dtype"
 #: the group of a chain store holding its cube
 CUBE_GROUP = "cube"
 
@@ -36,6 +39,8 @@ def open_cube(cube: xr.Dataset | str | Path) -> xr.Dataset:
     if path.suffix == ".zarr" or path.is_dir():
         group = CUBE_GROUP if (path / CUBE_GROUP / "zarr.json").is_file() else None
         ds = xr.open_zarr(path, group=group, chunks={}, decode_coords="all")
+        if group is not None:  # the store's provenance (sources, failures, request) is at its root
+            ds = ds.assign_attrs(zarr.open_group(str(path), mode="r", use_consolidated=False).attrs.asdict())
         if "eocube_compression" in ds.attrs:
             ds = split_bands(ds)
         return as_float32_reflectance(ds)
@@ -62,7 +67,7 @@ def restore_dtype(values: np.ndarray, dtype: np.dtype, missing: np.ndarray, fill
     An integer value that lossy coding moved onto ``fill`` is moved one step off it, towards its decoded
     value: otherwise a valid pixel would read as missing, and the fill marks exactly the missing pixels.
     """
-    if dtype == bool:
+    if np.dtype(dtype).kind == "b":
         out = values > 0.5
     elif np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
@@ -99,6 +104,10 @@ def restored_band(band: xr.DataArray, record: dict | None) -> xr.DataArray:
     if record is None:
         return band
     dtype = np.dtype(record["dtype"])
+    if "packing" in record:  # decoded from CF-packed integers: stays decoded, packs again when written out
+        out = band.copy()
+        out.encoding = {**band.encoding, **record["packing"]}
+        return out
     if band.dtype == dtype or not np.issubdtype(dtype, np.integer):
         return band
     convert = partial(integers_from_floats, dtype=dtype, fill=record["fill"])
@@ -117,6 +126,9 @@ def split_bands(ds: xr.Dataset, restore: bool = True) -> xr.Dataset:
     With ``restore``, bands recorded as integers (:data:`BAND_DTYPES_ATTR`) are given back in that dtype with
     their fill value where missing (:func:`restored_band`); stores written without the record open as before.
     """
+    if restore:  # losslessly coded variables (QA, classes) back in their input dtype and fill
+        ds = ds.assign({n: restored_band(v, json.loads(v.attrs[INPUT_DTYPE_ATTR]))
+                        for n, v in ds.data_vars.items() if INPUT_DTYPE_ATTR in v.attrs})
     if STACKED not in ds:
         return ds
     stack = ds[STACKED]

@@ -14,8 +14,8 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from pipeline.store.open import as_float32_reflectance
 from pipeline.store.cf import annotate_cf, encodings
+from pipeline.store.open import as_float32_reflectance
 
 
 def coarsen_cube(ds: xr.Dataset, factor: int) -> xr.Dataset:
@@ -66,7 +66,7 @@ def write_overviews(path: Path | str, levels: int, chunks: dict[str, int] | None
         if min(ds.sizes["y"], ds.sizes["x"]) < f:
             raise ValueError(f"overview level {k} (factor {f}) is larger than the {ds.sizes['y']}x{ds.sizes['x']} grid")
         ov = coarsen_cube(ds, f)
-        ov = ov.chunk({d: min(chunks.get(d, n), n) for d, n in ov.sizes.items()})
+        ov = ov.chunk({d: min(chunks.get(str(d), n), n) for d, n in ov.sizes.items()})
         group = f"overviews/{f}x"
         ov.to_zarr(path, group=group, mode="w", zarr_format=3, consolidated=False, encoding=encodings(ov, chunks))
         written.append(group)

@@ -104,6 +104,61 @@ def check_writable(path: Path | str) -> None:
         raise OutputPathError(f"cannot write {path}: only {free / 2**20:.0f} MiB free on the disk of {base}")
 
 
+#: the PNG "Software" text eocube writes into its quicklooks (how it knows them again)
+PNG_SOFTWARE = "eocube"
+
+
+def is_ours_or_free(path: Path | str) -> bool:
+    """Whether eocube may write the file ``path`` beside a store: it does not exist, or eocube wrote it
+    (a STAC Item or Collection with ``eocube:version``, a PNG whose "Software" text says eocube)."""
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return True
+    if not path.is_file():
+        return False
+    if path.suffix == ".json":
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return False
+        return isinstance(doc, dict) and ("eocube:version" in doc or "eocube:version" in (doc.get("properties") or {}))
+    if path.suffix == ".png":
+        from PIL import Image
+
+        try:
+            with Image.open(path) as image:
+                return str(getattr(image, "text", {}).get("Software", "")).startswith(PNG_SOFTWARE)
+        except OSError:
+            return False
+    return False
+
+
+def check_beside(paths: list[Path]) -> None:
+    """Refuse, in one line, files beside a store that eocube would write over but did not write."""
+    for path in paths:
+        if not is_ours_or_free(path):
+            raise OutputPathError(f"{path} exists and was not written by eocube; eocube writes its STAC item and "
+                                  "quicklook there: move it or choose another output path")
+
+
+def beside(store: Path | str) -> list[Path]:
+    """The files eocube writes beside a store: its STAC Item and Collection and its quicklook PNG."""
+    store = Path(store)
+    stem = store.name.removesuffix(".zarr").removesuffix(".icechunk")
+    return [store.with_name(f"{stem}.item.json"), store.with_name(f"{stem}.collection.json"),
+            store.with_suffix(".quicklook.png")]
+
+
+def check_not_own_input(source: object, out: Path | str) -> None:
+    """Refuse, in one line, an output that is the input store ``source``, inside it, or holding it: writing it
+    would replace the data being read (``source`` given as an in-memory dataset is not checked)."""
+    if not isinstance(source, (str, Path)):
+        return
+    src, dst = Path(source).resolve(), Path(out).resolve()
+    if src == dst or src in dst.parents or dst in src.parents:
+        raise OutputPathError(f"output {out} is the input {source} or overlaps it; write the result elsewhere")
+
+
 def check_output(path: Path | str, *, overwrite: bool = False, resume: bool = False) -> None:
     """Raise :class:`OutputPathError` unless a store may be written at ``path``.
 
@@ -121,6 +176,7 @@ def check_output(path: Path | str, *, overwrite: bool = False, resume: bool = Fa
         if not (overwrite or resume):
             raise OutputPathError(f"output {path} is an existing eocube store; pass --overwrite (overwrite=True) "
                                   "to replace it")
+    check_beside(beside(path))
     check_writable(path)
 
 
@@ -179,7 +235,8 @@ _OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.E
 
 def output_error(exc: OSError, path: Path, tmp: Path) -> OutputPathError | None:
     """The one-line error for an ``OSError`` of writing ``path`` (through ``tmp``), or None if it is not one."""
-    inside = exc.filename is None or str(exc.filename).startswith(str(tmp)) or str(exc.filename).startswith(str(path))
+    named = str(exc.filename or "")
+    inside = not named or named.startswith((str(tmp), str(path))) or Path(path).name in Path(named).as_posix()
     if exc.errno not in _OUTPUT_ERRNOS or not inside:
         return None
     return OutputPathError(f"cannot write {path}: {exc.strerror or exc}; nothing was left at {path}")

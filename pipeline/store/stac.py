@@ -26,6 +26,7 @@ from pystac.extensions.projection import ProjectionExtension
 from pipeline.catalog.config import load_catalog
 from pipeline.redaction import redact
 from pipeline.store.engines import Engine, store_sources
+from pipeline.store.paths import check_beside
 
 MEDIA_TYPES = {"zarr": "application/vnd+zarr", "icechunk": "application/vnd.icechunk"}
 
@@ -40,7 +41,7 @@ def _footprint(ds: xr.Dataset) -> tuple[list[float], dict]:
     xs = np.concatenate([x0 + (x1 - x0) * t, np.full(9, x1), x1 - (x1 - x0) * t, np.full(9, x0)])
     ys = np.concatenate([np.full(9, y0), y0 + (y1 - y0) * t, np.full(9, y1), y1 - (y1 - y0) * t])
     lon, lat = Transformer.from_crs(crs, 4326, always_xy=True).transform(xs, ys)
-    ring = [[round(a, 7), round(b, 7)] for a, b in zip(lon, lat)]
+    ring = [[round(a, 7), round(b, 7)] for a, b in zip(lon, lat, strict=True)]
     ring.append(ring[0])
     return [min(lon), min(lat), max(lon), max(lat)], {"type": "Polygon", "coordinates": [ring]}
 
@@ -69,7 +70,7 @@ def store_item(ds: xr.Dataset, store_href: str, engine_kind: str, item_id: str,
     """
     bbox, geometry = _footprint(ds)
     times = ds.time.values
-    start, end = (dt.datetime.fromisoformat(str(np.datetime_as_string(t, "s"))).replace(tzinfo=dt.timezone.utc)
+    start, end = (dt.datetime.fromisoformat(str(np.datetime_as_string(t, "s"))).replace(tzinfo=dt.UTC)
                   for t in (times.min(), times.max()))
     request = json.loads(ds.attrs.get("eocube:request", "{}"))
     item = pystac.Item(item_id, geometry, bbox, None, {
@@ -88,7 +89,7 @@ def store_item(ds: xr.Dataset, store_href: str, engine_kind: str, item_id: str,
             "y": DatacubeExtensionDim.spatial("y", ds.y, res_y, ref),
             "time": DatacubeExtensionDim.temporal(start, end, len(times)),
         },
-        variables={name: DatacubeExtensionDim.variable(var) for name, var in ds.data_vars.items() if name != "spatial_ref"},
+        variables={str(name): DatacubeExtensionDim.variable(var) for name, var in ds.data_vars.items() if name != "spatial_ref"},
     )
     proj = ProjectionExtension.ext(item, add_if_missing=True)
     proj.code = f"EPSG:{epsg}" if epsg else None
@@ -111,7 +112,7 @@ class DatacubeExtensionDim:
     """Builders of ``cube:dimensions`` / ``cube:variables`` entries from xarray objects."""
 
     @staticmethod
-    def spatial(axis: str, coord: xr.DataArray, step: float, ref) -> "pystac.extensions.datacube.Dimension":
+    def spatial(axis: str, coord: xr.DataArray, step: float, ref) -> pystac.extensions.datacube.Dimension:
         from pystac.extensions.datacube import Dimension
 
         half = abs(step) / 2
@@ -120,7 +121,7 @@ class DatacubeExtensionDim:
                                     "step": step, "reference_system": ref})
 
     @staticmethod
-    def temporal(start: dt.datetime, end: dt.datetime, n: int) -> "pystac.extensions.datacube.Dimension":
+    def temporal(start: dt.datetime, end: dt.datetime, n: int) -> pystac.extensions.datacube.Dimension:
         from pystac.extensions.datacube import Dimension
 
         iso = [t.isoformat().replace("+00:00", "Z") for t in (start, end)]
@@ -128,7 +129,7 @@ class DatacubeExtensionDim:
                                     "description": f"{n} acquisition time steps, irregular"})
 
     @staticmethod
-    def variable(var: xr.DataArray) -> "pystac.extensions.datacube.Variable":
+    def variable(var: xr.DataArray) -> pystac.extensions.datacube.Variable:
         from pystac.extensions.datacube import Variable
 
         d = {"type": VariableType.DATA.value, "dimensions": list(var.dims), "description": var.attrs.get("long_name", var.name)}
@@ -141,6 +142,8 @@ def store_collection(item: pystac.Item, description: str) -> pystac.Collection:
     """A one-item Collection with the item's extents and the same datacube summary."""
     start = dt.datetime.fromisoformat(item.properties["start_datetime"].replace("Z", "+00:00"))
     end = dt.datetime.fromisoformat(item.properties["end_datetime"].replace("Z", "+00:00"))
+    if item.bbox is None:
+        raise ValueError(f"item {item.id} has no bbox")
     collection = pystac.Collection(f"{item.id}-collection", description,
                                    pystac.Extent(pystac.SpatialExtent([item.bbox]), pystac.TemporalExtent([[start, end]])),
                                    license="other", title=item.properties.get("title"))
@@ -170,6 +173,8 @@ def write_stac(engine: Engine) -> Path:
     json_link = {"type": "application/json"}
     item_d["links"] = [lk for lk in item_d["links"] if lk["rel"] == "derived_from"] + [
         {"rel": rel, "href": f"./{collection_path.name}", **json_link} for rel in ("collection", "parent", "root")]
+    coll_d["eocube:version"] = item.properties.get("eocube:version")
+    check_beside([item_path, collection_path])
     coll_d["links"] = [{"rel": "item", "href": f"./{item_path.name}", "type": "application/geo+json"},
                        {"rel": "root", "href": f"./{collection_path.name}", **json_link}]
     item_path.write_text(redact(json.dumps(item_d, indent=1)))
@@ -217,8 +222,14 @@ def validate_stac(item_path: Path | str) -> list[str]:
         d = json.loads(path.read_text())
         checked.append(validator.validate_core(d, kind, d["stac_version"], str(path)))
         obj = pystac.read_dict(d, href=str(path))
-        ext = DatacubeExtension.ext(obj)
-        dims, variables = ext.dimensions, ext.variables
+        if isinstance(obj, pystac.Item):  # a branch per type: ext() takes one of them, not their union
+            item_ext = DatacubeExtension.ext(obj)
+            dims, variables = item_ext.dimensions, item_ext.variables
+        elif isinstance(obj, pystac.Collection):
+            collection_ext = DatacubeExtension.ext(obj)
+            dims, variables = collection_ext.dimensions, collection_ext.variables
+        else:
+            raise ValueError(f"{path}: not a STAC item or collection")
         if not dims or any(d.dim_type is None for d in dims.values()):
             raise ValueError(f"{path}: cube:dimensions missing or without types")
         for name, var in (variables or {}).items():

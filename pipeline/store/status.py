@@ -62,7 +62,7 @@ def store_status(path: Path | str) -> StoreStatus:
     times = ds.time.values if "time" in ds.coords else np.array([], "datetime64[ns]")
     sources = json.loads(ds.attrs.get("eocube:source_items", "{}"))
     return StoreStatus(
-        path=str(path), engine=engine.kind, shape={d: int(n) for d, n in ds.sizes.items()},
+        path=str(path), engine=engine.kind, shape={str(d): int(n) for d, n in ds.sizes.items()},
         variables=[str(v) for v in ds.data_vars],
         time_range=[str(np.datetime_as_string(times.min(), "s")), str(np.datetime_as_string(times.max(), "s"))]
         if len(times) else [],

@@ -14,9 +14,9 @@ import json
 import shutil
 import uuid
 import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 import xarray as xr
 import zarr
@@ -28,7 +28,8 @@ from pipeline.store.layout import StoreLayout, check_alignment
 from pipeline.store.overviews import write_overviews
 from pipeline.store.paths import check_output, output_error, remove_store, swap_into_place
 
-__all__ = ["StoreError", "annotate_cf", "encodings", "write_store", "provenance_attrs", "consolidate"]
+__all__ = ["StoreError", "annotate_cf", "encodings", "write_store", "provenance_attrs", "request_attr",
+           "consolidate"]
 
 
 class StoreError(RuntimeError):
@@ -39,13 +40,18 @@ def provenance_attrs(request_json: dict, source_items: dict[str, list[str]], ext
     """Root attributes recording how the store was made."""
     return {
         "title": "eocube analysis-ready data cube",
-        "history": f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%dT%H:%M:%SZ} created by eocube {__version__}",
+        "history": f"{dt.datetime.now(dt.UTC):%Y-%m-%dT%H:%M:%SZ} created by eocube {__version__}",
         "source": "STAC items listed in eocube:source_items",
         "eocube:version": __version__,
-        "eocube:request": json.dumps(redact_json(request_json), default=str),
+        "eocube:request": request_attr(request_json),
         "eocube:source_items": json.dumps(source_items),
         **(extra or {}),
     }
+
+
+def request_attr(request_json: dict) -> str:
+    """The request as the store records it (root attribute ``eocube:request``): JSON, credentials redacted."""
+    return json.dumps(redact_json(request_json), default=str)
 
 
 def time_slabs(n_times: int, time_chunk: int, chunks_per_slab: int = 8) -> list[slice]:

@@ -162,10 +162,11 @@ class UncertaintyModel:
 def _split_kwargs(kwargs: dict[str, Any]) -> tuple[dict, dict, dict]:
     names = [set(NetworkConfig.__dataclass_fields__), set(TrainConfig.__dataclass_fields__),
              set(FitOptions.__dataclass_fields__)]
-    unknown = set(kwargs) - set.union(*names) - {"n_features", "method"}
+    unknown = set(kwargs) - set[str]().union(*names) - {"n_features", "method"}
     if unknown:
         raise TypeError(f"fit() got unknown options: {', '.join(sorted(unknown))}")
-    return tuple({k: v for k, v in kwargs.items() if k in n} for n in names)  # type: ignore[return-value]
+    net_kw, train_kw, opt_kw = ({k: v for k, v in kwargs.items() if k in n} for n in names)
+    return net_kw, train_kw, opt_kw
 
 
 def fit(X: np.ndarray | xr.DataArray, y: np.ndarray | xr.DataArray, mask: np.ndarray | xr.DataArray | None = None,
@@ -203,7 +204,7 @@ def fit(X: np.ndarray | xr.DataArray, y: np.ndarray | xr.DataArray, mask: np.nda
         net = SequenceRegressor(ncfg)
         infos.append(train_network(net, (z[tr], v[tr], yz[tr]), (z[va], v[va], yz[va]), tcfg, opts.seed * 1000 + k))
         nets.append(net)
-    model = UncertaintyModel(nets, std, calibrate([], [], [], "none", opts.coverage), ncfg, tcfg, opts, infos,
+    model = UncertaintyModel(nets, std, calibrate(np.empty(0), np.empty(0), np.empty(0), "none", opts.coverage), ncfg, tcfg, opts, infos,
                              {"n_steps": int(x.shape[1]), "n_train": int(tr.size), "n_validation": int(va.size),
                               "n_calibration": int(ca.size)})
     if opts.calibration != "none":

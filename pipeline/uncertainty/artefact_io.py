@@ -47,7 +47,7 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 def utc_now() -> str:
     """Current UTC time as ``YYYY-MM-DDTHH:MM:SSZ``."""
-    return f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%dT%H:%M:%SZ}"
+    return f"{dt.datetime.now(dt.UTC):%Y-%m-%dT%H:%M:%SZ}"
 
 
 def is_artefact(folder: Path) -> bool:

@@ -31,8 +31,15 @@ import torch
 
 from pipeline import __version__
 from pipeline.uncertainty.api import FitOptions, UncertaintyModel
-from pipeline.uncertainty.artefact_io import (CARD, ArtefactError, read_card, read_weights, sha256_file, utc_now,
-                                              write_artefact)
+from pipeline.uncertainty.artefact_io import (
+    CARD,
+    ArtefactError,
+    read_card,
+    read_weights,
+    sha256_file,
+    utc_now,
+    write_artefact,
+)
 from pipeline.uncertainty.calibration import Calibration
 from pipeline.uncertainty.data import Standardizer
 from pipeline.uncertainty.network import NetworkConfig, SequenceRegressor

@@ -18,6 +18,7 @@ import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import odc.geo.xr  # noqa: F401  (registers the .odc accessor)
@@ -25,8 +26,8 @@ import pandas as pd
 import xarray as xr
 from pyproj import Transformer
 
-from pipeline.store.open import open_cube
 from pipeline.sensors.harmonise import CANONICAL_BANDS
+from pipeline.store.open import open_cube
 
 NON_FEATURES = ("valid", "spatial_ref")
 PRODUCTS = ("cube", "composite", "embeddings")
@@ -111,7 +112,7 @@ def embedding_of(ds: xr.Dataset, variables: list[str]) -> dict | None:
 
 def default_features(ds: xr.Dataset) -> list[str]:
     """Float variables over ``(y, x)`` other than ``valid``: the cube's bands or an embedding."""
-    names = [n for n, v in ds.data_vars.items() if n not in NON_FEATURES and {"y", "x"} <= set(v.dims)
+    names = [str(n) for n, v in ds.data_vars.items() if n not in NON_FEATURES and {"y", "x"} <= set(v.dims)
              and np.issubdtype(v.dtype, np.floating)]
     if not names:
         raise ValueError("the store has no float variable over (y, x) to use as features")
@@ -145,7 +146,7 @@ def feature_array(ds: xr.Dataset, variables: list[str]) -> xr.DataArray:
 
 def valid_array(ds: xr.Dataset, features: xr.DataArray) -> xr.DataArray:
     """Lazy ``(time, y, x, feature)`` validity: finite values and the store's ``valid`` flag (if any)."""
-    ok = np.isfinite(features)
+    ok = cast(xr.DataArray, np.isfinite(features))  # a DataArray (__array_ufunc__), which numpy's stubs do not model
     if "valid" in ds.data_vars and "time" in ds["valid"].dims:
         ok = ok & ds["valid"].astype(bool)
     return ok.transpose("time", "y", "x", "feature")

@@ -21,7 +21,6 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-
 _THREAD = threading.local()
 
 
@@ -97,6 +96,8 @@ class TemporalDropout(StochasticLayer):
     ``p_t ~ Bernoulli(alpha)`` independently per (sample, step, group); no rescaling.
     """
 
+    index: torch.Tensor  # a buffer: the feature group of each feature
+
     def __init__(self, n_features: int, alpha: float, fill: float = 0.0,
                  feature_groups: Sequence[int] | None = None) -> None:
         super().__init__()
@@ -121,6 +122,8 @@ class ConcreteTemporalDropout(StochasticLayer):
     ``u ~ U(0, 1)``; MC inference draws hard ``Bernoulli(α)`` masks. :meth:`regularizer` is the
     Concrete-Dropout penalty (Gal, Hron & Kendall 2017) for the weights that read this input.
     """
+
+    index: torch.Tensor  # a buffer: the feature group of each feature
 
     def __init__(self, n_features: int, init_alpha: float = 0.1, temperature: float = 0.1,
                  fill: float = 0.0, feature_groups: Sequence[int] | None = None) -> None:

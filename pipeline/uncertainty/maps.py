@@ -20,6 +20,7 @@ import xarray as xr
 import zarr
 
 from pipeline import __version__
+from pipeline.store.paths import check_not_own_input
 from pipeline.store.zarr_store import atomic_store
 from pipeline.uncertainty.api import Prediction, UncertaintyModel
 from pipeline.uncertainty.cube import feature_array, open_store, valid_array, window_indices
@@ -111,7 +112,7 @@ def predict_map(model: UncertaintyModel, store: str | Path, out: str | Path | No
     encoding = {v: {"chunks": (min(block, ny), min(block, nx)), "_FillValue": np.float32(np.nan)} for v in template.data_vars}
     if out is None:
         target = Path(store)
-        clash = [v for v in template.data_vars if v in ds.data_vars]
+        clash = [str(v) for v in template.data_vars if v in ds.data_vars]
         if clash:
             raise FileExistsError(f"{target} already has {', '.join(clash)}; choose another name")
         template.drop_vars([c for c in keep if c in ds.variables]).to_zarr(
@@ -119,6 +120,7 @@ def predict_map(model: UncertaintyModel, store: str | Path, out: str | Path | No
         _fill_blocks(model, feats, ok, t_idx, name, block, target, progress)
         return target
     target = Path(out)
+    check_not_own_input(store, target)
     with atomic_store(target, overwrite) as tmp:
         template.assign_attrs({"eocube:version": __version__}).to_zarr(
             tmp, mode="w-", compute=False, zarr_format=3, consolidated=False, encoding=encoding)

@@ -66,7 +66,7 @@ def predict_moments(nets: Sequence[SequenceRegressor], x: np.ndarray, valid: np.
         sl = slice(start, start + step)
         xb = torch.from_numpy(np.ascontiguousarray(x[sl], dtype=np.float32))
         vb = torch.from_numpy(np.ascontiguousarray(valid[sl], dtype=np.float32))
-        means, variances = zip(*(mc_samples(n, xb, vb, n_samples, generator) for n in nets))
+        means, variances = zip(*(mc_samples(n, xb, vb, n_samples, generator) for n in nets), strict=True)
         mu, var = torch.cat(means).double(), torch.cat(variances).double()
         out.mean[sl] = mu.mean(0).numpy()
         out.var_epistemic[sl] = mu.var(0, unbiased=False).numpy()

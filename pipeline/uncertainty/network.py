@@ -17,9 +17,17 @@ from torch import nn
 from pipeline.uncertainty.layers import ConcreteTemporalDropout, FeatureDropout, TemporalDropout
 
 Method = Literal["deterministic", "mc-dropout", "mc-td", "mc-conctd", "ensemble"]
-METHODS: tuple[str, ...] = ("deterministic", "mc-dropout", "mc-td", "mc-conctd", "ensemble")
+METHODS: tuple[Method, ...] = ("deterministic", "mc-dropout", "mc-td", "mc-conctd", "ensemble")
 #: Smallest predictive variance (standardised units²), keeps the NLL finite.
 MIN_VARIANCE = 1e-4
+
+
+def as_method(name: str) -> Method:
+    """``name`` (e.g. a command-line string) as a :data:`Method`; a ValueError naming the choices otherwise."""
+    for method in METHODS:
+        if name == method:
+            return method
+    raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
 
 
 @dataclass
@@ -46,8 +54,7 @@ class NetworkConfig:
     feature_groups: list[int] | None = None
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        as_method(self.method)
         if self.encoder not in ("gru", "transformer"):
             raise ValueError(f"unknown encoder {self.encoder!r}; choose 'gru' or 'transformer'")
         if self.n_features < 1 or self.hidden < 1 or self.layers < 1:

@@ -4,10 +4,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipeline.uncertainty.card import save_model
 from pipeline.uncertainty.api import UncertaintyModel, fit
-from pipeline.uncertainty.cube import (default_features, embedding_of, feature_array, open_product, read_points,
-                                       sample_points, store_provenance)
+from pipeline.uncertainty.card import save_model
+from pipeline.uncertainty.cube import (
+    default_features,
+    embedding_of,
+    feature_array,
+    open_product,
+    read_points,
+    sample_points,
+    store_provenance,
+)
+from pipeline.uncertainty.network import as_method
 
 
 def fit_from_points(store: str | Path, points: str | Path, *, variables: list[str] | None = None,
@@ -34,7 +42,7 @@ def fit_from_points(store: str | Path, points: str | Path, *, variables: list[st
         if group_column not in labelled.table.columns:
             raise ValueError(f"points have no column {group_column!r}")
         groups = labelled.table[group_column].astype(str).to_numpy()
-    model = fit(X, y, valid, method=method, groups=groups, **options)  # type: ignore[arg-type]
+    model = fit(X, y, valid, method=as_method(method), groups=groups, **options)
     features = [str(f) for f in feature_array(ds, list(variables))["feature"].values]
     model.metadata.update(variables=list(variables), training_sha256=labelled.sha256,
                           training_points=str(points), store=str(store), n_points=int(y.size),

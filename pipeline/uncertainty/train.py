@@ -130,7 +130,8 @@ def train_network(net: SequenceRegressor, train: tuple[np.ndarray, np.ndarray, n
         groups.append({"params": concrete, "weight_decay": 0.0, "lr": cfg.alpha_lr})
     opt = torch.optim.AdamW(groups, lr=cfg.lr)
     alpha_opt = torch.optim.Adam(concrete, lr=cfg.alpha_lr) if heldout else None
-    val_t = tuple(torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for a in val)
+    val_x, val_v, val_y = (torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for a in val)
+    val_t = (val_x, val_v, val_y)
     gen = torch.Generator().manual_seed(seed)
     best, best_epoch, best_state, epoch = math.inf, 0, copy.deepcopy(net.state_dict()), 0
     for epoch in range(1, cfg.epochs + 1):
