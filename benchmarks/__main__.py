@@ -4,6 +4,7 @@ Run from the repository root (``benchmarks`` is a package of the checkout, not o
 project); ``python -m benchmarks <name> --help`` gives a benchmark's own options. Figures, each with
 the command that measured it: ``benchmarks/RESULTS.md``.
 """
+
 from __future__ import annotations
 
 import ast
@@ -36,8 +37,10 @@ def describe(module: str) -> str:
 def usage() -> str:
     width = max(map(len, BENCHMARKS))
     rows = "\n".join(f"  {name:<{width}}  {describe(module)}" for name, module in BENCHMARKS.items())
-    return ("usage: python -m benchmarks <name> [args...]   (python -m benchmarks <name> --help for its options)\n\n"
-            f"benchmarks:\n{rows}\n\nfigures: benchmarks/RESULTS.md")
+    return (
+        "usage: python -m benchmarks <name> [args...]   (python -m benchmarks <name> --help for its options)\n\n"
+        f"benchmarks:\n{rows}\n\nfigures: benchmarks/RESULTS.md"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,16 +41,8 @@ is a lower bound.
     python -m benchmarks chain-scale --smoke            # tiny AOI, end to end in a few minutes
     python -m benchmarks chain-scale                    # 10 km x 10 km (1000 x 1000 px) x 12 months
     python -m benchmarks chain-scale --repeat 2         # the recorded run (ABBA rounds of chain and stages)
-
-Notes on the pipeline, as this benchmark meets it. A ``local-archive`` catalog is served through
-``ensure_demo_archive`` (``pipeline/chain/search.py:catalog_endpoint``), which regenerates the demo archive into
-the folder unless its ``manifest.json`` carries the demo's seed and version
-(``pipeline/demo/archive.py:generate_archive``): the generated archive's manifest carries them. A chain whose
-makers keep a tile's embeddings on the workers (``.persist()``, a working-tree change after commit 90dc266)
-writes them with the Dask chunks of one chip row, which the unit write refuses when the product's Zarr chunk
-(``spatial_chunk(tile_px)``) is larger than a chip (xarray: "would overlap multiple Dask chunks"): the
-requests here set ``embed.chip_size`` to that Zarr chunk, which works either way.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -91,9 +83,16 @@ ARTEFACT_OPTIONS = {"hidden": 16, "mc_samples": 10, "epochs": 60, "patience": 10
 # land-cover types (ptype): fixed spectra or a phenology (base, amplitude, day of peak) of green cover
 WATER, URBAN, BARE, FOREST, GRASS, CROP0 = range(6)
 N_CROPS = 4
-PHENOLOGY = {URBAN: (0.10, 0.03, 180), BARE: (0.05, 0.03, 180), FOREST: (0.72, 0.15, 195), GRASS: (0.45, 0.25, 140),
-             CROP0: (0.35, 0.45, 125), CROP0 + 1: (0.30, 0.55, 215), CROP0 + 2: (0.30, 0.50, 190),
-             CROP0 + 3: (0.25, 0.40, 165)}
+PHENOLOGY = {
+    URBAN: (0.10, 0.03, 180),
+    BARE: (0.05, 0.03, 180),
+    FOREST: (0.72, 0.15, 195),
+    GRASS: (0.45, 0.25, 140),
+    CROP0: (0.35, 0.45, 125),
+    CROP0 + 1: (0.30, 0.55, 215),
+    CROP0 + 2: (0.30, 0.50, 190),
+    CROP0 + 3: (0.25, 0.40, 165),
+}
 N_TYPES = CROP0 + N_CROPS
 # endmember spectra at blue, green, red, nir (reflectance)
 VEG = np.array([0.035, 0.08, 0.04, 0.44])
@@ -164,8 +163,14 @@ class Fractal:
     wrap: bool = False
 
     @classmethod
-    def make(cls, rng: np.random.Generator, extent: tuple[float, float, float, float], spacings: list[float],
-             h: float = 0.8, wrap_period: float | None = None) -> Fractal:
+    def make(
+        cls,
+        rng: np.random.Generator,
+        extent: tuple[float, float, float, float],
+        spacings: list[float],
+        h: float = 0.8,
+        wrap_period: float | None = None,
+    ) -> Fractal:
         x0, y0, x1, y1 = extent
         lats = []
         for s in spacings:
@@ -190,7 +195,9 @@ class Fractal:
 def _hash(i: np.ndarray, j: np.ndarray, seed: int) -> np.ndarray:
     """A well-mixed uint64 per integer pair (splitmix64 of a combination)."""
     with np.errstate(over="ignore"):
-        z = (i.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) ^ (j.astype(np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F))
+        z = (i.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) ^ (
+            j.astype(np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F)
+        )
         z = z ^ np.uint64(seed)
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
@@ -220,9 +227,13 @@ class Landscape:
         x0, y0, x1, y1 = extent
         xs, ys = np.linspace(x0, x1, 300), np.linspace(y1, y0, 300)
         qa, qb = a(xs, ys).ravel(), b(xs, ys).ravel()
-        thresholds = {"water": float(np.quantile(qa, 0.05)), "forest": float(np.quantile(qa, 0.72)),
-                      "urban": float(np.quantile(qb, 0.93)), "bare": float(np.quantile(qb, 0.05)),
-                      "grass": float(np.quantile(qb, 0.70))}
+        thresholds = {
+            "water": float(np.quantile(qa, 0.05)),
+            "forest": float(np.quantile(qa, 0.72)),
+            "urban": float(np.quantile(qb, 0.93)),
+            "bare": float(np.quantile(qb, 0.05)),
+            "grass": float(np.quantile(qb, 0.70)),
+        }
         return cls(a, b, warp, fine, thresholds, seed, float(rng.uniform(0.1, 0.5)))
 
     def fields(self, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -303,19 +314,32 @@ class ArchiveSpec:
     def aoi(self) -> tuple[float, float, float, float]:
         """The AOI in UTM metres: ``side_px`` 10 m pixels a side, centred on CENTRE, edges on 10 m multiples."""
         half = self.side_px // 2 * RES
-        return CENTRE[0] - half, CENTRE[1] - half, CENTRE[0] - half + self.side_px * RES, CENTRE[1] - half + self.side_px * RES
+        return (
+            CENTRE[0] - half,
+            CENTRE[1] - half,
+            CENTRE[0] - half + self.side_px * RES,
+            CENTRE[1] - half + self.side_px * RES,
+        )
 
     def s2_bounds(self) -> tuple[float, float, float, float]:
         x0, y0, x1, y1 = self.aoi()
         m = 240.0
-        return (math.floor((x0 - m) / 60) * 60, math.floor((y0 - m) / 60) * 60,
-                math.ceil((x1 + m) / 60) * 60, math.ceil((y1 + m) / 60) * 60)
+        return (
+            math.floor((x0 - m) / 60) * 60,
+            math.floor((y0 - m) / 60) * 60,
+            math.ceil((x1 + m) / 60) * 60,
+            math.ceil((y1 + m) / 60) * 60,
+        )
 
     def landsat_bounds(self) -> tuple[float, float, float, float]:
         x0, y0, x1, y1 = self.aoi()
         m = 300.0
-        return (math.floor((x0 - m) / 30) * 30 - 15, math.floor((y0 - m) / 30) * 30 - 15,
-                math.ceil((x1 + m) / 30) * 30 + 15, math.ceil((y1 + m) / 30) * 30 + 15)
+        return (
+            math.floor((x0 - m) / 30) * 30 - 15,
+            math.floor((y0 - m) / 30) * 30 - 15,
+            math.ceil((x1 + m) / 30) * 30 + 15,
+            math.ceil((y1 + m) / 30) * 30 + 15,
+        )
 
     def extent(self) -> tuple[float, float, float, float]:
         x0, y0, x1, y1 = self.landsat_bounds()
@@ -366,9 +390,23 @@ def _open_strip_writer(path: Path, width: int, height: int, dtype: str, transfor
     import rasterio
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    return rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=1, dtype=dtype,
-                         crs=f"EPSG:{UTM_EPSG}", transform=transform, nodata=nodata, tiled=True,
-                         blockxsize=512, blockysize=512, compress="NONE", BIGTIFF="IF_SAFER")
+    return rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=width,
+        height=height,
+        count=1,
+        dtype=dtype,
+        crs=f"EPSG:{UTM_EPSG}",
+        transform=transform,
+        nodata=nodata,
+        tiled=True,
+        blockxsize=512,
+        blockysize=512,
+        compress="NONE",
+        BIGTIFF="IF_SAFER",
+    )
 
 
 def _to_cog(tmp: Path, dst: Path, resampling: str) -> None:
@@ -377,8 +415,17 @@ def _to_cog(tmp: Path, dst: Path, resampling: str) -> None:
     import rasterio.shutil
 
     with rasterio.Env(GDAL_CACHEMAX=256, GDAL_NUM_THREADS=1):
-        rasterio.shutil.copy(str(tmp), str(dst), driver="COG", compress="DEFLATE", predictor=2, blocksize=512,
-                             overview_resampling=resampling, num_threads=1, bigtiff="IF_SAFER")
+        rasterio.shutil.copy(
+            str(tmp),
+            str(dst),
+            driver="COG",
+            compress="DEFLATE",
+            predictor=2,
+            blocksize=512,
+            overview_resampling=resampling,
+            num_threads=1,
+            bigtiff="IF_SAFER",
+        )
     tmp.unlink()
 
 
@@ -415,7 +462,7 @@ def write_sentinel2(out: Path, spec: ArchiveSpec, index: int, when: dt.datetime,
         rng = np.random.default_rng([spec.seed, 10, index, s])
         ptype, tex = np.asarray(ptype_all[r0:r1]), np.asarray(tex_all[r0:r1]).astype(np.float32)
         surface = table[ptype].transpose(2, 0, 1) * tex  # [band, rows, cols]
-        thick20, shadow20 = sky.thickness(xs20, ys20[r0 // 2: r1 // 2])
+        thick20, shadow20 = sky.thickness(xs20, ys20[r0 // 2 : r1 // 2])
         thick, shadow = (np.repeat(np.repeat(a, 2, 0), 2, 1) for a in (thick20, shadow20))
         nosnow = np.zeros(ptype.shape, bool)
         seen, _ = observe(surface, nosnow, ptype == WATER, thick, shadow, 0.0, wls)
@@ -440,25 +487,45 @@ def write_sentinel2(out: Path, spec: ArchiveSpec, index: int, when: dt.datetime,
         _to_cog(folder / f".{asset}.tmp.tif", dst, "nearest" if asset == "SCL" else "average")
         res = 10.0 if asset in S2_ASSETS[:3] else 20.0
         shape = [ny, nx] if res == 10 else [ny // 2, nx // 2]
-        a = {"href": dst.resolve().as_uri(), "type": "image/tiff; application=geotiff; profile=cloud-optimized",
-             "roles": ["data"], "gsd": res, "proj:shape": shape,
-             "proj:transform": list(t10 if res == 10 else t20)[:6]}
+        a = {
+            "href": dst.resolve().as_uri(),
+            "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+            "roles": ["data"],
+            "gsd": res,
+            "proj:shape": shape,
+            "proj:transform": list(t10 if res == 10 else t20)[:6],
+        }
         if asset == "SCL":
             a["title"] = "Scene classfication map (SCL)"
         else:
             common = BANDS[S2_ASSETS.index(asset)]
             a["roles"] = ["data", "reflectance"]
             a["title"] = f"Band {asset[1:]} - {common} - {int(res)}m"
-            a["eo:bands"] = [{"name": asset, "common_name": common,
-                              "center_wavelength": WAVELENGTHS["sentinel-2-l2a"][S2_ASSETS.index(asset)]}]
+            a["eo:bands"] = [
+                {
+                    "name": asset,
+                    "common_name": common,
+                    "center_wavelength": WAVELENGTHS["sentinel-2-l2a"][S2_ASSETS.index(asset)],
+                }
+            ]
         assets[asset] = a
     gen = when + dt.timedelta(hours=4)
-    props = {"platform": f"Sentinel-2{'AB'[index // 2 % 2]}", "constellation": "Sentinel 2", "instruments": ["msi"],
-             "s2:mgrs_tile": "32TMR", "s2:processing_baseline": "05.09", "s2:product_type": "S2MSI2A",
-             "s2:generation_time": gen.strftime("%Y-%m-%dT%H:%M:%S.000000Z"), "sat:relative_orbit": 108,
-             "sat:orbit_state": "descending", "s2:mean_solar_zenith": 45.0, "s2:mean_solar_azimuth": 160.0}
-    return _feature("sentinel-2-l2a", item_id, when, sky.cover, bounds, assets, props, {"proj:epsg": UTM_EPSG},
-                    ["eo", "proj"])
+    props = {
+        "platform": f"Sentinel-2{'AB'[index // 2 % 2]}",
+        "constellation": "Sentinel 2",
+        "instruments": ["msi"],
+        "s2:mgrs_tile": "32TMR",
+        "s2:processing_baseline": "05.09",
+        "s2:product_type": "S2MSI2A",
+        "s2:generation_time": gen.strftime("%Y-%m-%dT%H:%M:%S.000000Z"),
+        "sat:relative_orbit": 108,
+        "sat:orbit_state": "descending",
+        "s2:mean_solar_zenith": 45.0,
+        "s2:mean_solar_azimuth": 160.0,
+    }
+    return _feature(
+        "sentinel-2-l2a", item_id, when, sky.cover, bounds, assets, props, {"proj:epsg": UTM_EPSG}, ["eo", "proj"]
+    )
 
 
 def write_landsat(out: Path, spec: ArchiveSpec, index: int, when: dt.datetime, landscape: Landscape) -> dict:
@@ -502,30 +569,52 @@ def write_landsat(out: Path, spec: ArchiveSpec, index: int, when: dt.datetime, l
     for k, asset in enumerate((*LANDSAT_ASSETS, "qa_pixel")):
         dst = folder / f"{asset}.tif"
         _to_cog(folder / f".{asset}.tmp.tif", dst, "nearest" if asset == "qa_pixel" else "average")
-        a = {"href": dst.resolve().as_uri(), "type": "image/tiff; application=geotiff; profile=cloud-optimized",
-             "roles": ["data"], "gsd": 30.0, "proj:shape": [ny, nx], "proj:transform": list(transform)[:6]}
+        a = {
+            "href": dst.resolve().as_uri(),
+            "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+            "roles": ["data"],
+            "gsd": 30.0,
+            "proj:shape": [ny, nx],
+            "proj:transform": list(transform)[:6],
+        }
         if asset == "qa_pixel":
             a.update(title="Pixel Quality Assessment Band", roles=["cloud", "cloud-shadow", "snow-ice", "water-mask"])
             a["raster:bands"] = [{"unit": "bit index", "nodata": 1, "data_type": "uint16", "spatial_resolution": 30}]
         else:
             a.update(title=f"{asset} band", roles=["data", "reflectance"])
-            a["eo:bands"] = [{"name": asset, "common_name": asset, "center_wavelength": WAVELENGTHS["landsat-c2-l2"][k]}]
-            a["raster:bands"] = [{"data_type": "uint16", "spatial_resolution": 30, "scale": 2.75e-05, "offset": -0.2,
-                                  "nodata": 0}]
+            a["eo:bands"] = [
+                {"name": asset, "common_name": asset, "center_wavelength": WAVELENGTHS["landsat-c2-l2"][k]}
+            ]
+            a["raster:bands"] = [
+                {"data_type": "uint16", "spatial_resolution": 30, "scale": 2.75e-05, "offset": -0.2, "nodata": 0}
+            ]
         assets[asset] = a
     platform = "landsat-8" if index // 2 % 2 else "landsat-9"
     d = when.date()
-    props = {"platform": platform, "instruments": ["oli", "tirs"], "landsat:wrs_path": "194", "landsat:wrs_row": "029",
-             "landsat:wrs_type": "2", "landsat:collection_category": "T1", "landsat:collection_number": "02",
-             "landsat:correction": "L2SP", "gsd": 30, "view:off_nadir": 0, "view:sun_elevation": 40.0,
-             "view:sun_azimuth": 150.0, "created": f"{d + dt.timedelta(days=11):%Y-%m-%d}T00:00:00Z"}
+    props = {
+        "platform": platform,
+        "instruments": ["oli", "tirs"],
+        "landsat:wrs_path": "194",
+        "landsat:wrs_row": "029",
+        "landsat:wrs_type": "2",
+        "landsat:collection_category": "T1",
+        "landsat:collection_number": "02",
+        "landsat:correction": "L2SP",
+        "gsd": 30,
+        "view:off_nadir": 0,
+        "view:sun_elevation": 40.0,
+        "view:sun_azimuth": 150.0,
+        "created": f"{d + dt.timedelta(days=11):%Y-%m-%d}T00:00:00Z",
+    }
     proj = {"proj:epsg": UTM_EPSG, "proj:shape": [ny, nx], "proj:transform": list(transform)[:6]}
     return _feature("landsat-c2-l2", item_id, when, sky.cover, bounds, assets, props, proj, ["eo", "proj", "raster"])
 
 
-_EXT = {"eo": "https://stac-extensions.github.io/eo/v1.1.0/schema.json",
-        "proj": "https://stac-extensions.github.io/projection/v1.1.0/schema.json",
-        "raster": "https://stac-extensions.github.io/raster/v1.1.0/schema.json"}
+_EXT = {
+    "eo": "https://stac-extensions.github.io/eo/v1.1.0/schema.json",
+    "proj": "https://stac-extensions.github.io/projection/v1.1.0/schema.json",
+    "raster": "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
+}
 
 
 def _lonlat(xs, ys):
@@ -534,17 +623,37 @@ def _lonlat(xs, ys):
     return pyproj.Transformer.from_crs(UTM_EPSG, 4326, always_xy=True).transform(xs, ys)
 
 
-def _feature(collection: str, item_id: str, when: dt.datetime, cover: float, bounds, assets: dict, props: dict,
-             proj: dict, extensions: list[str]) -> dict:
+def _feature(
+    collection: str,
+    item_id: str,
+    when: dt.datetime,
+    cover: float,
+    bounds,
+    assets: dict,
+    props: dict,
+    proj: dict,
+    extensions: list[str],
+) -> dict:
     x0, y0, x1, y1 = bounds
     lons, lats = _lonlat([x0, x1, x1, x0, x0], [y0, y0, y1, y1, y0])
     ring = [[round(a, 6), round(b, 6)] for a, b in zip(lons, lats, strict=True)]
-    return {"type": "Feature", "stac_version": "1.0.0", "stac_extensions": [_EXT[e] for e in extensions],
-            "id": item_id, "collection": collection, "geometry": {"type": "Polygon", "coordinates": [ring]},
-            "bbox": [min(lons), min(lats), max(lons), max(lats)],
-            "properties": {"datetime": when.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "eo:cloud_cover": round(cover * 100, 2),
-                           **proj, **props},
-            "assets": assets, "links": []}
+    return {
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "stac_extensions": [_EXT[e] for e in extensions],
+        "id": item_id,
+        "collection": collection,
+        "geometry": {"type": "Polygon", "coordinates": [ring]},
+        "bbox": [min(lons), min(lats), max(lons), max(lats)],
+        "properties": {
+            "datetime": when.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "eo:cloud_cover": round(cover * 100, 2),
+            **proj,
+            **props,
+        },
+        "assets": assets,
+        "links": [],
+    }
 
 
 def _fields_strip(args: tuple) -> None:
@@ -589,10 +698,10 @@ def write_labels(out: Path, spec: ArchiveSpec, n: int = 500) -> Path:
     return path
 
 
-def generate_archive(spec: ArchiveSpec, work: Path = WORK, workers: int = 2, log: Callable[[str], None] = print) -> Path:
+def generate_archive(
+    spec: ArchiveSpec, work: Path = WORK, workers: int = 2, log: Callable[[str], None] = print
+) -> Path:
     """The archive of ``spec`` (kept when complete: ``chain-scale.json`` is written last); returns its folder."""
-    from pipeline.demo.archive import ARCHIVE_VERSION
-
     out = work / f"archive-{spec.key}"
     done = out / "chain-scale.json"
     if done.is_file():
@@ -619,23 +728,42 @@ def generate_archive(spec: ArchiveSpec, work: Path = WORK, workers: int = 2, log
         (folder / "items.json").write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
         bboxes = np.array([f["bbox"] for f in feats])
         times = sorted(f["properties"]["datetime"] for f in feats)
-        (folder / "collection.json").write_text(json.dumps({
-            "type": "Collection", "stac_version": "1.0.0", "id": collection, "license": "proprietary", "links": [],
-            "description": f"{collection} (eocube chain-scale benchmark archive)", "stac_extensions": [],
-            "extent": {"spatial": {"bbox": [[*bboxes[:, :2].min(0).tolist(), *bboxes[:, 2:].max(0).tolist()]]},
-                       "temporal": {"interval": [[times[0], times[-1]]]}}}, indent=1))
+        (folder / "collection.json").write_text(
+            json.dumps(
+                {
+                    "type": "Collection",
+                    "stac_version": "1.0.0",
+                    "id": collection,
+                    "license": "proprietary",
+                    "links": [],
+                    "description": f"{collection} (eocube chain-scale benchmark archive)",
+                    "stac_extensions": [],
+                    "extent": {
+                        "spatial": {"bbox": [[*bboxes[:, :2].min(0).tolist(), *bboxes[:, 2:].max(0).tolist()]]},
+                        "temporal": {"interval": [[times[0], times[-1]]]},
+                    },
+                },
+                indent=1,
+            )
+        )
     write_labels(out, spec)
     (out / "catalog.yaml").write_text(
         "name: chain-scale\ntitle: eocube chain-scale benchmark archive (generated)\nkind: local-archive\nurl: null\n"
         "signing: none\nsearch: {limit: 100}\ncollections:\n  sentinel-2: {collection: sentinel-2-l2a}\n"
-        "  landsat: {collection: landsat-c2-l2}\n")
-    # pipeline.chain.search serves a local archive through ensure_demo_archive, which regenerates the demo
-    # archive into the folder unless its manifest carries the demo's seed and version: so it does here.
-    (out / "manifest.json").write_text(json.dumps({"version": ARCHIVE_VERSION, "seed": 20211001,
-                                                   "chain_scale": dataclasses.asdict(spec)}))
+        "  landsat: {collection: landsat-c2-l2}\n"
+    )
+    (out / "manifest.json").write_text(json.dumps({"chain_scale": dataclasses.asdict(spec)}))
     size = sum(f.stat().st_size for f in (out / "data").rglob("*.tif"))
-    done.write_text(json.dumps({**dataclasses.asdict(spec), "seconds": round(time.perf_counter() - t0, 1),
-                                "cog_bytes": size, "items": {c: len(f) for c, f in features.items()}}))
+    done.write_text(
+        json.dumps(
+            {
+                **dataclasses.asdict(spec),
+                "seconds": round(time.perf_counter() - t0, 1),
+                "cog_bytes": size,
+                "items": {c: len(f) for c, f in features.items()},
+            }
+        )
+    )
     return out
 
 
@@ -651,22 +779,49 @@ def sub_aoi_lonlat(spec: ArchiveSpec, side_px: int, corner: bool = True) -> tupl
         bx0, by1 = CENTRE[0] - side_px // 2 * RES, CENTRE[1] + side_px // 2 * RES
     bx1, by0 = bx0 + side_px * RES, by1 - side_px * RES
     inset = 2.0  # metres: the inscribed lon/lat box, snapped outwards by the grid, gives back the square
-    lons, lats = _lonlat([bx0 + inset, bx1 - inset, bx1 - inset, bx0 + inset], [by0 + inset, by0 + inset, by1 - inset, by1 - inset])
-    return (round(max(lons[0], lons[3]), 7), round(max(lats[0], lats[1]), 7),
-            round(min(lons[1], lons[2]), 7), round(min(lats[2], lats[3]), 7))
+    lons, lats = _lonlat(
+        [bx0 + inset, bx1 - inset, bx1 - inset, bx0 + inset], [by0 + inset, by0 + inset, by1 - inset, by1 - inset]
+    )
+    return (
+        round(max(lons[0], lons[3]), 7),
+        round(max(lats[0], lats[1]), 7),
+        round(min(lons[1], lons[2]), 7),
+        round(min(lats[2], lats[3]), 7),
+    )
 
 
-def make_request(archive: Path, spec: ArchiveSpec, side_px: int, output: Path, tile_px: int, products: list[str],
-                 artefact: Path | None, corner: bool = True, storage: str = "float32"):
+def make_request(
+    archive: Path,
+    spec: ArchiveSpec,
+    side_px: int,
+    output: Path,
+    tile_px: int,
+    products: list[str],
+    artefact: Path | None,
+    corner: bool = True,
+    storage: str = "float32",
+):
     from pipeline.model import CubeRequest
 
     chunk = min(512, tile_px)
     fields: dict[str, Any] = {
-        "catalog": str(archive / "catalog.yaml"), "bbox": list(sub_aoi_lonlat(spec, side_px, corner)),
-        "start": "2023-01-01", "end": (dt.date(2023 + spec.months // 12, spec.months % 12 + 1, 1) - dt.timedelta(days=1)
-                                        if spec.months % 12 else dt.date(2022 + spec.months // 12, 12, 31)).isoformat(),
-        "sensors": ["sentinel-2", "landsat"], "crs": f"EPSG:{UTM_EPSG}", "resolution": RES, "bands": list(BANDS),
-        "chunks": {"time": 1, "y": chunk, "x": chunk}, "output": str(output), "overwrite": True, "storage": storage}
+        "catalog": str(archive / "catalog.yaml"),
+        "bbox": list(sub_aoi_lonlat(spec, side_px, corner)),
+        "start": "2023-01-01",
+        "end": (
+            dt.date(2023 + spec.months // 12, spec.months % 12 + 1, 1) - dt.timedelta(days=1)
+            if spec.months % 12
+            else dt.date(2022 + spec.months // 12, 12, 31)
+        ).isoformat(),
+        "sensors": ["sentinel-2", "landsat"],
+        "crs": f"EPSG:{UTM_EPSG}",
+        "resolution": RES,
+        "bands": list(BANDS),
+        "chunks": {"time": 1, "y": chunk, "x": chunk},
+        "output": str(output),
+        "overwrite": True,
+        "storage": storage,
+    }
     if "composite" in products:
         fields["composite"] = {"freq": "1MS", "method": "median"}
     if "embeddings" in products:
@@ -674,8 +829,13 @@ def make_request(archive: Path, spec: ArchiveSpec, side_px: int, output: Path, t
 
         # chips of the product's Zarr chunk: the chain keeps a tile's embeddings on the workers as Dask chunks of
         # one chip row, which its unit write refuses unless they are whole Zarr chunks (see the module's notes)
-        fields["embed"] = {"model": "presto", "input": "composite", "temporal": "pooled", "device": "cpu",
-                           "chip_size": spatial_chunk(tile_px)}
+        fields["embed"] = {
+            "model": "presto",
+            "input": "composite",
+            "temporal": "pooled",
+            "device": "cpu",
+            "chip_size": spatial_chunk(tile_px),
+        }
     if "uncertainty" in products:
         fields["uncertainty"] = {"model": str(artefact), "target": TARGET}
     if "video" in products:
@@ -754,8 +914,12 @@ def cluster(n_workers: int) -> Iterator[tuple[str, dict[str, int]]]:
     the worker pids."""
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, memory_limit="auto",
-                      dashboard_address=None) as lc, Client(lc) as client:
+    with (
+        LocalCluster(
+            n_workers=n_workers, threads_per_worker=1, processes=True, memory_limit="auto", dashboard_address=None
+        ) as lc,
+        Client(lc) as client,
+    ):
         pids = client.run(os.getpid)
         yield lc.scheduler_address, pids
 
@@ -795,11 +959,15 @@ def chain_instrumented(times: dict[str, float]):
                 return fn(*a, **k)
             finally:
                 times[name] = times.get(name, 0.0) + time.perf_counter() - t0
+
         return wrapper
 
-    targets = [(backfill_mod, "search", "search"), (slices_mod, "write_slice", "cube slices"),
-               (slices_mod, "make_products", "products (units, tile by tile)"),
-               (context_mod, "resolve_context", "  of which context (artefact, video plan)")]
+    targets = [
+        (backfill_mod, "search", "search"),
+        (slices_mod, "write_slice", "cube slices"),
+        (slices_mod, "make_products", "products (units, tile by tile)"),
+        (context_mod, "resolve_context", "  of which context (artefact, video plan)"),
+    ]
     saved = []
     for module, attr, name in targets:
         if hasattr(module, attr):
@@ -844,18 +1012,28 @@ def run_chain(request, archive: Path, tile_px: int, time_step: int, n_workers: i
         monitor.start()
         c0, t0 = monitor.cpu_seconds(), time.perf_counter()
         with chain_instrumented(parts):
-            report = backfill_request(request, BackfillSpec(tile_px=tile_px, time_step=time_step), archive=archive,
-                                      dask_address=address)
+            report = backfill_request(
+                request, BackfillSpec(tile_px=tile_px, time_step=time_step), archive=archive, dask_address=address
+            )
         wall, cpu = time.perf_counter() - t0, monitor.cpu_seconds() - c0
         rss = monitor.stop()
     parts["other (preflight, prepare, finalise)"] = wall - sum(v for k, v in parts.items() if not k.startswith(" "))
     not_computed = report.not_computed
-    return {"seconds": wall, "cpu_seconds": cpu, "parts": parts, **rss, "units": len(report.units),
-            "slices": len(report.written), "not_computed": not_computed, "store_bytes": dir_bytes(Path(request.output))}
+    return {
+        "seconds": wall,
+        "cpu_seconds": cpu,
+        "parts": parts,
+        **rss,
+        "units": len(report.units),
+        "slices": len(report.written),
+        "not_computed": not_computed,
+        "store_bytes": dir_bytes(Path(request.output)),
+    }
 
 
-def run_stages(request, archive: Path, work: Path, tile_px: int, n_workers: int, monitor: Monitor,
-               artefact: Path | None) -> dict:
+def run_stages(
+    request, archive: Path, work: Path, tile_px: int, n_workers: int, monitor: Monitor, artefact: Path | None
+) -> dict:
     """The same stages one by one, each with its own command's function, on a fresh LocalCluster, each stage
     reading the previous one's store: cube (search + ``assemble_and_write``), composite (``composite_store``),
     embeddings (``write_embeddings`` on the composite store), uncertainty (``predict_map`` of the artefact on
@@ -898,21 +1076,45 @@ def run_stages(request, archive: Path, work: Path, tile_px: int, n_workers: int,
                 from pipeline.compression.stage import compress_cube
 
                 with times.stage("video"):
-                    summary = compress_cube(cube_path, video_path, CodecParams(mode="lossy"), target_psnr=45.0,
-                                            space_chunk=spatial_chunk(tile_px), measure=False, quicklook=None,
-                                            auto_value_range=True, overwrite=True)
+                    summary = compress_cube(
+                        cube_path,
+                        video_path,
+                        CodecParams(mode="lossy"),
+                        target_psnr=45.0,
+                        space_chunk=spatial_chunk(tile_px),
+                        measure=False,
+                        quicklook=None,
+                        auto_value_range=True,
+                        overwrite=True,
+                    )
         rss = monitor.stop()
-    sizes = {"cube": dir_bytes(cube_path), "composite": dir_bytes(comp_path), "uncertainty": dir_bytes(unc_path),
-             "video": dir_bytes(video_path)}
-    out = {"seconds": times.wall, "cpu_seconds": times.cpu, "sum_seconds": sum(times.wall.values()), **rss,
-           "store_bytes": sizes}
+    sizes = {
+        "cube": dir_bytes(cube_path),
+        "composite": dir_bytes(comp_path),
+        "uncertainty": dir_bytes(unc_path),
+        "video": dir_bytes(video_path),
+    }
+    out = {
+        "seconds": times.wall,
+        "cpu_seconds": times.cpu,
+        "sum_seconds": sum(times.wall.values()),
+        **rss,
+        "store_bytes": sizes,
+    }
     if request.compress is not None:
         out["video_qp"], out["video_bpppb"] = summary.qp, summary.bpppb
     return out
 
 
-def train_artefact_cached(archive: Path, spec: ArchiveSpec, work: Path, tile_px: int, n_workers: int,
-                          monitor: Monitor, log: Callable[[str], None]) -> Path:
+def train_artefact_cached(
+    archive: Path,
+    spec: ArchiveSpec,
+    work: Path,
+    tile_px: int,
+    n_workers: int,
+    monitor: Monitor,
+    log: Callable[[str], None],
+) -> Path:
     """The uncertainty artefact, trained once (cached beside the archive) on the composite of the 1 km² corner
     at the archive's labelled points."""
     from pipeline.uncertainty.stage import train_artefact
@@ -924,8 +1126,20 @@ def train_artefact_cached(archive: Path, spec: ArchiveSpec, work: Path, tile_px:
     req = make_request(archive, spec, TRAIN_PX, store, min(tile_px, 512), ["composite"], None)
     t0 = time.perf_counter()
     run_chain(req, archive, min(tile_px, 512), 8, n_workers, monitor)
-    train_artefact(store, archive / "labels.csv", path, product="composite", n_steps=N_STEPS, method="mc-conctd",
-                   seed=0, target="target", name=TARGET, units="%", overwrite=True, **ARTEFACT_OPTIONS)
+    train_artefact(
+        store,
+        archive / "labels.csv",
+        path,
+        product="composite",
+        n_steps=N_STEPS,
+        method="mc-conctd",
+        seed=0,
+        target="target",
+        name=TARGET,
+        units="%",
+        overwrite=True,
+        **ARTEFACT_OPTIONS,
+    )
     remove(store)
     log(f"  artefact trained on {TRAIN_PX} x {TRAIN_PX} px: {time.perf_counter() - t0:.0f} s -> {path}")
     return path
@@ -948,14 +1162,16 @@ def presto_flops_per_chip(chip: int, n_times: int) -> dict:
     rng = np.random.default_rng(0)
     times = pd.date_range("2023-01-01", periods=n_times, freq="MS")
     ys, xs = CENTRE[1] - (np.arange(small) + 0.5) * RES, CENTRE[0] + (np.arange(small) + 0.5) * RES
-    ds = xr.Dataset({b: (("time", "y", "x"), (0.05 + 0.3 * rng.random((n_times, small, small))).astype(np.float32))
-                     for b in BANDS}, coords={"time": times, "y": ys, "x": xs}).odc.assign_crs(f"EPSG:{UTM_EPSG}")
+    ds = xr.Dataset(
+        {b: (("time", "y", "x"), (0.05 + 0.3 * rng.random((n_times, small, small))).astype(np.float32)) for b in BANDS},
+        coords={"time": times, "y": ys, "x": xs},
+    ).odc.assign_crs(f"EPSG:{UTM_EPSG}")
     emb = embed_cube(ds, "presto", device="cpu", chip_size=small)
     with FlopCounterMode(display=False) as counter, torch.inference_mode(), dask.config.set(scheduler="synchronous"):
         values = emb.values
     assert np.isfinite(values).all()
     flops = counter.get_total_flops() * (chip * chip) / (small * small)
-    return {"flops_per_chip": float(flops), "chip": chip, "timesteps": n_times, "flops_per_pixel": flops / chip ** 2}
+    return {"flops_per_chip": float(flops), "chip": chip, "timesteps": n_times, "flops_per_pixel": flops / chip**2}
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -963,6 +1179,7 @@ def presto_flops_per_chip(chip: int, n_times: int) -> dict:
 
 def combine_runs(runs: list[dict]) -> dict:
     """Rounds of one run kind -> medians of their times, the maximum of their peak RSS (per worker rank)."""
+
     def med(values):
         return float(np.median(values))
 
@@ -979,7 +1196,6 @@ def combine_runs(runs: list[dict]) -> dict:
     out["peak_rss_main_bytes"] = max(r["peak_rss_main_bytes"] for r in runs)
     out["rounds"] = len(runs)
     return out
-
 
 
 def fmt_bytes(n: float) -> str:
@@ -1003,9 +1219,13 @@ def figures(res: dict, args) -> list[tuple[str, str, str]]:
         ratio = float(np.median(rounds))
         out.append(("full AOI: chain (cube, composite, uncertainty, video) s", f"{full['seconds']:.0f}", "—"))
         out.append(("full AOI: the same stages one by one, sum s", f"{stages['sum_seconds']:.0f}", "—"))
-        out.append(("full AOI: chain ÷ sum of stages" + (f" (median of {len(rounds)} rounds)" if len(rounds) > 1 else ""),
-                    f"{ratio:.3f}" + (f" ({', '.join(f'{r:.3f}' for r in rounds)})" if len(rounds) > 1 else ""),
-                    "≤ 1.05" + (": met" if ratio <= 1.05 else ": not met")))
+        out.append(
+            (
+                "full AOI: chain ÷ sum of stages" + (f" (median of {len(rounds)} rounds)" if len(rounds) > 1 else ""),
+                f"{ratio:.3f}" + (f" ({', '.join(f'{r:.3f}' for r in rounds)})" if len(rounds) > 1 else ""),
+                "≤ 1.05" + (": met" if ratio <= 1.05 else ": not met"),
+            )
+        )
         for name, sec in stages["seconds"].items():
             out.append((f"stage alone: {name} Mpx/s (AOI pixels)", f"{px / sec / 1e6:.3f} ({sec:.0f} s)", "—"))
         out.append(("chain: AOI Mpx/s (all its stages)", f"{px / full['seconds'] / 1e6:.3f}", "—"))
@@ -1014,15 +1234,29 @@ def figures(res: dict, args) -> list[tuple[str, str, str]]:
     if sub and sub_stages:
         sub_px = res["embed_aoi"]["pixels"]
         ratio = sub["seconds"] / sub_stages["sum_seconds"]
-        out.append((f"embed subset ({res['embed_aoi']['side_px']}² px): chain, all 5 stages s", f"{sub['seconds']:.0f}", "—"))
+        out.append(
+            (f"embed subset ({res['embed_aoi']['side_px']}² px): chain, all 5 stages s", f"{sub['seconds']:.0f}", "—")
+        )
         out.append(("embed subset: stages one by one, sum s", f"{sub_stages['sum_seconds']:.0f}", "—"))
-        out.append(("embed subset: chain ÷ sum of stages", f"{ratio:.3f}", "≤ 1.05" + (": met" if ratio <= 1.05 else ": not met")))
+        out.append(
+            (
+                "embed subset: chain ÷ sum of stages",
+                f"{ratio:.3f}",
+                "≤ 1.05" + (": met" if ratio <= 1.05 else ": not met"),
+            )
+        )
         emb_s = sub_stages["seconds"]["embeddings"]
         out.append(("Presto embeddings/s, stage alone (CPU)", f"{sub_px / emb_s:.0f}", "—"))
     for label, run in (("full AOI", full), ("compare AOI", res.get("compare_chain")), ("embed subset", sub)):
         if run:
             peak = max(run["peak_rss_per_worker_bytes"].values() or [0])
-            out.append((f"{label} chain: peak RSS per worker (max)", fmt_bytes(peak), "< 2 GB" + (": met" if peak < 2e9 else ": not met")))
+            out.append(
+                (
+                    f"{label} chain: peak RSS per worker (max)",
+                    fmt_bytes(peak),
+                    "< 2 GB" + (": met" if peak < 2e9 else ": not met"),
+                )
+            )
             out.append((f"{label} chain: peak RSS of the client process", fmt_bytes(run["peak_rss_main_bytes"]), "—"))
     if full and res.get("compare_chain"):
         a = max(full["peak_rss_per_worker_bytes"].values())
@@ -1033,56 +1267,98 @@ def figures(res: dict, args) -> list[tuple[str, str, str]]:
     if cost:
         for name, v in cost["cpu_core_s_per_km2_year"].items():
             out.append((f"cost: CPU core-s / km² / year, {name}", f"{v:.1f}", "—"))
-        out.append((f"cost: Presto GFLOP per 64² chip ({res['months']} monthly steps)", f"{cost['presto_flops_per_chip'] / 1e9:.2f}", "—"))
-        out.append(("cost: Presto GPU-s / km² / year (projected, 417 TFLOP/s)", f"{cost['presto_gpu_s_per_km2_year']:.2e}", "—"))
-        out.append(("cost: Prithvi-300M T=4 GPU-s / km² / year (781 chips/s)", f"{cost['prithvi300m_gpu_s_per_km2_year']:.2e}", "—"))
+        out.append(
+            (
+                f"cost: Presto GFLOP per 64² chip ({res['months']} monthly steps)",
+                f"{cost['presto_flops_per_chip'] / 1e9:.2f}",
+                "—",
+            )
+        )
+        out.append(
+            (
+                "cost: Presto GPU-s / km² / year (projected, 417 TFLOP/s)",
+                f"{cost['presto_gpu_s_per_km2_year']:.2e}",
+                "—",
+            )
+        )
+        out.append(
+            (
+                "cost: Prithvi-300M T=4 GPU-s / km² / year (781 chips/s)",
+                f"{cost['prithvi300m_gpu_s_per_km2_year']:.2e}",
+                "—",
+            )
+        )
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
-    ap.add_argument("--km", type=float, default=10.0, help="AOI side in km (default 10: 1000 x 1000 px at 10 m, 100 km²)")
+    ap.add_argument(
+        "--km", type=float, default=10.0, help="AOI side in km (default 10: 1000 x 1000 px at 10 m, 100 km²)"
+    )
     ap.add_argument("--months", type=int, default=12, help="months (one S2 and one Landsat acquisition each)")
     ap.add_argument("--workers", type=int, default=2, help="Dask worker processes (1 thread each)")
     ap.add_argument("--tile-px", type=int, default=512, help="tile (unit and slice) side in pixels")
-    ap.add_argument("--repeat", type=int, default=1, help="rounds of the full-AOI chain and stages (ABBA order; medians)")
+    ap.add_argument(
+        "--repeat", type=int, default=1, help="rounds of the full-AOI chain and stages (ABBA order; medians)"
+    )
     ap.add_argument("--time-step", type=int, default=8, help="time steps per cube slice")
     ap.add_argument("--embed-px", type=int, default=160, help="side of the sub-AOI every stage runs on (embeddings)")
     ap.add_argument("--embed-tile", type=int, default=80, help="tile side on that sub-AOI (Presto chips: the same)")
-    ap.add_argument("--compare", choices=("half", "double", "none"), default="double",
-                    help="the AOI the chain also runs at, for peak RSS against area")
+    ap.add_argument(
+        "--compare",
+        choices=("half", "double", "none"),
+        default="double",
+        help="the AOI the chain also runs at, for peak RSS against area",
+    )
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: embed, full, stages, compare")
     ap.add_argument("--storage", choices=("float32", "scaled-int"), default="float32", help="the cube's storage")
     ap.add_argument("--gen-workers", type=int, default=2, help="processes generating the archive")
     ap.add_argument("--work", type=Path, default=WORK, help="cache and scratch folder")
     ap.add_argument("--out", type=Path, default=None, help="JSON of the figures (default: <work>/results-<key>.json)")
     ap.add_argument("--keep", action="store_true", help="keep the stores written (default: removed after each run)")
-    ap.add_argument("--smoke", action="store_true", help="a tiny AOI (1.28 km), 6 months, 128-px tiles: end to end quickly")
+    ap.add_argument(
+        "--smoke", action="store_true", help="a tiny AOI (1.28 km), 6 months, 128-px tiles: end to end quickly"
+    )
     args = ap.parse_args(argv)
     if args.smoke:
         args.km, args.months, args.tile_px, args.embed_px, args.embed_tile, args.time_step = 1.28, 6, 128, 32, 32, 4
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     os.environ.setdefault("EOCUBE_WEIGHTS_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "models"))
     side = int(round(args.km * 1000 / RES / 2)) * 2
-    compare_side = {"half": int(round(side / math.sqrt(2) / 2)) * 2, "double": int(round(side * math.sqrt(2) / 2)) * 2,
-                    "none": None}[args.compare]
+    compare_side = {
+        "half": int(round(side / math.sqrt(2) / 2)) * 2,
+        "double": int(round(side * math.sqrt(2) / 2)) * 2,
+        "none": None,
+    }[args.compare]
     archive_side = max(side, compare_side or 0)
     spec = ArchiveSpec(archive_side, args.months)
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     log = lambda m: print(m, flush=True)  # noqa: E731
-    res: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "months": args.months,
-                           "archive": dataclasses.asdict(spec), "date": dt.date.today().isoformat()}
+    res: dict[str, Any] = {
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "months": args.months,
+        "archive": dataclasses.asdict(spec),
+        "date": dt.date.today().isoformat(),
+    }
     with contextlib.suppress(Exception):
         import subprocess
 
         root = Path(__file__).resolve().parents[1]
-        res["git"] = {"head": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
-                                             text=True).stdout.strip(),
-                      "pipeline_files_changed": len(subprocess.run(["git", "status", "--short", "pipeline"], cwd=root,
-                                                                   capture_output=True, text=True).stdout.splitlines()),
-                      "pipeline_diff_sha256": __import__("hashlib").sha256(subprocess.run(
-                          ["git", "diff", "HEAD", "--", "pipeline"], cwd=root, capture_output=True).stdout).hexdigest()[:16]}
+        res["git"] = {
+            "head": subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+            ).stdout.strip(),
+            "pipeline_files_changed": len(
+                subprocess.run(
+                    ["git", "status", "--short", "pipeline"], cwd=root, capture_output=True, text=True
+                ).stdout.splitlines()
+            ),
+            "pipeline_diff_sha256": __import__("hashlib")
+            .sha256(subprocess.run(["git", "diff", "HEAD", "--", "pipeline"], cwd=root, capture_output=True).stdout)
+            .hexdigest()[:16],
+        }
 
         res["lscpu"] = subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()[:14]
         res["loadavg_start"] = os.getloadavg()
@@ -1090,7 +1366,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     archive = generate_archive(spec, work, args.gen_workers, log)
     res["archive_info"] = json.loads((archive / "chain-scale.json").read_text())
-    log(f"archive ready in {time.perf_counter() - t0:.0f} s: {archive} ({fmt_bytes(res['archive_info']['cog_bytes'])} of COGs)")
+    log(
+        f"archive ready in {time.perf_counter() - t0:.0f} s: {archive} ({fmt_bytes(res['archive_info']['cog_bytes'])} of COGs)"
+    )
     monitor = Monitor()
     artefact = train_artefact_cached(archive, spec, work, args.tile_px, args.workers, monitor, log)
     res["artefact"] = {"path": str(artefact), **ARTEFACT_OPTIONS, "n_steps": N_STEPS, "product": "composite"}
@@ -1122,16 +1400,23 @@ def main(argv: list[str] | None = None) -> int:
             remove(*(work / f"stages-{n}.zarr" for n in ("cube", "composite", "uncertainty", "video")))
         save()
     if "full" not in skip:
-        req = make_request(archive, spec, side, work / "chain.zarr", args.tile_px, no_embed, artefact, storage=args.storage)
+        req = make_request(
+            archive, spec, side, work / "chain.zarr", args.tile_px, no_embed, artefact, storage=args.storage
+        )
         chains, stages = [], []
         for r in range(args.repeat):  # rounds in ABBA order: a drift of the machine's load cancels out
             order = ("chain", "stages") if r % 2 == 0 else ("stages", "chain")
             for what in order:
                 if what == "stages" and "stages" in skip:
                     continue
-                log(f"full AOI {side} x {side} px, round {r + 1}/{args.repeat}: "
-                    + ("the chain (cube, composite, uncertainty, video) ..." if what == "chain" else
-                       "the same stages one by one ..."))
+                log(
+                    f"full AOI {side} x {side} px, round {r + 1}/{args.repeat}: "
+                    + (
+                        "the chain (cube, composite, uncertainty, video) ..."
+                        if what == "chain"
+                        else "the same stages one by one ..."
+                    )
+                )
                 if what == "chain":
                     chains.append(run_chain(req, archive, args.tile_px, args.time_step, args.workers, monitor))
                     log(f"  {chains[-1]['seconds']:.0f} s")
@@ -1139,7 +1424,9 @@ def main(argv: list[str] | None = None) -> int:
                         remove(Path(req.output))
                 else:
                     stages.append(run_stages(req, archive, work, args.tile_px, args.workers, monitor, artefact))
-                    log(f"  {stages[-1]['sum_seconds']:.0f} s: {json.dumps({k: round(v) for k, v in stages[-1]['seconds'].items()})}")
+                    log(
+                        f"  {stages[-1]['sum_seconds']:.0f} s: {json.dumps({k: round(v) for k, v in stages[-1]['seconds'].items()})}"
+                    )
                     if not args.keep:
                         remove(*(work / f"stages-{n}.zarr" for n in ("cube", "composite", "uncertainty", "video")))
                 res["chain_rounds"], res["stages_rounds"] = chains, stages
@@ -1148,9 +1435,10 @@ def main(argv: list[str] | None = None) -> int:
                 res["ratio_rounds"] = [c["seconds"] / s_["sum_seconds"] for c, s_ in zip(chains, stages, strict=False)]
                 save()
     if compare_side and "compare" not in skip:
-        res["compare_aoi"] = {"side_px": compare_side, "pixels": compare_side ** 2}
-        req = make_request(archive, spec, compare_side, work / "compare.zarr", args.tile_px, no_embed, artefact,
-                           storage=args.storage)
+        res["compare_aoi"] = {"side_px": compare_side, "pixels": compare_side**2}
+        req = make_request(
+            archive, spec, compare_side, work / "compare.zarr", args.tile_px, no_embed, artefact, storage=args.storage
+        )
         log(f"compare AOI {compare_side} x {compare_side} px: the chain ...")
         res["compare_chain"] = run_chain(req, archive, args.tile_px, args.time_step, args.workers, monitor)
         log(f"  {res['compare_chain']['seconds']:.0f} s")
@@ -1164,22 +1452,28 @@ def main(argv: list[str] | None = None) -> int:
         km2 = res["aoi"]["km2"]
         for name, c in res["stages"]["cpu_seconds"].items():
             cost["cpu_core_s_per_km2_year"][f"{name} (stage alone)"] = c / km2 * per_year
-        cost["cpu_core_s_per_km2_year"]["chain (cube, composite, uncertainty, video)"] = res["chain"]["cpu_seconds"] / km2 * per_year
+        cost["cpu_core_s_per_km2_year"]["chain (cube, composite, uncertainty, video)"] = (
+            res["chain"]["cpu_seconds"] / km2 * per_year
+        )
     if res.get("embed_stages"):
         e = res["embed_aoi"]
         km2 = e["pixels"] * RES * RES / 1e6
-        cost["cpu_core_s_per_km2_year"]["Presto embeddings (stage alone, measured on the subset)"] = \
-            res["embed_stages"]["cpu_seconds"]["embeddings"] / km2  # pooled: one embedding per pixel per year
+        cost["cpu_core_s_per_km2_year"]["Presto embeddings (stage alone, measured on the subset)"] = (
+            res["embed_stages"]["cpu_seconds"]["embeddings"] / km2
+        )  # pooled: one embedding per pixel per year
     try:
         fl = presto_flops_per_chip(64, args.months)
-        chips_per_km2_year = 1e6 / (RES * RES) / 64 ** 2  # one pooled embedding per pixel per year
-        cost.update(presto_flops_per_chip=fl["flops_per_chip"], presto_flops_per_pixel=fl["flops_per_pixel"],
-                    chips_per_km2_year=chips_per_km2_year,
-                    presto_gpu_s_per_km2_year=fl["flops_per_chip"] * chips_per_km2_year / (GPU_TFLOPS * 1e12))
+        chips_per_km2_year = 1e6 / (RES * RES) / 64**2  # one pooled embedding per pixel per year
+        cost.update(
+            presto_flops_per_chip=fl["flops_per_chip"],
+            presto_flops_per_pixel=fl["flops_per_pixel"],
+            chips_per_km2_year=chips_per_km2_year,
+            presto_gpu_s_per_km2_year=fl["flops_per_chip"] * chips_per_km2_year / (GPU_TFLOPS * 1e12),
+        )
     except Exception as exc:  # weights missing: say so, keep the rest
         cost["presto_flops_error"] = f"{type(exc).__name__}: {exc}"
     # a Prithvi-300M-size ViT at T = 4 on 224² chips: 781 chips/s on an H100; 3 windows of 4 months a year
-    cost["prithvi300m_gpu_s_per_km2_year"] = 1e6 / (RES * RES) / 224 ** 2 * 3 / 781
+    cost["prithvi300m_gpu_s_per_km2_year"] = 1e6 / (RES * RES) / 224**2 * 3 / 781
     res["cost"] = cost
     save()
     print()

@@ -22,6 +22,7 @@ the difference is below the spread (for the uncertainty maps also against the ca
 sigma); writes ``result.json`` in the work folder. Needs the Presto weights
 (``EOCUBE_WEIGHTS_DIR``, default ``../shared/models`` when present).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,9 +44,14 @@ def compare(diff: np.ndarray, spread: np.ndarray) -> dict[str, float]:
     """Summary of a per-pixel difference against a per-pixel spread (NaN pixels ignored)."""
     ok = np.isfinite(diff) & np.isfinite(spread) & (spread > 0)
     d, s = diff[ok], spread[ok]
-    return {"pixels": int(ok.sum()), "median_difference": float(np.median(d)), "median_spread": float(np.median(s)),
-            "median_ratio": float(np.median(d / s)), "p95_ratio": float(np.percentile(d / s, 95)),
-            "share_below_spread": float(np.mean(d < s))}
+    return {
+        "pixels": int(ok.sum()),
+        "median_difference": float(np.median(d)),
+        "median_spread": float(np.median(s)),
+        "median_ratio": float(np.median(d / s)),
+        "p95_ratio": float(np.percentile(d / s, 95)),
+        "share_below_spread": float(np.mean(d < s)),
+    }
 
 
 def embedding_spread(monthly: xr.Dataset, draws: int, alpha: float, seed: int = 0) -> np.ndarray:
@@ -63,8 +69,13 @@ def embedding_spread(monthly: xr.Dataset, draws: int, alpha: float, seed: int = 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--target-psnr", type=float, nargs="+", default=[45.0],
-                    help="dB (peak = reflectance 1.0); 45 is the demo's default")
+    ap.add_argument(
+        "--target-psnr",
+        type=float,
+        nargs="+",
+        default=[45.0],
+        help="dB (peak = reflectance 1.0); 45 is the demo's default",
+    )
     ap.add_argument("--mc", type=int, default=8, help="MC temporal-dropout draws for the embedding spread")
     ap.add_argument("--alpha", type=float, default=0.2, help="drop probability per month and pixel")
     ap.add_argument("--work", type=Path, default=WORK)
@@ -87,8 +98,14 @@ def main(argv: list[str] | None = None) -> None:
     work.mkdir(parents=True, exist_ok=True)
     with dask_client(n_workers=2, threads_per_worker=1):
         archive = ensure_demo_archive()
-        request = CubeRequest(catalog="demo", bbox=DEMO_SITE.aoi_lonlat(), start=dt.date(2022, 3, 1),
-                              end=dt.date(2022, 8, 31), resolution=20.0, output=work / "cube.zarr")
+        request = CubeRequest(
+            catalog="demo",
+            bbox=DEMO_SITE.aoi_lonlat(),
+            start=dt.date(2022, 3, 1),
+            end=dt.date(2022, 8, 31),
+            resolution=20.0,
+            output=work / "cube.zarr",
+        )
         original = Path(run_request(request, archive).store)
         fitted = uncertainty_task.fn(original, archive / "labels.csv", work / "maps-original.zarr")
         model = load_model(fitted["model"])[0]
@@ -104,28 +121,50 @@ def main(argv: list[str] | None = None) -> None:
             diff = np.abs(maps_d[f"{name}_mean"].values - maps_o[f"{name}_mean"].values)
             monthly_d = open_cube(monthly_composite_task.fn(Path(video.store), work / f"monthly-{target:g}dB.zarr"))
             e_d = embed_cube(monthly_d, "presto").values
-            results.append({
-                "target_psnr_db": target,
-                "compression": {"qp": video.qp, "bpppb": round(video.bpppb, 4), "psnr_db": round(video.psnr, 2),
-                                "psnr_peak": video.psnr_peak, "ratio": round(video.raw_bytes / video.stored_bytes, 1)},
-                "uncertainty_mean_vs_epistemic_sigma": compare(diff, maps_o[f"{name}_sigma_epistemic"].values),
-                "uncertainty_mean_vs_total_sigma": compare(diff, maps_o[f"{name}_sigma"].values),
-                "presto_embedding_vs_mc_td_spread": compare(np.linalg.norm(e_d - e_o, axis=-1), e_spread),
-            })
+            results.append(
+                {
+                    "target_psnr_db": target,
+                    "compression": {
+                        "qp": video.qp,
+                        "bpppb": round(video.bpppb, 4),
+                        "psnr_db": round(video.psnr, 2),
+                        "psnr_peak": video.psnr_peak,
+                        "ratio": round(video.raw_bytes / video.stored_bytes, 1),
+                    },
+                    "uncertainty_mean_vs_epistemic_sigma": compare(diff, maps_o[f"{name}_sigma_epistemic"].values),
+                    "uncertainty_mean_vs_total_sigma": compare(diff, maps_o[f"{name}_sigma"].values),
+                    "presto_embedding_vs_mc_td_spread": compare(np.linalg.norm(e_d - e_o, axis=-1), e_spread),
+                }
+            )
 
     for r in results:
         c = r["compression"]
-        print(f"target {r['target_psnr_db']:g} dB: QP {c['qp']}, {c['bpppb']} bpppb, PSNR {c['psnr_db']} dB "
-              f"(peak {c['psnr_peak']}), {c['ratio']}x")
-        for key in ("uncertainty_mean_vs_epistemic_sigma", "uncertainty_mean_vs_total_sigma",
-                    "presto_embedding_vs_mc_td_spread"):
+        print(
+            f"target {r['target_psnr_db']:g} dB: QP {c['qp']}, {c['bpppb']} bpppb, PSNR {c['psnr_db']} dB "
+            f"(peak {c['psnr_peak']}), {c['ratio']}x"
+        )
+        for key in (
+            "uncertainty_mean_vs_epistemic_sigma",
+            "uncertainty_mean_vs_total_sigma",
+            "presto_embedding_vs_mc_td_spread",
+        ):
             m = r[key]
-            print(f"  {key}: median difference {m['median_difference']:.4g}, median spread {m['median_spread']:.4g}, "
-                  f"median ratio {m['median_ratio']:.3f} (p95 {m['p95_ratio']:.3f}), "
-                  f"{100 * m['share_below_spread']:.1f} % of {m['pixels']} pixels below the spread")
-    (work / "result.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                                  "alpha_learned": fitted.get("alpha_learned"), "results": results},
-                                                 indent=2))
+            print(
+                f"  {key}: median difference {m['median_difference']:.4g}, median spread {m['median_spread']:.4g}, "
+                f"median ratio {m['median_ratio']:.3f} (p95 {m['p95_ratio']:.3f}), "
+                f"{100 * m['share_below_spread']:.1f} % of {m['pixels']} pixels below the spread"
+            )
+    (work / "result.json").write_text(
+        json.dumps(
+            {
+                "args": {k: str(v) for k, v in vars(args).items()},
+                "alpha_learned": fitted.get("alpha_learned"),
+                "results": results,
+            },
+            indent=2,
+        )
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -22,6 +22,7 @@ measured points, never extrapolated), ours rate-controlled to each measured rate
 recipe and measured there (``rd_at_xarrayvideo_rates.md``: equal bpppb without interpolation), and a
 PNG rate-distortion plot with the xarrayvideo paper points for reference.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,10 +42,15 @@ from pipeline.compression.stage import as_dataset, check_value_range, select_var
 
 XARRAYVIDEO = "xarrayvideo recipe (re-created)"
 EQUAL_RATES = (0.1, 0.25, 0.5, 1.0, 2.0)
-PAPER = {"DeepExtremeCubes (paper)": [(0.1, 40.60), (1.0, 54.28)], "DynamicEarthNet (paper)": [(0.1, 55.86), (1.0, 65.91)]}
-CONFIGS = {"ours (KLT, gbrp12 triplets)": dict(klt=True, packing="triplet"),
-           "no KLT (gbrp12 triplets)": dict(klt=False, packing="triplet"),
-           "per-band gray12": dict(klt=False, packing="gray")}
+PAPER = {
+    "DeepExtremeCubes (paper)": [(0.1, 40.60), (1.0, 54.28)],
+    "DynamicEarthNet (paper)": [(0.1, 55.86), (1.0, 65.91)],
+}
+CONFIGS = {
+    "ours (KLT, gbrp12 triplets)": dict(klt=True, packing="triplet"),
+    "no KLT (gbrp12 triplets)": dict(klt=False, packing="triplet"),
+    "per-band gray12": dict(klt=False, packing="gray"),
+}
 
 
 ROMANIA_BANDS = ["B2", "B3", "B4", "B8"]
@@ -89,27 +95,43 @@ def run_codec(dn: np.ndarray, params: CodecParams, t_chunk: int = 32) -> tuple[n
     out, size, t_enc, t_dec = np.empty_like(dn), 0, 0.0, 0.0
     for t in range(0, dn.shape[1], t_chunk):
         t0 = time.perf_counter()
-        data = encode_array(dn[:, t:t + t_chunk], params)
+        data = encode_array(dn[:, t : t + t_chunk], params)
         t1 = time.perf_counter()
-        out[:, t:t + t_chunk] = decode_array(data)
+        out[:, t : t + t_chunk] = decode_array(data)
         t_dec += time.perf_counter() - t1
         t_enc += t1 - t0
         size += len(data)
     return out, size, t_enc, t_dec
 
 
-def row(name: str, dn: np.ndarray, back: np.ndarray, size: int, t_enc: float, t_dec: float, setting: str,
-        observed: np.ndarray | None = None) -> dict:
+def row(
+    name: str,
+    dn: np.ndarray,
+    back: np.ndarray,
+    size: int,
+    t_enc: float,
+    t_dec: float,
+    setting: str,
+    observed: np.ndarray | None = None,
+) -> dict:
     """Rate and distortion of one run; pixels outside ``observed`` (masked) are left out of PSNR, SAM, max."""
     ref, rec = dn.astype(np.float64), back.astype(np.float64)
     if observed is not None:
         ref, rec = ref[:, observed][:, None, None, :], rec[:, observed][:, None, None, :]
     mb = dn.size * 2 / 1e6  # uint16 megabytes
-    return {"config": name, "setting": setting, "bpppb": 8 * size / dn.size, "ratio": dn.size * 2 / size,
-            "psnr_10000": psnr(ref, rec, 10000), "psnr_65535": psnr(ref, rec, 65535),
-            "ssim": ssim(dn.astype(np.float64) / 10000, back.astype(np.float64) / 10000, 1.0), "sam_deg": spectral_angle(ref, rec),
-            "max_abs_dn": max_abs_error(ref, rec), "enc_MBps": mb / t_enc if t_enc else np.nan,
-            "dec_MBps": mb / t_dec if t_dec else np.nan}
+    return {
+        "config": name,
+        "setting": setting,
+        "bpppb": 8 * size / dn.size,
+        "ratio": dn.size * 2 / size,
+        "psnr_10000": psnr(ref, rec, 10000),
+        "psnr_65535": psnr(ref, rec, 65535),
+        "ssim": ssim(dn.astype(np.float64) / 10000, back.astype(np.float64) / 10000, 1.0),
+        "sam_deg": spectral_angle(ref, rec),
+        "max_abs_dn": max_abs_error(ref, rec),
+        "enc_MBps": mb / t_enc if t_enc else np.nan,
+        "dec_MBps": mb / t_dec if t_dec else np.nan,
+    }
 
 
 def numcodecs_row(name: str, dn: np.ndarray, codec, as_float: bool, observed: np.ndarray | None = None) -> dict:
@@ -129,13 +151,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/figures/compression"))
     ap.add_argument("--qps", default="-8,-6,-3,0,4,8,12,16,20,24,30,36")
     ap.add_argument("--cube", type=Path, help="a cube store or NetCDF file to use instead of the Romania cube")
-    ap.add_argument("--bands", help="with --cube: comma-separated band variables; default blue,green,red,nir08 "
-                                    "where the cube has them (a pipeline cube), else every variable the "
-                                    "compression stage would video-code")
-    ap.add_argument("--value-range", help="fixed DN range lo,hi of our codec, or auto (the nearest usual range "
-                                          "covering the observed values, as the compression stage's auto); default "
-                                          "0,20000 for Romania (clouds are in the data, up to 18,224 DN) and 0,10000 "
-                                          "with --cube (the codec's reflectance default 0..1; clouds are masked)")
+    ap.add_argument(
+        "--bands",
+        help="with --cube: comma-separated band variables; default blue,green,red,nir08 "
+        "where the cube has them (a pipeline cube), else every variable the "
+        "compression stage would video-code",
+    )
+    ap.add_argument(
+        "--value-range",
+        help="fixed DN range lo,hi of our codec, or auto (the nearest usual range "
+        "covering the observed values, as the compression stage's auto); default "
+        "0,20000 for Romania (clouds are in the data, up to 18,224 DN) and 0,10000 "
+        "with --cube (the codec's reflectance default 0..1; clouds are masked)",
+    )
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.cube:
@@ -149,8 +177,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.value_range == "auto":
         value_range = usual_range_covering(dn[:, observed] if observed is not None else dn)
     else:
-        value_range = tuple(map(float, args.value_range.split(","))) if args.value_range else (
-            (0.0, 10000.0) if args.cube else (0.0, 20000.0))
+        value_range = (
+            tuple(map(float, args.value_range.split(",")))
+            if args.value_range
+            else ((0.0, 10000.0) if args.cube else (0.0, 20000.0))
+        )
     print(f"{title}; our fixed range {value_range[0]:g}..{value_range[1]:g} DN", flush=True)
     check_value_range([dn[:, observed] if observed is not None else dn], bands, value_range)
     rows = []
@@ -163,7 +194,15 @@ def main(argv: list[str] | None = None) -> None:
         back, size, t_enc, t_dec = xarrayvideo_style.roundtrip(dn, level)
         rows.append(row(XARRAYVIDEO, dn, np.rint(back), size, t_enc, t_dec, f"level={level}", observed))
         print(rows[-1], flush=True)
-    rows.append(row("ours lossless (ffv1 gbrp16)", dn, *run_codec(dn, CodecParams(mode="lossless", nodata=nodata)), "lossless", observed))
+    rows.append(
+        row(
+            "ours lossless (ffv1 gbrp16)",
+            dn,
+            *run_codec(dn, CodecParams(mode="lossless", nodata=nodata)),
+            "lossless",
+            observed,
+        )
+    )
     rows.append(numcodecs_row("zstd-22", dn, Zstd(level=22), False, observed))
     rows.append(numcodecs_row("blosc-zstd9+bitshuffle", dn, Blosc("zstd", 9, Blosc.BITSHUFFLE), False, observed))
     for keep in (4, 6, 8, 10):
@@ -206,38 +245,59 @@ def write_equal_rate(rows: list[dict], out: Path) -> None:
     for rate in EQUAL_RATES:
         vals = [psnr_at(rows, c, rate) for c in configs]
         gaps = [vals[0] - v for v in vals[1:]]
-        lines.append(f"| {rate} | " + " | ".join(f"{v:.2f}" for v in vals) + " | "
-                     + " | ".join(f"{g:+.2f}" for g in gaps) + " |")
-    text = (f"PSNR (dB, peak 10000 DN) at equal rate; nan = rate outside that configuration's measured points "
-            f"(ours = {ours}).\n\n" + "\n".join(lines) + "\n")
+        lines.append(
+            f"| {rate} | " + " | ".join(f"{v:.2f}" for v in vals) + " | " + " | ".join(f"{g:+.2f}" for g in gaps) + " |"
+        )
+    text = (
+        f"PSNR (dB, peak 10000 DN) at equal rate; nan = rate outside that configuration's measured points "
+        f"(ours = {ours}).\n\n" + "\n".join(lines) + "\n"
+    )
     (out / "rd_equal_rate.md").write_text(text)
     print(text)
 
 
-def write_at_rates_of(rows: list[dict], config: str, dn: np.ndarray, params: CodecParams,
-                      observed: np.ndarray | None, out: Path, t_chunk: int = 32) -> None:
+def write_at_rates_of(
+    rows: list[dict],
+    config: str,
+    dn: np.ndarray,
+    params: CodecParams,
+    observed: np.ndarray | None,
+    out: Path,
+    t_chunk: int = 32,
+) -> None:
     """Ours, rate-controlled to each measured rate of ``config`` and measured there: a side by side at equal
     bpppb without interpolation (``ratecontrol.choose_qp`` on every 32-frame chunk of the cube)."""
-    blocks = [dn[:, t:t + t_chunk] for t in range(0, dn.shape[1], t_chunk)]
-    lines = [f"| {config}: setting | bpppb | PSNR | ours: QP | bpppb | PSNR | ours − {config} |", "|---|---|---|---|---|---|---|"]
+    blocks = [dn[:, t : t + t_chunk] for t in range(0, dn.shape[1], t_chunk)]
+    lines = [
+        f"| {config}: setting | bpppb | PSNR | ours: QP | bpppb | PSNR | ours − {config} |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for theirs in sorted((r for r in rows if r["config"] == config), key=lambda r: r["bpppb"]):
         try:
             point = choose_qp(blocks, params, 10000, target_bpppb=theirs["bpppb"])
         except ValueError:  # below the rate of our coarsest QP
-            lines.append(f"| {theirs['setting']} | {theirs['bpppb']:.4f} | {theirs['psnr_10000']:.2f} | – | – | – | – |")
+            lines.append(
+                f"| {theirs['setting']} | {theirs['bpppb']:.4f} | {theirs['psnr_10000']:.2f} | – | – | – | – |"
+            )
             continue
         mine = row("ours", dn, *run_codec(dn, replace(params, qp=point.qp, klt=point.klt), t_chunk), "", observed)
-        lines.append(f"| {theirs['setting']} | {theirs['bpppb']:.4f} | {theirs['psnr_10000']:.2f} | {point.qp:g}"
-                     f"{'' if point.klt else ' (no KLT)'} | {mine['bpppb']:.4f} | {mine['psnr_10000']:.2f} | "
-                     f"{mine['psnr_10000'] - theirs['psnr_10000']:+.2f} |")
-    text = (f"Ours at the measured rates of {config} (rate control to each rate; PSNR in dB, peak 10000 DN).\n\n"
-            + "\n".join(lines) + "\n")
+        lines.append(
+            f"| {theirs['setting']} | {theirs['bpppb']:.4f} | {theirs['psnr_10000']:.2f} | {point.qp:g}"
+            f"{'' if point.klt else ' (no KLT)'} | {mine['bpppb']:.4f} | {mine['psnr_10000']:.2f} | "
+            f"{mine['psnr_10000'] - theirs['psnr_10000']:+.2f} |"
+        )
+    text = (
+        f"Ours at the measured rates of {config} (rate control to each rate; PSNR in dB, peak 10000 DN).\n\n"
+        + "\n".join(lines)
+        + "\n"
+    )
     (out / "rd_at_xarrayvideo_rates.md").write_text(text)
     print(text)
 
 
 def write(rows: list[dict], out: Path, title: str) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -248,7 +308,9 @@ def write(rows: list[dict], out: Path, title: str) -> None:
     (out / "rd_table.md").write_text("\n".join(lines) + "\n")
     fig, ax = plt.subplots(figsize=(7, 5))
     for name in {r["config"] for r in rows}:
-        pts = sorted((r["bpppb"], r["psnr_10000"]) for r in rows if r["config"] == name and np.isfinite(r["psnr_10000"]))
+        pts = sorted(
+            (r["bpppb"], r["psnr_10000"]) for r in rows if r["config"] == name and np.isfinite(r["psnr_10000"])
+        )
         if len(pts) > 1:
             ax.plot(*zip(*pts, strict=True), marker="o", label=name)
     for name, pts in PAPER.items():

@@ -55,6 +55,7 @@
    partly missing frames only, stacked into tall ffv1 images (format 4, the default); then the whole
    cube's bpppb both ways.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -95,10 +96,15 @@ def qp_floor(cases: dict[str, tuple[np.ndarray, tuple[float, float]]]) -> None:
     scaled multiplier (KLT and bands coded directly)."""
     codec.QP_MIN = video.QP_MIN = -24  # lifted for the sweep only
     available = x265_lambda.AVAILABLE
-    runs = [("as is, KLT", False, True)] + ([("scaled, KLT", True, True), ("scaled, no KLT", True, False)]
-                                           if available else [])
-    print("| data | QP | scaling entry | " + " | ".join(f"{name}: bpppb / PSNR / max err" for name, _, _ in runs)
-          + " |\n|---|---|---|" + "---|" * len(runs))
+    runs = [("as is, KLT", False, True)] + (
+        [("scaled, KLT", True, True), ("scaled, no KLT", True, False)] if available else []
+    )
+    print(
+        "| data | QP | scaling entry | "
+        + " | ".join(f"{name}: bpppb / PSNR / max err" for name, _, _ in runs)
+        + " |\n|---|---|---|"
+        + "---|" * len(runs)
+    )
     for name, (x, value_range) in cases.items():
         peak = value_range[1] - value_range[0]
         for qp in (0, -3, -6, -8, -12, -14, -18):
@@ -107,7 +113,7 @@ def qp_floor(cases: dict[str, tuple[np.ndarray, tuple[float, float]]]) -> None:
                 x265_lambda.AVAILABLE = scaled
                 data = encode_array(x, CodecParams(qp=qp, value_range=value_range, klt=with_klt))
                 err = decode_array(data).astype(np.float64) - x
-                quality = 10 * np.log10(peak ** 2 / np.mean(err ** 2))
+                quality = 10 * np.log10(peak**2 / np.mean(err**2))
                 cells.append(f"{8 * len(data) / x.size:.3f} / {quality:.2f} / {np.abs(err).max():.0f}")
             entry = video.x265_options(qp, video.DEFAULT_PRESET, 8, 1).get(video.FLAT_SCALING_OPTION, "16")
             print(f"| {name} | {qp} | {entry} | " + " | ".join(cells) + " |", flush=True)
@@ -125,7 +131,9 @@ def ffv1_context(cases: dict[str, np.ndarray]) -> None:
             back = decode_array(data)
             seconds = time.perf_counter() - t0
             assert np.array_equal(back, x), "lossless round trip is not exact"
-            print(f"| {name} | {context} | {8 * len(data) / x.size:.3f} | {x.size * 2 / 1e6 / seconds:.1f} |", flush=True)
+            print(
+                f"| {name} | {context} | {8 * len(data) / x.size:.3f} | {x.size * 2 / 1e6 / seconds:.1f} |", flush=True
+            )
     video.ffv1_options = default
 
 
@@ -137,24 +145,36 @@ def presets(dn: np.ndarray) -> None:
         for qp in (-5, -3, 0, 4, 8, 12, 16, 20, 24, 28):
             back, size, t_enc, _ = run_codec(dn, CodecParams(qp=qp, value_range=(0, 20000), preset=preset))
             err = back.astype(np.float64) - dn
-            rows.append({"config": preset, "bpppb": 8 * size / dn.size,
-                         "psnr_10000": 10 * np.log10(10000 ** 2 / np.mean(err ** 2))})
+            rows.append(
+                {"config": preset, "bpppb": 8 * size / dn.size, "psnr_10000": 10 * np.log10(10000**2 / np.mean(err**2))}
+            )
             per_qp[preset, True, qp] = (rows[-1]["bpppb"], rows[-1]["psnr_10000"], dn.nbytes / 1e6 / t_enc)
             seconds += t_enc
-        print(f"| {preset} | {psnr_at(rows, preset, 0.1):.2f} | {psnr_at(rows, preset, 1.0):.2f} | "
-              f"{10 * dn.nbytes / 1e6 / seconds:.1f} |", flush=True)
-    print("\n| preset | KLT | " + " | ".join(f"QP {q}" for q in (12, 4, 0, -1, -2, -3, -4, -5)) + " |\n|---|---|"
-          + "---|" * 8)
+        print(
+            f"| {preset} | {psnr_at(rows, preset, 0.1):.2f} | {psnr_at(rows, preset, 1.0):.2f} | "
+            f"{10 * dn.nbytes / 1e6 / seconds:.1f} |",
+            flush=True,
+        )
+    print(
+        "\n| preset | KLT | "
+        + " | ".join(f"QP {q}" for q in (12, 4, 0, -1, -2, -3, -4, -5))
+        + " |\n|---|---|"
+        + "---|" * 8
+    )
     for preset in ("fast+rdo", "fast+rd4+rdoq"):
         for use_klt in (True, False):
             cells = []
             for qp in (12, 4, 0, -1, -2, -3, -4, -5):
                 if (preset, use_klt, qp) not in per_qp:
-                    back, size, t_enc, _ = run_codec(dn, CodecParams(qp=qp, value_range=(0, 20000), preset=preset,
-                                                                     klt=use_klt))
+                    back, size, t_enc, _ = run_codec(
+                        dn, CodecParams(qp=qp, value_range=(0, 20000), preset=preset, klt=use_klt)
+                    )
                     err = back.astype(np.float64) - dn
-                    per_qp[preset, use_klt, qp] = (8 * size / dn.size, 10 * np.log10(10000 ** 2 / np.mean(err ** 2)),
-                                               dn.nbytes / 1e6 / t_enc)
+                    per_qp[preset, use_klt, qp] = (
+                        8 * size / dn.size,
+                        10 * np.log10(10000**2 / np.mean(err**2)),
+                        dn.nbytes / 1e6 / t_enc,
+                    )
                 cells.append("{:.3f}/{:.2f}/{:.1f}".format(*per_qp[preset, use_klt, qp]))
             print(f"| {preset} | {'yes' if use_klt else 'no'} | " + " | ".join(cells) + " |", flush=True)
 
@@ -165,10 +185,14 @@ def streams(dn: np.ndarray) -> None:
     for qp in (16, 22, 28):
         data = encode_array(chunk, CodecParams(qp=qp, value_range=(0, 20000)))
         header, start = read_header(data)
-        comps = klt.forward(chunk.astype(np.float64), np.asarray(header["klt"]["mean"]), np.asarray(header["klt"]["matrix"]))
+        comps = klt.forward(
+            chunk.astype(np.float64), np.asarray(header["klt"]["mean"]), np.asarray(header["klt"]["matrix"])
+        )
         step_dn = header["quantiser"]["step"] * video.x265_step_codes(qp)
-        sizes = ", ".join(f"{s['components']}: {s['bytes']}" if "bytes" in s else f"{s['components']}: skipped"
-                          for s in header["streams"])
+        sizes = ", ".join(
+            f"{s['components']}: {s['bytes']}" if "bytes" in s else f"{s['components']}: skipped"
+            for s in header["streams"]
+        )
         ratios = ", ".join(f"{c.std() / step_dn:.3f}" for c in comps)
         print(f"| {qp} | {start} | {len(data)} | {sizes} | {ratios} |", flush=True)
     print("\n| weak streams | PSNR @ 0.1 bpppb | PSNR @ 0.25 bpppb |\n|---|---|---|")
@@ -179,8 +203,9 @@ def streams(dn: np.ndarray) -> None:
         for qp in (8, 12, 16, 20, 24, 28, 32):
             back, size, _, _ = run_codec(dn, CodecParams(qp=qp, value_range=(0, 20000)))
             err = back.astype(np.float64) - dn
-            rows.append({"config": label, "bpppb": 8 * size / dn.size,
-                         "psnr_10000": 10 * np.log10(10000 ** 2 / np.mean(err ** 2))})
+            rows.append(
+                {"config": label, "bpppb": 8 * size / dn.size, "psnr_10000": 10 * np.log10(10000**2 / np.mean(err**2))}
+            )
         print(f"| {label} | {psnr_at(rows, label, 0.1):.2f} | {psnr_at(rows, label, 0.25):.2f} |", flush=True)
     codec.WEAK_STREAM_FRACTION = default
 
@@ -188,7 +213,7 @@ def streams(dn: np.ndarray) -> None:
 def rate_control(dn: np.ndarray) -> None:
     """Fractional QPs against the chord of their integer neighbours; rate control to integer QPs against
     fractional ones, on the cube's 32-frame chunks as the samples."""
-    blocks = [dn[:, t:t + 32] for t in range(0, dn.shape[1], 32)]
+    blocks = [dn[:, t : t + 32] for t in range(0, dn.shape[1], 32)]
     params = CodecParams(value_range=(0, 20000))
     print("| QP | bpppb | PSNR | PSNR − chord of the integer points |\n|---|---|---|---|")
     for base in (-4, 4, 16):
@@ -198,20 +223,32 @@ def rate_control(dn: np.ndarray) -> None:
             chord = lo.psnr + (p.bpppb - lo.bpppb) * (hi.psnr - lo.psnr) / (hi.bpppb - lo.bpppb)
             print(f"| {p.qp:g} | {p.bpppb:.4f} | {p.psnr:.2f} | {p.psnr - chord:+.3f} |", flush=True)
     print()
-    print("| target | integer QPs: QP / bpppb / PSNR / trials | fractional QPs: QP / bpppb / PSNR / trials "
-          "| fractional − integer |\n|---|---|---|---|")
-    targets = ([("target_bpppb", r) for r in (0.1, 0.25, 0.5, 1.0, 1.5)]
-               + [("target_psnr", q) for q in (40.0, 45.0, 50.0, 55.0)])
+    print(
+        "| target | integer QPs: QP / bpppb / PSNR / trials | fractional QPs: QP / bpppb / PSNR / trials "
+        "| fractional − integer |\n|---|---|---|---|"
+    )
+    targets = [("target_bpppb", r) for r in (0.1, 0.25, 0.5, 1.0, 1.5)] + [
+        ("target_psnr", q) for q in (40.0, 45.0, 50.0, 55.0)
+    ]
     for name, value in targets:
         cells, points = [], []
         for halvings in (0, ratecontrol.FRACTION_TRIALS):
             trials = []
-            point = ratecontrol.choose_qp(blocks, params, 10000, **{name: value}, fraction_trials=halvings,
-                                          progress=lambda stage, done, total, trials=trials: trials.append(done))
+            point = ratecontrol.choose_qp(
+                blocks,
+                params,
+                10000,
+                **{name: value},
+                fraction_trials=halvings,
+                progress=lambda stage, done, total, trials=trials: trials.append(done),
+            )
             points.append(point)
             cells.append(f"{point.qp:g} / {point.bpppb:.4f} / {point.psnr:.2f} / {max(trials)}")
-        gain = (f"{points[1].psnr - points[0].psnr:+.2f} dB" if name == "target_bpppb"
-                else f"{100 * (points[1].bpppb / points[0].bpppb - 1):+.1f} % bits")
+        gain = (
+            f"{points[1].psnr - points[0].psnr:+.2f} dB"
+            if name == "target_bpppb"
+            else f"{100 * (points[1].bpppb / points[0].bpppb - 1):+.1f} % bits"
+        )
         label = f"{value:g} bpppb" if name == "target_bpppb" else f"{value:g} dB"
         print(f"| {label} | {cells[0]} | {cells[1]} | {gain} |", flush=True)
 
@@ -235,9 +272,11 @@ def coding_gain_db(cov: np.ndarray, w: np.ndarray) -> float:
 
 def klt_fit(dn: np.ndarray) -> None:
     x = dn.astype(np.float64)
-    residuals = {"raw values": x,
-                 "planar-predictor residuals": x[..., 1:, 1:] - x[..., 1:, :-1] - x[..., :-1, 1:] + x[..., :-1, :-1],
-                 "frame differences": x[:, 1:] - x[:, :-1]}
+    residuals = {
+        "raw values": x,
+        "planar-predictor residuals": x[..., 1:, 1:] - x[..., 1:, :-1] - x[..., :-1, 1:] + x[..., :-1, :-1],
+        "frame differences": x[:, 1:] - x[:, :-1],
+    }
     covs = {name: covariance(r) for name, r in residuals.items()}
     print("| rotation fitted on | " + " | ".join(f"gain on {n} (dB)" for n in covs) + " |\n|---|" + "---|" * len(covs))
     for fitted, cov in covs.items():
@@ -254,12 +293,13 @@ def klt_fit(dn: np.ndarray) -> None:
             elif kind.startswith("darkest"):  # pixels whose band sum is at most its q-quantile: clouds left out
                 flat = v.reshape(len(v), -1)
                 brightness = flat.sum(axis=0)
-                cov = covariance(flat[:, brightness <= np.quantile(brightness, float(kind[len("darkest"):]))])
+                cov = covariance(flat[:, brightness <= np.quantile(brightness, float(kind[len("darkest") :]))])
             else:
                 full = covariance(v)
                 cov = full / np.trace(full) + grad / np.trace(grad)
             w = rotation(cov)
             return mean, w * np.sign(w[np.arange(len(w)), np.abs(w).argmax(axis=1)])[:, None]
+
         return fit
 
     def bounds_from_data(mean: np.ndarray, matrix: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
@@ -272,41 +312,51 @@ def klt_fit(dn: np.ndarray) -> None:
 
     def raw_covariance(frame: np.ndarray, max_samples: int = 50_000) -> np.ndarray:
         flat = frame.reshape(len(frame), -1).astype(np.float64)
-        return np.atleast_2d(np.cov(flat[:, ::max(1, flat.shape[1] // max_samples)]))
+        return np.atleast_2d(np.cov(flat[:, :: max(1, flat.shape[1] // max_samples)]))
 
-    print("\nRotations per date: bits per sample they are predicted to save per 32-date chunk "
-          "(klt.frame_rotation_saving; klt_scope='auto' takes them from "
-          f"{klt.MIN_FRAME_ROTATION_SAVING}):", end=" ")
+    print(
+        "\nRotations per date: bits per sample they are predicted to save per 32-date chunk "
+        "(klt.frame_rotation_saving; klt_scope='auto' takes them from "
+        f"{klt.MIN_FRAME_ROTATION_SAVING}):",
+        end=" ",
+    )
     for t in range(0, x.shape[1], 32):
-        mean, matrix = map(klt.compact, klt.fit_klt(x[:, t:t + 32]))
-        frames = klt.fit_frame_rotations(x[:, t:t + 32], matrix)[1]
-        print(f"{klt.frame_rotation_saving(x[:, t:t + 32], mean, matrix, frames, (0, 20000)):.3f}", end=" ", flush=True)
+        mean, matrix = map(klt.compact, klt.fit_klt(x[:, t : t + 32]))
+        frames = klt.fit_frame_rotations(x[:, t : t + 32], matrix)[1]
+        print(
+            f"{klt.frame_rotation_saving(x[:, t : t + 32], mean, matrix, frames, (0, 20000)):.3f}", end=" ", flush=True
+        )
     print()
 
     default, fixed_bounds, current = klt.fit_klt, klt.component_bounds, [None]
     date_fit = klt.spatial_difference_covariance
     rates = (0.1, 0.25, 0.5, 1.0, 1.5, 2.0)
     print("\n| KLT | " + " | ".join(f"PSNR @ {r} bpppb" for r in rates) + " |\n|---|" + "---|" * len(rates))
-    runs = [("one rotation a chunk, fitted on raw values", default, "triplet", "chunk"),
-            ("fitted on spatial differences", fitted_on("gradients"), "triplet", "chunk"),
-            ("fitted on raw values + differences", fitted_on("blend"), "triplet", "chunk"),
-            ("one rotation a chunk, one gray12 video per component", default, "gray", "chunk"),
-            ("fitted on the darkest 80 % of pixels", fitted_on("darkest0.8"), "triplet", "chunk"),
-            ("fitted on the darkest 50 % of pixels", fitted_on("darkest0.5"), "triplet", "chunk"),
-            ("one rotation a chunk, component bounds from the chunk's data", remember, "triplet", "chunk"),
-            ("one rotation a date, fitted on raw values", default, "triplet", "date"),
-            ("one rotation a date, fitted on spatial differences", default, "triplet", "date"),
-            ("auto: a rotation a date where predicted to pay (default)", default, "triplet", "auto")]
+    runs = [
+        ("one rotation a chunk, fitted on raw values", default, "triplet", "chunk"),
+        ("fitted on spatial differences", fitted_on("gradients"), "triplet", "chunk"),
+        ("fitted on raw values + differences", fitted_on("blend"), "triplet", "chunk"),
+        ("one rotation a chunk, one gray12 video per component", default, "gray", "chunk"),
+        ("fitted on the darkest 80 % of pixels", fitted_on("darkest0.8"), "triplet", "chunk"),
+        ("fitted on the darkest 50 % of pixels", fitted_on("darkest0.5"), "triplet", "chunk"),
+        ("one rotation a chunk, component bounds from the chunk's data", remember, "triplet", "chunk"),
+        ("one rotation a date, fitted on raw values", default, "triplet", "date"),
+        ("one rotation a date, fitted on spatial differences", default, "triplet", "date"),
+        ("auto: a rotation a date where predicted to pay (default)", default, "triplet", "auto"),
+    ]
     for label, fit, packing, scope in runs:
         klt.fit_klt = fit
         klt.component_bounds = bounds_from_data if fit is remember else fixed_bounds
         klt.spatial_difference_covariance = raw_covariance if label.endswith("date, fitted on raw values") else date_fit
         rows = []
         for qp in (-8, -3, 0, 4, 8, 16, 24, 30, 36):
-            back, size, _, _ = run_codec(dn, CodecParams(qp=qp, value_range=(0, 20000), packing=packing, klt_scope=scope))
+            back, size, _, _ = run_codec(
+                dn, CodecParams(qp=qp, value_range=(0, 20000), packing=packing, klt_scope=scope)
+            )
             err = back.astype(np.float64) - dn
-            rows.append({"config": label, "bpppb": 8 * size / dn.size,
-                         "psnr_10000": 10 * np.log10(10000 ** 2 / np.mean(err ** 2))})
+            rows.append(
+                {"config": label, "bpppb": 8 * size / dn.size, "psnr_10000": 10 * np.log10(10000**2 / np.mean(err**2))}
+            )
         print(f"| {label} | " + " | ".join(f"{psnr_at(rows, label, r):.2f}" for r in rates) + " |", flush=True)
     klt.fit_klt, klt.component_bounds, klt.spatial_difference_covariance = default, fixed_bounds, date_fit
 
@@ -324,12 +374,16 @@ def overhead(shared: Path) -> None:
     ds = xr.open_dataset(shared / "data/sentinel2-romania/sentinel2_cube_subset_romania_10m.nc", mask_and_scale=False)
     masked = np.isin(ds["SCL"].values, [0, 3, 8, 9, 10])
     cube = np.where(masked, np.nan, romania(shared).astype(np.float32))
-    print(f"masked: {masked.mean():.1%} of pixels; dates with a value: {(~masked.all(axis=(1, 2))).sum()} of {len(masked)}")
-    print("| QP | chunk | header: format 3 / 4 (bytes) | mask: format 3 / 4 (bytes) | chunk bytes (format 4) |\n|---|---|---|---|---|")
+    print(
+        f"masked: {masked.mean():.1%} of pixels; dates with a value: {(~masked.all(axis=(1, 2))).sum()} of {len(masked)}"
+    )
+    print(
+        "| QP | chunk | header: format 3 / 4 (bytes) | mask: format 3 / 4 (bytes) | chunk bytes (format 4) |\n|---|---|---|---|---|"
+    )
     for qp in (16, 24):
         old = new = 0
         for t in range(0, cube.shape[1], 32):
-            chunk = cube[:, t:t + 32]
+            chunk = cube[:, t : t + 32]
             data = encode_array(chunk, CodecParams(qp=qp, value_range=(0, 20000)))
             header, start = read_header(data)
             plain = 9 + len(zlib.compress(json.dumps(header, separators=(",", ":")).encode(), 9))
@@ -339,15 +393,19 @@ def overhead(shared: Path) -> None:
             print(f"| {qp} | {t // 32} | {plain} / {start} | {mask_then} / {mask_now} | {len(data)} |", flush=True)
             new += len(data)
             old += len(data) - start - mask_now + plain + mask_then
-        print(f"| {qp} | all | bpppb format 3 / 4: {8 * old / cube.size:.4f} / {8 * new / cube.size:.4f} "
-              f"({new / old - 1:+.1%}) | | |", flush=True)
+        print(
+            f"| {qp} | all | bpppb format 3 / 4: {8 * old / cube.size:.4f} / {8 * new / cube.size:.4f} "
+            f"({new / old - 1:+.1%}) | | |",
+            flush=True,
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared")
-    ap.add_argument("--only", choices=("floor", "presets", "streams", "klt", "ratecontrol", "overhead"),
-                    help="run one section only")
+    ap.add_argument(
+        "--only", choices=("floor", "presets", "streams", "klt", "ratecontrol", "overhead"), help="run one section only"
+    )
     args = ap.parse_args(argv)
     if args.only == "ratecontrol":
         rate_control(romania(args.shared))
@@ -367,14 +425,21 @@ def main(argv: list[str] | None = None) -> None:
         return
     scenes = sorted((args.shared / "data/landsat-c2l2").glob("LC08_*"))
     noise = np.random.default_rng(0).integers(0, 20000, size=(4, 8, 64, 64)).astype(np.uint16)
-    qp_floor({"Romania (16 frames)": (romania(args.shared, 16), (0, 20000)),
-              **{f"Landsat {s.name} (256 px)": (landsat(s)[:, :, :256, :256].repeat(4, axis=1), (0, 65535))
-                 for s in scenes},
-              "white noise 0..20000": (noise, (0, 20000))})
+    qp_floor(
+        {
+            "Romania (16 frames)": (romania(args.shared, 16), (0, 20000)),
+            **{
+                f"Landsat {s.name} (256 px)": (landsat(s)[:, :, :256, :256].repeat(4, axis=1), (0, 65535))
+                for s in scenes
+            },
+            "white noise 0..20000": (noise, (0, 20000)),
+        }
+    )
     if args.only == "floor":
         return
-    ffv1_context({"Romania (140 frames, one chunk)": romania(args.shared),
-                  **{f"Landsat {s.name}": landsat(s) for s in scenes}})
+    ffv1_context(
+        {"Romania (140 frames, one chunk)": romania(args.shared), **{f"Landsat {s.name}": landsat(s) for s in scenes}}
+    )
     print("\n| x265 setting | PSNR @ 0.1 bpppb | PSNR @ 1.0 bpppb | encode MB/s (all QPs) |\n|---|---|---|---|")
     presets(romania(args.shared))
     print()

@@ -23,6 +23,7 @@ ratio of each to odc-plain.
     python -m benchmarks cube --size 4096 --dates 100 --variants eocube-scaled-int --repeat 2
     python -m benchmarks cube --size 2048 --dates 24 --no-stackstac --task-stream   # where the time goes
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,12 +50,29 @@ RES = 10.0
 
 # ----------------------------------------------------------------------------- data
 
+
 def _cog(path: Path, array: np.ndarray, nodata) -> None:
     transform = from_origin(*ORIGIN, RES, RES)
-    with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"), rasterio.open(
-            path, "w", driver="COG", width=array.shape[1], height=array.shape[0], count=1, dtype=array.dtype,
-            crs="EPSG:32632", transform=transform, nodata=nodata, compress="deflate", predictor=2, blocksize=512,
-            overview_resampling="average", num_threads="all_cpus") as dst:
+    with (
+        rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"),
+        rasterio.open(
+            path,
+            "w",
+            driver="COG",
+            width=array.shape[1],
+            height=array.shape[0],
+            count=1,
+            dtype=array.dtype,
+            crs="EPSG:32632",
+            transform=transform,
+            nodata=nodata,
+            compress="deflate",
+            predictor=2,
+            blocksize=512,
+            overview_resampling="average",
+            num_threads="all_cpus",
+        ) as dst,
+    ):
         dst.write(array, 1)
 
 
@@ -90,11 +108,19 @@ def generate(size: int, dates: int, bands: int, out: Path) -> list[pystac.Item]:
         assets = {}
         for i, (common, key) in enumerate(list(ASSETS.items())[:bands]):
             _cog(folder / f"{key}.tif", land + np.uint16(150 * i), nodata=0)
-            assets[key] = {"href": (folder / f"{key}.tif").as_uri(), "type": "image/tiff; application=geotiff",
-                           "roles": ["data"], "eo:bands": [{"name": key, "common_name": common}],
-                           "raster:bands": [{"data_type": "uint16", "nodata": 0, "scale": 0.0001, "offset": 0.0}]}
+            assets[key] = {
+                "href": (folder / f"{key}.tif").as_uri(),
+                "type": "image/tiff; application=geotiff",
+                "roles": ["data"],
+                "eo:bands": [{"name": key, "common_name": common}],
+                "raster:bands": [{"data_type": "uint16", "nodata": 0, "scale": 0.0001, "offset": 0.0}],
+            }
         _cog(folder / "SCL.tif", scl, nodata=0)
-        assets["SCL"] = {"href": (folder / "SCL.tif").as_uri(), "type": "image/tiff; application=geotiff", "roles": ["data"]}
+        assets["SCL"] = {
+            "href": (folder / "SCL.tif").as_uri(),
+            "type": "image/tiff; application=geotiff",
+            "roles": ["data"],
+        }
         x0, y1 = ORIGIN
         bbox_utm = (x0, y1 - size * RES, x0 + size * RES, y1)
         items.append(_item(item_id, when, assets, bbox_utm, size, float((scl == 9).mean() * 100)))
@@ -110,20 +136,41 @@ def _item(item_id: str, when: dt.datetime, assets: dict, bbox_utm, size: int, cl
     to_ll = Transformer.from_crs(32632, 4326, always_xy=True)
     lon0, lat0 = to_ll.transform(bbox_utm[0], bbox_utm[1])
     lon1, lat1 = to_ll.transform(bbox_utm[2], bbox_utm[3])
-    geometry = {"type": "Polygon", "coordinates": [[[lon0, lat0], [lon1, lat0], [lon1, lat1], [lon0, lat1], [lon0, lat0]]]}
-    props = {"datetime": when.strftime("%Y-%m-%dT%H:%M:%SZ"), "eo:cloud_cover": round(cloud, 2), "proj:epsg": 32632,
-             "s2:processing_baseline": "03.01", "platform": "sentinel-2x"}
+    geometry = {
+        "type": "Polygon",
+        "coordinates": [[[lon0, lat0], [lon1, lat0], [lon1, lat1], [lon0, lat1], [lon0, lat0]]],
+    }
+    props = {
+        "datetime": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "eo:cloud_cover": round(cloud, 2),
+        "proj:epsg": 32632,
+        "s2:processing_baseline": "03.01",
+        "platform": "sentinel-2x",
+    }
     transform = [RES, 0.0, bbox_utm[0], 0.0, -RES, bbox_utm[3]]
     for a in assets.values():
         a.update({"proj:shape": [size, size], "proj:transform": transform})
-    return pystac.Item.from_dict({"type": "Feature", "stac_version": "1.0.0", "id": item_id, "collection": "sentinel-2-l2a",
-                                  "geometry": geometry, "bbox": [lon0, lat0, lon1, lat1], "properties": props,
-                                  "assets": assets, "links": [],
-                                  "stac_extensions": ["https://stac-extensions.github.io/projection/v1.1.0/schema.json",
-                                                      "https://stac-extensions.github.io/raster/v1.1.0/schema.json"]})
+    return pystac.Item.from_dict(
+        {
+            "type": "Feature",
+            "stac_version": "1.0.0",
+            "id": item_id,
+            "collection": "sentinel-2-l2a",
+            "geometry": geometry,
+            "bbox": [lon0, lat0, lon1, lat1],
+            "properties": props,
+            "assets": assets,
+            "links": [],
+            "stac_extensions": [
+                "https://stac-extensions.github.io/projection/v1.1.0/schema.json",
+                "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
+            ],
+        }
+    )
 
 
 # ----------------------------------------------------------------------------- measuring
+
 
 class PeakRSS:
     """Peak resident memory (bytes) of this process and all its descendants, sampled in a thread."""
@@ -184,8 +231,9 @@ def task_profile(records: list[dict]) -> str:
             elif s["action"] == "transfer":
                 transfer += s["stop"] - s["start"]
     top = sorted(compute.items(), key=lambda kv: -kv[1])[:8]
-    return (f"    compute {sum(compute.values()):.1f} s, transfers {transfer:.1f} s; "
-            + ", ".join(f"{k} {v:.1f} s" for k, v in top))
+    return f"    compute {sum(compute.values()):.1f} s, transfers {transfer:.1f} s; " + ", ".join(
+        f"{k} {v:.1f} s" for k, v in top
+    )
 
 
 def measure(name: str, build, write, out: Path, profile: bool = False) -> Run:
@@ -193,15 +241,18 @@ def measure(name: str, build, write, out: Path, profile: bool = False) -> Run:
     from distributed import get_task_stream
 
     shutil.rmtree(out, ignore_errors=True)
-    with PeakRSS() as rss, (get_task_stream() if profile else contextlib.nullcontext()) as stream:
+    with PeakRSS() as rss, get_task_stream() if profile else contextlib.nullcontext() as stream:
         t0 = time.perf_counter()
         obj = build()
         tasks = len(obj.__dask_graph__())
         write(obj, out)
         seconds = time.perf_counter() - t0
     run = Run(name, round(seconds, 2), round(rss.peak / 1e9, 3), tasks, round(_du(out), 3))
-    print(f"  {name:<18} {run.seconds:8.1f} s   peak RSS {run.peak_rss_gb:6.2f} GB   "
-          f"graph {run.graph_tasks:7d} tasks   output {run.output_gb:6.2f} GB", flush=True)
+    print(
+        f"  {name:<18} {run.seconds:8.1f} s   peak RSS {run.peak_rss_gb:6.2f} GB   "
+        f"graph {run.graph_tasks:7d} tasks   output {run.output_gb:6.2f} GB",
+        flush=True,
+    )
     if profile:
         print(task_profile(stream.data), flush=True)
     return run
@@ -209,23 +260,36 @@ def measure(name: str, build, write, out: Path, profile: bool = False) -> Run:
 
 # ----------------------------------------------------------------------------- the three ways
 
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=4096, help="pixels per side")
     ap.add_argument("--dates", type=int, default=100)
     ap.add_argument("--bands", type=int, default=6, choices=range(1, 7))
-    ap.add_argument("--chunk", type=int, default=1024, help="y/x chunk (Dask and Zarr), a multiple of the 512-px COG tile")
+    ap.add_argument(
+        "--chunk", type=int, default=1024, help="y/x chunk (Dask and Zarr), a multiple of the 512-px COG tile"
+    )
     ap.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes")
     ap.add_argument("--threads", type=int, default=1, help="threads per worker process")
     ap.add_argument("--memory-limit", default="1GB", help="per worker")
-    ap.add_argument("--repeat", type=int, default=1,
-                    help="rounds of all variants back to back (order rotated each round); ratios of the median times")
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds of all variants back to back (order rotated each round); ratios of the median times",
+    )
     ap.add_argument("--quick", action="store_true", help="512 px x 8 dates (a smoke run)")
     ap.add_argument("--no-stackstac", action="store_true")
-    ap.add_argument("--task-stream", action="store_true",
-                    help="also print worker compute seconds per task kind and transfer seconds (Dask task stream)")
-    ap.add_argument("--variants", help="comma-separated subset of the variants to run (odc-plain always runs: "
-                                       "the ratios are to it), e.g. eocube-scaled-int")
+    ap.add_argument(
+        "--task-stream",
+        action="store_true",
+        help="also print worker compute seconds per task kind and transfer seconds (Dask task stream)",
+    )
+    ap.add_argument(
+        "--variants",
+        help="comma-separated subset of the variants to run (odc-plain always runs: "
+        "the ratios are to it), e.g. eocube-scaled-int",
+    )
     args = ap.parse_args(argv)
     if args.quick:
         args.size, args.dates = 512, 8
@@ -244,29 +308,58 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     items = generate(args.size, args.dates, args.bands, work / "cogs")
     print(f"  ready in {time.perf_counter() - t0:.0f} s", flush=True)
-    bands = list(ASSETS)[:args.bands]
+    bands = list(ASSETS)[: args.bands]
     assets = [ASSETS[b] for b in bands] + ["SCL"]
     geobox = GeoBox((args.size, args.size), from_origin(*ORIGIN, RES, RES), "EPSG:32632")
     chunks = {"time": 1, "y": args.chunk, "x": args.chunk}
     lon0, lat0, lon1, lat1 = geobox.geographic_extent.boundingbox
-    request = CubeRequest(bbox=(lon0, lat0, lon1, lat1), start=dt.date(2022, 1, 1), end=dt.date(2024, 1, 1),
-                          sensors=["sentinel-2"], bands=bands, resolution=RES, crs="EPSG:32632", chunks=chunks)
+    request = CubeRequest(
+        bbox=(lon0, lat0, lon1, lat1),
+        start=dt.date(2022, 1, 1),
+        end=dt.date(2024, 1, 1),
+        sensors=["sentinel-2"],
+        bands=bands,
+        resolution=RES,
+        crs="EPSG:32632",
+        chunks=chunks,
+    )
     packed = request.model_copy(update={"storage": "scaled-int"})
     found = {"sentinel-2": SensorItems("sentinel-2", "sentinel-2-l2a", "sentinel-2-l2a", items)}
     out = WORK / "out"
     variants = {
-        "odc-plain": (lambda: odc.stac.load(items, bands=assets, geobox=geobox, chunks=chunks, groupby="solar_day"),
-                      lambda ds, p: ds.to_zarr(p, zarr_format=3, mode="w", consolidated=False)),
+        "odc-plain": (
+            lambda: odc.stac.load(items, bands=assets, geobox=geobox, chunks=chunks, groupby="solar_day"),
+            lambda ds, p: ds.to_zarr(p, zarr_format=3, mode="w", consolidated=False),
+        ),
         "eocube": (lambda: build_cube(request, found, geobox, bands), lambda ds, p: write_store(ds, p, chunks)),
-        "eocube-scaled-int": (lambda: build_cube(packed, found, geobox, bands), lambda ds, p: write_store(ds, p, chunks)),
+        "eocube-scaled-int": (
+            lambda: build_cube(packed, found, geobox, bands),
+            lambda ds, p: write_store(ds, p, chunks),
+        ),
     }
     if not args.no_stackstac:
         variants["stackstac-plain"] = (
-            lambda: stackstac.stack(
-                items, assets=assets, epsg=32632, resolution=RES, bounds=tuple(geobox.boundingbox), snap_bounds=False,
-                chunksize=(1, 1, args.chunk, args.chunk), dtype=np.dtype("uint16"), fill_value=np.uint16(0),
-                rescale=False, xy_coords="center", properties=False, band_coords=False).to_dataset("band").drop_attrs(),
-            lambda ds, p: ds.to_zarr(p, zarr_format=3, mode="w", consolidated=False))
+            lambda: (
+                stackstac.stack(
+                    items,
+                    assets=assets,
+                    epsg=32632,
+                    resolution=RES,
+                    bounds=tuple(geobox.boundingbox),
+                    snap_bounds=False,
+                    chunksize=(1, 1, args.chunk, args.chunk),
+                    dtype=np.dtype("uint16"),
+                    fill_value=np.uint16(0),
+                    rescale=False,
+                    xy_coords="center",
+                    properties=False,
+                    band_coords=False,
+                )
+                .to_dataset("band")
+                .drop_attrs()
+            ),
+            lambda ds, p: ds.to_zarr(p, zarr_format=3, mode="w", consolidated=False),
+        )
     if args.variants:
         keep = {"odc-plain", *args.variants.split(",")}
         unknown = keep - set(variants)
@@ -276,19 +369,32 @@ def main(argv: list[str] | None = None) -> None:
     names = list(variants)
     runs: dict[str, list[Run]] = {n: [] for n in names}
     with dask_client(n_workers=args.workers, threads_per_worker=args.threads, memory_limit=args.memory_limit) as client:
-        client.run(lambda: [__import__(m) for m in ("pipeline.cube", "odc.stac", "stackstac", "rasterio")])  # warm imports
+        client.run(
+            lambda: [__import__(m) for m in ("pipeline.cube", "odc.stac", "stackstac", "rasterio")]
+        )  # warm imports
         for r in range(args.repeat):
-            order = names[r % len(names):] + names[:r % len(names)]  # no variant always runs first
+            order = names[r % len(names) :] + names[: r % len(names)]  # no variant always runs first
             for name in order:
                 build, write = variants[name]
                 runs[name].append(measure(name, build, write, out / f"{name}.zarr", args.task_stream))
     median = {n: float(np.median([r.seconds for r in rs])) for n, rs in runs.items()}
     ratios = {n: round(median[n] / median["odc-plain"], 3) for n in names[1:]}
-    per_round = {n: [round(a.seconds / b.seconds, 3) for a, b in zip(runs[n], runs["odc-plain"], strict=True)] for n in names[1:]}
+    per_round = {
+        n: [round(a.seconds / b.seconds, 3) for a, b in zip(runs[n], runs["odc-plain"], strict=True)] for n in names[1:]
+    }
     print(f"  median time / odc-plain over {args.repeat} round(s): {ratios}   per round: {per_round}")
-    print("  peak RSS (max over rounds): " + ", ".join(f"{n} {max(r.peak_rss_gb for r in rs):.2f} GB" for n, rs in runs.items()))
-    result = {"args": vars(args), "cpus": psutil.cpu_count(), "runs": {n: [asdict(r) for r in rs] for n, rs in runs.items()},
-              "median_seconds": median, "ratio_to_odc_plain": ratios, "ratio_per_round": per_round}
+    print(
+        "  peak RSS (max over rounds): "
+        + ", ".join(f"{n} {max(r.peak_rss_gb for r in rs):.2f} GB" for n, rs in runs.items())
+    )
+    result = {
+        "args": vars(args),
+        "cpus": psutil.cpu_count(),
+        "runs": {n: [asdict(r) for r in rs] for n, rs in runs.items()},
+        "median_seconds": median,
+        "ratio_to_odc_plain": ratios,
+        "ratio_per_round": per_round,
+    }
     (WORK / f"result-s{args.size}-d{args.dates}-b{args.bands}.json").write_text(json.dumps(result, indent=2))
     shutil.rmtree(out, ignore_errors=True)
 

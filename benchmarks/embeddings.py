@@ -8,6 +8,7 @@
     python -m benchmarks embeddings --quick            # small sizes (CPU)
     python -m benchmarks embeddings --batch 16 --e2e-chips 64 --json out.json   # GPU
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,8 +62,13 @@ def bench_prithvi_model(model: PrithviViT, device: torch.device, batch: int, fra
         sec = timed(lambda: model(x, tc, lc), device, repeats)
     n_tokens = 1 + frames * (cfg.img_size // cfg.patch_size[1]) ** 2
     flops = vit_flops(n_tokens, cfg.embed_dim, cfg.depth, cfg.mlp_ratio, cfg.in_chans * int(np.prod(cfg.patch_size)))
-    return {"batch": batch, "seconds_per_batch": sec, "chips_per_s": batch / sec,
-            "gflop_per_chip": flops / 1e9, "tflop_per_s": flops * batch / sec / 1e12}
+    return {
+        "batch": batch,
+        "seconds_per_batch": sec,
+        "chips_per_s": batch / sec,
+        "gflop_per_chip": flops / 1e9,
+        "tflop_per_s": flops * batch / sec / 1e12,
+    }
 
 
 def write_cube(path: Path, n_chips_x: int, frames: int, size: int) -> None:
@@ -74,8 +80,10 @@ def write_cube(path: Path, n_chips_x: int, frames: int, size: int) -> None:
     h, w = size, size * n_chips_x
     times = pd.date_range("2021-03-01", periods=frames, freq="60D").values.astype("datetime64[ns]")
     bands = ["blue", "green", "red", "nir08", "swir16", "swir22"]
-    ds = xr.Dataset({b: (("time", "y", "x"), rng.uniform(0.01, 0.4, (frames, h, w)).astype("float32")) for b in bands},
-                    coords={"time": times, "y": 5_000_000 - 30.0 * np.arange(h) - 15, "x": 400_000 + 30.0 * np.arange(w) + 15})
+    ds = xr.Dataset(
+        {b: (("time", "y", "x"), rng.uniform(0.01, 0.4, (frames, h, w)).astype("float32")) for b in bands},
+        coords={"time": times, "y": 5_000_000 - 30.0 * np.arange(h) - 15, "x": 400_000 + 30.0 * np.arange(w) + 15},
+    )
     ds["valid"] = (("time", "y", "x"), np.ones((frames, h, w), "uint8"))
     ds = ds.rio.write_crs("EPSG:32632").chunk({"time": 1, "y": size, "x": size})
     ds.to_zarr(path, zarr_format=3, consolidated=True)
@@ -88,11 +96,15 @@ def bench_prithvi_e2e(model: PrithviViT, device: torch.device, chips: int, batch
     from pipeline.embeddings import write_embeddings
 
     weights = tmp / "prithvi-300m-tl-random.safetensors"
-    save_file({f"encoder.{k}": v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}, str(weights))
+    save_file(
+        {f"encoder.{k}": v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}, str(weights)
+    )
     store = tmp / "cube.zarr"
     write_cube(store, chips, frames, model.config.img_size)
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
-            Client(cluster):
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
+        Client(cluster),
+    ):
         # warm-up: load + (first) run on a one-chip cube, so the timing below is steady-state
         warm = tmp / "warm.zarr"
         write_cube(warm, 1, frames, model.config.img_size)
@@ -105,7 +117,11 @@ def bench_prithvi_e2e(model: PrithviViT, device: torch.device, chips: int, batch
 
 
 def bench_presto(weights: Path | None, device: torch.device, n: int, steps: int, repeats: int) -> dict:
-    model = Presto.from_state_dict(torch.load(weights, map_location="cpu", weights_only=True)) if weights else Presto().eval()
+    model = (
+        Presto.from_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        if weights
+        else Presto().eval()
+    )
     model = model.to(device)
     x = torch.rand(n, steps, 17, device=device)
     dw = torch.full((n, steps), 9, device=device)
@@ -116,7 +132,9 @@ def bench_presto(weights: Path | None, device: torch.device, n: int, steps: int,
     return {"pixels": n, "timesteps": steps, "pixels_per_s": n / sec, "weights": "released" if weights else "random"}
 
 
-def bench_galileo(folder: Path | None, device: torch.device, chips: int, size: int, steps: int, p: int, repeats: int) -> dict:
+def bench_galileo(
+    folder: Path | None, device: torch.device, chips: int, size: int, steps: int, p: int, repeats: int
+) -> dict:
     if folder:
         cfg = json.loads((folder / "config.json").read_text())
         model = Galileo.from_state_dict(torch.load(folder / "encoder.pt", map_location="cpu", weights_only=True), cfg)
@@ -124,14 +142,27 @@ def bench_galileo(folder: Path | None, device: torch.device, chips: int, size: i
         model = Galileo().eval()
     model = model.to(device)
     z = lambda *s: torch.zeros(*s, device=device)  # noqa: E731
-    args = (torch.rand(chips, size, size, steps, 13, device=device), z(chips, size, size, 16), z(chips, steps, 6),
-            z(chips, 18), z(chips, size, size, steps, 7), torch.ones(chips, size, size, 3, device=device),
-            torch.ones(chips, steps, 3, device=device), torch.tensor([[1.0, 0, 1, 1]], device=device).expand(chips, -1),
-            torch.zeros(chips, steps, dtype=torch.long, device=device))
+    args = (
+        torch.rand(chips, size, size, steps, 13, device=device),
+        z(chips, size, size, 16),
+        z(chips, steps, 6),
+        z(chips, 18),
+        z(chips, size, size, steps, 7),
+        torch.ones(chips, size, size, 3, device=device),
+        torch.ones(chips, steps, 3, device=device),
+        torch.tensor([[1.0, 0, 1, 1]], device=device).expand(chips, -1),
+        torch.zeros(chips, steps, dtype=torch.long, device=device),
+    )
     with torch.inference_mode(), autocast(device):
         sec = timed(lambda: model(*args, p).pooled_per_patch(), device, repeats)
-    return {"chip": size, "patch_size": p, "timesteps": steps, "chips": chips,
-            "pixels_per_s": chips * size * size / sec, "weights": "released" if folder else "random"}
+    return {
+        "chip": size,
+        "patch_size": p,
+        "timesteps": steps,
+        "chips": chips,
+        "pixels_per_s": chips * size * size / sec,
+        "weights": "released" if folder else "random",
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,9 +187,14 @@ def main(argv: list[str] | None = None) -> int:
     galileo_dir = args.shared / "models/galileo-nano"
     torch.manual_seed(0)
     prithvi = PrithviViT(PRITHVI_CONFIGS["prithvi-eo-2.0-300m-tl"]).eval().to(device)
-    res: dict = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
-                 "precision": "bf16 autocast" if device.type == "cuda" else "fp32", "torch": torch.__version__,
-                 "params_prithvi": sum(p.numel() for p in prithvi.parameters())}
+    res: dict = {
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu ({torch.get_num_threads()} threads)",
+        "precision": "bf16 autocast" if device.type == "cuda" else "fp32",
+        "torch": torch.__version__,
+        "params_prithvi": sum(p.numel() for p in prithvi.parameters()),
+    }
     res["prithvi_model_only"] = bench_prithvi_model(prithvi, device, batch, frames, repeats)
     print(json.dumps(res, indent=1), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -166,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     res["e2e_over_model_only"] = res["prithvi_end_to_end"]["chips_per_s"] / res["prithvi_model_only"]["chips_per_s"]
     del prithvi
     res["presto"] = bench_presto(presto_w if presto_w.exists() else None, device, 2048 if quick else 65536, 12, repeats)
-    res["galileo"] = bench_galileo(galileo_dir if galileo_dir.exists() else None, device, 4 if quick else 64, 16, 12, 4, repeats)
+    res["galileo"] = bench_galileo(
+        galileo_dir if galileo_dir.exists() else None, device, 4 if quick else 64, 16, 12, 4, repeats
+    )
     text = json.dumps(res, indent=1)
     print(text)
     if args.json:

@@ -8,6 +8,7 @@ Paper: Presto RF 25.98 ± 0.66, LinReg 28.20, Presto fine-tuned 25.28 ± 0.30.
 
     python -m benchmarks embeddings-fuel-moisture [--shared ../shared] [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,14 @@ SEEDS = (0, 42, 84)
 
 def load_fuel_moisture(folder: Path) -> dict[str, np.ndarray]:
     """The fuel-moisture arrays (raw ``x [n, 3, 18]``, ``month``, ``latlon``, ``dynamic_world``, ``target``, ``is_test``)."""
-    names = {"x": "s1_s2_era5_srtm", "month": "month", "latlon": "latlon", "dynamic_world": "dynamic_world",
-             "target": "target", "is_test": "is_test"}
+    names = {
+        "x": "s1_s2_era5_srtm",
+        "month": "month",
+        "latlon": "latlon",
+        "dynamic_world": "dynamic_world",
+        "target": "target",
+        "is_test": "is_test",
+    }
     return {k: np.load(folder / f"{v}.npy") for k, v in names.items()}
 
 
@@ -42,8 +49,14 @@ def evaluate(shared: Path) -> dict:
 
     data = load_fuel_moisture(shared / "data" / "fuel-moisture")
     t0 = time.perf_counter()
-    emb = presto_embed_timeseries(data["x"], data["month"], data["latlon"], dynamic_world=data["dynamic_world"],
-                                  weights=shared / "models" / "presto" / "default_model.pt", device="cpu")
+    emb = presto_embed_timeseries(
+        data["x"],
+        data["month"],
+        data["latlon"],
+        dynamic_world=data["dynamic_world"],
+        weights=shared / "models" / "presto" / "default_model.pt",
+        device="cpu",
+    )
     embed_s = time.perf_counter() - t0
     test = data["is_test"].astype(bool)
     y = data["target"]
@@ -52,9 +65,16 @@ def evaluate(shared: Path) -> dict:
         model = RandomForestRegressor(random_state=seed, n_jobs=2).fit(emb[~test], y[~test])
         rf.append(rmse(model.predict(emb[test]), y[test]))
     lin = rmse(LinearRegression().fit(emb[~test], y[~test]).predict(emb[test]), y[test])
-    return {"n_train": int((~test).sum()), "n_test": int(test.sum()), "embed_seconds": embed_s,
-            "rf_rmse_per_seed": dict(zip(map(str, SEEDS), rf, strict=True)), "rf_rmse_mean": float(np.mean(rf)),
-            "rf_rmse_std": float(np.std(rf)), "linreg_rmse": lin, "paper": PAPER}
+    return {
+        "n_train": int((~test).sum()),
+        "n_test": int(test.sum()),
+        "embed_seconds": embed_s,
+        "rf_rmse_per_seed": dict(zip(map(str, SEEDS), rf, strict=True)),
+        "rf_rmse_mean": float(np.mean(rf)),
+        "rf_rmse_std": float(np.std(rf)),
+        "linreg_rmse": lin,
+        "paper": PAPER,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

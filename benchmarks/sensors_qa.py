@@ -5,6 +5,7 @@ Usage: python -m benchmarks sensors-qa [--shared ../shared] [--repeat 3]
 Inputs: the Sentinel-2 SCL cube (140 x 100 x 100) and a Landsat QA_PIXEL scene (512 x 512)
 tiled 8 x 8 in time to 64 x 512 x 512 = 16.8 Mpx. Prints Mpx/s per case (best of --repeat).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,7 +38,9 @@ def main(argv: list[str] | None = None) -> None:
 
     with xr.open_dataset(next((args.shared / "data/sentinel2-romania").glob("*.nc"))) as ds:
         scl = ds["SCL"].astype(np.uint8).load()
-    with rasterio.open(next((args.shared / "data/landsat-c2l2/LC08_L2SP_005009_20150710").glob("*QA_PIXEL.TIF"))) as src:
+    with rasterio.open(
+        next((args.shared / "data/landsat-c2l2/LC08_L2SP_005009_20150710").glob("*QA_PIXEL.TIF"))
+    ) as src:
         scene = src.read(1)
     landsat = xr.DataArray(np.tile(scene[None], (64, 1, 1)), dims=("time", "y", "x"))
 
@@ -45,12 +48,19 @@ def main(argv: list[str] | None = None) -> None:
         "landsat decode_qa (numpy)": (lambda: decode_qa("landsat-c2-l2", "qa_pixel", landsat).compute(), landsat.size),
         "landsat invalid_mask (numpy)": (lambda: invalid_mask("landsat-c2-l2", "qa_pixel", landsat), landsat.size),
         "landsat invalid_mask (dask 1x512x512)": (
-            lambda: invalid_mask("landsat-c2-l2", "qa_pixel", landsat.chunk({"time": 1})).compute(), landsat.size),
+            lambda: invalid_mask("landsat-c2-l2", "qa_pixel", landsat.chunk({"time": 1})).compute(),
+            landsat.size,
+        ),
         "landsat invalid_mask + 90 m dilation (numpy)": (
-            lambda: invalid_mask("landsat-c2-l2", "qa_pixel", landsat, MaskPolicy(dilation_m=90), 30.0), landsat.size),
+            lambda: invalid_mask("landsat-c2-l2", "qa_pixel", landsat, MaskPolicy(dilation_m=90), 30.0),
+            landsat.size,
+        ),
         "landsat invalid_mask + 90 m dilation (dask 1x512x512)": (
-            lambda: invalid_mask("landsat-c2-l2", "qa_pixel", landsat.chunk({"time": 1}),
-                                 MaskPolicy(dilation_m=90), 30.0).compute(), landsat.size),
+            lambda: invalid_mask(
+                "landsat-c2-l2", "qa_pixel", landsat.chunk({"time": 1}), MaskPolicy(dilation_m=90), 30.0
+            ).compute(),
+            landsat.size,
+        ),
         "s2 SCL invalid_mask (numpy)": (lambda: invalid_mask("sentinel-2-l2a", "SCL", scl), scl.size),
     }
     print(f"{'case':56s} {'Mpx':>6s} {'s':>7s} {'Mpx/s':>8s}")

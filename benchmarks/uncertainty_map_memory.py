@@ -7,6 +7,7 @@ its own. Prints pixels, seconds, peak RSS and the ratios to the smallest map sid
 
     python -m benchmarks uncertainty-map-memory --sizes 1000 3163 --block 256
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,11 @@ def build_store(path: Path, size: int, seed: int = 0) -> None:
     for k, band in enumerate(BANDS):
         values = (0.1 + 0.2 * k + 0.05 * rs.standard_normal((N_STEPS, size, size), chunks=chunks)).astype(np.float32)
         data[band] = (("time", "y", "x"), da.where(rs.random_sample(values.shape, chunks=chunks) < 0.1, np.nan, values))
-    coords = {"time": pd.date_range("2022-01-01", periods=N_STEPS, freq="MS"),
-              "y": 5e6 - 20.0 * np.arange(size), "x": 4e5 + 20.0 * np.arange(size)}
+    coords = {
+        "time": pd.date_range("2022-01-01", periods=N_STEPS, freq="MS"),
+        "y": 5e6 - 20.0 * np.arange(size),
+        "x": 4e5 + 20.0 * np.arange(size),
+    }
     xr.Dataset(data, coords=coords).to_zarr(path, mode="w", zarr_format=3, consolidated=False)
 
 
@@ -60,8 +64,13 @@ def predict_child(store: Path, model_dir: Path, out: Path, block: int) -> None:
 
     model = load_model(model_dir)[0]
     t0 = time.perf_counter()
-    predict_map(model, store, out, block=block,
-                progress=lambda d, t: print(f"  block {d}/{t}", end="\r", file=sys.stderr, flush=True))
+    predict_map(
+        model,
+        store,
+        out,
+        block=block,
+        progress=lambda d, t: print(f"  block {d}/{t}", end="\r", file=sys.stderr, flush=True),
+    )
     seconds = time.perf_counter() - t0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
     print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_mb}))
@@ -87,9 +96,21 @@ def main(argv: list[str] | None = None) -> None:
             print(f"building {store} ({size} x {size} px)", flush=True)
             build_store(store, size)
         # the child runs this file as a script (it imports nothing of benchmarks/), whatever the cwd
-        done = subprocess.run([sys.executable, __file__, "--block", str(args.block), "--child", str(store),
-                               str(model_dir), str(args.work / f"maps-{size}.zarr")],
-                              check=True, stdout=subprocess.PIPE, text=True)
+        done = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--block",
+                str(args.block),
+                "--child",
+                str(store),
+                str(model_dir),
+                str(args.work / f"maps-{size}.zarr"),
+            ],
+            check=True,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         rows.append({"size": size, "pixels": size * size, **json.loads(done.stdout.strip().splitlines()[-1])})
         print(f"\n{rows[-1]}", flush=True)
     base = rows[0]
@@ -97,9 +118,11 @@ def main(argv: list[str] | None = None) -> None:
     print("| map | pixels | seconds | peak RSS (MB) | pixels ratio | seconds ratio | RSS ratio |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['size']} x {r['size']} | {r['pixels']:.2e} | {r['seconds']:.1f} | {r['peak_rss_mb']:.0f} | "
-              f"{r['pixels'] / base['pixels']:.1f} | {r['seconds'] / base['seconds']:.2f} | "
-              f"{r['peak_rss_mb'] / base['peak_rss_mb']:.2f} |")
+        print(
+            f"| {r['size']} x {r['size']} | {r['pixels']:.2e} | {r['seconds']:.1f} | {r['peak_rss_mb']:.0f} | "
+            f"{r['pixels'] / base['pixels']:.1f} | {r['seconds'] / base['seconds']:.2f} | "
+            f"{r['peak_rss_mb'] / base['peak_rss_mb']:.2f} |"
+        )
 
 
 if __name__ == "__main__":

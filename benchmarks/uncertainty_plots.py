@@ -1,4 +1,5 @@
 """Diagnostic figures of the uncertainty benchmarks as PNG: reliability diagram and σ versus absolute error."""
+
 from __future__ import annotations
 
 from pathlib import Path

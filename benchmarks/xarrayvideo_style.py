@@ -18,6 +18,7 @@ to those sizes and cropped after decoding; larger frames are coded at their own 
 ``roundtrip`` returns the decoded cube and the byte count, so any metric can be computed the same way
 as for our codec.
 """
+
 from __future__ import annotations
 
 import time
@@ -82,8 +83,10 @@ def roundtrip(cube: np.ndarray, level: str | int) -> tuple[np.ndarray, int, floa
     codes = np.clip(np.rint((x - lo[:, None, None, None]) / span * MAX_CODE), 0, MAX_CODE).astype(np.uint16)
     n = codes.shape[0]
     order = list(range(n)) + [n - 1] * ((-n) % 3)
-    videos = [(order[g:g + 3], _encode(np.stack([codes[k] for k in order[g:g + 3]], axis=1), level))
-              for g in range(0, len(order), 3)]
+    videos = [
+        (order[g : g + 3], _encode(np.stack([codes[k] for k in order[g : g + 3]], axis=1), level))
+        for g in range(0, len(order), 3)
+    ]
     t1 = time.perf_counter()
     back = np.empty_like(x)
     for group, packets in videos:

@@ -19,6 +19,7 @@ tasks are retried and their commit records persisted as task results.
 
 ``python -m flows.backfill serve`` serves both as deployments (a Prefect runner).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -70,12 +71,14 @@ def task_runner() -> TaskRunner[Any]:
     if address:
         return DaskTaskRunner(address=address)
     workers = int(os.environ.get(LOCAL_WORKERS_ENV, "2"))
-    return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
-                                          **QUIET_HTTP})
+    return DaskTaskRunner(
+        cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True, **QUIET_HTTP}
+    )
 
 
-@task(name="search-window", **RETRY, cache_policy=INPUTS, cache_expiration=dt.timedelta(minutes=30),
-      persist_result=True)
+@task(
+    name="search-window", **RETRY, cache_policy=INPUTS, cache_expiration=dt.timedelta(minutes=30), persist_result=True
+)
 def search_task(request: CubeRequest, archive: Path | None = None) -> SearchResult:
     found = search(request, archive)
     get_run_logger().info("found %s", {s: len(f.items) for s, f in found.items()})
@@ -83,8 +86,9 @@ def search_task(request: CubeRequest, archive: Path | None = None) -> SearchResu
 
 
 @task(name="prepare-store", **RETRY, cache_policy=NO_CACHE)
-def prepare_task(request: CubeRequest, found: SearchResult, spec: BackfillSpec,
-                 report: BackfillReport) -> tuple[list[Slice], BackfillReport]:
+def prepare_task(
+    request: CubeRequest, found: SearchResult, spec: BackfillSpec, report: BackfillReport
+) -> tuple[list[Slice], BackfillReport]:
     pending = prepare(request, found, spec, report)
     return pending, report
 
@@ -109,8 +113,9 @@ def make_unit_task(request: CubeRequest, spec: BackfillSpec, tile: Tile) -> dict
 
 
 @task(name="finalise-store", **RETRY, cache_policy=NO_CACHE)
-def finalise_task(request: CubeRequest, found: SearchResult, spec: BackfillSpec, report: BackfillReport,
-                  kind: str) -> BackfillReport:
+def finalise_task(
+    request: CubeRequest, found: SearchResult, spec: BackfillSpec, report: BackfillReport, kind: str
+) -> BackfillReport:
     return finalise(request, found, spec, report, kind)
 
 
@@ -154,24 +159,43 @@ def unit_resources(request: CubeRequest) -> dict:
 
 
 @flow(name="backfill-store", task_runner=task_runner(), log_prints=True)
-def backfill_flow(request: CubeRequest, engine: str = "zarr", tile_px: int = 1024, time_step: int = 4,
-                  shards: dict[str, int] | None = None, lock_timeout_s: float = 0.0,
-                  archive: Path | None = None) -> dict:
+def backfill_flow(
+    request: CubeRequest,
+    engine: str = "zarr",
+    tile_px: int = 1024,
+    time_step: int = 4,
+    shards: dict[str, int] | None = None,
+    lock_timeout_s: float = 0.0,
+    archive: Path | None = None,
+) -> dict:
     """Backfill ``request.output`` slice by slice (skipping committed slices); returns the run report."""
     request = CubeRequest.model_validate(request)
-    spec = BackfillSpec(engine=engine, tile_px=tile_px, time_step=time_step, shards=shards, lock_timeout_s=lock_timeout_s)
+    spec = BackfillSpec(
+        engine=engine, tile_px=tile_px, time_step=time_step, shards=shards, lock_timeout_s=lock_timeout_s
+    )
     return _write(request, spec, archive, "backfill")
 
 
 @flow(name="update-store", task_runner=task_runner(), log_prints=True)
-def update_flow(store: str, until: dt.date | None = None, tile_px: int = 1024, time_step: int = 4,
-                shards: dict[str, int] | None = None, lock_timeout_s: float = 60.0,
-                archive: Path | None = None) -> dict:
+def update_flow(
+    store: str,
+    until: dt.date | None = None,
+    tile_px: int = 1024,
+    time_step: int = 4,
+    shards: dict[str, int] | None = None,
+    lock_timeout_s: float = 60.0,
+    archive: Path | None = None,
+) -> dict:
     """Add to ``store`` the time steps of the items found for dates it lacks, from its start to ``until``
     (default today): appended after its last one, or inserted in order (published late)."""
     request = update_request(store, until)
-    spec = BackfillSpec(engine=open_engine(store).kind, tile_px=tile_px, time_step=time_step, shards=shards,
-                        lock_timeout_s=lock_timeout_s)
+    spec = BackfillSpec(
+        engine=open_engine(store).kind,
+        tile_px=tile_px,
+        time_step=time_step,
+        shards=shards,
+        lock_timeout_s=lock_timeout_s,
+    )
     return _write(request, spec, archive, "update")
 
 
@@ -190,6 +214,10 @@ def serve(store: str, cron: str = DEFAULT_CRON, archive: str | None = None) -> N
 
 if __name__ == "__main__":
     if len(sys.argv) >= 3 and sys.argv[1] == "serve":
-        serve(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else DEFAULT_CRON, archive=os.environ.get("EOCUBE_DEMO_ARCHIVE"))
+        serve(
+            sys.argv[2],
+            sys.argv[3] if len(sys.argv) > 3 else DEFAULT_CRON,
+            archive=os.environ.get("EOCUBE_DEMO_ARCHIVE"),
+        )
     else:
         sys.exit("usage: python -m flows.backfill serve STORE [CRON]")

@@ -1,4 +1,5 @@
 """Prefect flow ``build_cube``: request -> search -> cube -> Zarr store. Thin: it calls ``pipeline``."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,8 +14,13 @@ from pipeline.cube.cluster import dask_client
 from pipeline.model import CubeRequest, CubeResult, Progress, SearchResult
 
 
-@task(name="search-catalog", retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2),
-      retry_condition_fn=lambda task, run, state: "unreachable" in str(state.message or ""), cache_policy=NO_CACHE)
+@task(
+    name="search-catalog",
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    retry_condition_fn=lambda task, run, state: "unreachable" in str(state.message or ""),
+    cache_policy=NO_CACHE,
+)
 def search_task(request: CubeRequest, archive: Path | None = None, progress: Progress | None = None) -> SearchResult:
     found = search(request, archive, progress)
     logger = get_run_logger()
@@ -24,8 +30,9 @@ def search_task(request: CubeRequest, archive: Path | None = None, progress: Pro
 
 
 @task(name="assemble-and-write", cache_policy=NO_CACHE)
-def write_task(request: CubeRequest, found: SearchResult, dask_address: str | None = None,
-               progress: Progress | None = None) -> Path:
+def write_task(
+    request: CubeRequest, found: SearchResult, dask_address: str | None = None, progress: Progress | None = None
+) -> Path:
     with dask_client(dask_address):
         return assemble_and_write(request, found, progress)
 
@@ -36,8 +43,9 @@ def summarize_task(store: Path, found: SearchResult) -> CubeResult:
 
 
 @flow(name="build-cube", log_prints=True)
-def build_cube(request: CubeRequest, archive: Path | None = None, dask_address: str | None = None,
-               progress: Progress | None = None) -> CubeResult:
+def build_cube(
+    request: CubeRequest, archive: Path | None = None, dask_address: str | None = None, progress: Progress | None = None
+) -> CubeResult:
     """Validate the request, search the catalog, assemble the masked cube and write the store."""
     request = CubeRequest.model_validate(request)
     found = search_task(request, archive, progress)

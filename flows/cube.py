@@ -1,4 +1,5 @@
 """Prefect flow ``composite-store``: a written cube -> regular-bin composites. Thin: it calls ``pipeline``."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,8 +18,14 @@ def composite_task(store: Path, out: Path, freq: str, method: Method, overwrite:
 
 
 @flow(name="composite-store", log_prints=True)
-def composite_store(store: Path, out: Path, freq: str = "1MS", method: Method = "median",
-                    dask_address: str | None = None, overwrite: bool = False) -> Path:
+def composite_store(
+    store: Path,
+    out: Path,
+    freq: str = "1MS",
+    method: Method = "median",
+    dask_address: str | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Composite a cube store into bins of ``freq`` with ``method`` and write a new store."""
     with dask_client(dask_address):
         return composite_task(Path(store), Path(out), freq, method, overwrite)

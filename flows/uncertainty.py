@@ -4,6 +4,7 @@ Predictions are the chain's: a request's ``uncertainty`` section names an artefa
 (scheduled updates included) applies that artefact; nothing here is scheduled, so a deployment
 never retrains silently.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,8 +23,9 @@ def train_task(store: Path, points: Path, out: Path, overwrite: bool, options: d
 
 
 @flow(name="train-uncertainty", log_prints=True)
-def train_uncertainty(store: Path, points: Path, out: Path, overwrite: bool = False,
-                      options: dict[str, Any] | None = None) -> dict:
+def train_uncertainty(
+    store: Path, points: Path, out: Path, overwrite: bool = False, options: dict[str, Any] | None = None
+) -> dict:
     """Train an MC-TD / MC-ConcTD artefact on the points sampled from ``store`` and write it to ``out``
     (an existing artefact is replaced only with ``overwrite``)."""
     return train_task(Path(store), Path(points), Path(out), overwrite, options or {})

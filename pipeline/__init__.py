@@ -11,6 +11,7 @@ torch is loaded only when an embeddings or uncertainty name is used)::
                              end="2022-03-31", composite={"freq": "1MS"}, output="cube.zarr")
     result = eo.run_request(request)        # search -> cube -> composite -> ... -> one store
 """
+
 from __future__ import annotations
 
 import sys
@@ -57,7 +58,6 @@ _EXPORTS = {
     "search": "pipeline.chain",
     "BackfillSpec": "pipeline.chain.slices",
     # the stages
-
     "CatalogConfig": "pipeline.catalog",
     "CatalogError": "pipeline.catalog",
     "EmptySearchError": "pipeline.catalog",

@@ -1,4 +1,5 @@
 """``python -m pipeline`` is the ``eocube`` command."""
+
 from pipeline.cli import main
 
 main()

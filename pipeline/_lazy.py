@@ -1,4 +1,5 @@
 """Packages whose public names live in submodules imported on first use (PEP 562)."""
+
 from __future__ import annotations
 
 import importlib

@@ -6,6 +6,7 @@ cube (an ``xarray.Dataset``, see :mod:`pipeline.cube`). Everything here is plain
 data: pydantic models that validate on construction and serialise to JSON for
 provenance.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -84,10 +85,13 @@ def _unwrap_features(geometry: Any) -> dict[str, Any]:
     geoms = [_unwrap_features(f) for f in geometry.get("features") or []]
     other = {str(g.get("type")) for g in geoms} - set(_POLYGONAL)
     if other:
-        raise ValueError(f"geometry FeatureCollection has {sorted(other)} features; only Polygon and MultiPolygon "
-                         "areas are supported")
-    parts = [p for g in geoms
-             for p in ([g.get("coordinates")] if g["type"] == "Polygon" else g.get("coordinates") or [])]
+        raise ValueError(
+            f"geometry FeatureCollection has {sorted(other)} features; only Polygon and MultiPolygon "
+            "areas are supported"
+        )
+    parts = [
+        p for g in geoms for p in ([g.get("coordinates")] if g["type"] == "Polygon" else g.get("coordinates") or [])
+    ]
     return {"type": "MultiPolygon", "coordinates": parts}
 
 
@@ -109,8 +113,10 @@ def check_geometry(geometry: dict[str, Any]) -> dict[str, Any]:
     geometry = _unwrap_features(geometry)
     kind = geometry.get("type")
     if kind not in _POLYGONAL:
-        raise ValueError(f"geometry type {kind!r} is not supported: give a GeoJSON Polygon or MultiPolygon "
-                         "(or a Feature/FeatureCollection of them) in lon/lat degrees")
+        raise ValueError(
+            f"geometry type {kind!r} is not supported: give a GeoJSON Polygon or MultiPolygon "
+            "(or a Feature/FeatureCollection of them) in lon/lat degrees"
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # NaN coordinates: refused below
@@ -126,8 +132,10 @@ def check_geometry(geometry: dict[str, Any]) -> dict[str, Any]:
     if not (-180 <= x0 <= x1 <= 180 and -90 <= y0 <= y1 <= 90):
         raise ValueError(f"geometry bounds {(x0, y0, x1, y1)} are outside lon [-180, 180] / lat [-90, 90]")
     if (edge := _geometry_crosses_antimeridian(shape)) is not None:
-        raise ValueError(f"geometry crosses the antimeridian (an edge from lon {edge[0]} to {edge[1]}), which is not "
-                         "supported: split it at lon 180 into one geometry per side and make one request for each")
+        raise ValueError(
+            f"geometry crosses the antimeridian (an edge from lon {edge[0]} to {edge[1]}), which is not "
+            "supported: split it at lon 180 into one geometry per side and make one request for each"
+        )
     if shape.is_valid:
         return geometry
     problem = explain_validity(shape)
@@ -138,10 +146,15 @@ def check_geometry(geometry: dict[str, Any]) -> dict[str, Any]:
     parts = [p for p in shapely.get_parts(repaired) if p.geom_type in _POLYGONAL and not p.is_empty]
     area = shapely.union_all(parts) if parts else None
     if area is None or area.is_empty or area.area == 0:
-        raise ValueError(f"geometry is invalid ({problem}) and shapely.make_valid finds no area in it "
-                         f"({repaired.geom_type})")
-    warnings.warn(f"request geometry is invalid ({problem}); using its repair by shapely.make_valid, "
-                  f"a {area.geom_type} of area {area.area:.6g} square degrees", RequestWarning, stacklevel=2)
+        raise ValueError(
+            f"geometry is invalid ({problem}) and shapely.make_valid finds no area in it ({repaired.geom_type})"
+        )
+    warnings.warn(
+        f"request geometry is invalid ({problem}); using its repair by shapely.make_valid, "
+        f"a {area.geom_type} of area {area.area:.6g} square degrees",
+        RequestWarning,
+        stacklevel=2,
+    )
     return json.loads(shapely.to_geojson(area))
 
 
@@ -180,7 +193,8 @@ class EmbedRequest(BaseModel):
     temporal: Literal["pooled", "per-time-step"] = "pooled"
     chip_size: int | None = Field(None, gt=0, description="pixels per chip side (default: the model's)")
     device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="auto: GPU workers where the cluster has them, else the CPU workers")
+        "auto", description="auto: GPU workers where the cluster has them, else the CPU workers"
+    )
     head: Path | None = Field(None, description="regression-head artefact to apply to the embeddings")
 
 
@@ -248,8 +262,10 @@ class CubeRequest(BaseModel):
     geometry: dict[str, Any] | None = None
     start: dt.date
     end: dt.date
-    sensors: list[str] = Field(default_factory=lambda: ["sentinel-2", "landsat", "modis"],
-                               description="names of the catalog's collections (`eocube catalogs` lists them)")
+    sensors: list[str] = Field(
+        default_factory=lambda: ["sentinel-2", "landsat", "modis"],
+        description="names of the catalog's collections (`eocube catalogs` lists them)",
+    )
     crs: str | None = None
     resolution: float = Field(10.0, gt=0, description="output pixel size in CRS units (metres)")
     bands: list[str] | None = Field(None, description="common band names; None = those all requested sensors share")
@@ -268,11 +284,17 @@ class CubeRequest(BaseModel):
     compress: CompressRequest | None = Field(None, description="the video product (the cube as video)")
     format: Literal["zarr", "icechunk"] = Field("zarr", description="store format: Zarr v3 or an Icechunk repository")
     storage: Literal["float32", "scaled-int"] = Field(
-        "float32", description="reflectance bands as float32 with NaN, or as the sensors' integer DN on one "
-        "grid with CF scale_factor/add_offset/_FillValue (half the bytes; see pipeline.cube.packing)")
+        "float32",
+        description="reflectance bands as float32 with NaN, or as the sensors' integer DN on one "
+        "grid with CF scale_factor/add_offset/_FillValue (half the bytes; see pipeline.cube.packing)",
+    )
     max_failed_fraction: float = Field(
-        0.25, ge=0.0, le=1.0, description="share of the items found that may fail to read (their pixels masked "
-        "and recorded) before the run fails, naming them")
+        0.25,
+        ge=0.0,
+        le=1.0,
+        description="share of the items found that may fail to read (their pixels masked "
+        "and recorded) before the run fails, naming them",
+    )
     overwrite: bool = Field(False, description="replace an existing eocube store at `output` (never anything else)")
 
     @field_validator("bbox")
@@ -288,9 +310,11 @@ class CubeRequest(BaseModel):
             raise ValueError(f"bbox {bbox} is inverted or empty: expected (min_lon, min_lat, max_lon, max_lat)")
         if x0 > x1:
             sides = " and ".join(str(b) for b in ((x0, y0, 180.0, y1), (-180.0, y0, x1, y1)) if b[0] < b[2])
-            raise ValueError(f"bbox {bbox} crosses the antimeridian (min_lon {x0} > max_lon {x1}), which is not "
-                             f"supported: split it at lon 180 into {sides} and make one request for each "
-                             f"(or, if the bbox is inverted by mistake, use {(x1, y0, x0, y1)})")
+            raise ValueError(
+                f"bbox {bbox} crosses the antimeridian (min_lon {x0} > max_lon {x1}), which is not "
+                f"supported: split it at lon 180 into {sides} and make one request for each "
+                f"(or, if the bbox is inverted by mistake, use {(x1, y0, x0, y1)})"
+            )
         return bbox
 
     @field_validator("geometry")
@@ -313,8 +337,10 @@ class CubeRequest(BaseModel):
         except CRSError as exc:
             found = re.search(r"proj_create: ([^)]*)", str(exc))
             reason = found.group(1) if found else str(exc)
-            raise ValueError(f"crs {crs!r} is not a CRS pyproj can parse ({' '.join(reason.split())}); "
-                             "give e.g. 'EPSG:32632', a PROJ string or WKT, or leave it out for UTM") from None
+            raise ValueError(
+                f"crs {crs!r} is not a CRS pyproj can parse ({' '.join(reason.split())}); "
+                "give e.g. 'EPSG:32632', a PROJ string or WKT, or leave it out for UTM"
+            ) from None
         return crs
 
     @field_validator("bands")
@@ -351,20 +377,37 @@ class CubeRequest(BaseModel):
         if self.end < self.start:
             raise ValueError(f"end date {self.end} is before start date {self.start}")
         if self.embed is not None and self.embed.input == "composite" and self.composite is None:
-            raise ValueError("embed.input is 'composite' but the request has no composite section: add one "
-                             "(e.g. composite: {freq: 1MS}) or set embed.input: cube")
+            raise ValueError(
+                "embed.input is 'composite' but the request has no composite section: add one "
+                "(e.g. composite: {freq: 1MS}) or set embed.input: cube"
+            )
         return self
 
     def products(self) -> list[str]:
         """The derived products the request names, in the order they are made (the cube is always made)."""
-        sections = {"composite": self.composite, "embeddings": self.embed, "uncertainty": self.uncertainty,
-                    "video": self.compress}
+        sections = {
+            "composite": self.composite,
+            "embeddings": self.embed,
+            "uncertainty": self.uncertainty,
+            "video": self.compress,
+        }
         return [name for name, section in sections.items() if section is not None]
 
     def cube_fields(self) -> dict[str, Any]:
         """The fields that define the cube (everything but the derived products, the output and how it is written)."""
-        return self.model_dump(mode="json", exclude={"composite", "embed", "uncertainty", "compress", "output",
-                                                     "overwrite", "max_failed_fraction", "format"})
+        return self.model_dump(
+            mode="json",
+            exclude={
+                "composite",
+                "embed",
+                "uncertainty",
+                "compress",
+                "output",
+                "overwrite",
+                "max_failed_fraction",
+                "format",
+            },
+        )
 
     @property
     def datetime_range(self) -> str:
@@ -395,8 +438,13 @@ class SensorItems:
     duplicates_dropped: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"sensor": self.sensor, "collection": self.collection, "profile": self.profile,
-                "items": [i.id for i in self.items], "duplicates_dropped": list(self.duplicates_dropped)}
+        return {
+            "sensor": self.sensor,
+            "collection": self.collection,
+            "profile": self.profile,
+            "items": [i.id for i in self.items],
+            "duplicates_dropped": list(self.duplicates_dropped),
+        }
 
 
 class SearchResult(dict[str, SensorItems]):

@@ -8,6 +8,7 @@ every uncaught exception's traceback. ``import pipeline`` installs it, so the CL
 Python API, the Prefect flows and the Dask workers that run pipeline code all redact.
 :func:`configure_logging` adds a one-line JSON handler (structured logs).
 """
+
 from __future__ import annotations
 
 import json
@@ -23,18 +24,24 @@ MASK = "***"
 
 #: Query parameters that carry credentials: Azure SAS (sig, se, sp, sv, st, sr, skoid, ...),
 #: AWS/GCS presigned (X-Amz-*, X-Goog-*), generic token/key parameters.
-_SECRET_PARAMS = (r"sig|signature|token|access_token|refresh_token|id_token|api[_-]?key|apikey|key|password|passwd|"
-                  r"pwd|secret|client_secret|code|auth|credential|credentials|session|sessionid|"
-                  r"s[eoptrv]|sk[a-z]+|spr|srt|ss|x-amz-[a-z-]+|x-goog-[a-z-]+")
+_SECRET_PARAMS = (
+    r"sig|signature|token|access_token|refresh_token|id_token|api[_-]?key|apikey|key|password|passwd|"
+    r"pwd|secret|client_secret|code|auth|credential|credentials|session|sessionid|"
+    r"s[eoptrv]|sk[a-z]+|spr|srt|ss|x-amz-[a-z-]+|x-goog-[a-z-]+"
+)
 _QUERY = re.compile(rf"(?i)([?&](?:{_SECRET_PARAMS})=)[^&#\s'\"]+")
 #: the same inside a percent-encoded URL (an href carried in another URL's query): %3F / %26 ... %3D value
 _ENCODED_QUERY = re.compile(rf"(?i)((?:%3F|%26)(?:{_SECRET_PARAMS})%3D)(?:(?!%26|%23)[^&#\s'\"])+")
 #: the password of ``scheme://user:password@host``
 _USERINFO = re.compile(r"(?i)([a-z][a-z0-9+.-]*://[^/\s:@'\"]*:)[^@/\s'\"]+(@)")
-_AUTH_HEADER = re.compile(r"(?i)((?:proxy-)?authorization['\"]?\s*[:=]\s*['\"]?)(?:(bearer|basic|token)\s+)?[^\s'\",}]+")
+_AUTH_HEADER = re.compile(
+    r"(?i)((?:proxy-)?authorization['\"]?\s*[:=]\s*['\"]?)(?:(bearer|basic|token)\s+)?[^\s'\",}]+"
+)
 #: a credential outside a query string: "token=...", "sig=..." at the start of a SAS token, "password: ..."
-_BARE_TOKEN = re.compile(r"(?i)(?<![\w-])((?:token|access_token|api[_-]?key|password|secret|sig|signature|"
-                         r"x-amz-signature|x-amz-security-token|x-goog-signature)\s*[=:]\s*)[^\s&'\",}]+")
+_BARE_TOKEN = re.compile(
+    r"(?i)(?<![\w-])((?:token|access_token|api[_-]?key|password|secret|sig|signature|"
+    r"x-amz-signature|x-amz-security-token|x-goog-signature)\s*[=:]\s*)[^\s&'\",}]+"
+)
 
 
 def redact(text: str) -> str:
@@ -136,16 +143,19 @@ class JsonFormatter(logging.Formatter):
     _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
     def format(self, record: logging.LogRecord) -> str:
-        out = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"), "level": record.levelname,
-               "logger": record.name, "message": record.getMessage()}
+        out = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
         out.update({k: v for k, v in vars(record).items() if k not in self._STANDARD})
         if record.exc_info:
             out["exception"] = redact(self.formatException(record.exc_info))
         return redact(json.dumps(out, default=str))
 
 
-def configure_logging(level: int | str = "INFO", logger: logging.Logger | None = None,
-                      stream=None) -> logging.Handler:
+def configure_logging(level: int | str = "INFO", logger: logging.Logger | None = None, stream=None) -> logging.Handler:
     """Attach a redacting JSON handler to ``logger`` (default: the root logger); returns it."""
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter())

@@ -4,6 +4,7 @@
 (``../shared`` from the repository root, or ``$EOCUBE_SHARED``). Tests that need it
 skip with a clear reason where it is absent (users elsewhere); CI has it.
 """
+
 from __future__ import annotations
 
 import os

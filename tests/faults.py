@@ -11,6 +11,7 @@
 
 Faults are decided by a seeded schedule so tests are repeatable. Only loopback addresses are used.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -46,8 +47,9 @@ class FaultPlan:
     always_status: int | None = None  # answer every request with this status (e.g. 400)
     broken: set[str] = field(default_factory=set)
     seed: int = 0
-    counts: dict[str, int] = field(default_factory=lambda: {"forwarded": 0, "error": 0, "slow": 0, "drop": 0,
-                                                            "broken": 0})
+    counts: dict[str, int] = field(
+        default_factory=lambda: {"forwarded": 0, "error": 0, "slow": 0, "drop": 0, "broken": 0}
+    )
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
@@ -103,8 +105,12 @@ class FaultyProxy:
                     self.end_headers()
                     self.wfile.write(payload)
                     return
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length", "connection")}
-                resp = httpx.request(self.command, proxy.upstream + self.path, content=body, headers=headers, timeout=30)
+                headers = {
+                    k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length", "connection")
+                }
+                resp = httpx.request(
+                    self.command, proxy.upstream + self.path, content=body, headers=headers, timeout=30
+                )
                 self.send_response(resp.status_code)
                 for k, v in resp.headers.items():
                     if k.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
@@ -148,7 +154,13 @@ class TokenAuthority:
     def __init__(self, lifetime_s: float = 3.0, key: bytes = b"eocube-test-key"):
         self.lifetime_s, self.key = lifetime_s, key
         self.revoked_before = 0.0
-        self.counts = {"issued": 0, "refused_missing": 0, "refused_expired": 0, "refused_revoked": 0, "refused_forged": 0}
+        self.counts = {
+            "issued": 0,
+            "refused_missing": 0,
+            "refused_expired": 0,
+            "refused_revoked": 0,
+            "refused_forged": 0,
+        }
         self.issued: list[str] = []
         self._lock = threading.Lock()
 
@@ -220,8 +232,11 @@ class RangeServer:
                 path = unquote(url.path)
                 if path.startswith("/api/sas/v1/token/") and server.authority is not None:
                     account, container = path.removeprefix("/api/sas/v1/token/").split("/")[:2]
-                    return self._send(200, json.dumps(server.authority.issue(account, container)).encode(),
-                                      {"Content-Type": "application/json"})
+                    return self._send(
+                        200,
+                        json.dumps(server.authority.issue(account, container)).encode(),
+                        {"Content-Type": "application/json"},
+                    )
                 if url.netloc.endswith(".blob.core.windows.net"):  # a proxied request to the fake blob storage
                     account = url.netloc.split(".")[0]
                     container, _, path = path.lstrip("/").partition("/")
@@ -259,12 +274,21 @@ class RangeServer:
                     ranges.append((start, end))
                 if len(ranges) == 1:
                     start, end = ranges[0]
-                    return self._send(206, data[start:end + 1], {
-                        "Content-Type": "image/tiff", "Content-Range": f"bytes {start}-{end}/{len(data)}"})
+                    return self._send(
+                        206,
+                        data[start : end + 1],
+                        {"Content-Type": "image/tiff", "Content-Range": f"bytes {start}-{end}/{len(data)}"},
+                    )
                 boundary = "eocubeboundary"
-                body = b"".join(
-                    f"--{boundary}\r\nContent-Type: image/tiff\r\nContent-Range: bytes {s}-{e}/{len(data)}\r\n\r\n".encode()
-                    + data[s:e + 1] + b"\r\n" for s, e in ranges) + f"--{boundary}--\r\n".encode()
+                body = (
+                    b"".join(
+                        f"--{boundary}\r\nContent-Type: image/tiff\r\nContent-Range: bytes {s}-{e}/{len(data)}\r\n\r\n".encode()
+                        + data[s : e + 1]
+                        + b"\r\n"
+                        for s, e in ranges
+                    )
+                    + f"--{boundary}--\r\n".encode()
+                )
                 return self._send(206, body, {"Content-Type": f"multipart/byteranges; boundary={boundary}"})
 
             do_HEAD = do_GET

@@ -1,5 +1,6 @@
 """Imports point one way, down the data flow: every package of ``pipeline`` imports only packages of
 lower layers, nothing in ``pipeline`` imports ``flows``, and there is no import loop between modules."""
+
 from __future__ import annotations
 
 import ast
@@ -84,8 +85,11 @@ def test_no_import_loop_between_modules():
             if nxt not in graph or nxt == node:  # a package importing its own submodules
                 continue
             if state.get(nxt) == 1:
-                raise AssertionError("import loop: " + " -> ".join(trail[trail.index(nxt):] + [nxt])
-                                     if nxt in trail else f"import loop through {nxt}")
+                raise AssertionError(
+                    "import loop: " + " -> ".join(trail[trail.index(nxt) :] + [nxt])
+                    if nxt in trail
+                    else f"import loop through {nxt}"
+                )
             if nxt not in state:
                 visit(nxt, trail + [nxt])
         state[node] = 2

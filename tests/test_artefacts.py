@@ -4,6 +4,7 @@ Real components throughout (training, safetensors, Zarr stores written with xarr
 small synthetic chain store (cube root + ``composite`` and ``embeddings`` child groups) and on the
 real fuel-moisture set where ``shared/`` is present.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -49,8 +50,25 @@ FAST = dict(hidden=16, epochs=30, patience=8, mc_samples=12)
 EMB_ID = {"model": "presto", "weights_sha256": "ab" * 32}
 W_TRUE = np.linspace(-2.0, 3.0, DIM)
 
-CARD_FIELDS = {"kind", "format_version", "created", "eocube_version", "method", "target", "inputs", "network",
-               "train", "options", "standardizer", "calibration", "alpha", "mc_samples", "training", "metrics", "sha256"}
+CARD_FIELDS = {
+    "kind",
+    "format_version",
+    "created",
+    "eocube_version",
+    "method",
+    "target",
+    "inputs",
+    "network",
+    "train",
+    "options",
+    "standardizer",
+    "calibration",
+    "alpha",
+    "mc_samples",
+    "training",
+    "metrics",
+    "sha256",
+}
 
 
 def one_line(exc: BaseException) -> str:
@@ -72,9 +90,14 @@ def chain_store(tmp_path_factory):
     valid = rng.random((NT, NY, NX)) > 0.15
     valid[:, 0, 0] = False
     red[~valid], nir[~valid] = np.nan, np.nan
-    cube = xr.Dataset({"red": (("time", "y", "x"), red), "nir": (("time", "y", "x"), nir),
-                       "valid": (("time", "y", "x"), valid.astype(np.uint8))},
-                      coords={"time": time, "y": y, "x": x}).rio.write_crs(CRS)
+    cube = xr.Dataset(
+        {
+            "red": (("time", "y", "x"), red),
+            "nir": (("time", "y", "x"), nir),
+            "valid": (("time", "y", "x"), valid.astype(np.uint8)),
+        },
+        coords={"time": time, "y": y, "x": x},
+    ).rio.write_crs(CRS)
     cube.attrs["eocube:request"] = json.dumps({"collections": ["sentinel-2-l2a"], "start": "2024-01-01"})
     path = tmp_path_factory.mktemp("chain") / "chain.zarr"
     cube.to_zarr(path, zarr_format=3, consolidated=False)
@@ -84,7 +107,8 @@ def chain_store(tmp_path_factory):
     emb = rng.normal(size=(NY, NX, DIM)).astype(np.float32)
     emb[0, 0] = np.nan
     xr.Dataset({"embeddings": (("y", "x", "dim"), emb, EMB_ID)}, coords={"y": y, "x": x}).to_zarr(
-        path, group="embeddings", zarr_format=3, consolidated=False)
+        path, group="embeddings", zarr_format=3, consolidated=False
+    )
     return path, cube, emb
 
 
@@ -94,12 +118,15 @@ def points_csv(chain_store, tmp_path_factory):
     _, cube, emb = chain_store
     rows, cols = np.meshgrid(np.arange(1, NY), np.arange(NX), indexing="ij")
     rows, cols = rows.ravel(), cols.ravel()
-    lon, lat = Transformer.from_crs(CRS, "EPSG:4326", always_xy=True).transform(cube.x.values[cols], cube.y.values[rows])
+    lon, lat = Transformer.from_crs(CRS, "EPSG:4326", always_xy=True).transform(
+        cube.x.values[cols], cube.y.values[rows]
+    )
     lfmc = 50 * np.nanmean((cube.nir - cube.red).values[:, rows, cols], axis=0) + 20
     cover = emb[rows, cols] @ W_TRUE + 40 + np.random.default_rng(1).normal(0, 0.1, rows.size)
     path = tmp_path_factory.mktemp("pts") / "points.csv"
-    pd.DataFrame({"lon": lon, "lat": lat, "lfmc": lfmc, "cover": cover, "time": "2024-03-31",
-                  "site": (rows // 2).astype(str)}).to_csv(path, index=False)
+    pd.DataFrame(
+        {"lon": lon, "lat": lat, "lfmc": lfmc, "cover": cover, "time": "2024-03-31", "site": (rows // 2).astype(str)}
+    ).to_csv(path, index=False)
     return path
 
 
@@ -108,8 +135,9 @@ def trained(chain_store, points_csv, tmp_path_factory):
     """An MC-ConcTD model on the cube, saved as an artefact."""
     store, _, _ = chain_store
     out = tmp_path_factory.mktemp("art") / "lfmc"
-    model, path = train_artefact(store, points_csv, out, target="lfmc", units="%", n_steps=4, group_column="site",
-                                 method="mc-conctd", **FAST)
+    model, path = train_artefact(
+        store, points_csv, out, target="lfmc", units="%", n_steps=4, group_column="site", method="mc-conctd", **FAST
+    )
     return model, path
 
 
@@ -126,8 +154,10 @@ def test_round_trip_gives_identical_predictions(trained, chain_store):
         np.testing.assert_array_equal(getattr(a, k), getattr(b, k))
     assert loaded.model.describe() == model.describe() and loaded.model.metrics == model.metrics
     tile = cube_tile(chain_store)
-    xr.testing.assert_identical(predict_tile(UncertaintyArtefact.from_model(model), tile, seed=5)["lfmc_mean"]
-                                .drop_attrs(), predict_tile(loaded, tile, seed=5)["lfmc_mean"].drop_attrs())
+    xr.testing.assert_identical(
+        predict_tile(UncertaintyArtefact.from_model(model), tile, seed=5)["lfmc_mean"].drop_attrs(),
+        predict_tile(loaded, tile, seed=5)["lfmc_mean"].drop_attrs(),
+    )
 
 
 def test_card_has_the_fields_and_the_weights_sha256(trained, points_csv, chain_store):
@@ -136,9 +166,17 @@ def test_card_has_the_fields_and_the_weights_sha256(trained, points_csv, chain_s
     assert CARD_FIELDS <= set(card) and sorted(p.name for p in path.iterdir()) == ["card.json", "weights.safetensors"]
     assert (card["kind"], card["format_version"], card["method"]) == ("eocube-uncertainty", 3, "mc-conctd")
     assert card["target"] == {"name": "lfmc", "units": "%"}
-    assert card["inputs"] == {"product": "cube", "variables": ["red", "nir"], "features": ["red", "nir"],
-                              "n_features": 2, "n_steps": 4, "embedding": None}
-    assert card["sha256"]["weights.safetensors"] == hashlib.sha256((path / "weights.safetensors").read_bytes()).hexdigest()
+    assert card["inputs"] == {
+        "product": "cube",
+        "variables": ["red", "nir"],
+        "features": ["red", "nir"],
+        "n_features": 2,
+        "n_steps": 4,
+        "embedding": None,
+    }
+    assert (
+        card["sha256"]["weights.safetensors"] == hashlib.sha256((path / "weights.safetensors").read_bytes()).hexdigest()
+    )
     assert card["training"]["points_sha256"] == hashlib.sha256(points_csv.read_bytes()).hexdigest()
     assert card["training"]["store"] == str(chain_store[0]) and card["training"]["n_points"] == (NY - 1) * NX
     assert card["training"]["request"]["collections"] == ["sentinel-2-l2a"]
@@ -174,8 +212,10 @@ def test_changed_or_incomplete_artefacts_are_refused_in_one_line(trained, tmp_pa
     with pytest.raises(ArtefactError, match="weights.safetensors not found"):
         load_artefact(bad)
     card = json.loads((path / "card.json").read_text())
-    for change, message in (({"kind": "eocube-embedding-head"}, "not 'eocube-uncertainty'"),
-                            ({"format_version": 4}, "format_version 4")):
+    for change, message in (
+        ({"kind": "eocube-embedding-head"}, "not 'eocube-uncertainty'"),
+        ({"format_version": 4}, "format_version 4"),
+    ):
         shutil.rmtree(bad)
         shutil.copytree(path, bad)
         (bad / "card.json").write_text(json.dumps({**card, **change}))
@@ -208,9 +248,16 @@ def save_format2(model: UncertaintyModel, folder: Path) -> Path:
     folder.mkdir()
     torch.save([n.state_dict() for n in model.networks], folder / "model.pt")
     calibration = {k: v for k, v in model.calibration.to_dict().items() if k != "scores"}
-    doc = {"format_version": 2, "network": model.network_config.to_dict(), "train": model.train_config.to_dict(),
-           "options": asdict(model.options), "standardizer": model.standardizer.to_dict(), "calibration": calibration,
-           "train_info": [i.to_dict() for i in model.train_info], "metadata": model.metadata}
+    doc = {
+        "format_version": 2,
+        "network": model.network_config.to_dict(),
+        "train": model.train_config.to_dict(),
+        "options": asdict(model.options),
+        "standardizer": model.standardizer.to_dict(),
+        "calibration": calibration,
+        "train_info": [i.to_dict() for i in model.train_info],
+        "metadata": model.metadata,
+    }
     (folder / "model.json").write_text(json.dumps(doc, indent=2))
     return folder
 
@@ -238,11 +285,13 @@ def test_check_inputs_refuses_mismatched_cubes_in_one_line(trained, chain_store)
     card = load_artefact(path).card
     cube = cube_tile(chain_store)
     check_inputs(card, cube, "cube")
-    cases = [(cube.drop_vars("nir"), {}, "lacks variable(s) nir"),
-             (cube.isel(time=slice(0, 2)), {}, "has 2 time step(s) but artefact 'lfmc' (mc-conctd) needs 4"),
-             (cube, {"anchor_time": "2024-01-20"}, "at or before 2024-01-20"),
-             (cube.isel(time=0), {}, "no time dimension"),
-             (cube, {"product": "composite"}, "trained on the 'cube' product, not 'composite'")]
+    cases = [
+        (cube.drop_vars("nir"), {}, "lacks variable(s) nir"),
+        (cube.isel(time=slice(0, 2)), {}, "has 2 time step(s) but artefact 'lfmc' (mc-conctd) needs 4"),
+        (cube, {"anchor_time": "2024-01-20"}, "at or before 2024-01-20"),
+        (cube.isel(time=0), {}, "no time dimension"),
+        (cube, {"product": "composite"}, "trained on the 'cube' product, not 'composite'"),
+    ]
     for ds, kw, message in cases:
         with pytest.raises(ArtefactError, match=re.escape(message)) as err:
             check_inputs(card, ds, kw.get("product"), anchor_time=kw.get("anchor_time"))
@@ -256,7 +305,9 @@ def test_predict_tile_is_seeded_nan_without_data_and_serves_any_coverage(trained
     state = torch.get_rng_state()
     a, b, c = (predict_tile(art, tile, seed=s) for s in (0, 0, 1))
     assert torch.equal(state, torch.get_rng_state())  # the global RNG is left alone
-    assert set(a.data_vars) == {f"lfmc_{k}" for k in ("mean", "sigma_epistemic", "sigma_aleatoric", "sigma", "lower", "upper")}
+    assert set(a.data_vars) == {
+        f"lfmc_{k}" for k in ("mean", "sigma_epistemic", "sigma_aleatoric", "sigma", "lower", "upper")
+    }
     assert all(v.dtype == np.float32 and v.dims == ("y", "x") for v in a.data_vars.values())
     xr.testing.assert_identical(a, b)
     assert not np.array_equal(a["lfmc_mean"].values[1:], c["lfmc_mean"].values[1:])  # MC: another seed, other masks
@@ -288,8 +339,17 @@ def test_predict_tile_is_seeded_nan_without_data_and_serves_any_coverage(trained
 
 def test_embeddings_artefact_records_and_checks_the_embedding_model(chain_store, points_csv, tmp_path):
     store, _, _ = chain_store
-    _, path = train_artefact(store, points_csv, tmp_path / "cover", target="cover", product="embeddings",
-                                 n_steps=6, method="mc-td", alpha=0.2, **FAST)
+    _, path = train_artefact(
+        store,
+        points_csv,
+        tmp_path / "cover",
+        target="cover",
+        product="embeddings",
+        n_steps=6,
+        method="mc-td",
+        alpha=0.2,
+        **FAST,
+    )
     art = load_artefact(path)
     inputs = art.card["inputs"]
     assert inputs["product"] == "embeddings" and inputs["embedding"] == EMB_ID and inputs["n_steps"] == 1
@@ -299,7 +359,9 @@ def test_embeddings_artefact_records_and_checks_the_embedding_model(chain_store,
     maps = predict_tile(art, emb, seed=0)
     assert np.isnan(maps["cover_mean"].values[0, 0]) and np.isfinite(maps["cover_mean"].values[1:]).all()
     other = emb.assign(embeddings=emb["embeddings"].assign_attrs(weights_sha256="cd" * 32))
-    with pytest.raises(ArtefactError, match="made with presto .weights sha256 cdcdcdcdcdcd. but artefact 'cover'") as err:
+    with pytest.raises(
+        ArtefactError, match="made with presto .weights sha256 cdcdcdcdcdcd. but artefact 'cover'"
+    ) as err:
         check_inputs(art.card, other)
     one_line(err.value)
     bare = emb.assign(embeddings=emb["embeddings"].drop_attrs())
@@ -311,14 +373,20 @@ def test_embeddings_artefact_records_and_checks_the_embedding_model(chain_store,
         check_inputs(art.card, emb, "cube")
 
 
-def synthetic_embeddings(dims: tuple[str, str] = ("y", "x"), n: int = 20, dim: int = 16, seed: int = 0,
-                         attrs: dict | None = None) -> tuple[xr.DataArray, np.ndarray]:
+def synthetic_embeddings(
+    dims: tuple[str, str] = ("y", "x"), n: int = 20, dim: int = 16, seed: int = 0, attrs: dict | None = None
+) -> tuple[xr.DataArray, np.ndarray]:
     rng = np.random.default_rng(seed)
     values = rng.normal(size=(n, n, dim)).astype(np.float32)
     values[0, 0] = np.nan
     coords = {dims[0]: 5_000_000 - 40 * np.arange(n) - 20.0, dims[1]: 500_000 + 40 * np.arange(n) + 20.0}
-    emb = xr.DataArray(values, dims=(*dims, "dim"), coords=coords, name="embeddings",
-                       attrs=attrs or {"model": "galileo-nano", "weights_sha256": "12" * 32})
+    emb = xr.DataArray(
+        values,
+        dims=(*dims, "dim"),
+        coords=coords,
+        name="embeddings",
+        attrs=attrs or {"model": "galileo-nano", "weights_sha256": "12" * 32},
+    )
     emb = emb.assign_coords(spatial_ref=xr.DataArray(0, attrs={"crs_wkt": CRS_WKT}))
     return emb, values
 
@@ -327,7 +395,9 @@ def head_points(emb: xr.DataArray, values: np.ndarray, w: np.ndarray, noise: flo
     sy, sx = emb.dims[:2]
     rows, cols = np.meshgrid(np.arange(emb.sizes[sy]), np.arange(emb.sizes[sx]), indexing="ij")
     rows, cols = rows.ravel()[::2], cols.ravel()[::2]
-    lon, lat = Transformer.from_crs(CRS, "EPSG:4326", always_xy=True).transform(emb[sx].values[cols], emb[sy].values[rows])
+    lon, lat = Transformer.from_crs(CRS, "EPSG:4326", always_xy=True).transform(
+        emb[sx].values[cols], emb[sy].values[rows]
+    )
     y = values[rows, cols] @ w + 12.0 + np.random.default_rng(3).normal(0, noise, rows.size)
     return pd.DataFrame({"lon": lon, "lat": lat, "biomass": y})
 
@@ -352,16 +422,23 @@ def test_head_recovers_a_linear_target_and_round_trips(dims, tmp_path):
     path = head.save(tmp_path / "head")
     card = json.loads((path / "card.json").read_text())
     assert card["kind"] == "eocube-embedding-head" and card["target"] == {"name": "biomass", "units": "t/ha"}
-    assert card["sha256"]["weights.safetensors"] == hashlib.sha256((path / "weights.safetensors").read_bytes()).hexdigest()
+    assert (
+        card["sha256"]["weights.safetensors"] == hashlib.sha256((path / "weights.safetensors").read_bytes()).hexdigest()
+    )
     back = load_head(path)
     xr.testing.assert_equal(back.predict(emb), maps)
     xr.testing.assert_identical(back.predict(emb), head.predict(emb))  # the saved head records its sha256
     assert back.predict(emb)["biomass_mean"].attrs["eocube:head_sha256"] == card["sha256"]["weights.safetensors"]
     wider = back.predict(emb, coverage=0.99)
-    assert np.all((wider["biomass_upper"] - wider["biomass_lower"]).values[1:] > (maps["biomass_upper"] - maps["biomass_lower"]).values[1:])
-    for attrs, message in (({"model": "presto", "weights_sha256": "12" * 32}, "made with presto"),
-                           ({"model": "galileo-nano", "weights_sha256": "34" * 32}, "weights sha256 343434343434"),
-                           ({}, "carry no model/weights_sha256")):
+    assert np.all(
+        (wider["biomass_upper"] - wider["biomass_lower"]).values[1:]
+        > (maps["biomass_upper"] - maps["biomass_lower"]).values[1:]
+    )
+    for attrs, message in (
+        ({"model": "presto", "weights_sha256": "12" * 32}, "made with presto"),
+        ({"model": "galileo-nano", "weights_sha256": "34" * 32}, "weights sha256 343434343434"),
+        ({}, "carry no model/weights_sha256"),
+    ):
         with pytest.raises(ArtefactError, match=message) as err:
             back.predict(emb.assign_attrs(attrs) if attrs else emb.drop_attrs())
         one_line(err.value)
@@ -394,9 +471,31 @@ def test_cli_uncertainty_train_info_predict(chain_store, points_csv, tmp_path):
     runner = CliRunner()
     fast = ["--hidden", "8", "--epochs", "8", "--patience", "4", "--mc-samples", "5"]
     out = tmp_path / "vegetation"
-    args = ["uncertainty", "train", "--store", str(store), "--points", str(points_csv), "--out", str(out),
-            "--target", "lfmc", "--name", "vegetation_cover", "--units", "%", "--n-steps", "2",
-            "--product", "composite", "--group-column", "site", "--seed", "1", *fast]
+    args = [
+        "uncertainty",
+        "train",
+        "--store",
+        str(store),
+        "--points",
+        str(points_csv),
+        "--out",
+        str(out),
+        "--target",
+        "lfmc",
+        "--name",
+        "vegetation_cover",
+        "--units",
+        "%",
+        "--n-steps",
+        "2",
+        "--product",
+        "composite",
+        "--group-column",
+        "site",
+        "--seed",
+        "1",
+        *fast,
+    ]
     res = runner.invoke(eocube, args)
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout.strip().splitlines()[-1])
@@ -412,12 +511,29 @@ def test_cli_uncertainty_train_info_predict(chain_store, points_csv, tmp_path):
     assert res.exit_code == 0, res.output
     res = runner.invoke(eocube, ["uncertainty", "info", str(out)])
     assert res.exit_code == 0 and json.loads(res.stdout)["artefact"]["kind"] == "eocube-uncertainty"
-    res = runner.invoke(eocube, ["uncertainty", "train", "--store", str(store), "--points", str(points_csv),
-                                 "--out", str(tmp_path / "x"), "--target", "lfmc", "--product", "video"])
+    res = runner.invoke(
+        eocube,
+        [
+            "uncertainty",
+            "train",
+            "--store",
+            str(store),
+            "--points",
+            str(points_csv),
+            "--out",
+            str(tmp_path / "x"),
+            "--target",
+            "lfmc",
+            "--product",
+            "video",
+        ],
+    )
     assert res.exit_code == 2 and "unknown product 'video'" in res.output
     # predict checks the store against the artefact before any work: the cube root has 6 steps, this one 1
     cube1 = tmp_path / "one-step.zarr"
-    xr.open_zarr(store, decode_coords="all", consolidated=False).isel(time=[0]).to_zarr(cube1, zarr_format=3, consolidated=False)
+    xr.open_zarr(store, decode_coords="all", consolidated=False).isel(time=[0]).to_zarr(
+        cube1, zarr_format=3, consolidated=False
+    )
     res = runner.invoke(eocube, ["uncertainty", "predict", "--model", str(out), str(cube1)])
     assert res.exit_code == 2 and "1 time step(s) but artefact 'vegetation_cover'" in res.output
     assert "vegetation_cover_mean" not in xr.open_zarr(cube1, consolidated=False).data_vars
@@ -426,8 +542,20 @@ def test_cli_uncertainty_train_info_predict(chain_store, points_csv, tmp_path):
 def test_cli_embed_train_head(chain_store, points_csv, tmp_path):
     store, _, _ = chain_store
     runner = CliRunner()
-    args = ["embed", "train-head", "--store", str(store), "--points", str(points_csv), "--out", str(tmp_path / "head"),
-            "--target", "cover", "--units", "%"]
+    args = [
+        "embed",
+        "train-head",
+        "--store",
+        str(store),
+        "--points",
+        str(points_csv),
+        "--out",
+        str(tmp_path / "head"),
+        "--target",
+        "cover",
+        "--units",
+        "%",
+    ]
     res = runner.invoke(eocube, args)
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout.strip().splitlines()[-1])
@@ -450,8 +578,18 @@ def test_real_fuel_moisture_model_round_trips(shared_dir, tmp_path):
     d = load_fuel_moisture(shared_dir / "data" / "fuel-moisture")
     train = np.flatnonzero(~d.is_test)[:700]
     test = np.flatnonzero(d.is_test)[:200]
-    model = fit(d.X[train], d.y[train], method="mc-conctd", groups=d.site[train], feature_groups=list(d.feature_groups),
-                hidden=16, epochs=15, patience=5, mc_samples=10, seed=0)
+    model = fit(
+        d.X[train],
+        d.y[train],
+        method="mc-conctd",
+        groups=d.site[train],
+        feature_groups=list(d.feature_groups),
+        hidden=16,
+        epochs=15,
+        patience=5,
+        mc_samples=10,
+        seed=0,
+    )
     model.metadata.update(variables=list(d.features), target={"name": "lfmc", "units": "%"})
     path = save_model(model, tmp_path / "lfmc")
     loaded = load_artefact(path)

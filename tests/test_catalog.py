@@ -1,5 +1,6 @@
 """Catalog definitions and robust search against a real STAC API (rustac) on loopback,
 behind a fault-injecting proxy (503/429, slow answers, dropped connections)."""
+
 from __future__ import annotations
 
 import copy
@@ -21,8 +22,13 @@ from pipeline.sensors import load_profile
 
 
 def _request(**kw) -> CubeRequest:
-    fields = dict(catalog="demo", bbox=DEMO_SITE.aoi_lonlat(), start=dt.date(2022, 2, 1), end=dt.date(2022, 4, 30),
-                  sensors=["sentinel-2", "landsat"])
+    fields = dict(
+        catalog="demo",
+        bbox=DEMO_SITE.aoi_lonlat(),
+        start=dt.date(2022, 2, 1),
+        end=dt.date(2022, 4, 30),
+        sensors=["sentinel-2", "landsat"],
+    )
     return CubeRequest(**{**fields, **kw})
 
 
@@ -72,12 +78,29 @@ def test_every_sensor_a_catalog_serves_can_be_requested(catalog: str, tmp_path):
     from pipeline.model import CubeRequest
 
     for sensor in load_catalog(catalog).collections:
-        request = CubeRequest(catalog=catalog, bbox=(10.52, 45.51, 10.55, 45.53), start="2022-01-01",
-                              end="2022-01-31", sensors=[sensor], output=tmp_path / f"{sensor}.zarr", resolution=30.0)
+        request = CubeRequest(
+            catalog=catalog,
+            bbox=(10.52, 45.51, 10.55, 45.53),
+            start="2022-01-01",
+            end="2022-01-31",
+            sensors=[sensor],
+            output=tmp_path / f"{sensor}.zarr",
+            resolution=30.0,
+        )
         preflight(request)
-    with pytest.raises(CatalogError, match=rf"catalog '{catalog}' has no collection for sensor 'sentinel-3'; it serves"):
-        preflight(CubeRequest(catalog=catalog, bbox=(10.52, 45.51, 10.55, 45.53), start="2022-01-01",
-                              end="2022-01-31", sensors=["sentinel-3"], output=tmp_path / "x.zarr"))
+    with pytest.raises(
+        CatalogError, match=rf"catalog '{catalog}' has no collection for sensor 'sentinel-3'; it serves"
+    ):
+        preflight(
+            CubeRequest(
+                catalog=catalog,
+                bbox=(10.52, 45.51, 10.55, 45.53),
+                start="2022-01-01",
+                end="2022-01-31",
+                sensors=["sentinel-3"],
+                output=tmp_path / "x.zarr",
+            )
+        )
 
 
 def test_unknown_catalog_and_sensor_errors():
@@ -108,12 +131,16 @@ def test_cloud_cover_prefilter(proxied_api, demo_archive: Path):
     assert all(i.properties["eo:cloud_cover"] <= 20 for i in found["sentinel-2"].items)
 
 
-@pytest.mark.parametrize("plan", [
-    FaultPlan(error_share=0.4, error_status=503, seed=1),
-    FaultPlan(error_share=0.4, error_status=429, seed=2),
-    FaultPlan(drop_share=0.3, seed=3),
-    FaultPlan(slow_share=0.3, slow_seconds=1.5, seed=4),
-], ids=["503", "429", "dropped", "slow"])
+@pytest.mark.parametrize(
+    "plan",
+    [
+        FaultPlan(error_share=0.4, error_status=503, seed=1),
+        FaultPlan(error_share=0.4, error_status=429, seed=2),
+        FaultPlan(drop_share=0.3, seed=3),
+        FaultPlan(slow_share=0.3, slow_seconds=1.5, seed=4),
+    ],
+    ids=["503", "429", "dropped", "slow"],
+)
 def test_search_survives_transient_faults(proxied_api, demo_archive: Path, plan: FaultPlan):
     proxied_api.plan.__init__()
     request = _request()

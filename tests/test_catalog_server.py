@@ -1,5 +1,6 @@
 """The local STAC API (rustac serve) on archives with corrupt STAC files: what rustac would
 reject is left out with a warning naming file, item and reason; the rest is served."""
+
 from __future__ import annotations
 
 import copy
@@ -26,11 +27,18 @@ from pipeline.catalog.server import (
 
 
 def _item(i: int, collection: str = "c") -> dict:
-    return {"type": "Feature", "stac_version": "1.0.0", "stac_extensions": [], "id": f"item-{i}",
-            "collection": collection,
-            "geometry": {"type": "Polygon", "coordinates": [[[10, 45], [11, 45], [11, 46], [10, 46], [10, 45]]]},
-            "bbox": [10, 45, 11, 46], "properties": {"datetime": f"2022-01-{i + 1:02d}T10:00:00Z"},
-            "assets": {"B02": {"href": f"file:///data/item-{i}/B02.tif", "roles": ["data"]}}, "links": []}
+    return {
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "stac_extensions": [],
+        "id": f"item-{i}",
+        "collection": collection,
+        "geometry": {"type": "Polygon", "coordinates": [[[10, 45], [11, 45], [11, 46], [10, 46], [10, 45]]]},
+        "bbox": [10, 45, 11, 46],
+        "properties": {"datetime": f"2022-01-{i + 1:02d}T10:00:00Z"},
+        "assets": {"B02": {"href": f"file:///data/item-{i}/B02.tif", "roles": ["data"]}},
+        "links": [],
+    }
 
 
 def _write_items(path: Path, features: list, text: str | None = None) -> Path:
@@ -40,17 +48,22 @@ def _write_items(path: Path, features: list, text: str | None = None) -> Path:
 
 
 def _digests(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _set(path: str, value):
     """A mutation setting ``a.b`` of a feature to ``value``."""
+
     def apply(feature: dict) -> None:
         *parents, last = path.split(".")
         for key in parents:
             feature = feature[key]
         feature[last] = value
+
     return apply
 
 
@@ -58,7 +71,7 @@ def _set(path: str, value):
 REJECTED = {
     "id-number": (_set("id", 7), "'id' = 7"),
     "type-foo": (_set("type", "Foo"), "'type' = \"Foo\""),
-    "bbox-strings": (_set("bbox", ["a", "b", "c", "d"]), "'bbox' = [\"a\", \"b\", \"c\", \"d\"]"),
+    "bbox-strings": (_set("bbox", ["a", "b", "c", "d"]), '\'bbox\' = ["a", "b", "c", "d"]'),
     "bbox-3-numbers": (_set("bbox", [1, 2, 3]), "'bbox' = [1, 2, 3]"),
     "geometry-open-type": (_set("geometry.type", "Polygonx"), "'geometry' ="),
     "geometry-no-coordinates": (lambda f: f["geometry"].pop("coordinates"), "'geometry' ="),
@@ -129,10 +142,14 @@ UNREADABLE = {
     "empty": (b"", "EOF while parsing a value"),
     "non-utf8": (RAW.replace("file:///data", "file:///d\xe4ta").encode("latin-1"), "invalid unicode code point"),
     "utf8-bom": (("\ufeff" + RAW).encode("utf-8"), "expected value at line 1 column 1"),
-    "not-a-feature-collection": (json.dumps({"type": "Collection", "features": []}).encode(),
-                                 "not a FeatureCollection"),
-    "features-not-a-list": (json.dumps({"type": "FeatureCollection", "features": {}}).encode(),
-                            "not a FeatureCollection"),
+    "not-a-feature-collection": (
+        json.dumps({"type": "Collection", "features": []}).encode(),
+        "not a FeatureCollection",
+    ),
+    "features-not-a-list": (
+        json.dumps({"type": "FeatureCollection", "features": {}}).encode(),
+        "not a FeatureCollection",
+    ),
 }
 
 
@@ -209,7 +226,8 @@ def corrupt_archive(demo_archive: Path, tmp_path: Path) -> Path:
 
 
 def test_corrupt_archive_serves_the_rest_and_names_what_it_leaves_out(
-        corrupt_archive: Path, demo_archive: Path, tmp_path: Path, monkeypatch, caplog):
+    corrupt_archive: Path, demo_archive: Path, tmp_path: Path, monkeypatch, caplog
+):
     def ids(collection: str) -> list[str]:
         doc = json.loads((demo_archive / "stac" / collection / "items.json").read_text())
         return [f["id"] for f in doc["features"]]
@@ -227,8 +245,10 @@ def test_corrupt_archive_serves_the_rest_and_names_what_it_leaves_out(
             assert next(scratch.iterdir()).name.startswith("eocube-stac-"), "cleaned copies live in a temp dir"
             client = Client.open(url)
             assert {c.id for c in client.get_collections()} == {"sentinel-2-l2a", "landsat-c2-l2", "modis-09A1-061"}
-            served = {c: [i.id for i in client.search(collections=[c], max_items=None).items()]
-                      for c in ("sentinel-2-l2a", "landsat-c2-l2", "modis-09A1-061")}
+            served = {
+                c: [i.id for i in client.search(collections=[c], max_items=None).items()]
+                for c in ("sentinel-2-l2a", "landsat-c2-l2", "modis-09A1-061")
+            }
     assert sorted(served["sentinel-2-l2a"]) == sorted(set(good) - set(bad_ids)) and len(bad_ids) == 7
     assert served["landsat-c2-l2"] == [] and sorted(served["modis-09A1-061"]) == sorted(ids("modis-09A1-061"))
     assert list(scratch.iterdir()) == [], "the temporary folder is removed when the server stops"
@@ -237,8 +257,15 @@ def test_corrupt_archive_serves_the_rest_and_names_what_it_leaves_out(
     messages = [str(w.message) for w in record if issubclass(w.category, StacInputWarning)]
     assert len(messages) == 8 and all("\n" not in m for m in messages)
     s2_file = corrupt_archive / "stac" / "sentinel-2-l2a" / "items.json"
-    fields = ["'bbox'", "'properties.datetime' = \"yesterday\"", "'assets' = []", "'links' = {}", "'id' = 9",
-              "'geometry'", "'type' = \"Item\""]
+    fields = [
+        "'bbox'",
+        "'properties.datetime' = \"yesterday\"",
+        "'assets' = []",
+        "'links' = {}",
+        "'id' = 9",
+        "'geometry'",
+        "'type' = \"Item\"",
+    ]
     for (item_id, i), field in zip(sorted(bad_ids.items(), key=lambda kv: kv[1]), fields, strict=True):
         named = f" (id {item_id!r})" if i != 9 else ""
         expected = f"{s2_file}: item #{i}{named} left out: invalid {field}"

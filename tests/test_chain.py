@@ -6,6 +6,7 @@ schedulers (threads, and a LocalCluster of worker processes), a real artefact is
 archive's labelled points, Presto runs on its released weights (where ``../shared`` has them), and a
 toy encoder registered in the encoder registry stands for a model whose tasks fail.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -36,17 +37,29 @@ PRODUCTS = ("composite", "uncertainty", "video")
 
 def chain_request(output: Path, artefact: Path | None = None, **sections) -> CubeRequest:
     """The demo AOI, February to April 2022, Sentinel-2 + Landsat at 40 m (50 x 50 px: 4 tiles of 32 px)."""
-    fields = dict(catalog="demo", bbox=DEMO_SITE.aoi_lonlat(), start=dt.date(2022, 2, 1), end=dt.date(2022, 4, 30),
-                  sensors=["sentinel-2", "landsat"], resolution=40.0, chunks=CHUNKS, output=output,
-                  composite={"freq": "1MS", "method": "median"}, compress={"target_psnr": 40})
+    fields = dict(
+        catalog="demo",
+        bbox=DEMO_SITE.aoi_lonlat(),
+        start=dt.date(2022, 2, 1),
+        end=dt.date(2022, 4, 30),
+        sensors=["sentinel-2", "landsat"],
+        resolution=40.0,
+        chunks=CHUNKS,
+        output=output,
+        composite={"freq": "1MS", "method": "median"},
+        compress={"target_psnr": 40},
+    )
     if artefact is not None:
         fields["uncertainty"] = {"model": str(artefact), "target": "vegetation_cover"}
     return CubeRequest(**{**fields, **sections})
 
 
 def groups(store: Path) -> dict[str, xr.Dataset]:
-    return {name: xr.open_zarr(store, group=name).load() for name in ("cube", *PRODUCTS)
-            if (store / name / "zarr.json").is_file()}
+    return {
+        name: xr.open_zarr(store, group=name).load()
+        for name in ("cube", *PRODUCTS)
+        if (store / name / "zarr.json").is_file()
+    }
 
 
 def assert_same_products(a: Path, b: Path) -> None:
@@ -70,8 +83,18 @@ def artefact(demo_archive: Path, tmp_path_factory) -> Path:
     points = pd.read_csv(demo_archive / "labels.csv", parse_dates=["date"])
     points = points[(points.date >= "2022-03-15") & (points.date <= "2022-04-30")]
     points.to_csv(work / "points.csv", index=False, date_format="%Y-%m-%d")
-    train_artefact(work / "train.zarr", work / "points.csv", work / "vc.artefact", n_steps=3, method="mc-conctd",
-                   seed=0, target="target", name="vegetation_cover", units="%", epochs=20)
+    train_artefact(
+        work / "train.zarr",
+        work / "points.csv",
+        work / "vc.artefact",
+        n_steps=3,
+        method="mc-conctd",
+        seed=0,
+        target="target",
+        name="vegetation_cover",
+        units="%",
+        epochs=20,
+    )
     return work / "vc.artefact"
 
 
@@ -113,9 +136,11 @@ def test_every_product_is_a_group_with_provenance_and_a_stac_asset(reference: Pa
     assert np.isfinite(mean[seen]).all() and np.isnan(mean[~seen]).all() and (sigma[seen] > 0).all()
     # the video copy decodes to the cube within the PSNR its QP was chosen for, in its dtype
     video = open_cube(reference / "video")
-    err = np.concatenate([(video[b].values - cube[b].values)[np.isfinite(cube[b].values)] for b in cube.attrs["eocube:bands"]])
+    err = np.concatenate(
+        [(video[b].values - cube[b].values)[np.isfinite(cube[b].values)] for b in cube.attrs["eocube:bands"]]
+    )
     peak = json.loads(g["video"].attrs["eocube:video"])["psnr_peak"]
-    assert 10 * np.log10(peak ** 2 / np.mean(err ** 2)) > 38.0
+    assert 10 * np.log10(peak**2 / np.mean(err**2)) > 38.0
     item = json.loads((reference.parent / "ref.item.json").read_text())
     assert {"data", *PRODUCTS} <= set(item["assets"])
     assert item["assets"]["uncertainty"]["eocube:group"] == "uncertainty"
@@ -149,7 +174,8 @@ def test_a_failed_read_is_masked_and_recorded_in_every_product(demo_archive: Pat
 
 @pytest.mark.slow
 def test_a_worker_killed_mid_chain_and_then_the_flow_process_killed_end_equal_to_an_uninterrupted_run(
-        demo_archive: Path, artefact: Path, reference: Path, tmp_path: Path):
+    demo_archive: Path, artefact: Path, reference: Path, tmp_path: Path
+):
     """SIGKILL one Dask worker while units are being made (Dask runs its tasks elsewhere), then SIGKILL the
     process running the chain once units are committed; a rerun resumes from the committed units."""
     store = tmp_path / "chain.zarr"
@@ -223,7 +249,8 @@ def _flaky_registry(monkeypatch, tmp_path: Path, fail: dict) -> Path:
 
 
 def test_an_embedding_task_that_fails_is_retried_then_marked_not_computed_and_made_by_the_next_run(
-        demo_archive: Path, tmp_path: Path, monkeypatch):
+    demo_archive: Path, tmp_path: Path, monkeypatch
+):
     from pyproj import Transformer
 
     from pipeline.cube.grid import request_geobox
@@ -231,8 +258,9 @@ def test_an_embedding_task_that_fails_is_retried_then_marked_not_computed_and_ma
     fail = {"transient": 2, "east": True, "lon": 0.0}
     weights = _flaky_registry(monkeypatch, tmp_path, fail)
     embed = {"model": "toy-flaky", "weights": str(weights), "input": "cube", "device": "cpu"}
-    request = chain_request(tmp_path / "chain.zarr", embed=embed, compress=None, composite=None,
-                            bands=["blue", "green", "red"])
+    request = chain_request(
+        tmp_path / "chain.zarr", embed=embed, compress=None, composite=None, bands=["blue", "green", "red"]
+    )
     grid = request_geobox(request)  # the longitude of the edge between the western and the eastern tiles
     edge = float(grid.coords["x"].values[SPEC.tile_px]) - abs(grid.resolution.x) / 2
     centre = float(grid.coords["y"].values.mean())
@@ -255,19 +283,28 @@ def test_an_embedding_task_that_fails_is_retried_then_marked_not_computed_and_ma
     assert set(second.units) == east and second.not_computed == {}
     healed = xr.open_zarr(request.output, group="embeddings").load()
     assert healed["computed"].values.all() and json.loads(healed.attrs["eocube:not_computed"]) == {}
-    clean = chain_request(tmp_path / "clean.zarr", embed=embed, compress=None, composite=None, bands=["blue", "green", "red"])
+    clean = chain_request(
+        tmp_path / "clean.zarr", embed=embed, compress=None, composite=None, bands=["blue", "green", "red"]
+    )
     with dask.config.set(scheduler="threads", num_workers=1):
         backfill(clean, found, SPEC)
-    np.testing.assert_array_equal(healed["embeddings"].values, xr.open_zarr(clean.output, group="embeddings")["embeddings"].values)
+    np.testing.assert_array_equal(
+        healed["embeddings"].values, xr.open_zarr(clean.output, group="embeddings")["embeddings"].values
+    )
 
 
-def test_a_cluster_without_a_gpu_worker_embeds_on_its_cpu_workers(demo_archive: Path, shared_dir: Path, tmp_path: Path,
-                                                                   monkeypatch, caplog):
+def test_a_cluster_without_a_gpu_worker_embeds_on_its_cpu_workers(
+    demo_archive: Path, shared_dir: Path, tmp_path: Path, monkeypatch, caplog
+):
     from pipeline.cube.cluster import dask_client
 
     monkeypatch.setenv("EOCUBE_WEIGHTS_DIR", str(shared_dir / "models"))
-    request = chain_request(tmp_path / "chain.zarr", compress=None, bbox=(10.530, 45.515, 10.543, 45.524),
-                            embed={"model": "presto", "input": "composite", "device": "cuda"})
+    request = chain_request(
+        tmp_path / "chain.zarr",
+        compress=None,
+        bbox=(10.530, 45.515, 10.543, 45.524),
+        embed={"model": "presto", "input": "composite", "device": "cuda"},
+    )
     found = search(request, demo_archive)
     with caplog.at_level(logging.INFO, logger="pipeline.chain.context"), dask_client(n_workers=2) as client:
         assert not any(w.get("resources") for w in client.scheduler_info()["workers"].values())
@@ -279,7 +316,8 @@ def test_a_cluster_without_a_gpu_worker_embeds_on_its_cpu_workers(demo_archive: 
 
 
 def test_an_update_remakes_the_products_of_exactly_the_tiles_an_item_published_late_touches(
-        demo_archive: Path, artefact: Path, reference: Path, tmp_path: Path):
+    demo_archive: Path, artefact: Path, reference: Path, tmp_path: Path
+):
     from test_cube_support import archive_copy
 
     copies = {}
@@ -292,7 +330,10 @@ def test_an_update_remakes_the_products_of_exactly_the_tiles_an_item_published_l
             x0, y0, x1, y1 = feature["bbox"]
             half = (x0 + x1) / 2
             twin["bbox"] = [x0, y0, half, y1]
-            twin["geometry"] = {"type": "Polygon", "coordinates": [[[x0, y0], [half, y0], [half, y1], [x0, y1], [x0, y0]]]}
+            twin["geometry"] = {
+                "type": "Polygon",
+                "coordinates": [[[x0, y0], [half, y0], [half, y1], [x0, y1], [x0, y0]]],
+            }
             copies["twin"] = twin
         return feature
 
@@ -301,7 +342,9 @@ def test_an_update_remakes_the_products_of_exactly_the_tiles_an_item_published_l
     request = chain_request(store, artefact)
     with dask.config.set(scheduler="threads", num_workers=2):
         backfill(request, search(request, archive), SPEC)
-    before = {p.stem: json.loads(p.read_text())["committed"] for p in (store / "eocube-manifest" / "units").glob("*.json")}
+    before = {
+        p.stem: json.loads(p.read_text())["committed"] for p in (store / "eocube-manifest" / "units").glob("*.json")
+    }
     items = tmp_path / "archive" / "stac" / "sentinel-2-l2a" / "items.json"
     doc = json.loads(items.read_text())
     doc["features"].append(copies["twin"])  # published late, for a date the store holds, over its west half
@@ -313,7 +356,9 @@ def test_an_update_remakes_the_products_of_exactly_the_tiles_an_item_published_l
     with dask.config.set(scheduler="threads", num_workers=2):
         report = backfill(update, search(update, archive), SPEC, kind="update")
     assert report.late_items_for_held_dates == 1 and report.written
-    after = {p.stem: json.loads(p.read_text())["committed"] for p in (store / "eocube-manifest" / "units").glob("*.json")}
+    after = {
+        p.stem: json.loads(p.read_text())["committed"] for p in (store / "eocube-manifest" / "units").glob("*.json")
+    }
     remade = {u for u in after if after[u] != before[u]}
     assert remade == set(report.units) and remade and remade != set(after)  # the west tiles only
     assert all(json.loads((store / "eocube-manifest" / "units" / f"{u}.json").read_text())["x"][0] == 0 for u in remade)
@@ -323,7 +368,8 @@ def test_an_update_remakes_the_products_of_exactly_the_tiles_an_item_published_l
 
 
 def test_run_builds_the_store_aside_and_moves_it_into_place_and_refuses_to_replace_it_unasked(
-        demo_archive: Path, artefact: Path, reference: Path, tmp_path: Path):
+    demo_archive: Path, artefact: Path, reference: Path, tmp_path: Path
+):
     from pipeline.chain.run import partial_path, run_request
     from pipeline.store.paths import OutputPathError
 

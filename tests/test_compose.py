@@ -3,6 +3,7 @@ command against the console scripts the image installs (no Docker engine here).
 
 ``tests/data/compose-spec.json`` is the public Compose Specification schema as vendored
 by docker-compose 1.29.2 (``compose/config/compose_spec.json``)."""
+
 from __future__ import annotations
 
 import json
@@ -43,15 +44,26 @@ def test_compose_file_follows_the_compose_specification():
     schema = json.loads((REPO / "tests/data/compose-spec.json").read_text())
     compose = _compose()
     jsonschema.validate(compose, schema)
-    broken = {**compose, "services": {**compose["services"], "jupyter": {**compose["services"]["jupyter"], "ports": 8888}}}
+    broken = {
+        **compose,
+        "services": {**compose["services"], "jupyter": {**compose["services"]["jupyter"], "ports": 8888}},
+    }
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(broken, schema)
 
 
 def test_stack_has_the_required_services_wired_together():
     services = _compose()["services"]
-    assert {"postgres", "prefect-server", "prefect-worker", "dask-scheduler", "dask-worker", "dask-gpu-worker",
-            "jupyter", "stac-api"} <= set(services)
+    assert {
+        "postgres",
+        "prefect-server",
+        "prefect-worker",
+        "dask-scheduler",
+        "dask-worker",
+        "dask-gpu-worker",
+        "jupyter",
+        "stac-api",
+    } <= set(services)
     assert "postgresql+asyncpg://" in services["prefect-server"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"]
     gpu = services["dask-gpu-worker"]
     assert gpu["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]

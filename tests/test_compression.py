@@ -1,4 +1,5 @@
 """Codec core of pipeline.compression: round trips, KLT, quantisation, metrics, errors."""
+
 from __future__ import annotations
 
 import json
@@ -48,8 +49,8 @@ def smooth_cube(bands: int, t: int = 12, h: int = 37, w: int = 41, seed: int = 0
 
 def with_nans(cube: np.ndarray) -> np.ndarray:
     out = cube.copy()
-    out[:, 2, 5:15, 3:20] = np.nan          # a cloud on every band
-    out[0, 4, 0:3, 0:3] = np.nan            # a single-band gap
+    out[:, 2, 5:15, 3:20] = np.nan  # a cloud on every band
+    out[0, 4, 0:3, 0:3] = np.nan  # a single-band gap
     return out
 
 
@@ -75,14 +76,27 @@ def _dn(bands: int = 3) -> np.ndarray:
     return np.rint(smooth_cube(bands) * 10000).astype(np.uint16)
 
 
-@pytest.mark.parametrize("name, make, origin, step", [
-    ("Sentinel-2 reflectance, float32 DN / 10000", lambda dn: dn.astype(np.float32) / np.float32(10000), 0.0, 1e-4),
-    ("reflectance, float64 DN * 1e-4", lambda dn: dn * 1e-4, 0.0, 1e-4),
-    ("digital numbers stored as float32", lambda dn: dn.astype(np.float32), 0.0, 1.0),
-    ("Landsat C2 surface reflectance", lambda dn: dn.astype(np.float32) * np.float32(2.75e-5) - np.float32(0.2), -0.2, 2.75e-5),
-    ("Landsat C2 surface temperature", lambda dn: dn.astype(np.float32) * np.float32(0.00341802) + np.float32(149), 149.0, 0.00341802),
-    ("a spacing of its own, 0.004", lambda dn: dn.astype(np.float32) * np.float32(0.004), 0.0, 0.004),
-])
+@pytest.mark.parametrize(
+    "name, make, origin, step",
+    [
+        ("Sentinel-2 reflectance, float32 DN / 10000", lambda dn: dn.astype(np.float32) / np.float32(10000), 0.0, 1e-4),
+        ("reflectance, float64 DN * 1e-4", lambda dn: dn * 1e-4, 0.0, 1e-4),
+        ("digital numbers stored as float32", lambda dn: dn.astype(np.float32), 0.0, 1.0),
+        (
+            "Landsat C2 surface reflectance",
+            lambda dn: dn.astype(np.float32) * np.float32(2.75e-5) - np.float32(0.2),
+            -0.2,
+            2.75e-5,
+        ),
+        (
+            "Landsat C2 surface temperature",
+            lambda dn: dn.astype(np.float32) * np.float32(0.00341802) + np.float32(149),
+            149.0,
+            0.00341802,
+        ),
+        ("a spacing of its own, 0.004", lambda dn: dn.astype(np.float32) * np.float32(0.004), 0.0, 0.004),
+    ],
+)
 def test_lossless_finds_the_grid_of_float_bands(name, make, origin, step):
     """Given no step, each chunk is coded on the coarsest grid its values lie on, bit-exact, NaN included."""
     values = with_nans(make(_dn()))
@@ -180,7 +194,7 @@ def test_format_1_bytes_with_listed_hevc_packet_sizes_still_decode():
     header, pos = read_header(data)
     payload, old_streams, at = data[pos:], [], 0
     for record in header["streams"]:
-        stream = payload[at + record["extradata"]:at + record["extradata"] + record["bytes"]]
+        stream = payload[at + record["extradata"] : at + record["extradata"] + record["bytes"]]
         packets = split_packets("libx265", stream)
         assert b"".join(packets) == stream and len(packets) == 12
         old_streams.append({k: v for k, v in record.items() if k != "bytes"} | {"packets": [len(p) for p in packets]})
@@ -228,8 +242,8 @@ def test_mask_codes_only_partly_missing_frames_and_restores_every_state():
     """Per-band mask: a clear date, a date one band lacks entirely, partial gaps; frames across several images."""
     rng = np.random.default_rng(3)
     dn = rng.integers(1, 4000, size=(2, 9, 2048, 16), dtype=np.uint16)  # 2048 rows: 4 frames per ffv1 image
-    dn[0, 1] = 0                                  # band 0 lacks date 1: "all missing", not coded
-    dn[:, 2:9, :50, :3] = 0                       # partial gaps on dates 2..8 of both bands
+    dn[0, 1] = 0  # band 0 lacks date 1: "all missing", not coded
+    dn[:, 2:9, :50, :3] = 0  # partial gaps on dates 2..8 of both bands
     dn[1, 5, 100:120] = 0
     data = encode_array(dn, CodecParams(mode="lossless", nodata=0))
     np.testing.assert_array_equal(decode_array(data), dn)
@@ -249,7 +263,10 @@ def test_a_stream_too_weak_for_the_step_is_stored_as_its_mean():
     assert "spec" in h_fine["streams"][1]  # at a fine step the same component is worth a video
     back = decode_array(encode_array(cube, coarse))
     mean, matrix = np.asarray(h_coarse["klt"]["mean"]), klt_matrix(h_coarse["klt"], 4)
-    comps, back_comps = klt.forward(cube.astype(np.float64), mean, matrix), klt.forward(back.astype(np.float64), mean, matrix)
+    comps, back_comps = (
+        klt.forward(cube.astype(np.float64), mean, matrix),
+        klt.forward(back.astype(np.float64), mean, matrix),
+    )
     # the skipped component decodes as its chunk mean: its error is its own spread, nothing else
     np.testing.assert_allclose(back_comps[3], h_coarse["streams"][1]["constant"][0], atol=1e-5)
     assert np.sqrt(np.mean((back_comps[3] - comps[3]) ** 2)) == pytest.approx(comps[3].std(), rel=1e-3)
@@ -350,7 +367,9 @@ def test_auto_scope_takes_a_rotation_per_date_only_where_the_spectra_change():
     sources = np.stack([np.sin(xx / (3 + k) + yy / (5 + k) + f) * 0.1 / (k + 1) for k in range(n) for f in range(t)])
     sources = sources.reshape(n, t, 48, 64) + rng.normal(0, 0.001, (n, t, 48, 64))
     mixings = [np.linalg.qr(rng.normal(size=(n, n)))[0] for _ in range(t)]
-    varying = 0.3 + np.stack([m @ sources[:, k].reshape(n, -1) for k, m in enumerate(mixings)], axis=1).reshape(n, t, 48, 64)
+    varying = 0.3 + np.stack([m @ sources[:, k].reshape(n, -1) for k, m in enumerate(mixings)], axis=1).reshape(
+        n, t, 48, 64
+    )
     static = smooth_cube(4, t=8, h=48, w=64)
     for cube, per_date in ((varying, True), (static, False)):
         header, _ = read_header(encode_array(cube.astype(np.float32), CodecParams(qp=12, preset="ultrafast")))
@@ -372,15 +391,14 @@ def test_missing_pixels_are_filled_along_rows_then_from_rows_then_by_the_tempora
     x = np.zeros((1, 2, 3, 4))
     x[0, 0] = [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]]
     missing = np.zeros(x.shape, bool)
-    missing[0, 0, 0, 1:3] = True            # inside a row: the value to the left
-    missing[0, 0, 1, :] = True              # a whole row: the filled row above
-    missing[0, 0, 2, 0] = True              # at the row's start: the value to the right
-    missing[0, 1] = True                    # a whole frame: the pixel's temporal mean, else the band mean
+    missing[0, 0, 0, 1:3] = True  # inside a row: the value to the left
+    missing[0, 0, 1, :] = True  # a whole row: the filled row above
+    missing[0, 0, 2, 0] = True  # at the row's start: the value to the right
+    missing[0, 1] = True  # a whole frame: the pixel's temporal mean, else the band mean
     filled = fill_missing(x, missing, default=99.0)
     np.testing.assert_array_equal(filled[0, 0], [[1, 1, 1, 4], [1, 1, 1, 4], [10, 10, 11, 12]])
     band_mean = np.mean([1, 4, 10, 11, 12])
-    np.testing.assert_allclose(filled[0, 1], [[1, band_mean, band_mean, 4], [band_mean] * 4,
-                                              [band_mean, 10, 11, 12]])
+    np.testing.assert_allclose(filled[0, 1], [[1, band_mean, band_mean, 4], [band_mean] * 4, [band_mean, 10, 11, 12]])
     assert fill_missing(x, np.ones(x.shape, bool), default=99.0).max() == 99.0
 
 
@@ -420,13 +438,13 @@ def test_ssim_against_closed_forms():
     c1, c2 = (0.01 * 1.0) ** 2, (0.03 * 1.0) ** 2
     # constant images: SSIM = (2ab + C1) / (a^2 + b^2 + C1)
     s = ssim_2d(np.full((32, 32), 0.2), np.full((32, 32), 0.3), 1.0)
-    np.testing.assert_allclose(s, (2 * 0.2 * 0.3 + c1) / (0.2 ** 2 + 0.3 ** 2 + c1), rtol=1e-10)
+    np.testing.assert_allclose(s, (2 * 0.2 * 0.3 + c1) / (0.2**2 + 0.3**2 + c1), rtol=1e-10)
     # checkerboards (a, b) vs (c, d): local means, variances and covariance are exact away from borders
     a, b, c, d = 0.2, 0.6, 0.1, 0.4
     board = (np.add.outer(np.arange(64), np.arange(64)) % 2).astype(bool)
     x, y = np.where(board, a, b), np.where(board, c, d)
     mx, my, vx, vy, cxy = (a + b) / 2, (c + d) / 2, ((a - b) / 2) ** 2, ((c - d) / 2) ** 2, (a - b) * (c - d) / 4
-    expected = (2 * mx * my + c1) * (2 * cxy + c2) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))
+    expected = (2 * mx * my + c1) * (2 * cxy + c2) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
     np.testing.assert_allclose(ssim_2d(x, y, 1.0)[10:-10, 10:-10], expected, rtol=1e-6)
     assert ssim(np.stack([x])[None], np.stack([x])[None], 1.0) == pytest.approx(1.0)
 
@@ -621,8 +639,11 @@ def test_frames_without_any_value_are_listed_not_coded(mode):
     holes[:, empty] = np.nan
     holes[1, 3] = np.nan  # one band missing on a date: that frame is still coded
     kept = np.delete(holes, empty, axis=1)
-    params = CodecParams(qp=20, preset="ultrafast") if mode == "lossy" else CodecParams(mode="lossless", step=1e-4,
-                                                                                        value_range=(0.0, 1.0))
+    params = (
+        CodecParams(qp=20, preset="ultrafast")
+        if mode == "lossy"
+        else CodecParams(mode="lossless", step=1e-4, value_range=(0.0, 1.0))
+    )
     if mode == "lossless":
         holes, kept = np.rint(holes * 1e4) / 1e4, np.rint(kept * 1e4) / 1e4
     data, alone = encode_array(holes, params), encode_array(kept, params)

@@ -1,5 +1,6 @@
 """Compression returns what it was given: values at the coarsest QP, dtype and fill values, the PSNR's
 peak, and the rate a target asks for."""
+
 from __future__ import annotations
 
 import json
@@ -56,10 +57,15 @@ def dn_cube(t: int = 16, h: int = 48, w: int = 64, fill_attr: str = "_FillValue"
     missing[:, :, :, :6] = True  # a swath edge
     missing[2, t - 7] = True  # a date one band lacks
     dn[missing] = 0
-    coords = {"time": pd.date_range("2021-01-01", periods=t, freq="5D"), "y": 5_000_000 - 10.0 * np.arange(h),
-              "x": 400_000 + 10.0 * np.arange(w)}
-    ds = xr.Dataset({b: (("time", "y", "x"), dn[k], {fill_attr: np.uint16(0), "units": "DN"})
-                     for k, b in enumerate(BANDS)}, coords=coords)
+    coords = {
+        "time": pd.date_range("2021-01-01", periods=t, freq="5D"),
+        "y": 5_000_000 - 10.0 * np.arange(h),
+        "x": 400_000 + 10.0 * np.arange(w),
+    }
+    ds = xr.Dataset(
+        {b: (("time", "y", "x"), dn[k], {fill_attr: np.uint16(0), "units": "DN"}) for k, b in enumerate(BANDS)},
+        coords=coords,
+    )
     return ds, missing
 
 
@@ -128,7 +134,7 @@ def test_real_sentinel2_at_the_coarsest_qp_keeps_its_chunk_means(romania_path):
     for use_klt, scope in [(False, "auto"), (True, "chunk"), (True, "date")]:
         params = CodecParams(qp=QP_MAX, value_range=(0, 20000), klt=use_klt, klt_scope=scope, preset="ultrafast")
         for t0 in range(0, dn.shape[1], 32):
-            block = dn[:, t0:t0 + 32]
+            block = dn[:, t0 : t0 + 32]
             back = decode_array(encode_array(block, params))
             assert abs(float(np.nanmean(back) - np.nanmean(block))) < 200, (use_klt, scope, t0)
             assert psnr(block, back, 20000) > 25, (use_klt, scope, t0)
@@ -173,8 +179,10 @@ def test_uint16_netcdf_with_fill_0_and_lossless_mode_come_back_exactly(tmp_path)
 def test_float32_with_nan_still_comes_back_float32_with_nan(tmp_path):
     x = textured_reflectance()
     x[:, 3:6, 8:30, 20:50] = np.nan
-    ds = xr.Dataset({b: (("time", "y", "x"), x[k]) for k, b in enumerate(BANDS)},
-                    coords={"time": pd.date_range("2021-01-01", periods=x.shape[1], freq="5D")})
+    ds = xr.Dataset(
+        {b: (("time", "y", "x"), x[k]) for k, b in enumerate(BANDS)},
+        coords={"time": pd.date_range("2021-01-01", periods=x.shape[1], freq="5D")},
+    )
     compress_cube(ds, tmp_path / "c.zarr", CodecParams(qp=20, preset="ultrafast"))
     out = open_compressed(tmp_path / "c.zarr")
     assert all(out[b].dtype == np.float32 for b in BANDS)
@@ -203,8 +211,9 @@ def test_real_sentinel2_uint16_with_fill_0_round_trips(romania_path, tmp_path):
     for b in names:
         ds[b].values[clouds] = 0
     ds.to_netcdf(tmp_path / "masked.nc")
-    res = CliRunner().invoke(app, ["run", str(tmp_path / "masked.nc"), str(tmp_path / "c.zarr"), "--qp", "24",
-                                   "--no-quicklook"])
+    res = CliRunner().invoke(
+        app, ["run", str(tmp_path / "masked.nc"), str(tmp_path / "c.zarr"), "--qp", "24", "--no-quicklook"]
+    )
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["value_range"] == [0.0, 20000.0]
     for opened in (open_compressed(tmp_path / "c.zarr"), open_cube(tmp_path / "c.zarr")):
@@ -226,14 +235,21 @@ def test_psnr_target_and_report_use_one_stated_peak(tmp_path):
     PSNR recomputed from the store as it opens (uint16, fill 0 left out) is the reported one."""
     ds, missing = dn_cube(t=24, fill_attr="nodata")
     target = 42.0
-    summary = compress_cube(ds, tmp_path / "c.zarr", CodecParams(preset="ultrafast"), target_psnr=target,
-                            auto_value_range=True, time_chunk=8, space_chunk=32, n_sample_chunks=2)
+    summary = compress_cube(
+        ds,
+        tmp_path / "c.zarr",
+        CodecParams(preset="ultrafast"),
+        target_psnr=target,
+        auto_value_range=True,
+        time_chunk=8,
+        space_chunk=32,
+        n_sample_chunks=2,
+    )
     lo, hi = summary.value_range
     assert summary.psnr_peak == hi - lo == 10000 and summary.target_psnr == target
     assert summary.psnr >= target and summary.sample_psnr >= target
     out = open_compressed(tmp_path / "c.zarr")
-    independent = psnr(with_nan(stacked(ds, BANDS), missing), with_nan(stacked(out, BANDS), missing),
-                       summary.psnr_peak)
+    independent = psnr(with_nan(stacked(ds, BANDS), missing), with_nan(stacked(out, BANDS), missing), summary.psnr_peak)
     assert independent == pytest.approx(summary.psnr, abs=0.01) and independent >= target
     help_text = _option_help("target_psnr")
     assert "peak = hi - lo of --value-range" in help_text and "psnr_peak" in help_text
@@ -255,16 +271,27 @@ def uneven_cube(t: int = 48, h: int = 64, w: int = 96) -> xr.Dataset:
     base = 0.2 + 0.08 * np.sin(xx / 9 + tt / 5) + 0.05 * np.cos(yy / 6)
     sigma = np.where((np.arange(t) < 16) | (np.arange(t) >= t - 16), 0.03, 0.004)[:, None, None]
     noise = np.random.default_rng(5).normal(0, 1, (t, h, w)) * sigma
-    return xr.Dataset({b: (("time", "y", "x"), np.clip(base * (0.7 + 0.3 * k) + (0.7 + 0.3 * k) * noise, 0, 1)
-                           .astype(np.float32)) for k, b in enumerate(BANDS)},
-                      coords={"time": pd.date_range("2021-01-01", periods=t, freq="5D")})
+    return xr.Dataset(
+        {
+            b: (("time", "y", "x"), np.clip(base * (0.7 + 0.3 * k) + (0.7 + 0.3 * k) * noise, 0, 1).astype(np.float32))
+            for k, b in enumerate(BANDS)
+        },
+        coords={"time": pd.date_range("2021-01-01", periods=t, freq="5D")},
+    )
 
 
 @pytest.mark.parametrize("target", [0.1, 0.5])
 def test_rate_target_is_met_on_the_whole_cube_within_2_percent(tmp_path, target):
     cube = uneven_cube()
-    summary = compress_cube(cube, tmp_path / "c.zarr", CodecParams(preset="ultrafast"), target_bpppb=target,
-                            time_chunk=16, space_chunk=64, n_sample_chunks=2)
+    summary = compress_cube(
+        cube,
+        tmp_path / "c.zarr",
+        CodecParams(preset="ultrafast"),
+        target_bpppb=target,
+        time_chunk=16,
+        space_chunk=64,
+        n_sample_chunks=2,
+    )
     assert abs(summary.bpppb / target - 1) <= RATE_TOLERANCE, summary
     assert summary.target_bpppb == target and QP_MIN <= summary.qp <= QP_MAX
     chunks = [f for f in (tmp_path / "c.zarr" / STACKED).rglob("*") if f.is_file() and f.name != "zarr.json"]
@@ -280,8 +307,9 @@ def test_next_rate_qp_converges_from_either_side():
     finer = next_rate_qp([(20.0, 0.08)], target)
     assert finer < 20 and finer % QP_RESOLUTION == 0
     between = next_rate_qp([(20.0, 0.11), (21.0, 0.09)], target)  # a secant inside the bracket
-    assert 20 < between < 21 and between == pytest.approx(20 + math.log(0.11 / 0.099) / math.log(0.11 / 0.09),
-                                                          abs=QP_RESOLUTION)
+    assert 20 < between < 21 and between == pytest.approx(
+        20 + math.log(0.11 / 0.099) / math.log(0.11 / 0.09), abs=QP_RESOLUTION
+    )
     slope = next_rate_qp([(18.0, 0.2), (19.0, 0.16)], target)  # the slope two writes measured, not the default
     assert slope == pytest.approx(19 + math.log(0.16 / 0.099) / math.log(0.2 / 0.16), abs=QP_RESOLUTION)
     assert next_rate_qp([(QP_MAX, 0.5)], target) is None  # nothing coarser to try

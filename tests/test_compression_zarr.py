@@ -1,4 +1,5 @@
 """Zarr v3 integration, pipeline stage, CLI and real Sentinel-2 data for pipeline.compression."""
+
 from __future__ import annotations
 
 import json
@@ -28,12 +29,20 @@ def demo_cube(t: int = 40, h: int = 48, w: int = 80) -> xr.Dataset:
     tt, yy, xx = np.meshgrid(np.arange(t), np.arange(h), np.arange(w), indexing="ij")
     base = 0.2 + 0.08 * np.sin(xx / 9 + tt / 5) + 0.05 * np.cos(yy / 6)
     valid = ~((tt % 7 == 3) & (xx < 30) & (yy < 20))
-    data = {b: (("time", "y", "x"), np.where(valid, base * (0.7 + 0.3 * k), np.nan).astype(np.float32))
-            for k, b in enumerate(BANDS)}
+    data = {
+        b: (("time", "y", "x"), np.where(valid, base * (0.7 + 0.3 * k), np.nan).astype(np.float32))
+        for k, b in enumerate(BANDS)
+    }
     data["valid"] = (("time", "y", "x"), valid.astype(np.uint8))
-    return xr.Dataset(data, coords={"time": pd.date_range("2021-01-01", periods=t, freq="5D"),
-                                    "y": 5_000_000 - 10.0 * np.arange(h), "x": 400_000 + 10.0 * np.arange(w),
-                                    "sensor": ("time", ["sentinel-2"] * t)})
+    return xr.Dataset(
+        data,
+        coords={
+            "time": pd.date_range("2021-01-01", periods=t, freq="5D"),
+            "y": 5_000_000 - 10.0 * np.arange(h),
+            "x": 400_000 + 10.0 * np.arange(w),
+            "sensor": ("time", ["sentinel-2"] * t),
+        },
+    )
 
 
 def test_codec_is_registered_through_the_entry_point(tmp_path):
@@ -45,16 +54,18 @@ def test_codec_is_registered_through_the_entry_point(tmp_path):
     with pytest.raises(ValueError, match="unknown eocube.video configuration"):
         VideoCodec.from_dict({"name": "eocube.video", "configuration": {"qualty": 3}})
     with pytest.raises(ValueError, match="does not support dtype"):
-        zarr.create_array(tmp_path / "bad.zarr", shape=(2, 4, 8, 8), dtype="complex64", serializer=VideoCodec(),
-                          compressors=None)
+        zarr.create_array(
+            tmp_path / "bad.zarr", shape=(2, 4, 8, 8), dtype="complex64", serializer=VideoCodec(), compressors=None
+        )
 
 
 def test_stage_round_trip_through_open_zarr_with_dask(tmp_path):
     cube = demo_cube()
     with warnings.catch_warnings():  # text coordinates (band, sensor) go in as stable vlen strings
         warnings.simplefilter("error", UnstableSpecificationWarning)
-        summary = compress_cube(cube, tmp_path / "c.zarr", CodecParams(qp=10, preset="ultrafast"), time_chunk=32,
-                                space_chunk=64)
+        summary = compress_cube(
+            cube, tmp_path / "c.zarr", CodecParams(qp=10, preset="ultrafast"), time_chunk=32, space_chunk=64
+        )
     meta = json.loads((tmp_path / "c.zarr" / "reflectance" / "zarr.json").read_text())
     assert meta["codecs"][0]["name"] == "eocube.video"
     assert meta["chunk_grid"]["configuration"]["chunk_shape"] == [4, 32, 48, 64]
@@ -93,8 +104,15 @@ def test_whole_cube_psnr_is_the_pooled_psnr_computed_chunk_by_chunk():
 
 def test_stage_rate_control_meets_psnr_target_on_the_whole_cube(tmp_path):
     cube = demo_cube(t=20, h=32, w=64)
-    summary = compress_cube(cube, tmp_path / "c.zarr", CodecParams(preset="ultrafast"), target_psnr=48.0,
-                            time_chunk=20, space_chunk=64, n_sample_chunks=8)
+    summary = compress_cube(
+        cube,
+        tmp_path / "c.zarr",
+        CodecParams(preset="ultrafast"),
+        target_psnr=48.0,
+        time_chunk=20,
+        space_chunk=64,
+        n_sample_chunks=8,
+    )
     assert summary.sample_psnr >= 48.0 and summary.psnr >= 48.0  # the sample is the whole cube here
     assert 0 < summary.qp < 51 and summary.klt
 
@@ -106,16 +124,26 @@ def test_stage_meets_a_psnr_target_above_the_klt_ceiling_without_the_klt(tmp_pat
     rng = np.random.default_rng(11)
     base = demo_cube(t=16, h=32, w=64)
     bands = [f"b{k}" for k in range(6)]  # six bands with their own texture: the KLT's step is the coarser one
-    cube = xr.Dataset({b: (("time", "y", "x"), np.clip(base["red"].values * (0.6 + 0.1 * k)
-                                                         + rng.normal(0, 0.01, base["red"].shape), 0, 1).astype(np.float32))
-                       for k, b in enumerate(bands)}, coords=base.coords)
+    cube = xr.Dataset(
+        {
+            b: (
+                ("time", "y", "x"),
+                np.clip(base["red"].values * (0.6 + 0.1 * k) + rng.normal(0, 0.01, base["red"].shape), 0, 1).astype(
+                    np.float32
+                ),
+            )
+            for k, b in enumerate(bands)
+        },
+        coords=base.coords,
+    )
     stack = np.stack([cube[b].values for b in bands])
     ceiling = measure([stack], CodecParams(preset="ultrafast", qp=QP_MIN), 1.0).psnr
     direct = measure([stack], CodecParams(preset="ultrafast", qp=QP_MIN, klt=False), 1.0).psnr
     assert direct > ceiling + 1
     target = (ceiling + direct) / 2
-    summary = compress_cube(cube, tmp_path / "c.zarr", CodecParams(preset="ultrafast"), target_psnr=target,
-                            time_chunk=16, space_chunk=64)
+    summary = compress_cube(
+        cube, tmp_path / "c.zarr", CodecParams(preset="ultrafast"), target_psnr=target, time_chunk=16, space_chunk=64
+    )
     assert summary.klt is False and summary.psnr >= target
     codec = json.loads(xr.open_zarr(tmp_path / "c.zarr").attrs["eocube_compression"])["codec"]
     assert codec["configuration"]["klt"] is False
@@ -134,13 +162,15 @@ def test_stage_rewrites_when_the_sample_chunks_flatter_the_cube(tmp_path):
     params = CodecParams(preset="ultrafast")
     stack = xr.concat([cube[b] for b in BANDS], dim="band").transpose("band", "time", "y", "x")
     sampled = choose_qp(sample_blocks(stack, (16, 32, 64), 1), params, 1.0, target_psnr=44.0)
-    summary = compress_cube(cube, tmp_path / "c.zarr", params, target_psnr=44.0, time_chunk=16, space_chunk=64,
-                            n_sample_chunks=1)
+    summary = compress_cube(
+        cube, tmp_path / "c.zarr", params, target_psnr=44.0, time_chunk=16, space_chunk=64, n_sample_chunks=1
+    )
     assert summary.sample_psnr == sampled.psnr >= 44.0
     assert summary.qp < sampled.qp and summary.psnr >= 44.0  # the whole cube needed a finer QP
     rate = choose_qp(sample_blocks(stack, (16, 32, 64), 1), params, 1.0, target_bpppb=0.3)
-    summary = compress_cube(cube, tmp_path / "r.zarr", params, target_bpppb=0.3, time_chunk=16, space_chunk=64,
-                            n_sample_chunks=1)
+    summary = compress_cube(
+        cube, tmp_path / "r.zarr", params, target_bpppb=0.3, time_chunk=16, space_chunk=64, n_sample_chunks=1
+    )
     assert rate.bpppb <= 0.3 and summary.qp > rate.qp and summary.bpppb <= 0.3  # ... and a coarser one for a rate
 
 
@@ -163,9 +193,15 @@ def test_stage_picks_bands_and_lossless_layers_in_any_dim_order(tmp_path):
     scl = rng.integers(0, 12, cube["red"].shape).astype(np.float32)
     scl[np.isnan(cube["red"].values)] = np.nan  # class map decoded as float with NaN fill, as xarray opens SCL
     cube["SCL"] = (("time", "y", "x"), scl)
-    cube["QA_PIXEL"] = (("time", "y", "x"), rng.choice([21824, 21952, 22280, 55052], cube["red"].shape).astype(np.uint16))
-    cube["land"] = (("time", "y", "x"), rng.integers(0, 9, cube["red"].shape).astype(np.int16),
-                    {"flag_values": list(range(9)), "flag_meanings": "a b c d e f g h i"})
+    cube["QA_PIXEL"] = (
+        ("time", "y", "x"),
+        rng.choice([21824, 21952, 22280, 55052], cube["red"].shape).astype(np.uint16),
+    )
+    cube["land"] = (
+        ("time", "y", "x"),
+        rng.integers(0, 9, cube["red"].shape).astype(np.int16),
+        {"flag_values": list(range(9)), "flag_meanings": "a b c d e f g h i"},
+    )
     cube["red"].attrs = {"units": "1", "long_name": "red reflectance", "wavelength_um": np.float32(0.665)}
     swapped = cube.transpose("time", "x", "y")  # DeepExtremeCubes-style (time, x, y) variables
     summary = compress_cube(swapped, tmp_path / "c.zarr", CodecParams(qp=8, preset="ultrafast"), time_chunk=12)
@@ -174,14 +210,22 @@ def test_stage_picks_bands_and_lossless_layers_in_any_dim_order(tmp_path):
     assert out["red"].dims == out["SCL"].dims == ("time", "x", "y")  # coded on (time, y, x), opened as given
     assert open_compressed(tmp_path / "c.zarr", original_dims=False)["red"].dims == ("time", "y", "x")
     out = out.transpose("time", "y", "x")
-    assert out["red"].attrs["long_name"] == "red reflectance" and out["red"].attrs["wavelength_um"] == pytest.approx(0.665)
+    assert out["red"].attrs["long_name"] == "red reflectance" and out["red"].attrs["wavelength_um"] == pytest.approx(
+        0.665
+    )
     for name in ("SCL", "QA_PIXEL", "land", "valid"):
         np.testing.assert_array_equal(out[name].values, cube[name].values)
         assert out[name].dtype == cube[name].dtype
     assert psnr(cube["red"].values[None], out["red"].values[None], 1.0) > 45
 
-    summary = compress_cube(swapped, tmp_path / "e.zarr", CodecParams(qp=8, preset="ultrafast"), time_chunk=12,
-                            bands=["red", "green"], lossless=["valid"])
+    summary = compress_cube(
+        swapped,
+        tmp_path / "e.zarr",
+        CodecParams(qp=8, preset="ultrafast"),
+        time_chunk=12,
+        bands=["red", "green"],
+        lossless=["valid"],
+    )
     assert summary.bands == ["red", "green"] and summary.lossless_variables == ["valid"]
     assert set(open_compressed(tmp_path / "e.zarr").data_vars) == {"red", "green", "valid"}
     with pytest.raises(ValueError, match=r"unknown band variable\(s\) \['swir'\]"):
@@ -195,9 +239,12 @@ def test_stage_picks_bands_and_lossless_layers_in_any_dim_order(tmp_path):
 def test_stage_codes_a_geographic_cube_and_gives_its_dims_back(tmp_path):
     """A (time, lat, lon) cube, latitude descending as in ERA5 or the Earth System Data Cube, written as the input was."""
     cube = demo_cube(t=12, h=32, w=40).rename(y="lat", x="lon")
-    cube = cube.assign_coords(lat=60.0 - 0.25 * np.arange(32), lon=10.0 + 0.25 * np.arange(40)).transpose("time", "lon", "lat")
-    summary = compress_cube(cube, tmp_path / "g.zarr", CodecParams(qp=8, preset="ultrafast"), time_chunk=12,
-                            target_psnr=40.0)
+    cube = cube.assign_coords(lat=60.0 - 0.25 * np.arange(32), lon=10.0 + 0.25 * np.arange(40)).transpose(
+        "time", "lon", "lat"
+    )
+    summary = compress_cube(
+        cube, tmp_path / "g.zarr", CodecParams(qp=8, preset="ultrafast"), time_chunk=12, target_psnr=40.0
+    )
     assert summary.bands == BANDS and summary.psnr >= 40.0
     out = open_compressed(tmp_path / "g.zarr")
     assert out["red"].dims == ("time", "lon", "lat") and out["valid"].dims == ("time", "lon", "lat")  # as input
@@ -218,8 +265,15 @@ def test_stage_reports_progress_and_never_leaves_a_half_written_store(tmp_path):
     cube = cube.chunk({"time": 8})  # lazy, as a store opens: variables without a time dim too
     cube["t2m"] = cube["t2m"].chunk({"time": -1})  # one chunk, as a small variable of a store opens
     calls: list[tuple[str, int, int]] = []
-    summary = compress_cube(cube, tmp_path / "c.zarr", CodecParams(preset="ultrafast"), target_psnr=45.0,
-                            time_chunk=16, space_chunk=64, progress=lambda *a: calls.append(a))
+    summary = compress_cube(
+        cube,
+        tmp_path / "c.zarr",
+        CodecParams(preset="ultrafast"),
+        target_psnr=45.0,
+        time_chunk=16,
+        space_chunk=64,
+        progress=lambda *a: calls.append(a),
+    )
     rate = [c for c in calls if c[0] == "rate control"]
     done = [c[1] for c in rate]
     assert sorted(set(done)) == list(range(1, max(done) + 1)) and done == sorted(done) and rate[-1][1] == rate[-1][2]
@@ -233,12 +287,22 @@ def test_stage_reports_progress_and_never_leaves_a_half_written_store(tmp_path):
         if block_info[0]["chunk-location"][0] == 2:  # the third time chunk: after the first ones are written
             raise OSError("disk went away")
         return block
+
     broken = cube.copy()
-    broken["red"] = (cube["red"].dims, da.map_blocks(fail_late, cube["red"].data.rechunk((16, 32, 64)),
-                                                      dtype=np.float32))
+    broken["red"] = (
+        cube["red"].dims,
+        da.map_blocks(fail_late, cube["red"].data.rechunk((16, 32, 64)), dtype=np.float32),
+    )
     with pytest.raises(OSError, match="disk went away"):
-        compress_cube(broken, tmp_path / "c.zarr", CodecParams(qp=30, preset="ultrafast"), time_chunk=16,
-                      space_chunk=64, n_sample_chunks=1, overwrite=True)
+        compress_cube(
+            broken,
+            tmp_path / "c.zarr",
+            CodecParams(qp=30, preset="ultrafast"),
+            time_chunk=16,
+            space_chunk=64,
+            n_sample_chunks=1,
+            overwrite=True,
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.zarr"]  # no partial store left behind
     np.testing.assert_array_equal(open_compressed(tmp_path / "c.zarr")["red"].values, good["red"].values)
 
@@ -254,19 +318,25 @@ def test_comparison_quicklook_of_the_clearest_frame(tmp_path):
     assert rgb_bands(["a", "b"]) == ("a", "a", "a")
     cube = demo_cube(t=12, h=32, w=40)
     cube["blue"][4] = 0.02  # the darkest complete frame; frames 3 and 10 have clouds masked
-    cube["blue"][7] = 0.9   # a bright (cloudy) complete frame
+    cube["blue"][7] = 0.9  # a bright (cloudy) complete frame
     assert comparison_time(cube, BANDS) == 4
     landsat_at_4 = cube.assign_coords(sensor=("time", ["sentinel-2"] * 4 + ["landsat"] + ["sentinel-2"] * 7))
     assert comparison_time(landsat_at_4, BANDS) not in (4, 7)
-    summary = compress_cube(cube, tmp_path / "c.zarr", CodecParams(qp=20, preset="ultrafast"), time_chunk=12,
-                            quicklook=tmp_path / "c.quicklook.png")
+    summary = compress_cube(
+        cube,
+        tmp_path / "c.zarr",
+        CodecParams(qp=20, preset="ultrafast"),
+        time_chunk=12,
+        quicklook=tmp_path / "c.quicklook.png",
+    )
     assert summary.quicklook == str(tmp_path / "c.quicklook.png")
     with Image.open(summary.quicklook) as image:
         assert image.format == "PNG" and image.size[0] > 2 * image.size[1]  # three panels side by side
     for b in BANDS:
         cube[b] = (np.rint(cube[b] * 10000) * 1e-4).astype(np.float32)
-    lossless = compress_cube(cube, tmp_path / "l.zarr", CodecParams(mode="lossless", step=1e-4), time_chunk=12,
-                             quicklook=tmp_path / "l.png")
+    lossless = compress_cube(
+        cube, tmp_path / "l.zarr", CodecParams(mode="lossless", step=1e-4), time_chunk=12, quicklook=tmp_path / "l.png"
+    )
     assert lossless.quicklook is None and not (tmp_path / "l.png").exists()  # nothing to compare when exact
 
 
@@ -305,30 +375,40 @@ def test_stage_codes_a_single_image_and_gives_it_back_without_time(tmp_path):
 def test_stage_refuses_a_value_range_the_data_fall_outside(tmp_path):
     """Digital numbers coded on the default reflectance range would be clipped: a clear error with a range to use."""
     cube = demo_cube(t=10, h=32, w=40)
-    dn = xr.Dataset({b: (("time", "y", "x"), np.nan_to_num(np.rint(cube[b].values * 10000) + 3000).astype(np.uint16))
-                     for b in BANDS}, coords=cube.coords)
+    dn = xr.Dataset(
+        {
+            b: (("time", "y", "x"), np.nan_to_num(np.rint(cube[b].values * 10000) + 3000).astype(np.uint16))
+            for b in BANDS
+        },
+        coords=cube.coords,
+    )
     with pytest.raises(ValueError, match=r"outside value_range \(0.0, 1.0\).*value_range=\(0, 10000\)"):
         compress_cube(dn, tmp_path / "x.zarr", CodecParams(qp=8, preset="ultrafast"))
     assert not (tmp_path / "x.zarr").exists()  # refused before anything is written
-    summary = compress_cube(dn, tmp_path / "c.zarr", CodecParams(qp=8, preset="ultrafast", value_range=(0, 10000)),
-                            time_chunk=10)
+    summary = compress_cube(
+        dn, tmp_path / "c.zarr", CodecParams(qp=8, preset="ultrafast", value_range=(0, 10000)), time_chunk=10
+    )
     out = open_compressed(tmp_path / "c.zarr")
     assert summary.bands == BANDS and out["red"].dtype == np.uint16
     assert psnr(dn["red"].values[None].astype(float), out["red"].values[None].astype(float), 10000) > 45
-    auto = compress_cube(dn, tmp_path / "a.zarr", CodecParams(qp=8, preset="ultrafast"), time_chunk=10,
-                         auto_value_range=True)  # the hint, taken without asking
+    auto = compress_cube(
+        dn, tmp_path / "a.zarr", CodecParams(qp=8, preset="ultrafast"), time_chunk=10, auto_value_range=True
+    )  # the hint, taken without asking
     assert auto.value_range == (0, 10000) and auto.psnr_peak == 10000 and summary.value_range == (0, 10000)
     dn["red"][:5] = 65535  # half the frames nodata: not values outside the range
     compress_cube(dn, tmp_path / "n.zarr", CodecParams(qp=8, preset="ultrafast", value_range=(0, 10000), nodata=65535))
     assert (open_compressed(tmp_path / "n.zarr")["red"].values[:5] == 65535).all()
 
 
-@pytest.mark.parametrize("values, hint", [
-    (np.linspace(0.0, 1.9, 1000), "value_range=(0, 2)"),           # reflectance with bright clouds
-    (np.linspace(0.0, 330.0, 1000), "value_range=(0, 400)"),        # e.g. a temperature in kelvin
-    (np.linspace(-0.12, 0.9, 1000), "value_range=(-0.2, 1)"),       # BOA offset: slightly negative reflectance
-    (np.linspace(0.0, 30000.0, 1000), "value_range=(0, 65535)"),   # 16-bit digital numbers
-])
+@pytest.mark.parametrize(
+    "values, hint",
+    [
+        (np.linspace(0.0, 1.9, 1000), "value_range=(0, 2)"),  # reflectance with bright clouds
+        (np.linspace(0.0, 330.0, 1000), "value_range=(0, 400)"),  # e.g. a temperature in kelvin
+        (np.linspace(-0.12, 0.9, 1000), "value_range=(-0.2, 1)"),  # BOA offset: slightly negative reflectance
+        (np.linspace(0.0, 30000.0, 1000), "value_range=(0, 65535)"),  # 16-bit digital numbers
+    ],
+)
 def test_value_range_hint_is_the_nearest_physical_bound(values, hint):
     from pipeline.compression.stage import check_value_range
 
@@ -343,11 +423,11 @@ def test_value_range_refuses_the_clipping_of_a_few_bright_clouds():
 
     rng = np.random.default_rng(4)
     values = rng.uniform(0.02, 0.5, 100_000)
-    values[:500] = 1.3                                   # 0.5 %: under the 1 % share allowed
+    values[:500] = 1.3  # 0.5 %: under the 1 % share allowed
     with pytest.raises(ValueError, match=r"0\.50% .* limits the PSNR to 33\.\d dB.*value_range=\(0, 2\)"):
         check_value_range([values], ["red"], (0.0, 1.0))
-    check_value_range([values], ["red"], (0.0, 2.0))     # the hint passes
-    values[:500] = 1.0002                                # just above the range: clipping costs nothing visible
+    check_value_range([values], ["red"], (0.0, 2.0))  # the hint passes
+    values[:500] = 1.0002  # just above the range: clipping costs nothing visible
     check_value_range([values], ["red"], (0.0, 1.0))
 
 
@@ -357,8 +437,12 @@ def test_stage_lossless_takes_the_grid_of_a_scaled_int_store(tmp_path):
 
     rng = np.random.default_rng(8)
     dn = rng.integers(1, 12000, (10, 24, 40)).astype(np.uint16)
-    cube = xr.Dataset({b: (("time", "y", "x"), np.where(dn % 13 == 0, np.nan, (dn + 100 * k) * 1e-4 - 0.1))
-                       for k, b in enumerate(BANDS)})
+    cube = xr.Dataset(
+        {
+            b: (("time", "y", "x"), np.where(dn % 13 == 0, np.nan, (dn + 100 * k) * 1e-4 - 0.1))
+            for k, b in enumerate(BANDS)
+        }
+    )
     packing = {"dtype": "uint16", "scale_factor": 1e-4, "add_offset": -0.1, "_FillValue": 0}
     cube.to_zarr(tmp_path / "in.zarr", zarr_format=3, encoding={b: packing for b in BANDS})
     original = open_cube(tmp_path / "in.zarr")
@@ -375,8 +459,20 @@ def test_cli_run_info_and_errors(tmp_path):
     src = tmp_path / "in.zarr"
     demo_cube(t=12, h=32, w=40).drop_vars("sensor").to_zarr(src, zarr_format=3)
     runner = CliRunner()
-    res = runner.invoke(app, ["run", str(src), str(tmp_path / "out.zarr"), "--target-bpppb", "1.0",
-                              "--preset", "ultrafast", "--time-chunk", "12"])
+    res = runner.invoke(
+        app,
+        [
+            "run",
+            str(src),
+            str(tmp_path / "out.zarr"),
+            "--target-bpppb",
+            "1.0",
+            "--preset",
+            "ultrafast",
+            "--time-chunk",
+            "12",
+        ],
+    )
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout)
     assert summary["bpppb"] <= 1.05 and summary["mode"] == "lossy"
@@ -386,18 +482,49 @@ def test_cli_run_info_and_errors(tmp_path):
     assert res.exit_code == 2 and "does not exist" in res.output
     res = runner.invoke(app, ["run", str(src), str(tmp_path / "o3.zarr"), "--mode", "lossy", "--target-psnr", "300"])
     assert res.exit_code == 2 and "out of reach" in res.output
-    res = runner.invoke(app, ["run", str(src), str(tmp_path / "o4.zarr"), "--qp", "20", "--preset", "ultrafast",
-                              "--bands", "red, nir", "--lossless", "valid"])
+    res = runner.invoke(
+        app,
+        [
+            "run",
+            str(src),
+            str(tmp_path / "o4.zarr"),
+            "--qp",
+            "20",
+            "--preset",
+            "ultrafast",
+            "--bands",
+            "red, nir",
+            "--lossless",
+            "valid",
+        ],
+    )
     assert res.exit_code == 0, res.output
-    assert json.loads(res.stdout)["bands"] == ["red", "nir"] and json.loads(res.stdout)["lossless_variables"] == ["valid"]
+    assert json.loads(res.stdout)["bands"] == ["red", "nir"] and json.loads(res.stdout)["lossless_variables"] == [
+        "valid"
+    ]
     res = runner.invoke(app, ["run", str(src), str(tmp_path / "o5.zarr"), "--bands", "B04"])
     assert res.exit_code == 2 and "unknown band variable" in res.output
-    res = runner.invoke(app, ["run", str(src), str(tmp_path / "o6.zarr"), "--qp", "20.5", "--preset", "ultrafast",
-                              "--value-range", "auto"])
+    res = runner.invoke(
+        app,
+        ["run", str(src), str(tmp_path / "o6.zarr"), "--qp", "20.5", "--preset", "ultrafast", "--value-range", "auto"],
+    )
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["value_range"] == [0.0, 1.0] and json.loads(res.stdout)["qp"] == 20.5
-    res = runner.invoke(app, ["run", str(src), str(tmp_path / "o7.zarr"), "--qp", "20", "--preset", "ultrafast",
-                              "--klt-scope", "chunk", "--no-quicklook"])
+    res = runner.invoke(
+        app,
+        [
+            "run",
+            str(src),
+            str(tmp_path / "o7.zarr"),
+            "--qp",
+            "20",
+            "--preset",
+            "ultrafast",
+            "--klt-scope",
+            "chunk",
+            "--no-quicklook",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "'klt_scope': 'chunk'" in str(json.loads(runner.invoke(app, ["info", str(tmp_path / "o7.zarr")]).stdout))
     res = runner.invoke(app, ["run", str(src), str(tmp_path / "o8.zarr"), "--klt-scope", "pixel"])
@@ -434,8 +561,9 @@ def test_real_sentinel2_netcdf_through_the_stage(shared_dir, tmp_path):
         pytest.skip(f"{path} not found")
     with pytest.raises(ValueError, match=r"value_range=\(0, 20000\).*or --value-range auto"):
         compress_cube(path, tmp_path / "x.zarr")
-    res = CliRunner().invoke(app, ["run", str(path), str(tmp_path / "auto.zarr"), "--value-range", "auto", "--qp", "24",
-                                   "--no-quicklook"])
+    res = CliRunner().invoke(
+        app, ["run", str(path), str(tmp_path / "auto.zarr"), "--value-range", "auto", "--qp", "24", "--no-quicklook"]
+    )
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["value_range"] == [0.0, 20000.0]  # clouds up to 18,224 DN
     summary = compress_cube(path, tmp_path / "c.zarr", CodecParams(value_range=(0, 20000)), target_psnr=50.0)
@@ -456,8 +584,12 @@ def test_real_sentinel2_klt_beats_per_band_at_equal_rate(romania):
 
     dn = np.stack([romania[b].values for b in ["B2", "B3", "B4", "B8"]]).astype(np.float32)
     base = CodecParams(value_range=(0, 20000), preset="ultrafast")
-    points = {k: choose_qp([dn], CodecParams(**{**base.to_json(), "value_range": (0, 20000), "klt": k}), 10000,
-                            target_bpppb=0.5) for k in (True, False)}
+    points = {
+        k: choose_qp(
+            [dn], CodecParams(**{**base.to_json(), "value_range": (0, 20000), "klt": k}), 10000, target_bpppb=0.5
+        )
+        for k in (True, False)
+    }
     assert points[True].bpppb <= 0.5 and points[False].bpppb <= 0.5
     assert points[True].psnr > points[False].psnr
 
@@ -471,7 +603,9 @@ def test_real_sentinel2_takes_a_rotation_per_date_and_gains_by_it_at_equal_rate(
     dn = np.stack([romania[b].values for b in ["B2", "B3", "B4", "B8"]]).astype(np.float32)
     base = CodecParams(value_range=(0, 20000), preset="ultrafast")
     assert "angles" in read_header(encode_array(dn, base))[0]["klt"]
-    points = {scope: choose_qp([dn], replace(base, klt_scope=scope), 10000, target_bpppb=0.5) for scope in ("auto", "chunk")}
+    points = {
+        scope: choose_qp([dn], replace(base, klt_scope=scope), 10000, target_bpppb=0.5) for scope in ("auto", "chunk")
+    }
     assert points["auto"].bpppb <= 0.5 and points["chunk"].bpppb <= 0.5
     assert points["auto"].psnr > points["chunk"].psnr + 1.0, points  # measured: +1.77 dB
 
@@ -481,11 +615,19 @@ def test_compress_flow_takes_an_automatic_range(tmp_path, prefect_harness):
     from flows.compression import compress_flow
 
     cube = demo_cube(t=12, h=32, w=40).drop_vars("sensor")
-    dn = xr.Dataset({b: (("time", "y", "x"), np.nan_to_num(np.rint(cube[b].values * 10000) + 3000).astype(np.uint16))
-                     for b in BANDS}, coords=cube.coords)
+    dn = xr.Dataset(
+        {
+            b: (("time", "y", "x"), np.nan_to_num(np.rint(cube[b].values * 10000) + 3000).astype(np.uint16))
+            for b in BANDS
+        },
+        coords=cube.coords,
+    )
     dn.to_zarr(tmp_path / "dn.zarr", zarr_format=3)
-    summary = compress_flow(str(tmp_path / "dn.zarr"), str(tmp_path / "out.zarr"),
-                            params={"value_range": "auto", "qp": 20.5, "preset": "ultrafast"})
+    summary = compress_flow(
+        str(tmp_path / "dn.zarr"),
+        str(tmp_path / "out.zarr"),
+        params={"value_range": "auto", "qp": 20.5, "preset": "ultrafast"},
+    )
     assert summary["value_range"] == (0, 10000) and summary["qp"] == 20.5 and summary["psnr_peak"] == 10000
     assert open_compressed(tmp_path / "out.zarr")["red"].dtype == np.uint16
 
@@ -497,9 +639,11 @@ def test_zarr_edge_chunk_padding_is_not_coded(tmp_path):
     params = CodecParams(qp=20, preset="ultrafast")
     summary = compress_cube(cube, tmp_path / "c.zarr", params, time_chunk=32, space_chunk=64, quicklook=None)
     stack = np.stack([cube[b].values for b in BANDS])
-    apart = sum(len(encode_array(stack[:, t:t + 32], params)) for t in (0, 32))
+    apart = sum(len(encode_array(stack[:, t : t + 32], params)) for t in (0, 32))
     assert abs(summary.stored_bytes - apart) < 80
-    np.testing.assert_array_equal(np.isnan(open_compressed(tmp_path / "c.zarr")["red"].values), np.isnan(cube["red"].values))
+    np.testing.assert_array_equal(
+        np.isnan(open_compressed(tmp_path / "c.zarr")["red"].values), np.isnan(cube["red"].values)
+    )
 
 
 def test_the_input_is_never_the_output(tmp_path):

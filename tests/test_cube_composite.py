@@ -1,5 +1,6 @@
 """Temporal composites against independent references: numpy per bin, hand-made cases with
 known answers, and the geometric median against a brute-force minimisation (scipy)."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,14 @@ from pipeline.cube.compositing import bins, composite
 BANDS = ("red", "nir08", "swir16")
 
 
-def synthetic_cube(times: list[str], ny: int = 6, nx: int = 5, clear: float = 0.7, seed: int = 0,
-                   values: dict[str, np.ndarray] | None = None) -> xr.Dataset:
+def synthetic_cube(
+    times: list[str],
+    ny: int = 6,
+    nx: int = 5,
+    clear: float = 0.7,
+    seed: int = 0,
+    values: dict[str, np.ndarray] | None = None,
+) -> xr.Dataset:
     """A dask-backed cube with random (or given) reflectance, NaN where a random mask says cloudy."""
     rng = np.random.default_rng(seed)
     t = pd.DatetimeIndex(times).values
@@ -25,8 +32,15 @@ def synthetic_cube(times: list[str], ny: int = 6, nx: int = 5, clear: float = 0.
     values = values or {b: rng.random((len(t), ny, nx)) for b in BANDS}
     data = {b: (("time", "y", "x"), np.where(valid, values[b], np.nan).astype(np.float32)) for b in BANDS}
     data["valid"] = (("time", "y", "x"), valid)
-    cube = xr.Dataset(data, coords={"time": t, "y": np.arange(ny) * -10.0, "x": np.arange(nx) * 10.0,
-                                     "sensor": ("time", np.array(["sentinel-2"] * len(t), dtype=object))})
+    cube = xr.Dataset(
+        data,
+        coords={
+            "time": t,
+            "y": np.arange(ny) * -10.0,
+            "x": np.arange(nx) * 10.0,
+            "sensor": ("time", np.array(["sentinel-2"] * len(t), dtype=object)),
+        },
+    )
     return cube.chunk({"time": 1, "y": 3, "x": 5})
 
 
@@ -61,7 +75,9 @@ def test_gap_statistics():
     np.testing.assert_array_equal(out["clear_count"].values[2], valid[4:].sum(0))
     np.testing.assert_allclose(out["valid_fraction"].values[0], valid[:4].mean(0), rtol=1e-6)
     assert np.isnan(out["valid_fraction"].values[1]).all() and out["clear_count"].values[1].sum() == 0
-    np.testing.assert_allclose(out["bin_valid_fraction"].values[[0, 2]], [valid[:4].mean(), valid[4:].mean()], rtol=1e-6)
+    np.testing.assert_allclose(
+        out["bin_valid_fraction"].values[[0, 2]], [valid[:4].mean(), valid[4:].mean()], rtol=1e-6
+    )
     np.testing.assert_array_equal(out["valid"].values, out["clear_count"].values > 0)
     assert json.loads(out.attrs["eocube:composite"]) == {"freq": "1MS", "method": "count"}
 
@@ -84,15 +100,21 @@ def test_best_pixel_takes_every_band_from_the_least_cloudy_clear_date():
     score = xr.DataArray(np.arange(4, dtype=np.float32)[:, None, None] * np.ones((1, 6, 5)), dims=("time", "y", "x"))
     latest = composite(cube, "1MS", "best", score=score).compute()
     last_clear = np.where(valid.any(0), 3 - np.argmax(valid[::-1], axis=0), -1)
-    expected = np.where(last_clear >= 0, np.take_along_axis(cube["red"].values, np.maximum(last_clear, 0)[None], 0)[0], np.nan)
+    expected = np.where(
+        last_clear >= 0, np.take_along_axis(cube["red"].values, np.maximum(last_clear, 0)[None], 0)[0], np.nan
+    )
     np.testing.assert_array_equal(latest["red"].values[0], expected)
 
 
 def _brute_force_geomedian(points: np.ndarray) -> np.ndarray:
     """argmin_m sum_i ||x_i - m|| by Nelder-Mead from the coordinate-wise median (independent of Weiszfeld)."""
     cost = lambda m: np.linalg.norm(points - m, axis=1).sum()  # noqa: E731
-    res = minimize(cost, np.median(points, axis=0), method="Nelder-Mead",
-                   options={"xatol": 1e-9, "fatol": 1e-12, "maxiter": 20000, "maxfev": 40000})
+    res = minimize(
+        cost,
+        np.median(points, axis=0),
+        method="Nelder-Mead",
+        options={"xatol": 1e-9, "fatol": 1e-12, "maxiter": 20000, "maxfev": 40000},
+    )
     return res.x
 
 
@@ -109,6 +131,7 @@ def test_geomedian_against_brute_force_minimisation():
                 assert np.isnan(got).all()
                 continue
             ref = _brute_force_geomedian(pts)
+
             def cost(m, pts=pts):
                 return np.linalg.norm(pts - m, axis=1).sum()
 
@@ -141,11 +164,14 @@ def test_bins_of_the_supported_frequencies():
     assert index[-1] == (pd.Timestamp("2022-02-27") - pd.Timestamp("2021-12-05")).days // 10
 
 
-@pytest.mark.parametrize("freq,method,message", [
-    ("1ME", "median", "not start-anchored"),
-    ("fortnightly", "median", "unknown composite frequency"),
-    ("1MS", "mode", "unknown composite method"),
-])
+@pytest.mark.parametrize(
+    "freq,method,message",
+    [
+        ("1ME", "median", "not start-anchored"),
+        ("fortnightly", "median", "unknown composite frequency"),
+        ("1MS", "mode", "unknown composite method"),
+    ],
+)
 def test_bad_composite_arguments_name_the_problem(freq, method, message):
     with pytest.raises(ValueError, match=message):
         composite(synthetic_cube(TIMES), freq, method)

@@ -1,5 +1,6 @@
 """Dask for real: a `dask scheduler` and two `dask worker` processes on loopback (free ports),
 a cube built through them by address and by $DASK_SCHEDULER_ADDRESS, equal to the threaded one."""
+
 from __future__ import annotations
 
 import os
@@ -30,12 +31,36 @@ def external_cluster(tmp_path_factory):
     address = f"tcp://127.0.0.1:{port}"
     logs = tmp_path_factory.mktemp("dask-logs")
     env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
-    procs = [subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
-                              stdout=open(logs / "scheduler.log", "w"), stderr=subprocess.STDOUT, env=env)]
+    procs = [
+        subprocess.Popen(
+            [DASK, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+            stdout=open(logs / "scheduler.log", "w"),
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    ]
     for i in range(2):
-        procs.append(subprocess.Popen([DASK, "worker", address, "--nthreads", "1", "--host", "127.0.0.1",
-                                       "--no-dashboard", "--memory-limit", "1GB", "--name", f"w{i}"],
-                                      stdout=open(logs / f"worker{i}.log", "w"), stderr=subprocess.STDOUT, env=env))
+        procs.append(
+            subprocess.Popen(
+                [
+                    DASK,
+                    "worker",
+                    address,
+                    "--nthreads",
+                    "1",
+                    "--host",
+                    "127.0.0.1",
+                    "--no-dashboard",
+                    "--memory-limit",
+                    "1GB",
+                    "--name",
+                    f"w{i}",
+                ],
+                stdout=open(logs / f"worker{i}.log", "w"),
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        )
     try:
         from distributed import Client
 
@@ -61,7 +86,9 @@ def external_cluster(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_cube_through_an_external_cluster_equals_the_threaded_cube(external_cluster: str, demo_archive: Path, monkeypatch):
+def test_cube_through_an_external_cluster_equals_the_threaded_cube(
+    external_cluster: str, demo_archive: Path, monkeypatch
+):
     from distributed import get_task_stream
 
     from pipeline.cube import build_cube, dask_client, request_geobox

@@ -1,6 +1,7 @@
 """Readers and the multi-sensor grid on the demo archive: odc-stac and stackstac agree,
 native dtypes and nodata are kept, COG overviews serve coarser grids, and the per-variable
 resampling does what it says (checked against the COG pixels read with rasterio)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -38,9 +39,12 @@ def test_odc_stac_and_stackstac_give_the_same_cube(demo_archive: Path, sensor: s
     request = small_request(sensors=[sensor], resolution=resolution, resampling={"reflectance": method})
     found = demo_found(demo_archive, request)[sensor]
     geobox = request_geobox(request)
-    cubes = {engine: load_sensor(found, geobox, ["red", "nir08", "swir16"], resampling=request.resampling,
-                                 engine=engine).compute(scheduler="threads")
-             for engine in ("odc-stac", "stackstac")}
+    cubes = {
+        engine: load_sensor(
+            found, geobox, ["red", "nir08", "swir16"], resampling=request.resampling, engine=engine
+        ).compute(scheduler="threads")
+        for engine in ("odc-stac", "stackstac")
+    }
     a, b = cubes["odc-stac"], cubes["stackstac"]
     assert a.sizes["time"] == len(found.items) >= 3
     np.testing.assert_array_equal(a.time.values, b.time.values)
@@ -55,13 +59,25 @@ def test_raw_reads_keep_native_dtype_and_nodata(demo_archive: Path, engine: str)
     request = small_request(sensors=["sentinel-2", "modis"], resolution=20.0)
     found = demo_found(demo_archive, request)
     geobox = request_geobox(request)
-    for sensor, dtypes, nodata in (("sentinel-2", {"B04": "uint16", "SCL": "uint8"}, {"B04": 0, "SCL": 0}),
-                                   ("modis", {"sur_refl_b01": "int16", "sur_refl_state_500m": "uint16"},
-                                    {"sur_refl_b01": -28672, "sur_refl_state_500m": 65535})):  # QA: the product's fill code
+    for sensor, dtypes, nodata in (
+        ("sentinel-2", {"B04": "uint16", "SCL": "uint8"}, {"B04": 0, "SCL": 0}),
+        (
+            "modis",
+            {"sur_refl_b01": "int16", "sur_refl_state_500m": "uint16"},
+            {"sur_refl_b01": -28672, "sur_refl_state_500m": 65535},
+        ),
+    ):  # QA: the product's fill code
         profile = load_profile(found[sensor].profile)
         table = asset_table(profile, ["red"])
-        raw = read_assets(found[sensor].items[:2], found[sensor].collection, table, geobox, chunks={"time": 1, "y": 32, "x": 16},
-                          resampling=resampling_for(profile, ["red"], {}), engine=engine)
+        raw = read_assets(
+            found[sensor].items[:2],
+            found[sensor].collection,
+            table,
+            geobox,
+            chunks={"time": 1, "y": 32, "x": 16},
+            resampling=resampling_for(profile, ["red"], {}),
+            engine=engine,
+        )
         assert {k: str(raw[k].dtype) for k in raw.data_vars} == dtypes, engine
         assert {k: raw[k].attrs.get("nodata") for k in raw.data_vars} == nodata, engine
         red = raw[profile.band("red").asset]
@@ -77,15 +93,24 @@ def test_coarser_grid_reads_the_cog_overview(demo_archive: Path):
     item = found.items[0]
     geobox = request_geobox(request)
     profile = load_profile(found.profile)
-    raw = read_assets([item], found.collection, asset_table(profile, ["blue"]), geobox, chunks={"time": 1, "y": 64, "x": 64},
-                      resampling={"B02": "average", "SCL": "nearest"}).compute(scheduler="threads")
+    raw = read_assets(
+        [item],
+        found.collection,
+        asset_table(profile, ["blue"]),
+        geobox,
+        chunks={"time": 1, "y": 64, "x": 64},
+        resampling={"B02": "average", "SCL": "nearest"},
+    ).compute(scheduler="threads")
     href = _path(item.assets["B02"].href)
     with rasterio.open(href) as full, rasterio.open(href, overview_level=0) as ovr:
         assert full.overviews(1) == [2]
         expected = ovr.read(1)[_window_of(geobox, ovr)]
-        rows, cols = _window_of(GeoBox((geobox.shape.y * 2, geobox.shape.x * 2), geobox.affine * geobox.affine.scale(0.5),
-                                       geobox.crs), full)
-        block_mean = full.read(1)[rows, cols].astype(np.float64).reshape(geobox.shape.y, 2, geobox.shape.x, 2).mean(axis=(1, 3))
+        rows, cols = _window_of(
+            GeoBox((geobox.shape.y * 2, geobox.shape.x * 2), geobox.affine * geobox.affine.scale(0.5), geobox.crs), full
+        )
+        block_mean = (
+            full.read(1)[rows, cols].astype(np.float64).reshape(geobox.shape.y, 2, geobox.shape.x, 2).mean(axis=(1, 3))
+        )
     np.testing.assert_array_equal(raw["B02"].values[0], expected)
     assert raw["B02"].dtype == np.uint16
     assert np.abs(expected - block_mean).max() > 50, "overview and block mean must differ for the test to discriminate"
@@ -107,8 +132,14 @@ def test_average_resampling_is_the_block_mean_and_qa_stays_nearest(demo_archive:
         geobox = _block_geobox(src, 2, 10, 30)
     cube = load_sensor(found, geobox, ["red"], resampling=request.resampling).compute(scheduler="threads")
     profile = load_profile(found.profile)
-    raw = read_assets(found.items, found.collection, asset_table(profile, ["red"]), geobox, chunks={"time": 1, "y": 64, "x": 64},
-                      resampling=resampling_for(profile, ["red"], request.resampling)).compute(scheduler="threads")
+    raw = read_assets(
+        found.items,
+        found.collection,
+        asset_table(profile, ["red"]),
+        geobox,
+        chunks={"time": 1, "y": 64, "x": 64},
+        resampling=resampling_for(profile, ["red"], request.resampling),
+    ).compute(scheduler="threads")
     checked = 0
     for t, item in enumerate(found.items):
         with rasterio.open(_path(item.assets["red"].href)) as src:
@@ -116,8 +147,9 @@ def test_average_resampling_is_the_block_mean_and_qa_stays_nearest(demo_archive:
         with rasterio.open(_path(item.assets["qa_pixel"].href)) as src:
             qa_values = np.unique(src.read(1))
         ok = np.isfinite(cube["red"].values[t]) & (dn > 0).all(axis=(1, 3))
-        np.testing.assert_allclose(cube["red"].values[t][ok], dn.mean(axis=(1, 3))[ok] * 2.75e-5 - 0.2,
-                                   atol=0.5 * 2.75e-5 + 1e-7)  # GDAL rounds the average to a whole DN
+        np.testing.assert_allclose(
+            cube["red"].values[t][ok], dn.mean(axis=(1, 3))[ok] * 2.75e-5 - 0.2, atol=0.5 * 2.75e-5 + 1e-7
+        )  # GDAL rounds the average to a whole DN
         assert np.isin(raw["qa_pixel"].values[t], qa_values).all()
         checked += int(ok.sum())
     assert checked > 500

@@ -1,5 +1,6 @@
 """One task per chunk: `fuse_private_inputs` folds a block's private upstream tasks into it,
 keeps shared tasks, and leaves keys and values unchanged; the cube's reads are fused that way."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,7 +32,9 @@ def test_private_inputs_are_fused_and_shared_ones_kept():
     (shared_key,) = set(graph) - keys
     assert all(shared_key in graph[k].dependencies for k in keys)
     np.testing.assert_array_equal(fused.compute(scheduler="sync"), out.compute(scheduler="sync"))
-    np.testing.assert_array_equal(fused.compute(scheduler="sync"), np.arange(16).reshape(4, 4) * 2 + 1 + [10, 20, 30, 40])
+    np.testing.assert_array_equal(
+        fused.compute(scheduler="sync"), np.arange(16).reshape(4, 4) * 2 + 1 + [10, 20, 30, 40]
+    )
 
 
 def test_a_graph_with_nothing_to_fuse_is_unchanged():

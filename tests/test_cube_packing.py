@@ -1,4 +1,5 @@
 """Scaled-integer storage: the cube kept as DN on one CF scale/offset grid decodes to the float32 cube."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -41,8 +42,9 @@ def test_scaled_int_store_decodes_to_the_float32_cube(demo_archive: Path, tmp_pa
     chunks = {"time": 1, "y": 32, "x": 32}
     as_float = write_store(build_cube(request, found, geobox, bands), tmp_path / "float.zarr", chunks)
     packed_request = request.model_copy(update={"storage": "scaled-int"})
-    as_int = write_store(build_cube(packed_request, found, geobox, bands), tmp_path / "int.zarr", chunks,
-                         overview_levels=1)
+    as_int = write_store(
+        build_cube(packed_request, found, geobox, bands), tmp_path / "int.zarr", chunks, overview_levels=1
+    )
 
     red = zarr.open_group(str(as_int))["red"]
     assert red.dtype == np.uint16 and red.fill_value == 0

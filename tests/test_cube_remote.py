@@ -2,6 +2,7 @@
 server that honours Range requests and, by a seeded schedule, fails, resets or delays a
 share of them. The cube read through it must equal the cube read from disk; a COG that
 stays broken is named (item and asset), left out, and recorded in the store."""
+
 from __future__ import annotations
 
 import json
@@ -58,7 +59,9 @@ def test_a_cog_that_stays_broken_is_named_left_out_and_recorded(demo_archive: Pa
     with RangeServer(demo_archive, faults) as server:
         remote = with_hrefs(found, server.patch_url)
         faults.broken.add(urlparse(server.patch_url(victim.assets["B04"].href)).path)
-        with pytest.warns(UnreadableAssetWarning, match=rf"item {victim.id} asset B04 \(http://127.0.0.1:\d+/.*/B04.tif\)"):
+        with pytest.warns(
+            UnreadableAssetWarning, match=rf"item {victim.id} asset B04 \(http://127.0.0.1:\d+/.*/B04.tif\)"
+        ):
             store = assemble_and_write(request, remote)
     assert faults.counts["broken"] >= 1
     ds = xr.open_zarr(store)

@@ -1,4 +1,5 @@
 """Helpers shared by the cube tests (no tests here): small requests over the demo archive."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -17,8 +18,14 @@ SMALL_BBOX = (10.530, 45.515, 10.543, 45.524)
 
 def small_request(**fields) -> CubeRequest:
     """A small request over the demo archive: 1 km^2, March 2022, 20 m, Sentinel-2 + Landsat."""
-    base = dict(catalog="demo", bbox=SMALL_BBOX, start=dt.date(2022, 3, 1), end=dt.date(2022, 3, 31),
-                sensors=["sentinel-2", "landsat"], resolution=20.0)
+    base = dict(
+        catalog="demo",
+        bbox=SMALL_BBOX,
+        start=dt.date(2022, 3, 1),
+        end=dt.date(2022, 3, 31),
+        sensors=["sentinel-2", "landsat"],
+        resolution=20.0,
+    )
     return CubeRequest(**{**base, **fields})
 
 
@@ -51,7 +58,6 @@ def with_hrefs(found: dict[str, SensorItems], patch) -> dict[str, SensorItems]:
             items.append(clone)
         out[sensor] = SensorItems(s.sensor, s.collection, s.profile, items)
     return out
-
 
 
 def archive_copy(src: Path, dst: Path, edit=None, catalog: dict | None = None) -> Path:

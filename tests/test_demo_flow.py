@@ -1,6 +1,7 @@
 """The demo: its request file through the whole chain (cube, composite, embeddings, uncertainty, video), on a
 shorter period of the demo archive, through a real Prefect API and a Dask LocalCluster; run twice, the second
 run resumes and makes nothing."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -22,9 +23,9 @@ def _run(demo_archive: Path, out: Path) -> dict:
     return demo_flow(out, archive=demo_archive, changes=PERIOD)
 
 
-def test_the_demo_request_runs_every_stage_and_a_second_run_makes_nothing(demo_archive: Path, shared_dir: Path,
-                                                                           tmp_path: Path, prefect_harness,
-                                                                           monkeypatch):
+def test_the_demo_request_runs_every_stage_and_a_second_run_makes_nothing(
+    demo_archive: Path, shared_dir: Path, tmp_path: Path, prefect_harness, monkeypatch
+):
     monkeypatch.setenv("EOCUBE_WEIGHTS_DIR", str(shared_dir / "models"))
     result = _run(demo_archive, tmp_path)
     assert result["skipped"] == {}
@@ -50,8 +51,9 @@ def test_the_demo_request_runs_every_stage_and_a_second_run_makes_nothing(demo_a
     assert again["slices_written"] == 0 and again["units_written"] == 0
 
 
-def test_the_demo_without_weights_says_what_is_missing_and_makes_the_rest(demo_archive: Path, tmp_path: Path,
-                                                                         prefect_harness, monkeypatch):
+def test_the_demo_without_weights_says_what_is_missing_and_makes_the_rest(
+    demo_archive: Path, tmp_path: Path, prefect_harness, monkeypatch
+):
     monkeypatch.setenv("EOCUBE_WEIGHTS_DIR", str(tmp_path / "no-weights"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "no-hf"))
     result = _run(demo_archive, tmp_path)

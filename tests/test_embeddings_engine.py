@@ -1,5 +1,6 @@
 """The inference engine on a small synthetic cube Zarr store with a real Dask LocalCluster,
 checked against calling the encoders directly on inputs built here by hand."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,9 +29,11 @@ def make_cube(h: int, w: int, seed: int = 0) -> xr.Dataset:
     y = 4_500_000 - 10.0 * np.arange(h) - 5
     valid = rng.uniform(size=(t, h, w)) > 0.15
     valid[:, :4, :4] = False  # a corner that is never observed
-    valid[1, :, w // 2:] = False  # a cloudy half at t=1
-    data = {b: (("time", "y", "x"), np.where(valid, rng.uniform(0.01, 0.45, (t, h, w)), np.nan).astype("float32"))
-            for b in BANDS}
+    valid[1, :, w // 2 :] = False  # a cloudy half at t=1
+    data = {
+        b: (("time", "y", "x"), np.where(valid, rng.uniform(0.01, 0.45, (t, h, w)), np.nan).astype("float32"))
+        for b in BANDS
+    }
     ds = xr.Dataset(data, coords={"time": TIMES, "y": y, "x": x})
     ds["valid"] = (("time", "y", "x"), valid.astype("uint8"))
     ds = ds.assign_coords(sensor=("time", np.array(["sentinel-2"] * t, dtype=object)))
@@ -39,8 +42,10 @@ def make_cube(h: int, w: int, seed: int = 0) -> xr.Dataset:
 
 @pytest.fixture(scope="module")
 def client():
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster, \
-            Client(cluster) as c:
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster,
+        Client(cluster) as c,
+    ):
         yield c
 
 
@@ -58,8 +63,18 @@ def latlon(ds: xr.Dataset, i: int, j: int) -> tuple[float, float]:
 
 def presto_direct(model, ds: xr.Dataset, i: int, j: int) -> np.ndarray:
     """Presto inputs for one pixel written out by hand from the README's contract."""
-    order = {"blue": 2, "green": 3, "red": 4, "rededge1": 5, "rededge2": 6, "rededge3": 7, "nir": 8, "nir08": 9,
-             "swir16": 10, "swir22": 11}
+    order = {
+        "blue": 2,
+        "green": 3,
+        "red": 4,
+        "rededge1": 5,
+        "rededge2": 6,
+        "rededge3": 7,
+        "nir": 8,
+        "nir08": 9,
+        "swir16": 10,
+        "swir22": 11,
+    }
     t = ds.sizes["time"]
     x = np.zeros((1, t, 17), np.float32)
     mask = np.ones((1, t, 17), np.float32)  # S1, ERA5, SRTM and absent bands stay masked
@@ -73,8 +88,13 @@ def presto_direct(model, ds: xr.Dataset, i: int, j: int) -> np.ndarray:
     mask[0, :, 16] = np.maximum(mask[0, :, 8], mask[0, :, 4])
     months = torch.tensor([[pd.Timestamp(v).month - 1 for v in ds.time.values]])
     with torch.no_grad():
-        return model(torch.from_numpy(x), torch.full((1, t), 9), torch.tensor([latlon(ds, i, j)], dtype=torch.float32),
-                     torch.from_numpy(mask), months)[0].numpy()
+        return model(
+            torch.from_numpy(x),
+            torch.full((1, t), 9),
+            torch.tensor([latlon(ds, i, j)], dtype=torch.float32),
+            torch.from_numpy(mask),
+            months,
+        )[0].numpy()
 
 
 def test_presto_engine_writes_store_and_matches_direct(client, store, shared_dir):
@@ -163,9 +183,25 @@ def test_cli_run_writes_variable_and_reports_errors(tmp_path, shared_dir):
     path = tmp_path / "cube.zarr"
     make_cube(8, 8).to_zarr(path, zarr_format=3, consolidated=True)
     weights = shared_dir / "models/presto/default_model.pt"
-    res = CliRunner().invoke(app, ["run", "--store", str(path), "--model", "presto", "--weights", str(weights),
-                                   "--device", "cpu", "--name", "presto_emb"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "--store",
+            str(path),
+            "--model",
+            "presto",
+            "--weights",
+            str(weights),
+            "--device",
+            "cpu",
+            "--name",
+            "presto_emb",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert xr.open_zarr(path)["presto_emb"].shape == (8, 8, 128)
-    bad = CliRunner().invoke(app, ["run", "--store", str(path), "--model", "presto", "--weights", str(tmp_path / "x.pt")])
+    bad = CliRunner().invoke(
+        app, ["run", "--store", str(path), "--model", "presto", "--weights", str(tmp_path / "x.pt")]
+    )
     assert bad.exit_code == 2 and "does not exist" in bad.output

@@ -1,4 +1,5 @@
 """Presto, Galileo and Prithvi re-implementations against the authors' reference outputs (shared/models)."""
+
 from __future__ import annotations
 
 import json
@@ -53,7 +54,9 @@ def test_presto_matches_reference(presto, shared_dir, case):
 def test_presto_float64_reference(presto, shared_dir, case):
     ref = np.load(shared_dir / "models/presto/fp64_reference.npz")
     d = np.load(shared_dir / f"models/presto/{case}.npz")
-    x, dw, ll, mask, month = (torch.from_numpy(d[f"in_{k}"]) for k in ("x", "dynamic_world", "latlons", "mask", "month"))
+    x, dw, ll, mask, month = (
+        torch.from_numpy(d[f"in_{k}"]) for k in ("x", "dynamic_world", "latlons", "mask", "month")
+    )
     m64 = Presto.from_state_dict({f"encoder.{k}": v for k, v in presto.state_dict().items()}).double()
     _close(m64(x.double(), dw, ll.double(), mask.double(), month), ref[f"{case}__pkg_pooled"], atol=1e-9)
 
@@ -76,8 +79,13 @@ def test_presto_rejects_wrong_band_count(presto):
 
 
 # ----------------------------------------------------------------------------------------- Galileo
-G_CASES = ["synthetic_4x4x12_p2", "synthetic_8x8x4_p4", "synthetic_8x8x3_p8_nomask",
-           "fuel_moisture_pixel_1x1x3_p1", "fuel_moisture_4x4x3_p2"]
+G_CASES = [
+    "synthetic_4x4x12_p2",
+    "synthetic_8x8x4_p4",
+    "synthetic_8x8x3_p8_nomask",
+    "fuel_moisture_pixel_1x1x3_p1",
+    "fuel_moisture_4x4x3_p2",
+]
 G_INPUTS = ("s_t_x", "sp_x", "t_x", "st_x", "s_t_m", "sp_m", "t_m", "st_m", "months")
 
 
@@ -91,8 +99,9 @@ def galileo(shared_dir):
 @pytest.mark.parametrize("case", G_CASES)
 def test_galileo_matches_reference(galileo, shared_dir, case):
     d = np.load(shared_dir / f"models/galileo-nano/{case}.npz")
-    out = galileo(*(torch.from_numpy(d[f"in_{k}"]) for k in G_INPUTS), int(d["in_patch_size"]),
-                  float(d["in_input_resolution_m"]))
+    out = galileo(
+        *(torch.from_numpy(d[f"in_{k}"]) for k in G_INPUTS), int(d["in_patch_size"]), float(d["in_input_resolution_m"])
+    )
     _close(out.pooled(), d["out_pooled"], rel=1e-5)
     _close(out.pooled_per_patch(), d["out_pooled_per_patch"], rel=1e-5)
     for part in ("s_t", "sp", "t", "st"):
@@ -121,9 +130,17 @@ def test_galileo_normalizer_matches_authors(shared_dir):
 
 
 def test_galileo_rejects_non_square(galileo):
-    args = [torch.zeros(1, 4, 8, 2, 13), torch.zeros(1, 4, 8, 16), torch.zeros(1, 2, 6), torch.zeros(1, 18),
-            torch.zeros(1, 4, 8, 2, 7), torch.zeros(1, 4, 8, 3), torch.zeros(1, 2, 3), torch.zeros(1, 4),
-            torch.zeros(1, 2, dtype=torch.long)]
+    args = [
+        torch.zeros(1, 4, 8, 2, 13),
+        torch.zeros(1, 4, 8, 16),
+        torch.zeros(1, 2, 6),
+        torch.zeros(1, 18),
+        torch.zeros(1, 4, 8, 2, 7),
+        torch.zeros(1, 4, 8, 3),
+        torch.zeros(1, 2, 3),
+        torch.zeros(1, 4),
+        torch.zeros(1, 2, dtype=torch.long),
+    ]
     with pytest.raises(ValueError, match="H == W"):
         galileo(*args, 4)
 

@@ -1,4 +1,5 @@
 """Chip tiling, pixel-centre lat/lon and time features."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,8 +8,10 @@ import pytest
 from pipeline.embeddings.tiling import axis_windows, latlon_grid, pixel_centres, time_features
 
 
-@pytest.mark.parametrize("n,chip,overlap,unit", [(20, 8, 0, 1), (100, 32, 8, 4), (230, 224, 32, 16),
-                                                 (10, 16, 0, 4), (57, 16, 8, 2), (64, 16, 0, 16)])
+@pytest.mark.parametrize(
+    "n,chip,overlap,unit",
+    [(20, 8, 0, 1), (100, 32, 8, 4), (230, 224, 32, 16), (10, 16, 0, 4), (57, 16, 8, 2), (64, 16, 0, 16)],
+)
 def test_windows_partition_the_padded_axis(n, chip, overlap, unit):
     wins = axis_windows(n, chip, overlap, unit)
     n_pad = -(-n // unit) * unit

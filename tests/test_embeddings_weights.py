@@ -1,4 +1,5 @@
 """Weights lookup (explicit path, eocube cache, Hugging Face cache), errors, sha256 and the cached loader."""
+
 from __future__ import annotations
 
 import hashlib

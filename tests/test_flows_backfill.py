@@ -1,5 +1,6 @@
 """The store flows through a real local Prefect API: a backfill on a DaskTaskRunner,
 cached searches, a served deployment triggered with ``run_deployment``, and ``prefect.yaml``."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -13,20 +14,27 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import xarray as xr
 import yaml
 
 from pipeline.demo.archive import DEMO_SITE
 from pipeline.model import CubeRequest
+from pipeline.store.open import open_cube
 from pipeline.store.status import store_status
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def make_request(output: Path, end: dt.date) -> CubeRequest:
-    return CubeRequest(catalog="demo", bbox=DEMO_SITE.aoi_lonlat(), start=dt.date(2022, 3, 1), end=end,
-                       sensors=["sentinel-2", "landsat"], resolution=20.0, output=output,
-                       chunks={"time": 1, "y": 50, "x": 50})
+    return CubeRequest(
+        catalog="demo",
+        bbox=DEMO_SITE.aoi_lonlat(),
+        start=dt.date(2022, 3, 1),
+        end=end,
+        sensors=["sentinel-2", "landsat"],
+        resolution=20.0,
+        output=output,
+        chunks={"time": 1, "y": 50, "x": 50},
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -42,8 +50,7 @@ def test_backfill_flow_runs_slices_on_dask_and_caches_searches(demo_archive: Pat
     from flows.backfill import backfill_flow, search_task
 
     request = make_request(tmp_path / "cube.icechunk", dt.date(2022, 3, 20))
-    state = backfill_flow(request, engine="icechunk", tile_px=100, time_step=4, archive=demo_archive,
-                          return_state=True)
+    state = backfill_flow(request, engine="icechunk", tile_px=100, time_step=4, archive=demo_archive, return_state=True)
     report = state.result()
     assert report["planned"] == len(report["written"]) >= 2
     status = store_status(request.output)
@@ -51,7 +58,9 @@ def test_backfill_flow_runs_slices_on_dask_and_caches_searches(demo_archive: Pat
 
     async def task_states():
         async with get_client() as client:
-            runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+            runs = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+            )
             return [(r.name, r.state.name) for r in runs]
 
     import asyncio
@@ -85,16 +94,28 @@ def test_served_deployment_runs_an_incremental_update(demo_archive: Path, tmp_pa
     with dask.config.set(scheduler="threads", num_workers=2):
         backfill(request, found, BackfillSpec(tile_px=100, time_step=4))
     n_before = store_status(store).shape["time"]
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "EOCUBE_DEMO_ARCHIVE": str(demo_archive),
-           "EOCUBE_LOCAL_WORKERS": "1", "PREFECT_LOGGING_LEVEL": "WARNING"}
-    runner = subprocess.Popen([sys.executable, "-m", "flows.backfill", "serve", str(store), "0 6 * * *"], cwd=REPO,
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": PREFECT_API_URL.value(),
+        "EOCUBE_DEMO_ARCHIVE": str(demo_archive),
+        "EOCUBE_LOCAL_WORKERS": "1",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+    }
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "flows.backfill", "serve", str(store), "0 6 * * *"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while True:
             try:
-                flow_run = run_deployment("update-store/incremental-update",
-                                          parameters={"until": "2022-03-31", "tile_px": 100}, timeout=400)
+                flow_run = run_deployment(
+                    "update-store/incremental-update", parameters={"until": "2022-03-31", "tile_px": 100}, timeout=400
+                )
                 break
             except Exception as exc:  # the runner has not registered the deployment yet
                 assert runner.poll() is None, runner.stderr.read()[-3000:]
@@ -109,7 +130,7 @@ def test_served_deployment_runs_an_incremental_update(demo_archive: Path, tmp_pa
     assert [r["kind"] for r in status.runs] == ["backfill", "update"]
     update = status.runs[-1]  # the late item's date inserted in order, the later ones appended
     assert (update["inserted_times"], update["appended_times"], update["late_items_for_held_dates"]) == (1, 4, 0)
-    ds = xr.open_zarr(store)
+    ds = open_cube(store)
     assert (np.diff(ds.time.values) > np.timedelta64(0)).all()
     assert late in json.loads(ds.attrs["eocube:source_items"])["landsat"]
 

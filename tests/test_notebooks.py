@@ -6,6 +6,7 @@
   months at 40 m) and shows every product. Presto's released weights come from ``../shared`` where it is
   present; elsewhere the store has no embeddings and the notebook prints why, rather than failing.
 """
+
 from __future__ import annotations
 
 import os
@@ -40,8 +41,9 @@ def run_notebook(path: Path, env: dict[str, str | None], cwd: Path) -> nbformat.
         else:
             os.environ[k] = v
     try:
-        NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
-                       resources={"metadata": {"path": str(cwd)}}).execute()
+        NotebookClient(
+            nb, timeout=CELL_TIMEOUT_S, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}
+        ).execute()
     finally:
         for k, v in old.items():
             if v is None:
@@ -69,8 +71,13 @@ def animations(nb: nbformat.NotebookNode) -> list[str]:
 
 
 def base_env(demo_archive: Path, workdir: Path) -> dict[str, str | None]:
-    return {"EOCUBE_DEMO_ARCHIVE": str(demo_archive), "EOCUBE_WORKDIR": str(workdir), "DASK_SCHEDULER_ADDRESS": "",
-            "PREFECT_LOGGING_LEVEL": "WARNING", "EOCUBE_STORE": None}
+    return {
+        "EOCUBE_DEMO_ARCHIVE": str(demo_archive),
+        "EOCUBE_WORKDIR": str(workdir),
+        "DASK_SCHEDULER_ADDRESS": "",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "EOCUBE_STORE": None,
+    }
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -10,6 +10,7 @@ live about a second, and a blob storage that refuses missing, expired and revoke
 by GDAL as an HTTP proxy) serves the demo archive; a backfill slower than a token's life, with
 a key rotation in the middle, completes with data equal to reading the files from disk.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,6 +27,7 @@ import xarray as xr
 import yaml
 
 from faults import RangeServer, TokenAuthority, blob_href
+from pipeline.store.open import open_cube
 from test_cube_support import archive_copy, demo_found, small_request
 
 pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
@@ -63,10 +65,11 @@ def references(demo_archive: Path, tmp_path_factory):
 
     def reference(engine: str = "odc-stac") -> xr.Dataset:
         if engine not in cache:
-            request = small_request(output=tmp_path_factory.mktemp("ref") / "ref.zarr", resolution=10.0, chunks=CHUNKS,
-                                    engine=engine)
+            request = small_request(
+                output=tmp_path_factory.mktemp("ref") / "ref.zarr", resolution=10.0, chunks=CHUNKS, engine=engine
+            )
             with dask.config.set(scheduler="threads", num_workers=2):
-                cache[engine] = xr.open_zarr(assemble_and_write(request, demo_found(demo_archive, request))).load()
+                cache[engine] = open_cube(assemble_and_write(request, demo_found(demo_archive, request))).load()
         return cache[engine]
 
     return reference
@@ -74,7 +77,8 @@ def references(demo_archive: Path, tmp_path_factory):
 
 @pytest.mark.parametrize("engine", ["odc-stac", "stackstac"])
 def test_a_cog_truncated_after_its_overviews_is_masked_where_it_fails_and_recorded(
-        demo_archive: Path, references, tmp_path: Path, engine: str):
+    demo_archive: Path, references, tmp_path: Path, engine: str
+):
     from pipeline.chain.run import assemble_and_write
     from pipeline.cube.probe import probe_hrefs
 
@@ -87,7 +91,7 @@ def test_a_cog_truncated_after_its_overviews_is_masked_where_it_fails_and_record
     victim.assets["B04"].href = str(bad)
     with dask.config.set(scheduler="threads", num_workers=2):
         store = assemble_and_write(request, found)
-    ds = xr.open_zarr(store).load()
+    ds = open_cube(store).load()
     failed = json.loads(ds.attrs["eocube:failed_items"])
     assert list(failed) == [victim.id] and list(failed[victim.id]) == ["B04"]
     assert "RasterioIOError" in failed[victim.id]["B04"] and "pixels masked" in failed[victim.id]["B04"]
@@ -132,20 +136,46 @@ def test_the_cli_completes_and_shows_failed_items_in_its_summary_and_in_status(d
 
     archive = archive_copy(demo_archive, tmp_path / "archive", truncate_one)
     request = tmp_path / "request.yaml"
-    request.write_text(yaml.safe_dump({
-        "catalog": "demo", "bbox": [10.530, 45.515, 10.543, 45.524], "start": "2022-03-01", "end": "2022-03-31",
-        "sensors": ["sentinel-2", "landsat"], "resolution": 10, "chunks": CHUNKS, "output": str(tmp_path / "cube.zarr")}))
+    request.write_text(
+        yaml.safe_dump(
+            {
+                "catalog": "demo",
+                "bbox": [10.530, 45.515, 10.543, 45.524],
+                "start": "2022-03-01",
+                "end": "2022-03-31",
+                "sensors": ["sentinel-2", "landsat"],
+                "resolution": 10,
+                "chunks": CHUNKS,
+                "output": str(tmp_path / "cube.zarr"),
+            }
+        )
+    )
     env = {"EOCUBE_DEMO_ARCHIVE": str(archive), "EOCUBE_LOCAL_WORKERS": "2", "COLUMNS": "200"}
-    run = subprocess.run([sys.executable, "-m", "pipeline", "run", str(request)], capture_output=True, text=True,
-                         env={**_env(), **env}, timeout=600)
+    run = subprocess.run(
+        [sys.executable, "-m", "pipeline", "run", str(request)],
+        capture_output=True,
+        text=True,
+        env={**_env(), **env},
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "failed items" in run.stdout and items["victim"] in run.stdout
-    status = subprocess.run([sys.executable, "-m", "pipeline", "status", str(tmp_path / "cube.zarr")],
-                            capture_output=True, text=True, env={**_env(), **env}, timeout=120)
+    status = subprocess.run(
+        [sys.executable, "-m", "pipeline", "status", str(tmp_path / "cube.zarr")],
+        capture_output=True,
+        text=True,
+        env={**_env(), **env},
+        timeout=120,
+    )
     assert status.returncode == 0, status.stderr
     assert "100% committed" in status.stdout and items["victim"] in status.stdout and "B03" in status.stdout
-    as_json = subprocess.run([sys.executable, "-m", "pipeline", "status", str(tmp_path / "cube.zarr"), "--json"],
-                             capture_output=True, text=True, env={**_env(), **env}, timeout=120)
+    as_json = subprocess.run(
+        [sys.executable, "-m", "pipeline", "status", str(tmp_path / "cube.zarr"), "--json"],
+        capture_output=True,
+        text=True,
+        env={**_env(), **env},
+        timeout=120,
+    )
     assert list(json.loads(as_json.stdout)["failed_items"]) == [items["victim"]]
 
 
@@ -160,19 +190,25 @@ def _env() -> dict[str, str]:
 
 def _signed_archive(demo_archive: Path, tmp_path: Path, server: RangeServer) -> Path:
     """The demo archive as Planetary Computer would list it: blob hrefs, signed with tokens of ``server``."""
+
     def to_blob(collection: str, feature: dict) -> dict:
         for asset in feature["assets"].values():
             if asset["href"].startswith("file://"):
                 asset["href"] = blob_href(demo_archive, asset["href"])
         return feature
 
-    return archive_copy(demo_archive, tmp_path / "pc-archive", to_blob,
-                        catalog={"name": "pc-lookalike", "signing": "planetary-computer", "signing_url": server.token_url})
+    return archive_copy(
+        demo_archive,
+        tmp_path / "pc-archive",
+        to_blob,
+        catalog={"name": "pc-lookalike", "signing": "planetary-computer", "signing_url": server.token_url},
+    )
 
 
 @pytest.mark.slow
-def test_a_backfill_of_a_signed_catalog_outlives_its_tokens_and_a_key_rotation(demo_archive: Path, tmp_path: Path,
-                                                                              monkeypatch, prefect_harness):
+def test_a_backfill_of_a_signed_catalog_outlives_its_tokens_and_a_key_rotation(
+    demo_archive: Path, tmp_path: Path, monkeypatch, prefect_harness
+):
     from flows.backfill import backfill_flow
     from pipeline.chain.run import assemble_and_write
     from pipeline.chain.search import search
@@ -183,9 +219,16 @@ def test_a_backfill_of_a_signed_catalog_outlives_its_tokens_and_a_key_rotation(d
         archive = _signed_archive(demo_archive, tmp_path, server)
         monkeypatch.setenv("GDAL_HTTP_PROXY", server.proxy)  # GDAL reaches the "blob storage" through the server
         monkeypatch.setenv("EOCUBE_LOCAL_WORKERS", "2")
-        fields = dict(catalog=str(archive / "catalog.yaml"), bbox=(10.530, 45.515, 10.543, 45.524),
-                      start="2022-03-01", end="2022-03-31", sensors=["sentinel-2", "landsat"], resolution=10.0,
-                      chunks=CHUNKS, max_failed_fraction=0.0)
+        fields = dict(
+            catalog=str(archive / "catalog.yaml"),
+            bbox=(10.530, 45.515, 10.543, 45.524),
+            start="2022-03-01",
+            end="2022-03-31",
+            sensors=["sentinel-2", "landsat"],
+            resolution=10.0,
+            chunks=CHUNKS,
+            max_failed_fraction=0.0,
+        )
         rotated = threading.Event()
 
         def rotate_keys_mid_run() -> None:  # tokens die before their time: only a 403 says so
@@ -195,23 +238,24 @@ def test_a_backfill_of_a_signed_catalog_outlives_its_tokens_and_a_key_rotation(d
             rotated.set()
 
         threading.Thread(target=rotate_keys_mid_run, daemon=True).start()
-        report = backfill_flow(CubeRequest(**fields, output=tmp_path / "backfill.zarr"), tile_px=32, time_step=2,
-                               archive=archive)
+        report = backfill_flow(
+            CubeRequest(**fields, output=tmp_path / "backfill.zarr"), tile_px=32, time_step=2, archive=archive
+        )
         assert rotated.is_set()
         request = CubeRequest(**fields, output=tmp_path / "run.zarr")
         with dask.config.set(scheduler="threads", num_workers=2):
-            run = xr.open_zarr(assemble_and_write(request, search(request, archive))).load()
+            run = open_cube(assemble_and_write(request, search(request, archive))).load()
     assert authority.counts["issued"] >= 4, authority.counts  # more tokens than one backfill-long token
     assert authority.counts["refused_missing"] == 0  # every read was signed, probes and backfill slices included
     assert authority.counts["refused_revoked"] >= 1  # ... and a refused token was replaced, not given up on
     assert len(report["written"]) == report["planned"] > 1
-    backfilled = xr.open_zarr(tmp_path / "backfill.zarr").load()
+    backfilled = open_cube(tmp_path / "backfill.zarr").load()
     assert json.loads(backfilled.attrs.get("eocube:failed_items", "{}")) == {}
     local = small_request(output=tmp_path / "disk.zarr", resolution=10.0, chunks=CHUNKS)
     from pipeline.chain.run import assemble_and_write as write_local
 
     with dask.config.set(scheduler="threads", num_workers=2):
-        disk = xr.open_zarr(write_local(local, demo_found(demo_archive, local))).load()
+        disk = open_cube(write_local(local, demo_found(demo_archive, local))).load()
     for ds in (backfilled, run):
         for name in ("red", "nir08", "valid"):
             np.testing.assert_array_equal(ds[name].values, disk[name].values, err_msg=name)
@@ -244,8 +288,9 @@ def test_tokens_are_fetched_again_before_they_expire_and_after_a_403(tmp_path: P
     assert "sig=" not in repr(signer) and shutil.which("true")
 
 
-def test_a_backfill_masks_and_records_a_failed_read_and_reads_it_again_next_run(demo_archive: Path, references,
-                                                                               tmp_path: Path):
+def test_a_backfill_masks_and_records_a_failed_read_and_reads_it_again_next_run(
+    demo_archive: Path, references, tmp_path: Path
+):
     from pipeline.chain.slices import BackfillSpec, backfill
     from pipeline.store.status import store_status
 
@@ -263,14 +308,14 @@ def test_a_backfill_masks_and_records_a_failed_read_and_reads_it_again_next_run(
     assert list(status.failed_items) == [victim.id]
     damaged = [r["slice"] for r in status.committed if r.get("failed")]
     assert damaged and len(damaged) < len(status.committed)
-    ds = xr.open_zarr(request.output).load()
+    ds = open_cube(request.output).load()
     t = _step(ds, victim)
     assert not (~reference["valid"].isel(time=t).values & ds["valid"].isel(time=t).values).any()
     victim.assets["B04"].href = good  # the storage recovers: the next run reads the damaged slices again
     with dask.config.set(scheduler="threads", num_workers=2):
         second = backfill(request, found, spec)
     assert sorted(second.written) == sorted(damaged) and second.failed_items == {}
-    healed = xr.open_zarr(request.output).load()
+    healed = open_cube(request.output).load()
     for name in ("red", "nir08", "valid"):
         np.testing.assert_array_equal(healed[name].values, reference[name].values, err_msg=name)
     assert json.loads(healed.attrs["eocube:failed_items"]) == {}

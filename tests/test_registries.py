@@ -3,6 +3,7 @@
 Toy specs registered here (a tiny torch encoder, ffv1/libx265 entries with other options) work through
 the engine and the codec without any change to them; every registered spec is complete.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -90,11 +91,17 @@ def toy_spec(kind: str) -> EncoderSpec:
     """A complete spec for the toy: pixel (cell 1) or patch (cell 2, default chip 4 cells)."""
     unit = 1 if kind == "pixel" else 2
     return EncoderSpec(
-        name=f"toy-{kind}", kind=kind, aliases=(f"toy-{kind}-alias",),
+        name=f"toy-{kind}",
+        kind=kind,
+        aliases=(f"toy-{kind}-alias",),
         source=WeightsSource("toy.pt", url="https://example.invalid/toy.pt"),
-        build=_toy_build, adapter=lambda info, patch_size: ToyAdapter(kind, unit),
+        build=_toy_build,
+        adapter=lambda info, patch_size: ToyAdapter(kind, unit),
         default_chip=fixed_chip(4) if kind == "pixel" else (lambda info, u: 4 * u),
-        tokens_per_step=1, extra_tokens=0, normalisation="none: reflectance as is")
+        tokens_per_step=1,
+        extra_tokens=0,
+        normalisation="none: reflectance as is",
+    )
 
 
 def small_cube(h: int = 8, w: int = 10, seed: int = 0) -> xr.Dataset:
@@ -103,10 +110,13 @@ def small_cube(h: int = 8, w: int = 10, seed: int = 0) -> xr.Dataset:
     times = pd.to_datetime(["2021-03-05", "2021-04-10", "2021-06-20"]).values.astype("datetime64[ns]")
     valid = rng.uniform(size=(len(times), h, w)) > 0.2
     valid[:, :2, :2] = False
-    data = {b: (("time", "y", "x"), np.where(valid, rng.uniform(0.01, 0.45, valid.shape), np.nan).astype("float32"))
-            for b in TOY_BANDS}
-    ds = xr.Dataset(data, coords={"time": times, "y": 4_500_000 - 10.0 * np.arange(h) - 5,
-                                  "x": 500_000 + 10.0 * np.arange(w) + 5})
+    data = {
+        b: (("time", "y", "x"), np.where(valid, rng.uniform(0.01, 0.45, valid.shape), np.nan).astype("float32"))
+        for b in TOY_BANDS
+    }
+    ds = xr.Dataset(
+        data, coords={"time": times, "y": 4_500_000 - 10.0 * np.arange(h) - 5, "x": 500_000 + 10.0 * np.arange(w) + 5}
+    )
     ds["valid"] = (("time", "y", "x"), valid.astype("uint8"))
     return ds.rio.write_crs("EPSG:32633")
 
@@ -182,9 +192,11 @@ def test_register_encoder_refuses_taken_or_upper_case_names(own_registry):
 
 
 def test_model_modules_import_neither_registry_nor_engine():
-    code = ("import sys, pipeline.embeddings.presto, pipeline.embeddings.galileo, pipeline.embeddings.prithvi; "
-            "bad = {'pipeline.embeddings.registry', 'pipeline.embeddings.engine'} & set(sys.modules); "
-            "sys.exit(f'imported {bad}' if bad else 0)")
+    code = (
+        "import sys, pipeline.embeddings.presto, pipeline.embeddings.galileo, pipeline.embeddings.prithvi; "
+        "bad = {'pipeline.embeddings.registry', 'pipeline.embeddings.engine'} & set(sys.modules); "
+        "sys.exit(f'imported {bad}' if bad else 0)"
+    )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr or done.stdout
 
@@ -228,10 +240,13 @@ def _ultrafast_x265(params: CodecParams, frames: int) -> dict:
     return LIBX265.options(replace(params, preset="ultrafast"), frames)
 
 
-@pytest.mark.parametrize("toy, mode", [
-    (replace(FFV1, name="ffv1-large-context", options=_large_context_ffv1), "lossless"),
-    (replace(LIBX265, name="x265-ultrafast", options=_ultrafast_x265), "lossy"),
-])
+@pytest.mark.parametrize(
+    "toy, mode",
+    [
+        (replace(FFV1, name="ffv1-large-context", options=_large_context_ffv1), "lossless"),
+        (replace(LIBX265, name="x265-ultrafast", options=_ultrafast_x265), "lossy"),
+    ],
+)
 def test_a_registered_toy_codec_round_trips_and_is_named_in_the_header(monkeypatch, toy, mode):
     monkeypatch.setitem(VIDEO_CODECS, toy.name, toy)
     rng = np.random.default_rng(3)

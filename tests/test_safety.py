@@ -4,6 +4,7 @@ appear anywhere, and user errors that are one line before any search.
 Each case runs the real CLI (``python -m pipeline``) in a subprocess, as a user would, with the
 demo archive served by a real STAC API on loopback.
 """
+
 from __future__ import annotations
 
 import errno
@@ -27,13 +28,25 @@ SECRET = "PLANTEDsecret0123456789abcdef"
 def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """``eocube <args>`` in a fresh process; stdout and stderr captured."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True,
-                          env={**base, "COLUMNS": "200", **(env or {})}, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args],
+        capture_output=True,
+        text=True,
+        env={**base, "COLUMNS": "200", **(env or {})},
+        timeout=timeout,
+    )
 
 
 def request_file(path: Path, **fields) -> Path:
-    base = {"catalog": "demo", "bbox": AOI, "start": "2022-03-01", "end": "2022-03-31",
-            "sensors": ["sentinel-2", "landsat"], "resolution": 20, "chunks": {"time": 1, "y": 64, "x": 64}}
+    base = {
+        "catalog": "demo",
+        "bbox": AOI,
+        "start": "2022-03-01",
+        "end": "2022-03-31",
+        "sensors": ["sentinel-2", "landsat"],
+        "resolution": 20,
+        "chunks": {"time": 1, "y": 64, "x": 64},
+    }
     path.write_text(yaml.safe_dump({**base, **fields}))
     return path
 
@@ -70,7 +83,10 @@ def test_a_file_at_the_output_path_is_refused_and_left_alone(tmp_path: Path, com
     target.write_text("not a store")
     line = one_error_line(cli(command, str(request_file(tmp_path / "r.yaml", output=str(target))), env=NO_SEARCH))
     assert str(target) in line and "is a file" in line
-    assert target.read_text() == "not a store" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.zarr", "r.yaml"]
+    assert target.read_text() == "not a store" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "notes.zarr",
+        "r.yaml",
+    ]
 
 
 def test_an_unwritable_output_is_one_line_naming_the_users_path_before_the_search(tmp_path: Path):
@@ -92,8 +108,10 @@ def test_an_eocube_store_is_replaced_only_when_asked(demo_archive: Path, tmp_pat
     from pipeline.store.zarr_store import write_store
 
     def cube(value: float) -> xr.Dataset:
-        ds = xr.Dataset({"red": (("time", "y", "x"), np.full((1, 4, 4), value, np.float32))},
-                        coords={"time": [np.datetime64("2022-01-01", "ns")], "y": np.arange(4.0), "x": np.arange(4.0)})
+        ds = xr.Dataset(
+            {"red": (("time", "y", "x"), np.full((1, 4, 4), value, np.float32))},
+            coords={"time": [np.datetime64("2022-01-01", "ns")], "y": np.arange(4.0), "x": np.arange(4.0)},
+        )
         return ds.assign_coords(spatial_ref=xr.DataArray(0, attrs={"crs_wkt": 'LOCAL_CS["x"]'}))
 
     chunks = {"time": 1, "y": 4, "x": 4}
@@ -118,39 +136,52 @@ def test_a_full_disk_mid_write_is_one_line_and_leaves_nothing(tmp_path: Path, mo
         raise OSError(errno.ENOSPC, "No space left on device", str(Path(store) / "red" / "c" / "0"))
 
     monkeypatch.setattr(zarr_store, "write_in_time_slabs", no_space)
-    ds = xr.Dataset({"red": (("time", "y", "x"), np.ones((1, 4, 4), np.float32))},
-                    coords={"time": [np.datetime64("2022-01-01", "ns")], "y": np.arange(4.0), "x": np.arange(4.0)})
+    ds = xr.Dataset(
+        {"red": (("time", "y", "x"), np.ones((1, 4, 4), np.float32))},
+        coords={"time": [np.datetime64("2022-01-01", "ns")], "y": np.arange(4.0), "x": np.arange(4.0)},
+    )
     ds = ds.assign_coords(spatial_ref=xr.DataArray(0, attrs={"crs_wkt": 'LOCAL_CS["x"]'}))
     with pytest.raises(OutputPathError) as err:
         zarr_store.write_store(ds, tmp_path / "full.zarr", {"time": 1, "y": 4, "x": 4})
-    assert str(err.value) == f"cannot write {tmp_path / 'full.zarr'}: No space left on device; nothing was left at " \
-                             f"{tmp_path / 'full.zarr'}"
+    assert (
+        str(err.value) == f"cannot write {tmp_path / 'full.zarr'}: No space left on device; nothing was left at "
+        f"{tmp_path / 'full.zarr'}"
+    )
     assert list(tmp_path.iterdir()) == []
 
 
 # ----------------------------------------------------------------------------- user errors first
 
 
-@pytest.mark.parametrize("fields, expected", [
-    ({"bands": ["red", "nope"]}, "unknown band(s) ['nope']"),
-    ({"crs": "EPSG:99999"}, "crs 'EPSG:99999'"),
-    ({"crs": "not a crs"}, "crs 'not a crs'"),
-    ({"sensors": ["sentinel-2", "modis"], "catalog": "earth-search"}, "has no collection for sensor 'modis'"),
-    ({"catalog": "nowhere"}, "unknown catalog 'nowhere'"),
-    ({"bbox": [170, -10, -170, 10]}, "crosses the antimeridian"),
-    ({"mask": {"drop": ["clouds"]}}, "unknown QA flag(s) ['clouds']"),
-    ({"composite": {"freq": "1ME"}}, "not start-anchored"),
-    ({"resampling": {"qa": "bilinear"}}, "must be resampled with nearest or mode"),
-    ({"resampling": {"reflectnce": "nearest"}}, "resampling names ['reflectnce']"),
-    ({"crs": "EPSG:4326"}, "is geographic (degrees)"),
-    ({"crs": "EPSG:4978"}, "is not a projected CRS"),
-    ({"bands": []}, "bands is empty"),
-    ({"chunks": {"t": 1}}, "chunks has unknown dimension(s) ['t']"),
-    ({"chunks": {"time": 0, "y": 64, "x": 64}}, "chunks must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "fields, expected",
+    [
+        ({"bands": ["red", "nope"]}, "unknown band(s) ['nope']"),
+        ({"crs": "EPSG:99999"}, "crs 'EPSG:99999'"),
+        ({"crs": "not a crs"}, "crs 'not a crs'"),
+        ({"sensors": ["sentinel-2", "modis"], "catalog": "earth-search"}, "has no collection for sensor 'modis'"),
+        ({"catalog": "nowhere"}, "unknown catalog 'nowhere'"),
+        ({"bbox": [170, -10, -170, 10]}, "crosses the antimeridian"),
+        ({"mask": {"drop": ["clouds"]}}, "unknown QA flag(s) ['clouds']"),
+        ({"composite": {"freq": "1ME"}}, "not start-anchored"),
+        ({"resampling": {"qa": "bilinear"}}, "must be resampled with nearest or mode"),
+        ({"resampling": {"reflectnce": "nearest"}}, "resampling names ['reflectnce']"),
+        ({"crs": "EPSG:4326"}, "is geographic (degrees)"),
+        ({"crs": "EPSG:4978"}, "is not a projected CRS"),
+        ({"bands": []}, "bands is empty"),
+        ({"chunks": {"t": 1}}, "chunks has unknown dimension(s) ['t']"),
+        ({"chunks": {"time": 0, "y": 64, "x": 64}}, "chunks must be >= 1"),
+    ],
+)
 def test_request_errors_are_one_line_before_the_search(tmp_path: Path, fields: dict, expected: str):
-    line = one_error_line(cli("run", str(request_file(tmp_path / "r.yaml", output=str(tmp_path / "c.zarr"), **fields)),
-                              env=NO_SEARCH, timeout=120))
+    line = one_error_line(
+        cli(
+            "run",
+            str(request_file(tmp_path / "r.yaml", output=str(tmp_path / "c.zarr"), **fields)),
+            env=NO_SEARCH,
+            timeout=120,
+        )
+    )
     assert expected in line
     assert not (tmp_path / "c.zarr").exists()
 
@@ -173,14 +204,21 @@ def test_files_beside_the_store_that_eocube_did_not_write_are_refused(tmp_path: 
     for name in ("cube.item.json", "cube.quicklook.png"):
         mine = tmp_path / name
         mine.write_text('{"mine": 1}')
-        line = one_error_line(cli("run", str(request_file(tmp_path / "r.yaml", output=str(tmp_path / "cube.zarr"))),
-                                  env=NO_SEARCH, timeout=120))
+        line = one_error_line(
+            cli(
+                "run",
+                str(request_file(tmp_path / "r.yaml", output=str(tmp_path / "cube.zarr"))),
+                env=NO_SEARCH,
+                timeout=120,
+            )
+        )
         assert f"{mine} exists and was not written by eocube" in line and mine.read_text() == '{"mine": 1}'
         mine.unlink()
 
 
-def test_a_full_disk_during_a_run_is_one_line_naming_the_users_path_and_leaves_nothing(demo_archive: Path,
-                                                                                        tmp_path: Path, monkeypatch):
+def test_a_full_disk_during_a_run_is_one_line_naming_the_users_path_and_leaves_nothing(
+    demo_archive: Path, tmp_path: Path, monkeypatch
+):
     from pipeline.chain.run import run_request
     from pipeline.model import CubeRequest
     from pipeline.store import engines
@@ -204,10 +242,20 @@ def test_ctrl_c_mid_run_is_one_line_and_leaves_nothing_under_the_output_name(dem
 
     out = tmp_path / "cube.zarr"
     base = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "run", str(request_file(tmp_path / "r.yaml", output=str(out),
-                             resolution=10, compress={"target_psnr": 40}))], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**base, "EOCUBE_DEMO_ARCHIVE": str(demo_archive)},
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "run",
+            str(request_file(tmp_path / "r.yaml", output=str(out), resolution=10, compress={"target_psnr": 40})),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**base, "EOCUBE_DEMO_ARCHIVE": str(demo_archive)},
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 300
     while not (tmp_path / ".cube.zarr.partial").exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
@@ -235,6 +283,7 @@ def test_a_planted_token_appears_nowhere(demo_archive: Path, tmp_path: Path):
     faults = FaultPlan(broken={"/B04.tif"})  # answered 500 forever: left out by the probe
     victims: dict[str, str] = {}
     with RangeServer(served, faults) as server:
+
         def plant(collection: str, feature: dict) -> dict:
             day = str(feature["properties"].get("datetime"))[:10]
             if collection == "sentinel-2-l2a" and day in ("2022-03-11", "2022-03-21"):
@@ -249,12 +298,23 @@ def test_a_planted_token_appears_nowhere(demo_archive: Path, tmp_path: Path):
 
         archive = archive_copy(demo_archive, tmp_path / "archive", plant)
         assert sorted(victims.values()) == ["B04", "SCL"]
-        env = {"EOCUBE_DEMO_ARCHIVE": str(archive), "PREFECT_HOME": str(tmp_path / "prefect-home"),
-               "EOCUBE_LOCAL_WORKERS": "2", "GDAL_HTTP_MAX_RETRY": "2", "GDAL_HTTP_RETRY_DELAY": "0.1"}
+        env = {
+            "EOCUBE_DEMO_ARCHIVE": str(archive),
+            "PREFECT_HOME": str(tmp_path / "prefect-home"),
+            "EOCUBE_LOCAL_WORKERS": "2",
+            "GDAL_HTTP_MAX_RETRY": "2",
+            "GDAL_HTTP_RETRY_DELAY": "0.1",
+        }
         runs = [
             cli("run", str(request_file(tmp_path / "run.yaml", output=str(tmp_path / "out" / "run.zarr"))), env=env),
-            cli("--debug", "backfill", str(request_file(tmp_path / "bf.yaml", output=str(tmp_path / "out" / "bf.zarr"))),
-                "--tile-px", "64", env=env),
+            cli(
+                "--debug",
+                "backfill",
+                str(request_file(tmp_path / "bf.yaml", output=str(tmp_path / "out" / "bf.zarr"))),
+                "--tile-px",
+                "64",
+                env=env,
+            ),
             cli("status", str(tmp_path / "out" / "bf.zarr"), env=env),
         ]
     for run in runs:
@@ -268,3 +328,27 @@ def test_a_planted_token_appears_nowhere(demo_archive: Path, tmp_path: Path):
     for store in ("run.zarr", "bf.zarr"):
         attrs = json.loads((tmp_path / "out" / store / "zarr.json").read_text())["attributes"]
         assert set(json.loads(attrs["eocube:failed_items"])) == set(victims), store
+
+
+def test_the_demo_generator_never_writes_into_a_folder_it_did_not_write(tmp_path: Path):
+    from pipeline.demo.archive import ensure_demo_archive
+
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "thesis.txt").write_text("years of work")
+    with pytest.raises(FileExistsError, match="refusing to generate the demo into it") as err:
+        ensure_demo_archive(theirs)
+    assert "\n" not in str(err.value) and sorted(p.name for p in theirs.iterdir()) == ["thesis.txt"]
+    archive = tmp_path / "their-archive"  # a user's own local STAC archive: served as it is
+    (archive / "stac" / "sentinel-2-l2a").mkdir(parents=True)
+    (archive / "stac" / "sentinel-2-l2a" / "items.json").write_text('{"type": "FeatureCollection", "features": []}')
+    assert ensure_demo_archive(archive) == archive
+    assert sorted(str(p.relative_to(archive)) for p in archive.rglob("*")) == [
+        "stac",
+        "stac/sentinel-2-l2a",
+        "stac/sentinel-2-l2a/items.json",
+    ]
+    file = tmp_path / "a-file"
+    file.write_text("x")
+    with pytest.raises(FileExistsError, match="is a file"):
+        ensure_demo_archive(file)

@@ -1,4 +1,5 @@
 """``eocube sensors`` commands on real material."""
+
 from __future__ import annotations
 
 from typer.testing import CliRunner
@@ -12,7 +13,7 @@ def test_qa_command_reports_the_scene_cloud_share(shared_dir):
     assert result.exit_code == 0, result.output
     assert "landsat_c2_qa_pixel" in result.output
     cloud_line = next(line for line in result.output.splitlines() if "│ cloud " in line)
-    assert "54.67 %" in cloud_line      # MTL CLOUD_COVER 54.65
+    assert "54.67 %" in cloud_line  # MTL CLOUD_COVER 54.65
 
 
 def test_list_show_and_bad_names():

@@ -1,4 +1,5 @@
 """Mask policy semantics, dilation against closed-form counts, array types, errors, harmonisation."""
+
 from __future__ import annotations
 
 import dask.array as da
@@ -19,7 +20,7 @@ from pipeline.sensors.mask import disk
 
 # LSDS-1619 Table 6-3 values (see test_sensors_qa_rules.py for their bit-by-bit reading)
 CLEAR, WATER, CLOUD, SHADOW, SNOW, FILL = 21824, 21952, 22280, 23888, 30048, 1
-CLEAR_MEDIUM_CLOUD_CONF = 0b0101_0110_0100_0000   # clear bit, cloud confidence 2 (medium)
+CLEAR_MEDIUM_CLOUD_CONF = 0b0101_0110_0100_0000  # clear bit, cloud confidence 2 (medium)
 
 
 def _landsat(values: list[int]) -> np.ndarray:
@@ -39,7 +40,7 @@ def test_min_cloud_confidence_redefines_landsat_cloud():
     medium = invalid_mask("landsat-c2-l2", "qa_pixel", qa, MaskPolicy(min_cloud_confidence="medium"))
     np.testing.assert_array_equal(high, [[0, 0, 1]])
     np.testing.assert_array_equal(medium, [[0, 1, 1]])
-    no_cloud = MaskPolicy(drop=["fill"], min_cloud_confidence="medium")   # only applies where 'cloud' is dropped
+    no_cloud = MaskPolicy(drop=["fill"], min_cloud_confidence="medium")  # only applies where 'cloud' is dropped
     np.testing.assert_array_equal(invalid_mask("landsat-c2-l2", "qa_pixel", qa, no_cloud), [[0, 0, 0]])
 
 
@@ -65,9 +66,9 @@ def test_dilation_buffers_cloud_by_metres_but_not_fill():
     qa[10, 10] = CLOUD
     qa[0, 0] = FILL
     drop = invalid_mask("landsat-c2-l2", "qa_pixel", qa, MaskPolicy(dilation_m=75.0), resolution_m=30.0)
-    assert drop.sum() == 21 + 1                        # r = 2.5 px disk around the cloud, fill unbuffered
+    assert drop.sum() == 21 + 1  # r = 2.5 px disk around the cloud, fill unbuffered
     assert drop[10, 12] and not drop[10, 13] and drop[12, 11] and not drop[12, 12]
-    native = invalid_mask("landsat-c2-l2", "qa_pixel", qa, MaskPolicy(dilation_m=45.0))   # 30 m native: r = 1.5
+    native = invalid_mask("landsat-c2-l2", "qa_pixel", qa, MaskPolicy(dilation_m=45.0))  # 30 m native: r = 1.5
     assert native.sum() == 9 + 1
 
 
@@ -75,8 +76,11 @@ def test_dilation_buffers_cloud_by_metres_but_not_fill():
 def test_dask_dilation_matches_numpy_across_chunk_edges(chunks):
     rng = np.random.default_rng(0)
     scl = rng.choice(np.array([4, 5, 6, 9, 3], np.uint8), p=[0.5, 0.3, 0.1, 0.05, 0.05], size=(2, 23, 19))
-    coords = {"time": np.array(["2021-01-01", "2021-01-11"], "datetime64[ns]"), "y": np.arange(23.0) * -10,
-              "x": np.arange(19.0) * 10}
+    coords = {
+        "time": np.array(["2021-01-01", "2021-01-11"], "datetime64[ns]"),
+        "y": np.arange(23.0) * -10,
+        "x": np.arange(19.0) * 10,
+    }
     eager = xr.DataArray(scl, dims=("time", "y", "x"), coords=coords)
     lazy = eager.chunk(dict(zip(("time", "y", "x"), chunks, strict=True)))
     policy = MaskPolicy(dilation_m=30.0)
@@ -113,7 +117,15 @@ def test_common_bands_in_canonical_order():
     assert common_bands([s2, ls, modis]) == ["blue", "green", "red", "nir08", "swir16", "swir22"]
     assert common_bands([s2, ls]) == ["coastal", "blue", "green", "red", "nir08", "swir16", "swir22"]
     assert common_bands([load_profile("hls2-l30"), load_profile("hls2-s30")]) == [
-        "coastal", "blue", "green", "red", "nir08", "cirrus", "swir16", "swir22"]
+        "coastal",
+        "blue",
+        "green",
+        "red",
+        "nir08",
+        "cirrus",
+        "swir16",
+        "swir22",
+    ]
     assert common_bands([]) == []
 
 
@@ -131,7 +143,7 @@ def test_bandpass_adjustment_uses_the_published_hls_coefficients():
     # HLS v2.0 MSI -> OLI, red: S2A slope 0.9765 offset 0.0009; S2B slope 0.9761 offset 0.001
     out = apply_bandpass_adjustment(_cube())
     np.testing.assert_allclose(out["red"].values[2], 0.9765 * 0.5 + 0.0009, rtol=1e-6)
-    np.testing.assert_array_equal(out["red"].values[1], 0.5)          # the Landsat step is the reference
+    np.testing.assert_array_equal(out["red"].values[1], 0.5)  # the Landsat step is the reference
     assert np.isnan(out["red"].values[0, 0, 0])
     np.testing.assert_array_equal(out["rededge1"].values, _cube()["rededge1"].values)  # no OLI counterpart
     assert out["red"].dtype == np.float32
@@ -145,8 +157,10 @@ def test_bandpass_adjustment_uses_the_published_hls_coefficients():
         apply_bandpass_adjustment(_cube(), sensor="modis")
 
 
-@pytest.mark.parametrize("policy", [MaskPolicy(), MaskPolicy(min_cloud_confidence="medium", drop=["cloud", "snow"]),
-                                    MaskPolicy(dilation_m=60.0)])
+@pytest.mark.parametrize(
+    "policy",
+    [MaskPolicy(), MaskPolicy(min_cloud_confidence="medium", drop=["cloud", "snow"]), MaskPolicy(dilation_m=60.0)],
+)
 def test_lookup_table_masks_equal_bit_decoding_for_every_product(policy):
     """The per-value lookup table gives exactly the flags decoded bit by bit, for every QA asset."""
     from pipeline.sensors.mask import _flag_masks

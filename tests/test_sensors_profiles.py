@@ -6,6 +6,7 @@ and the USGS stac-server. Expected values are stated here from the product docum
 (profile ids per collection, scale/offset per product, the Sentinel-2 baseline rule), not
 read back from the profiles.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,10 +25,16 @@ from pipeline.sensors import (
 from pipeline.sensors.profiles import known_profiles
 
 EXPECTED_PROFILE = {
-    "sentinel-2-l2a": "sentinel-2-l2a", "sentinel-2-c1-l2a": "sentinel-2-l2a", "sentinel-s2-l2a-cogs": "sentinel-2-l2a",
-    "landsat-c2-l2": "landsat-c2-l2", "landsat-c2l2-sr": "landsat-c2-l2",
-    "modis-09A1-061": "modis-09A1-061", "modis-09Q1-061": "modis-09Q1-061", "modis-13A1-061": "modis-13A1-061",
-    "modis-13Q1-061": "modis-13Q1-061", "modis-43A4-061": "modis-43A4-061",
+    "sentinel-2-l2a": "sentinel-2-l2a",
+    "sentinel-2-c1-l2a": "sentinel-2-l2a",
+    "sentinel-s2-l2a-cogs": "sentinel-2-l2a",
+    "landsat-c2-l2": "landsat-c2-l2",
+    "landsat-c2l2-sr": "landsat-c2-l2",
+    "modis-09A1-061": "modis-09A1-061",
+    "modis-09Q1-061": "modis-09Q1-061",
+    "modis-13A1-061": "modis-13A1-061",
+    "modis-13Q1-061": "modis-13Q1-061",
+    "modis-43A4-061": "modis-43A4-061",
 }
 NOT_SUPPORTED = {"sentinel-1-grd", "sentinel-2-l1c"}  # in the Earth Search searches; no profile on purpose
 TM_ETM = ("LT04", "LT05", "LE07")  # Landsat 4-5 TM, 7 ETM+: reflective bands numbered 1-5, 7 (LSDS-1618)
@@ -36,7 +43,9 @@ TM_ETM = ("LT04", "LT05", "LE07")  # Landsat 4-5 TM, 7 ETM+: reflective bands nu
 def expected_profile(item: dict) -> str:
     if item["id"].startswith(TM_ETM):
         return "landsat-c2-l2-tm-etm"
-    return EXPECTED_PROFILE.get(item.get("collection")) or {"HLS.L30": "hls2-l30", "HLS.S30": "hls2-s30"}[item["id"][:7]]
+    return (
+        EXPECTED_PROFILE.get(item.get("collection")) or {"HLS.L30": "hls2-l30", "HLS.S30": "hls2-s30"}[item["id"][:7]]
+    )
 
 
 def _features(doc) -> list[dict]:
@@ -51,7 +60,9 @@ def real_items(shared: Path) -> list[tuple[str, dict]]:
     """(source, item dict) for every item in files, searches and cassette responses."""
     stac = shared / "data/stac"
     out = []
-    files = sorted([*stac.rglob("*.json"), *stac.rglob("*.geojson"), *(shared / "data/landsat-c2l2").glob("*/*_stac.json")])
+    files = sorted(
+        [*stac.rglob("*.json"), *stac.rglob("*.geojson"), *(shared / "data/landsat-c2l2").glob("*/*_stac.json")]
+    )
     for path in files:
         out += [(path.name, f) for f in _features(json.loads(path.read_text()))]
     for cassette in sorted((stac / "cassettes").glob("*.yaml")):
@@ -68,14 +79,14 @@ def real_items(shared: Path) -> list[tuple[str, dict]]:
 def expected_offset(item: dict, profile_id: str) -> float:
     """DN -> reflectance offset from the product documents and the item's own statements."""
     if profile_id.startswith("landsat-c2-l2"):
-        return -0.2                                   # LSDS-1619 / LSDS-1618 section 4.2
+        return -0.2  # LSDS-1619 / LSDS-1618 section 4.2
     if profile_id != "sentinel-2-l2a":
-        return 0.0                                    # MODIS, HLS: DN * 1e-4
+        return 0.0  # MODIS, HLS: DN * 1e-4
     p = item["properties"]
     if p.get("earthsearch:boa_offset_applied") is True:
-        return 0.0                                    # DNs already shifted by Earth Search
+        return 0.0  # DNs already shifted by Earth Search
     if float(p.get("s2:processing_baseline") or 0) >= 4.0:
-        return -0.1                                   # (DN - 1000) / 10000
+        return -0.1  # (DN - 1000) / 10000
     return 0.0
 
 
@@ -123,8 +134,18 @@ def test_every_real_item_maps_to_its_profile_with_exact_scaling(items):
                     # band numbers differ between OLI and TM/ETM+ (SR_B1: coastal vs blue); Sentinel-2
                     # catalogs disagree on common names (B8A 'rededge' or 'nir08'), so only Landsat is held to them
                     assert spec.common_name == eo["common_name"], (source, spec.asset, eo["common_name"])
-    assert all(checked[p] > 0 for p in ("sentinel-2-l2a", "landsat-c2-l2", "modis-09A1-061", "hls2-l30", "hls2-s30",
-                                        "modis-13Q1-061", "modis-43A4-061")), checked
+    assert all(
+        checked[p] > 0
+        for p in (
+            "sentinel-2-l2a",
+            "landsat-c2-l2",
+            "modis-09A1-061",
+            "hls2-l30",
+            "hls2-s30",
+            "modis-13Q1-061",
+            "modis-43A4-061",
+        )
+    ), checked
 
 
 def test_asset_grids_state_the_profile_resolution(items):
@@ -141,7 +162,7 @@ def test_asset_grids_state_the_profile_resolution(items):
                 assert grid.crs == f"EPSG:{epsg}"
             if grid.transform is not None:
                 pixel = abs(grid.transform[0])
-                tolerance = 0.1 if profile.sensor == "modis" else 1e-9   # MODIS: 463.3 m vs nominal 500 m
+                tolerance = 0.1 if profile.sensor == "modis" else 1e-9  # MODIS: 463.3 m vs nominal 500 m
                 assert pixel == pytest.approx(spec.resolution_m, rel=tolerance), (source, spec.asset, pixel)
                 n += 1
     assert n > 500
@@ -151,9 +172,9 @@ def test_sentinel2_baseline_rule_on_named_real_items(shared_dir):
     """The four cases of the processing-baseline rule, each on a real item."""
     stac = shared_dir / "data/stac"
     cases = {
-        "planetary-computer/S2B_MSIL2A_20190629T212529_R043_T06VVN_20201006T080531.json": 0.0,        # 02.12
+        "planetary-computer/S2B_MSIL2A_20190629T212529_R043_T06VVN_20201006T080531.json": 0.0,  # 02.12
         "planetary-computer/sentinel-2-l2a.S2B_MSIL2A_20250312T014549_R074_T53NKG_20250312T041213.json": -0.1,  # 05.11
-        "earth-search/sentinel-2-c1-l2a-S2A_T20HNJ_20240311T140636_L2A.json": -0.1,   # raster:bands offset
+        "earth-search/sentinel-2-c1-l2a-S2A_T20HNJ_20240311T140636_L2A.json": -0.1,  # raster:bands offset
     }
     for rel, offset in cases.items():
         item = json.loads((stac / rel).read_text())
@@ -163,7 +184,7 @@ def test_sentinel2_baseline_rule_on_named_real_items(shared_dir):
     es = json.loads((stac / "earth-search/search-s2-and-landsat-2023-10-08.json").read_text())["features"]
     s2 = next(f for f in es if f["collection"] == "sentinel-2-l2a")
     assert s2["properties"]["earthsearch:boa_offset_applied"] is True
-    assert s2["assets"]["red"]["raster:bands"][0]["offset"] == -0.1   # the catalog's stale statement
+    assert s2["assets"]["red"]["raster:bands"][0]["offset"] == -0.1  # the catalog's stale statement
     red = {s.common_name: s for s in item_band_specs(s2, load_profile("sentinel-2-l2a"))}["red"]
     assert (red.asset, red.offset) == ("red", 0.0)
 
@@ -179,8 +200,11 @@ def as_stac11_cdse(item: dict, offset: float | None) -> dict:
             continue
         eo = (asset.get("eo:bands") or [{}])[0]
         new = {k: v for k, v in asset.items() if k != "eo:bands"}
-        new |= {"data_type": "uint8" if key == "SCL" else "uint16", "nodata": 0,
-                "bands": [{"name": key, **({"eo:common_name": eo["common_name"]} if "common_name" in eo else {})}]}
+        new |= {
+            "data_type": "uint8" if key == "SCL" else "uint16",
+            "nodata": 0,
+            "bands": [{"name": key, **({"eo:common_name": eo["common_name"]} if "common_name" in eo else {})}],
+        }
         if key != "SCL":
             new |= {"raster:scale": 0.0001, **({"raster:offset": offset} if offset is not None else {})}
         assets[keys[key]] = new
@@ -191,27 +215,38 @@ def as_stac11_cdse(item: dict, offset: float | None) -> dict:
 
 def test_copernicus_data_space_items_in_stac_11(shared_dir):
     """Resolution-suffixed keys, STAC 1.1 raster fields and ``processing:version`` give the same bands as PC's."""
-    pc = json.loads((shared_dir / "data/stac/planetary-computer/"
-                     "sentinel-2-l2a.S2B_MSIL2A_20250312T014549_R074_T53NKG_20250312T041213.json").read_text())
+    pc = json.loads(
+        (
+            shared_dir / "data/stac/planetary-computer/"
+            "sentinel-2-l2a.S2B_MSIL2A_20250312T014549_R074_T53NKG_20250312T041213.json"
+        ).read_text()
+    )
     reference = {b.common_name: b for b in item_band_specs(pc, profile_for_item(pc))}  # baseline 05.11: -0.1
     for offset in (-0.1, None):  # stated on the asset, or left to the baseline rule
         cdse = as_stac11_cdse(pc, offset)
         profile = profile_for_item(cdse)
         assert (profile.band("blue").asset, profile.band("nir08").asset, profile.qa[0].asset) == (
-            "B02_10m", "B8A_20m", "SCL_20m")
+            "B02_10m",
+            "B8A_20m",
+            "SCL_20m",
+        )
         specs = {b.common_name: b for b in item_band_specs(cdse, profile)}
         assert set(specs) == set(reference)
         for name, spec in specs.items():
             assert (spec.scale, spec.offset, spec.nodata, spec.dtype) == pytest.approx(
-                (reference[name].scale, -0.1, 0, "uint16")), name
+                (reference[name].scale, -0.1, 0, "uint16")
+            ), name
     old = dict(cdse, properties={**cdse["properties"], "processing:version": "02.12"})
     assert {b.offset for b in item_band_specs(old, profile)} == {0.0}
 
 
 def with_numbered_keys(item: dict) -> dict:
     """A Landsat item with the early USGS asset keys: ``SR_B<n>.TIF`` by the band numbers its ``eo:bands`` state."""
-    numbered = {f"SR_{a['eo:bands'][0]['name']}.TIF": a for k, a in item["assets"].items()
-                if a.get("eo:bands") and k not in ("qa_pixel", "qa_radsat")}
+    numbered = {
+        f"SR_{a['eo:bands'][0]['name']}.TIF": a
+        for k, a in item["assets"].items()
+        if a.get("eo:bands") and k not in ("qa_pixel", "qa_radsat")
+    }
     return dict(item, assets={**numbered, "QA_PIXEL.TIF": item["assets"]["qa_pixel"]})
 
 
@@ -228,8 +263,13 @@ def test_landsat_band_numbers_follow_the_instrument(shared_dir):
     profile = profile_for_item(etm_2020)
     assert profile.id == "landsat-c2-l2-tm-etm"
     assert {b.common_name: b.asset for b in profile.bands} == {
-        "blue": "SR_B1.TIF", "green": "SR_B2.TIF", "red": "SR_B3.TIF", "nir08": "SR_B4.TIF", "swir16": "SR_B5.TIF",
-        "swir22": "SR_B7.TIF"}
+        "blue": "SR_B1.TIF",
+        "green": "SR_B2.TIF",
+        "red": "SR_B3.TIF",
+        "nir08": "SR_B4.TIF",
+        "swir16": "SR_B5.TIF",
+        "swir22": "SR_B7.TIF",
+    }
     assert profile.qa[0].asset == "QA_PIXEL.TIF"
     renamed = dict(etm, id="scene-0001")  # no id prefix: the platform (LANDSAT_7) decides
     assert profile_for_item(renamed).id == "landsat-c2-l2-tm-etm"
@@ -252,10 +292,13 @@ def test_a_search_mixing_landsat_instruments_reads_with_one_table_or_says_why_no
     mixed = SensorItems("landsat", "landsat-c2l2-sr", "landsat-c2-l2", [pystac.Item.from_dict(d) for d in (etm, oli)])
     assert items_profile(mixed, ["blue", "red", "nir08"]).band("red").asset == "red"
     assert items_profile(mixed, ["coastal", "blue"]).id == "landsat-c2-l2"  # the profile that has every band
-    scene = json.loads(next((shared_dir / "data/landsat-c2l2/LC08_L2SP_005009_20150710").glob("*_stac.json")).read_text())
+    scene = json.loads(
+        next((shared_dir / "data/landsat-c2l2/LC08_L2SP_005009_20150710").glob("*_stac.json")).read_text()
+    )
     etm_2020 = with_numbered_keys(etm)
-    numbered_items = SensorItems("landsat", "landsat-c2l2-sr", "landsat-c2-l2",
-                                 [pystac.Item.from_dict(d) for d in (etm_2020, scene)])
+    numbered_items = SensorItems(
+        "landsat", "landsat-c2l2-sr", "landsat-c2-l2", [pystac.Item.from_dict(d) for d in (etm_2020, scene)]
+    )
     with pytest.raises(ValueError, match="mix products.*keyed differently"):
         items_profile(numbered_items, ["blue", "red"])
 

@@ -5,6 +5,7 @@ are written out literally (not computed with the decoder's own tables); the real
 ``classification:bitfields`` and the MODIS granule's own ``QA index`` attribute give a
 second, independent reading of the same layouts.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,13 +34,13 @@ def _set_flags(decoded: dict[str, int], rule: str) -> set[str]:
 QA_PIXEL_CASES = {
     # value: (flags set, (cloud, shadow, snow, cirrus) confidence)
     1: ({"fill"}, (0, 0, 0, 0)),
-    0b0101_0101_0100_0000: ({"clear"}, (1, 1, 1, 1)),                       # 21824 clear land
-    0b0101_0101_1100_0000: ({"clear", "water"}, (1, 1, 1, 1)),              # 21952 clear water
-    0b0101_0111_0000_1000: ({"cloud"}, (3, 1, 1, 1)),                       # 22280 high-confidence cloud
-    0b0101_1101_0101_0000: ({"cloud_shadow", "clear"}, (1, 3, 1, 1)),       # 23888 shadow
-    0b0111_0101_0110_0000: ({"snow", "clear"}, (1, 1, 3, 1)),               # 30048 snow
-    0b1101_0101_0100_0100: ({"cirrus", "clear"}, (1, 1, 1, 3)),             # 54596 cirrus
-    0b1101_0111_0000_1100: ({"cloud", "cirrus"}, (3, 1, 1, 3)),             # 55052 cloud + cirrus
+    0b0101_0101_0100_0000: ({"clear"}, (1, 1, 1, 1)),  # 21824 clear land
+    0b0101_0101_1100_0000: ({"clear", "water"}, (1, 1, 1, 1)),  # 21952 clear water
+    0b0101_0111_0000_1000: ({"cloud"}, (3, 1, 1, 1)),  # 22280 high-confidence cloud
+    0b0101_1101_0101_0000: ({"cloud_shadow", "clear"}, (1, 3, 1, 1)),  # 23888 shadow
+    0b0111_0101_0110_0000: ({"snow", "clear"}, (1, 1, 3, 1)),  # 30048 snow
+    0b1101_0101_0100_0100: ({"cirrus", "clear"}, (1, 1, 1, 3)),  # 54596 cirrus
+    0b1101_0111_0000_1100: ({"cloud", "cirrus"}, (3, 1, 1, 3)),  # 55052 cloud + cirrus
     0b0101_1110_0001_0010: ({"dilated_cloud", "cloud_shadow"}, (2, 3, 1, 1)),  # 24082, in the real scene
 }
 
@@ -55,13 +56,16 @@ def test_landsat_qa_pixel_bits(value: int):
 # ---------------------------------------------------------------- Landsat QA_RADSAT
 # LSDS-1619 Table 6-4: bits 0-6 bands 1-7 saturated, bit 8 band 9, bit 11 terrain occlusion;
 # LSDS-1618 (Landsat 4-7): bit 9 dropped pixel.
-@pytest.mark.parametrize("value,flags", [
-    (0, set()),
-    (0b1000_0000_0101, {"saturated", "saturated_band1", "saturated_band3", "terrain_occlusion"}),
-    (0b0001_0000_0000, {"saturated_band9"}),                   # cirrus band only: SR bands fine
-    (0b0000_0100_0000, {"saturated", "saturated_band7"}),
-    (0b0010_0000_0000, {"dropped_pixel"}),
-])
+@pytest.mark.parametrize(
+    "value,flags",
+    [
+        (0, set()),
+        (0b1000_0000_0101, {"saturated", "saturated_band1", "saturated_band3", "terrain_occlusion"}),
+        (0b0001_0000_0000, {"saturated_band9"}),  # cirrus band only: SR bands fine
+        (0b0000_0100_0000, {"saturated", "saturated_band7"}),
+        (0b0010_0000_0000, {"dropped_pixel"}),
+    ],
+)
 def test_landsat_qa_radsat_bits(value: int, flags: set[str]):
     d = _decode_one("landsat-c2-l2", "qa_radsat", value, "uint16")
     assert _set_flags(d, "landsat_c2_qa_radsat") == flags
@@ -71,9 +75,20 @@ def test_landsat_qa_radsat_bits(value: int, flags: set[str]):
 # ESA S2 L2A ATBD, SCL: 0 no data, 1 saturated/defective, 2 dark area, 3 cloud shadow,
 # 4 vegetation, 5 not vegetated, 6 water, 7 unclassified, 8 cloud medium probability,
 # 9 cloud high probability, 10 thin cirrus, 11 snow/ice.
-SCL_CLASSES = {0: "nodata", 1: "saturated", 2: "dark_area", 3: "cloud_shadow", 4: "vegetation",
-               5: "not_vegetated", 6: "water", 7: "unclassified", 8: "cloud_medium", 9: "cloud_high",
-               10: "cirrus", 11: "snow"}
+SCL_CLASSES = {
+    0: "nodata",
+    1: "saturated",
+    2: "dark_area",
+    3: "cloud_shadow",
+    4: "vegetation",
+    5: "not_vegetated",
+    6: "water",
+    7: "unclassified",
+    8: "cloud_medium",
+    9: "cloud_high",
+    10: "cirrus",
+    11: "snow",
+}
 
 
 @pytest.mark.parametrize("value", range(12))
@@ -87,14 +102,17 @@ def test_s2_scl_classes(value: int):
 # HLS v2.0 User Guide, Table 9: bit 0 cirrus (reserved), 1 cloud, 2 adjacent to cloud/shadow,
 # 3 cloud shadow, 4 snow/ice, 5 water, 6-7 aerosol level (0 climatology, 1 low, 2 moderate,
 # 3 high); 255 fill.
-@pytest.mark.parametrize("value,flags,aerosol", [
-    (255, {"fill"}, 0),
-    (0b0100_0010, {"cloud"}, 1),
-    (0b1100_1000, {"cloud_shadow", "aerosol_high"}, 3),
-    (0b0010_0100, {"water", "adjacent_to_cloud"}, 0),
-    (0b1001_0000, {"snow"}, 2),
-    (0b0000_0001, {"cirrus"}, 0),
-])
+@pytest.mark.parametrize(
+    "value,flags,aerosol",
+    [
+        (255, {"fill"}, 0),
+        (0b0100_0010, {"cloud"}, 1),
+        (0b1100_1000, {"cloud_shadow", "aerosol_high"}, 3),
+        (0b0010_0100, {"water", "adjacent_to_cloud"}, 0),
+        (0b1001_0000, {"snow"}, 2),
+        (0b0000_0001, {"cirrus"}, 0),
+    ],
+)
 def test_hls_fmask_bits(value: int, flags: set[str], aerosol: int):
     for collection in ("HLSL30_2.0", "hls2-s30"):
         d = _decode_one(collection, "Fmask", value, "uint8")
@@ -114,13 +132,13 @@ MODIS_CASES = [
     (LAND, set(), {"cloud_state": 0, "land_water": 1}),
     (LAND | 0b01, {"cloud"}, {"cloud_state": 1}),
     (LAND | 0b10, {"cloud_mixed"}, {"cloud_state": 2}),
-    (LAND | 0b11, set(), {"cloud_state": 3}),                         # not set, assumed clear
-    (0b000 << 3, {"water"}, {"land_water": 0}),                       # shallow ocean
-    (0b010 << 3, set(), {"land_water": 2}),                           # coastline: not water
-    (0b011 << 3, {"water"}, {"land_water": 3}),                       # shallow inland water
+    (LAND | 0b11, set(), {"cloud_state": 3}),  # not set, assumed clear
+    (0b000 << 3, {"water"}, {"land_water": 0}),  # shallow ocean
+    (0b010 << 3, set(), {"land_water": 2}),  # coastline: not water
+    (0b011 << 3, {"water"}, {"land_water": 3}),  # shallow inland water
     (LAND | 0b100, {"cloud_shadow"}, {}),
     (LAND | 0b11 << 6, {"aerosol_high"}, {"aerosol_level": 3}),
-    (LAND | 0b01 << 8, set(), {"cirrus_level": 1}),                   # small cirrus: kept
+    (LAND | 0b01 << 8, set(), {"cirrus_level": 1}),  # small cirrus: kept
     (LAND | 0b10 << 8, {"cirrus"}, {"cirrus_level": 2}),
     (LAND | 1 << 10, {"internal_cloud"}, {}),
     (LAND | 1 << 11, {"fire"}, {}),
@@ -141,7 +159,8 @@ def test_modis_state_500m_bits(value: int, flags: set[str], levels: dict[str, in
 def test_modis_bit_14_differs_between_500m_and_1km_state():
     v = LAND | 1 << 14
     assert _set_flags(_decode_one("MOD09A1_061", "sur_refl_state_500m", v, "uint16"), "modis_state_500m") == {
-        "brdf_corrected"}
+        "brdf_corrected"
+    }
     assert _set_flags(_decode_one("MOD09GA_061", "state_1km", v, "uint16"), "modis_state_1km") == {"salt_pan"}
 
 
@@ -165,20 +184,23 @@ def test_mod13_hdf4_dataset_names_are_accepted():
     assert _set_flags(d, "mod13_vi_quality") == {"cloud"}
 
 
-@pytest.mark.parametrize("value,flags,levels", [
-    (0b0000_1000_0100_0100, set(), {"modland_qa": 0, "usefulness": 1, "aerosol_level": 1, "land_water": 1}),
-    (0b0000_1000_0000_0010, {"cloud"}, {"modland_qa": 2}),
-    (0b0000_1000_0000_0011, {"not_produced"}, {"modland_qa": 3}),
-    (0b0000_1001_0000_0000, {"adjacent_to_cloud"}, {}),
-    (0b0000_1010_0000_0000, {"brdf_corrected"}, {}),
-    (0b0000_1100_0000_0000, {"cloud_mixed"}, {}),
-    (0b0100_1000_0000_0000, {"snow"}, {}),
-    (0b1000_1000_0000_0000, {"cloud_shadow"}, {}),
-    (0b0001_0000_0000_0000, set(), {"land_water": 2}),               # coastline: not water
-    (0b0010_1000_0000_0000, {"water"}, {"land_water": 5}),           # deep inland water
-    (0b0000_1000_0011_1100, set(), {"usefulness": 15}),
-    (65535, {"fill"}, {"modland_qa": 0}),
-])
+@pytest.mark.parametrize(
+    "value,flags,levels",
+    [
+        (0b0000_1000_0100_0100, set(), {"modland_qa": 0, "usefulness": 1, "aerosol_level": 1, "land_water": 1}),
+        (0b0000_1000_0000_0010, {"cloud"}, {"modland_qa": 2}),
+        (0b0000_1000_0000_0011, {"not_produced"}, {"modland_qa": 3}),
+        (0b0000_1001_0000_0000, {"adjacent_to_cloud"}, {}),
+        (0b0000_1010_0000_0000, {"brdf_corrected"}, {}),
+        (0b0000_1100_0000_0000, {"cloud_mixed"}, {}),
+        (0b0100_1000_0000_0000, {"snow"}, {}),
+        (0b1000_1000_0000_0000, {"cloud_shadow"}, {}),
+        (0b0001_0000_0000_0000, set(), {"land_water": 2}),  # coastline: not water
+        (0b0010_1000_0000_0000, {"water"}, {"land_water": 5}),  # deep inland water
+        (0b0000_1000_0011_1100, set(), {"usefulness": 15}),
+        (65535, {"fill"}, {"modland_qa": 0}),
+    ],
+)
 def test_mod13_vi_quality_bits(value: int, flags: set[str], levels: dict[str, int]):
     d = _decode_one("modis-13Q1-061", "250m_16_days_VI_Quality", value, "uint16")
     assert {k: d[k] for k in levels} == levels
@@ -199,14 +221,29 @@ def _field(rule: str, name: str) -> tuple[int, int]:
     return (spec.bits, 1) if isinstance(spec.bits, int) else tuple(spec.bits)
 
 
-@pytest.mark.parametrize("path,asset,rule,names", [
-    ("data/stac/planetary-computer/landsat-c2-l2.LC09_L2SP_090091_20250310_02_T1.json", "qa_pixel",
-     "landsat_c2_qa_pixel", {}),
-    ("data/stac/planetary-computer/landsat-c2-l2.LC09_L2SP_090091_20250310_02_T1.json", "qa_radsat",
-     "landsat_c2_qa_radsat", {**{f"band{i}": f"saturated_band{i}" for i in range(1, 10)}, "occlusion": "terrain_occlusion"}),
-    ("data/stac/stactools/hls/HLS.L30.T19LDD.2022165T144027.v2.0/HLS.L30.T19LDD.2022165T144027.v2.0.json", "fmask",
-     "hls_fmask", {"adjacent": "adjacent_to_cloud", "snow_ice": "snow"}),
-])
+@pytest.mark.parametrize(
+    "path,asset,rule,names",
+    [
+        (
+            "data/stac/planetary-computer/landsat-c2-l2.LC09_L2SP_090091_20250310_02_T1.json",
+            "qa_pixel",
+            "landsat_c2_qa_pixel",
+            {},
+        ),
+        (
+            "data/stac/planetary-computer/landsat-c2-l2.LC09_L2SP_090091_20250310_02_T1.json",
+            "qa_radsat",
+            "landsat_c2_qa_radsat",
+            {**{f"band{i}": f"saturated_band{i}" for i in range(1, 10)}, "occlusion": "terrain_occlusion"},
+        ),
+        (
+            "data/stac/stactools/hls/HLS.L30.T19LDD.2022165T144027.v2.0/HLS.L30.T19LDD.2022165T144027.v2.0.json",
+            "fmask",
+            "hls_fmask",
+            {"adjacent": "adjacent_to_cloud", "snow_ice": "snow"},
+        ),
+    ],
+)
 def test_rules_agree_with_the_items_classification_bitfields(shared_dir, path, asset, rule, names):
     """The catalogs' own ``classification:bitfields`` give every field the same bits as our rules."""
     item = json.loads((shared_dir / path).read_text())
@@ -217,10 +254,17 @@ def test_rules_agree_with_the_items_classification_bitfields(shared_dir, path, a
 
 
 MODIS_QA_INDEX_NAMES = {
-    "internal snow algorithm flag": "internal_snow", "Salt Pan": "salt_pan", "Pixel is adjacent to cloud":
-    "adjacent_to_cloud", "MOD35 snow/ice flag": "snow", "internal fire algorithm flag": "fire",
-    "internal cloud algorithm flag": "internal_cloud", "cirrus detected": "cirrus_level", "aerosol quantity":
-    "aerosol_level", "land/water flag": "land_water", "cloud shadow": "cloud_shadow", "cloud state": "cloud_state",
+    "internal snow algorithm flag": "internal_snow",
+    "Salt Pan": "salt_pan",
+    "Pixel is adjacent to cloud": "adjacent_to_cloud",
+    "MOD35 snow/ice flag": "snow",
+    "internal fire algorithm flag": "fire",
+    "internal cloud algorithm flag": "internal_cloud",
+    "cirrus detected": "cirrus_level",
+    "aerosol quantity": "aerosol_level",
+    "land/water flag": "land_water",
+    "cloud shadow": "cloud_shadow",
+    "cloud state": "cloud_state",
 }
 
 

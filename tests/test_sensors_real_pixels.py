@@ -7,6 +7,7 @@ dilated cloud *not* included. On the 2015 scene that reading matches to 0.02 per
 points, while "cloud or dilated cloud" is off by 3.9 points.
 The scenes in ``shared/`` are shrunk to 512 x 512, hence a 3-point tolerance.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,7 +37,7 @@ def _scene(shared: Path, name: str) -> tuple[np.ndarray, np.ndarray, dict]:
 def test_landsat_cloud_fraction_matches_mtl_cloud_cover(shared_dir, scene):
     qa_pixel, _, mtl = _scene(shared_dir, scene)
     cloud_cover = float(mtl["IMAGE_ATTRIBUTES"]["CLOUD_COVER"])
-    flags = decode_qa("landsat-c2l2-sr", "QA_PIXEL", qa_pixel)   # USGS file naming, case-insensitive
+    flags = decode_qa("landsat-c2l2-sr", "QA_PIXEL", qa_pixel)  # USGS file naming, case-insensitive
     fractions = flag_fractions(flags)
     cloud_pct = 100 * fractions["cloud"]
     assert abs(cloud_pct - cloud_cover) <= 3.0, (cloud_pct, cloud_cover)
@@ -46,8 +47,9 @@ def test_landsat_cloud_fraction_matches_mtl_cloud_cover(shared_dir, scene):
     # the cloud bit is exactly "cloud confidence high" (LSDS-1619 Table 6-3), pixel by pixel
     np.testing.assert_array_equal(flags["cloud"].values, flags["cloud_confidence"].values == 3)
     # clear = neither cloud nor dilated cloud, on every non-fill pixel
-    np.testing.assert_array_equal(flags["clear"].values[valid],
-                                  ~(flags["cloud"].values | flags["dilated_cloud"].values)[valid])
+    np.testing.assert_array_equal(
+        flags["clear"].values[valid], ~(flags["cloud"].values | flags["dilated_cloud"].values)[valid]
+    )
 
 
 def test_landsat_cloud_cover_definition_discriminates(shared_dir):
@@ -56,7 +58,7 @@ def test_landsat_cloud_cover_definition_discriminates(shared_dir):
     valid = ~flags["fill"].values
     cloud_cover = float(mtl["IMAGE_ATTRIBUTES"]["CLOUD_COVER"])
     with_dilated = 100 * np.mean((flags["cloud"].values | flags["dilated_cloud"].values)[valid])
-    assert abs(with_dilated - cloud_cover) > 3.0   # so the 3-point test above does tell the definitions apart
+    assert abs(with_dilated - cloud_cover) > 3.0  # so the 3-point test above does tell the definitions apart
     assert abs(100 * np.mean(flags["cloud"].values[valid]) - cloud_cover) < 0.1
 
 
@@ -89,14 +91,26 @@ def scl(shared_dir) -> xr.DataArray:
 
 def test_s2_scl_flag_counts_match_direct_counts(scl):
     values = scl.values
-    flags = decode_qa("sentinel-2-l2a", "SCL", scl)       # float32 input, as xarray reads it
+    flags = decode_qa("sentinel-2-l2a", "SCL", scl)  # float32 input, as xarray reads it
     assert flags["cloud"].dims == scl.dims and np.array_equal(flags["time"].values, scl["time"].values)
-    classes = {0: "nodata", 1: "saturated", 2: "dark_area", 3: "cloud_shadow", 4: "vegetation", 5: "not_vegetated",
-               6: "water", 7: "unclassified", 8: "cloud_medium", 9: "cloud_high", 10: "cirrus", 11: "snow"}
+    classes = {
+        0: "nodata",
+        1: "saturated",
+        2: "dark_area",
+        3: "cloud_shadow",
+        4: "vegetation",
+        5: "not_vegetated",
+        6: "water",
+        7: "unclassified",
+        8: "cloud_medium",
+        9: "cloud_high",
+        10: "cirrus",
+        11: "snow",
+    }
     for value, name in classes.items():
         assert int(flags[name].sum()) == int((values == value).sum()), name
     assert int(flags["cloud"].sum()) == int(np.isin(values, [8, 9]).sum())
-    assert sum(int((values == v).sum()) for v in range(2, 12)) == values.size   # classes 2-11 cover the cube
+    assert sum(int((values == v).sum()) for v in range(2, 12)) == values.size  # classes 2-11 cover the cube
     drop = invalid_mask("sentinel-2-l2a", "SCL", scl)
     assert isinstance(drop, xr.DataArray) and drop.dtype == bool
     assert int(drop.sum()) == int(np.isin(values, [0, 1, 3, 8, 9, 10]).sum())
@@ -106,7 +120,7 @@ def test_s2_scl_mask_is_lazy_and_identical_on_dask(scl):
     lazy = scl.chunk({"time": 10, "y": 50, "x": 50})
     policy = MaskPolicy(dilation_m=20.0)
     drop = invalid_mask("sentinel-2-l2a", "SCL", lazy, policy=policy, resolution_m=10.0)
-    assert drop.chunks is not None                       # nothing computed yet
+    assert drop.chunks is not None  # nothing computed yet
     eager = invalid_mask("sentinel-2-l2a", "SCL", scl, policy=policy, resolution_m=10.0)
     np.testing.assert_array_equal(drop.values, eager.values)
     undilated = invalid_mask("sentinel-2-l2a", "SCL", scl)
@@ -125,7 +139,7 @@ def test_modis_state_1km_decodes_and_flags_only_valid_pixels(shared_dir):
     assert int(fill.sum()) == int((state == 65535).sum()) and 0 < int((~fill).sum()) < state.size
     for name in flags.data_vars:
         if name != "fill":
-            assert not flags[name].values[fill].any(), name   # nothing but 'fill' on fill pixels
-    assert flags["cloud"].values[~fill].mean() > 0.5            # a cloudy polar granule (99 % per its QA index)
+            assert not flags[name].values[fill].any(), name  # nothing but 'fill' on fill pixels
+    assert flags["cloud"].values[~fill].mean() > 0.5  # a cloudy polar granule (99 % per its QA index)
     drop = invalid_mask("MOD09GA_061", "state_1km_1", state)
     assert drop[fill].all()

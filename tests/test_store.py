@@ -1,5 +1,6 @@
 """The store layer on small synthetic cubes: CF/GeoZarr metadata, sharding and its
 alignment guard, slice planning, overviews, STAC, engines, locks and log redaction."""
+
 from __future__ import annotations
 
 import json
@@ -32,11 +33,16 @@ def synthetic_cube(nt: int = 6, ny: int = 40, nx: int = 60, seed: int = 0) -> xr
     rng = np.random.default_rng(seed)
     valid = rng.random((nt, ny, nx)) > 0.2
     ds = xr.Dataset(
-        {b: (("time", "y", "x"), np.where(valid, rng.random((nt, ny, nx)), np.nan).astype(np.float32))
-         for b in ("blue", "red", "nir08")},
-        coords={"time": np.datetime64("2022-03-01T10:10:31", "ns") + np.arange(nt) * np.timedelta64(5, "D"),
-                "y": Y1 - RES / 2 - RES * np.arange(ny), "x": X0 + RES / 2 + RES * np.arange(nx),
-                "sensor": ("time", np.array(["sentinel-2", "landsat"] * (nt // 2), dtype=object))},
+        {
+            b: (("time", "y", "x"), np.where(valid, rng.random((nt, ny, nx)), np.nan).astype(np.float32))
+            for b in ("blue", "red", "nir08")
+        },
+        coords={
+            "time": np.datetime64("2022-03-01T10:10:31", "ns") + np.arange(nt) * np.timedelta64(5, "D"),
+            "y": Y1 - RES / 2 - RES * np.arange(ny),
+            "x": X0 + RES / 2 + RES * np.arange(nx),
+            "sensor": ("time", np.array(["sentinel-2", "landsat"] * (nt // 2), dtype=object)),
+        },
     )
     ds["valid"] = (("time", "y", "x"), valid)
     ds.attrs["eocube:request"] = json.dumps({"catalog": "demo"})
@@ -46,10 +52,16 @@ def synthetic_cube(nt: int = 6, ny: int = 40, nx: int = 60, seed: int = 0) -> xr
 
 # ------------------------------------------------------------------ CF / GeoZarr / sharding
 
+
 def test_sharded_store_is_cf_geozarr_and_roundtrips(tmp_path: Path):
     cube = synthetic_cube()
-    path = write_store(cube, tmp_path / "c.zarr", {"time": 1, "y": 20, "x": 20}, shards={"time": 2, "y": 40, "x": 40},
-                       overview_levels=1)
+    path = write_store(
+        cube,
+        tmp_path / "c.zarr",
+        {"time": 1, "y": 20, "x": 20},
+        shards={"time": 2, "y": 40, "x": 40},
+        overview_levels=1,
+    )
     meta = json.loads((path / "red" / "zarr.json").read_text())
     assert meta["dimension_names"] == ["time", "y", "x"]
     shard = meta["codecs"][0]
@@ -117,6 +129,7 @@ def test_slice_plan_tiles_the_grid_exactly_once_and_skips_committed():
 
 # ------------------------------------------------------------------ overviews
 
+
 def test_overview_is_the_nan_aware_block_mean():
     cube = synthetic_cube(nt=2, ny=5, nx=6)
     ov = coarsen_cube(cube, 2)
@@ -129,13 +142,16 @@ def test_overview_is_the_nan_aware_block_mean():
     valid[:, :5] = cube["valid"].values
     counts = np.ones((2, 6, 6))
     counts[:, 5:] = np.nan
-    np.testing.assert_allclose(ov["valid"].values, np.nanmean((valid * counts).reshape(2, 3, 2, 3, 2), axis=(2, 4)), rtol=1e-6)
+    np.testing.assert_allclose(
+        ov["valid"].values, np.nanmean((valid * counts).reshape(2, 3, 2, 3, 2), axis=(2, 4)), rtol=1e-6
+    )
     np.testing.assert_allclose(ov.x.values, X0 + RES + 2 * RES * np.arange(3))
     np.testing.assert_allclose(ov.y.values, Y1 - RES - 2 * RES * np.arange(3))
     assert [float(v) for v in ov["spatial_ref"].attrs["GeoTransform"].split()] == [X0, 2 * RES, 0.0, Y1, 0.0, -2 * RES]
 
 
 # ------------------------------------------------------------------ engines, STAC
+
 
 def _part(cube: xr.Dataset, sl: Slice) -> xr.Dataset:
     sub = cube.isel(time=slice(*sl.t), y=slice(*sl.y), x=slice(*sl.x))
@@ -195,8 +211,10 @@ def test_icechunk_conflicting_commits_fail_cleanly_or_skip(tmp_path: Path):
     a._commit(s1, "slice", {"eocube:slice": {"slice": sl.id}})
     with pytest.raises(ConflictingWriteError, match="conflicts with a concurrent commit"):
         a._commit(s2, "slice", {"eocube:slice": {"slice": sl.id}})
-    np.testing.assert_array_equal(a.open()["red"].isel(time=slice(0, 2), y=slice(0, 20), x=slice(0, 20)).values,
-                                  cube["red"].isel(time=slice(0, 2), y=slice(0, 20), x=slice(0, 20)).values)
+    np.testing.assert_array_equal(
+        a.open()["red"].isel(time=slice(0, 2), y=slice(0, 20), x=slice(0, 20)).values,
+        cube["red"].isel(time=slice(0, 2), y=slice(0, 20), x=slice(0, 20)).values,
+    )
     # disjoint slices from the same base snapshot are rebased, both land
     other = [Slice((0, 2), (20, 40), (0, 20)), Slice((2, 4), (0, 20), (0, 20))]
     sessions = [a._repo().writable_session("main") for _ in other]
@@ -238,10 +256,14 @@ def test_second_writer_fails_cleanly_or_waits_its_turn(tmp_path: Path):
 # ------------------------------------------------------------------ logs
 
 SECRETS = {  # text -> (the secret, a part that must survive)
-    "https://acct.blob.core.windows.net/c/x.tif?st=2024-01-01&se=2024-01-02&sp=r&sv=2021&sr=c&sig=AbC%2Bsecret":
-        ("AbC%2Bsecret", "https://acct.blob.core.windows.net/c/x.tif?st="),
-    "https://bucket.s3.amazonaws.com/x.tif?X-Amz-Credential=AKIAXXX&X-Amz-Signature=deadbeef":
-        ("deadbeef", "https://bucket.s3.amazonaws.com/x.tif?X-Amz-Credential="),
+    "https://acct.blob.core.windows.net/c/x.tif?st=2024-01-01&se=2024-01-02&sp=r&sv=2021&sr=c&sig=AbC%2Bsecret": (
+        "AbC%2Bsecret",
+        "https://acct.blob.core.windows.net/c/x.tif?st=",
+    ),
+    "https://bucket.s3.amazonaws.com/x.tif?X-Amz-Credential=AKIAXXX&X-Amz-Signature=deadbeef": (
+        "deadbeef",
+        "https://bucket.s3.amazonaws.com/x.tif?X-Amz-Credential=",
+    ),
     "GET /items?token=eyJhbGciOiJIUzI1NiJ9.payload.sig&limit=10": ("eyJhbGciOiJIUzI1NiJ9", "&limit=10"),
     "headers={'Authorization': 'Bearer abc.def.ghi'}": ("abc.def.ghi", "{'Authorization': 'Bearer "),
     "Authorization: Basic dXNlcjpwYXNz": ("dXNlcjpwYXNz", "Authorization: Basic "),

@@ -1,6 +1,7 @@
 """Transactional backfills on the demo archive: a killed Dask worker, a killed flow
 process, a concurrent writer and an incremental update all end in a store whose data
 equal an uninterrupted one-shot write (``write_store``), nothing duplicated or missing."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -23,14 +24,23 @@ from pipeline.chain.slices import BackfillSpec, backfill, prepare, update_reques
 from pipeline.demo.archive import DEMO_SITE
 from pipeline.model import CubeRequest
 from pipeline.store.engines import open_engine
+from pipeline.store.open import open_cube
 from pipeline.store.status import store_status
 
 CHUNKS = {"time": 1, "y": 50, "x": 50}
 
 
 def make_request(output: Path, end: dt.date = dt.date(2022, 3, 31)) -> CubeRequest:
-    return CubeRequest(catalog="demo", bbox=DEMO_SITE.aoi_lonlat(), start=dt.date(2022, 3, 1), end=end,
-                       sensors=["sentinel-2", "landsat"], resolution=20.0, output=output, chunks=CHUNKS)
+    return CubeRequest(
+        catalog="demo",
+        bbox=DEMO_SITE.aoi_lonlat(),
+        start=dt.date(2022, 3, 1),
+        end=end,
+        sensors=["sentinel-2", "landsat"],
+        resolution=20.0,
+        output=output,
+        chunks=CHUNKS,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +52,7 @@ def reference(demo_archive: Path, tmp_path_factory) -> xr.Dataset:
 
     with dask.config.set(scheduler="threads", num_workers=2):
         path = assemble_and_write(request, found)
-    return xr.open_zarr(path).load()
+    return open_cube(path).load()
 
 
 def assert_same_data(store: xr.Dataset, ref: xr.Dataset) -> None:
@@ -109,28 +119,53 @@ def test_icechunk_backfill_then_incremental_update(demo_archive: Path, reference
     assert engine.kind == "icechunk"
     ds = engine.open().load()
     assert_same_data(ds, reference)
-    assert ds.attrs["eocube:request"] and '"2022-03-15"' in ds.attrs["eocube:request"]  # the original request stays
+    assert (
+        ds.attrs["eocube:request"] and '"2022-03-31"' in ds.attrs["eocube:request"]
+    )  # the request the store now answers
     status = store_status(store)
     assert status.committed_fraction == 1.0 and [r["kind"] for r in status.runs] == ["backfill", "update"]
 
 
 def _backfill_cmd(request_file: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "pipeline", "backfill", str(request_file), "--tile-px", "50", "--time-step", "1", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "backfill",
+        str(request_file),
+        "--tile-px",
+        "50",
+        "--time-step",
+        "1",
+        *extra,
+    ]
 
 
 @pytest.mark.slow
-def test_killed_flow_process_resumes_and_a_second_writer_is_refused(demo_archive: Path, reference: xr.Dataset,
-                                                                    tmp_path: Path, prefect_harness):
+def test_killed_flow_process_resumes_and_a_second_writer_is_refused(
+    demo_archive: Path, reference: xr.Dataset, tmp_path: Path, prefect_harness
+):
     from prefect.settings import PREFECT_API_URL
 
     store = tmp_path / "cube.zarr"
     request_file = tmp_path / "request.yaml"
     request_file.write_text(yaml.safe_dump(make_request(store).model_dump(mode="json")))
-    env = {**os.environ, "EOCUBE_DEMO_ARCHIVE": str(demo_archive), "PREFECT_API_URL": PREFECT_API_URL.value(),
-           "EOCUBE_LOCAL_WORKERS": "1", "PREFECT_LOGGING_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "EOCUBE_DEMO_ARCHIVE": str(demo_archive),
+        "PREFECT_API_URL": PREFECT_API_URL.value(),
+        "EOCUBE_LOCAL_WORKERS": "1",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+    }
     manifest = store / "eocube-manifest"
-    first = subprocess.Popen(_backfill_cmd(request_file), env=env, start_new_session=True,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        _backfill_cmd(request_file),
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 240
         while not (manifest.is_dir() and len(list(manifest.glob("*.json"))) >= 2):
@@ -141,8 +176,9 @@ def test_killed_flow_process_resumes_and_a_second_writer_is_refused(demo_archive
         # the second writer starts up; the kill then lands mid-run however slow that start-up is.
         os.killpg(first.pid, signal.SIGSTOP)
         done_at_kill = len(list(manifest.glob("*.json")))
-        second = subprocess.run(_backfill_cmd(request_file, "--wait", "0"), env=env, capture_output=True, text=True,
-                                timeout=120)
+        second = subprocess.run(
+            _backfill_cmd(request_file, "--wait", "0"), env=env, capture_output=True, text=True, timeout=120
+        )
         assert second.returncode == 2 and "locked by another writer" in second.stderr, second.stderr[-2000:]
         os.killpg(first.pid, signal.SIGKILL)
         first.wait(timeout=30)
@@ -155,7 +191,12 @@ def test_killed_flow_process_resumes_and_a_second_writer_is_refused(demo_archive
     total = len(list(manifest.glob("*.json")))  # 4 tiles x 12 time steps: many slices, so the kill lands mid-run
     assert 2 <= done_at_kill < total
     assert f"{total - done_at_kill} of {total - done_at_kill} pending slices written" in " ".join(rerun.stdout.split())
-    assert_same_data(xr.open_zarr(store).load(), reference)
-    status = subprocess.run([sys.executable, "-m", "pipeline", "status", str(store), "--json"], env=env,
-                            capture_output=True, text=True, timeout=120)
+    assert_same_data(open_cube(store).load(), reference)
+    status = subprocess.run(
+        [sys.executable, "-m", "pipeline", "status", str(store), "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert status.returncode == 0 and '"committed_fraction": 1.0' in status.stdout, status.stderr[-2000:]

@@ -4,6 +4,7 @@ the provenance lists exactly the items whose pixels are in the store.
 
 Pure helpers (time merge, chunk moves, record remap) and the engines on small synthetic stores first,
 then real backfills and updates on the demo archive, and a SIGKILL during the Zarr insert."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -63,6 +64,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # --- pure helpers ------------------------------------------------------------------------------------------------
 
+
 def days(*d: int) -> np.ndarray:
     return np.array([f"2022-03-{i:02d}T10:00" for i in d], "datetime64[ns]")
 
@@ -81,13 +83,19 @@ def test_merge_time_axes_places_inserted_steps_in_order():
 
 def test_plan_time_moves_whole_chunks_and_partial_runs():
     # time chunk 1: every move is a whole chunk
-    assert plan_time_moves([0, 2, 3], 1, 4) == [TimeMove((0, 1), (0, 1), True), TimeMove((1, 2), (2, 3), True),
-                                                 TimeMove((2, 3), (3, 4), True)]
+    assert plan_time_moves([0, 2, 3], 1, 4) == [
+        TimeMove((0, 1), (0, 1), True),
+        TimeMove((1, 2), (2, 3), True),
+        TimeMove((2, 3), (3, 4), True),
+    ]
     # chunk 2, one step inserted at 2: [0,2) stays whole, [2,4) -> [3,5) straddles two new chunks
     assert plan_time_moves([0, 1, 3, 4], 2, 5) == [TimeMove((0, 2), (0, 2), True), TimeMove((2, 4), (3, 5), False)]
     # chunk 2, inserted at 1 and 3: old [0,2) splits into two runs; old [2,4) -> [4,6) is whole again
-    assert plan_time_moves([0, 2, 4, 5], 2, 6) == [TimeMove((0, 1), (0, 1), False), TimeMove((1, 2), (2, 3), False),
-                                                    TimeMove((2, 4), (4, 6), True)]
+    assert plan_time_moves([0, 2, 4, 5], 2, 6) == [
+        TimeMove((0, 1), (0, 1), False),
+        TimeMove((1, 2), (2, 3), False),
+        TimeMove((2, 4), (4, 6), True),
+    ]
     # a partial last chunk is whole only onto the new axis' own partial last chunk
     assert plan_time_moves([0, 1, 4], 2, 5) == [TimeMove((0, 2), (0, 2), True), TimeMove((2, 3), (4, 5), True)]
     assert plan_time_moves([0, 1, 4], 2, 6)[-1] == TimeMove((2, 3), (4, 5), False)
@@ -95,8 +103,17 @@ def test_plan_time_moves_whole_chunks_and_partial_runs():
 
 def _record(t: tuple[int, int], sources: dict | None = None) -> dict:
     sl = Slice(t, (0, 50), (50, 100))
-    return {"slice": sl.id, "t": list(t), "y": [0, 50], "x": [50, 100], "engine": "zarr", "bytes": 400,
-            "time_range": ["a", "b"], "sources": sources or {"s2": ["A", "B"]}, "committed": "now"}
+    return {
+        "slice": sl.id,
+        "t": list(t),
+        "y": [0, 50],
+        "x": [50, 100],
+        "engine": "zarr",
+        "bytes": 400,
+        "time_range": ["a", "b"],
+        "sources": sources or {"s2": ["A", "B"]},
+        "committed": "now",
+    }
 
 
 def test_remap_slice_record_shifts_splits_or_keeps():
@@ -138,14 +155,26 @@ class _Item:
 
 def test_held_dates_and_late_items_for_them():
     store_times, store_sensors = days(1, 3, 5), np.array(["s2", "landsat", "s2"])
-    cube_times = np.array(["2022-03-01T10:30", "2022-03-02T10:00", "2022-03-03T10:00", "2022-03-05T21:00"],
-                          "datetime64[ns]")
+    cube_times = np.array(
+        ["2022-03-01T10:30", "2022-03-02T10:00", "2022-03-03T10:00", "2022-03-05T21:00"], "datetime64[ns]"
+    )
     held = held_time_steps(store_times, store_sensors, cube_times, np.array(["s2", "s2", "s2", "s2"]))
     assert held.tolist() == [True, False, False, True]  # 03-03 is held for landsat only
     records = [{"slice": "x", "t": [0, 2], "sources": {"s2": ["S1"], "landsat": ["L3"]}}]  # step 2 not committed
-    found = {"s2": SensorItems("s2", "c", "p", [_Item("S1", "2022-03-01T10:00:00"), _Item("S1b", "2022-03-01T10:05:00"),
-                                                _Item("S5b", "2022-03-05T10:00:00"), _Item("S2", "2022-03-02T10:00:00")]),
-             "landsat": SensorItems("landsat", "c", "p", [_Item("L3", "2022-03-03T10:00:00")])}
+    found = {
+        "s2": SensorItems(
+            "s2",
+            "c",
+            "p",
+            [
+                _Item("S1", "2022-03-01T10:00:00"),
+                _Item("S1b", "2022-03-01T10:05:00"),
+                _Item("S5b", "2022-03-05T10:00:00"),
+                _Item("S2", "2022-03-02T10:00:00"),
+            ],
+        ),
+        "landsat": SensorItems("landsat", "c", "p", [_Item("L3", "2022-03-03T10:00:00")]),
+    }
     # S1b: a second item for a held, committed date; S5b: its date is held but not committed yet (the slice
     # still to write will read it); S2: a date the store lacks
     assert late_items_for_held_dates(store_times, store_sensors, records, found) == {"s2": ["S1b"]}
@@ -163,10 +192,17 @@ def synthetic(day_list=ALL_DAYS) -> xr.Dataset:
     red = np.array([[[d * 100 + y * 4 + x for x in range(4)] for y in range(4)] for d in day_list], "float32")
     red[:, 0, 0] = np.nan
     sensors = np.array([SENSOR[d] for d in day_list], dtype=np.dtypes.StringDType())
-    return xr.Dataset({"red": (("time", "y", "x"), red), "valid": (("time", "y", "x"), ~np.isnan(red))},
-                      coords={"time": times, "y": np.arange(4.0), "x": np.arange(4.0), "sensor": ("time", sensors),
-                              "cloud_cover": ("time", np.array(day_list, "float32"))},
-                      attrs={"eocube:version": "test", "eocube:source_items": "{}"})
+    return xr.Dataset(
+        {"red": (("time", "y", "x"), red), "valid": (("time", "y", "x"), ~np.isnan(red))},
+        coords={
+            "time": times,
+            "y": np.arange(4.0),
+            "x": np.arange(4.0),
+            "sensor": ("time", sensors),
+            "cloud_cover": ("time", np.array(day_list, "float32")),
+        },
+        attrs={"eocube:version": "test", "eocube:source_items": "{}"},
+    )
 
 
 def write_pending(engine, full: xr.Dataset, layout: StoreLayout, tile: int = 2, step: int = 2) -> list[str]:
@@ -176,13 +212,24 @@ def write_pending(engine, full: xr.Dataset, layout: StoreLayout, tile: int = 2, 
     for sl in pending:
         times = store.time.values[slice(*sl.t)]
         part = full.sel(time=times).isel(y=slice(*sl.y), x=slice(*sl.x))
-        record = {"slice": sl.id, "t": list(sl.t), "y": list(sl.y), "x": list(sl.x), "engine": engine.kind,
-                  "time_range": [str(np.datetime_as_string(times[i], "s")) for i in (0, -1)], "bytes": 1,
-                  "sources": {}, "committed": "now"}
+        record = {
+            "slice": sl.id,
+            "t": list(sl.t),
+            "y": list(sl.y),
+            "x": list(sl.x),
+            "engine": engine.kind,
+            "time_range": [str(np.datetime_as_string(times[i], "s")) for i in (0, -1)],
+            "bytes": 1,
+            "sources": {},
+            "committed": "now",
+        }
         for s in sorted({str(v) for v in part["sensor"].values}):
-            record["sources"][s] = [f"{s}-{str(t)[:10]}" for t, ps in zip(times, part["sensor"].values, strict=True) if ps == s]
-        engine.write_slice(part[["red", "valid"]].drop_vars(list(part.coords)).chunk(layout.dask_chunks(part.sizes)),
-                           sl.region, record)
+            record["sources"][s] = [
+                f"{s}-{str(t)[:10]}" for t, ps in zip(times, part["sensor"].values, strict=True) if ps == s
+            ]
+        engine.write_slice(
+            part[["red", "valid"]].drop_vars(list(part.coords)).chunk(layout.dask_chunks(part.sizes)), sl.region, record
+        )
     return [sl.id for sl in pending]
 
 
@@ -202,21 +249,31 @@ def assert_matches(engine, full: xr.Dataset) -> None:
         np.testing.assert_array_equal(ds[v].values, full[v].values, err_msg=v)
     records = engine.committed()
     for r in records.values():
-        assert r["time_range"] == [str(np.datetime_as_string(ds.time.values[i], "s")) for i in (r["t"][0], r["t"][1] - 1)]
+        assert r["time_range"] == [
+            str(np.datetime_as_string(ds.time.values[i], "s")) for i in (r["t"][0], r["t"][1] - 1)
+        ]
     cells = sum(int(np.prod([b - a for a, b in (r["t"], r["y"], r["x"])])) for r in records.values())
     assert cells == int(np.prod([ds.sizes[d] for d in ("time", "y", "x")])), "records overlap or leave holes"
-    expected = {s: sorted(f"{s}-{str(t)[:10]}" for t, ts in zip(full.time.values, full.sensor.values, strict=True) if ts == s)
-                for s in sorted({str(v) for v in full.sensor.values})}
+    expected = {
+        s: sorted(f"{s}-{str(t)[:10]}" for t, ts in zip(full.time.values, full.sensor.values, strict=True) if ts == s)
+        for s in sorted({str(v) for v in full.sensor.values})
+    }
     assert committed_sources(records.values()) == expected
 
 
 @pytest.mark.parametrize("kind", ["zarr", "icechunk"])
-@pytest.mark.parametrize("chunks, shards, step", [({"time": 1, "y": 2, "x": 2}, None, 2),
-                                                  ({"time": 2, "y": 2, "x": 2}, None, 2),
-                                                  ({"time": 1, "y": 2, "x": 2}, {"time": 2, "y": 4, "x": 4}, 4)],
-                         ids=["chunk1", "chunk2", "shard2"])
-def test_insert_times_moves_data_coordinates_and_records(kind: str, chunks: dict, shards: dict | None, step: int,
-                                                         tmp_path: Path):
+@pytest.mark.parametrize(
+    "chunks, shards, step",
+    [
+        ({"time": 1, "y": 2, "x": 2}, None, 2),
+        ({"time": 2, "y": 2, "x": 2}, None, 2),
+        ({"time": 1, "y": 2, "x": 2}, {"time": 2, "y": 4, "x": 4}, 4),
+    ],
+    ids=["chunk1", "chunk2", "shard2"],
+)
+def test_insert_times_moves_data_coordinates_and_records(
+    kind: str, chunks: dict, shards: dict | None, step: int, tmp_path: Path
+):
     layout = StoreLayout(chunks, shards)
     tile = 4 if shards else 2
     engine, first = make_engine(kind, tmp_path / f"s.{kind}", chunks, shards)
@@ -306,7 +363,11 @@ def test_swap_fallback_and_recover_after_kills(tmp_path: Path, monkeypatch):
     (tmp_path / "s.zarr" / "zarr.json").write_text("{}")
     (tmp_path / "s.zarr" / "eocube-manifest").mkdir()
     leftovers[1].mkdir()
-    foreign = [tmp_path / ".s.zarr.insert-notours", tmp_path / ".s.zarr.old-0123abcd", tmp_path / ".t.zarr.old-0123abcd"]
+    foreign = [
+        tmp_path / ".s.zarr.insert-notours",
+        tmp_path / ".s.zarr.old-0123abcd",
+        tmp_path / ".t.zarr.old-0123abcd",
+    ]
     for f in foreign:
         f.mkdir()
         (f / "data.txt").write_text("someone else's")
@@ -317,7 +378,10 @@ def test_swap_fallback_and_recover_after_kills(tmp_path: Path, monkeypatch):
 # --- real stores on the demo archive -------------------------------------------------------------------------------
 
 #: Items "published late": absent from the first backfill's search, found by the update.
-LATE = {"sentinel-2": "S2B_MSIL2A_20220316T101031_R022_T32TPR_20220316T131031", "landsat": "LC08_L2SP_193028_20220314_02_T1"}
+LATE = {
+    "sentinel-2": "S2B_MSIL2A_20220316T101031_R022_T32TPR_20220316T131031",
+    "landsat": "LC08_L2SP_193028_20220314_02_T1",
+}
 
 
 def without_late(found: dict[str, SensorItems]) -> dict[str, SensorItems]:
@@ -351,8 +415,9 @@ def provenance(store: Path) -> dict[str, list[str]]:
 
 
 @pytest.mark.parametrize("engine", ["zarr", "icechunk"])
-def test_update_inserts_the_dates_of_items_published_late(engine: str, demo_archive: Path, reference: xr.Dataset,
-                                                          tmp_path: Path):
+def test_update_inserts_the_dates_of_items_published_late(
+    engine: str, demo_archive: Path, reference: xr.Dataset, tmp_path: Path
+):
     from pipeline.chain.search import search
 
     store = tmp_path / f"cube.{engine}"
@@ -373,8 +438,12 @@ def test_update_inserts_the_dates_of_items_published_late(engine: str, demo_arch
     assert report.inserted_times == 2 and report.appended_times == 0 and report.late_items_for_held_dates == 1
     ds = open_engine(store).open().load()
     inserted = set(np.flatnonzero(~np.isin(ds.time.values, first_times)).tolist())
-    twin_step = int(np.flatnonzero((ds.time.values.astype("datetime64[D]") == np.datetime64("2022-03-01"))
-                                   & (ds.sensor.values.astype(object) == "sentinel-2"))[0])
+    twin_step = int(
+        np.flatnonzero(
+            (ds.time.values.astype("datetime64[D]") == np.datetime64("2022-03-01"))
+            & (ds.sensor.values.astype(object) == "sentinel-2")
+        )[0]
+    )
     written = [set(range(*Slice.from_id(s).t)) for s in report.written]
     assert all(w & inserted or twin_step in w for w in written), "only the new steps and the twin's date"
     assert {i for w in written for i in w} >= inserted | {twin_step}
@@ -414,8 +483,9 @@ KILLED_UPDATE = textwrap.dedent("""
 """)
 
 
-def test_a_killed_zarr_insert_leaves_one_whole_store_and_a_rerun_completes(demo_archive: Path, reference: xr.Dataset,
-                                                                           tmp_path: Path):
+def test_a_killed_zarr_insert_leaves_one_whole_store_and_a_rerun_completes(
+    demo_archive: Path, reference: xr.Dataset, tmp_path: Path
+):
     from pipeline.chain.search import search
 
     store = tmp_path / "cube.zarr"
@@ -426,8 +496,15 @@ def test_a_killed_zarr_insert_leaves_one_whole_store_and_a_rerun_completes(demo_
     before = xr.open_zarr(store, group="cube").load()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     for when in ("before", "after"):
-        proc = subprocess.run([sys.executable, "-c", KILLED_UPDATE, str(store), str(demo_archive), when], cwd=REPO,
-                              env=env, capture_output=True, text=True, timeout=300, check=False)
+        proc = subprocess.run(
+            [sys.executable, "-c", KILLED_UPDATE, str(store), str(demo_archive), when],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
         assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
         hidden = [p for p in tmp_path.iterdir() if p.name.startswith(".cube.zarr.insert-")]
         assert len(hidden) == 1 and ZarrEngine(hidden[0]).exists(), "the kill leaves one hidden store"
@@ -437,8 +514,9 @@ def test_a_killed_zarr_insert_leaves_one_whole_store_and_a_rerun_completes(demo_
         else:  # the new one: every old time step and record in place, the inserted steps still empty
             assert ds.sizes["time"] == before.sizes["time"] + 2
             assert not ds["valid"].isel(time=np.flatnonzero(~np.isin(ds.time.values, before.time.values))).values.any()
-            xr.testing.assert_identical(ds.sel(time=before.time.values)[list(before.data_vars)],
-                                        before[list(before.data_vars)])
+            xr.testing.assert_identical(
+                ds.sel(time=before.time.values)[list(before.data_vars)], before[list(before.data_vars)]
+            )
             assert len(ZarrEngine(store).committed()) > len(list((hidden[0] / "eocube-manifest").glob("*.json")))
     with dask.config.set(scheduler="threads", num_workers=2):
         update = update_request(store, until=dt.date(2022, 3, 31))
@@ -456,8 +534,14 @@ def test_store_update_prints_what_it_added(monkeypatch, tmp_path: Path):
     import pipeline.chain
     from pipeline.cli.store import app
 
-    report = SimpleNamespace(store=str(tmp_path / "cube.zarr"), appended_times=3, inserted_times=2, written=["a", "b"],
-                             late_items_for_held_dates=1, failed_items={})
+    report = SimpleNamespace(
+        store=str(tmp_path / "cube.zarr"),
+        appended_times=3,
+        inserted_times=2,
+        written=["a", "b"],
+        late_items_for_held_dates=1,
+        failed_items={},
+    )
     monkeypatch.setattr(pipeline.chain, "update_store", lambda *a, **k: report)
     result = CliRunner().invoke(app, ["update", str(tmp_path / "cube.zarr"), "--until", "2022-03-31"])
     assert result.exit_code == 0, result.output

@@ -1,4 +1,5 @@
 """MC-ConcTD on the real fuel-moisture series (site-held-out test split of the Presto paper)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,5 +24,7 @@ def test_mc_conctd_on_fuel_moisture(shared_dir):
     assert r.rmse < 31.0
     assert 0.85 <= r.picp <= 0.95  # conformal 90% interval on unseen sites
     assert r.spearman_sigma_abs_error > 0.2  # sigma ranks errors
-    assert r.nll < np.log(d.y[te].std()) + 0.5 * np.log(2 * np.pi * np.e)  # beats a constant Gaussian of the test spread
+    assert r.nll < np.log(d.y[te].std()) + 0.5 * np.log(
+        2 * np.pi * np.e
+    )  # beats a constant Gaussian of the test spread
     assert 0 < model.learned_alpha[0] < 1

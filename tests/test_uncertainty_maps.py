@@ -1,4 +1,5 @@
 """Pipeline stage on a small synthetic cube store: points -> fit -> maps (API, CLI, Prefect flow)."""
+
 from __future__ import annotations
 
 import json
@@ -40,10 +41,19 @@ def cube_store(tmp_path_factory):
     valid = rng.random((NT, NY, NX)) > 0.15
     valid[:, 0, 0] = False
     red[~valid], nir[~valid] = np.nan, np.nan
-    ds = xr.Dataset({"red": (("time", "y", "x"), red), "nir": (("time", "y", "x"), nir),
-                     "valid": (("time", "y", "x"), valid.astype(np.uint8))},
-                    coords={"time": time, "y": y, "x": x,
-                            "sensor": ("time", np.array(["sentinel-2"] * NT, dtype=object).astype(str))})
+    ds = xr.Dataset(
+        {
+            "red": (("time", "y", "x"), red),
+            "nir": (("time", "y", "x"), nir),
+            "valid": (("time", "y", "x"), valid.astype(np.uint8)),
+        },
+        coords={
+            "time": time,
+            "y": y,
+            "x": x,
+            "sensor": ("time", np.array(["sentinel-2"] * NT, dtype=object).astype(str)),
+        },
+    )
     ds = ds.rio.write_crs(CRS)
     path = tmp_path_factory.mktemp("cube") / "cube.zarr"
     ds.to_zarr(path, zarr_format=3, consolidated=False)
@@ -58,8 +68,9 @@ def points_csv(cube_store, tmp_path_factory):
     lon, lat = Transformer.from_crs(CRS, "EPSG:4326", always_xy=True).transform(ds.x.values[cols], ds.y.values[rows])
     t = _truth(ds.red.values, ds.nir.values)[rows, cols]
     path = tmp_path_factory.mktemp("pts") / "points.csv"
-    pd.DataFrame({"lon": lon, "lat": lat, "lfmc": t, "time": "2024-03-31",
-                  "site": (rows // 2).astype(str)}).to_csv(path, index=False)
+    pd.DataFrame({"lon": lon, "lat": lat, "lfmc": t, "time": "2024-03-31", "site": (rows // 2).astype(str)}).to_csv(
+        path, index=False
+    )
     return path
 
 
@@ -81,8 +92,9 @@ def test_sample_points_reads_the_right_pixels_and_window(cube_store, points_csv)
 
 def test_fit_and_predict_map_in_blocks(cube_store, points_csv, tmp_path):
     path, ds = cube_store
-    model = fit_from_points(path, points_csv, target="lfmc", n_steps=NT, group_column="site", method="mc-td",
-                            alpha=0.2, **FAST)
+    model = fit_from_points(
+        path, points_csv, target="lfmc", n_steps=NT, group_column="site", method="mc-td", alpha=0.2, **FAST
+    )
     assert model.metadata["variables"] == ["red", "nir"]
     assert len(model.metadata["training_sha256"]) == 64
     saved = load_model(save_model(model, tmp_path / "model"))[0]
@@ -112,8 +124,22 @@ def test_fit_and_predict_map_in_blocks(cube_store, points_csv, tmp_path):
 def test_cli_fit_predict_info_and_errors(cube_store, points_csv, tmp_path):
     path, _ = cube_store
     runner = CliRunner()
-    res = runner.invoke(app, ["fit", str(path), str(points_csv), "--model", str(tmp_path / "m"), "--target", "lfmc",
-                              "--method", "deterministic", "--n-steps", "3"])
+    res = runner.invoke(
+        app,
+        [
+            "fit",
+            str(path),
+            str(points_csv),
+            "--model",
+            str(tmp_path / "m"),
+            "--target",
+            "lfmc",
+            "--method",
+            "deterministic",
+            "--n-steps",
+            "3",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout.strip().splitlines()[-1])["method"] == "deterministic"
     store_copy = tmp_path / "cube.zarr"
@@ -126,14 +152,17 @@ def test_cli_fit_predict_info_and_errors(cube_store, points_csv, tmp_path):
     assert res.exit_code == 2 and "already has lfmc_mean" in res.output
     res = runner.invoke(app, ["info", str(tmp_path / "nope")])
     assert res.exit_code == 2 and "not a saved uncertainty model" in res.output
-    res = runner.invoke(app, ["fit", str(path), str(points_csv), "--model", str(tmp_path / "m2"), "--method", "bayes",
-                              "--target", "lfmc"])
+    res = runner.invoke(
+        app,
+        ["fit", str(path), str(points_csv), "--model", str(tmp_path / "m2"), "--method", "bayes", "--target", "lfmc"],
+    )
     assert res.exit_code == 2 and "unknown method 'bayes'" in res.output
 
 
 @pytest.mark.slow  # the Prefect test server takes most of the time
-def test_prefect_flow_trains_an_artefact_only_when_asked_to_replace_one(cube_store, points_csv, tmp_path,
-                                                                         prefect_harness):
+def test_prefect_flow_trains_an_artefact_only_when_asked_to_replace_one(
+    cube_store, points_csv, tmp_path, prefect_harness
+):
     from flows.uncertainty import train_uncertainty
     from pipeline.uncertainty.artefact import load_artefact
 

@@ -1,4 +1,5 @@
 """Metrics and calibration against scipy, sklearn, numerical integration and closed forms."""
+
 from __future__ import annotations
 
 import math
@@ -43,6 +44,7 @@ def test_gaussian_nll_matches_scipy_logpdf(data):
 def test_gaussian_crps_matches_numerical_integral():
     # CRPS(F, y) = ∫ (F(x) - 1{x >= y})² dx, integrated numerically for a few cases.
     for y, mu, s in [(0.3, 0.0, 1.0), (5.0, 2.0, 0.5), (-1.0, 1.0, 3.0)]:
+
         def f(x, mu=mu, s=s, y=y):
             return (stats.norm.cdf(x, mu, s) - (x >= y)) ** 2
 
@@ -163,8 +165,10 @@ def test_separate_factors_never_lose_to_the_shared_factor_on_their_split():
     y = rng.normal(0, sa)
     cal = calibrate(y, np.zeros(300), sa, "conformal", 0.9, sigma_epistemic=se)
     shared = variance_scale(y, np.zeros(300), np.sqrt(sa**2 + se**2))
-    assert (M.gaussian_nll(y, np.zeros(300), cal.sigma(sa, se))
-            <= M.gaussian_nll(y, np.zeros(300), shared * np.sqrt(sa**2 + se**2)) + 1e-9)
+    assert (
+        M.gaussian_nll(y, np.zeros(300), cal.sigma(sa, se))
+        <= M.gaussian_nll(y, np.zeros(300), shared * np.sqrt(sa**2 + se**2)) + 1e-9
+    )
     assert cal.epistemic_scale < cal.aleatoric_scale
     _, lo, hi = cal.apply(np.zeros(300), sa, se)
     assert M.picp(y, lo, hi) >= 0.9  # conformal on its own split

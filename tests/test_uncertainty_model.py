@@ -1,4 +1,5 @@
 """Temporal-dropout layers, batched MC inference, fit/predict/save on synthetic sequences."""
+
 from __future__ import annotations
 
 import math
@@ -135,8 +136,13 @@ def test_heldout_alpha_objective_moves_only_alpha_on_validation_data():
 
     # with the weights' learning rate ~0 only the held-out steps change anything, and only alpha
     frozen, start = net(), net()
-    train_network(frozen, (z[tr], valid[tr], yz[tr]), (z[va], valid[va], yz[va]),
-                  TrainConfig(epochs=3, patience=3, lr=1e-12, alpha_objective="heldout"), seed=0)
+    train_network(
+        frozen,
+        (z[tr], valid[tr], yz[tr]),
+        (z[va], valid[va], yz[va]),
+        TrainConfig(epochs=3, patience=3, lr=1e-12, alpha_objective="heldout"),
+        seed=0,
+    )
     for (name, a), (_, b) in zip(frozen.named_parameters(), start.named_parameters(), strict=True):
         if name.endswith("logit_alpha"):
             assert not torch.allclose(a, b)
@@ -153,8 +159,9 @@ def test_group_split_keeps_groups_whole():
     assert sorted(np.concatenate([tr, va, ca])) == list(range(200))
 
 
-@pytest.mark.parametrize("method,encoder", [("mc-conctd", "gru"), ("mc-td", "transformer"), ("mc-dropout", "gru"),
-                                            ("deterministic", "gru")])
+@pytest.mark.parametrize(
+    "method,encoder", [("mc-conctd", "gru"), ("mc-td", "transformer"), ("mc-dropout", "gru"), ("deterministic", "gru")]
+)
 def test_fit_learns_and_intervals_cover(method, encoder):
     X, y = synthetic(n=400)
     Xt, yt = synthetic(n=400, seed=1)
@@ -163,7 +170,9 @@ def test_fit_learns_and_intervals_cover(method, encoder):
     assert r2(yt, p.mean) > 0.8
     assert 0.84 <= picp(yt, p.lower, p.upper) <= 0.96
     cal = model.calibration
-    assert np.allclose(p.sigma**2, (cal.aleatoric_scale * p.sigma_aleatoric) ** 2 + (cal.epistemic_scale * p.sigma_epistemic) ** 2)
+    assert np.allclose(
+        p.sigma**2, (cal.aleatoric_scale * p.sigma_aleatoric) ** 2 + (cal.epistemic_scale * p.sigma_epistemic) ** 2
+    )
     assert "split-conformal" in p.calibration
     if method == "deterministic":
         assert np.all(p.sigma_epistemic == 0)
@@ -189,8 +198,14 @@ def test_ensemble_and_save_load_roundtrip(tmp_path):
 def test_xarray_inputs_and_prediction_dataset():
     X, y = synthetic(n=300)
     da = xr.DataArray(X, dims=("sample", "time", "feature"), coords={"sample": np.arange(300) + 1000})
-    model = fit(da.transpose("time", "sample", "feature"), xr.DataArray(y, dims="sample"), method="deterministic",
-                hidden=8, epochs=5, patience=5)
+    model = fit(
+        da.transpose("time", "sample", "feature"),
+        xr.DataArray(y, dims="sample"),
+        method="deterministic",
+        hidden=8,
+        epochs=5,
+        patience=5,
+    )
     ds = model.predict(da.isel(sample=slice(0, 20))).to_dataset()
     assert list(ds["sample"].values) == list(range(1000, 1020))
     assert set(ds.data_vars) == {"mean", "sigma_epistemic", "sigma_aleatoric", "sigma", "lower", "upper"}

@@ -1,5 +1,6 @@
 """End to end on the demo archive: real COGs, a real STAC API (rustac) on loopback,
 pystac-client, odc-stac/GDAL, a real Dask LocalCluster and a real Prefect flow run."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -35,8 +36,14 @@ def demo_store(demo_archive: Path, tmp_path_factory, prefect_harness) -> tuple[P
     from flows.build_cube import build_cube
 
     out = tmp_path_factory.mktemp("demo") / "cube.zarr"
-    request = CubeRequest(catalog="demo", bbox=DEMO_SITE.aoi_lonlat(), start=dt.date(2021, 12, 1),
-                          end=dt.date(2022, 4, 30), resolution=10.0, output=out)
+    request = CubeRequest(
+        catalog="demo",
+        bbox=DEMO_SITE.aoi_lonlat(),
+        start=dt.date(2021, 12, 1),
+        end=dt.date(2022, 4, 30),
+        resolution=10.0,
+        output=out,
+    )
     summary = build_cube(request, archive=demo_archive)
     return out, summary
 
@@ -53,6 +60,7 @@ def _items(archive: Path, collection: str) -> list[dict]:
 
 
 # ----------------------------------------------------------------- archive + API
+
 
 def test_archive_is_deterministic_and_complete(demo_archive: Path):
     manifest = json.loads((demo_archive / "manifest.json").read_text())
@@ -110,6 +118,7 @@ def test_demo_items_share_the_real_items_band_mapping(demo_archive: Path, shared
 
 # ----------------------------------------------------------------- masks vs truth
 
+
 @pytest.mark.parametrize("collection", COLLECTIONS)
 def test_mask_scores_against_generator_truth(demo_archive: Path, collection: str):
     """Precision/recall of the default mask per truth class, at the QA band's native grid."""
@@ -140,6 +149,7 @@ def test_mask_scores_against_generator_truth(demo_archive: Path, collection: str
 
 
 # ----------------------------------------------------------------- the flow
+
 
 def test_flow_writes_a_cf_store(demo_store, demo_archive: Path):
     store, summary = demo_store
@@ -172,9 +182,12 @@ def test_store_values_equal_the_cogs(demo_store, demo_archive: Path, baseline: s
     store, _ = demo_store
     ds = xr.open_zarr(store)
     s2_times = ds.time.values[ds["sensor"].values == "sentinel-2"]
-    features = [f for f in _items(demo_archive, "sentinel-2-l2a")
-                if f["properties"]["s2:processing_baseline"] == baseline
-                and np.datetime64(f["properties"]["datetime"][:19]) in s2_times]
+    features = [
+        f
+        for f in _items(demo_archive, "sentinel-2-l2a")
+        if f["properties"]["s2:processing_baseline"] == baseline
+        and np.datetime64(f["properties"]["datetime"][:19]) in s2_times
+    ]
     assert features, f"no baseline {baseline} scenes in the test period"
     checked = 0
     for f in features:
@@ -210,13 +223,23 @@ BAD_REQUESTS = {
 def test_bad_requests_fail_in_one_line_without_a_store(case: str, demo_archive: Path, tmp_path: Path):
     extra, expected = BAD_REQUESTS[case]
     bbox = ",".join(map(str, DEMO_SITE.aoi_lonlat()))
-    args = {"--catalog": "demo", "--bbox": bbox, "--start": "2022-03-01", "--end": "2022-03-20",
-            "--out": str(tmp_path / "cube.zarr")}
+    args = {
+        "--catalog": "demo",
+        "--bbox": bbox,
+        "--start": "2022-03-01",
+        "--end": "2022-03-20",
+        "--out": str(tmp_path / "cube.zarr"),
+    }
     for k, v in zip(extra[::2], extra[1::2], strict=True):
         args[k] = v
     cmd = [sys.executable, "-m", "pipeline", "run", *[x for kv in args.items() for x in kv]]
-    env = {"EOCUBE_DEMO_ARCHIVE": str(demo_archive), "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin",
-           "HOME": str(tmp_path), "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env = {
+        "EOCUBE_DEMO_ARCHIVE": str(demo_archive),
+        "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
     error_lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]

@@ -1,4 +1,5 @@
 """libx265's rate-distortion multiplier below QP 0 (pipeline.compression.x265_lambda)."""
+
 from __future__ import annotations
 
 import threading
@@ -14,7 +15,9 @@ from pipeline.compression.codec import CodecParams, decode_array, encode_array
 from pipeline.compression.video import StreamSpec, _low_qp_scaling_entry, ffv1_options, x265_options
 
 BUNDLED_X265 = sorted((Path(av.__file__).parent.parent / "av.libs").glob("libx265*"))
-needs_tables = pytest.mark.skipif(not x265_lambda.AVAILABLE, reason="the loaded libx265 exposes no 12-bit lambda tables")
+needs_tables = pytest.mark.skipif(
+    not x265_lambda.AVAILABLE, reason="the loaded libx265 exposes no 12-bit lambda tables"
+)
 
 
 def live_entries() -> list[tuple[float, float]]:
@@ -97,7 +100,7 @@ def test_rdo_quantisation_below_zero_only_with_the_scaled_multiplier(monkeypatch
 def rd_point(dn: np.ndarray, qp: int) -> tuple[float, float]:
     data = encode_array(dn, CodecParams(qp=qp, value_range=(0, 20000)))
     err = decode_array(data).astype(np.float64) - dn
-    return 8 * len(data) / dn.size, 10 * np.log10(10000 ** 2 / np.mean(err ** 2))
+    return 8 * len(data) / dn.size, 10 * np.log10(10000**2 / np.mean(err**2))
 
 
 @needs_tables

@@ -5,6 +5,7 @@ API URL, how assets are signed, and which collection serves each sensor. The sen
 a request may use are the catalog's keys; the profile describing a collection's assets is
 looked up in the one table of collections (``sensors/profiles/collections.yaml``).
 """
+
 from __future__ import annotations
 
 import os

@@ -5,6 +5,7 @@ retried with exponential backoff (urllib3 ``Retry`` inside pystac-client's sessi
 other 4xx answers and unreachable catalogs raise :class:`CatalogError` naming the
 catalog and URL. The same acquisition found twice is kept once (see :func:`deduplicate`).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -33,24 +34,40 @@ class EmptySearchError(RequestError):
     """The search matched no items at all."""
 
 
-_CONNECTION_FAILURES = ("Max retries exceeded", "Failed to establish", "Connection refused", "timed out",
-                        "RemoteDisconnected", "Connection aborted")
+_CONNECTION_FAILURES = (
+    "Max retries exceeded",
+    "Failed to establish",
+    "Connection refused",
+    "timed out",
+    "RemoteDisconnected",
+    "Connection aborted",
+)
 
 
 def _api_error(catalog: CatalogConfig, url: str, exc: APIError, what: str) -> CatalogError:
     """A one-line CatalogError: 'unreachable' for connection failures, else the API's answer."""
     text = str(exc)
     if any(marker in text for marker in _CONNECTION_FAILURES):
-        return CatalogError(f"catalog {catalog.name!r} at {url} is unreachable (after {catalog.search.retries} retries)")
+        return CatalogError(
+            f"catalog {catalog.name!r} at {url} is unreachable (after {catalog.search.retries} retries)"
+        )
     status = f" (HTTP {exc.status_code})" if getattr(exc, "status_code", None) else ""
     return CatalogError(f"catalog {catalog.name!r} at {url} {what}{status}: {' '.join(text.split())[:200]}")
 
 
 def _client(catalog: CatalogConfig, url: str) -> Client:
     s = catalog.search
-    retry = Retry(total=s.retries, connect=s.retries, read=s.retries, status=s.retries, backoff_factor=s.backoff_s,
-                  status_forcelist=(429, 500, 502, 503, 504), allowed_methods=None, raise_on_status=False,
-                  respect_retry_after_header=True)
+    retry = Retry(
+        total=s.retries,
+        connect=s.retries,
+        read=s.retries,
+        status=s.retries,
+        backoff_factor=s.backoff_s,
+        status_forcelist=(429, 500, 502, 503, 504),
+        allowed_methods=None,
+        raise_on_status=False,
+        respect_retry_after_header=True,
+    )
     io = StacApiIO(timeout=s.timeout_s, max_retries=retry)
     try:
         return Client.open(url, stac_io=io)
@@ -63,8 +80,12 @@ def _client(catalog: CatalogConfig, url: str) -> Client:
 def _tile(item: pystac.Item) -> str:
     """The product tile of an item: MGRS, WRS-2 path/row, MODIS h/v, else its rounded bbox."""
     p = item.properties
-    for keys in (("s2:mgrs_tile",), ("grid:code",), ("landsat:wrs_path", "landsat:wrs_row"),
-                 ("modis:horizontal-tile", "modis:vertical-tile")):
+    for keys in (
+        ("s2:mgrs_tile",),
+        ("grid:code",),
+        ("landsat:wrs_path", "landsat:wrs_row"),
+        ("modis:horizontal-tile", "modis:vertical-tile"),
+    ):
         if all(p.get(k) is not None for k in keys):
             return "/".join(str(p[k]) for k in keys)
     return str(tuple(round(b, 3) for b in (item.bbox or ())))
@@ -93,7 +114,9 @@ def deduplicate(items: list[pystac.Item]) -> tuple[list[pystac.Item], list[str]]
         key = acquisition_key(item)
         if key not in best or processing_stamp(item) > processing_stamp(best[key]):
             best[key] = item
-    kept = sorted(best.values(), key=lambda i: (str(i.properties.get("datetime") or i.properties.get("start_datetime")), i.id))
+    kept = sorted(
+        best.values(), key=lambda i: (str(i.properties.get("datetime") or i.properties.get("start_datetime")), i.id)
+    )
     kept_ids = {i.id for i in kept}
     return kept, [i.id for i in items if i.id not in kept_ids]
 
@@ -130,8 +153,13 @@ def search_items(request: CubeRequest, catalog: CatalogConfig, url: str | None =
         query = None
         if request.max_cloud_cover is not None and client.conforms_to(ConformanceClasses.QUERY):
             query = {"eo:cloud_cover": {"lte": request.max_cloud_cover}}
-        kwargs: dict[str, Any] = dict(collections=[ref.collection], datetime=request.datetime_range,
-                                      limit=catalog.search.limit, max_items=catalog.search.max_items, query=query)
+        kwargs: dict[str, Any] = dict(
+            collections=[ref.collection],
+            datetime=request.datetime_range,
+            limit=catalog.search.limit,
+            max_items=catalog.search.max_items,
+            query=query,
+        )
         if request.geometry is not None:
             kwargs["intersects"] = request.geometry
         else:
@@ -155,6 +183,10 @@ def search_items(request: CubeRequest, catalog: CatalogConfig, url: str | None =
     empty = [sensor for sensor, s in out.items() if not s.items]
     if empty:
         more = "" if request.bands else "; the cube's bands are those the other sensors share"
-        warnings.warn(f"no items in catalog {catalog.name!r} for sensor(s) {empty} between {request.start} and "
-                      f"{request.end}: the cube holds the others only{more}", EmptySensorWarning, stacklevel=2)
+        warnings.warn(
+            f"no items in catalog {catalog.name!r} for sensor(s) {empty} between {request.start} and "
+            f"{request.end}: the cube holds the others only{more}",
+            EmptySensorWarning,
+            stacklevel=2,
+        )
     return out

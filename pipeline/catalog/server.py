@@ -10,6 +10,7 @@ FeatureCollection that rustac rejects, is left out with a :class:`StacInputWarni
 log line) naming the file, the item and the reason; the rest is served, cleaned copies
 coming from a temporary folder. The archive itself is never modified.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -65,7 +66,9 @@ def archive_stac_files(archive: Path) -> list[Path]:
     for odd in sorted(p for p in [*stac.glob("*/collection.json"), *stac.glob("*/items.json")] if not p.is_file()):
         warnings.warn(f"{odd} is not a file; left out of the served catalog", StacInputWarning, stacklevel=2)
     if not collections or not items:
-        raise StacServerError(f"no STAC collections/items under {stac}; generate the archive first (eocube demo-archive)")
+        raise StacServerError(
+            f"no STAC collections/items under {stac}; generate the archive first (eocube demo-archive)"
+        )
     return collections + items
 
 
@@ -98,7 +101,7 @@ def _only(obj: dict[str, Any], key: str) -> dict[str, Any]:
 def _short(value: Any, limit: int = 60) -> str:
     """``value`` as JSON, cut to ``limit`` characters."""
     text = json.dumps(value, default=str)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _rustac_read(path: Path) -> tuple[dict[str, Any] | None, str | None]:
@@ -151,8 +154,11 @@ class _ItemChecker:
             if self.error([_only(feature, key)]) is None:
                 continue
             value = feature[key]
-            subs = [s for s in dict.fromkeys(value) if self.error([{key: _only(value, s)}])] \
-                if key in ("properties", "assets") and isinstance(value, dict) else []
+            subs = (
+                [s for s in dict.fromkeys(value) if self.error([{key: _only(value, s)}])]
+                if key in ("properties", "assets") and isinstance(value, dict)
+                else []
+            )
             for name, obj, sub in [(f"{key}.{s}", value, s) for s in subs] or [(key, feature, key)]:
                 repeated = isinstance(obj, _Pairs) and obj.repeated(sub)
                 bad.append(f"'{name}' repeated" if repeated else f"'{name}' = {_short(obj[sub])}")
@@ -176,8 +182,10 @@ def _clean_items(path: Path, err: str | None, workdir: Path, checker: _ItemCheck
     if kind == "Feature":
         doc = {"type": "FeatureCollection", "features": [doc]}
     elif kind != "FeatureCollection" or not isinstance(doc.get("features"), list):
-        _leave_out(f"{path}: file left out, it is not a FeatureCollection with a list of features (type {kind!r})"
-                   + (f"; rustac: {err}" if err else ""))
+        _leave_out(
+            f"{path}: file left out, it is not a FeatureCollection with a list of features (type {kind!r})"
+            + (f"; rustac: {err}" if err else "")
+        )
         return None
     features = doc["features"]
     rejected = checker.rejected(features)
@@ -218,8 +226,10 @@ def check_stac_files(paths: list[Path], workdir: Path) -> list[Path]:
             if kind == "Collection":
                 out.append(path)
             else:
-                _leave_out(f"{path}: file left out, " + (f"rustac cannot read it: {err}" if err else
-                                                          f"it is not a STAC Collection (read as {kind!r})"))
+                _leave_out(
+                    f"{path}: file left out, "
+                    + (f"rustac cannot read it: {err}" if err else f"it is not a STAC Collection (read as {kind!r})")
+                )
         elif kind == "FeatureCollection":
             out.append(path)
         elif (cleaned := _clean_items(path, err, workdir, checker)) is not None:
@@ -243,8 +253,9 @@ def _start(cmd: list[str], url: str, files: list[Path], stderr: Path, startup_ti
                 raise StacServerError(f"rustac serve did not answer on {url} within {startup_timeout_s:.0f} s")
             time.sleep(0.1)
         last = (stderr.read_text(errors="replace").strip().splitlines() or ["no message"])[-1][:300]
-        raise StacServerError(f"rustac serve exited with code {proc.returncode} on the checked files "
-                              f"{', '.join(map(str, files))}: {last}")
+        raise StacServerError(
+            f"rustac serve exited with code {proc.returncode} on the checked files {', '.join(map(str, files))}: {last}"
+        )
     except BaseException:
         proc.kill()
         proc.wait()
@@ -252,8 +263,13 @@ def _start(cmd: list[str], url: str, files: list[Path], stderr: Path, startup_ti
 
 
 @contextlib.contextmanager
-def serve_archive(archive: Path, host: str = "127.0.0.1", port: int | None = None,
-                  public_url: str | None = None, startup_timeout_s: float = 30.0) -> Iterator[str]:
+def serve_archive(
+    archive: Path,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    public_url: str | None = None,
+    startup_timeout_s: float = 30.0,
+) -> Iterator[str]:
     """Serve an archive's STAC files as a STAC API; yields its root URL, stops it on exit.
 
     ``public_url`` is the address written into the API's links (e.g. that of a proxy in

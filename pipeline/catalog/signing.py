@@ -12,6 +12,7 @@ time) less a margin of a quarter of their lifetime, at most five minutes.
 A signer is plain data (its token endpoint), so it pickles into Dask tasks; each worker
 process keeps its own token cache.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -78,8 +79,9 @@ def still_fresh(expiry: dt.datetime, issued: dt.datetime, now: dt.datetime) -> b
 class PlanetaryComputerSigner:
     """Signs ``https://<account>.blob.core.windows.net/<container>/...`` hrefs with SAS tokens."""
 
-    def __init__(self, token_url: str = "https://planetarycomputer.microsoft.com/api/sas/v1/token",
-                 timeout_s: float = 30.0):
+    def __init__(
+        self, token_url: str = "https://planetarycomputer.microsoft.com/api/sas/v1/token", timeout_s: float = 30.0
+    ):
         self.token_url = token_url.rstrip("/")
         self.timeout_s = timeout_s
 
@@ -101,11 +103,12 @@ class PlanetaryComputerSigner:
                     return resp.json()
                 error = f"HTTP {resp.status_code}"
             except httpx.HTTPStatusError as exc:
-                raise SigningError(f"the token endpoint {url} refused {account}/{container}: "
-                                   f"HTTP {exc.response.status_code}") from None
+                raise SigningError(
+                    f"the token endpoint {url} refused {account}/{container}: HTTP {exc.response.status_code}"
+                ) from None
             except (httpx.TransportError, ValueError) as exc:
                 error = type(exc).__name__
-            time.sleep(0.5 * 2 ** attempt)
+            time.sleep(0.5 * 2**attempt)
         raise SigningError(f"no token for {account}/{container} from {url} after {TOKEN_ATTEMPTS} attempts: {error}")
 
     def _token(self, account: str, container: str) -> str:

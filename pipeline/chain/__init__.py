@@ -3,6 +3,7 @@
 ``eocube run`` / ``eocube backfill`` / ``eocube store update``, the Python API and the Prefect
 flows in ``flows/`` all call these plain functions; the stages below them never call back up.
 """
+
 from pipeline.chain.backfill import backfill_request, update_store
 from pipeline.chain.preflight import preflight
 from pipeline.chain.run import run_request

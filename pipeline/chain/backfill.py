@@ -1,4 +1,5 @@
 """Backfills and incremental updates of a request's store, slice by slice, on a Dask cluster."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -14,9 +15,14 @@ from pipeline.store.engines import open_engine
 from pipeline.store.journal import write_lock
 
 
-def backfill_request(request: CubeRequest, spec: BackfillSpec = BackfillSpec(), archive: Path | None = None,
-                     dask_address: str | None = None, progress: Progress | None = None,
-                     kind: str = "backfill") -> BackfillReport:
+def backfill_request(
+    request: CubeRequest,
+    spec: BackfillSpec = BackfillSpec(),
+    archive: Path | None = None,
+    dask_address: str | None = None,
+    progress: Progress | None = None,
+    kind: str = "backfill",
+) -> BackfillReport:
     """Check, search and backfill ``request.output`` (resuming: committed slices are skipped).
 
     The store's writer lock is taken before the search, so a second writer fails fast.
@@ -35,12 +41,22 @@ def backfill_request(request: CubeRequest, spec: BackfillSpec = BackfillSpec(), 
             return backfill(request, found, spec, report, kind=kind, locked=True)
 
 
-def update_store(store: Path | str, until: dt.date | None = None, spec: BackfillSpec | None = None,
-                 archive: Path | None = None, dask_address: str | None = None,
-                 progress: Progress | None = None) -> BackfillReport:
+def update_store(
+    store: Path | str,
+    until: dt.date | None = None,
+    spec: BackfillSpec | None = None,
+    archive: Path | None = None,
+    dask_address: str | None = None,
+    progress: Progress | None = None,
+) -> BackfillReport:
     """Add to ``store`` what its catalog published since (or late for) its period, up to ``until`` (default today)."""
     request = update_request(store, until)
     spec = spec or BackfillSpec()
-    spec = BackfillSpec(engine=open_engine(store).kind, tile_px=spec.tile_px, time_step=spec.time_step,
-                        shards=spec.shards, lock_timeout_s=spec.lock_timeout_s)
+    spec = BackfillSpec(
+        engine=open_engine(store).kind,
+        tile_px=spec.tile_px,
+        time_step=spec.time_step,
+        shards=spec.shards,
+        lock_timeout_s=spec.lock_timeout_s,
+    )
     return backfill_request(request, spec, archive, dask_address, progress, kind="update")

@@ -1,4 +1,5 @@
 """A written cube store -> a store of its regular-bin temporal composites."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,8 +10,9 @@ from pipeline.store.paths import check_not_own_input
 from pipeline.store.zarr_store import write_store
 
 
-def composite_store(store: Path | str, out: Path | str, freq: str = "1MS", method: Method = "median",
-                    overwrite: bool = False) -> Path:
+def composite_store(
+    store: Path | str, out: Path | str, freq: str = "1MS", method: Method = "median", overwrite: bool = False
+) -> Path:
     """Composite every band of the cube store ``store`` into bins of ``freq`` with ``method`` and write
     them (with gap statistics) to the store ``out``, on the active Dask scheduler."""
     check_not_own_input(store, out)

@@ -1,4 +1,5 @@
 """What a run settles once, before its units: artefacts loaded and checked, the embedding device, the video plan."""
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,11 @@ def embedding_device(choice: str) -> str:
     if gpus:
         log.info("embeddings run on %d GPU %s", gpus, "worker(s)" if cluster else "device(s)")
         return "cuda"
-    log.warning("embeddings run on the CPU%s: no GPU %s", " workers" if cluster else "",
-                "worker in the cluster" if cluster else "on this machine")
+    log.warning(
+        "embeddings run on the CPU%s: no GPU %s",
+        " workers" if cluster else "",
+        "worker in the cluster" if cluster else "on this machine",
+    )
     return "cpu"
 
 
@@ -59,9 +63,16 @@ def video_plan(request: CubeRequest, engine: Engine, cube: xr.Dataset, tile_px: 
     params = CodecParams(mode=section.mode) if section.qp is None else CodecParams(mode=section.mode, qp=section.qp)
     # the cube's own band order (a store lists its arrays in no set order, and the order decides the streams)
     bands = section.bands or [b for b in cube.attrs.get("eocube:bands", []) if b in cube.data_vars] or None
-    return plan_video(as_dataset(cube), params, section.target_psnr, section.target_bpppb, bands=bands,
-                      lossless=["valid"] if "valid" in cube.data_vars else None,
-                      space_chunk=spatial_chunk(tile_px), auto_value_range=section.mode == "lossy")
+    return plan_video(
+        as_dataset(cube),
+        params,
+        section.target_psnr,
+        section.target_bpppb,
+        bands=bands,
+        lossless=["valid"] if "valid" in cube.data_vars else None,
+        space_chunk=spatial_chunk(tile_px),
+        auto_value_range=section.mode == "lossy",
+    )
 
 
 def resolve_context(request: CubeRequest, engine: Engine, tile_px: int) -> Context:

@@ -5,6 +5,7 @@ missing), trains the uncertainty artefact it names from the demo archive's label
 not there yet (``eocube uncertainty train``, the same code), and makes the uncertainty product. The
 completed request is written beside the store, so ``eocube backfill <out>/request.yaml`` runs it again.
 """
+
 from __future__ import annotations
 
 import logging
@@ -69,12 +70,27 @@ def train_demo_artefact(store: Path, archive: Path, artefact: Path) -> None:
     from pipeline.uncertainty.stage import train_artefact
 
     points = labels_in_period(store, archive / "labels.csv", artefact.with_name("labels-in-period.csv"))
-    train_artefact(store, points, artefact, n_steps=N_STEPS, method="mc-conctd", seed=0, target="target",
-                   name=TARGET, units=UNITS, overwrite=True)  # only the demo's own folder (no card: not complete)
+    train_artefact(
+        store,
+        points,
+        artefact,
+        n_steps=N_STEPS,
+        method="mc-conctd",
+        seed=0,
+        target="target",
+        name=TARGET,
+        units=UNITS,
+        overwrite=True,
+    )  # only the demo's own folder (no card: not complete)
 
 
-def run_demo(out: Path, archive: Path | None = None, dask_address: str | None = None,
-             progress: Progress | None = None, **changes: object) -> tuple[ChainResult, dict[str, str]]:
+def run_demo(
+    out: Path,
+    archive: Path | None = None,
+    dask_address: str | None = None,
+    progress: Progress | None = None,
+    **changes: object,
+) -> tuple[ChainResult, dict[str, str]]:
     """Run the demo request into ``out`` (``changes``: request fields to change, e.g. a shorter period);
     the result, and the sections skipped with the reason (no weights)."""
     archive = ensure_demo_archive(archive, progress)
@@ -90,13 +106,21 @@ def run_demo(out: Path, archive: Path | None = None, dask_address: str | None = 
         first = request.model_copy(update={"uncertainty": None})
         backfill_request(first, archive=archive, dask_address=dask_address, progress=progress)
         train_demo_artefact(request.output, archive, artefact)
-    (out / "request.yaml").write_text(yaml.safe_dump(request.model_dump(mode="json", exclude_none=True), sort_keys=False))
+    (out / "request.yaml").write_text(
+        yaml.safe_dump(request.model_dump(mode="json", exclude_none=True), sort_keys=False)
+    )
     report = backfill_request(request, archive=archive, dask_address=dask_address, progress=progress)
     found = search(request, archive)
     with dask_client(dask_address):
         cube = summarize(request.output, found, quicklook_path=request.output.with_suffix(".quicklook.png"))
     engine = open_engine(request.output)
-    result = ChainResult(store=str(request.output), format=engine.kind, cube=cube, products=product_results(engine),
-                         slices_written=len(report.written), units_written=len(report.units),
-                         stac_item=report.stac_item)
+    result = ChainResult(
+        store=str(request.output),
+        format=engine.kind,
+        cube=cube,
+        products=product_results(engine),
+        slices_written=len(report.written),
+        units_written=len(report.units),
+        stac_item=report.stac_item,
+    )
     return result, skipped

@@ -3,6 +3,7 @@
 :func:`preflight` runs before the search (no network, no cluster); :func:`check_products` runs it
 again for the derived products once the search said how many time steps the cube will have.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -46,8 +47,10 @@ def preflight(request: CubeRequest, *, resume: bool = False) -> None:
     known = {"reflectance", "qa", *bands, *(q.asset for p in profiles for q in p.qa)}
     unknown = sorted(set(request.resampling) - known)
     if unknown:
-        raise ValueError(f"resampling names {unknown}, which is not a variable kind (reflectance, qa), a band "
-                         f"({', '.join(bands)}) or a QA asset of the requested sensors")
+        raise ValueError(
+            f"resampling names {unknown}, which is not a variable kind (reflectance, qa), a band "
+            f"({', '.join(bands)}) or a QA asset of the requested sensors"
+        )
     mask_policy(request)
     if request.composite is not None:
         bins(np.array([np.datetime64(request.start, "ns")]), request.composite.freq)
@@ -76,8 +79,10 @@ def check_products(request: CubeRequest, found: SearchResult | None = None) -> N
     and each artefact's inputs (product, variables, time steps, embedding model and weights) are what the
     request makes. With ``found`` (after the search) the cube's time steps are checked too."""
     embedding = encoder_identity(request) if request.embed is not None else None
-    steps = {"cube": cube_steps(found) if found is not None else None,
-             "composite": composite_steps(request) if request.composite is not None else None}
+    steps = {
+        "cube": cube_steps(found) if found is not None else None,
+        "composite": composite_steps(request) if request.composite is not None else None,
+    }
     if request.uncertainty is not None:
         from pipeline.uncertainty.artefact import check_inputs, load_artefact
 
@@ -85,8 +90,9 @@ def check_products(request: CubeRequest, found: SearchResult | None = None) -> N
         card = load_artefact(artefact).card
         product = card["inputs"]["product"]
         if product not in ("cube", *request.products()):
-            raise ValueError(f"artefact {artefact} needs the {product!r} product, which the request "
-                             f"does not make: add its section")
+            raise ValueError(
+                f"artefact {artefact} needs the {product!r} product, which the request does not make: add its section"
+            )
         check_inputs(card, skeleton(request, product, steps.get(product), embedding))
     if request.embed is not None and request.embed.head is not None:
         from pipeline.uncertainty.head import load_head
@@ -113,8 +119,11 @@ def skeleton(request: CubeRequest, product: str, n_steps: int | None, embedding:
         per_step = required(request.embed, "embed").temporal == "per-time-step"
         dims = ("time", "y", "x", "dim") if per_step else ("y", "x", "dim")
         shape = tuple({"time": steps, "dim": int(embedding["dim"])}.get(d, 1) for d in dims)
-        var = xr.DataArray(np.zeros(shape, np.float32), dims=dims,
-                           attrs={"model": embedding["model"], "weights_sha256": embedding["weights_sha256"]})
+        var = xr.DataArray(
+            np.zeros(shape, np.float32),
+            dims=dims,
+            attrs={"model": embedding["model"], "weights_sha256": embedding["weights_sha256"]},
+        )
         return xr.Dataset({"embeddings": var})
     names = list(request_bands(request)) + ["valid"]
     if product == "composite":

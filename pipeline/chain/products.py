@@ -8,6 +8,7 @@ a boolean ``computed``. Nothing here holds more than a tile, and a tile's produc
 workers (persisted) until they are written: the computation runs as Dask tasks on the active
 scheduler (composite chunks, embedding chip batches, uncertainty blocks, video chunks).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -54,8 +55,11 @@ class Tile:
 
 def tiles_of(ny: int, nx: int, tile_px: int) -> list[Tile]:
     """The tiles covering a ``ny`` x ``nx`` grid, ``tile_px`` pixels a side (the last ones partial)."""
-    return [Tile((y, min(y + tile_px, ny)), (x, min(x + tile_px, nx)))
-            for y in range(0, ny, tile_px) for x in range(0, nx, tile_px)]
+    return [
+        Tile((y, min(y + tile_px, ny)), (x, min(x + tile_px, nx)))
+        for y in range(0, ny, tile_px)
+        for x in range(0, nx, tile_px)
+    ]
 
 
 @dataclass
@@ -113,7 +117,9 @@ def make_embeddings(ctx: Context, inputs: dict[str, xr.Dataset], tile: Tile) -> 
     ds = inputs[section.input]
 
     def embed(part: xr.Dataset) -> xr.DataArray:
-        return embed_cube(part, section.model, section.weights, device=ctx.device, chip_size=section.chip_size).persist()
+        return embed_cube(
+            part, section.model, section.weights, device=ctx.device, chip_size=section.chip_size
+        ).persist()
 
     if section.temporal == "per-time-step":
         steps = [embed(ds.isel(time=[t])) for t in range(ds.sizes["time"])]
@@ -139,10 +145,20 @@ def make_uncertainty(ctx: Context, inputs: dict[str, xr.Dataset], tile: Tile) ->
     artefact = ctx.uncertainty
     ds = inputs[artefact.card["inputs"]["product"]]
     section = required(ctx.request.uncertainty, "uncertainty")
-    blocks = [(y, x) for y in range(0, ds.sizes["y"], UNCERTAINTY_BLOCK) for x in range(0, ds.sizes["x"], UNCERTAINTY_BLOCK)]
-    tasks = [dask.delayed(_predict_block, pure=True)(
-        str(section.model), artefact.sha256, ds.isel(y=slice(y, y + UNCERTAINTY_BLOCK), x=slice(x, x + UNCERTAINTY_BLOCK)).load(),
-        section.mc_samples, section.coverage, tile.seed() + i) for i, (y, x) in enumerate(blocks)]
+    blocks = [
+        (y, x) for y in range(0, ds.sizes["y"], UNCERTAINTY_BLOCK) for x in range(0, ds.sizes["x"], UNCERTAINTY_BLOCK)
+    ]
+    tasks = [
+        dask.delayed(_predict_block, pure=True)(
+            str(section.model),
+            artefact.sha256,
+            ds.isel(y=slice(y, y + UNCERTAINTY_BLOCK), x=slice(x, x + UNCERTAINTY_BLOCK)).load(),
+            section.mc_samples,
+            section.coverage,
+            tile.seed() + i,
+        )
+        for i, (y, x) in enumerate(blocks)
+    ]
     parts = dask.compute(*tasks)
     rows: dict[int, list[xr.Dataset]] = {}
     for (y, _), part in zip(blocks, parts, strict=True):
@@ -153,8 +169,9 @@ def make_uncertainty(ctx: Context, inputs: dict[str, xr.Dataset], tile: Tile) ->
     return _computed(out, ("y", "x"))
 
 
-def _predict_block(model: str, sha256: str, ds: xr.Dataset, mc_samples: int | None, coverage: float | None,
-                   seed: int) -> xr.Dataset:
+def _predict_block(
+    model: str, sha256: str, ds: xr.Dataset, mc_samples: int | None, coverage: float | None, seed: int
+) -> xr.Dataset:
     from pipeline.uncertainty.artefact import predict_tile
 
     return predict_tile(_artefact(model, sha256), ds, mc_samples=mc_samples, coverage=coverage, seed=seed)
@@ -187,12 +204,15 @@ def make_video(ctx: Context, inputs: dict[str, xr.Dataset], tile: Tile) -> xr.Da
 
 
 #: the derived products, in the order they are made; adding one is a maker and one line here
-PRODUCTS: dict[str, Product] = {p.name: p for p in (
-    Product("composite", lambda r: "cube", make_composite, lambda r: r.composite),
-    Product("embeddings", lambda r: required(r.embed, "embed").input, make_embeddings, lambda r: r.embed),
-    Product("uncertainty", lambda r: _uncertainty_source(r), make_uncertainty, lambda r: r.uncertainty),
-    Product("video", lambda r: "cube", make_video, lambda r: r.compress),
-)}
+PRODUCTS: dict[str, Product] = {
+    p.name: p
+    for p in (
+        Product("composite", lambda r: "cube", make_composite, lambda r: r.composite),
+        Product("embeddings", lambda r: required(r.embed, "embed").input, make_embeddings, lambda r: r.embed),
+        Product("uncertainty", lambda r: _uncertainty_source(r), make_uncertainty, lambda r: r.uncertainty),
+        Product("video", lambda r: "cube", make_video, lambda r: r.compress),
+    )
+}
 
 
 def _uncertainty_source(request: CubeRequest) -> str:
@@ -231,7 +251,9 @@ def cell_of(tile_ds: xr.Dataset, tile: Tile, dims: tuple[str, str]) -> int:
     return max(1, round((tile.y[1] - tile.y[0]) / tile_ds.sizes[dims[0]]))
 
 
-def template(tile_ds: xr.Dataset, cube: xr.Dataset, tile_px: int, cell: int, dims: tuple[str, str]) -> tuple[xr.Dataset, dict]:
+def template(
+    tile_ds: xr.Dataset, cube: xr.Dataset, tile_px: int, cell: int, dims: tuple[str, str]
+) -> tuple[xr.Dataset, dict]:
     """The whole-grid product (lazy fill values) shaped like a tile's product ``tile_ds``, and its Zarr encoding.
 
     Spatial dims take the grid's cell centres; chunks never straddle tiles (:func:`spatial_chunk`).
@@ -279,5 +301,3 @@ def not_computed(group: xr.Dataset, tile: Tile, cell: int, dims: tuple[str, str]
         elif name == "computed":
             part[name] = var & False
     return part
-
-

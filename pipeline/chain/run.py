@@ -3,6 +3,7 @@
 :func:`assemble_and_write` is the plain way to write a request's cube alone to a Zarr store (no products,
 no units): the reference the tests compare chains with, and what notebooks may call.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,7 @@ from pipeline.store.stac import stac_paths, write_stac
 from pipeline.store.zarr_store import provenance_attrs, request_attr, write_store
 
 
-def assemble_and_write(request: CubeRequest, found: SearchResult,
-                       progress: Progress | None = None) -> Path:
+def assemble_and_write(request: CubeRequest, found: SearchResult, progress: Progress | None = None) -> Path:
     """Build the lazy cube of ``found`` on the request grid and write it to ``request.output``.
 
     Items whose reads fail while the store is written are masked where they failed and listed
@@ -43,8 +43,14 @@ def assemble_and_write(request: CubeRequest, found: SearchResult,
         lazy.reads.forget()
         return {"eocube:failed_items": json.dumps(redact_json(failed))}
 
-    return write_store(cube, request.output, request.chunks, overwrite=request.overwrite, after_write=record_failures,
-                       progress=(lambda d, n: progress("write", d, n)) if progress else None)
+    return write_store(
+        cube,
+        request.output,
+        request.chunks,
+        overwrite=request.overwrite,
+        after_write=record_failures,
+        progress=(lambda d, n: progress("write", d, n)) if progress else None,
+    )
 
 
 def summarize(store: Path, found: SearchResult, quicklook_path: Path | None = None) -> CubeResult:
@@ -75,13 +81,21 @@ def product_results(engine: Engine) -> list[ProductResult]:
         if group is None:
             continue
         units = json.loads(group.attrs.get("eocube:units", "{}"))
-        provenance = {k: group.attrs[k] for k in ("model", "weights_sha256", "pooling", "eocube:artefact",
-                                                  "eocube:video") if k in group.attrs}
-        out.append(ProductResult(name=name, variables=sorted(str(v) for v in group.data_vars),
-                                 shape={str(d): int(n) for d, n in group.sizes.items()},
-                                 units_computed=int(units.get("computed", 0)),
-                                 not_computed=json.loads(group.attrs.get("eocube:not_computed", "{}")),
-                                 provenance=provenance))
+        provenance = {
+            k: group.attrs[k]
+            for k in ("model", "weights_sha256", "pooling", "eocube:artefact", "eocube:video")
+            if k in group.attrs
+        }
+        out.append(
+            ProductResult(
+                name=name,
+                variables=sorted(str(v) for v in group.data_vars),
+                shape={str(d): int(n) for d, n in group.sizes.items()},
+                units_computed=int(units.get("computed", 0)),
+                not_computed=json.loads(group.attrs.get("eocube:not_computed", "{}")),
+                provenance=provenance,
+            )
+        )
     return out
 
 
@@ -95,8 +109,13 @@ def partial_path(output: Path) -> Path:
     return output.with_name(f".{output.name}.partial")
 
 
-def run_request(request: CubeRequest, archive: Path | None = None, dask_address: str | None = None,
-                progress: Progress | None = None, spec: BackfillSpec | None = None) -> ChainResult:
+def run_request(
+    request: CubeRequest,
+    archive: Path | None = None,
+    dask_address: str | None = None,
+    progress: Progress | None = None,
+    spec: BackfillSpec | None = None,
+) -> ChainResult:
     """The whole chain for ``request`` in one go: check it, search its catalog, make its cube and every derived
     product it names on a Dask cluster (``dask_address``, else ``$DASK_SCHEDULER_ADDRESS``, else a local one),
     and move the complete store to ``request.output`` (replacing an eocube store there only with
@@ -117,8 +136,13 @@ def run_request(request: CubeRequest, archive: Path | None = None, dask_address:
         check_products(request, found)  # the cube's time steps are known now: before any work
         with dask_client(dask_address):
             try:
-                report = backfill(work, found, spec, product_progress=progress,
-                                  progress=(lambda d, n: progress("cube", d, n)) if progress else None)
+                report = backfill(
+                    work,
+                    found,
+                    spec,
+                    product_progress=progress,
+                    progress=(lambda d, n: progress("cube", d, n)) if progress else None,
+                )
             except OSError as exc:  # a full disk, a folder made read-only meanwhile: say so of the user's path
                 error = output_error(exc, final, work.output)
                 if error is None:
@@ -131,9 +155,16 @@ def run_request(request: CubeRequest, archive: Path | None = None, dask_address:
         stac_item = write_stac(engine)
         with dask_client(dask_address):
             cube = summarize(final, found, quicklook_path=final.with_suffix(".quicklook.png"))
-    return ChainResult(store=str(final), format=engine.kind, cube=cube, products=product_results(engine),
-                       slices_written=len(report.written), units_written=len(report.units), stac_item=str(stac_item),
-                       seconds=round(time.perf_counter() - t0, 1))
+    return ChainResult(
+        store=str(final),
+        format=engine.kind,
+        cube=cube,
+        products=product_results(engine),
+        slices_written=len(report.written),
+        units_written=len(report.units),
+        stac_item=str(stac_item),
+        seconds=round(time.perf_counter() - t0, 1),
+    )
 
 
 def discard_foreign_partial(work: CubeRequest) -> None:
@@ -143,7 +174,10 @@ def discard_foreign_partial(work: CubeRequest) -> None:
         return
     if is_eocube_store(path):
         recorded = json.loads(open_engine(path).open().attrs.get("eocube:request", "{}"))
-        if recorded and CubeRequest.model_validate({**recorded, "output": str(path)}).cube_fields() == work.cube_fields():
+        if (
+            recorded
+            and CubeRequest.model_validate({**recorded, "output": str(path)}).cube_fields() == work.cube_fields()
+        ):
             return
     discard_partial(path)
 

@@ -1,4 +1,5 @@
 """Search a request's catalog: a remote STAC API, or a local archive served on loopback meanwhile."""
+
 from __future__ import annotations
 
 import contextlib
@@ -13,8 +14,9 @@ from pipeline.model import CubeRequest, Progress, SearchResult
 
 
 @contextlib.contextmanager
-def catalog_endpoint(catalog: CatalogConfig, archive: Path | None = None,
-                     progress: Progress | None = None) -> Iterator[str]:
+def catalog_endpoint(
+    catalog: CatalogConfig, archive: Path | None = None, progress: Progress | None = None
+) -> Iterator[str]:
     """The catalog's API URL; for a local archive, a loopback STAC API running meanwhile."""
     if catalog.kind == "local-archive":
         with serve_archive(ensure_demo_archive(archive, progress)) as url:

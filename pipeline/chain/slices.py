@@ -22,6 +22,7 @@ The steps are plain functions (:func:`prepare`, :func:`write_slice`, :func:`fina
 so the Prefect flows in ``flows/backfill.py`` can run slices as concurrent tasks;
 :func:`backfill` runs them in sequence on the active Dask scheduler.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -134,8 +135,9 @@ def _sensors(ds: xr.Dataset) -> np.ndarray | None:
     return np.array([str(s) for s in ds["sensor"].values], dtype=object) if "sensor" in ds.coords else None
 
 
-def held_time_steps(store_times: np.ndarray, store_sensors: np.ndarray | None, times: np.ndarray,
-                    sensors: np.ndarray | None) -> np.ndarray:
+def held_time_steps(
+    store_times: np.ndarray, store_sensors: np.ndarray | None, times: np.ndarray, sensors: np.ndarray | None
+) -> np.ndarray:
     """For each time step ``times[i]`` (of sensor ``sensors[i]``), whether the store holds its date: a
     time step of the same sensor within :data:`SAME_DATE` (12 h). Without sensors, any time step counts."""
     held = np.zeros(len(times), bool)
@@ -145,8 +147,9 @@ def held_time_steps(store_times: np.ndarray, store_sensors: np.ndarray | None, t
     return held
 
 
-def late_items_for_held_dates(store_times: np.ndarray, store_sensors: np.ndarray | None, records: list[dict],
-                              found: dict[str, SensorItems]) -> dict[str, list[str]]:
+def late_items_for_held_dates(
+    store_times: np.ndarray, store_sensors: np.ndarray | None, records: list[dict], found: dict[str, SensorItems]
+) -> dict[str, list[str]]:
     """Found items of dates the store holds and has committed (in at least one slice) that no committed
     slice lists, per sensor: published after those slices were written, so their pixels are missing.
 
@@ -186,8 +189,13 @@ def add_time_steps(engine: Engine, cube: xr.Dataset) -> tuple[int, int]:
     return int(after.sum()), int((new & ~after).sum())
 
 
-def prepare(request: CubeRequest, found: dict[str, SensorItems], spec: BackfillSpec,
-            report: BackfillReport | None = None, cube: LazyCube | None = None) -> list[Slice]:
+def prepare(
+    request: CubeRequest,
+    found: dict[str, SensorItems],
+    spec: BackfillSpec,
+    report: BackfillReport | None = None,
+    cube: LazyCube | None = None,
+) -> list[Slice]:
     """Create the store (or add the time steps of dates it lacks) and return the slices still to write.
 
     A hidden folder left by a killed insert is cleaned up first (the caller holds the
@@ -226,8 +234,9 @@ def prepare(request: CubeRequest, found: dict[str, SensorItems], spec: BackfillS
     return pending
 
 
-def slices_touched_by(late: dict[str, list[str]], found: dict[str, SensorItems], store: xr.Dataset,
-                      records: list[dict]) -> set[str]:
+def slices_touched_by(
+    late: dict[str, list[str]], found: dict[str, SensorItems], store: xr.Dataset, records: list[dict]
+) -> set[str]:
     """The committed slices a late item's pixels belong in: their time range holds its date (same sensor,
     same solar day) and their tile meets its footprint. They are written again, with the item."""
     from pyproj import Transformer
@@ -255,14 +264,20 @@ def slices_touched_by(late: dict[str, list[str]], found: dict[str, SensorItems],
         if not (steps and cols.size and rows.size):
             continue
         for r in records:
-            if (steps & set(range(*r["t"])) and r["y"][0] <= rows.max() and rows.min() < r["y"][1]
-                    and r["x"][0] <= cols.max() and cols.min() < r["x"][1]):
+            if (
+                steps & set(range(*r["t"]))
+                and r["y"][0] <= rows.max()
+                and rows.min() < r["y"][1]
+                and r["x"][0] <= cols.max()
+                and cols.min() < r["x"][1]
+            ):
                 out.add(r["slice"])
     return out
 
 
-def match_steps(store_times: np.ndarray, store_sensors: np.ndarray | None, cube_times: np.ndarray,
-                cube_sensors: np.ndarray | None) -> np.ndarray:
+def match_steps(
+    store_times: np.ndarray, store_sensors: np.ndarray | None, cube_times: np.ndarray, cube_sensors: np.ndarray | None
+) -> np.ndarray:
     """For each store time step, the index of the cube's step of the same date (same sensor, within
     :data:`SAME_DATE`; the nearest). A date an item published late now starts may have moved a little."""
     out = np.empty(len(store_times), np.int64)
@@ -291,8 +306,9 @@ def slice_sources(cube: xr.Dataset, found: dict[str, SensorItems]) -> dict[str, 
     return out
 
 
-def write_slice(request: CubeRequest, found: dict[str, SensorItems], spec: BackfillSpec, sl: Slice,
-                cube: LazyCube | None = None) -> dict | None:
+def write_slice(
+    request: CubeRequest, found: dict[str, SensorItems], spec: BackfillSpec, sl: Slice, cube: LazyCube | None = None
+) -> dict | None:
     """Compute one slice on the active Dask scheduler and commit it; its record, or None if
     a concurrent writer committed it first. A failure is journalled and re-raised.
 
@@ -303,7 +319,7 @@ def write_slice(request: CubeRequest, found: dict[str, SensorItems], spec: Backf
     engine = open_engine(request.output, spec.engine)
     layout = spec.layout(request)
     try:
-        store_times = engine.open().time.values[sl.t[0]:sl.t[1]]
+        store_times = engine.open().time.values[sl.t[0] : sl.t[1]]
         lazy = lazy_cube(request, found, layout) if cube is None else cube
         already = lazy.reads.count()
         store_sensors = _sensors(engine.open().isel(time=slice(*sl.t)))
@@ -314,8 +330,15 @@ def write_slice(request: CubeRequest, found: dict[str, SensorItems], spec: Backf
         part = part.chunk(layout.dask_chunks(part.sizes))
         check_alignment(part, layout, sl.region)
         record = {
-            "slice": sl.id, "t": list(sl.t), "y": list(sl.y), "x": list(sl.x), "engine": engine.kind,
-            "time_range": [str(np.datetime_as_string(store_times[0], "s")), str(np.datetime_as_string(store_times[-1], "s"))],
+            "slice": sl.id,
+            "t": list(sl.t),
+            "y": list(sl.y),
+            "x": list(sl.x),
+            "engine": engine.kind,
+            "time_range": [
+                str(np.datetime_as_string(store_times[0], "s")),
+                str(np.datetime_as_string(store_times[-1], "s")),
+            ],
             "bytes": int(sum(part[v].nbytes for v in part.data_vars)),
             "sources": slice_sources(sub, found),
             "committed": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -333,8 +356,13 @@ def write_slice(request: CubeRequest, found: dict[str, SensorItems], spec: Backf
     return record if wrote else None
 
 
-def finalise(request: CubeRequest, found: dict[str, SensorItems], spec: BackfillSpec, report: BackfillReport,
-             kind: str = "backfill") -> BackfillReport:
+def finalise(
+    request: CubeRequest,
+    found: dict[str, SensorItems],
+    spec: BackfillSpec,
+    report: BackfillReport,
+    kind: str = "backfill",
+) -> BackfillReport:
     """Set the provenance (the union of the committed slices' sources, :func:`~pipeline.store.engines.store_sources`)
     and the failed items in the root attributes, write the STAC item/collection, journal the run (time steps
     added, late items, failed items). Then raise :class:`~pipeline.cube.assemble.TooManyFailuresError` if more
@@ -346,15 +374,30 @@ def finalise(request: CubeRequest, found: dict[str, SensorItems], spec: Backfill
     failed = store_failures(engine)
     report.failed_items = failed
     window = {"start": request.start.isoformat(), "end": request.end.isoformat()}
-    engine.update_attrs({"eocube:source_items": json.dumps(sources), "eocube:failed_items": json.dumps(failed),
-                         "eocube:last_run": json.dumps({"kind": kind, **window}),
-                         "eocube:request": request_attr(request.model_dump(mode="json"))})  # its latest sections
+    engine.update_attrs(
+        {
+            "eocube:source_items": json.dumps(sources),
+            "eocube:failed_items": json.dumps(failed),
+            "eocube:last_run": json.dumps({"kind": kind, **window}),
+            "eocube:request": request_attr(request.model_dump(mode="json")),
+        }
+    )  # its latest sections
     finalise_products(engine, sources, failed)
     report.stac_item = str(write_stac(engine))
-    record_run(request.output, {"kind": kind, **window, "written": len(report.written), "planned": report.planned,
-                                "appended_times": report.appended_times, "inserted_times": report.inserted_times,
-                                "late_items_for_held_dates": report.late_items_for_held_dates,
-                                "failed_items": sorted(failed), "engine": engine.kind})
+    record_run(
+        request.output,
+        {
+            "kind": kind,
+            **window,
+            "written": len(report.written),
+            "planned": report.planned,
+            "appended_times": report.appended_times,
+            "inserted_times": report.inserted_times,
+            "late_items_for_held_dates": report.late_items_for_held_dates,
+            "failed_items": sorted(failed),
+            "engine": engine.kind,
+        },
+    )
     check_failed_fraction(failed, sum(len(s.items) for s in found.values()), request.max_failed_fraction)
     return report
 
@@ -370,12 +413,17 @@ def finalise_products(engine: Engine, sources: dict[str, list[str]], failed: dic
             continue
         made = [u for u in units.values() if name in u.get("products", {})]
         missing = {u["unit"]: u["products"][name] for u in made if u["products"][name] != "computed"}
-        attrs = {"eocube:version": __version__, "eocube:source_items": json.dumps(sources),
-                 "eocube:failed_items": json.dumps(failed), "eocube:not_computed": json.dumps(missing),
-                 "eocube:units": json.dumps({"computed": len(made) - len(missing), "not_computed": len(missing)})}
+        attrs = {
+            "eocube:version": __version__,
+            "eocube:source_items": json.dumps(sources),
+            "eocube:failed_items": json.dumps(failed),
+            "eocube:not_computed": json.dumps(missing),
+            "eocube:units": json.dumps({"computed": len(made) - len(missing), "not_computed": len(missing)}),
+        }
         if name == "video":
-            attrs["eocube:video"] = json.dumps({**json.loads(group.attrs.get("eocube:video", "{}")),
-                                                **video_rate(engine)})
+            attrs["eocube:video"] = json.dumps(
+                {**json.loads(group.attrs.get("eocube:video", "{}")), **video_rate(engine)}
+            )
         engine.update_group_attrs(name, attrs)
 
 
@@ -396,16 +444,24 @@ def store_failures(engine: Engine) -> dict[str, dict[str, str]]:
     """The items that failed to read, ``{item_id: {asset: reason}}``: those the probe left out
     (``eocube:unreadable_items``) and those whose reads failed in a committed slice."""
     attrs = engine.open().attrs
-    failed: dict[str, dict[str, str]] = {k: dict(v) for k, v in json.loads(attrs.get("eocube:unreadable_items", "{}")).items()}
+    failed: dict[str, dict[str, str]] = {
+        k: dict(v) for k, v in json.loads(attrs.get("eocube:unreadable_items", "{}")).items()
+    }
     for record in engine.committed().values():
         for item, assets in record.get("failed", {}).items():
             failed.setdefault(item, {}).update(assets)
     return dict(sorted(failed.items()))
 
 
-def backfill(request: CubeRequest, found: dict[str, SensorItems], spec: BackfillSpec = BackfillSpec(),
-             progress: Callable[[int, int], None] | None = None, kind: str = "backfill",
-             locked: bool = False, product_progress: Progress | None = None) -> BackfillReport:
+def backfill(
+    request: CubeRequest,
+    found: dict[str, SensorItems],
+    spec: BackfillSpec = BackfillSpec(),
+    progress: Callable[[int, int], None] | None = None,
+    kind: str = "backfill",
+    locked: bool = False,
+    product_progress: Progress | None = None,
+) -> BackfillReport:
     """The whole chain into ``request.output``: prepare, write every pending cube slice in turn, make every
     pending unit of the derived products the request names (:mod:`pipeline.chain.units`), finalise.
 
@@ -426,8 +482,9 @@ def backfill(request: CubeRequest, found: dict[str, SensorItems], spec: Backfill
         return finalise(request, found, spec, report, kind)
 
 
-def make_products(request: CubeRequest, spec: BackfillSpec, report: BackfillReport,
-                  progress: Progress | None = None) -> None:
+def make_products(
+    request: CubeRequest, spec: BackfillSpec, report: BackfillReport, progress: Progress | None = None
+) -> None:
     """Make every pending unit of the request's derived products (after the cube slices are committed)."""
     from pipeline.chain.context import resolve_context
     from pipeline.chain.units import make_units
@@ -435,8 +492,11 @@ def make_products(request: CubeRequest, spec: BackfillSpec, report: BackfillRepo
     engine = open_engine(request.output, spec.engine)
     units = make_units(resolve_context(request, engine, spec.tile_px), engine, spec.tile_px, progress)
     report.units = [u["unit"] for u in units]
-    report.not_computed = {u["unit"]: {p: s for p, s in u["products"].items() if s != "computed"}
-                           for u in units if any(s != "computed" for s in u["products"].values())}
+    report.not_computed = {
+        u["unit"]: {p: s for p, s in u["products"].items() if s != "computed"}
+        for u in units
+        if any(s != "computed" for s in u["products"].values())
+    }
 
 
 def engine_of(path: Path | str) -> Engine:

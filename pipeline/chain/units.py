@@ -8,6 +8,7 @@ next run makes a tile again when its cube changed (new dates, items published la
 failed and now succeed), when a product's section changed, or when a product was "not computed"
 (its task failed after its retries: its cells hold NaN and ``computed`` False, not zeros).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -58,7 +59,7 @@ def retried(make: Callable[[], T], attempts: int = ATTEMPTS, what: str = "") -> 
             if attempt == attempts - 1:
                 raise
             log.warning("%s failed (%s); trying again", what, reason_of(exc))
-            time.sleep(RETRY_PAUSE_S * 2 ** attempt)
+            time.sleep(RETRY_PAUSE_S * 2**attempt)
     raise AssertionError("unreachable")
 
 
@@ -68,8 +69,10 @@ def _tile_records(records: Iterable[dict], tile: Tile) -> list[dict]:
 
 def cube_version(records: Iterable[dict], tile: Tile) -> str:
     """A hash of the tile's committed cube slices: ids, items and failed reads (changes when its cube does)."""
-    key = sorted((r["slice"], json.dumps(r.get("sources", {}), sort_keys=True), json.dumps(r.get("failed", {}), sort_keys=True))
-                 for r in _tile_records(records, tile))
+    key = sorted(
+        (r["slice"], json.dumps(r.get("sources", {}), sort_keys=True), json.dumps(r.get("failed", {}), sort_keys=True))
+        for r in _tile_records(records, tile)
+    )
     return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
 
 
@@ -92,9 +95,12 @@ def pending_units(request: CubeRequest, engine: Engine, tiles: list[Tile], slice
     out = []
     for tile in tiles:
         record = done.get(tile.id)
-        if (record is None or record.get("cube_version") != cube_version(slices, tile)
-                or any(record.get("products", {}).get(p) != COMPUTED for p in wanted)
-                or any(record.get("sections", {}).get(p) != sections[p] for p in wanted)):
+        if (
+            record is None
+            or record.get("cube_version") != cube_version(slices, tile)
+            or any(record.get("products", {}).get(p) != COMPUTED for p in wanted)
+            or any(record.get("sections", {}).get(p) != sections[p] for p in wanted)
+        ):
             out.append(tile)
     return out
 
@@ -123,8 +129,9 @@ def _composite_bins(request: CubeRequest, cube: xr.Dataset) -> list[str]:
     return [str(np.datetime64(t, "ns")) for t in starts.values]
 
 
-def _create_group(engine: Engine, name: str, ctx: Context, made: xr.Dataset, cube: xr.Dataset, tile: Tile,
-                  tile_px: int) -> None:
+def _create_group(
+    engine: Engine, name: str, ctx: Context, made: xr.Dataset, cube: xr.Dataset, tile: Tile, tile_px: int
+) -> None:
     """Create the product group ``name`` shaped like a tile of it (the video product from the whole cube)."""
     dims = PRODUCTS[name].spatial_dims if "y" in made.dims else ("patch_y", "patch_x")
     cell = cell_of(made, tile, dims)
@@ -138,8 +145,14 @@ def _create_group(engine: Engine, name: str, ctx: Context, made: xr.Dataset, cub
         encoding["computed"] = {"chunks": chunks}
     else:
         whole, encoding = template(made, cube, tile_px, cell, dims)
-    attrs = {**whole.attrs, "eocube:product": name, "eocube:section": section_json(ctx.request, name),
-             "eocube:cell": cell, "eocube:spatial_dims": json.dumps(dims), **artefact_attrs(ctx, name)}
+    attrs = {
+        **whole.attrs,
+        "eocube:product": name,
+        "eocube:section": section_json(ctx.request, name),
+        "eocube:cell": cell,
+        "eocube:spatial_dims": json.dumps(dims),
+        **artefact_attrs(ctx, name),
+    }
     for var in whole.variables.values():
         var.encoding = {}
     engine.create_group(name, whole.assign_attrs(attrs), encoding)
@@ -150,16 +163,34 @@ def artefact_attrs(ctx: Context, name: str) -> dict[str, str]:
     if name == "uncertainty" and ctx.uncertainty is not None:
         from pipeline.uncertainty.artefact import artefact_summary
 
-        return {"eocube:artefact": json.dumps({"path": str(required(ctx.request.uncertainty, "uncertainty").model),
-                                               **artefact_summary(ctx.uncertainty.card)}, default=str)}
+        return {
+            "eocube:artefact": json.dumps(
+                {
+                    "path": str(required(ctx.request.uncertainty, "uncertainty").model),
+                    **artefact_summary(ctx.uncertainty.card),
+                },
+                default=str,
+            )
+        }
     if name == "video" and ctx.video_plan is not None:
         plan = ctx.video_plan
-        return {"eocube:video": json.dumps({"mode": plan.params.mode, "qp": plan.params.qp if plan.params.mode == "lossy"
-                                            else None, "sample_psnr_db": None if plan.sample_psnr is None
-                                            else round(plan.sample_psnr, 2), "psnr_peak": plan.peak,
-                                            "value_range": list(plan.params.value_range)})}
+        return {
+            "eocube:video": json.dumps(
+                {
+                    "mode": plan.params.mode,
+                    "qp": plan.params.qp if plan.params.mode == "lossy" else None,
+                    "sample_psnr_db": None if plan.sample_psnr is None else round(plan.sample_psnr, 2),
+                    "psnr_peak": plan.peak,
+                    "value_range": list(plan.params.value_range),
+                }
+            )
+        }
     if name == "embeddings" and ctx.head is not None:
-        return {"eocube:artefact": json.dumps({"path": str(required(ctx.request.embed, "embed").head), **ctx.head.summary()}, default=str)}
+        return {
+            "eocube:artefact": json.dumps(
+                {"path": str(required(ctx.request.embed, "embed").head), **ctx.head.summary()}, default=str
+            )
+        }
     return {}
 
 
@@ -195,11 +226,16 @@ def make_unit(ctx: Context, engine: Engine, cube: xr.Dataset, tile: Tile, slices
             made = not_computed(group, tile, cell, dims)
         inputs[name] = made
         parts.append((name, region_part(made, dims, group), tile.region(cell, dims)))
-    record = {"unit": tile.id, "y": list(tile.y), "x": list(tile.x), "cube_version": cube_version(slices, tile),
-              "products": {k: v for k, v in status.items() if k != "cube"},
-              "sections": {name: section_json(request, name) for name in request.products()},
-              "failed_items": redact_json(tile_failed_items(slices, tile)),
-              "committed": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    record = {
+        "unit": tile.id,
+        "y": list(tile.y),
+        "x": list(tile.x),
+        "cube_version": cube_version(slices, tile),
+        "products": {k: v for k, v in status.items() if k != "cube"},
+        "sections": {name: section_json(request, name) for name in request.products()},
+        "failed_items": redact_json(tile_failed_items(slices, tile)),
+        "committed": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
     engine.write_unit(parts, record)
     return record
 
@@ -211,8 +247,9 @@ def prepare_units(ctx: Context, engine: Engine, tile_px: int) -> list[Tile]:
     if stale:
         log.info("remaking products %s from scratch (their section or the cube's time axis changed)", stale)
         engine.drop_groups(stale)
-    return pending_units(ctx.request, engine, tiles_of(cube.sizes["y"], cube.sizes["x"], tile_px),
-                         list(engine.committed().values()))
+    return pending_units(
+        ctx.request, engine, tiles_of(cube.sizes["y"], cube.sizes["x"], tile_px), list(engine.committed().values())
+    )
 
 
 def make_tile(ctx: Context, engine: Engine, tile: Tile, tile_px: int) -> dict:

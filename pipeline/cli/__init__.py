@@ -3,6 +3,7 @@
 Each module holds one group of commands and calls the chain (:mod:`pipeline.chain`) or a
 stage's functions; :mod:`pipeline.cli.common` holds what they share. Nothing below imports it.
 """
+
 from __future__ import annotations
 
 import sys
@@ -15,13 +16,19 @@ from pipeline.cli.common import console, print_error, quiet_libraries
 
 quiet_libraries(common.DEBUG)
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Earth-observation data cubes: STAC search -> cloud-masked cube -> embeddings, "
-                       "uncertainty, video -> analysis-ready Zarr.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Earth-observation data cubes: STAC search -> cloud-masked cube -> embeddings, "
+    "uncertainty, video -> analysis-ready Zarr.",
+)
 
 
 @app.callback()
-def _options(debug: bool = typer.Option(False, "--debug", help="show library logs and full tracebacks (redacted)")) -> None:
+def _options(
+    debug: bool = typer.Option(False, "--debug", help="show library logs and full tracebacks (redacted)"),
+) -> None:
     common.set_debug(debug)
 
 

@@ -4,6 +4,7 @@ User errors (a bad request, an output eocube must not touch, a store that cannot
 print ``error: <one line>`` and exit with code 2; anything else prints one line and exits with
 1, and ``eocube --debug`` shows the (redacted) traceback and the libraries' logs.
 """
+
 from __future__ import annotations
 
 import logging
@@ -35,7 +36,9 @@ def quiet_libraries(debug: bool) -> None:
     the tracebacks Prefect logs for a failed run only with ``--debug``. Set before Prefect and Dask
     configure their logging (they are imported later, by the commands)."""
     os.environ["PREFECT_LOGGING_LEVEL"] = "INFO" if debug else os.environ.get("PREFECT_LOGGING_LEVEL", "CRITICAL")
-    os.environ["DASK_LOGGING__DISTRIBUTED"] = "info" if debug else os.environ.get("DASK_LOGGING__DISTRIBUTED", "critical")
+    os.environ["DASK_LOGGING__DISTRIBUTED"] = (
+        "info" if debug else os.environ.get("DASK_LOGGING__DISTRIBUTED", "critical")
+    )
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("ICECHUNK_LOG", "info" if debug else "error")  # Icechunk's own (Rust) log lines
     # after ctrl-c, Dask's cancelled client tasks are collected at exit and asyncio reports each one
@@ -53,7 +56,9 @@ def one_line(exc: BaseException) -> str:
     """An exception as one redacted line (a pydantic error as ``invalid request: field: message; ...``)."""
     if isinstance(exc, ValidationError):
         text = "invalid request: " + "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'request'}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
+            f"{'.'.join(map(str, e['loc'])) or 'request'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
     else:
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return redact(" ".join(text.split()))
@@ -111,7 +116,8 @@ class RequestLoader(yaml.SafeLoader):
 
 RequestLoader.yaml_implicit_resolvers = {
     k: [(tag, regexp) for tag, regexp in v if tag != "tag:yaml.org,2002:timestamp"]
-    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 
 
 def read_request_file(path: Path) -> dict:
@@ -135,8 +141,13 @@ def print_failed_items(failed: dict[str, dict[str, str]], out: Console | None = 
     """A table of the items whose reads failed (their pixels masked where they failed), if any."""
     if not failed:
         return
-    table = Table("item", "asset", "reason", title=f"{len(failed)} items failed to read (pixels masked where they failed)",
-                  title_justify="left")
+    table = Table(
+        "item",
+        "asset",
+        "reason",
+        title=f"{len(failed)} items failed to read (pixels masked where they failed)",
+        title_justify="left",
+    )
     for item, assets in failed.items():
         for asset, reason in assets.items():
             table.add_row(item, asset, reason)

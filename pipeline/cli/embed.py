@@ -1,4 +1,5 @@
 """``eocube embed``: add foundation-model embeddings to a cube Zarr store."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,7 +14,9 @@ console = Console(stderr=True)
 @app.command("run")
 def run(
     store: Path = typer.Option(..., "--store", help="cube Zarr store (written by `eocube cube`)"),
-    model: str = typer.Option("presto", "--model", help="presto, galileo-nano, prithvi-eo-2.0-{tiny-tl,100m-tl,300m,300m-tl,600m,600m-tl}"),
+    model: str = typer.Option(
+        "presto", "--model", help="presto, galileo-nano, prithvi-eo-2.0-{tiny-tl,100m-tl,300m,300m-tl,600m,600m-tl}"
+    ),
     weights: Path | None = typer.Option(None, "--weights", help="weights file or folder (else the caches)"),
     name: str = typer.Option("embeddings", "--name", help="output variable name"),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda if available)"),
@@ -37,16 +40,29 @@ def run(
     try:
         cluster = None if dask_address else LocalCluster(processes=False, **QUIET_HTTP)
         with Client(dask_address or cluster):
-            out = write_embeddings(store, model, weights, name=name, overwrite=overwrite, device=device,
-                                   chip_size=chip, overlap=overlap, batch_size=batch_size, patch_size=patch_size,
-                                   compile_model=compile_model, allow_download=download)
+            out = write_embeddings(
+                store,
+                model,
+                weights,
+                name=name,
+                overwrite=overwrite,
+                device=device,
+                chip_size=chip,
+                overlap=overlap,
+                batch_size=batch_size,
+                patch_size=patch_size,
+                compile_model=compile_model,
+                allow_download=download,
+            )
     except (ValueError, FileNotFoundError, FileExistsError, WeightsNotFoundError) as exc:
         console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     finally:
         if cluster is not None:
             cluster.close()
-    console.print(f"wrote {name} {dict(out.sizes)} ({out.attrs['model']}, sha256 {out.attrs['weights_sha256'][:12]}) to {store}")
+    console.print(
+        f"wrote {name} {dict(out.sizes)} ({out.attrs['model']}, sha256 {out.attrs['weights_sha256'][:12]}) to {store}"
+    )
 
 
 @app.command("models")
@@ -92,7 +108,16 @@ def train_head_cmd(
         check_output(out, overwrite)
         emb = open_embeddings(store, variable, group)
         from_group = group if (store / group / "zarr.json").is_file() else None
-        head = train_head(emb, points, target, name=name, units=units, folds=folds, coverage=coverage, seed=seed,
-                          provenance={"store": str(store), "group": from_group, **store_provenance(store)})
+        head = train_head(
+            emb,
+            points,
+            target,
+            name=name,
+            units=units,
+            folds=folds,
+            coverage=coverage,
+            seed=seed,
+            provenance={"store": str(store), "group": from_group, **store_provenance(store)},
+        )
         path = head.save(out, overwrite=overwrite)
     typer.echo(json.dumps({"artefact": str(path), **head.summary()}, default=str))

@@ -1,4 +1,5 @@
 """``eocube run`` / ``demo`` / ``demo-archive`` / ``catalogs``: a request through the chain, and what it reads."""
+
 from __future__ import annotations
 
 import json
@@ -26,12 +27,15 @@ def print_result(result: ChainResult, skipped: dict[str, str] | None = None) -> 
     table.add_row("bands", ", ".join(cube.bands))
     table.add_row("masked fraction", f"{cube.masked_fraction:.1%}")
     table.add_row("quicklook", str(cube.quicklook))
-    table.add_row("failed items", f"{len(cube.failed_items)} (pixels masked where their reads failed)"
-                  if cube.failed_items else "none")
+    table.add_row(
+        "failed items",
+        f"{len(cube.failed_items)} (pixels masked where their reads failed)" if cube.failed_items else "none",
+    )
     for product in result.products:
         missing = f", {len(product.not_computed)} units not computed" if product.not_computed else ""
-        table.add_row(product.name, f"{', '.join(product.variables)} {product.shape}; {product_origin(product)}"
-                                    f"{missing}")
+        table.add_row(
+            product.name, f"{', '.join(product.variables)} {product.shape}; {product_origin(product)}{missing}"
+        )
     for name, why in (skipped or {}).items():
         table.add_row(name, f"skipped: {why}")
     table.add_row("STAC item", str(result.stac_item))
@@ -61,9 +65,11 @@ def product_origin(product: ProductResult) -> str:
 
 
 @app.command()
-def demo(out: Path = typer.Option(Path("eocube-demo"), help="output folder (stores, quicklook)"),
-         dask_address: str | None = typer.Option(None, envvar="DASK_SCHEDULER_ADDRESS", help="existing Dask scheduler"),
-         archive: Path | None = typer.Option(None, help="demo archive folder (default ~/.cache/eocube/demo-archive)")) -> None:
+def demo(
+    out: Path = typer.Option(Path("eocube-demo"), help="output folder (stores, quicklook)"),
+    dask_address: str | None = typer.Option(None, envvar="DASK_SCHEDULER_ADDRESS", help="existing Dask scheduler"),
+    archive: Path | None = typer.Option(None, help="demo archive folder (default ~/.cache/eocube/demo-archive)"),
+) -> None:
     """The demo request (pipeline/demo/request.yaml) through the whole chain: cube, composite, embeddings,
     uncertainty, video; resumable (a second run makes only what is missing)."""
     from pipeline.chain.demo import demo_request, run_demo
@@ -79,27 +85,37 @@ def demo(out: Path = typer.Option(Path("eocube-demo"), help="output folder (stor
 
 
 @app.command()
-def run(request_file: Path | None = typer.Argument(None, help="request YAML/JSON (fields of CubeRequest)"),
-        catalog: str | None = typer.Option(None, help="catalog name or YAML path"),
-        bbox: str | None = typer.Option(None, help="min_lon,min_lat,max_lon,max_lat"),
-        start: str | None = typer.Option(None, help="YYYY-MM-DD"),
-        end: str | None = typer.Option(None, help="YYYY-MM-DD"),
-        sensors: str | None = typer.Option(None, help="comma-separated, e.g. sentinel-2,landsat"),
-        resolution: float | None = typer.Option(None, help="pixel size, metres"),
-        crs: str | None = typer.Option(None, help="output CRS (default: UTM zone of the AOI)"),
-        bands: str | None = typer.Option(None, help="comma-separated common band names"),
-        max_cloud_cover: float | None = typer.Option(None, help="item cloud cover pre-filter, %"),
-        out: Path | None = typer.Option(None, help="output store path (.zarr)"),
-        overwrite: bool = typer.Option(False, help="replace an existing eocube store at the output path "
-                                                   "(never anything else)"),
-        dask_address: str | None = typer.Option(None, envvar="DASK_SCHEDULER_ADDRESS", help="existing Dask scheduler")) -> None:
+def run(
+    request_file: Path | None = typer.Argument(None, help="request YAML/JSON (fields of CubeRequest)"),
+    catalog: str | None = typer.Option(None, help="catalog name or YAML path"),
+    bbox: str | None = typer.Option(None, help="min_lon,min_lat,max_lon,max_lat"),
+    start: str | None = typer.Option(None, help="YYYY-MM-DD"),
+    end: str | None = typer.Option(None, help="YYYY-MM-DD"),
+    sensors: str | None = typer.Option(None, help="comma-separated, e.g. sentinel-2,landsat"),
+    resolution: float | None = typer.Option(None, help="pixel size, metres"),
+    crs: str | None = typer.Option(None, help="output CRS (default: UTM zone of the AOI)"),
+    bands: str | None = typer.Option(None, help="comma-separated common band names"),
+    max_cloud_cover: float | None = typer.Option(None, help="item cloud cover pre-filter, %"),
+    out: Path | None = typer.Option(None, help="output store path (.zarr)"),
+    overwrite: bool = typer.Option(
+        False, help="replace an existing eocube store at the output path (never anything else)"
+    ),
+    dask_address: str | None = typer.Option(None, envvar="DASK_SCHEDULER_ADDRESS", help="existing Dask scheduler"),
+) -> None:
     """Build a cube for a request given as a file and/or options."""
     with user_errors():
         fields: dict = {}
         if request_file is not None:
             fields.update(read_request_file(request_file))
-        options = {"catalog": catalog, "start": start, "end": end, "resolution": resolution, "crs": crs,
-                   "max_cloud_cover": max_cloud_cover, "output": out}
+        options = {
+            "catalog": catalog,
+            "start": start,
+            "end": end,
+            "resolution": resolution,
+            "crs": crs,
+            "max_cloud_cover": max_cloud_cover,
+            "output": out,
+        }
         fields.update({k: v for k, v in options.items() if v is not None})
         if overwrite:
             fields["overwrite"] = True
@@ -140,4 +156,7 @@ def catalogs() -> None:
 
     for name in known_catalogs():
         c = load_catalog(name)
-        Console().print(f"[bold]{name}[/] ({c.kind}) {c.url or ''}: " + ", ".join(f"{s}={r.collection}" for s, r in c.collections.items()))
+        Console().print(
+            f"[bold]{name}[/] ({c.kind}) {c.url or ''}: "
+            + ", ".join(f"{s}={r.collection}" for s, r in c.collections.items())
+        )

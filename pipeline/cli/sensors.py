@@ -1,4 +1,5 @@
 """``eocube sensors``: list profiles, show a band table, decode a QA raster."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,8 +25,13 @@ def list_profiles() -> None:
     table = Table("profile", "sensor", "bands", "QA (rule)", "collections")
     for pid in known_profiles():
         p = load_profile(pid)
-        table.add_row(pid, p.sensor, ", ".join(p.common_names), f"{p.qa[0].asset} ({p.qa[0].rule})",
-                      ", ".join(by_profile.get(pid, [])))
+        table.add_row(
+            pid,
+            p.sensor,
+            ", ".join(p.common_names),
+            f"{p.qa[0].asset} ({p.qa[0].rule})",
+            ", ".join(by_profile.get(pid, [])),
+        )
     Console().print(table)
 
 
@@ -36,22 +42,43 @@ def show(name: str = typer.Argument(..., help="profile id or collection id")) ->
         profile = load_profile(name) if name in known_profiles() else profile_for_collection(name)
     except ValueError as err:
         raise typer.BadParameter(str(err)) from None
-    table = Table("asset", "common name", "centre (um)", "res (m)", "dtype", "nodata", "scale", "offset",
-                  title=f"{profile.id} ({profile.sensor}) {profile.title}")
+    table = Table(
+        "asset",
+        "common name",
+        "centre (um)",
+        "res (m)",
+        "dtype",
+        "nodata",
+        "scale",
+        "offset",
+        title=f"{profile.id} ({profile.sensor}) {profile.title}",
+    )
     for b in profile.bands:
-        table.add_row(b.asset, b.common_name, f"{b.center_wavelength_um:g}", f"{b.resolution_m:g}", b.dtype,
-                      str(b.nodata), f"{b.scale:g}", f"{b.offset:g}")
+        table.add_row(
+            b.asset,
+            b.common_name,
+            f"{b.center_wavelength_um:g}",
+            f"{b.resolution_m:g}",
+            b.dtype,
+            str(b.nodata),
+            f"{b.scale:g}",
+            f"{b.offset:g}",
+        )
     for q in profile.qa:
         table.add_row(q.asset, f"QA: {q.rule}", "", f"{q.resolution_m:g}", q.dtype, "", "", "")
     Console().print(table)
 
 
 @app.command("qa")
-def qa(collection: str = typer.Argument(..., help="collection id, e.g. landsat-c2-l2"),
-       asset: str = typer.Argument(..., help="QA asset key, e.g. qa_pixel, SCL, Fmask"),
-       raster: Path = typer.Argument(..., exists=True, dir_okay=False, help="a GeoTIFF (or any GDAL raster) of that asset"),
-       band: int = typer.Option(1, help="1-based band index in the raster"),
-       dilation_m: float | None = typer.Option(None, help="buffer cloud/shadow by this many metres")) -> None:
+def qa(
+    collection: str = typer.Argument(..., help="collection id, e.g. landsat-c2-l2"),
+    asset: str = typer.Argument(..., help="QA asset key, e.g. qa_pixel, SCL, Fmask"),
+    raster: Path = typer.Argument(
+        ..., exists=True, dir_okay=False, help="a GeoTIFF (or any GDAL raster) of that asset"
+    ),
+    band: int = typer.Option(1, help="1-based band index in the raster"),
+    dilation_m: float | None = typer.Option(None, help="buffer cloud/shadow by this many metres"),
+) -> None:
     """Decode a QA raster: share of valid pixels per flag and the default policy's masked share."""
     import rasterio
 
@@ -62,7 +89,9 @@ def qa(collection: str = typer.Argument(..., help="collection id, e.g. landsat-c
         flags = decode_qa(collection, asset, values)
     except ValueError as err:
         raise typer.BadParameter(str(err)) from None
-    table = Table("flag", "share", title=f"{raster.name}: {flags.attrs['qa_rule']} ({values.shape[0]}x{values.shape[1]})")
+    table = Table(
+        "flag", "share", title=f"{raster.name}: {flags.attrs['qa_rule']} ({values.shape[0]}x{values.shape[1]})"
+    )
     for name, share in flag_fractions(flags).items():
         table.add_row(name, f"{100 * share:.2f} %")
     policy = MaskPolicy(dilation_m=dilation_m or 0.0)

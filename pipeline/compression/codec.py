@@ -16,6 +16,7 @@ Byte layout: the header (:mod:`pipeline.compression.header`: magic, format versi
 JSON), then for each stream (mask last) its extradata followed by its packets. The header lists each HEVC
 stream's byte length (FFmpeg's parser finds the packets in it) and each ffv1 stream's packet sizes.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
@@ -167,8 +168,9 @@ def _lossy_transform(values: np.ndarray, params: CodecParams) -> tuple[np.ndarra
     return values, Quantiser((float(lo),) * n, (hi - lo) / max_code, LOSSY_BITS), None
 
 
-def _lossless_codes(x: np.ndarray, filled: np.ndarray, missing: np.ndarray,
-                    params: CodecParams) -> tuple[np.ndarray, Quantiser]:
+def _lossless_codes(
+    x: np.ndarray, filled: np.ndarray, missing: np.ndarray, params: CodecParams
+) -> tuple[np.ndarray, Quantiser]:
     """Codes of ``filled`` and the grid that rebuilds ``x`` (band, time, y, x) from them bit for bit.
 
     bool and uint8 take 8-bit codes, everything else 16-bit codes on ``value_range[0] + k * step``.
@@ -201,8 +203,9 @@ def _lossless_codes(x: np.ndarray, filled: np.ndarray, missing: np.ndarray,
     raise ValueError(f"lossless mode cannot code these {x.dtype} values exactly: {error}{hint}")
 
 
-def _exact_grid(x: np.ndarray, codes: np.ndarray, quant: Quantiser, missing: np.ndarray,
-                nodata: float | None) -> Quantiser:
+def _exact_grid(
+    x: np.ndarray, codes: np.ndarray, quant: Quantiser, missing: np.ndarray, nodata: float | None
+) -> Quantiser:
     """``quant`` with the arithmetic (float64, else float32) that rebuilds ``x`` exactly from ``codes``."""
     wrong = 0
     for precision in ("float64", "float32"):
@@ -211,8 +214,9 @@ def _exact_grid(x: np.ndarray, codes: np.ndarray, quant: Quantiser, missing: np.
         if same.all():
             return candidate
         wrong = int((~same).sum())
-    raise ValueError(f"{wrong} values are not on the lossless grid {quant.offset[0]} + k * {quant.step} "
-                     f"within 0..{quant.max_code}")
+    raise ValueError(
+        f"{wrong} values are not on the lossless grid {quant.offset[0]} + k * {quant.step} within 0..{quant.max_code}"
+    )
 
 
 def encode_array(x: np.ndarray, params: CodecParams = CodecParams()) -> bytes:
@@ -223,11 +227,22 @@ def encode_array(x: np.ndarray, params: CodecParams = CodecParams()) -> bytes:
     empty = missing.all(axis=(0, 2, 3))  # frames with no value at all: listed in the header, not coded
     x4, missing = full[:, ~empty], missing[:, ~empty]
     fill = None if params.nodata is None or np.isnan(params.nodata) else float(params.nodata)
-    header = {"format": "eocube.video", "dtype": full.dtype.name, "shape": list(full.shape),
-              "axes": ["band", "time", "y", "x"][4 - original_ndim:], "mode": params.mode,
-              "params": params.to_json(), "fill": fill, "empty_frames": np.flatnonzero(empty).tolist(),
-              "quantiser": None, "klt": None, "streams": [], "mask": None, "clipped": 0,
-              "library": library_versions()}
+    header = {
+        "format": "eocube.video",
+        "dtype": full.dtype.name,
+        "shape": list(full.shape),
+        "axes": ["band", "time", "y", "x"][4 - original_ndim :],
+        "mode": params.mode,
+        "params": params.to_json(),
+        "fill": fill,
+        "empty_frames": np.flatnonzero(empty).tolist(),
+        "quantiser": None,
+        "klt": None,
+        "streams": [],
+        "mask": None,
+        "clipped": 0,
+        "library": library_versions(),
+    }
     payload = _encode_frames(x4, missing, params, header) if x4.shape[1] else []
     return pack_header(header) + b"".join(payload)
 
@@ -286,14 +301,14 @@ def _take(data: bytes, pos: int, record: dict) -> tuple[bytes, list[bytes], int]
         end = pos + record["extradata"] + record["bytes"]
         if end > len(data):
             raise CorruptStreamError("eocube.video bytes are truncated")
-        extradata = data[pos:pos + record["extradata"]]
-        return extradata, split_packets(record["spec"]["codec"], data[pos + record["extradata"]:end]), end
+        extradata = data[pos : pos + record["extradata"]]
+        return extradata, split_packets(record["spec"]["codec"], data[pos + record["extradata"] : end]), end
     sizes = [record["extradata"], *record["packets"]]
     if pos + sum(sizes) > len(data):
         raise CorruptStreamError("eocube.video bytes are truncated")
     chunks = []
     for s in sizes:
-        chunks.append(data[pos:pos + s])
+        chunks.append(data[pos : pos + s])
         pos += s
     return chunks[0], chunks[1:], pos
 

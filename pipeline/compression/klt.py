@@ -13,6 +13,7 @@ orthonormal and costs about 10 bytes a date in the header. Whether rotations per
 predicted per chunk (:func:`frame_rotation_saving`): they fit each date better but, where the spectra
 hardly change, only move the components from date to date and cost the codec's temporal prediction.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -92,12 +93,13 @@ def spatial_difference_covariance(frame: np.ndarray, max_samples: int = 50_000) 
     for diff in (v[:, :, 1:] - v[:, :, :-1], v[:, 1:, :] - v[:, :-1, :]):
         flat = diff.reshape(n, -1)
         if flat.shape[1] > 1:
-            covs.append(np.atleast_2d(np.cov(flat[:, ::max(1, flat.shape[1] // max_samples)])))
+            covs.append(np.atleast_2d(np.cov(flat[:, :: max(1, flat.shape[1] // max_samples)])))
     return np.mean(covs, axis=0) if covs else np.zeros((n, n))
 
 
-def fit_frame_rotations(x: np.ndarray, reference: np.ndarray, max_samples: int = 50_000
-                        ) -> tuple[np.ndarray, np.ndarray]:
+def fit_frame_rotations(
+    x: np.ndarray, reference: np.ndarray, max_samples: int = 50_000
+) -> tuple[np.ndarray, np.ndarray]:
     """Angle codes (time, n (n - 1) / 2) and rotations (time, component, band) of a KLT per time step of
     ``x`` (band, time, y, x).
 
@@ -150,20 +152,26 @@ def predicted_bits(components: np.ndarray, noise: float, block: int = 8) -> floa
     h2, w2 = (c.shape[-2] - 1) // block * block, (c.shape[-1] - 1) // block * block
     if h2 == 0 or w2 == 0:
         return 0.0
-    inner = c[..., 1:h2 + 1, 1:w2 + 1]
+    inner = c[..., 1 : h2 + 1, 1 : w2 + 1]
 
     def energy(residual: np.ndarray) -> np.ndarray:
         tiles = residual.reshape(*residual.shape[:2], h2 // block, block, w2 // block, block)
         return np.einsum("ctiajb,ctiajb->ctij", tiles, tiles) / (block * block)
 
-    residual = energy(inner - c[..., 1:h2 + 1, :w2] - c[..., :h2, 1:w2 + 1] + c[..., :h2, :w2])
+    residual = energy(inner - c[..., 1 : h2 + 1, :w2] - c[..., :h2, 1 : w2 + 1] + c[..., :h2, :w2])
     if c.shape[1] > 1:
         residual[:, 1:] = np.minimum(residual[:, 1:], energy(inner[:, 1:] - inner[:, :-1]))
     return float(0.5 * np.log2(1 + residual.astype(np.float64) / noise).mean())
 
 
-def frame_rotation_saving(x: np.ndarray, mean: np.ndarray, chunk: np.ndarray, frames: np.ndarray,
-                          value_range: tuple[float, float], window: int = 128) -> float:
+def frame_rotation_saving(
+    x: np.ndarray,
+    mean: np.ndarray,
+    chunk: np.ndarray,
+    frames: np.ndarray,
+    value_range: tuple[float, float],
+    window: int = 128,
+) -> float:
     """Bits per sample one rotation per date (``frames``, time x component x band) is predicted to save
     over the ``chunk`` rotation on ``x`` (band, time, y, x): :func:`predicted_bits` of each on the central
     ``window`` x ``window`` pixels, at a distortion of (range / 1000)^2, a high-rate operating point of
@@ -176,12 +184,13 @@ def frame_rotation_saving(x: np.ndarray, mean: np.ndarray, chunk: np.ndarray, fr
     noise = ((hi - lo) / 1000) ** 2
     h, w = x.shape[-2:]
     top, left = max(0, (h - window) // 2), max(0, (w - window) // 2)
-    crop = x[..., top:top + window, left:left + window]
+    crop = x[..., top : top + window, left : left + window]
     return predicted_bits(forward(crop, mean, chunk), noise) - predicted_bits(forward(crop, mean, frames), noise)
 
 
-def frame_rotations_pay(x: np.ndarray, mean: np.ndarray, chunk: np.ndarray, frames: np.ndarray,
-                        value_range: tuple[float, float]) -> bool:
+def frame_rotations_pay(
+    x: np.ndarray, mean: np.ndarray, chunk: np.ndarray, frames: np.ndarray, value_range: tuple[float, float]
+) -> bool:
     """Whether :func:`frame_rotation_saving` reaches :data:`MIN_FRAME_ROTATION_SAVING`."""
     return frame_rotation_saving(x, mean, chunk, frames, value_range) >= MIN_FRAME_ROTATION_SAVING
 

@@ -12,6 +12,7 @@ date (``python -m benchmarks compression-settings --only overhead`` measures bot
 Format 3 bytes (one ffv1 frame per date, every date coded) still decode: their record has no
 ``frames`` entry.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -42,7 +43,7 @@ def encode_mask(missing: np.ndarray, threads: int) -> tuple[dict, list[bytes]]:
     n_images = -(-len(coded) // max(1, IMAGE_ROWS // h))
     per_image = -(-len(coded) // n_images)  # images of equal height: at most n_images - 1 padding frames
     stacked = np.zeros((n_images * per_image, h, w), dtype=np.uint8)
-    stacked[:len(coded)] = coded
+    stacked[: len(coded)] = coded
     images = stacked.reshape(n_images, 1, per_image * h, w)
     spec = StreamSpec("ffv1", PIX_FMT[("ffv1", 1, 8)], per_image * h, w, ffv1_options(threads))
     packets, extradata = encode_stream(images, spec)

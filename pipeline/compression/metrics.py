@@ -4,6 +4,7 @@ Arrays are ``(band, time, y, x)`` in the data's physical unit; NaN marks missing
 every metric ignores. PSNR is ``10 log10(peak^2 / MSE)`` with the MSE pooled over all valid
 samples and an explicit ``peak`` (e.g. 1.0 for reflectance, 10000 or 65535 for digital numbers).
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -5,6 +5,7 @@ Pure numpy. Arrays are ``(band, time, y, x)``; values are in the cube's physical
 one shared ``step`` for every component and a per-component ``offset`` derived from a fixed
 physical range, never from per-chunk minima/maxima (which clouds would inflate).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -44,8 +45,12 @@ class Quantiser:
 
     @classmethod
     def from_json(cls, d: dict) -> Quantiser:
-        return cls(offset=tuple(float(v) for v in d["offset"]), step=float(d["step"]), bits=int(d["bits"]),
-                   precision=str(d["precision"]))
+        return cls(
+            offset=tuple(float(v) for v in d["offset"]),
+            step=float(d["step"]),
+            bits=int(d["bits"]),
+            precision=str(d["precision"]),
+        )
 
 
 #: grid spacings tried, coarsest first, for float bands given no lossless step: values stored as floats
@@ -131,7 +136,8 @@ def fill_missing(x: np.ndarray, missing: np.ndarray, default: float) -> np.ndarr
             count_t = (~missing).sum(axis=1, keepdims=True)
             pixel_mean = np.where(count_t > 0, np.nansum(v, axis=1, keepdims=True) / np.maximum(count_t, 1), np.nan)
             count_b = (~missing).sum(axis=(1, 2, 3), keepdims=True)
-            band_mean = np.where(count_b > 0, np.nansum(v, axis=(1, 2, 3), keepdims=True) / np.maximum(count_b, 1),
-                                 default)
+            band_mean = np.where(
+                count_b > 0, np.nansum(v, axis=(1, 2, 3), keepdims=True) / np.maximum(count_b, 1), default
+            )
         filled = np.where(np.isnan(filled), np.where(np.isnan(pixel_mean), band_mean, pixel_mean), filled)
     return np.where(missing, filled, v)

@@ -1,4 +1,5 @@
 """A PNG comparing a cube with its decompressed copy: true colour before and after, and the error map."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,8 +35,9 @@ def comparison_time(cube: xr.Dataset, bands: list[str]) -> int:
     return int(candidates[np.nanargmin(medians)]) if np.isfinite(medians).any() else int(candidates[0])
 
 
-def write_comparison(original: xr.Dataset, decoded: xr.Dataset, bands: list[str], path: Path | str,
-                     peak: float, t: int | None = None) -> Path:
+def write_comparison(
+    original: xr.Dataset, decoded: xr.Dataset, bands: list[str], path: Path | str, peak: float, t: int | None = None
+) -> Path:
     """Save original | decoded true colour (one shared 2-98 % stretch) | per-pixel RMS error over ``bands``.
 
     ``original`` and ``decoded`` hold ``bands`` on ``(time, y, x)`` in the same unit; ``t`` defaults
@@ -51,7 +53,7 @@ def write_comparison(original: xr.Dataset, decoded: xr.Dataset, bands: list[str]
     limits = stretch_limits(rgb_ref) if np.isfinite(rgb_ref).all(-1).any() else (0.0, 1.0)  # one stretch for both
     rms = np.sqrt(np.mean((test - ref) ** 2, axis=0))
     valid = np.isfinite(rms)
-    frame_psnr = 10 * np.log10(peak ** 2 / max(float(np.mean(rms[valid] ** 2)), 1e-30)) if valid.any() else np.nan
+    frame_psnr = 10 * np.log10(peak**2 / max(float(np.mean(rms[valid] ** 2)), 1e-30)) if valid.any() else np.nan
     fig = Figure(figsize=(13, 4.6), dpi=100)  # no pyplot: the caller's backend is left alone
     axes = fig.subplots(1, 3)
     for ax, cube, title in ((axes[0], original, "original"), (axes[1], decoded, "decoded")):
@@ -59,8 +61,12 @@ def write_comparison(original: xr.Dataset, decoded: xr.Dataset, bands: list[str]
         ax.set_title(f"{title} ({', '.join(rgb_names)})")
     cmap = colormaps["magma"].copy()
     cmap.set_bad("0.5")
-    im = axes[2].imshow(np.where(valid, rms, np.nan), cmap=cmap, vmin=0,
-                        vmax=float(np.percentile(rms[valid], 99.5)) if valid.any() else 1.0)
+    im = axes[2].imshow(
+        np.where(valid, rms, np.nan),
+        cmap=cmap,
+        vmin=0,
+        vmax=float(np.percentile(rms[valid], 99.5)) if valid.any() else 1.0,
+    )
     axes[2].set_title("RMS error over bands (data units)")
     fig.colorbar(im, ax=axes[2], fraction=0.046, pad=0.04)
     for ax in axes:

@@ -17,6 +17,7 @@ search runs without the KLT and the better point is returned (fewer bits for a P
 PSNR for a rate target; the point says which path it took). Only a target that neither path meets is
 reported out of reach.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -66,15 +67,21 @@ TRIALS_PER_SEARCH = 1 + int(np.ceil(np.log2(QP_MAX - QP_MIN + 1)))
 FRACTION_TRIALS = 4
 
 
-def _bisect(blocks: list[np.ndarray], params: CodecParams, peak: float, ok: Callable[[RatePoint], bool],
-            good_is_low: bool, on_trial: Callable[[], None] = lambda: None
-            ) -> tuple[RatePoint | None, RatePoint | None, int]:
+def _bisect(
+    blocks: list[np.ndarray],
+    params: CodecParams,
+    peak: float,
+    ok: Callable[[RatePoint], bool],
+    good_is_low: bool,
+    on_trial: Callable[[], None] = lambda: None,
+) -> tuple[RatePoint | None, RatePoint | None, int]:
     """``(point, end, miss)``: the integer point nearest the target that meets it (None if none does), the
     feasible end's point (measured only when no other point meets the target, else None), and the
     neighbouring integer QP that misses the target (outside QP_MIN..QP_MAX if none does).
 
     The feasible end (QP_MIN for a PSNR target: the slowest encode of all) is tried last, only if
     every point halfway there missed."""
+
     def at(qp: int) -> RatePoint:
         point = measure(blocks, replace(params, qp=qp), peak)
         on_trial()
@@ -95,9 +102,17 @@ def _bisect(blocks: list[np.ndarray], params: CodecParams, peak: float, ok: Call
     return (end if ok(end) else None), end, bad
 
 
-def _refine(blocks: list[np.ndarray], params: CodecParams, peak: float, ok: Callable[[RatePoint], bool],
-            better: Callable[[RatePoint, RatePoint], bool], point: RatePoint, miss: int, halvings: int,
-            on_trial: Callable[[], None]) -> RatePoint:
+def _refine(
+    blocks: list[np.ndarray],
+    params: CodecParams,
+    peak: float,
+    ok: Callable[[RatePoint], bool],
+    better: Callable[[RatePoint, RatePoint], bool],
+    point: RatePoint,
+    miss: int,
+    halvings: int,
+    on_trial: Callable[[], None],
+) -> RatePoint:
     """The fractional QP between ``point`` (meets the target) and the integer ``miss`` (misses it) nearest the
     target that still meets it, if it is ``better`` than ``point``; else ``point`` (also where there is no
     neighbour). On content whose P-frames cost next to nothing (a smooth,
@@ -118,9 +133,15 @@ def _refine(blocks: list[np.ndarray], params: CodecParams, peak: float, ok: Call
     return best
 
 
-def choose_qp(blocks: list[np.ndarray], params: CodecParams, peak: float, target_psnr: float | None = None,
-              target_bpppb: float | None = None, progress: Callable[[str, int, int], None] | None = None,
-              fraction_trials: int = FRACTION_TRIALS) -> RatePoint:
+def choose_qp(
+    blocks: list[np.ndarray],
+    params: CodecParams,
+    peak: float,
+    target_psnr: float | None = None,
+    target_bpppb: float | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    fraction_trials: int = FRACTION_TRIALS,
+) -> RatePoint:
     """The QP meeting exactly one of ``target_psnr`` (dB at ``peak``) or ``target_bpppb``, with its measurement.
 
     ``fraction_trials``: halvings of the step between two integer QPs (0: integers only).
@@ -168,6 +189,8 @@ def choose_qp(blocks: list[np.ndarray], params: CodecParams, peak: float, target
         goal = f"PSNR {target_psnr} dB" if good_is_low else f"{target_bpppb} bpppb"
         if end is None:
             raise ValueError(f"target {goal} is out of reach")
-        raise ValueError(f"target {goal} is out of reach: at QP {end.qp:g} PSNR is {end.psnr:.2f} dB{without_klt} "
-                         f"and rate {end.bpppb:.3f} bpppb")
+        raise ValueError(
+            f"target {goal} is out of reach: at QP {end.qp:g} PSNR is {end.psnr:.2f} dB{without_klt} "
+            f"and rate {end.bpppb:.3f} bpppb"
+        )
     return point

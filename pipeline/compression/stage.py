@@ -7,6 +7,7 @@ Band variables on ``(time, y, x)`` (in any order) are stacked into one ``reflect
 lossless with ffv1 (:func:`select_variables`); everything else (coordinates, ``spatial_ref``) is
 stored as is. ``open_compressed`` reopens the store lazily with one Dask task per chunk.
 """
+
 from __future__ import annotations
 
 import json
@@ -88,16 +89,20 @@ def is_categorical(name: str, var: xr.DataArray) -> bool:
     return any(part in name.lower() for part in CATEGORICAL_NAME_PARTS)
 
 
-def select_variables(ds: xr.Dataset, bands: list[str] | None = None,
-                     lossless: list[str] | None = None) -> tuple[list[str], list[str]]:
+def select_variables(
+    ds: xr.Dataset, bands: list[str] | None = None, lossless: list[str] | None = None
+) -> tuple[list[str], list[str]]:
     """Names of the band variables (video-coded) and of the variables coded lossless, all on (time, y, x).
 
     By default every numeric variable on the cube dims (in any order) is a band unless
     :func:`is_categorical`; ``bands`` and ``lossless`` name them explicitly instead (the other
     one then defaults to the remaining variables on the cube dims).
     """
-    cube_vars = [str(n) for n, v in ds.data_vars.items() if set(v.dims) == set(CUBE_DIMS)
-                 and (np.issubdtype(v.dtype, np.number) or v.dtype == bool)]
+    cube_vars = [
+        str(n)
+        for n, v in ds.data_vars.items()
+        if set(v.dims) == set(CUBE_DIMS) and (np.issubdtype(v.dtype, np.number) or v.dtype == bool)
+    ]
     for label, names in (("band", bands), ("lossless", lossless)):
         unknown = [n for n in names or [] if n not in cube_vars]
         if unknown:
@@ -105,13 +110,19 @@ def select_variables(ds: xr.Dataset, bands: list[str] | None = None,
     if bands is not None and lossless is not None and set(bands) & set(lossless):
         raise ValueError(f"variables {sorted(set(bands) & set(lossless))} are named both as bands and as lossless")
     if bands is None:
-        bands = [n for n in cube_vars if n not in (lossless if lossless is not None else [])
-                 and (lossless is not None or not is_categorical(n, ds[n]))]
+        bands = [
+            n
+            for n in cube_vars
+            if n not in (lossless if lossless is not None else [])
+            and (lossless is not None or not is_categorical(n, ds[n]))
+        ]
     if lossless is None:
         lossless = [n for n in cube_vars if n not in bands]
     if not bands:
-        raise ValueError(f"cube has no band variables on dims {CUBE_DIMS}; data variables: {list(ds.data_vars)} "
-                         f"(lossless: {lossless}); name them with bands=[...]")
+        raise ValueError(
+            f"cube has no band variables on dims {CUBE_DIMS}; data variables: {list(ds.data_vars)} "
+            f"(lossless: {lossless}); name them with bands=[...]"
+        )
     return list(bands), list(lossless)
 
 
@@ -144,7 +155,9 @@ def as_dataset(cube: xr.Dataset | xr.DataArray | str | Path) -> xr.Dataset:
     for name, var in list(ds.data_vars.items()):
         extra = [d for d in var.dims if d not in CUBE_DIMS]
         if len(extra) == 1 and set(var.dims) - set(extra) == set(CUBE_DIMS):
-            ds = ds.drop_vars([name]).assign(_split_along(var, str(extra[0]), prefix=f"{name}_" if len(ds.data_vars) > 1 else ""))
+            ds = ds.drop_vars([name]).assign(
+                _split_along(var, str(extra[0]), prefix=f"{name}_" if len(ds.data_vars) > 1 else "")
+            )
             if not any(extra[0] in v.dims for v in ds.data_vars.values()):  # its band coordinates go with it
                 ds = ds.drop_vars([c for c, v in ds.coords.items() if extra[0] in v.dims])
     ds = ds.transpose(*CUBE_DIMS, ...)
@@ -159,8 +172,7 @@ def _split_along(var: xr.DataArray, dim: str, prefix: str) -> dict[str, xr.DataA
     """One (time, y, x) variable per entry of ``var`` along ``dim``, named by its coordinate values."""
     labels = [str(v) for v in var[dim].values] if dim in var.coords else [str(i) for i in range(var.sizes[dim])]
     along = [c for c, v in var.coords.items() if dim in v.dims]
-    return {f"{prefix}{label}": var.isel({dim: i}).drop_vars(along, errors="ignore")
-            for i, label in enumerate(labels)}
+    return {f"{prefix}{label}": var.isel({dim: i}).drop_vars(along, errors="ignore") for i, label in enumerate(labels)}
 
 
 RANGE_HINTS = (1.0, 2.0, 10000.0, 20000.0, 65535.0)
@@ -179,9 +191,14 @@ def round_up_one_digit(v: float) -> float:
 MIN_CLIP_PSNR = 60.0
 
 
-def check_value_range(blocks: list[np.ndarray], bands: list[str], value_range: tuple[float, float],
-                      nodata: float | None = None, max_outside: float = 0.01,
-                      min_clip_psnr: float = MIN_CLIP_PSNR) -> None:
+def check_value_range(
+    blocks: list[np.ndarray],
+    bands: list[str],
+    value_range: tuple[float, float],
+    nodata: float | None = None,
+    max_outside: float = 0.01,
+    min_clip_psnr: float = MIN_CLIP_PSNR,
+) -> None:
     """Refuse a fixed range the sampled values (finite, not ``nodata``) do not fit in.
 
     The lossy codec clips values outside ``value_range``. The range is refused when more than
@@ -200,11 +217,13 @@ def check_value_range(blocks: list[np.ndarray], bands: list[str], value_range: t
     if outside <= max_outside and clip_psnr >= min_clip_psnr:
         return
     hint_lo, hint_hi = usual_range_covering(finite)  # covers every sampled value, so following it passes
-    raise ValueError(f"{outside:.2%} of the sampled values of bands {bands} lie outside value_range "
-                     f"{tuple(value_range)} (sampled values {finite.min():g}..{finite.max():g}); the codec "
-                     f"would clip them, which alone limits the PSNR to {clip_psnr:.1f} dB. Pass a fixed physical "
-                     f"range covering the data, e.g. value_range=({hint_lo:g}, {hint_hi:g}) "
-                     f"(CLI: --value-range {hint_lo:g},{hint_hi:g}, or --value-range auto)")
+    raise ValueError(
+        f"{outside:.2%} of the sampled values of bands {bands} lie outside value_range "
+        f"{tuple(value_range)} (sampled values {finite.min():g}..{finite.max():g}); the codec "
+        f"would clip them, which alone limits the PSNR to {clip_psnr:.1f} dB. Pass a fixed physical "
+        f"range covering the data, e.g. value_range=({hint_lo:g}, {hint_hi:g}) "
+        f"(CLI: --value-range {hint_lo:g},{hint_hi:g}, or --value-range auto)"
+    )
 
 
 def _valid_values(blocks: list[np.ndarray], nodata: float | None) -> np.ndarray:
@@ -251,8 +270,11 @@ def band_record(var: xr.DataArray, nodata: float | None = None) -> dict:
     scaled = "scale_factor" in var.encoding or "add_offset" in var.encoding
     integer = np.issubdtype(var.dtype, np.integer)
     if not integer and scaled:  # CF-packed integers, decoded: given back decoded, packed again when written out
-        packing = {k: np.asarray(var.encoding[k]).item() for k in ("scale_factor", "add_offset", "_FillValue")
-                   if k in var.encoding}
+        packing = {
+            k: np.asarray(var.encoding[k]).item()
+            for k in ("scale_factor", "add_offset", "_FillValue")
+            if k in var.encoding
+        }
         return {"dtype": var.dtype.name, "fill": None, "packing": {"dtype": encoded.name, **packing}}
     if not integer and not np.issubdtype(encoded, np.integer):
         return {"dtype": var.dtype.name, "fill": None}
@@ -292,8 +314,12 @@ def lossless_grid_from_packing(ds: xr.Dataset, bands: list[str], params: CodecPa
         return params
     packing = {(ds[b].encoding.get("scale_factor"), ds[b].encoding.get("add_offset", 0.0)) for b in bands}
     scale, offset = next(iter(packing))
-    if (len(packing) != 1 or scale is None or offset is None
-            or not all(np.issubdtype(ds[b].dtype, np.floating) for b in bands)):
+    if (
+        len(packing) != 1
+        or scale is None
+        or offset is None
+        or not all(np.issubdtype(ds[b].dtype, np.floating) for b in bands)
+    ):
         return params
     step, lo = float(scale), float(offset)
     return replace(params, step=step, value_range=(lo, lo + 65535 * step))
@@ -304,8 +330,12 @@ def sample_blocks(stack: xr.DataArray, chunks: tuple[int, int, int], n: int) -> 
     starts = [range(0, stack.sizes[d], c) for d, c in zip(CUBE_DIMS, chunks, strict=True)]
     grid = [(t, y, x) for t in starts[0] for y in starts[1] for x in starts[2]]
     picks = [grid[i] for i in np.unique(np.linspace(0, len(grid) - 1, min(n, len(grid))).round().astype(int))]
-    return [np.asarray(stack.isel(time=slice(t, t + chunks[0]), y=slice(y, y + chunks[1]),
-                                  x=slice(x, x + chunks[2])).values) for t, y, x in picks]
+    return [
+        np.asarray(
+            stack.isel(time=slice(t, t + chunks[0]), y=slice(y, y + chunks[1]), x=slice(x, x + chunks[2])).values
+        )
+        for t, y, x in picks
+    ]
 
 
 @dataclass(frozen=True)
@@ -320,13 +350,24 @@ class VideoPlan:
     params: CodecParams
     peak: float
     sample_psnr: float | None = None
-    nodata: float | None = None  #: the input's missing-value marker (the codec itself sees NaN: ``params.nodata`` is None)
+    nodata: float | None = (
+        None  #: the input's missing-value marker (the codec itself sees NaN: ``params.nodata`` is None)
+    )
 
 
-def plan_video(ds: xr.Dataset, params: CodecParams = CodecParams(), target_psnr: float | None = None,
-               target_bpppb: float | None = None, time_chunk: int = 32, space_chunk: int = 256,
-               n_sample_chunks: int = 8, bands: list[str] | None = None, lossless: list[str] | None = None,
-               auto_value_range: bool = False, progress: Callable[[str, int, int], None] | None = None) -> VideoPlan:
+def plan_video(
+    ds: xr.Dataset,
+    params: CodecParams = CodecParams(),
+    target_psnr: float | None = None,
+    target_bpppb: float | None = None,
+    time_chunk: int = 32,
+    space_chunk: int = 256,
+    n_sample_chunks: int = 8,
+    bands: list[str] | None = None,
+    lossless: list[str] | None = None,
+    auto_value_range: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> VideoPlan:
     """The :class:`VideoPlan` of the cube ``ds`` (as :func:`as_dataset` gives it): variables as
     :func:`select_variables` picks them, the value range checked or (``auto_value_range``) chosen and the QP
     chosen by rate control (:func:`~pipeline.compression.ratecontrol.choose_qp`) on up to
@@ -338,7 +379,9 @@ def plan_video(ds: xr.Dataset, params: CodecParams = CodecParams(), target_psnr:
     records = {b: band_record(ds[b], params.nodata) for b in bands}
     nodata = params.nodata
     _, stack = coded_stack(ds, VideoPlan(bands, others, records, (1, 1, 1), params, 1.0, nodata=nodata))
-    time_c, y_c, x_c = (min(c, stack.sizes[d]) for d, c in zip(CUBE_DIMS, (time_chunk, space_chunk, space_chunk), strict=True))
+    time_c, y_c, x_c = (
+        min(c, stack.sizes[d]) for d, c in zip(CUBE_DIMS, (time_chunk, space_chunk, space_chunk), strict=True)
+    )
     chunks = (time_c, y_c, x_c)
     params = replace(params, nodata=None)  # what is missing is NaN now, in every band
     sample_psnr = None
@@ -371,12 +414,18 @@ def video_dataset(ds: xr.Dataset, plan: VideoPlan) -> tuple[xr.Dataset, dict]:
     ds = ds.drop_vars([n for n, v in ds.data_vars.items() if set(v.dims) == set(CUBE_DIMS) and n not in bands + others])
     _, stack = coded_stack(ds, plan)
     lossless = CodecParams(mode="lossless", threads=plan.params.threads)
-    out_ds = ds.drop_vars(bands).assign({STACKED: stack.chunk(dict(zip(("band", *CUBE_DIMS), (len(bands), *chunks), strict=True)))})
-    out_ds[STACKED].attrs = {"long_name": "stacked bands", "bands": bands,
-                             "band_attrs": json.dumps({b: ds[b].attrs for b in bands}, default=_json_scalar),
-                             BAND_DTYPES_ATTR: json.dumps(plan.records)}
-    encoding: dict[str, dict[str, Any]] = {STACKED: {"serializer": VideoCodec(params=plan.params), "compressors": None,
-                                                     "chunks": (len(bands), *chunks)}}
+    out_ds = ds.drop_vars(bands).assign(
+        {STACKED: stack.chunk(dict(zip(("band", *CUBE_DIMS), (len(bands), *chunks), strict=True)))}
+    )
+    out_ds[STACKED].attrs = {
+        "long_name": "stacked bands",
+        "bands": bands,
+        "band_attrs": json.dumps({b: ds[b].attrs for b in bands}, default=_json_scalar),
+        BAND_DTYPES_ATTR: json.dumps(plan.records),
+    }
+    encoding: dict[str, dict[str, Any]] = {
+        STACKED: {"serializer": VideoCodec(params=plan.params), "compressors": None, "chunks": (len(bands), *chunks)}
+    }
     for name in others:
         out_ds[name] = out_ds[name].chunk(dict(zip(CUBE_DIMS, chunks, strict=True)))
         out_ds[name].attrs = {**ds[name].attrs, INPUT_DTYPE_ATTR: json.dumps(band_record(ds[name], plan.nodata))}
@@ -387,19 +436,34 @@ def video_dataset(ds: xr.Dataset, plan: VideoPlan) -> tuple[xr.Dataset, dict]:
     for variable in out_ds.variables:
         out_ds[variable].encoding = {}
     out_ds.attrs = {k: v for k, v in ds.attrs.items() if k != INPUT_LAYOUT_ATTR}
-    out_ds.attrs["eocube_compression"] = json.dumps({"codec": VideoCodec(params=plan.params).to_dict(),
-                                                     "bands": bands, "lossless": others,
-                                                     **json.loads(ds.attrs.get(INPUT_LAYOUT_ATTR, "{}"))})
+    out_ds.attrs["eocube_compression"] = json.dumps(
+        {
+            "codec": VideoCodec(params=plan.params).to_dict(),
+            "bands": bands,
+            "lossless": others,
+            **json.loads(ds.attrs.get(INPUT_LAYOUT_ATTR, "{}")),
+        }
+    )
     return out_ds, encoding
 
 
-def compress_cube(cube: xr.Dataset | xr.DataArray | str | Path, out: str | Path, params: CodecParams = CodecParams(),
-                  target_psnr: float | None = None, target_bpppb: float | None = None, time_chunk: int = 32,
-                  space_chunk: int = 256, n_sample_chunks: int = 8, measure: bool = True,
-                  bands: list[str] | None = None, lossless: list[str] | None = None,
-                  progress: Callable[[str, int, int], None] | None = None,
-                  quicklook: str | Path | None = None, auto_value_range: bool = False,
-                  overwrite: bool = False) -> CompressionSummary:
+def compress_cube(
+    cube: xr.Dataset | xr.DataArray | str | Path,
+    out: str | Path,
+    params: CodecParams = CodecParams(),
+    target_psnr: float | None = None,
+    target_bpppb: float | None = None,
+    time_chunk: int = 32,
+    space_chunk: int = 256,
+    n_sample_chunks: int = 8,
+    measure: bool = True,
+    bands: list[str] | None = None,
+    lossless: list[str] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    quicklook: str | Path | None = None,
+    auto_value_range: bool = False,
+    overwrite: bool = False,
+) -> CompressionSummary:
     """Write ``cube`` to the Zarr v3 store ``out`` with the video codec; return a summary.
 
     ``bands`` / ``lossless`` name the video-coded and the losslessly coded variables (default:
@@ -428,8 +492,19 @@ def compress_cube(cube: xr.Dataset | xr.DataArray | str | Path, out: str | Path,
     t0 = timer.perf_counter()
     check_not_own_input(cube, out)
     ds = as_dataset(cube)
-    plan = plan_video(ds, params, target_psnr, target_bpppb, time_chunk, space_chunk, n_sample_chunks, bands, lossless,
-                      auto_value_range, progress)
+    plan = plan_video(
+        ds,
+        params,
+        target_psnr,
+        target_bpppb,
+        time_chunk,
+        space_chunk,
+        n_sample_chunks,
+        bands,
+        lossless,
+        auto_value_range,
+        progress,
+    )
     bands, others, records, chunks, params = plan.bands, plan.others, plan.records, plan.chunks, plan.params
     ds = ds.drop_vars([n for n, v in ds.data_vars.items() if set(v.dims) == set(CUBE_DIMS) and n not in bands + others])
     coded, stack = coded_stack(ds, plan)
@@ -453,17 +528,30 @@ def compress_cube(cube: xr.Dataset | xr.DataArray | str | Path, out: str | Path,
             break
         params = replace(params, qp=corrected_qp(params.qp, finer=True))  # the cube misses a PSNR its samples met
         stored = write(params, True)
-    drawn = (write_comparison(coded, open_compressed(out, original_dims=False, restore=False), bands, quicklook, peak)
-             if quicklook is not None and params.mode == "lossy" else None)
+    drawn = (
+        write_comparison(coded, open_compressed(out, original_dims=False, restore=False), bands, quicklook, peak)
+        if quicklook is not None and params.mode == "lossy"
+        else None
+    )
     return CompressionSummary(
-        store=str(out), mode=params.mode, qp=params.qp if params.mode == "lossy" else None,
-        klt=params.klt if params.mode == "lossy" else None, bands=bands,
-        lossless_variables=others, stored_bytes=stored, raw_bytes=input_bytes(stack, records),
-        bpppb=8.0 * stored / n_samples, sample_psnr=sample_psnr, psnr=full_psnr, psnr_peak=peak,
+        store=str(out),
+        mode=params.mode,
+        qp=params.qp if params.mode == "lossy" else None,
+        klt=params.klt if params.mode == "lossy" else None,
+        bands=bands,
+        lossless_variables=others,
+        stored_bytes=stored,
+        raw_bytes=input_bytes(stack, records),
+        bpppb=8.0 * stored / n_samples,
+        sample_psnr=sample_psnr,
+        psnr=full_psnr,
+        psnr_peak=peak,
         seconds=round(timer.perf_counter() - t0, 2),
         quicklook=str(drawn) if drawn is not None else None,
         value_range=(params.value_range[0], params.value_range[1]) if params.mode == "lossy" else None,
-        target_psnr=target_psnr, target_bpppb=target_bpppb)
+        target_psnr=target_psnr,
+        target_bpppb=target_bpppb,
+    )
 
 
 #: a whole-cube rate within this share of a bpppb target meets it: ``(1 - RATE_TOLERANCE) * target`` up to
@@ -535,8 +623,14 @@ def best_rate_write(writes: list[tuple[float, float]], target: float) -> tuple[f
     return min(above or writes, key=lambda w: w[1])
 
 
-def _meet_rate(write: Callable[[CodecParams, bool], int], params: CodecParams, stored: int, n_samples: int,
-               target: float, frames: int) -> tuple[CodecParams, int]:
+def _meet_rate(
+    write: Callable[[CodecParams, bool], int],
+    params: CodecParams,
+    stored: int,
+    n_samples: int,
+    target: float,
+    frames: int,
+) -> tuple[CodecParams, int]:
     """Rewrite the cube (written at ``params``, ``stored`` bytes) until its rate meets ``target`` bpppb
     (:func:`next_rate_qp`, at most :data:`MAX_RATE_REWRITES` times), leaving the :func:`best_rate_write` in
     the store; its params and bytes. The sample chunks' rate is not the cube's: chunks they left out, and
@@ -588,30 +682,40 @@ def whole_cube_psnr(reference: xr.DataArray, decoded: xr.DataArray, peak: float)
 def input_bytes(stack: xr.DataArray, records: dict[str, dict]) -> int:
     """Bytes of the stacked bands in their input dtypes (uint16 DN: 2 a sample, though coded as float32)."""
     per_band = int(np.prod(stack.shape[1:]))
-    return sum(per_band * np.dtype(records[b].get("packing", records[b])["dtype"]).itemsize
-               for b in stack["band"].values.tolist())
+    return sum(
+        per_band * np.dtype(records[b].get("packing", records[b])["dtype"]).itemsize
+        for b in stack["band"].values.tolist()
+    )
 
 
 def restored_stack(decoded: xr.DataArray, records: dict[str, dict]) -> xr.DataArray:
     """The stacked ``decoded`` bands as :func:`open_compressed` gives them back (:func:`restored_band`)."""
-    return xr.concat([restored_band(decoded.sel(band=b), records.get(b)) for b in decoded["band"].values.tolist()],
-                     dim="band")
+    return xr.concat(
+        [restored_band(decoded.sel(band=b), records.get(b)) for b in decoded["band"].values.tolist()], dim="band"
+    )
 
 
-def _write_store(ds: xr.Dataset, plan: VideoPlan, out: str | Path, progress: Callable[[int, int], None] | None = None,
-                 overwrite: bool = False) -> int:
+def _write_store(
+    ds: xr.Dataset,
+    plan: VideoPlan,
+    out: str | Path,
+    progress: Callable[[int, int], None] | None = None,
+    overwrite: bool = False,
+) -> int:
     """Write :func:`video_dataset` of ``ds`` to ``out`` (replacing an eocube store there only with ``overwrite``);
     bytes of the video chunks."""
     out_ds, encoding = video_dataset(ds, plan)
     with atomic_store(out, overwrite) as tmp:  # a failed write leaves no store, or the previous one, under ``out``
-        write_in_time_slabs(vlen_text_coords(out_ds), tmp, encoding, time_slabs(out_ds.sizes["time"], plan.chunks[0], 1),
-                            progress)
+        write_in_time_slabs(
+            vlen_text_coords(out_ds), tmp, encoding, time_slabs(out_ds.sizes["time"], plan.chunks[0], 1), progress
+        )
         consolidate(tmp)
     return sum(f.stat().st_size for f in Path(out, STACKED).rglob("*") if f.is_file() and f.name != "zarr.json")
 
 
-def open_compressed(store: str | Path, split: bool = True, original_dims: bool = True,
-                    restore: bool = True) -> xr.Dataset:
+def open_compressed(
+    store: str | Path, split: bool = True, original_dims: bool = True, restore: bool = True
+) -> xr.Dataset:
     """Open a compressed store lazily; with ``split`` one variable per band as in the cube convention.
 
     With ``split`` and ``restore`` each band comes back in its input dtype with its fill value where data is

@@ -10,6 +10,7 @@ its options from :class:`~pipeline.compression.codec.CodecParams`, frame size li
 :data:`VIDEO_CODECS` maps the name a stream's header records to it: adding a codec is its spec (beside
 its options) and one entry there.
 """
+
 from __future__ import annotations
 
 import math
@@ -40,6 +41,7 @@ class StreamParams(Protocol):
     def keyint(self) -> int: ...
     @property
     def threads(self) -> int: ...
+
 
 #: libx265 corrupts the heap when closing an encoder whose frame width is in about 33..55 px and
 #: rejects frames under 16 px; frames are edge-padded to at least this size (multiples of 8).
@@ -83,8 +85,10 @@ def check_qp(qp: float) -> float:
     """``qp`` as a float if it is one the lossy path codes (see :data:`QP_MIN` and fractional QPs above)."""
     qp = float(qp)
     if not QP_MIN <= qp <= QP_MAX:
-        raise ValueError(f"qp {qp:g} must be in {QP_MIN}..{QP_MAX} (libx265 12-bit streams coarser than "
-                         f"QP {QP_MAX} decode to wrong values)")
+        raise ValueError(
+            f"qp {qp:g} must be in {QP_MIN}..{QP_MAX} (libx265 12-bit streams coarser than "
+            f"QP {QP_MAX} decode to wrong values)"
+        )
     return qp
 
 
@@ -148,7 +152,8 @@ def x265_step_codes(qp: float) -> float:
 FLAT_SCALING_OPTION = "eocube-flat-scaling-list"
 _SCALING_LIST_NAMES = {
     size: [f"{kind}{size}X{size}_{plane}" for kind in ("INTRA", "INTER") for plane in ("LUMA", "CHROMAU", "CHROMAV")]
-    for size in (4, 8, 16, 32)}
+    for size in (4, 8, 16, 32)
+}
 
 
 #: Presets of our own: an x265 preset plus parameters on top of it. "fast+rdo" (the default) is
@@ -176,13 +181,23 @@ class StreamSpec:
     options: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        return {"codec": self.codec, "pix_fmt": self.pix_fmt, "height": self.height, "width": self.width,
-                "options": dict(self.options)}
+        return {
+            "codec": self.codec,
+            "pix_fmt": self.pix_fmt,
+            "height": self.height,
+            "width": self.width,
+            "options": dict(self.options),
+        }
 
     @classmethod
     def from_json(cls, d: dict) -> StreamSpec:
-        return cls(codec=d["codec"], pix_fmt=d["pix_fmt"], height=int(d["height"]), width=int(d["width"]),
-                   options=dict(d["options"]))
+        return cls(
+            codec=d["codec"],
+            pix_fmt=d["pix_fmt"],
+            height=int(d["height"]),
+            width=int(d["width"]),
+            options=dict(d["options"]),
+        )
 
 
 def _no_session(spec: StreamSpec) -> AbstractContextManager:
@@ -223,8 +238,9 @@ class VideoCodecSpec:
         try:
             return self.pix_fmts[(planes, bits)]
         except KeyError:
-            raise ValueError(f"video codec {self.name!r} codes no {planes}-plane {bits}-bit frames "
-                             f"(it has {sorted(self.pix_fmts)})") from None
+            raise ValueError(
+                f"video codec {self.name!r} codes no {planes}-plane {bits}-bit frames (it has {sorted(self.pix_fmts)})"
+            ) from None
 
     def frame_size(self, height: int, width: int) -> tuple[int, int]:
         """Size (rows, columns) a ``height`` x ``width`` frame is coded at (edge-padded where needed)."""
@@ -249,8 +265,10 @@ def x265_options(qp: float, preset: str, keyint: int, threads: int, frames: int 
     x265_preset, tuning = X265_PRESETS.get(preset, (preset, ""))
     if qp < RDOQ_MIN_QP and not x265_lambda.AVAILABLE:
         tuning = ":".join([t for t in tuning.split(":") if t and not t.startswith("rdoq-level=")] + ["rdoq-level=0"])
-    params = (f"log-level=error:info=0:keyint={keyint}:min-keyint={keyint}:open-gop=0:bframes=0:qp={quantiser.qp}"
-              f":ipratio=1:pbratio=1:pools={pools}:frame-threads={frame_threads}" + (f":{tuning}" if tuning else ""))
+    params = (
+        f"log-level=error:info=0:keyint={keyint}:min-keyint={keyint}:open-gop=0:bframes=0:qp={quantiser.qp}"
+        f":ipratio=1:pbratio=1:pools={pools}:frame-threads={frame_threads}" + (f":{tuning}" if tuning else "")
+    )
     if zones:
         params += f":zones={zones}"
     options = {"preset": x265_preset, "tune": "psnr", "x265-params": params}
@@ -326,15 +344,29 @@ def _ffv1_stream_options(params: StreamParams, frames: int) -> dict:
 
 #: The lossy codec: HEVC at 12 bits, G plane coded as luma (see :func:`x265_options`).
 LIBX265 = VideoCodecSpec(
-    name="libx265", encoder="libx265", decoder="hevc", lossless=False,
-    pix_fmts={(1, 12): "gray12le", (3, 12): "gbrp12le"}, options=_x265_stream_options,
-    min_height=X265_MIN_HEIGHT, min_width=X265_MIN_WIDTH, align=X265_ALIGN, delimited=True,
-    ffmpeg_options=_encoder_options, session=_x265_session)
+    name="libx265",
+    encoder="libx265",
+    decoder="hevc",
+    lossless=False,
+    pix_fmts={(1, 12): "gray12le", (3, 12): "gbrp12le"},
+    options=_x265_stream_options,
+    min_height=X265_MIN_HEIGHT,
+    min_width=X265_MIN_WIDTH,
+    align=X265_ALIGN,
+    delimited=True,
+    ffmpeg_options=_encoder_options,
+    session=_x265_session,
+)
 #: The lossless codec (also the mask streams'): ffv1 version 3, parameters in its extradata.
 FFV1 = VideoCodecSpec(
-    name="ffv1", encoder="ffv1", decoder="ffv1", lossless=True,
-    pix_fmts={(1, 16): "gray16le", (3, 16): "gbrp16le", (1, 8): "gray"}, options=_ffv1_stream_options,
-    keeps_extradata=True)
+    name="ffv1",
+    encoder="ffv1",
+    decoder="ffv1",
+    lossless=True,
+    pix_fmts={(1, 16): "gray16le", (3, 16): "gbrp16le", (1, 8): "gray"},
+    options=_ffv1_stream_options,
+    keeps_extradata=True,
+)
 
 #: Every video codec, by the name stream headers record: one entry per codec.
 VIDEO_CODECS: dict[str, VideoCodecSpec] = {
@@ -425,8 +457,9 @@ def split_packets(codec: str, data: bytes) -> list[bytes]:
         raise CorruptStreamError(f"{codec} stream does not parse: {exc}") from None
 
 
-def decode_stream(packets: list[bytes], extradata: bytes, spec: StreamSpec, n_frames: int, n_planes: int,
-                  height: int, width: int) -> np.ndarray:
+def decode_stream(
+    packets: list[bytes], extradata: bytes, spec: StreamSpec, n_frames: int, n_planes: int, height: int, width: int
+) -> np.ndarray:
     """Decode a stream to ``(time, plane, y, x)`` integers, cropped to ``height`` x ``width``."""
     ctx = _video_context(_stream_codec(spec.codec).decoder, "r")
     ctx.width, ctx.height = spec.width, spec.height
@@ -448,5 +481,7 @@ def decode_stream(packets: list[bytes], extradata: bytes, spec: StreamSpec, n_fr
 
 def library_versions() -> dict:
     """Versions of PyAV and the FFmpeg libraries that code the streams."""
-    return {"av": av.__version__, **{k: ".".join(map(str, v)) for k, v in av.library_versions.items()
-                                     if k in ("libavcodec", "libavutil")}}
+    return {
+        "av": av.__version__,
+        **{k: ".".join(map(str, v)) for k, v in av.library_versions.items() if k in ("libavcodec", "libavutil")},
+    }

@@ -17,6 +17,7 @@ at one QP), so encoders that need the same entries run together and one that nee
 are found through the symbols of the libx265 that PyAV loaded (its 12-bit build); where they are not
 found, :data:`AVAILABLE` is False and encodes run with the library's tables untouched.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -71,8 +72,11 @@ _TABLES = _find_tables()
 AVAILABLE = _TABLES is not None
 #: the table entries a scaling list changes: x265 QP 0 and 1
 SCALED_ENTRIES = (0, 1)
-_DEFAULT_ENTRIES = ([(_TABLES[0][i], _TABLES[1][i]) for i in SCALED_ENTRIES] if _TABLES
-                    else [(TWELVE_BIT_LAMBDA_QP0 * 2 ** (i / 6), 0.0) for i in SCALED_ENTRIES])
+_DEFAULT_ENTRIES = (
+    [(_TABLES[0][i], _TABLES[1][i]) for i in SCALED_ENTRIES]
+    if _TABLES
+    else [(TWELVE_BIT_LAMBDA_QP0 * 2 ** (i / 6), 0.0) for i in SCALED_ENTRIES]
+)
 _state = threading.Condition()
 _holders = {"entry": DEFAULT_SCALING_ENTRY, "count": 0}
 
@@ -84,7 +88,7 @@ def scaled_entries(scaling_entry: int) -> list[tuple[float, float]]:
     that ratio and ``lambda2`` by its square: the library's values continued down its own ladder.
     """
     ratio = scaling_entry / DEFAULT_SCALING_ENTRY
-    return [(lam * ratio, lam2 * ratio ** 2) for lam, lam2 in _DEFAULT_ENTRIES]
+    return [(lam * ratio, lam2 * ratio**2) for lam, lam2 in _DEFAULT_ENTRIES]
 
 
 def _set_entries(values: list[tuple[float, float]]) -> None:

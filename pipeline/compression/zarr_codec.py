@@ -5,6 +5,7 @@ Registered through the ``zarr.codecs`` entry point (see pyproject.toml), so any 
 ``(band, time, y, x)`` or ``(time, y, x)``; each is an independent video (keyframe interval at
 most the chunk's time length), so Dask reads chunks in parallel.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -51,8 +52,11 @@ class VideoCodec(ArrayBytesCodec):
     def __init__(self, *, params: CodecParams | None = None, **config: Any) -> None:
         if params is not None and config:
             raise TypeError("give either params or configuration keywords, not both")
-        object.__setattr__(self, "params", params if params is not None else CodecParams.from_json(
-            {**CodecParams().to_json(), **config}))
+        object.__setattr__(
+            self,
+            "params",
+            params if params is not None else CodecParams.from_json({**CodecParams().to_json(), **config}),
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, JSON]) -> Self:
@@ -67,7 +71,9 @@ class VideoCodec(ArrayBytesCodec):
     def to_dict(self) -> dict[str, JSON]:
         return {"name": CODEC_NAME, "configuration": self.params.to_json()}
 
-    def validate(self, *, shape: tuple[int, ...], dtype: ZDType[TBaseDType, TBaseScalar], chunk_grid: ChunkGrid) -> None:
+    def validate(
+        self, *, shape: tuple[int, ...], dtype: ZDType[TBaseDType, TBaseScalar], chunk_grid: ChunkGrid
+    ) -> None:
         native = dtype.to_native_dtype()
         if native.name not in SUPPORTED_DTYPES:
             raise ValueError(f"{CODEC_NAME} does not support dtype {native}; use one of {', '.join(SUPPORTED_DTYPES)}")
@@ -82,8 +88,10 @@ class VideoCodec(ArrayBytesCodec):
         array = await asyncio.to_thread(decode_array, chunk_bytes.to_bytes())
         expected = chunk_spec.dtype.to_native_dtype()
         if array.shape != tuple(chunk_spec.shape) or array.dtype != expected:
-            raise ValueError(f"{CODEC_NAME} chunk decoded to {array.dtype}{array.shape}, "
-                             f"expected {expected}{tuple(chunk_spec.shape)}")
+            raise ValueError(
+                f"{CODEC_NAME} chunk decoded to {array.dtype}{array.shape}, "
+                f"expected {expected}{tuple(chunk_spec.shape)}"
+            )
         return chunk_spec.prototype.nd_buffer.from_numpy_array(array)
 
     def compute_encoded_size(self, input_byte_length: int, chunk_spec: ArraySpec) -> int:

@@ -6,6 +6,7 @@ per band, see :mod:`pipeline.cube.packing`), a ``valid`` mask and a ``sensor`` c
 which sensor each time step came from. Time steps are sorted; two sensors observing
 on the same day remain separate steps.
 """
+
 from __future__ import annotations
 
 import json
@@ -90,11 +91,15 @@ class LazyCube:
 def check_failed_fraction(failed: dict[str, dict[str, str]], n_items: int, max_fraction: float) -> None:
     """Raise :class:`TooManyFailuresError` (one line naming the items) if more than ``max_fraction`` of ``n_items`` failed."""
     if n_items and len(failed) / n_items > max_fraction:
-        named = "; ".join(f"{item} ({', '.join(f'{a}: {r}' for a, r in assets.items())})"
-                          for item, assets in list(failed.items())[:20])
+        named = "; ".join(
+            f"{item} ({', '.join(f'{a}: {r}' for a, r in assets.items())})"
+            for item, assets in list(failed.items())[:20]
+        )
         more = f"; and {len(failed) - 20} more" if len(failed) > 20 else ""
-        raise TooManyFailuresError(f"{len(failed)} of {n_items} items could not be read, more than max_failed_fraction "
-                                   f"{max_fraction:g} allows: {named}{more}")
+        raise TooManyFailuresError(
+            f"{len(failed)} of {n_items} items could not be read, more than max_failed_fraction "
+            f"{max_fraction:g} allows: {named}{more}"
+        )
 
 
 def request_cube(request: CubeRequest, found: dict[str, SensorItems]) -> LazyCube:
@@ -119,9 +124,14 @@ def request_cube(request: CubeRequest, found: dict[str, SensorItems]) -> LazyCub
     return lazy
 
 
-def build_cube(request: CubeRequest, found: dict[str, SensorItems], geobox: GeoBox,
-               bands: Sequence[str], sign: Signer | Callable[[str], str] | None = None,
-               log: ReadLog | None = None) -> xr.Dataset:
+def build_cube(
+    request: CubeRequest,
+    found: dict[str, SensorItems],
+    geobox: GeoBox,
+    bands: Sequence[str],
+    sign: Signer | Callable[[str], str] | None = None,
+    log: ReadLog | None = None,
+) -> xr.Dataset:
     """The lazy multi-sensor cube of a request (nothing is read until computed).
 
     Every asset is probed first (:mod:`pipeline.cube.probe`); items with an unreadable
@@ -150,8 +160,18 @@ def build_cube(request: CubeRequest, found: dict[str, SensorItems], geobox: GeoB
     if request.storage == "scaled-int":
         packing = packed_grids([(load_profile(s.profile), s.items) for s in usable.values()], bands)
     parts = [
-        load_sensor(s, geobox, bands, policy=policy, chunks=request.chunks, resampling=request.resampling,
-                    sign=signer, log=log, engine=request.engine, packing=packing)
+        load_sensor(
+            s,
+            geobox,
+            bands,
+            policy=policy,
+            chunks=request.chunks,
+            resampling=request.resampling,
+            sign=signer,
+            log=log,
+            engine=request.engine,
+            packing=packing,
+        )
         for s in usable.values()
     ]
     sources = {s.sensor: [i.id for i in s.items] for s in usable.values()}

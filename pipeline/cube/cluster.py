@@ -1,4 +1,5 @@
 """Dask clusters: a LocalCluster by default, or an existing scheduler by address."""
+
 from __future__ import annotations
 
 import contextlib
@@ -16,8 +17,13 @@ QUIET_HTTP: dict = {"dashboard_address": None, "scheduler_kwargs": {"dashboard_a
 
 
 @contextlib.contextmanager
-def dask_client(address: str | None = None, n_workers: int | None = None,
-                threads_per_worker: int = 1, memory_limit: str = "auto", timeout: str = "20s") -> Iterator[Client]:
+def dask_client(
+    address: str | None = None,
+    n_workers: int | None = None,
+    threads_per_worker: int = 1,
+    memory_limit: str = "auto",
+    timeout: str = "20s",
+) -> Iterator[Client]:
     """A Dask client on ``address`` (or ``$DASK_SCHEDULER_ADDRESS``), else on a new LocalCluster.
 
     The LocalCluster uses worker processes (one thread each by default, which suits
@@ -35,8 +41,13 @@ def dask_client(address: str | None = None, n_workers: int | None = None,
         return
     n_workers = n_workers or max(1, min(4, os.cpu_count() or 1))
     with workers_ignore_ctrl_c():
-        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True,
-                               memory_limit=memory_limit, **QUIET_HTTP)
+        cluster = LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=threads_per_worker,
+            processes=True,
+            memory_limit=memory_limit,
+            **QUIET_HTTP,
+        )
     with cluster, Client(cluster) as client:
         yield client
 

@@ -22,6 +22,7 @@ observations) and ``valid`` (composite has a value). Coordinates: ``time`` = bin
 ``time_end`` = next bin start (exclusive), ``observations`` (time steps in the bin),
 ``sensor`` (the sensors contributing, ``+``-joined). Everything stays lazy (Dask).
 """
+
 from __future__ import annotations
 
 import json
@@ -67,8 +68,11 @@ def bins(times: np.ndarray, freq: str) -> tuple[pd.DatetimeIndex, pd.DatetimeInd
 
 def reflectance_vars(cube: xr.Dataset) -> list[str]:
     """Float ``(time, y, x)`` variables of the cube (its reflectance bands)."""
-    return [str(v) for v, a in cube.data_vars.items()
-            if set(a.dims) == {"time", "y", "x"} and np.issubdtype(a.dtype, np.floating)]
+    return [
+        str(v)
+        for v, a in cube.data_vars.items()
+        if set(a.dims) == {"time", "y", "x"} and np.issubdtype(a.dtype, np.floating)
+    ]
 
 
 def _quiet(func):
@@ -76,12 +80,19 @@ def _quiet(func):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels -> NaN, as intended
             return func(*args, **kwargs)
+
     return run
 
 
 def _over_time(arr: xr.DataArray, func) -> xr.DataArray:
-    return xr.apply_ufunc(_quiet(func), arr, input_core_dims=[["time"]], kwargs={"axis": -1},
-                          dask="parallelized", output_dtypes=[np.float32]).astype(np.float32)
+    return xr.apply_ufunc(
+        _quiet(func),
+        arr,
+        input_core_dims=[["time"]],
+        kwargs={"axis": -1},
+        dask="parallelized",
+        output_dtypes=[np.float32],
+    ).astype(np.float32)
 
 
 def _take(values: np.ndarray, index: np.ndarray) -> np.ndarray:
@@ -111,18 +122,29 @@ def _reduce(sub: xr.Dataset, bands: Sequence[str], method: str, score: xr.DataAr
         if score is None:
             raise ValueError("the 'best' composite needs a score (composite() defaults it to default_score)")
         rank = xr.where(sub["valid"], score.astype(np.float64), -np.inf).argmax("time")
-        return {b: xr.apply_ufunc(_take, sub[b], rank, input_core_dims=[["time"], []], dask="parallelized",
-                                  output_dtypes=[np.float32]) for b in bands}
+        return {
+            b: xr.apply_ufunc(
+                _take, sub[b], rank, input_core_dims=[["time"], []], dask="parallelized", output_dtypes=[np.float32]
+            )
+            for b in bands
+        }
     if method == "geomedian":
         yxbt = sub[list(bands)].to_array("band").transpose("y", "x", "band", "time").chunk({"band": -1})
-        gm = xr.apply_ufunc(_geomedian_block, yxbt, input_core_dims=[["band", "time"]], output_core_dims=[["band"]],
-                            dask="parallelized", output_dtypes=[np.float32])
+        gm = xr.apply_ufunc(
+            _geomedian_block,
+            yxbt,
+            input_core_dims=[["band", "time"]],
+            output_core_dims=[["band"]],
+            dask="parallelized",
+            output_dtypes=[np.float32],
+        )
         return {b: gm.sel(band=b, drop=True) for b in bands}
     return {}
 
 
-def _bin(cube: xr.Dataset, positions: np.ndarray, bands: Sequence[str], method: str,
-         score: xr.DataArray | None) -> xr.Dataset:
+def _bin(
+    cube: xr.Dataset, positions: np.ndarray, bands: Sequence[str], method: str, score: xr.DataArray | None
+) -> xr.Dataset:
     template = cube["valid"].isel(time=0, drop=True).reset_coords(drop=True)
     if len(positions) == 0:
         nan = xr.full_like(template, np.nan, dtype=np.float32)
@@ -143,8 +165,9 @@ def _bin(cube: xr.Dataset, positions: np.ndarray, bands: Sequence[str], method: 
     return xr.Dataset(out)
 
 
-def composite(cube: xr.Dataset, freq: str = "1MS", method: Method = "median",
-              score: xr.DataArray | None = None) -> xr.Dataset:
+def composite(
+    cube: xr.Dataset, freq: str = "1MS", method: Method = "median", score: xr.DataArray | None = None
+) -> xr.Dataset:
     """Composite ``cube`` (dims ``time, y, x``; NaN = masked; a ``valid`` variable) into bins of ``freq``.
 
     ``score`` (``best`` only) ranks observations, higher wins: a DataArray along ``time``

@@ -8,6 +8,7 @@ that feeds only one output chunk into that chunk's task, so the reads, the QA de
 the masking run in one task on one worker; shared tasks (odc-stac's per-item "open"
 tasks, configuration) stay separate and are all that moves.
 """
+
 from __future__ import annotations
 
 import dask.array as da

@@ -9,6 +9,7 @@ variable of the same name, e.g. ``GDAL_HTTP_MAX_RETRY=3``), applied in three pla
 * stackstac reads: :func:`stackstac_env` (passed as its ``gdal_env``);
 * our own probes of assets (:mod:`pipeline.cube.probe`): :func:`rasterio_env`.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,19 +20,19 @@ import rasterio
 #: GDAL configuration for cloud reads. Retries cover HTTP 429/500/502/503/504 and
 #: connection resets/timeouts (GDAL >= 3.10 retries these curl errors too).
 REMOTE_READ_OPTIONS: dict[str, Any] = {
-    "GDAL_HTTP_MAX_RETRY": 8,             # attempts after the first, per request
-    "GDAL_HTTP_RETRY_DELAY": 0.25,        # seconds, doubled at each retry (GDAL backoff)
-    "GDAL_HTTP_TIMEOUT": 60,              # seconds for one request
-    "GDAL_HTTP_CONNECTTIMEOUT": 10,       # seconds to connect
-    "GDAL_HTTP_MULTIRANGE": "YES",        # several tile ranges of one read fetched in parallel
+    "GDAL_HTTP_MAX_RETRY": 8,  # attempts after the first, per request
+    "GDAL_HTTP_RETRY_DELAY": 0.25,  # seconds, doubled at each retry (GDAL backoff)
+    "GDAL_HTTP_TIMEOUT": 60,  # seconds for one request
+    "GDAL_HTTP_CONNECTTIMEOUT": 10,  # seconds to connect
+    "GDAL_HTTP_MULTIRANGE": "YES",  # several tile ranges of one read fetched in parallel
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",  # no directory listing per COG open
     "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF,.TIFF",
-    "CPL_VSIL_CURL_CACHE_SIZE": 200_000_000,      # bytes, /vsicurl/ block cache per process
+    "CPL_VSIL_CURL_CACHE_SIZE": 200_000_000,  # bytes, /vsicurl/ block cache per process
     "VSI_CACHE": "TRUE",
-    "VSI_CACHE_SIZE": 50_000_000,         # bytes per open file
-    "GDAL_CACHEMAX": 256,                 # MiB, raster block cache per process
-    "GDAL_HTTP_VERSION": "2",             # HTTP/2 where the server offers it, else 1.1
+    "VSI_CACHE_SIZE": 50_000_000,  # bytes per open file
+    "GDAL_CACHEMAX": 256,  # MiB, raster block cache per process
+    "GDAL_HTTP_VERSION": "2",  # HTTP/2 where the server offers it, else 1.1
 }
 
 

@@ -1,4 +1,5 @@
 """The output grid of a request: an odc-geo GeoBox snapped to the pixel size."""
+
 from __future__ import annotations
 
 from odc.geo import geom
@@ -20,8 +21,10 @@ def check_projected(crs: str) -> None:
     parsed = CRS.from_user_input(crs)
     if not parsed.is_projected:
         kind = "geographic (degrees)" if parsed.is_geographic else "not a projected CRS"
-        raise RequestError(f"crs {crs!r} is {kind}; cubes are grids in a projected CRS in metres: give one such as "
-                           "EPSG:32632, or leave crs out for the UTM zone of the area")
+        raise RequestError(
+            f"crs {crs!r} is {kind}; cubes are grids in a projected CRS in metres: give one such as "
+            "EPSG:32632, or leave crs out for the UTM zone of the area"
+        )
 
 
 def request_geobox(request: CubeRequest) -> GeoBox:
@@ -43,5 +46,7 @@ def request_geobox(request: CubeRequest) -> GeoBox:
         raise RequestError(f"cannot project the area to CRS {crs!r}: {exc}") from exc
     gbox = GeoBox.from_geopolygon(projected, resolution=request.resolution, crs=crs)
     if gbox.shape.x * gbox.shape.y > 400_000_000:
-        raise RequestError(f"grid of {gbox.shape.y} x {gbox.shape.x} px is too large; coarsen the resolution or split the AOI")
+        raise RequestError(
+            f"grid of {gbox.shape.y} x {gbox.shape.x} px is too large; coarsen the resolution or split the AOI"
+        )
     return gbox

@@ -8,6 +8,7 @@ scale/offset (so the Sentinel-2 baseline-04.00 BOA offset is handled per item) a
 returns ``float32`` reflectance with NaN where masked, or, given packed grids
 (:mod:`pipeline.cube.packing`), the DN on those grids with the fill value where masked.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
@@ -75,8 +76,10 @@ def items_profile(found: SensorItems, bands: Sequence[str]) -> SensorProfile:
         return next(iter(profiles.values()))
     keys = [{p.band(b).asset for p in profiles.values() if b in p.common_names} for b in bands]
     if any(len(k) > 1 for k in keys) or len({p.qa[0].asset for p in profiles.values()}) > 1:
-        raise ValueError(f"the {found.collection!r} items mix products {sorted(profiles)} whose assets for bands "
-                         f"{list(bands)} are keyed differently; request them apart (e.g. by item id or platform)")
+        raise ValueError(
+            f"the {found.collection!r} items mix products {sorted(profiles)} whose assets for bands "
+            f"{list(bands)} are keyed differently; request them apart (e.g. by item id or platform)"
+        )
     complete = [p for p in profiles.values() if set(bands) <= set(p.common_names)]
     return complete[0] if complete else next(iter(profiles.values()))
 
@@ -88,8 +91,9 @@ def items_per_time(times: np.ndarray, items: Sequence[pystac.Item]) -> list[list
     return [[it for it, t in zip(items, item_times, strict=True) if abs(t - ts) <= half_day] for ts in times]
 
 
-def scaling_arrays(times: np.ndarray, items: Sequence[pystac.Item], profile: SensorProfile,
-                   bands: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def scaling_arrays(
+    times: np.ndarray, items: Sequence[pystac.Item], profile: SensorProfile, bands: Sequence[str]
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per band, ``(scale, offset)`` arrays along time from each time step's first item."""
     groups = items_per_time(times, items)
     out = {b: (np.ones(len(times), np.float32), np.zeros(len(times), np.float32)) for b in bands}
@@ -106,7 +110,9 @@ def cloud_cover(groups: Sequence[Sequence[pystac.Item]]) -> np.ndarray:
     """Mean item ``eo:cloud_cover`` (%) of each time step's items; NaN where no item states it."""
     out = np.full(len(groups), np.nan, np.float32)
     for t, group in enumerate(groups):
-        covers = [float(i.properties["eo:cloud_cover"]) for i in group if i.properties.get("eo:cloud_cover") is not None]
+        covers = [
+            float(i.properties["eo:cloud_cover"]) for i in group if i.properties.get("eo:cloud_cover") is not None
+        ]
         if covers:
             out[t] = np.mean(covers)
     return out
@@ -121,8 +127,14 @@ def _with_nodata(invalid: np.ndarray, *dn: np.ndarray, nodata: Sequence[float | 
     return out
 
 
-def to_reflectance(dn: np.ndarray, invalid: np.ndarray, scale: np.ndarray, offset: np.ndarray,
-                   block_info: dict | None = None, out: np.ndarray | None = None) -> np.ndarray:
+def to_reflectance(
+    dn: np.ndarray,
+    invalid: np.ndarray,
+    scale: np.ndarray,
+    offset: np.ndarray,
+    block_info: dict | None = None,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
     """``float32`` reflectance ``dn * scale + offset`` with NaN where ``invalid`` (one pass, one buffer).
 
     ``dn``, ``invalid``: ``(time, y, x)`` blocks; ``scale``, ``offset``: per time step of the whole
@@ -136,9 +148,14 @@ def to_reflectance(dn: np.ndarray, invalid: np.ndarray, scale: np.ndarray, offse
     return out
 
 
-def masked_planes(qa_invalid: np.ndarray, *dn: np.ndarray, nodata: Sequence[float | int | None],
-                  convert: Sequence[Callable[..., np.ndarray]], out_dtype: np.dtype,
-                  block_info: dict | None = None) -> np.ndarray:
+def masked_planes(
+    qa_invalid: np.ndarray,
+    *dn: np.ndarray,
+    nodata: Sequence[float | int | None],
+    convert: Sequence[Callable[..., np.ndarray]],
+    out_dtype: np.dtype,
+    block_info: dict | None = None,
+) -> np.ndarray:
     """One chunk of every band, masked and converted, plus the valid mask: ``(band + 1, time, y, x)``.
 
     ``qa_invalid``: the QA decode of the chunk; ``dn``: each band's raw chunk; a pixel that is
@@ -174,10 +191,19 @@ def blockwise(func, *arrays: xr.DataArray, dtype, planes: int | None = None, **k
     return xr.DataArray(data, dims=dims, coords=first.coords)
 
 
-def load_sensor(found: SensorItems, geobox: GeoBox, bands: Sequence[str], *, policy: MaskPolicy | None = None,
-                chunks: dict[str, int] | None = None, resampling: Mapping[str, str] | None = None,
-                sign: Signer | Callable[[str], str] | None = None, log: ReadLog | None = None,
-                engine: Engine = "odc-stac", packing: dict[str, PackedGrid] | None = None) -> xr.Dataset:
+def load_sensor(
+    found: SensorItems,
+    geobox: GeoBox,
+    bands: Sequence[str],
+    *,
+    policy: MaskPolicy | None = None,
+    chunks: dict[str, int] | None = None,
+    resampling: Mapping[str, str] | None = None,
+    sign: Signer | Callable[[str], str] | None = None,
+    log: ReadLog | None = None,
+    engine: Engine = "odc-stac",
+    packing: dict[str, PackedGrid] | None = None,
+) -> xr.Dataset:
     """A lazy cube ``(time, y, x)`` of one sensor: float32 reflectance, NaN where invalid.
 
     With ``packing`` (per band) the bands are integers on those grids instead, the grid's
@@ -193,10 +219,20 @@ def load_sensor(found: SensorItems, geobox: GeoBox, bands: Sequence[str], *, pol
     resampling = resampling_for(profile, bands, resampling or {})
     qa = profile.qa[0]
     chunks = chunks or {"time": 1, "y": 512, "x": 512}
-    raw = read_assets(found.items, found.collection, asset_table(profile, bands), geobox, chunks=chunks,
-                      resampling=resampling, engine=engine, sign=sign, log=log)
-    invalid = invalid_mask(found.collection, qa.asset, raw[qa.asset], policy=policy,
-                           resolution_m=float(abs(geobox.resolution.x)))
+    raw = read_assets(
+        found.items,
+        found.collection,
+        asset_table(profile, bands),
+        geobox,
+        chunks=chunks,
+        resampling=resampling,
+        engine=engine,
+        sign=sign,
+        log=log,
+    )
+    invalid = invalid_mask(
+        found.collection, qa.asset, raw[qa.asset], policy=policy, resolution_m=float(abs(geobox.resolution.x))
+    )
     invalid = invalid | (raw[qa.asset] == qa_fill(profile))  # fill is never data, whatever the policy drops
     specs = [profile.band(b) for b in bands]
     scaling = scaling_arrays(raw.time.values, found.items, profile, bands)
@@ -206,14 +242,25 @@ def load_sensor(found: SensorItems, geobox: GeoBox, bands: Sequence[str], *, pol
     else:
         dtype = np.result_type(*(np.dtype(packing[b].dtype) for b in bands))
         convert = [partial(pack_dn, shift=packing[b].shift(scaling[b][1]), fill=packing[b].fill) for b in bands]
-    stacked = blockwise(masked_planes, invalid, *(raw[s.asset] for s in specs), dtype=dtype, planes=len(bands) + 1,
-                        nodata=[s.nodata for s in specs], convert=convert, out_dtype=dtype)
+    stacked = blockwise(
+        masked_planes,
+        invalid,
+        *(raw[s.asset] for s in specs),
+        dtype=dtype,
+        planes=len(bands) + 1,
+        nodata=[s.nodata for s in specs],
+        convert=convert,
+        out_dtype=dtype,
+    )
     if stacked.chunks is not None:  # a chunk's reads, QA decode and masking in one task (see fusion.py)
         stacked = stacked.copy(data=fuse_private_inputs(stacked.data))
-    ds = xr.Dataset({b: stacked[i].astype(packing[b].dtype, copy=False) if packing else stacked[i]
-                     for i, b in enumerate(bands)})
+    ds = xr.Dataset(
+        {b: stacked[i].astype(packing[b].dtype, copy=False) if packing else stacked[i] for i, b in enumerate(bands)}
+    )
     ds["valid"] = stacked[-1].astype(bool)
-    ds = ds.assign_coords(sensor=("time", np.full(ds.sizes["time"], profile.sensor, dtype=object)),
-                          cloud_cover=("time", cloud_cover(items_per_time(raw.time.values, found.items))))
+    ds = ds.assign_coords(
+        sensor=("time", np.full(ds.sizes["time"], profile.sensor, dtype=object)),
+        cloud_cover=("time", cloud_cover(items_per_time(raw.time.values, found.items))),
+    )
     ds.attrs["source_items"] = [i.id for i in found.items]
     return ds

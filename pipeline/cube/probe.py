@@ -8,6 +8,7 @@ each (item, asset, href, reason) and recorded in the store's ``eocube:failed_ite
 Probes run as Dask tasks on the active scheduler, one per item (the options travel with
 the tasks).
 """
+
 from __future__ import annotations
 
 import logging
@@ -56,8 +57,9 @@ def _probe_one(signer: Signer, href: str) -> str | None:
     return None
 
 
-def probe_items(items: Sequence[pystac.Item], assets: Sequence[str],
-                signer: Signer | None = None) -> dict[str, dict[str, str]]:
+def probe_items(
+    items: Sequence[pystac.Item], assets: Sequence[str], signer: Signer | None = None
+) -> dict[str, dict[str, str]]:
     """Unreadable assets per item id: ``{item_id: {asset: reason}}`` (empty when all read).
 
     An asset listed in ``assets`` but missing from an item counts as unreadable.

@@ -1,4 +1,5 @@
 """Quicklook PNGs of a cube: a true-colour image of its clearest date."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,8 +25,12 @@ def clearest_time(cube: xr.Dataset, prefer_sensor: str | None = PREFERRED_SENSOR
     return int(np.argmax(frac))
 
 
-def rgb_image(cube: xr.Dataset, t: int, bands: tuple[str, str, str] = ("red", "green", "blue"),
-              limits: tuple[float, float] | None = None) -> np.ndarray:
+def rgb_image(
+    cube: xr.Dataset,
+    t: int,
+    bands: tuple[str, str, str] = ("red", "green", "blue"),
+    limits: tuple[float, float] | None = None,
+) -> np.ndarray:
     """``(y, x, 3)`` float image in [0, 1], stretched from ``limits`` (default: its own 2-98 % range); masked pixels grey."""
     rgb = np.stack([cube[b].isel(time=t).values for b in bands], axis=-1).astype(np.float32)
     finite = np.isfinite(rgb).all(-1)
@@ -59,7 +64,11 @@ def rgb_bands(bands: list[str]) -> tuple[str, str, str]:
 def write_quicklook(cube: xr.Dataset, path: Path | str, t: int | None = None) -> Path:
     """Save a true-colour PNG of time step ``t`` (default: the clearest) and return its path."""
     t = clearest_time(cube) if t is None else t
-    bands = ("red", "green", "blue") if {"red", "green", "blue"} <= set(cube.data_vars) else (str(list(cube.data_vars)[0]),) * 3
+    bands = (
+        ("red", "green", "blue")
+        if {"red", "green", "blue"} <= set(cube.data_vars)
+        else (str(list(cube.data_vars)[0]),) * 3
+    )
     image = rgb_image(cube, t, bands)
     when = np.datetime_as_string(cube.time.values[t], unit="D")
     sensor = str(cube["sensor"].values[t]) if "sensor" in cube.coords else ""

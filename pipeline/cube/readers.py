@@ -11,6 +11,7 @@ level itself; stackstac through GDAL's warper).
 Hrefs are signed just before each read, and a read that fails leaves that asset's pixels of
 that chunk at the fill value and is reported to ``log``, not raised (:mod:`pipeline.cube.reads`).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -44,9 +45,18 @@ def item_time(item: pystac.Item) -> np.datetime64:
     return np.datetime64(str(p.get("datetime") or p.get("start_datetime")).replace("Z", "")[:26], "ns")
 
 
-def read_assets(items: Sequence[pystac.Item], collection: str, assets: dict[str, AssetInfo], geobox: GeoBox, *,
-                chunks: dict[str, int], resampling: dict[str, str], engine: Engine = "odc-stac",
-                sign: Signer | Callable[[str], str] | None = None, log: ReadLog | None = None) -> xr.Dataset:
+def read_assets(
+    items: Sequence[pystac.Item],
+    collection: str,
+    assets: dict[str, AssetInfo],
+    geobox: GeoBox,
+    *,
+    chunks: dict[str, int],
+    resampling: dict[str, str],
+    engine: Engine = "odc-stac",
+    sign: Signer | Callable[[str], str] | None = None,
+    log: ReadLog | None = None,
+) -> xr.Dataset:
     """Lazy raw DN of ``assets`` of ``items`` on ``geobox``, one step per solar day (see module doc).
 
     ``sign`` signs each href just before it is read; failed reads are reported to ``log``.
@@ -65,8 +75,16 @@ def _read_odc(items, collection, assets, geobox, chunks, resampling, driver: Sig
     import odc.stac
 
     cfg = {collection: {"assets": {a: {"data_type": i.dtype, "nodata": i.nodata} for a, i in assets.items()}}}
-    return odc.stac.load(items, bands=list(assets), geobox=geobox, groupby="solar_day", chunks=chunks,
-                         resampling=resampling, stac_cfg=cfg, driver=driver)
+    return odc.stac.load(
+        items,
+        bands=list(assets),
+        geobox=geobox,
+        groupby="solar_day",
+        chunks=chunks,
+        resampling=resampling,
+        stac_cfg=cfg,
+        driver=driver,
+    )
 
 
 def _stackstac_epsg(geobox: GeoBox) -> int:
@@ -93,14 +111,30 @@ def _read_stackstac(items, assets, geobox, chunks, resampling, reader: type) -> 
     out = {}
     for asset, info in assets.items():
         fill = info.nodata if info.nodata is not None else 0
-        arr = stackstac.stack(
-            dicts, assets=[asset], epsg=_stackstac_epsg(geobox), resolution=abs(geobox.resolution.x),
-            bounds=bounds, snap_bounds=False, resampling=Resampling[resampling[asset]],
-            chunksize=(chunks.get("time", 1), 1, chunks.get("y", 512), chunks.get("x", 512)),
-            dtype=np.dtype(info.dtype), fill_value=np.dtype(info.dtype).type(fill), rescale=False,
-            sortby_date=False, xy_coords="center", properties=False, band_coords=False, gdal_env=env,
-            errors_as_nodata=(), reader=reader,
-        ).isel(band=0, drop=True).reset_coords(drop=True)
+        arr = (
+            stackstac.stack(
+                dicts,
+                assets=[asset],
+                epsg=_stackstac_epsg(geobox),
+                resolution=abs(geobox.resolution.x),
+                bounds=bounds,
+                snap_bounds=False,
+                resampling=Resampling[resampling[asset]],
+                chunksize=(chunks.get("time", 1), 1, chunks.get("y", 512), chunks.get("x", 512)),
+                dtype=np.dtype(info.dtype),
+                fill_value=np.dtype(info.dtype).type(fill),
+                rescale=False,
+                sortby_date=False,
+                xy_coords="center",
+                properties=False,
+                band_coords=False,
+                gdal_env=env,
+                errors_as_nodata=(),
+                reader=reader,
+            )
+            .isel(band=0, drop=True)
+            .reset_coords(drop=True)
+        )
         arr = arr.assign_coords(time=times, y=geobox.coords["y"].values, x=geobox.coords["x"].values)
         arr.attrs = {"nodata": info.nodata} if info.nodata is not None else {}  # as odc-stac labels it
         out[asset] = _fuse_solar_days(arr, days, fill)
@@ -114,6 +148,8 @@ def _fuse_solar_days(arr: xr.DataArray, days: np.ndarray, fill) -> xr.DataArray:
     _, first = np.unique(days, return_index=True)
     if len(first) == arr.sizes["time"]:
         return arr
-    steps = [stackstac.mosaic(arr.isel(time=np.flatnonzero(days == days[i])), dim="time", reverse=True, nodata=fill)
-             for i in first]
+    steps = [
+        stackstac.mosaic(arr.isel(time=np.flatnonzero(days == days[i])), dim="time", reverse=True, nodata=fill)
+        for i in first
+    ]
     return xr.concat(steps, dim="time").assign_coords(time=arr.time.values[first])

@@ -12,6 +12,7 @@ events (``Worker.log_event`` on the topic of a :class:`ReadLog`, read back with
 ``Client.get_events``), or through this module's memory when the graph runs on a local
 scheduler. :meth:`ReadLog.failures` gathers them as ``{item_id: {asset: reason}}``.
 """
+
 from __future__ import annotations
 
 import threading
@@ -167,12 +168,15 @@ class SignedReader:
     def __init__(self, src: RasterSource, ctx: Any, signer: Signer, topic: str):
         self._src, self._ctx, self._signer, self._topic = src, ctx, signer, topic
 
-    def read(self, cfg: RasterLoadParams, dst_geobox: GeoBox, *, dst: np.ndarray | None = None,
-             selection: Any = None) -> tuple[tuple[slice, slice], np.ndarray]:
+    def read(
+        self, cfg: RasterLoadParams, dst_geobox: GeoBox, *, dst: np.ndarray | None = None, selection: Any = None
+    ) -> tuple[tuple[slice, slice], np.ndarray]:
         strict = replace(cfg, fail_on_error=True)
 
         def read(href: str) -> tuple[tuple[slice, slice], np.ndarray]:
-            return RioReader(self._src.patch(uri=href), self._ctx).read(strict, dst_geobox, dst=dst, selection=selection)
+            return RioReader(self._src.patch(uri=href), self._ctx).read(
+                strict, dst_geobox, dst=dst, selection=selection
+            )
 
         try:
             return read_with_signing(self._signer, self._src.uri, read)

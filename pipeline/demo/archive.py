@@ -24,6 +24,7 @@ Layout of ``out_dir``::
     labels.csv                                labelled points (lon, lat, date, vegetation cover %)
     manifest.json                             seed, site, counts
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -71,8 +72,12 @@ class DemoSite:
         x0, y0, x1, y1 = self.aoi_utm
         lons, lats = to_ll.transform([x0, x1, x0, x1], [y0, y0, y1, y1])
         # shrink to the inscribed lon/lat box so the AOI stays inside the scenes
-        return (round(max(lons[0], lons[2]), 5), round(max(lats[0], lats[1]), 5),
-                round(min(lons[1], lons[3]), 5), round(min(lats[2], lats[3]), 5))
+        return (
+            round(max(lons[0], lons[2]), 5),
+            round(max(lats[0], lats[1]), 5),
+            round(min(lons[1], lons[3]), 5),
+            round(min(lats[2], lats[3]), 5),
+        )
 
     def landscape_bounds(self) -> tuple[float, float, float, float]:
         cx, cy = (self.s2_bounds[0] + self.s2_bounds[2]) / 2, (self.s2_bounds[1] + self.s2_bounds[3]) / 2
@@ -94,6 +99,7 @@ class Acquisition:
 
 
 # --------------------------------------------------------------------------- grids
+
 
 def pixel_centres(bounds: tuple[float, float, float, float], res: float) -> tuple[np.ndarray, np.ndarray]:
     """World coordinates (x, y) of pixel centres, each ``(rows, cols)``, north-up."""
@@ -118,6 +124,7 @@ def _modis_window(site: DemoSite) -> tuple[tuple[float, float, float, float], in
 
 
 # --------------------------------------------------------------------------- schedules
+
 
 def _cloud_cover_draw(rng: np.random.Generator) -> float:
     """Scene cloud cover: often clear, sometimes partly cloudy, about 8 % all-cloudy."""
@@ -148,10 +155,17 @@ def sentinel2_schedule(site: DemoSite, rng: np.random.Generator) -> list[Acquisi
         gen = t + dt.timedelta(hours=3)
         item_id = f"S2{sat}_MSIL2A_{t:%Y%m%dT%H%M%S}_R022_T32TPR_{gen:%Y%m%dT%H%M%S}"
         props = {
-            "platform": f"Sentinel-2{sat}", "constellation": "Sentinel 2", "instruments": ["msi"],
-            "s2:mgrs_tile": "32TPR", "s2:processing_baseline": baseline, "s2:product_type": "S2MSI2A",
-            "s2:generation_time": gen.strftime("%Y-%m-%dT%H:%M:%S.000000Z"), "sat:relative_orbit": 22,
-            "sat:orbit_state": "descending", "s2:mean_solar_zenith": 45.0, "s2:mean_solar_azimuth": 160.0,
+            "platform": f"Sentinel-2{sat}",
+            "constellation": "Sentinel 2",
+            "instruments": ["msi"],
+            "s2:mgrs_tile": "32TPR",
+            "s2:processing_baseline": baseline,
+            "s2:product_type": "S2MSI2A",
+            "s2:generation_time": gen.strftime("%Y-%m-%dT%H:%M:%S.000000Z"),
+            "sat:relative_orbit": 22,
+            "sat:orbit_state": "descending",
+            "s2:mean_solar_zenith": 45.0,
+            "s2:mean_solar_azimuth": 160.0,
         }
         out.append(Acquisition("sentinel-2-l2a", item_id, t, _cloud_cover_draw(rng), props))
     return out
@@ -159,7 +173,10 @@ def sentinel2_schedule(site: DemoSite, rng: np.random.Generator) -> list[Acquisi
 
 def landsat_schedule(site: DemoSite, rng: np.random.Generator) -> list[Acquisition]:
     out = []
-    for platform, prefix, first in (("landsat-8", "LC08", dt.date(2021, 10, 5)), ("landsat-9", "LC09", dt.date(2022, 1, 13))):
+    for platform, prefix, first in (
+        ("landsat-8", "LC08", dt.date(2021, 10, 5)),
+        ("landsat-9", "LC09", dt.date(2022, 1, 13)),
+    ):
         for d in _dates(site.start, site.end, first, 16):
             if rng.random() < 0.06:
                 continue
@@ -167,11 +184,19 @@ def landsat_schedule(site: DemoSite, rng: np.random.Generator) -> list[Acquisiti
             processed = d + dt.timedelta(days=11)
             item_id = f"{prefix}_L2SP_193028_{d:%Y%m%d}_02_T1"
             props = {
-                "platform": platform, "instruments": ["oli", "tirs"], "landsat:wrs_path": "193",
-                "landsat:wrs_row": "028", "landsat:wrs_type": "2", "landsat:collection_category": "T1",
-                "landsat:collection_number": "02", "landsat:correction": "L2SP", "gsd": 30,
+                "platform": platform,
+                "instruments": ["oli", "tirs"],
+                "landsat:wrs_path": "193",
+                "landsat:wrs_row": "028",
+                "landsat:wrs_type": "2",
+                "landsat:collection_category": "T1",
+                "landsat:collection_number": "02",
+                "landsat:correction": "L2SP",
+                "gsd": 30,
                 "landsat:scene_id": f"{prefix[:2]}{prefix[3]}1930282{d:%j}LGN00".replace("L8", "C8"),
-                "view:off_nadir": 0, "view:sun_elevation": 40.0, "view:sun_azimuth": 150.0,
+                "view:off_nadir": 0,
+                "view:sun_elevation": 40.0,
+                "view:sun_azimuth": 150.0,
                 "created": f"{processed:%Y-%m-%d}T00:00:00Z",
             }
             out.append(Acquisition("landsat-c2-l2", item_id, t, _cloud_cover_draw(rng), props))
@@ -190,9 +215,13 @@ def modis_schedule(site: DemoSite, rng: np.random.Generator, h: int, v: int) -> 
             item_id = f"MOD09A1.A{year}{doy:03d}.h{h:02d}v{v:02d}.061.{produced:%Y%j}031512"
             t = dt.datetime.combine(d0, dt.time(0), tzinfo=dt.UTC)
             props = {
-                "start_datetime": f"{d0:%Y-%m-%d}T00:00:00Z", "end_datetime": f"{d1:%Y-%m-%d}T23:59:59Z",
-                "platform": "terra", "instruments": ["modis"], "modis:horizontal-tile": h,
-                "modis:vertical-tile": v, "modis:tile-id": f"51{h:03d}{v:03d}",
+                "start_datetime": f"{d0:%Y-%m-%d}T00:00:00Z",
+                "end_datetime": f"{d1:%Y-%m-%d}T23:59:59Z",
+                "platform": "terra",
+                "instruments": ["modis"],
+                "modis:horizontal-tile": h,
+                "modis:vertical-tile": v,
+                "modis:tile-id": f"51{h:03d}{v:03d}",
                 "created": f"{produced:%Y-%m-%d}T03:15:12Z",
             }
             # 8-day composites pick the clearest day: clouds are rarer and smaller.
@@ -203,12 +232,26 @@ def modis_schedule(site: DemoSite, rng: np.random.Generator, h: int, v: int) -> 
 
 # --------------------------------------------------------------------------- writers
 
+
 def _write_cog(path: Path, array: np.ndarray, crs, transform, nodata) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     blocksize = 128
-    with rasterio.open(path, "w", driver="COG", width=array.shape[1], height=array.shape[0], count=1,
-                       dtype=array.dtype, crs=crs, transform=transform, nodata=nodata,
-                       compress="deflate", predictor=2, blocksize=blocksize, overview_resampling="nearest") as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="COG",
+        width=array.shape[1],
+        height=array.shape[0],
+        count=1,
+        dtype=array.dtype,
+        crs=crs,
+        transform=transform,
+        nodata=nodata,
+        compress="deflate",
+        predictor=2,
+        blocksize=blocksize,
+        overview_resampling="nearest",
+    ) as dst:
         dst.write(array, 1)
 
 
@@ -235,22 +278,42 @@ def _asset_common(spec: BandSpec, href: Path, shape: tuple[int, int], transform)
 def _band_asset(spec: BandSpec, name: str, href: Path, shape, transform, raster_bands: bool) -> dict:
     asset = _asset_common(spec, href, shape, transform)
     asset["roles"] = ["data", "reflectance"]
-    asset["eo:bands"] = [{"name": name, "common_name": spec.common_name, "center_wavelength": spec.center_wavelength_um}]
+    asset["eo:bands"] = [
+        {"name": name, "common_name": spec.common_name, "center_wavelength": spec.center_wavelength_um}
+    ]
     if raster_bands:
-        rb = {"data_type": spec.dtype, "spatial_resolution": spec.resolution_m, "scale": spec.scale, "offset": spec.offset}
+        rb = {
+            "data_type": spec.dtype,
+            "spatial_resolution": spec.resolution_m,
+            "scale": spec.scale,
+            "offset": spec.offset,
+        }
         if spec.nodata is not None:
             rb["nodata"] = spec.nodata
         asset["raster:bands"] = [rb]
     return asset
 
 
-def _feature(acq: Acquisition, geometry_ll: dict, bbox_ll: list[float], assets: dict, proj: dict, stac_extensions: list[str]) -> dict:
-    props = {"datetime": None if "start_datetime" in acq.properties else acq.time.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-             "eo:cloud_cover": round(acq.cloud_cover * 100, 2), **proj, **acq.properties}
+def _feature(
+    acq: Acquisition, geometry_ll: dict, bbox_ll: list[float], assets: dict, proj: dict, stac_extensions: list[str]
+) -> dict:
+    props = {
+        "datetime": None if "start_datetime" in acq.properties else acq.time.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "eo:cloud_cover": round(acq.cloud_cover * 100, 2),
+        **proj,
+        **acq.properties,
+    }
     return {
-        "type": "Feature", "stac_version": "1.0.0", "stac_extensions": stac_extensions, "id": acq.item_id,
-        "collection": acq.collection, "geometry": geometry_ll, "bbox": bbox_ll, "properties": props,
-        "assets": assets, "links": [],
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "stac_extensions": stac_extensions,
+        "id": acq.item_id,
+        "collection": acq.collection,
+        "geometry": geometry_ll,
+        "bbox": bbox_ll,
+        "properties": props,
+        "assets": assets,
+        "links": [],
     }
 
 
@@ -277,8 +340,9 @@ class _Writer:
     def __init__(self, out: Path, site: DemoSite, landscape: Landscape, rng: np.random.Generator):
         self.out, self.site, self.landscape, self.rng = out, site, landscape, rng
 
-    def _observe_grid(self, x: np.ndarray, y: np.ndarray, wavelengths_um: list[float], acq: Acquisition,
-                      sky: Sky) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _observe_grid(
+        self, x: np.ndarray, y: np.ndarray, wavelengths_um: list[float], acq: Acquisition, sky: Sky
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """What the sensor sees on a grid of pixel centres: reflectance, truth classes, cloud thickness."""
         surface, snow = self.landscape.surface_reflectance(x, y, wavelengths_um, acq.time.date())
         thick, shadow = sky.thickness(x, y), sky.shadow(x, y)
@@ -295,8 +359,13 @@ class _Writer:
     def _save_truth(self, acq: Acquisition, truth: np.ndarray, thickness: np.ndarray, transform, crs: str) -> None:
         path = self.out / "truth" / f"{acq.item_id}.npz"
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(path, truth=truth, thickness=thickness.astype(np.float32),
-                            transform=np.array(list(transform)[:6]), crs=np.array(crs))
+        np.savez_compressed(
+            path,
+            truth=truth,
+            thickness=thickness.astype(np.float32),
+            transform=np.array(list(transform)[:6]),
+            crs=np.array(crs),
+        )
 
     # ---- Sentinel-2
     def sentinel2(self, acq: Acquisition) -> dict:
@@ -330,7 +399,10 @@ class _Writer:
                 scl = encode_s2_scl(truth, thick, ndvi > 0.4)
                 href = self._href(acq, qa.asset)
                 _write_cog(href, scl, crs, transform, 0)
-                assets[qa.asset] = {**_asset_common(spec, href, scl.shape, transform), "title": "Scene classfication map (SCL)"}
+                assets[qa.asset] = {
+                    **_asset_common(spec, href, scl.shape, transform),
+                    "title": "Scene classfication map (SCL)",
+                }
                 self._save_truth(acq, truth, thick, transform, crs)
         geom, bbox = _footprint(bounds, crs)
         proj = {"proj:epsg": UTM_EPSG}
@@ -360,9 +432,12 @@ class _Writer:
         qa_pixel = encode_landsat_qa_pixel(truth, thick)
         href = self._href(acq, qa.asset)
         _write_cog(href, qa_pixel, crs, transform, 1)
-        assets[qa.asset] = {**_asset_common(profile.bands[0], href, qa_pixel.shape, transform),
-                            "title": "Pixel Quality Assessment Band", "roles": ["cloud", "cloud-shadow", "snow-ice", "water-mask"],
-                            "raster:bands": [{"unit": "bit index", "nodata": 1, "data_type": "uint16", "spatial_resolution": 30}]}
+        assets[qa.asset] = {
+            **_asset_common(profile.bands[0], href, qa_pixel.shape, transform),
+            "title": "Pixel Quality Assessment Band",
+            "roles": ["cloud", "cloud-shadow", "snow-ice", "water-mask"],
+            "raster:bands": [{"unit": "bit index", "nodata": 1, "data_type": "uint16", "spatial_resolution": 30}],
+        }
         self._save_truth(acq, truth, thick, transform, crs)
         geom, bbox = _footprint(bounds, crs)
         proj = {"proj:epsg": UTM_EPSG, "proj:shape": list(qa_pixel.shape), "proj:transform": list(transform)[:6]}
@@ -387,8 +462,15 @@ class _Writer:
 
         seen_px = block_mean(seen)
         thick_px = block_mean(thick)
-        _, truth = observe(block_mean(surface), block_mean(snow.astype(float)) > 0.5,
-                           block_mean(water.astype(float)) > 0.5, thick_px, block_mean(shadow), 0.0, wls)
+        _, truth = observe(
+            block_mean(surface),
+            block_mean(snow.astype(float)) > 0.5,
+            block_mean(water.astype(float)) > 0.5,
+            thick_px,
+            block_mean(shadow),
+            0.0,
+            wls,
+        )
         transform = from_origin(bounds[0], bounds[3], MODIS_PIXEL, MODIS_PIXEL)
         assets: dict = {}
         seen_px = seen_px + self.rng.normal(0, 0.002, seen_px.shape)
@@ -404,9 +486,11 @@ class _Writer:
         state = encode_modis_state_500m(truth, thick_px)
         href = self._href(acq, qa.asset)
         _write_cog(href, state, MODIS_SINUSOIDAL, transform, None)
-        assets[qa.asset] = {**_asset_common(profile.bands[0], href, state.shape, transform),
-                            "title": "Surface reflectance 500m state flags",
-                            "raster:bands": [{"data_type": "uint16", "spatial_resolution": 500}]}
+        assets[qa.asset] = {
+            **_asset_common(profile.bands[0], href, state.shape, transform),
+            "title": "Surface reflectance 500m state flags",
+            "raster:bands": [{"data_type": "uint16", "spatial_resolution": 500}],
+        }
         self._save_truth(acq, truth, thick_px, transform, MODIS_SINUSOIDAL)
         geom, bbox = _footprint(bounds, MODIS_SINUSOIDAL)
         wkt = pyproj.CRS.from_proj4(MODIS_SINUSOIDAL).to_wkt()
@@ -424,10 +508,17 @@ def _collection(collection_id: str, description: str, features: list[dict]) -> d
     bboxes = np.array([f["bbox"] for f in features])
     times = sorted(f["properties"]["datetime"] or f["properties"]["start_datetime"] for f in features)
     return {
-        "type": "Collection", "stac_version": "1.0.0", "id": collection_id, "description": description,
-        "license": "proprietary", "links": [], "stac_extensions": [],
-        "extent": {"spatial": {"bbox": [[*bboxes[:, :2].min(0).tolist(), *bboxes[:, 2:].max(0).tolist()]]},
-                   "temporal": {"interval": [[times[0], times[-1]]]}},
+        "type": "Collection",
+        "stac_version": "1.0.0",
+        "id": collection_id,
+        "description": description,
+        "license": "proprietary",
+        "links": [],
+        "stac_extensions": [],
+        "extent": {
+            "spatial": {"bbox": [[*bboxes[:, :2].min(0).tolist(), *bboxes[:, 2:].max(0).tolist()]]},
+            "temporal": {"interval": [[times[0], times[-1]]]},
+        },
         "title": f"{collection_id} (eocube demo archive)",
     }
 
@@ -457,18 +548,24 @@ def write_labels(out: Path, site: DemoSite, landscape: Landscape, rng: np.random
     return path
 
 
-def generate_archive(out_dir: Path | str, seed: int = 20211001, site: DemoSite = DEMO_SITE,
-                     progress: Callable[[str, int, int], None] | None = None) -> Path:
+def generate_archive(
+    out_dir: Path | str,
+    seed: int = 20211001,
+    site: DemoSite = DEMO_SITE,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> Path:
     """Write the demo archive to ``out_dir`` (idempotent: a complete archive is kept).
 
     ``progress(collection, done, total)`` is called after each item.
     """
     out = Path(out_dir)
     manifest_path = out / "manifest.json"
-    if manifest_path.exists():
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("seed") == seed and manifest.get("version") == ARCHIVE_VERSION:
-            return out
+    manifest = _demo_manifest(out)
+    if manifest is not None and manifest.get("seed") == seed and manifest.get("version") == ARCHIVE_VERSION:
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    # claimed before the first file: an interrupted generation is still recognised as the generator's own
+    manifest_path.write_text(json.dumps({"version": "incomplete", "seed": seed}))
     rng = np.random.default_rng(seed)
     landscape = Landscape.generate(rng, site.landscape_bounds(), site.aoi_utm)
     writer = _Writer(out, site, landscape, rng)
@@ -476,8 +573,11 @@ def generate_archive(out_dir: Path | str, seed: int = 20211001, site: DemoSite =
     plans = {
         "sentinel-2-l2a": (sentinel2_schedule(site, rng), writer.sentinel2, "Sentinel-2 Level-2A (demo)"),
         "landsat-c2-l2": (landsat_schedule(site, rng), writer.landsat, "Landsat Collection 2 Level-2 (demo)"),
-        "modis-09A1-061": (modis_schedule(site, rng, h, v), lambda a: writer.modis(a, modis_bounds),
-                           "MODIS Surface Reflectance 8-Day (500m) (demo)"),
+        "modis-09A1-061": (
+            modis_schedule(site, rng, h, v),
+            lambda a: writer.modis(a, modis_bounds),
+            "MODIS Surface Reflectance 8-Day (500m) (demo)",
+        ),
     }
     counts = {}
     for collection_id, (acquisitions, write, description) in plans.items():
@@ -489,11 +589,20 @@ def generate_archive(out_dir: Path | str, seed: int = 20211001, site: DemoSite =
         stac_dir = out / "stac" / collection_id
         stac_dir.mkdir(parents=True, exist_ok=True)
         (stac_dir / "items.json").write_text(json.dumps({"type": "FeatureCollection", "features": features}))
-        (stac_dir / "collection.json").write_text(json.dumps(_collection(collection_id, description, features), indent=1))
+        (stac_dir / "collection.json").write_text(
+            json.dumps(_collection(collection_id, description, features), indent=1)
+        )
         counts[collection_id] = len(features)
     write_labels(out, site, landscape, rng)
-    manifest = {"version": ARCHIVE_VERSION, "seed": seed, "items": counts, "aoi_bbox": list(site.aoi_lonlat()),
-                "start": site.start.isoformat(), "end": site.end.isoformat(), "utm_epsg": UTM_EPSG}
+    manifest = {
+        "version": ARCHIVE_VERSION,
+        "seed": seed,
+        "items": counts,
+        "aoi_bbox": list(site.aoi_lonlat()),
+        "start": site.start.isoformat(),
+        "end": site.end.isoformat(),
+        "utm_epsg": UTM_EPSG,
+    }
     manifest_path.write_text(json.dumps(manifest, indent=1))
     return out
 
@@ -505,5 +614,30 @@ def default_demo_archive() -> Path:
 
 
 def ensure_demo_archive(path: Path | None = None, progress: Callable[[str, int, int], None] | None = None) -> Path:
-    """Generate the demo archive unless a complete one is already at ``path``."""
-    return generate_archive(path or default_demo_archive(), progress=progress)
+    """The local archive at ``path`` (default :func:`default_demo_archive`), generating the demo archive there
+    when the folder is absent, empty or holds an earlier demo archive.
+
+    A folder laid out as a local STAC archive (``stac/<collection>/items.json``) that eocube did not
+    generate is served as it is, and any other non-empty folder is refused: the generator never writes
+    into what it did not write."""
+    out = path or default_demo_archive()
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"archive {out} is a file, not a folder")
+    written_by_demo = _demo_manifest(out) is not None
+    if not written_by_demo and out.is_dir() and any(out.iterdir()):
+        if any(out.glob("stac/*/items.json")):
+            return out
+        raise FileExistsError(
+            f"archive folder {out} is neither a local STAC archive (stac/<collection>/items.json) "
+            "nor an eocube demo archive; refusing to generate the demo into it"
+        )
+    return generate_archive(out, progress=progress)
+
+
+def _demo_manifest(folder: Path) -> dict | None:
+    """The demo generator's manifest in ``folder`` (``None`` when absent or not the generator's)."""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) and {"version", "seed"} <= manifest.keys() else None

@@ -5,6 +5,7 @@ samples the same land surface on its own grid: land-cover patches (Voronoi cells
 class spectra interpolated at any band's centre wavelength, seasonal phenology, and
 per-acquisition clouds, shadows and snow.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -63,16 +64,22 @@ class Landscape:
     texture_phase: np.ndarray  # (4,) radians, for a smooth within-class texture
 
     @classmethod
-    def generate(cls, rng: np.random.Generator, bounds: tuple[float, float, float, float],
-                 core: tuple[float, float, float, float], n_seeds: int = 400) -> Landscape:
+    def generate(
+        cls,
+        rng: np.random.Generator,
+        bounds: tuple[float, float, float, float],
+        core: tuple[float, float, float, float],
+        n_seeds: int = 400,
+    ) -> Landscape:
         """Random patches over ``bounds``; one seed of every class lies inside ``core`` (the AOI)."""
         x0, y0, x1, y1 = bounds
         seeds = np.column_stack([rng.uniform(x0, x1, n_seeds), rng.uniform(y0, y1, n_seeds)])
-        seeds[:len(CLASSES)] = np.column_stack([rng.uniform(core[0], core[2], len(CLASSES)),
-                                                rng.uniform(core[1], core[3], len(CLASSES))])
+        seeds[: len(CLASSES)] = np.column_stack(
+            [rng.uniform(core[0], core[2], len(CLASSES)), rng.uniform(core[1], core[3], len(CLASSES))]
+        )
         weights = np.array([0.25, 0.3, 0.2, 0.07, 0.08, 0.1])
         classes = rng.choice(len(CLASSES), size=n_seeds, p=weights)
-        classes[:len(CLASSES)] = np.arange(len(CLASSES))  # every class occurs
+        classes[: len(CLASSES)] = np.arange(len(CLASSES))  # every class occurs
         return cls(seeds, classes, rng.uniform(0, 2 * np.pi, 4))
 
     def class_index(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -85,7 +92,9 @@ class Landscape:
         p = self.texture_phase
         return 1 + 0.035 * (np.sin(x / 170 + p[0]) * np.cos(y / 230 + p[1]) + np.sin((x + y) / 90 + p[2]))
 
-    def surface_reflectance(self, x: np.ndarray, y: np.ndarray, wavelengths_um: list[float], date: dt.date) -> tuple[np.ndarray, np.ndarray]:
+    def surface_reflectance(
+        self, x: np.ndarray, y: np.ndarray, wavelengths_um: list[float], date: dt.date
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Cloud-free surface reflectance ``(band, *x.shape)`` and the snow mask ``x.shape``."""
         cls_idx = self.class_index(x, y)
         tex = self.texture(x, y)
@@ -122,7 +131,9 @@ class Sky:
     cirrus: float  # extra thin-cirrus thickness over the scene (0 = none)
 
     @classmethod
-    def generate(cls, rng: np.random.Generator, bounds: tuple[float, float, float, float], cover: float, spacing: float = 250.0) -> Sky:
+    def generate(
+        cls, rng: np.random.Generator, bounds: tuple[float, float, float, float], cover: float, spacing: float = 250.0
+    ) -> Sky:
         """Clouds covering about ``cover`` (0-1) of ``bounds``; 1.0 is an all-cloudy scene."""
         x0, y0, x1, y1 = bounds
         nx, ny = int((x1 - x0) / spacing) + 3, int((y1 - y0) / spacing) + 3
@@ -163,8 +174,15 @@ TRUTH_CLEAR, TRUTH_CLOUD, TRUTH_SHADOW, TRUTH_SNOW, TRUTH_WATER, TRUTH_NODATA, T
 TRUTH_NAMES = {0: "clear", 1: "cloud", 2: "cloud_shadow", 3: "snow", 4: "water", 5: "nodata", 6: "cirrus"}
 
 
-def observe(surface: np.ndarray, snow: np.ndarray, water: np.ndarray, thick: np.ndarray, shadow: np.ndarray,
-            cirrus: float, wavelengths_um: list[float]) -> tuple[np.ndarray, np.ndarray]:
+def observe(
+    surface: np.ndarray,
+    snow: np.ndarray,
+    water: np.ndarray,
+    thick: np.ndarray,
+    shadow: np.ndarray,
+    cirrus: float,
+    wavelengths_um: list[float],
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-of-canopy reflectance as the sensor sees it, and the truth class per pixel.
 
     ``surface`` is ``(band, y, x)``; masks are ``(y, x)``. Pixels with cloud optical

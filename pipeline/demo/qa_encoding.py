@@ -12,6 +12,7 @@ References
 * MODIS MOD09A1 ``sur_refl_state_500m``: MOD09 User's Guide (Collection 6.1),
   "500 m, 1 km and coarse resolution state QA descriptions" table.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -42,8 +43,20 @@ def encode_s2_scl(truth: np.ndarray, thickness: np.ndarray, vegetated: np.ndarra
 
 def _bits(**fields: int) -> int:
     """Compose a QA_PIXEL value from named fields (LSDS-1619 Table 6-3)."""
-    layout = {"fill": 0, "dilated": 1, "cirrus": 2, "cloud": 3, "shadow": 4, "snow": 5, "clear": 6, "water": 7,
-              "cloud_conf": 8, "shadow_conf": 10, "snow_conf": 12, "cirrus_conf": 14}
+    layout = {
+        "fill": 0,
+        "dilated": 1,
+        "cirrus": 2,
+        "cloud": 3,
+        "shadow": 4,
+        "snow": 5,
+        "clear": 6,
+        "water": 7,
+        "cloud_conf": 8,
+        "shadow_conf": 10,
+        "snow_conf": 12,
+        "cirrus_conf": 14,
+    }
     return sum(v << layout[k] for k, v in fields.items())
 
 

@@ -9,6 +9,7 @@ cloudy steps are *masked* the way each model expects, never invented.
 
 This module imports no other module of the package, so the spec, the engine and every model can import it.
 """
+
 from __future__ import annotations
 
 from contextlib import nullcontext
@@ -19,8 +20,16 @@ import torch
 
 #: Cube common band name -> Sentinel-2 band name used by Presto and Galileo.
 CUBE_TO_S2: dict[str, str] = {
-    "blue": "B2", "green": "B3", "red": "B4", "rededge1": "B5", "rededge2": "B6", "rededge3": "B7",
-    "nir": "B8", "nir08": "B8A", "swir16": "B11", "swir22": "B12",
+    "blue": "B2",
+    "green": "B3",
+    "red": "B4",
+    "rededge1": "B5",
+    "rededge2": "B6",
+    "rededge3": "B7",
+    "nir": "B8",
+    "nir08": "B8A",
+    "swir16": "B11",
+    "swir22": "B12",
 }
 DN_PER_REFLECTANCE = 1e4
 

@@ -9,6 +9,7 @@ when a GPU device is requested, so the graph also runs on CPU-only clusters.
 Output dims: ``(y, x, dim)`` for pixel models (Presto), ``(patch_y, patch_x, dim)`` for patch
 models (Galileo, Prithvi); attributes record the model, its config, the weights sha256 and the pooling.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,7 @@ from pipeline.embeddings.spec import Adapter, EncoderInfo
 from pipeline.embeddings.tiling import Window, axis_windows, latlon_grid, pixel_centres, time_features
 from pipeline.store.open import open_cube
 
-CUBE_BANDS = ("coastal", "blue", "green", "red", "rededge1", "rededge2", "rededge3", "nir", "nir08",
-              "swir16", "swir22")
+CUBE_BANDS = ("coastal", "blue", "green", "red", "rededge1", "rededge2", "rededge3", "nir", "nir08", "swir16", "swir22")
 
 
 @dataclass(frozen=True)
@@ -85,8 +85,9 @@ def _check_cube(ds: xr.Dataset) -> tuple[list[str], str]:
     return bands, crs.to_wkt()
 
 
-def _embed_group(block: np.ndarray, spec: EngineSpec, bands: tuple[str, ...], geo: dict,
-                 yw: Window, xws: tuple[Window, ...]) -> np.ndarray:
+def _embed_group(
+    block: np.ndarray, spec: EngineSpec, bands: tuple[str, ...], geo: dict, yw: Window, xws: tuple[Window, ...]
+) -> np.ndarray:
     """One task: ``block [band, T, rows, cols]`` read from the cube -> kept cells ``[r, c, D]``."""
     device = torch.device(spec.device)
     model, info = load_encoder(spec.model, spec.weights_path, device, compile_model=spec.compile_model)
@@ -95,21 +96,37 @@ def _embed_group(block: np.ndarray, spec: EngineSpec, bands: tuple[str, ...], ge
     span = xws[-1].start + chip - x0
     padded = np.full(block.shape[:2] + (chip, span), np.nan, np.float32)
     padded[:, :, : block.shape[2], : block.shape[3]] = block
-    chips = np.stack([padded[..., xw.start - x0: xw.start - x0 + chip] for xw in xws], axis=0)  # [B, band, T, h, w]
+    chips = np.stack([padded[..., xw.start - x0 : xw.start - x0 + chip] for xw in xws], axis=0)  # [B, band, T, h, w]
     ys = pixel_centres(geo["y"], yw.start, chip)
     lat, lon = zip(*(latlon_grid(pixel_centres(geo["x"], xw.start, chip), ys, geo["crs"]) for xw in xws), strict=True)
-    batch = ChipBatch({b: chips[:, i] for i, b in enumerate(bands)}, geo["month"], geo["year"], geo["doy"],
-                      np.stack(lat), np.stack(lon), geo["res_m"])
+    batch = ChipBatch(
+        {b: chips[:, i] for i, b in enumerate(bands)},
+        geo["month"],
+        geo["year"],
+        geo["doy"],
+        np.stack(lat),
+        np.stack(lon),
+        geo["res_m"],
+    )
     emb = adapter.embed(model, batch, device)  # [B, chip/u, chip/u, D]
     rows = slice((yw.keep_start - yw.start) // u, (yw.keep_stop - yw.start) // u)
-    parts = [emb[i, rows, (xw.keep_start - xw.start) // u: (xw.keep_stop - xw.start) // u] for i, xw in enumerate(xws)]
+    parts = [emb[i, rows, (xw.keep_start - xw.start) // u : (xw.keep_stop - xw.start) // u] for i, xw in enumerate(xws)]
     return np.concatenate(parts, axis=1).astype(np.float32)
 
 
-def embed_cube(cube: xr.Dataset | str | Path, model: str = "presto", weights: str | Path | None = None, *,
-               device: str | None = None, chip_size: int | None = None, overlap: int = 0,
-               batch_size: int | None = None, patch_size: int = 4, compile_model: bool = False,
-               allow_download: bool = False) -> xr.DataArray:
+def embed_cube(
+    cube: xr.Dataset | str | Path,
+    model: str = "presto",
+    weights: str | Path | None = None,
+    *,
+    device: str | None = None,
+    chip_size: int | None = None,
+    overlap: int = 0,
+    batch_size: int | None = None,
+    patch_size: int = 4,
+    compile_model: bool = False,
+    allow_download: bool = False,
+) -> xr.DataArray:
     """Lazy (Dask-backed) embeddings of a cube following the cube convention.
 
     ``cube``: a Dataset or the path of a cube Zarr store (read lazily). ``model``: see
@@ -123,7 +140,9 @@ def embed_cube(cube: xr.Dataset | str | Path, model: str = "presto", weights: st
     bands, crs_wkt = _check_cube(ds)
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     here = dev if dev.type != "cuda" or torch.cuda.is_available() else torch.device("cpu")
-    _, info = load_encoder(model, weights, here, allow_download=allow_download)  # validates; shared with threaded workers
+    _, info = load_encoder(
+        model, weights, here, allow_download=allow_download
+    )  # validates; shared with threaded workers
     adapter = make_adapter(info, patch_size)
     u = adapter.unit
     chip = chip_size or spec_for(info.name).default_chip(info, u)
@@ -148,18 +167,29 @@ def embed_cube(cube: xr.Dataset | str | Path, model: str = "presto", weights: st
         for yw in y_wins:
             row = []
             for g in range(0, len(x_wins), per_task):
-                xws = tuple(x_wins[g: g + per_task])
-                window = data[:, :, yw.start: min(yw.start + chip, n_y), xws[0].start: min(xws[-1].start + chip, n_x)]
+                xws = tuple(x_wins[g : g + per_task])
+                window = data[:, :, yw.start : min(yw.start + chip, n_y), xws[0].start : min(xws[-1].start + chip, n_x)]
                 task = dask.delayed(_embed_group, pure=True)(window, spec, tuple(bands), geo, yw, xws)
-                shape = ((yw.keep_stop - yw.keep_start) // u, (xws[-1].keep_stop - xws[0].keep_start) // u, info.embed_dim)
+                shape = (
+                    (yw.keep_stop - yw.keep_start) // u,
+                    (xws[-1].keep_stop - xws[0].keep_start) // u,
+                    info.embed_dim,
+                )
                 row.append(da.from_delayed(task, shape=shape, dtype=np.float32))
             rows.append(da.concatenate(row, axis=1))
     out = da.concatenate(rows, axis=0)
     attrs = {
-        "model": info.name, "model_config": json.dumps(info.config, default=str), "weights_sha256": info.weights_sha256,
-        "weights_file": Path(info.weights_path).name, "pooling": adapter.pooling, "embedding_kind": info.kind,
-        "cell_size_pixels": u, "chip_size_pixels": chip, "overlap_pixels": overlap,
-        "time_start": str(ds["time"].values.min()), "time_end": str(ds["time"].values.max()),
+        "model": info.name,
+        "model_config": json.dumps(info.config, default=str),
+        "weights_sha256": info.weights_sha256,
+        "weights_file": Path(info.weights_path).name,
+        "pooling": adapter.pooling,
+        "embedding_kind": info.kind,
+        "cell_size_pixels": u,
+        "chip_size_pixels": chip,
+        "overlap_pixels": overlap,
+        "time_start": str(ds["time"].values.min()),
+        "time_end": str(ds["time"].values.max()),
         "long_name": f"{info.name} embeddings",
     }
     if info.kind == "pixel":
@@ -170,9 +200,16 @@ def embed_cube(cube: xr.Dataset | str | Path, model: str = "presto", weights: st
     return xr.DataArray(out, dims=("patch_y", "patch_x", "dim"), coords={"patch_y": py, "patch_x": px}, attrs=attrs)
 
 
-def write_embeddings(store: str | Path, model: str = "presto", weights: str | Path | None = None, *,
-                     name: str = "embeddings", overwrite: bool = False, chunk_cells: int = 256,
-                     **kwargs) -> xr.DataArray:
+def write_embeddings(
+    store: str | Path,
+    model: str = "presto",
+    weights: str | Path | None = None,
+    *,
+    name: str = "embeddings",
+    overwrite: bool = False,
+    chunk_cells: int = 256,
+    **kwargs,
+) -> xr.DataArray:
     """Compute :func:`embed_cube` on the store and add it as variable ``name``; returns it (lazy, from the store).
 
     Runs on the current Dask scheduler/client. The store's consolidated metadata is refreshed.

@@ -8,6 +8,7 @@ Multimodal space-time model. Inputs (all float32 but ``months``):
 size in metres. The 8×8 patch kernels are resized to p×p with the pseudo-inverse of the bicubic
 (antialiased) resize matrix (FlexiViT), as in the authors' ``FlexiPatchEmbed``.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,20 +36,44 @@ from pipeline.embeddings.spec import BuiltEncoder, EncoderInfo, EncoderSpec
 from pipeline.embeddings.weights import WeightsSource, companion_file
 
 SPACE_TIME_BANDS = ("VV", "VH", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12", "NDVI")
-SPACE_BANDS = ("elevation", "slope", "DW_water", "DW_trees", "DW_grass", "DW_flooded_vegetation", "DW_crops",
-               "DW_shrub_and_scrub", "DW_built", "DW_bare", "DW_snow_and_ice", "WC_temporarycrops", "WC_maize",
-               "WC_wintercereals", "WC_springcereals", "WC_irrigation")
+SPACE_BANDS = (
+    "elevation",
+    "slope",
+    "DW_water",
+    "DW_trees",
+    "DW_grass",
+    "DW_flooded_vegetation",
+    "DW_crops",
+    "DW_shrub_and_scrub",
+    "DW_built",
+    "DW_bare",
+    "DW_snow_and_ice",
+    "WC_temporarycrops",
+    "WC_maize",
+    "WC_wintercereals",
+    "WC_springcereals",
+    "WC_irrigation",
+)
 TIME_BANDS = ("temperature_2m", "total_precipitation_sum", "def", "soil", "aet", "avg_rad")
 STATIC_BANDS = ("LS", "location_x", "location_y", "location_z") + tuple(f"{b}_static" for b in SPACE_BANDS[2:])
 
 SPACE_TIME_GROUPS: dict[str, list[int]] = {
-    "S1": [0, 1], "S2_RGB": [2, 3, 4], "S2_Red_Edge": [5, 6, 7], "S2_NIR_10m": [8],
-    "S2_NIR_20m": [9], "S2_SWIR": [10, 11], "NDVI": [12],
+    "S1": [0, 1],
+    "S2_RGB": [2, 3, 4],
+    "S2_Red_Edge": [5, 6, 7],
+    "S2_NIR_10m": [8],
+    "S2_NIR_20m": [9],
+    "S2_SWIR": [10, 11],
+    "NDVI": [12],
 }
 SPACE_GROUPS: dict[str, list[int]] = {"SRTM": [0, 1], "DW": list(range(2, 11)), "WC": list(range(11, 16))}
 TIME_GROUPS: dict[str, list[int]] = {"ERA5": [0, 1], "TC": [2, 3, 4], "VIIRS": [5]}
-STATIC_GROUPS: dict[str, list[int]] = {"LS": [0], "location": [1, 2, 3], "DW_static": list(range(4, 13)),
-                                       "WC_static": list(range(13, 18))}
+STATIC_GROUPS: dict[str, list[int]] = {
+    "LS": [0],
+    "location": [1, 2, 3],
+    "DW_static": list(range(4, 13)),
+    "WC_static": list(range(13, 18)),
+}
 BASE_GSD_M = 10.0  #: ground sample distance the spatial encoding is relative to
 
 
@@ -126,10 +151,24 @@ class GalileoOutput:
         ``[B, H/p·W/p, D]`` (the authors' ``apply_mask_and_average_tokens_per_patch``, weights ``1 − m``)."""
         b, h, w, d = *self.s_t.shape[:3], self.s_t.shape[-1]
         s = h * w
-        x = torch.cat([self.s_t.reshape(b, s, -1, d), self.sp.reshape(b, s, -1, d),
-                       self.t.reshape(b, 1, -1, d).expand(b, s, -1, d), self.st.reshape(b, 1, -1, d).expand(b, s, -1, d)], 2)
-        m = torch.cat([self.s_t_m.reshape(b, s, -1), self.sp_m.reshape(b, s, -1),
-                       self.t_m.reshape(b, 1, -1).expand(b, s, -1), self.st_m.reshape(b, 1, -1).expand(b, s, -1)], 2)
+        x = torch.cat(
+            [
+                self.s_t.reshape(b, s, -1, d),
+                self.sp.reshape(b, s, -1, d),
+                self.t.reshape(b, 1, -1, d).expand(b, s, -1, d),
+                self.st.reshape(b, 1, -1, d).expand(b, s, -1, d),
+            ],
+            2,
+        )
+        m = torch.cat(
+            [
+                self.s_t_m.reshape(b, s, -1),
+                self.sp_m.reshape(b, s, -1),
+                self.t_m.reshape(b, 1, -1).expand(b, s, -1),
+                self.st_m.reshape(b, 1, -1).expand(b, s, -1),
+            ],
+            2,
+        )
         weight = (1 - m).to(x.dtype)
         return (x * weight.unsqueeze(-1)).sum(2) / weight.sum(-1, keepdim=True)
 
@@ -137,15 +176,25 @@ class GalileoOutput:
 class Galileo(nn.Module):
     """The Galileo encoder (nano: 128-d, 4 blocks, 8 heads, MLP ratio 4, max patch 8, 24 steps)."""
 
-    def __init__(self, embedding_size: int = 128, depth: int = 4, num_heads: int = 8, mlp_ratio: float = 4.0,
-                 max_sequence_length: int = 24, max_patch_size: int = 8) -> None:
+    def __init__(
+        self,
+        embedding_size: int = 128,
+        depth: int = 4,
+        num_heads: int = 8,
+        mlp_ratio: float = 4.0,
+        max_sequence_length: int = 24,
+        max_patch_size: int = 8,
+    ) -> None:
         super().__init__()
         d, q = embedding_size, embedding_size // 4
         self.embedding_size = d
         self.max_patch_size = max_patch_size
         self.space_time_embed = nn.ModuleDict(
-            {g: FlexiPatchEmbed(len(i), d, max_patch_size) for g, i in SPACE_TIME_GROUPS.items()})
-        self.space_embed = nn.ModuleDict({g: FlexiPatchEmbed(len(i), d, max_patch_size) for g, i in SPACE_GROUPS.items()})
+            {g: FlexiPatchEmbed(len(i), d, max_patch_size) for g, i in SPACE_TIME_GROUPS.items()}
+        )
+        self.space_embed = nn.ModuleDict(
+            {g: FlexiPatchEmbed(len(i), d, max_patch_size) for g, i in SPACE_GROUPS.items()}
+        )
         self.time_embed = nn.ModuleDict({g: nn.Linear(len(i), d) for g, i in TIME_GROUPS.items()})
         self.static_embed = nn.ModuleDict({g: nn.Linear(len(i), d) for g, i in STATIC_GROUPS.items()})
         self.s_t_channel_embed = nn.Parameter(torch.zeros(len(SPACE_TIME_GROUPS), q))
@@ -167,8 +216,7 @@ class Galileo(nn.Module):
         sp_mt = sp_m[:, ::p, ::p]
         for i, (g, idx) in enumerate(SPACE_TIME_GROUPS.items()):
             visible = bool(s_t_mt[..., i].min() == 0)
-            st_tok.append(self.space_time_embed[g](s_t_x[..., idx], p) if visible
-                          else s_t_x.new_zeros(b, hp, wp, t, d))
+            st_tok.append(self.space_time_embed[g](s_t_x[..., idx], p) if visible else s_t_x.new_zeros(b, hp, wp, t, d))
         for i, (g, idx) in enumerate(SPACE_GROUPS.items()):
             visible = bool(sp_mt[..., i].min() == 0)
             sp_tok.append(self.space_embed[g](sp_x[..., idx], p) if visible else sp_x.new_zeros(b, hp, wp, d))
@@ -178,8 +226,16 @@ class Galileo(nn.Module):
         for i, (g, idx) in enumerate(STATIC_GROUPS.items()):
             visible = bool(st_m[..., i].min() == 0)
             stc_tok.append(self.static_embed[g](st_x[..., idx]) if visible else st_x.new_zeros(b, d))
-        return (torch.stack(st_tok, -2), torch.stack(sp_tok, -2), torch.stack(t_tok, -2), torch.stack(stc_tok, -2),
-                s_t_mt, sp_mt, t_m, st_m)
+        return (
+            torch.stack(st_tok, -2),
+            torch.stack(sp_tok, -2),
+            torch.stack(t_tok, -2),
+            torch.stack(stc_tok, -2),
+            s_t_mt,
+            sp_mt,
+            t_m,
+            st_m,
+        )
 
     def _encodings(self, s_t, sp, t_x, st, months, p, input_res_m):
         """Add ``[channel | pos(t) | month | spatial]`` (zeros where a part does not apply)."""
@@ -188,31 +244,61 @@ class Galileo(nn.Module):
         pos = self.pos_embed[:t]
         mon = self.month_embed(months)  # [B, T, q]
         spatial = spatial_table(q, h, input_res_m * p / BASE_GSD_M, s_t.device).to(s_t.dtype)
-        s_t_enc = torch.cat([
-            self.s_t_channel_embed.expand(b, h, w, t, -1, -1),
-            pos[None, None, None, :, None].expand(b, h, w, t, cst, q),
-            mon[:, None, None, :, None].expand(b, h, w, t, cst, q),
-            spatial[None, :, :, None, None].expand(b, h, w, t, cst, q)], -1)
+        s_t_enc = torch.cat(
+            [
+                self.s_t_channel_embed.expand(b, h, w, t, -1, -1),
+                pos[None, None, None, :, None].expand(b, h, w, t, cst, q),
+                mon[:, None, None, :, None].expand(b, h, w, t, cst, q),
+                spatial[None, :, :, None, None].expand(b, h, w, t, cst, q),
+            ],
+            -1,
+        )
         csp = sp.shape[-2]
-        sp_enc = torch.cat([self.sp_channel_embed.expand(b, h, w, -1, -1), sp.new_zeros(b, h, w, csp, 2 * q),
-                            spatial[None, :, :, None].expand(b, h, w, csp, q)], -1)
+        sp_enc = torch.cat(
+            [
+                self.sp_channel_embed.expand(b, h, w, -1, -1),
+                sp.new_zeros(b, h, w, csp, 2 * q),
+                spatial[None, :, :, None].expand(b, h, w, csp, q),
+            ],
+            -1,
+        )
         ct = t_x.shape[-2]
-        t_enc = torch.cat([self.t_channel_embed.expand(b, t, -1, -1), pos[None, :, None].expand(b, t, ct, q),
-                           mon[:, :, None].expand(b, t, ct, q), t_x.new_zeros(b, t, ct, q)], -1)
+        t_enc = torch.cat(
+            [
+                self.t_channel_embed.expand(b, t, -1, -1),
+                pos[None, :, None].expand(b, t, ct, q),
+                mon[:, :, None].expand(b, t, ct, q),
+                t_x.new_zeros(b, t, ct, q),
+            ],
+            -1,
+        )
         st_enc = torch.cat([self.st_channel_embed.expand(b, -1, -1), st.new_zeros(b, st.shape[1], 3 * q)], -1)
         return s_t + s_t_enc, sp + sp_enc, t_x + t_enc, st + st_enc
 
-    def forward(self, s_t_x: torch.Tensor, sp_x: torch.Tensor, t_x: torch.Tensor, st_x: torch.Tensor,
-                s_t_m: torch.Tensor, sp_m: torch.Tensor, t_m: torch.Tensor, st_m: torch.Tensor,
-                months: torch.Tensor, patch_size: int, input_resolution_m: float = 10.0) -> GalileoOutput:
+    def forward(
+        self,
+        s_t_x: torch.Tensor,
+        sp_x: torch.Tensor,
+        t_x: torch.Tensor,
+        st_x: torch.Tensor,
+        s_t_m: torch.Tensor,
+        sp_m: torch.Tensor,
+        t_m: torch.Tensor,
+        st_m: torch.Tensor,
+        months: torch.Tensor,
+        patch_size: int,
+        input_resolution_m: float = 10.0,
+    ) -> GalileoOutput:
         """Encode; returns normed tokens and token-level masks (see :class:`GalileoOutput`)."""
         b, h, w, t, c = s_t_x.shape
         p = int(patch_size)
         if c != len(SPACE_TIME_BANDS):
             raise ValueError(f"s_t_x must have {len(SPACE_TIME_BANDS)} bands {SPACE_TIME_BANDS}, got {c}")
         if h != w or h % p or not 1 <= p <= self.max_patch_size:
-            raise ValueError(f"Galileo needs H == W divisible by patch_size in 1..{self.max_patch_size}; "
-                             f"got H={h}, W={w}, patch_size={p}")
+            raise ValueError(
+                f"Galileo needs H == W divisible by patch_size in 1..{self.max_patch_size}; "
+                f"got H={h}, W={w}, patch_size={p}"
+            )
         if t > self.pos_embed.shape[0]:
             raise ValueError(f"Galileo supports at most {self.pos_embed.shape[0]} time steps, got {t}")
         s_t, sp, tt, st, s_t_mt, sp_mt, t_mt, st_mt = self._project(s_t_x, sp_x, t_x, st_x, s_t_m, sp_m, t_m, st_m, p)
@@ -239,8 +325,11 @@ class Galileo(nn.Module):
     def from_state_dict(cls, state: Mapping[str, torch.Tensor], config: Mapping | None = None) -> Galileo:
         """Build from the released ``encoder.pt`` (strict) and the ``config.json`` ``model.encoder`` section."""
         enc_cfg = dict((config or {}).get("model", {}).get("encoder", {}))
-        kwargs = {k: enc_cfg[k] for k in ("embedding_size", "depth", "num_heads", "mlp_ratio",
-                                           "max_sequence_length", "max_patch_size") if k in enc_cfg}
+        kwargs = {
+            k: enc_cfg[k]
+            for k in ("embedding_size", "depth", "num_heads", "mlp_ratio", "max_sequence_length", "max_patch_size")
+            if k in enc_cfg
+        }
         model = cls(**kwargs)
         model.load_state_dict(dict(state), strict=True)
         return model.eval()
@@ -262,8 +351,12 @@ class GalileoNormalizer:
     @classmethod
     def from_json(cls, path: str | Path, std_multiplier: float = 2.0) -> GalileoNormalizer:
         stats = json.loads(Path(path).read_text())
-        defaults = {13: ([0.0] * 13, [1.0] * 13), 16: ([0.0] * 16, [1.0] * 11 + [100.0] * 5),
-                    6: ([0.0] * 6, [1.0] * 6), 18: ([0.0] * 18, [1.0] * 13 + [100.0] * 5)}
+        defaults = {
+            13: ([0.0] * 13, [1.0] * 13),
+            16: ([0.0] * 16, [1.0] * 11 + [100.0] * 5),
+            6: ([0.0] * 6, [1.0] * 6),
+            18: ([0.0] * 18, [1.0] * 13 + [100.0] * 5),
+        }
         std_bands = {13: range(12), 16: range(2), 6: range(6), 18: range(1)}
         shift: dict[int, np.ndarray] = {}
         div: dict[int, np.ndarray] = {}
@@ -330,9 +423,13 @@ class GalileoAdapter:
         st = np.zeros((b, len(STATIC_BANDS)), np.float64)
         st[:, 1:4] = latlon_to_cartesian(torch.from_numpy(np.stack([lat, lon], -1))).numpy()
         return {
-            "s_t_x": self.normalizer(raw), "sp_x": self.normalizer(np.zeros((b, h, w, len(SPACE_BANDS)))),
-            "t_x": self.normalizer(np.zeros((b, t, len(TIME_BANDS)))), "st_x": self.normalizer(st),
-            "s_t_m": s_t_m, "sp_m": np.ones((b, h, w, 3), np.float32), "t_m": np.ones((b, t, 3), np.float32),
+            "s_t_x": self.normalizer(raw),
+            "sp_x": self.normalizer(np.zeros((b, h, w, len(SPACE_BANDS)))),
+            "t_x": self.normalizer(np.zeros((b, t, len(TIME_BANDS)))),
+            "st_x": self.normalizer(st),
+            "s_t_m": s_t_m,
+            "sp_m": np.ones((b, h, w, 3), np.float32),
+            "t_m": np.ones((b, t, 3), np.float32),
             "st_m": np.tile(np.array([1, 0, 1, 1], np.float32), (b, 1)),
             "months": np.broadcast_to(batch.month.astype(np.int64), (b, t)),
         }
@@ -378,14 +475,25 @@ def _adapter(info: EncoderInfo, patch_size: int) -> GalileoAdapter:
 
 #: Galileo nano: weights on the HF hub with its config; normalisation statistics from the GitHub repo.
 #: A chip's sequence: one token per space-time group (7) per patch and step, plus one.
-ENCODER_SPECS: tuple[EncoderSpec, ...] = (EncoderSpec(
-    name="galileo-nano", kind="patch", aliases=("galileo",),
-    source=WeightsSource(
-        "encoder.pt", hf_repo="nasaharvest/galileo", hf_path="models/nano/encoder.pt",
-        companions={"config.json": "models/nano/config.json",
-                    NORMALIZATION_FILE: "https://raw.githubusercontent.com/nasaharvest/galileo/main/config/normalization.json"}),
-    build=_build, adapter=_adapter,
-    default_chip=lambda info, unit: 4 * unit,  # a chip of 4 x 4 patches
-    tokens_per_step=len(SPACE_TIME_GROUPS), extra_tokens=1,
-    normalisation=f"{NORMALIZATION_FILE} beside the weights (nasaharvest/galileo config/normalization.json)",
-),)
+ENCODER_SPECS: tuple[EncoderSpec, ...] = (
+    EncoderSpec(
+        name="galileo-nano",
+        kind="patch",
+        aliases=("galileo",),
+        source=WeightsSource(
+            "encoder.pt",
+            hf_repo="nasaharvest/galileo",
+            hf_path="models/nano/encoder.pt",
+            companions={
+                "config.json": "models/nano/config.json",
+                NORMALIZATION_FILE: "https://raw.githubusercontent.com/nasaharvest/galileo/main/config/normalization.json",
+            },
+        ),
+        build=_build,
+        adapter=_adapter,
+        default_chip=lambda info, unit: 4 * unit,  # a chip of 4 x 4 patches
+        tokens_per_step=len(SPACE_TIME_GROUPS),
+        extra_tokens=1,
+        normalisation=f"{NORMALIZATION_FILE} beside the weights (nasaharvest/galileo config/normalization.json)",
+    ),
+)

@@ -4,6 +4,7 @@ All blocks are pre-LayerNorm ViT blocks (``x + attn(norm1(x))``, ``x + mlp(norm2
 multi-head scaled-dot-product attention and an exact-GELU MLP. The parameter names follow the
 released checkpoints: ``attn.qkv`` (fused, Presto / Prithvi via timm) or ``attn.q/k/v`` (Galileo).
 """
+
 from __future__ import annotations
 
 import math
@@ -43,8 +44,7 @@ class Attention(nn.Module):
             q, k, v = qkv.unbind(0)
         else:
             q, k, v = (
-                lin(x).reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2)
-                for lin in (self.q, self.k, self.v)
+                lin(x).reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2) for lin in (self.q, self.k, self.v)
             )
         attn_mask = None
         if key_keep is not None and not bool(key_keep.all()):  # no padding: let SDPA use its fused kernels
@@ -106,9 +106,7 @@ def month_table(dim: int) -> torch.Tensor:
     return torch.cat([sin, cos], dim=-1)
 
 
-def drop_masked_tokens(
-    x: torch.Tensor, masked: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def drop_masked_tokens(x: torch.Tensor, masked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Move kept tokens to the front of each row (stable) and cut to the longest kept length.
 
     ``x``: ``[B, N, D]``; ``masked``: ``[B, N]`` bool (True = drop). Returns ``(x_kept [B, L, D]``

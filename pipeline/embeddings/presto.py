@@ -6,6 +6,7 @@ Pixel time-series model: inputs ``x [B, T, 17]`` (normalised bands, order :data:
 Loads the released ``default_model.pt`` (encoder + decoder state dict) with ``strict=True`` on the
 encoder part. The normalisation of raw values is :func:`presto_normalise`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -30,13 +31,44 @@ from pipeline.embeddings.weights import WeightsSource
 
 #: Encoder input band order (17 channels).
 PRESTO_BANDS: tuple[str, ...] = (
-    "VV", "VH", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12",
-    "temperature_2m", "total_precipitation", "elevation", "slope", "NDVI",
+    "VV",
+    "VH",
+    "B2",
+    "B3",
+    "B4",
+    "B5",
+    "B6",
+    "B7",
+    "B8",
+    "B8A",
+    "B11",
+    "B12",
+    "temperature_2m",
+    "total_precipitation",
+    "elevation",
+    "slope",
+    "NDVI",
 )
 #: Raw band order of the authors' S1_S2_ERA5_SRTM pipeline (18 channels, incl. B9).
 PRESTO_RAW_BANDS: tuple[str, ...] = (
-    "VV", "VH", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B11", "B12",
-    "temperature_2m", "total_precipitation", "elevation", "slope", "NDVI",
+    "VV",
+    "VH",
+    "B2",
+    "B3",
+    "B4",
+    "B5",
+    "B6",
+    "B7",
+    "B8",
+    "B8A",
+    "B9",
+    "B11",
+    "B12",
+    "temperature_2m",
+    "total_precipitation",
+    "elevation",
+    "slope",
+    "NDVI",
 )
 #: Band groups -> channel indices into PRESTO_BANDS; dict order = token order = channel-embedding id.
 BAND_GROUPS: dict[str, list[int]] = {
@@ -54,8 +86,15 @@ DW_MISSING = 9  #: Dynamic World "no data" class (its token is masked)
 
 # (x + ADD_BY) / DIVIDE_BY per raw band (presto/dataops/pipelines/s1_s2_era5_srtm.py).
 _ADD_BY = {"VV": 25.0, "VH": 25.0, "temperature_2m": -272.15}
-_DIVIDE_BY = {"VV": 25.0, "VH": 25.0, "temperature_2m": 35.0, "total_precipitation": 0.03,
-              "elevation": 2000.0, "slope": 50.0, "NDVI": 1.0}
+_DIVIDE_BY = {
+    "VV": 25.0,
+    "VH": 25.0,
+    "temperature_2m": 35.0,
+    "total_precipitation": 0.03,
+    "elevation": 2000.0,
+    "slope": 50.0,
+    "NDVI": 1.0,
+}
 _S2_DIVIDE = 1e4
 
 
@@ -98,9 +137,16 @@ def expand_months(month: int | torch.Tensor, batch: int, steps: int, device: tor
 class Presto(nn.Module):
     """The Presto encoder (default config: 128-d, 2 blocks, 8 heads, MLP ratio 4)."""
 
-    def __init__(self, embedding_size: int = 128, depth: int = 2, num_heads: int = 8, mlp_ratio: float = 4.0,
-                 channel_embed_ratio: float = 0.25, month_embed_ratio: float = 0.25,
-                 max_sequence_length: int = 24) -> None:
+    def __init__(
+        self,
+        embedding_size: int = 128,
+        depth: int = 2,
+        num_heads: int = 8,
+        mlp_ratio: float = 4.0,
+        channel_embed_ratio: float = 0.25,
+        month_embed_ratio: float = 0.25,
+        max_sequence_length: int = 24,
+    ) -> None:
         super().__init__()
         self.embedding_size = embedding_size
         self.eo_patch_embed = nn.ModuleDict({g: nn.Linear(len(i), embedding_size) for g, i in BAND_GROUPS.items()})
@@ -115,9 +161,14 @@ class Presto(nn.Module):
         self.month_embed = nn.Embedding.from_pretrained(month_table(month_dim), freeze=True)
         self.channel_embed = nn.Embedding(len(BAND_GROUPS) + 1, channel_dim)
 
-    def tokens(self, x: torch.Tensor, dynamic_world: torch.Tensor, latlons: torch.Tensor,
-               mask: torch.Tensor | None = None, month: int | torch.Tensor = 0
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def tokens(
+        self,
+        x: torch.Tensor,
+        dynamic_world: torch.Tensor,
+        latlons: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        month: int | torch.Tensor = 0,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Embed and encode. Returns ``(tokens [B, L, D]`` pre-final-norm, ``padded [B, L]`` bool,
         ``order [B, 9T+1]`` token indices) with the latlon token at index 0."""
         b, t, c = x.shape
@@ -153,8 +204,14 @@ class Presto(nn.Module):
             tokens = blk(tokens, key_keep=~padded)
         return tokens, padded, order
 
-    def forward(self, x: torch.Tensor, dynamic_world: torch.Tensor, latlons: torch.Tensor,
-                mask: torch.Tensor | None = None, month: int | torch.Tensor = 0) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        dynamic_world: torch.Tensor,
+        latlons: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        month: int | torch.Tensor = 0,
+    ) -> torch.Tensor:
         """Pooled embedding ``[B, D]``: LayerNorm of the mean over kept tokens (incl. latlon)."""
         tokens, padded, _ = self.tokens(x, dynamic_world, latlons, mask, month)
         keep = (~padded).to(tokens.dtype)
@@ -164,7 +221,7 @@ class Presto(nn.Module):
     @classmethod
     def from_state_dict(cls, state: Mapping[str, torch.Tensor]) -> Presto:
         """Build from the released Presto checkpoint (``encoder.*`` + ``decoder.*``), strict on the encoder."""
-        enc = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+        enc = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
         if not enc:
             raise ValueError("not a Presto checkpoint: no 'encoder.*' keys")
         model = cls()
@@ -193,8 +250,16 @@ def presto_arrays(s2: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return x, mask
 
 
-def run_presto(model: nn.Module, x: np.ndarray, mask: np.ndarray | None, dynamic_world: np.ndarray,
-               months: np.ndarray, latlons: np.ndarray, device: torch.device, batch_size: int = 4096) -> np.ndarray:
+def run_presto(
+    model: nn.Module,
+    x: np.ndarray,
+    mask: np.ndarray | None,
+    dynamic_world: np.ndarray,
+    months: np.ndarray,
+    latlons: np.ndarray,
+    device: torch.device,
+    batch_size: int = 4096,
+) -> np.ndarray:
     """Pooled Presto embeddings ``[N, 128]`` for normalised inputs, in batches of ``batch_size`` pixels."""
     if x.shape[1] > 24:
         raise ValueError(f"Presto takes at most 24 time steps; got {x.shape[1]} (select or composite steps first)")
@@ -202,10 +267,13 @@ def run_presto(model: nn.Module, x: np.ndarray, mask: np.ndarray | None, dynamic
     with torch.inference_mode(), autocast(device):
         for s in range(0, x.shape[0], batch_size):
             sl = slice(s, s + batch_size)
-            emb = model(to_device(x[sl], device), to_device(dynamic_world[sl].astype(np.int64), device),
-                        to_device(latlons[sl].astype(np.float32), device),
-                        None if mask is None else to_device(mask[sl].astype(np.float32), device),
-                        to_device(months[sl].astype(np.int64), device))
+            emb = model(
+                to_device(x[sl], device),
+                to_device(dynamic_world[sl].astype(np.int64), device),
+                to_device(latlons[sl].astype(np.float32), device),
+                None if mask is None else to_device(mask[sl].astype(np.float32), device),
+                to_device(months[sl].astype(np.int64), device),
+            )
             out.append(emb.float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 128), np.float32)
 
@@ -227,7 +295,9 @@ class PrestoAdapter:
         b, t, h, w = batch.shape
         s2 = {k: v.transpose(0, 2, 3, 1).reshape(-1, t) for k, v in s2_reflectance(batch.bands).items()}
         if not s2:
-            raise ValueError(f"Presto needs Sentinel-2-like bands ({', '.join(CUBE_TO_S2)}); cube has {list(batch.bands)}")
+            raise ValueError(
+                f"Presto needs Sentinel-2-like bands ({', '.join(CUBE_TO_S2)}); cube has {list(batch.bands)}"
+            )
         x, mask = presto_arrays(s2)
         months = np.broadcast_to(batch.month, (x.shape[0], t))
         latlons = np.stack([batch.lat.reshape(-1), batch.lon.reshape(-1)], -1)
@@ -253,10 +323,18 @@ def _adapter(info: EncoderInfo, patch_size: int) -> PrestoAdapter:
 
 #: Presto: pixel time series; weights on GitHub. A pixel's sequence: 9 tokens a step (8 band groups
 #: and Dynamic World) plus the static SRTM and location tokens.
-ENCODER_SPECS: tuple[EncoderSpec, ...] = (EncoderSpec(
-    name="presto", kind="pixel",
-    source=WeightsSource("default_model.pt",
-                         url="https://raw.githubusercontent.com/nasaharvest/presto/main/data/default_model.pt"),
-    build=_build, adapter=_adapter, default_chip=fixed_chip(64), tokens_per_step=9, extra_tokens=2,
-    normalisation="built-in constants of presto/dataops/pipelines/s1_s2_era5_srtm.py (presto_normalise)",
-),)
+ENCODER_SPECS: tuple[EncoderSpec, ...] = (
+    EncoderSpec(
+        name="presto",
+        kind="pixel",
+        source=WeightsSource(
+            "default_model.pt", url="https://raw.githubusercontent.com/nasaharvest/presto/main/data/default_model.pt"
+        ),
+        build=_build,
+        adapter=_adapter,
+        default_chip=fixed_chip(64),
+        tokens_per_step=9,
+        extra_tokens=2,
+        normalisation="built-in constants of presto/dataops/pipelines/s1_s2_era5_srtm.py (presto_normalise)",
+    ),
+)

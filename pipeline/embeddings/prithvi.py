@@ -6,6 +6,7 @@ temporal (year, day-of-year) and location (lat, lon) encodings with learnt scale
 models), a CLS token and pre-LN blocks. Input ``x [B, C, T, H, W]`` normalised with
 :data:`PRITHVI_V2_MEAN` / :data:`PRITHVI_V2_STD` (HLS reflectance × 1e4; bands :data:`PRITHVI_BANDS`).
 """
+
 from __future__ import annotations
 
 import json
@@ -149,7 +150,8 @@ class PrithviViT(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, c.embed_dim))
         self.register_buffer("pos_embed", pos_embed_3d(c.embed_dim, self.grid), persistent=False)
         self.blocks = nn.ModuleList(
-            [Block(c.embed_dim, c.num_heads, c.mlp_ratio, norm_eps=c.norm_eps) for _ in range(c.depth)])
+            [Block(c.embed_dim, c.num_heads, c.mlp_ratio, norm_eps=c.norm_eps) for _ in range(c.depth)]
+        )
         self.norm = nn.LayerNorm(c.embed_dim, eps=c.norm_eps)
 
     def grid_for(self, t: int, h: int, w: int) -> tuple[int, int, int]:
@@ -172,8 +174,9 @@ class PrithviViT(nn.Module):
         patch = F.interpolate(patch, size=grid[1:], mode="bicubic", align_corners=True)
         return torch.cat([table[:, :1], patch.permute(0, 2, 3, 1).reshape(1, -1, d)], dim=1)
 
-    def forward_features(self, x: torch.Tensor, temporal_coords: torch.Tensor | None = None,
-                         location_coords: torch.Tensor | None = None) -> list[torch.Tensor]:
+    def forward_features(
+        self, x: torch.Tensor, temporal_coords: torch.Tensor | None = None, location_coords: torch.Tensor | None = None
+    ) -> list[torch.Tensor]:
         """Hidden states after each block; the last one is final-normed. ``x``: ``[B, C, T, H, W]``
         (or ``[B, C, H, W]`` for one frame); ``temporal_coords [B, T, 2]`` (year, day of year);
         ``location_coords [B, 2]`` (lat, lon degrees). Token order: CLS, then ``(t, h, w)``."""
@@ -189,8 +192,9 @@ class PrithviViT(nn.Module):
         tokens = self.patch_embed(x) + pos[:, 1:]
         if self.temporal_encoding and temporal_coords is not None:
             if temporal_coords.shape[:2] != (b, grid[0]):
-                raise ValueError(f"temporal_coords must be [B, T, 2] = ({b}, {grid[0]}, 2), "
-                                 f"got {tuple(temporal_coords.shape)}")
+                raise ValueError(
+                    f"temporal_coords must be [B, T, 2] = ({b}, {grid[0]}, 2), got {tuple(temporal_coords.shape)}"
+                )
             enc = self.temporal_embed_enc(temporal_coords)
             tokens = tokens + torch.repeat_interleave(enc, grid[1] * grid[2], dim=1)
         if self.location_encoding and location_coords is not None:
@@ -204,8 +208,9 @@ class PrithviViT(nn.Module):
         out[-1] = self.norm(tokens)
         return out
 
-    def forward(self, x: torch.Tensor, temporal_coords: torch.Tensor | None = None,
-                location_coords: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, temporal_coords: torch.Tensor | None = None, location_coords: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Final-normed tokens ``[B, 1 + t·h·w, D]`` (index 0 is CLS)."""
         return self.forward_features(x, temporal_coords, location_coords)[-1]
 
@@ -214,12 +219,14 @@ class PrithviViT(nn.Module):
         """Load a released ``Prithvi_EO_V2_*.pt`` (MAE layout ``encoder.*``/``decoder.*``, or encoder-only)
         strictly. ``pos_embed`` is regenerated, never loaded; decoder tensors are dropped."""
         if any(k.startswith("encoder.") for k in state):
-            state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+            state = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
         state = {k: v for k, v in state.items() if k != "pos_embed"}
         w = state.get("patch_embed.proj.weight")
         if w is not None and (w.shape[0] != config.embed_dim or tuple(w.shape[2:]) != tuple(config.patch_size)):
-            raise ValueError(f"checkpoint patch embedding {tuple(w.shape)} does not match config "
-                             f"embed_dim={config.embed_dim}, patch_size={config.patch_size}")
+            raise ValueError(
+                f"checkpoint patch embedding {tuple(w.shape)} does not match config "
+                f"embed_dim={config.embed_dim}, patch_size={config.patch_size}"
+            )
         model = cls(config)
         model.load_state_dict(state, strict=True)
         return model.eval()
@@ -276,8 +283,11 @@ class PrithviAdapter:
         b, _, t, h, w = inp["x"].shape
         p = self.unit
         with torch.inference_mode(), autocast(device):
-            tokens = model(to_device(inp["x"], device), to_device(inp["temporal_coords"], device),
-                           to_device(inp["location_coords"], device))
+            tokens = model(
+                to_device(inp["x"], device),
+                to_device(inp["temporal_coords"], device),
+                to_device(inp["location_coords"], device),
+            )
         grid = (t, h // p, w // p)
         patches = tokens[:, 1:].float().reshape(b, *grid, -1).mean(1).cpu().numpy()
         valid = inp["valid"][:, :, : grid[1] * p, : grid[2] * p]
@@ -317,12 +327,17 @@ def _adapter(info: EncoderInfo, patch_size: int) -> PrithviAdapter:
 def _spec(name: str, repo: str, filename: str) -> EncoderSpec:
     # a chip's sequence: one token per patch and frame (all bands in one 3-D patch) plus CLS
     return EncoderSpec(
-        name=name, kind="patch", aliases=("prithvi",) if name == DEFAULT_RELEASE else (),
+        name=name,
+        kind="patch",
+        aliases=("prithvi",) if name == DEFAULT_RELEASE else (),
         source=WeightsSource(filename, hf_repo=f"ibm-nasa-geospatial/{repo}"),
-        build=partial(_build, preset=PRITHVI_CONFIGS[name]), adapter=_adapter,
+        build=partial(_build, preset=PRITHVI_CONFIGS[name]),
+        adapter=_adapter,
         default_chip=lambda info, unit: int(info.config["img_size"]),  # the pretraining chip: no interpolation
-        tokens_per_step=1, extra_tokens=1,
-        normalisation="built-in HLS mean/std of terratorch prithvi_vit.py (PRITHVI_V2_MEAN, PRITHVI_V2_STD)")
+        tokens_per_step=1,
+        extra_tokens=1,
+        normalisation="built-in HLS mean/std of terratorch prithvi_vit.py (PRITHVI_V2_MEAN, PRITHVI_V2_STD)",
+    )
 
 
 #: Prithvi-EO-2.0: one spec per released checkpoint, weights on the HF hub.

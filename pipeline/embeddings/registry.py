@@ -7,6 +7,7 @@ per model family. Adding a model is its module plus one line here.
 and memoises the result per process (so each Dask worker loads a model once), keyed on the model
 name, the resolved weights path, the device and whether it is compiled.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -21,8 +22,19 @@ from pipeline.embeddings import galileo, presto, prithvi
 from pipeline.embeddings.spec import EncoderInfo, EncoderSpec
 from pipeline.embeddings.weights import WeightsSource, resolve_weights
 
-__all__ = ["ALIASES", "ENCODERS", "MODELS", "SOURCES", "EncoderInfo", "EncoderSpec", "canonical_name",
-           "default_device", "load_encoder", "register_encoder", "spec_for"]
+__all__ = [
+    "ALIASES",
+    "ENCODERS",
+    "MODELS",
+    "SOURCES",
+    "EncoderInfo",
+    "EncoderSpec",
+    "canonical_name",
+    "default_device",
+    "load_encoder",
+    "register_encoder",
+    "spec_for",
+]
 
 
 def _index(specs: Iterable[EncoderSpec]) -> dict[str, EncoderSpec]:
@@ -50,11 +62,13 @@ def register_encoder(spec: EncoderSpec, registry: dict[str, EncoderSpec] | None 
 
 
 #: Every known encoder, by canonical name: one line per model family.
-ENCODERS: dict[str, EncoderSpec] = _index([
-    *presto.ENCODER_SPECS,
-    *galileo.ENCODER_SPECS,
-    *prithvi.ENCODER_SPECS,
-])
+ENCODERS: dict[str, EncoderSpec] = _index(
+    [
+        *presto.ENCODER_SPECS,
+        *galileo.ENCODER_SPECS,
+        *prithvi.ENCODER_SPECS,
+    ]
+)
 # Views of the registry as imported (for listings and the weights lookup of the CLI and flows).
 MODELS: tuple[str, ...] = tuple(ENCODERS)
 SOURCES: dict[str, WeightsSource] = {name: spec.source for name, spec in ENCODERS.items()}
@@ -102,8 +116,13 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def load_encoder(name: str, weights: str | Path | None = None, device: str | torch.device | None = None,
-                 allow_download: bool = False, compile_model: bool = False) -> tuple[nn.Module, EncoderInfo]:
+def load_encoder(
+    name: str,
+    weights: str | Path | None = None,
+    device: str | torch.device | None = None,
+    allow_download: bool = False,
+    compile_model: bool = False,
+) -> tuple[nn.Module, EncoderInfo]:
     """Load a released encoder (strict state-dict load) in eval mode; memoised per process.
 
     ``name``: one of :data:`MODELS` (or an alias); ``weights``: explicit file or folder (else the

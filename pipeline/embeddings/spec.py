@@ -6,6 +6,7 @@ Each model module (:mod:`~pipeline.embeddings.presto`, :mod:`~pipeline.embedding
 the spec, never a model's name. This module imports neither the registry nor the model modules (only
 :mod:`~pipeline.embeddings.chips`, for types), so both can import it.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -95,8 +96,9 @@ class EncoderSpec:
     def load(self, state: Mapping[str, torch.Tensor], weights_path: Path) -> tuple[nn.Module, EncoderInfo]:
         """Build the module from ``state`` (read from ``weights_path``) and describe it."""
         built = self.build(state, weights_path)
-        info = EncoderInfo(self.name, self.kind, str(weights_path), sha256_of(weights_path), int(built.embed_dim),
-                           built.config)
+        info = EncoderInfo(
+            self.name, self.kind, str(weights_path), sha256_of(weights_path), int(built.embed_dim), built.config
+        )
         return built.module, info
 
 

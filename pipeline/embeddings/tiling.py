@@ -6,6 +6,7 @@ overlap by ``overlap`` pixels; the last window is aligned to the end. Each outpu
 from exactly one window: the boundary between two neighbours is the middle of their overlap
 (rounded down to a cell), so cells near chip edges come from the chip where they are most central.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,5 @@
 """Presto embeddings of pixel time series given as plain arrays (e.g. the fuel-moisture samples)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,9 +11,16 @@ from pipeline.embeddings.presto import DW_MISSING, PRESTO_BANDS, PRESTO_RAW_BAND
 from pipeline.embeddings.registry import default_device, load_encoder
 
 
-def presto_embed_timeseries(x: np.ndarray, months: np.ndarray, latlon: np.ndarray, mask: np.ndarray | None = None,
-                            dynamic_world: np.ndarray | None = None, weights: str | Path | None = None,
-                            device: str | None = None, batch_size: int = 1024) -> np.ndarray:
+def presto_embed_timeseries(
+    x: np.ndarray,
+    months: np.ndarray,
+    latlon: np.ndarray,
+    mask: np.ndarray | None = None,
+    dynamic_world: np.ndarray | None = None,
+    weights: str | Path | None = None,
+    device: str | None = None,
+    batch_size: int = 1024,
+) -> np.ndarray:
     """Pooled Presto embeddings ``[n, 128]`` (float32) of ``n`` pixel time series.
 
     ``x``: ``[n, t, 18]`` raw values in :data:`PRESTO_RAW_BANDS` order and units (S1 dB, S2 DN,

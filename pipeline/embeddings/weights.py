@@ -10,6 +10,7 @@ Lookup order for a model's weights file:
 
 Otherwise a :class:`WeightsNotFoundError` names the file and every place that was searched.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -64,7 +65,8 @@ def _hf_candidates(repo: str, rel_path: str) -> list[Path]:
     if not snapshots.is_dir():
         return [snapshots / "<revision>" / rel_path]
     return sorted(snapshots.glob(f"*/{rel_path}"), key=lambda p: p.stat().st_mtime, reverse=True) or [
-        snapshots / "<revision>" / rel_path]
+        snapshots / "<revision>" / rel_path
+    ]
 
 
 def _download(url: str, dest: Path) -> Path:
@@ -76,8 +78,9 @@ def _download(url: str, dest: Path) -> Path:
     return dest
 
 
-def resolve_weights(model: str, source: WeightsSource, weights: str | Path | None = None,
-                    allow_download: bool = False) -> Path:
+def resolve_weights(
+    model: str, source: WeightsSource, weights: str | Path | None = None, allow_download: bool = False
+) -> Path:
     """Path of ``model``'s weights file (see the module docstring for the lookup order)."""
     looked: list[Path] = []
     if weights is not None:
@@ -105,7 +108,8 @@ def resolve_weights(model: str, source: WeightsSource, weights: str | Path | Non
     raise WeightsNotFoundError(
         f"{model}: weights file {source.filename!r} not found. Looked in: {searched}. "
         f"Pass weights=PATH, place it in {cache_dir() / model}, or use allow_download=True "
-        f"(from {source.download_url()}).")
+        f"(from {source.download_url()})."
+    )
 
 
 def companion_file(weights_path: Path, name: str) -> Path:

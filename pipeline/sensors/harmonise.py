@@ -1,4 +1,5 @@
 """Cross-sensor harmonisation: a common band set and published bandpass adjustments."""
+
 from __future__ import annotations
 
 import csv
@@ -11,8 +12,22 @@ import xarray as xr
 from pipeline.sensors.profiles import PROFILE_DIR, SensorProfile
 
 #: Canonical order of harmonised band names (short to long wavelength).
-CANONICAL_BANDS = ("coastal", "blue", "green", "red", "rededge1", "rededge2", "rededge3", "nir", "nir08",
-                   "nir09", "nir12", "cirrus", "swir16", "swir22")
+CANONICAL_BANDS = (
+    "coastal",
+    "blue",
+    "green",
+    "red",
+    "rededge1",
+    "rededge2",
+    "rededge3",
+    "nir",
+    "nir08",
+    "nir09",
+    "nir12",
+    "cirrus",
+    "swir16",
+    "swir22",
+)
 
 BANDPASS_FILE = PROFILE_DIR / "bandpass_hls_v2.csv"
 
@@ -36,8 +51,9 @@ def bandpass_coefficients() -> dict[tuple[str, str, str], dict[str, tuple[float,
     return table
 
 
-def apply_bandpass_adjustment(ds: xr.Dataset, sensor: str = "sentinel-2", target: str = "landsat",
-                              platform: str = "sentinel-2a") -> xr.Dataset:
+def apply_bandpass_adjustment(
+    ds: xr.Dataset, sensor: str = "sentinel-2", target: str = "landsat", platform: str = "sentinel-2a"
+) -> xr.Dataset:
     """Adjust ``sensor``'s reflectances to look like ``target``'s: ``slope * band + offset``.
 
     Works on a cube with common band names as variables (dims ``time, y, x``, reflectance
@@ -54,7 +70,7 @@ def apply_bandpass_adjustment(ds: xr.Dataset, sensor: str = "sentinel-2", target
         raise ValueError(f"no bandpass coefficients from {sensor!r} to {target!r}; available: {pairs}")
     n = ds.sizes["time"]
     selected = (ds["sensor"].values == sensor) if "sensor" in ds.coords else np.ones(n, bool)
-    platforms = ([str(p).lower() for p in ds["platform"].values] if "platform" in ds.coords else [platform] * n)
+    platforms = [str(p).lower() for p in ds["platform"].values] if "platform" in ds.coords else [platform] * n
     unknown = sorted({p for p, s in zip(platforms, selected, strict=True) if s and p not in known})
     if unknown:
         raise ValueError(f"no {sensor}->{target} coefficients for platform(s) {unknown}; known: {known}")
@@ -66,7 +82,9 @@ def apply_bandpass_adjustment(ds: xr.Dataset, sensor: str = "sentinel-2", target
         for t in np.flatnonzero(selected):
             slope[t], offset[t] = table[(sensor, target, platforms[t])][band]
         time = {"time": ds["time"]}
-        scaled = ds[band] * xr.DataArray(slope, dims="time", coords=time) + xr.DataArray(offset, dims="time", coords=time)
+        scaled = ds[band] * xr.DataArray(slope, dims="time", coords=time) + xr.DataArray(
+            offset, dims="time", coords=time
+        )
         out[band] = scaled.astype(ds[band].dtype)
         out[band].attrs = ds[band].attrs
     out.attrs["eocube:bandpass_adjustment"] = f"{sensor}->{target} (HLS v2.0), bands {sorted(bands)}"

@@ -20,6 +20,7 @@ Raster values are read from STAC 1.0 ``raster:bands`` or, in STAC 1.1 form, from
 ``data_type`` / ``nodata`` / ``raster:scale`` / ``raster:offset`` on the asset or its first
 ``bands`` entry (see :func:`asset_raster_values`).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -48,7 +49,12 @@ def s2_boa_offset_in_dn(properties: dict[str, Any]) -> bool:
 
 
 #: STAC 1.1 field -> the name used here (and in STAC 1.0 ``raster:bands``).
-_STAC11_RASTER_FIELDS = {"data_type": "data_type", "nodata": "nodata", "raster:scale": "scale", "raster:offset": "offset"}
+_STAC11_RASTER_FIELDS = {
+    "data_type": "data_type",
+    "nodata": "nodata",
+    "raster:scale": "scale",
+    "raster:offset": "offset",
+}
 
 
 def asset_raster_values(asset: dict[str, Any]) -> dict[str, Any]:
@@ -125,5 +131,8 @@ def asset_grid(item: Any, asset: str) -> AssetGrid:
     epsg, code, wkt = get("proj:epsg"), get("proj:code"), get("proj:wkt2")
     crs = f"EPSG:{int(epsg)}" if epsg is not None else code if code is not None else wkt
     transform, shape = get("proj:transform"), get("proj:shape")
-    return AssetGrid(crs=crs, transform=tuple(float(v) for v in transform) if transform else None,
-                     shape=(int(shape[0]), int(shape[1])) if shape else None)
+    return AssetGrid(
+        crs=crs,
+        transform=tuple(float(v) for v in transform) if transform else None,
+        shape=(int(shape[0]), int(shape[1])) if shape else None,
+    )

@@ -1,4 +1,5 @@
 """Turn decoded QA flags into an invalid-pixel mask under a configurable policy."""
+
 from __future__ import annotations
 
 import functools
@@ -16,11 +17,35 @@ from pipeline.sensors.qa import all_flag_names, as_dataarray, decode_qa, qa_spec
 CONFIDENCE_LEVELS = {"low": 1, "medium": 2, "high": 3}
 
 #: Flags that describe cloud or shadow; only these are buffered by ``dilation_m``.
-CLOUD_LIKE = frozenset({"cloud", "cloud_medium", "cloud_high", "cloud_mixed", "internal_cloud", "dilated_cloud",
-                        "adjacent_to_cloud", "cloud_shadow", "cirrus"})
+CLOUD_LIKE = frozenset(
+    {
+        "cloud",
+        "cloud_medium",
+        "cloud_high",
+        "cloud_mixed",
+        "internal_cloud",
+        "dilated_cloud",
+        "adjacent_to_cloud",
+        "cloud_shadow",
+        "cirrus",
+    }
+)
 
-DEFAULT_DROP = ("fill", "nodata", "saturated", "not_produced", "cloud", "cloud_medium", "cloud_high", "cloud_mixed",
-                "internal_cloud", "dilated_cloud", "adjacent_to_cloud", "cloud_shadow", "cirrus")
+DEFAULT_DROP = (
+    "fill",
+    "nodata",
+    "saturated",
+    "not_produced",
+    "cloud",
+    "cloud_medium",
+    "cloud_high",
+    "cloud_mixed",
+    "internal_cloud",
+    "dilated_cloud",
+    "adjacent_to_cloud",
+    "cloud_shadow",
+    "cirrus",
+)
 
 
 class MaskPolicy(BaseModel):
@@ -62,8 +87,8 @@ class MaskPolicy(BaseModel):
 def disk(radius_px: float) -> np.ndarray:
     """Boolean disk: offsets (dy, dx) with ``dy**2 + dx**2 <= radius_px**2``."""
     r = math.floor(radius_px)
-    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
-    return (yy ** 2 + xx ** 2) <= radius_px ** 2
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    return (yy**2 + xx**2) <= radius_px**2
 
 
 def dilate(mask: xr.DataArray, radius_px: float) -> xr.DataArray:
@@ -84,7 +109,9 @@ def dilate(mask: xr.DataArray, radius_px: float) -> xr.DataArray:
     return mask.copy(data=da.map_overlap(block, mask.data, depth=depth, boundary="none", dtype=bool))
 
 
-def _flag_masks(collection: str, asset: str, array: xr.DataArray, policy: MaskPolicy) -> tuple[xr.DataArray, xr.DataArray]:
+def _flag_masks(
+    collection: str, asset: str, array: xr.DataArray, policy: MaskPolicy
+) -> tuple[xr.DataArray, xr.DataArray]:
     """``(plain, cloudy)`` invalid flags of QA values by decoding every flag the policy names."""
     flags = decode_qa(collection, asset, array, names={*policy.drop, "cloud_confidence"})
     names = [n for n in policy.drop if n in flags and flags[n].dtype == bool]
@@ -130,8 +157,9 @@ def _look_up(table: np.ndarray, array: xr.DataArray) -> xr.DataArray:
     return array.copy(data=array.data.map_blocks(block, dtype=bool))
 
 
-def invalid_mask(collection: str, asset: str, array: Any, policy: MaskPolicy | None = None,
-                 resolution_m: float | None = None) -> Any:
+def invalid_mask(
+    collection: str, asset: str, array: Any, policy: MaskPolicy | None = None, resolution_m: float | None = None
+) -> Any:
     """Pixels to drop under ``policy`` (True = invalid), same type/shape/dims as ``array``.
 
     ``array`` holds QA values of ``collection``'s ``asset`` (numpy, or numpy-/dask-backed
@@ -145,8 +173,9 @@ def invalid_mask(collection: str, asset: str, array: Any, policy: MaskPolicy | N
     if tables is not None and policy.dilation_m == 0:
         mask = _look_up(tables[0] | tables[1], qa)
     else:
-        plain, cloudy = (_look_up(t, qa) for t in tables) if tables is not None else _flag_masks(
-            collection, asset, qa, policy)
+        plain, cloudy = (
+            (_look_up(t, qa) for t in tables) if tables is not None else _flag_masks(collection, asset, qa, policy)
+        )
         if policy.dilation_m > 0:
             resolution_m = resolution_m or qa_spec_for(collection, asset).resolution_m
             cloudy = dilate(cloudy, policy.dilation_m / resolution_m)

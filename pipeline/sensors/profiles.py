@@ -7,6 +7,7 @@ A profile maps a product's asset keys to our common band names, with centre wave
 alternative *asset-key schemes* (e.g. Earth Search's lower-case keys), and
 ``profiles/collections.yaml`` maps collection ids to profiles.
 """
+
 from __future__ import annotations
 
 import functools
@@ -88,6 +89,7 @@ class SensorProfile(BaseModel):
     def qa_spec(self, asset: str) -> QASpec:
         """The QA spec of an asset key, in any of the profile's schemes, ignoring case and reading
         spaces as underscores (HDF4 names such as ``250m 16 days pixel reliability``)."""
+
         def norm(key: str) -> str:
             return "_".join(key.lower().split())
 
@@ -110,14 +112,16 @@ class SensorProfile(BaseModel):
         defaults = {b.asset for b in self.bands} | {q.asset for q in self.qa}
         unknown = sorted(set(keys) - defaults)
         if unknown:
-            raise ValueError(f"asset-key override for {self.id} names unknown asset keys {unknown}; "
-                             f"known: {sorted(defaults)}")
+            raise ValueError(
+                f"asset-key override for {self.id} names unknown asset keys {unknown}; known: {sorted(defaults)}"
+            )
         bands = [b.model_copy(update={"asset": keys.get(b.asset, b.asset)}) for b in self.bands]
         qa = [q.model_copy(update={"asset": keys.get(q.asset, q.asset)}) for q in self.qa]
         return self.model_copy(update={"bands": bands, "qa": qa, "asset_keys": {}})
 
     def matching_asset_keys(self, asset_names: set[str]) -> SensorProfile:
         """The scheme whose keys an item's assets use most (ties keep the default keys)."""
+
         def hits(p: SensorProfile) -> int:
             return sum(k in asset_names for k in [b.asset for b in p.bands] + [q.asset for q in p.qa])
 
@@ -194,8 +198,9 @@ def profile_for_collection(collection_id: str, asset_keys: Mapping[str, str] | N
     """
     entry = _entry(collection_id)
     if len(entry.candidates) != 1 and entry.default is None:
-        raise ValueError(f"collection {collection_id!r} mixes profiles {entry.candidates}; "
-                         "use profile_for_item to pick one per item")
+        raise ValueError(
+            f"collection {collection_id!r} mixes profiles {entry.candidates}; use profile_for_item to pick one per item"
+        )
     return _apply_keys(load_profile(entry.default or entry.candidates[0]), entry, asset_keys)
 
 
@@ -222,8 +227,9 @@ def profile_for_item(item: Any, asset_keys: Mapping[str, str] | None = None) -> 
         by_id = [p for p, (id_ok, _) in zip(profiles, matches, strict=True) if id_ok]
         profiles = by_id or [p for p, (_, platform_ok) in zip(profiles, matches, strict=True) if platform_ok]
         if len(profiles) != 1:
-            raise ValueError(f"cannot tell which of {entry.candidates} item {item_id!r} of {collection!r} "
-                             f"(platform {platform!r}) is")
+            raise ValueError(
+                f"cannot tell which of {entry.candidates} item {item_id!r} of {collection!r} (platform {platform!r}) is"
+            )
     profile = profiles[0]
     if asset_keys or entry.asset_keys:
         return _apply_keys(profile, entry, asset_keys)

@@ -13,6 +13,7 @@ guide table, cited in the rule's ``source``:
 Decoding is element-wise integer arithmetic through xarray, so it works unchanged on
 numpy-backed and (lazily) on dask-backed DataArrays.
 """
+
 from __future__ import annotations
 
 import functools
@@ -112,6 +113,7 @@ def decode(rule: QARule, a: xr.DataArray, names: set[str] | None = None) -> xr.D
 
     ``names`` restricts the output to those flags/levels (the fill flag is always kept).
     """
+
     def wanted(name: str) -> bool:
         return names is None or name in names or name == rule.fill
 

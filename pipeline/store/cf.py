@@ -6,6 +6,7 @@ coordinates carry CF ``standard_name``/``units``, data variables point through
 (WKT) and ``GeoTransform`` (GDAL order), and ``time`` is CF time (int64 seconds since
 1970-01-01, proleptic Gregorian).
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -24,10 +25,18 @@ class CRSMissingError(ValueError):
 #: CF metadata of the variables the cube stage produces.
 REFLECTANCE_ATTRS = {"standard_name": "surface_bidirectional_reflectance", "units": "1"}
 BAND_LONG_NAMES = {
-    "coastal": "coastal aerosol", "blue": "blue", "green": "green", "red": "red",
-    "rededge1": "red edge 1", "rededge2": "red edge 2", "rededge3": "red edge 3", "nir": "near infrared (broad)",
-    "nir08": "near infrared (narrow, 0.86 um)", "nir09": "water vapour (0.94 um)",
-    "swir16": "shortwave infrared 1.6 um", "swir22": "shortwave infrared 2.2 um",
+    "coastal": "coastal aerosol",
+    "blue": "blue",
+    "green": "green",
+    "red": "red",
+    "rededge1": "red edge 1",
+    "rededge2": "red edge 2",
+    "rededge3": "red edge 3",
+    "nir": "near infrared (broad)",
+    "nir08": "near infrared (narrow, 0.86 um)",
+    "nir09": "water vapour (0.94 um)",
+    "swir16": "shortwave infrared 1.6 um",
+    "swir22": "shortwave infrared 2.2 um",
 }
 
 
@@ -58,8 +67,9 @@ def annotate_cf(ds: xr.Dataset) -> xr.Dataset:
     return ds
 
 
-def encodings(ds: xr.Dataset, chunks: Mapping[str, int],
-              shards: Mapping[str, int] | None = None) -> dict[str, dict[str, Any]]:
+def encodings(
+    ds: xr.Dataset, chunks: Mapping[str, int], shards: Mapping[str, int] | None = None
+) -> dict[str, dict[str, Any]]:
     """Per-variable Zarr encodings: chunk (and shard) shape, fill value, and CF time units.
 
     Shards apply to the ``(time, y, x)`` data variables only; coordinates stay unsharded.
@@ -89,6 +99,7 @@ def vlen_text_coords(ds: xr.Dataset) -> xr.Dataset:
     """
     for name, coord in ds.coords.items():
         if coord.dtype.kind in "OU":
-            ds = ds.assign_coords({name: (coord.dims, np.asarray(coord.values, dtype=np.dtypes.StringDType()),
-                                          coord.attrs)})
+            ds = ds.assign_coords(
+                {name: (coord.dims, np.asarray(coord.values, dtype=np.dtypes.StringDType()), coord.attrs)}
+            )
     return ds

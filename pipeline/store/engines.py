@@ -26,6 +26,7 @@ update the root attributes.
 The provenance of a store written by a backfill is the union of the ``sources`` of its
 committed slice records (:func:`store_sources`): exactly the items whose pixels are in it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -82,8 +83,9 @@ class Engine(Protocol):
     def append_times(self, template: xr.Dataset) -> None: ...
     def insert_times(self, template: xr.Dataset) -> None: ...
     def recover(self) -> list[Path]: ...
-    def write_slice(self, part: xr.Dataset, region: dict[str, slice], record: dict,
-                    finish: Callable[[dict], dict] | None = None) -> bool: ...
+    def write_slice(
+        self, part: xr.Dataset, region: dict[str, slice], record: dict, finish: Callable[[dict], dict] | None = None
+    ) -> bool: ...
     def committed(self) -> dict[str, dict]: ...
     def update_attrs(self, attrs: dict) -> None: ...
     def open_group(self, name: str) -> xr.Dataset | None: ...
@@ -169,8 +171,11 @@ def _array(group: zarr.Group, path: str) -> zarr.Array:
 
 def _time_arrays(group: zarr.Group) -> list[tuple[str, zarr.Array]]:
     """``(path, array)`` of every array under ``group`` with a ``time`` dimension."""
-    return [(name, node) for name, node in group.members(max_depth=None)
-            if isinstance(node, zarr.Array) and "time" in _dims(node)]
+    return [
+        (name, node)
+        for name, node in group.members(max_depth=None)
+        if isinstance(node, zarr.Array) and "time" in _dims(node)
+    ]
 
 
 def _time_axis(arr: zarr.Array) -> int:
@@ -322,8 +327,10 @@ class ZarrEngine:
     def create(self, template: xr.Dataset, encoding: dict) -> None:
         """Write metadata and coordinates under a temporary name, then rename into place."""
         if self.path.exists():
-            raise StoreError(f"{self.path} exists but was not written by a backfill (no {MANIFEST_DIR}/); pass "
-                             "--overwrite (overwrite=True) to replace it with one")
+            raise StoreError(
+                f"{self.path} exists but was not written by a backfill (no {MANIFEST_DIR}/); pass "
+                "--overwrite (overwrite=True) to replace it with one"
+            )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.partial-{uuid.uuid4().hex[:8]}")
         try:
@@ -425,7 +432,9 @@ class ZarrEngine:
         """
         ours, done = leftovers(self.path), []
         if not self.path.exists():
-            olds = sorted((p for p in ours if ".old-" in p.name and ZarrEngine(p).exists()), key=lambda p: p.stat().st_mtime)
+            olds = sorted(
+                (p for p in ours if ".old-" in p.name and ZarrEngine(p).exists()), key=lambda p: p.stat().st_mtime
+            )
             if olds:
                 olds[-1].rename(self.path)
                 ours.remove(olds[-1])
@@ -436,8 +445,9 @@ class ZarrEngine:
                 done.append(p)
         return done
 
-    def write_slice(self, part: xr.Dataset, region: dict[str, slice], record: dict,
-                    finish: Callable[[dict], dict] | None = None) -> bool:
+    def write_slice(
+        self, part: xr.Dataset, region: dict[str, slice], record: dict, finish: Callable[[dict], dict] | None = None
+    ) -> bool:
         """Write one slice, then its record (``finish(record)`` once the data is written, if given:
         what was learnt while computing it). A slice may start inside a time chunk (a step inserted
         next to committed ones): one task then rewrites that chunk, which xarray's ``safe_chunks``
@@ -474,8 +484,9 @@ class ZarrEngine:
     def create_group(self, name: str, template: xr.Dataset, encoding: dict) -> None:
         """(Re)create the product group ``name`` from ``template`` (metadata and coordinates, no data)."""
         shutil.rmtree(self.path / name, ignore_errors=True)
-        vlen_text_coords(template).to_zarr(self.path, group=name, mode="w", zarr_format=3, consolidated=False,
-                                           compute=False, encoding=encoding)
+        vlen_text_coords(template).to_zarr(
+            self.path, group=name, mode="w", zarr_format=3, consolidated=False, compute=False, encoding=encoding
+        )
         consolidate(self.path)
 
     def drop_groups(self, names: Iterable[str]) -> None:
@@ -543,14 +554,18 @@ class IcechunkEngine:
                     try:
                         session.rebase(icechunk.ConflictDetector())
                     except icechunk.RebaseFailedError as exc:
-                        raise ConflictingWriteError(f"{self.path}: {message!r} conflicts with a concurrent commit: "
-                                                    f"{[str(c) for c in exc.conflicts][:3]}") from None
+                        raise ConflictingWriteError(
+                            f"{self.path}: {message!r} conflicts with a concurrent commit: "
+                            f"{[str(c) for c in exc.conflicts][:3]}"
+                        ) from None
         raise ConflictingWriteError(f"{self.path}: {message!r} still conflicting after {self.max_rebases} rebases")
 
     def create(self, template: xr.Dataset, encoding: dict) -> None:
         if self.path.exists() and not is_icechunk_repository(self.path):
-            raise StoreError(f"{self.path} exists but is not an Icechunk repository written by a backfill; pass "
-                             "--overwrite (overwrite=True) to replace it with one")
+            raise StoreError(
+                f"{self.path} exists but is not an Icechunk repository written by a backfill; pass "
+                "--overwrite (overwrite=True) to replace it with one"
+            )
         repo = self._repo(create=True)
         session = repo.writable_session(self.branch)
         _create_cube(session.store, template, encoding)
@@ -589,14 +604,17 @@ class IcechunkEngine:
             else:
                 _clear_time_steps(arr, merge.inserted)
         remap = {"old_to_new": merge.old_to_new.tolist(), "inserted": merge.inserted.tolist(), "n_new": n_new}
-        self._commit(session, f"insert {len(merge.inserted)} time steps", {"eocube:op": "insert", "eocube:time_remap": remap})
+        self._commit(
+            session, f"insert {len(merge.inserted)} time steps", {"eocube:op": "insert", "eocube:time_remap": remap}
+        )
 
     def recover(self) -> list[Path]:
         """Nothing to clean up: an interrupted insert is an uncommitted session."""
         return []
 
-    def write_slice(self, part: xr.Dataset, region: dict[str, slice], record: dict,
-                    finish: Callable[[dict], dict] | None = None) -> bool:
+    def write_slice(
+        self, part: xr.Dataset, region: dict[str, slice], record: dict, finish: Callable[[dict], dict] | None = None
+    ) -> bool:
         """Write and commit one slice (its record through ``finish`` once computed, if given); False if a
         concurrent writer committed the same slice first."""
         data = part.load()  # computed before the session opens, so the commit rarely needs a rebase
@@ -646,8 +664,9 @@ class IcechunkEngine:
 
     def create_group(self, name: str, template: xr.Dataset, encoding: dict) -> None:
         session = self._repo().writable_session(self.branch)
-        vlen_text_coords(template).to_zarr(session.store, group=name, mode="w", zarr_format=3, consolidated=False,
-                                           compute=False, encoding=encoding)
+        vlen_text_coords(template).to_zarr(
+            session.store, group=name, mode="w", zarr_format=3, consolidated=False, compute=False, encoding=encoding
+        )
         self._commit(session, f"create product {name}", {"eocube:op": "create-product", "eocube:product": name})
 
     def drop_groups(self, names: Iterable[str]) -> None:

@@ -11,6 +11,7 @@
 * ``runs.jsonl``: one line per finished run (kind, window, slices planned and written,
   time steps appended and inserted, late items for dates already held, finish time).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -55,7 +56,9 @@ def file_lock(path: Path, timeout_s: float = 0.0, poll_s: float = 0.2, what: str
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     holder = Path(path).read_text().strip() or "unknown"
-                    raise StoreLockedError(f"{what} is locked by another writer ({holder}); waited {timeout_s:g} s") from None
+                    raise StoreLockedError(
+                        f"{what} is locked by another writer ({holder}); waited {timeout_s:g} s"
+                    ) from None
                 time.sleep(poll_s)
         os.ftruncate(fd, 0)
         os.write(fd, f"host={socket.gethostname()} pid={os.getpid()} since={_now()}".encode())
@@ -91,8 +94,10 @@ def _atomic_json(path: Path, payload: dict) -> None:
 
 def record_failure(store: Path | str, slice_id: str, error: BaseException) -> None:
     """Remember why a slice failed (message redacted of signed URLs and tokens)."""
-    _atomic_json(journal_dir(store) / "failures" / f"{slice_id}.json",
-                 {"slice": slice_id, "error": type(error).__name__, "message": redact(str(error))[:2000], "at": _now()})
+    _atomic_json(
+        journal_dir(store) / "failures" / f"{slice_id}.json",
+        {"slice": slice_id, "error": type(error).__name__, "message": redact(str(error))[:2000], "at": _now()},
+    )
 
 
 def clear_failure(store: Path | str, slice_id: str) -> None:

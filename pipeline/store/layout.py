@@ -16,6 +16,7 @@ store lacks) moves data to new time indices; the pure helpers at the end
 each old time step goes, which stored chunks move whole, and what becomes of the
 committed slice records.
 """
+
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Mapping, Sequence
@@ -116,7 +117,9 @@ class Slice:
     def from_id(cls, slice_id: str) -> Slice:
         """Parse an id made by :attr:`id`; raises ``ValueError`` on anything else."""
         try:
-            (t0, t1), (y0, y1), (x0, x1) = ((int(a), int(b)) for a, b in (p[1:].split("-") for p in slice_id.split("_")))
+            (t0, t1), (y0, y1), (x0, x1) = (
+                (int(a), int(b)) for a, b in (p[1:].split("-") for p in slice_id.split("_"))
+            )
         except ValueError:
             raise ValueError(f"not a slice id: {slice_id!r}") from None
         return cls((t0, t1), (y0, y1), (x0, x1))
@@ -126,8 +129,13 @@ def _ranges(n: int, step: int) -> list[tuple[int, int]]:
     return [(i, min(i + step, n)) for i in range(0, n, step)]
 
 
-def plan_slices(sizes: Mapping[Hashable, int], layout: StoreLayout, tile_px: int, time_step: int,
-                covered: Mapping[tuple[tuple[int, int], tuple[int, int]], set[int]] | None = None) -> list[Slice]:
+def plan_slices(
+    sizes: Mapping[Hashable, int],
+    layout: StoreLayout,
+    tile_px: int,
+    time_step: int,
+    covered: Mapping[tuple[tuple[int, int], tuple[int, int]], set[int]] | None = None,
+) -> list[Slice]:
     """Slices covering a ``(time, y, x)`` grid, minus what ``covered`` says is committed.
 
     ``tile_px`` (pixels, both axes) and ``time_step`` (time steps) must be whole write
@@ -181,8 +189,10 @@ def drop_superseded(records: Iterable[dict]) -> dict[str, dict]:
             kept[record["slice"]] = record
             continue
         (t0, t1), y, x = record["t"], tuple(record["y"]), tuple(record["x"])
-        overlapped = any(ky[0] < y[1] and y[0] < ky[1] and kx[0] < x[1] and x[0] < kx[1]
-                         and any(a < t1 and t0 < b for a, b in spans) for (ky, kx), spans in boxes.items())
+        overlapped = any(
+            ky[0] < y[1] and y[0] < ky[1] and kx[0] < x[1] and x[0] < kx[1] and any(a < t1 and t0 < b for a, b in spans)
+            for (ky, kx), spans in boxes.items()
+        )
         if not overlapped:
             kept[record["slice"]] = record
             boxes.setdefault((y, x), []).append((t0, t1))
@@ -219,7 +229,7 @@ def merge_time_axes(old: np.ndarray, added: np.ndarray) -> TimeMerge:
         raise ValueError("inserted time steps repeat a time step (of the store or of each other)")
     position = np.empty(len(both), np.int64)
     position[order] = np.arange(len(both))
-    return TimeMerge(merged, position[:len(old)], position[len(old):])
+    return TimeMerge(merged, position[: len(old)], position[len(old) :])
 
 
 def index_runs(indices: Sequence[int]) -> list[tuple[int, int]]:
@@ -264,8 +274,9 @@ def plan_time_moves(old_to_new: Sequence[int] | np.ndarray, unit: int, n_new: in
             c = old_to_new[a]
             moves.append(TimeMove((a, b), (c, c + b - a), c % unit == 0 and min(c + unit, n_new) - c == b - a))
         else:
-            moves += [TimeMove((a + r0, a + r1), (old_to_new[a + r0], old_to_new[a + r0] + r1 - r0), False)
-                      for r0, r1 in runs]
+            moves += [
+                TimeMove((a + r0, a + r1), (old_to_new[a + r0], old_to_new[a + r0] + r1 - r0), False) for r0, r1 in runs
+            ]
     return moves
 
 

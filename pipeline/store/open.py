@@ -7,6 +7,7 @@
 * Bands stored as CF-packed integers (``storage="scaled-int"``) decode to float32 reflectance
   with NaN: plain ``xr.open_zarr`` gives float64 there, as JSON attributes carry no float width.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,8 +50,13 @@ def open_cube(cube: xr.Dataset | str | Path) -> xr.Dataset:
 
 def as_float32_reflectance(ds: xr.Dataset) -> xr.Dataset:
     """Variables decoded from 8/16-bit CF-packed integers as float32 (lazily), others untouched."""
-    packed = [v for v, a in ds.data_vars.items() if "scale_factor" in a.encoding and a.dtype == np.float64
-              and np.dtype(a.encoding.get("dtype", np.float64)).itemsize <= 2]
+    packed = [
+        v
+        for v, a in ds.data_vars.items()
+        if "scale_factor" in a.encoding
+        and a.dtype == np.float64
+        and np.dtype(a.encoding.get("dtype", np.float64)).itemsize <= 2
+    ]
     return ds.assign({v: _with_encoding(ds[v].astype(np.float32), ds[v].encoding) for v in packed}) if packed else ds
 
 
@@ -127,14 +133,21 @@ def split_bands(ds: xr.Dataset, restore: bool = True) -> xr.Dataset:
     their fill value where missing (:func:`restored_band`); stores written without the record open as before.
     """
     if restore:  # losslessly coded variables (QA, classes) back in their input dtype and fill
-        ds = ds.assign({n: restored_band(v, json.loads(v.attrs[INPUT_DTYPE_ATTR]))
-                        for n, v in ds.data_vars.items() if INPUT_DTYPE_ATTR in v.attrs})
+        ds = ds.assign(
+            {
+                n: restored_band(v, json.loads(v.attrs[INPUT_DTYPE_ATTR]))
+                for n, v in ds.data_vars.items()
+                if INPUT_DTYPE_ATTR in v.attrs
+            }
+        )
     if STACKED not in ds:
         return ds
     stack = ds[STACKED]
     attrs = json.loads(stack.attrs.get("band_attrs", "{}"))
     records = json.loads(stack.attrs.get(BAND_DTYPES_ATTR, "{}")) if restore else {}
-    bands = {str(b): restored_band(stack.sel(band=b, drop=True), records.get(str(b)))
-             .assign_attrs(attrs.get(str(b), {})) for b in stack["band"].values}
+    bands = {
+        str(b): restored_band(stack.sel(band=b, drop=True), records.get(str(b))).assign_attrs(attrs.get(str(b), {}))
+        for b in stack["band"].values
+    }
     out = ds.drop_vars([STACKED, "band"]).assign(bands)
     return out[[*bands, *[v for v in out.data_vars if v not in bands]]]

@@ -6,6 +6,7 @@ of the store with its own CF grid mapping. The root attribute ``multiscales`` li
 levels (GeoZarr multiscales convention: ``layout`` entries with ``asset``, ``derived_from``
 and the scale ``transform``), so viewers pick a level without scanning the store.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,9 +35,13 @@ def coarsen_cube(ds: xr.Dataset, factor: int) -> xr.Dataset:
     out = data.coarsen(y=factor, x=factor, boundary="pad").mean(keep_attrs=True)  # NaN-skipping for floats
     # padded blocks: place centres on the regular coarse grid, not the mean of partial blocks
     if res_x is not None:
-        out = out.assign_coords(x=float(ds.x[0]) + res_x * (factor - 1) / 2 + res_x * factor * np.arange(out.sizes["x"]))
+        out = out.assign_coords(
+            x=float(ds.x[0]) + res_x * (factor - 1) / 2 + res_x * factor * np.arange(out.sizes["x"])
+        )
     if res_y is not None:
-        out = out.assign_coords(y=float(ds.y[0]) + res_y * (factor - 1) / 2 + res_y * factor * np.arange(out.sizes["y"]))
+        out = out.assign_coords(
+            y=float(ds.y[0]) + res_y * (factor - 1) / 2 + res_y * factor * np.arange(out.sizes["y"])
+        )
     for v in out.data_vars:
         out[v] = out[v].astype(np.float32)
     if "valid" in out:
@@ -48,9 +53,15 @@ def multiscales_attr(levels: int) -> dict:
     """The root ``multiscales`` attribute for ``levels`` overview levels below the full resolution."""
     layout = [{"asset": ".", "transform": {"scale": [1.0, 1.0]}}]
     for k in range(1, levels + 1):
-        f = 2 ** k
-        layout.append({"asset": f"overviews/{f}x", "derived_from": layout[-1]["asset"],
-                       "transform": {"scale": [float(f), float(f)]}, "resampling_method": "mean"})
+        f = 2**k
+        layout.append(
+            {
+                "asset": f"overviews/{f}x",
+                "derived_from": layout[-1]["asset"],
+                "transform": {"scale": [float(f), float(f)]},
+                "resampling_method": "mean",
+            }
+        )
     return {"multiscales": {"layout": layout, "resampling_method": "mean"}}
 
 
@@ -62,7 +73,7 @@ def write_overviews(path: Path | str, levels: int, chunks: dict[str, int] | None
     chunks = chunks or {"time": 1, "y": 256, "x": 256}
     written = []
     for k in range(1, levels + 1):
-        f = 2 ** k
+        f = 2**k
         if min(ds.sizes["y"], ds.sizes["x"]) < f:
             raise ValueError(f"overview level {k} (factor {f}) is larger than the {ds.sizes['y']}x{ds.sizes['x']} grid")
         ov = coarsen_cube(ds, f)

@@ -11,6 +11,7 @@ whether the path can be written at all (a read-only folder, a full disk).
 Replacing a store swaps the new one into place in one step (:func:`swap_into_place`), so the
 path always holds a complete store.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -137,16 +138,21 @@ def check_beside(paths: list[Path]) -> None:
     """Refuse, in one line, files beside a store that eocube would write over but did not write."""
     for path in paths:
         if not is_ours_or_free(path):
-            raise OutputPathError(f"{path} exists and was not written by eocube; eocube writes its STAC item and "
-                                  "quicklook there: move it or choose another output path")
+            raise OutputPathError(
+                f"{path} exists and was not written by eocube; eocube writes its STAC item and "
+                "quicklook there: move it or choose another output path"
+            )
 
 
 def beside(store: Path | str) -> list[Path]:
     """The files eocube writes beside a store: its STAC Item and Collection and its quicklook PNG."""
     store = Path(store)
     stem = store.name.removesuffix(".zarr").removesuffix(".icechunk")
-    return [store.with_name(f"{stem}.item.json"), store.with_name(f"{stem}.collection.json"),
-            store.with_suffix(".quicklook.png")]
+    return [
+        store.with_name(f"{stem}.item.json"),
+        store.with_name(f"{stem}.collection.json"),
+        store.with_suffix(".quicklook.png"),
+    ]
 
 
 def check_not_own_input(source: object, out: Path | str) -> None:
@@ -169,13 +175,25 @@ def check_output(path: Path | str, *, overwrite: bool = False, resume: bool = Fa
     path = Path(path)
     if path.exists() or path.is_symlink():
         if not is_eocube_store(path):
-            what = "a file" if path.is_file() else ("an empty folder" if path.is_dir() and not any(path.iterdir())
-                                                     else "a folder" if path.is_dir() else "something")
-            raise OutputPathError(f"output {path} exists and is {what}, not an eocube store; eocube never replaces "
-                                  "what it did not write: choose another output path")
+            what = (
+                "a file"
+                if path.is_file()
+                else (
+                    "an empty folder"
+                    if path.is_dir() and not any(path.iterdir())
+                    else "a folder"
+                    if path.is_dir()
+                    else "something"
+                )
+            )
+            raise OutputPathError(
+                f"output {path} exists and is {what}, not an eocube store; eocube never replaces "
+                "what it did not write: choose another output path"
+            )
         if not (overwrite or resume):
-            raise OutputPathError(f"output {path} is an existing eocube store; pass --overwrite (overwrite=True) "
-                                  "to replace it")
+            raise OutputPathError(
+                f"output {path} is an existing eocube store; pass --overwrite (overwrite=True) to replace it"
+            )
     check_beside(beside(path))
     check_writable(path)
 

@@ -10,6 +10,7 @@ the store (:func:`~pipeline.store.engines.store_sources`), not per item found. F
 :func:`validate_stac` checks both against the STAC core schemas bundled with pystac
 (offline) and the datacube fields through pystac's extension classes.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -56,13 +57,18 @@ def source_links(catalog_name: str, sources: dict[str, list[str]]) -> list[pysta
     links = []
     for sensor, ids in sources.items():
         collection = catalog.collection_for(sensor).collection
-        links += [pystac.Link("derived_from", f"{base}/collections/{collection}/items/{i}", media_type="application/geo+json",
-                              title=i) for i in ids]
+        links += [
+            pystac.Link(
+                "derived_from", f"{base}/collections/{collection}/items/{i}", media_type="application/geo+json", title=i
+            )
+            for i in ids
+        ]
     return links
 
 
-def store_item(ds: xr.Dataset, store_href: str, engine_kind: str, item_id: str,
-               sources: dict[str, list[str]] | None = None) -> pystac.Item:
+def store_item(
+    ds: xr.Dataset, store_href: str, engine_kind: str, item_id: str, sources: dict[str, list[str]] | None = None
+) -> pystac.Item:
     """The STAC Item describing an opened store ``ds`` (datacube + projection extensions).
 
     ``sources``: the item ids per sensor behind its pixels (``derived_from`` links); default
@@ -70,14 +76,24 @@ def store_item(ds: xr.Dataset, store_href: str, engine_kind: str, item_id: str,
     """
     bbox, geometry = _footprint(ds)
     times = ds.time.values
-    start, end = (dt.datetime.fromisoformat(str(np.datetime_as_string(t, "s"))).replace(tzinfo=dt.UTC)
-                  for t in (times.min(), times.max()))
+    start, end = (
+        dt.datetime.fromisoformat(str(np.datetime_as_string(t, "s"))).replace(tzinfo=dt.UTC)
+        for t in (times.min(), times.max())
+    )
     request = json.loads(ds.attrs.get("eocube:request", "{}"))
-    item = pystac.Item(item_id, geometry, bbox, None, {
-        "start_datetime": start.isoformat().replace("+00:00", "Z"), "end_datetime": end.isoformat().replace("+00:00", "Z"),
-        "title": ds.attrs.get("title", "eocube data cube"), "eocube:version": ds.attrs.get("eocube:version"),
-        "eocube:sensors": sorted({str(v) for v in ds["sensor"].values}) if "sensor" in ds.coords else [],
-    })
+    item = pystac.Item(
+        item_id,
+        geometry,
+        bbox,
+        None,
+        {
+            "start_datetime": start.isoformat().replace("+00:00", "Z"),
+            "end_datetime": end.isoformat().replace("+00:00", "Z"),
+            "title": ds.attrs.get("title", "eocube data cube"),
+            "eocube:version": ds.attrs.get("eocube:version"),
+            "eocube:sensors": sorted({str(v) for v in ds["sensor"].values}) if "sensor" in ds.coords else [],
+        },
+    )
     crs = CRS.from_wkt(ds["spatial_ref"].attrs["crs_wkt"])
     epsg = crs.to_epsg()
     res_x, res_y = float(ds.x[1] - ds.x[0]), float(ds.y[1] - ds.y[0])
@@ -89,7 +105,9 @@ def store_item(ds: xr.Dataset, store_href: str, engine_kind: str, item_id: str,
             "y": DatacubeExtensionDim.spatial("y", ds.y, res_y, ref),
             "time": DatacubeExtensionDim.temporal(start, end, len(times)),
         },
-        variables={str(name): DatacubeExtensionDim.variable(var) for name, var in ds.data_vars.items() if name != "spatial_ref"},
+        variables={
+            str(name): DatacubeExtensionDim.variable(var) for name, var in ds.data_vars.items() if name != "spatial_ref"
+        },
     )
     proj = ProjectionExtension.ext(item, add_if_missing=True)
     proj.code = f"EPSG:{epsg}" if epsg else None
@@ -98,8 +116,16 @@ def store_item(ds: xr.Dataset, store_href: str, engine_kind: str, item_id: str,
     gt = [float(v) for v in str(ds["spatial_ref"].attrs.get("GeoTransform", "")).split()]
     if len(gt) == 6:
         proj.transform = [gt[1], gt[2], gt[0], gt[4], gt[5], gt[3]]
-    item.add_asset("data", pystac.Asset(store_href, title=f"data cube ({engine_kind})", media_type=MEDIA_TYPES[engine_kind],
-                                        roles=["data"], extra_fields={"eocube:engine": engine_kind}))
+    item.add_asset(
+        "data",
+        pystac.Asset(
+            store_href,
+            title=f"data cube ({engine_kind})",
+            media_type=MEDIA_TYPES[engine_kind],
+            roles=["data"],
+            extra_fields={"eocube:engine": engine_kind},
+        ),
+    )
     if request.get("catalog"):
         if sources is None:
             sources = json.loads(ds.attrs.get("eocube:source_items", "{}"))
@@ -117,22 +143,39 @@ class DatacubeExtensionDim:
 
         half = abs(step) / 2
         lo, hi = float(coord.min()) - half, float(coord.max()) + half
-        return Dimension.from_dict({"type": DimensionType.SPATIAL.value, "axis": axis, "extent": [lo, hi],
-                                    "step": step, "reference_system": ref})
+        return Dimension.from_dict(
+            {
+                "type": DimensionType.SPATIAL.value,
+                "axis": axis,
+                "extent": [lo, hi],
+                "step": step,
+                "reference_system": ref,
+            }
+        )
 
     @staticmethod
     def temporal(start: dt.datetime, end: dt.datetime, n: int) -> pystac.extensions.datacube.Dimension:
         from pystac.extensions.datacube import Dimension
 
         iso = [t.isoformat().replace("+00:00", "Z") for t in (start, end)]
-        return Dimension.from_dict({"type": DimensionType.TEMPORAL.value, "extent": iso, "step": None,
-                                    "description": f"{n} acquisition time steps, irregular"})
+        return Dimension.from_dict(
+            {
+                "type": DimensionType.TEMPORAL.value,
+                "extent": iso,
+                "step": None,
+                "description": f"{n} acquisition time steps, irregular",
+            }
+        )
 
     @staticmethod
     def variable(var: xr.DataArray) -> pystac.extensions.datacube.Variable:
         from pystac.extensions.datacube import Variable
 
-        d = {"type": VariableType.DATA.value, "dimensions": list(var.dims), "description": var.attrs.get("long_name", var.name)}
+        d = {
+            "type": VariableType.DATA.value,
+            "dimensions": list(var.dims),
+            "description": var.attrs.get("long_name", var.name),
+        }
         if var.attrs.get("units"):
             d["unit"] = var.attrs["units"]
         return Variable.from_dict(d)
@@ -144,11 +187,16 @@ def store_collection(item: pystac.Item, description: str) -> pystac.Collection:
     end = dt.datetime.fromisoformat(item.properties["end_datetime"].replace("Z", "+00:00"))
     if item.bbox is None:
         raise ValueError(f"item {item.id} has no bbox")
-    collection = pystac.Collection(f"{item.id}-collection", description,
-                                   pystac.Extent(pystac.SpatialExtent([item.bbox]), pystac.TemporalExtent([[start, end]])),
-                                   license="other", title=item.properties.get("title"))
+    collection = pystac.Collection(
+        f"{item.id}-collection",
+        description,
+        pystac.Extent(pystac.SpatialExtent([item.bbox]), pystac.TemporalExtent([[start, end]])),
+        license="other",
+        title=item.properties.get("title"),
+    )
     DatacubeExtension.ext(collection, add_if_missing=True).apply(
-        dimensions=DatacubeExtension.ext(item).dimensions, variables=DatacubeExtension.ext(item).variables)
+        dimensions=DatacubeExtension.ext(item).dimensions, variables=DatacubeExtension.ext(item).variables
+    )
     return collection
 
 
@@ -172,11 +220,14 @@ def write_stac(engine: Engine) -> Path:
     coll_d = collection.to_dict(include_self_link=False)
     json_link = {"type": "application/json"}
     item_d["links"] = [lk for lk in item_d["links"] if lk["rel"] == "derived_from"] + [
-        {"rel": rel, "href": f"./{collection_path.name}", **json_link} for rel in ("collection", "parent", "root")]
+        {"rel": rel, "href": f"./{collection_path.name}", **json_link} for rel in ("collection", "parent", "root")
+    ]
     coll_d["eocube:version"] = item.properties.get("eocube:version")
     check_beside([item_path, collection_path])
-    coll_d["links"] = [{"rel": "item", "href": f"./{item_path.name}", "type": "application/geo+json"},
-                       {"rel": "root", "href": f"./{collection_path.name}", **json_link}]
+    coll_d["links"] = [
+        {"rel": "item", "href": f"./{item_path.name}", "type": "application/geo+json"},
+        {"rel": "root", "href": f"./{collection_path.name}", **json_link},
+    ]
     item_path.write_text(redact(json.dumps(item_d, indent=1)))
     collection_path.write_text(redact(json.dumps(coll_d, indent=1)))
     return item_path
@@ -185,8 +236,15 @@ def write_stac(engine: Engine) -> Path:
 #: the derived products a store may hold, as child groups beside its cube
 PRODUCT_GROUPS = ("composite", "embeddings", "uncertainty", "video")
 #: a product's attributes that say what made it, carried into its STAC asset
-PROVENANCE_ATTRS = ("model", "weights_sha256", "eocube:section", "eocube:artefact", "eocube:units", "eocube:not_computed",
-                    "eocube:failed_items")
+PROVENANCE_ATTRS = (
+    "model",
+    "weights_sha256",
+    "eocube:section",
+    "eocube:artefact",
+    "eocube:units",
+    "eocube:not_computed",
+    "eocube:failed_items",
+)
 
 
 def add_product_assets(item: pystac.Item, engine: Engine) -> None:
@@ -196,10 +254,21 @@ def add_product_assets(item: pystac.Item, engine: Engine) -> None:
         group = engine.open_group(name)
         if group is None:
             continue
-        fields = {"eocube:group": name, "eocube:variables": sorted(str(v) for v in group.data_vars),
-                  **{k: group.attrs[k] for k in PROVENANCE_ATTRS if k in group.attrs}}
-        item.add_asset(name, pystac.Asset(f"./{engine.path.name}/{name}", title=f"{name} ({engine.kind} group)",
-                                          media_type=MEDIA_TYPES[engine.kind], roles=["data"], extra_fields=fields))
+        fields = {
+            "eocube:group": name,
+            "eocube:variables": sorted(str(v) for v in group.data_vars),
+            **{k: group.attrs[k] for k in PROVENANCE_ATTRS if k in group.attrs},
+        }
+        item.add_asset(
+            name,
+            pystac.Asset(
+                f"./{engine.path.name}/{name}",
+                title=f"{name} ({engine.kind} group)",
+                media_type=MEDIA_TYPES[engine.kind],
+                roles=["data"],
+                extra_fields=fields,
+            ),
+        )
 
 
 def validate_stac(item_path: Path | str) -> list[str]:
@@ -234,5 +303,7 @@ def validate_stac(item_path: Path | str) -> list[str]:
             raise ValueError(f"{path}: cube:dimensions missing or without types")
         for name, var in (variables or {}).items():
             if not var.dimensions or set(var.dimensions) - set(dims):
-                raise ValueError(f"{path}: cube:variables[{name}] has dimensions {var.dimensions} not in cube:dimensions")
+                raise ValueError(
+                    f"{path}: cube:variables[{name}] has dimensions {var.dimensions} not in cube:dimensions"
+                )
     return [c for c in checked if c]

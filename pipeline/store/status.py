@@ -1,4 +1,5 @@
 """What a store holds: committed slices, sizes, provenance, failures and runs (``eocube status``)."""
+
 from __future__ import annotations
 
 import json
@@ -62,14 +63,20 @@ def store_status(path: Path | str) -> StoreStatus:
     times = ds.time.values if "time" in ds.coords else np.array([], "datetime64[ns]")
     sources = json.loads(ds.attrs.get("eocube:source_items", "{}"))
     return StoreStatus(
-        path=str(path), engine=engine.kind, shape={str(d): int(n) for d, n in ds.sizes.items()},
+        path=str(path),
+        engine=engine.kind,
+        shape={str(d): int(n) for d, n in ds.sizes.items()},
         variables=[str(v) for v in ds.data_vars],
         time_range=[str(np.datetime_as_string(times.min(), "s")), str(np.datetime_as_string(times.max(), "s"))]
-        if len(times) else [],
+        if len(times)
+        else [],
         committed=committed,
         committed_fraction=covered / total if total else 1.0,
-        failures=fails, bytes_on_disk=_disk_bytes(path), sources={k: len(v) for k, v in sources.items()},
-        runs=journal.runs(path), failed_items=json.loads(ds.attrs.get("eocube:failed_items", "{}")),
+        failures=fails,
+        bytes_on_disk=_disk_bytes(path),
+        sources={k: len(v) for k, v in sources.items()},
+        runs=journal.runs(path),
+        failed_items=json.loads(ds.attrs.get("eocube:failed_items", "{}")),
         layout="slices" if sliced else "one-shot",
         products=product_status(engine) if sliced else {},
     )
@@ -86,9 +93,14 @@ def product_status(engine) -> dict[str, dict]:
         if group is None:
             continue
         states = [u["products"][name] for u in units.values() if name in u.get("products", {})]
-        out[name] = {"variables": sorted(str(v) for v in group.data_vars),
-                     "shape": {str(d): int(n) for d, n in group.sizes.items()},
-                     "units_computed": sum(s == "computed" for s in states),
-                     "not_computed": {u["unit"]: u["products"][name] for u in units.values()
-                                      if u.get("products", {}).get(name, "computed") != "computed"}}
+        out[name] = {
+            "variables": sorted(str(v) for v in group.data_vars),
+            "shape": {str(d): int(n) for d, n in group.sizes.items()},
+            "units_computed": sum(s == "computed" for s in states),
+            "not_computed": {
+                u["unit"]: u["products"][name]
+                for u in units.values()
+                if u.get("products", {}).get(name, "computed") != "computed"
+            },
+        }
     return out

@@ -7,6 +7,7 @@ units, ``_FillValue``, ``grid_mapping``), the grid mapping variable ``spatial_re
 the CRS WKT and GeoTransform, and the root attributes hold provenance (see
 :mod:`pipeline.store.cf`). Zarr v3 sharding is optional and checked for alignment.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -28,8 +29,7 @@ from pipeline.store.layout import StoreLayout, check_alignment
 from pipeline.store.overviews import write_overviews
 from pipeline.store.paths import check_output, output_error, remove_store, swap_into_place
 
-__all__ = ["StoreError", "annotate_cf", "encodings", "write_store", "provenance_attrs", "request_attr",
-           "consolidate"]
+__all__ = ["StoreError", "annotate_cf", "encodings", "write_store", "provenance_attrs", "request_attr", "consolidate"]
 
 
 class StoreError(RuntimeError):
@@ -118,16 +118,18 @@ def atomic_store(path: Path | str, overwrite: bool = False) -> Iterator[Path]:
         raise
 
 
-def write_in_time_slabs(ds: xr.Dataset, store: Path, encoding: dict, slabs: list[slice],
-                        progress: Callable[[int, int], None] | None = None) -> None:
+def write_in_time_slabs(
+    ds: xr.Dataset, store: Path, encoding: dict, slabs: list[slice], progress: Callable[[int, int], None] | None = None
+) -> None:
     """Create ``store`` from ``ds`` (metadata, coordinates, variables without a time dim), then write the
     time-dependent variables one time slab at a time; ``progress(done, total)`` after each slab."""
     along_time = [v for v in ds.data_vars if "time" in ds[v].dims]
     static = {v: ds[v].load() for v in ds.data_vars if v not in along_time}  # small; written with the metadata
     # write_empty_chunks: no all-equal-to-fill scan of every chunk before it is written
     # (dense cubes rarely have one; for integers the scan costs as much as compressing)
-    ds.assign(static).to_zarr(store, mode="w-", zarr_format=3, consolidated=False, compute=False, encoding=encoding,
-                              write_empty_chunks=True)
+    ds.assign(static).to_zarr(
+        store, mode="w-", zarr_format=3, consolidated=False, compute=False, encoding=encoding, write_empty_chunks=True
+    )
     for i, sl in enumerate(slabs):
         part = ds[along_time].isel(time=sl)
         part = part.drop_vars([c for c in part.coords if "time" not in part[c].dims])
@@ -136,10 +138,17 @@ def write_in_time_slabs(ds: xr.Dataset, store: Path, encoding: dict, slabs: list
             progress(i + 1, len(slabs))
 
 
-def write_store(ds: xr.Dataset, path: Path | str, chunks: dict[str, int], *,
-                shards: dict[str, int] | None = None, overview_levels: int = 0,
-                progress: Callable[[int, int], None] | None = None, overwrite: bool = False,
-                after_write: Callable[[], dict] | None = None) -> Path:
+def write_store(
+    ds: xr.Dataset,
+    path: Path | str,
+    chunks: dict[str, int],
+    *,
+    shards: dict[str, int] | None = None,
+    overview_levels: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+    overwrite: bool = False,
+    after_write: Callable[[], dict] | None = None,
+) -> Path:
     """Write ``ds`` to a Zarr v3 store at ``path`` atomically (temp name, then rename).
 
     Metadata and coordinates are written first, then the data in time slabs (region

@@ -7,6 +7,7 @@ sample batch and returns mean, epistemic/aleatoric/total σ and the calibrated i
 target units. Models save as artefact folders, ``weights.safetensors`` + ``card.json`` (format 3,
 see :mod:`pipeline.uncertainty.card`: ``save_model`` / ``load_model``); format-2 folders (``model.pt`` + ``model.json``) still load.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -74,8 +75,11 @@ class Prediction:
     def to_dataset(self) -> xr.Dataset:
         """The six fields as an ``xarray.Dataset`` over ``sample``, with coverage and calibration attributes."""
         coords = {"sample": self.sample} if self.sample is not None else {}
-        return xr.Dataset({k: ("sample", getattr(self, k)) for k in self.FIELDS}, coords=coords,
-                          attrs={"coverage": self.coverage, "calibration": self.calibration})
+        return xr.Dataset(
+            {k: ("sample", getattr(self, k)) for k in self.FIELDS},
+            coords=coords,
+            attrs={"coverage": self.coverage, "calibration": self.calibration},
+        )
 
 
 @dataclass
@@ -117,9 +121,14 @@ class UncertaintyModel:
         """Stochastic passes per network at prediction time (1 for deterministic nets)."""
         return self.options.mc_samples if self.stochastic else 1
 
-    def predict_raw(self, X: np.ndarray | xr.DataArray, mask: np.ndarray | xr.DataArray | None = None,
-                    max_rows: int = 131072, mc_samples: int | None = None,
-                    seed: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def predict_raw(
+        self,
+        X: np.ndarray | xr.DataArray,
+        mask: np.ndarray | xr.DataArray | None = None,
+        max_rows: int = 131072,
+        mc_samples: int | None = None,
+        seed: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Uncalibrated ``(mean, sigma_epistemic, sigma_aleatoric)`` in target units.
 
         ``mc_samples`` overrides the passes of MC methods; ``seed`` draws the MC masks from a
@@ -133,12 +142,18 @@ class UncertaintyModel:
         generator = None if seed is None else torch.Generator().manual_seed(int(seed))
         m = predict_moments(self.networks, z, v, passes, max_rows=max_rows, generator=generator)
         s = self.standardizer
-        return (m.mean * s.y_std + s.y_mean, np.sqrt(m.var_epistemic) * s.y_std,
-                np.sqrt(m.var_aleatoric) * s.y_std)
+        return (m.mean * s.y_std + s.y_mean, np.sqrt(m.var_epistemic) * s.y_std, np.sqrt(m.var_aleatoric) * s.y_std)
 
-    def predict(self, X: np.ndarray | xr.DataArray, mask: np.ndarray | xr.DataArray | None = None,
-                max_rows: int = 131072, *, coverage: float | None = None, mc_samples: int | None = None,
-                seed: int | None = None) -> Prediction:
+    def predict(
+        self,
+        X: np.ndarray | xr.DataArray,
+        mask: np.ndarray | xr.DataArray | None = None,
+        max_rows: int = 131072,
+        *,
+        coverage: float | None = None,
+        mc_samples: int | None = None,
+        seed: int | None = None,
+    ) -> Prediction:
         """Calibrated predictions for ``X (sample, time, feature)``; see :class:`Prediction`.
 
         ``coverage`` other than the calibration's is served by :meth:`Calibration.at` (conformal
@@ -151,17 +166,28 @@ class UncertaintyModel:
 
     def describe(self) -> dict[str, Any]:
         """JSON-able summary: method, α (fixed or learned), passes, calibration, training info."""
-        alpha = self.learned_alpha if self.method == "mc-conctd" else (
-            self.network_config.alpha if self.method == "mc-td" else None)
-        return {"method": self.method, "alpha": alpha, "mc_samples": self.passes,
-                "members": len(self.networks), "calibration": self.calibration.describe(),
-                "coverage": self.calibration.coverage,
-                **{k: v for k, v in self.metadata.items() if k != "store_attrs"}}
+        alpha = (
+            self.learned_alpha
+            if self.method == "mc-conctd"
+            else (self.network_config.alpha if self.method == "mc-td" else None)
+        )
+        return {
+            "method": self.method,
+            "alpha": alpha,
+            "mc_samples": self.passes,
+            "members": len(self.networks),
+            "calibration": self.calibration.describe(),
+            "coverage": self.calibration.coverage,
+            **{k: v for k, v in self.metadata.items() if k != "store_attrs"},
+        }
 
 
 def _split_kwargs(kwargs: dict[str, Any]) -> tuple[dict, dict, dict]:
-    names = [set(NetworkConfig.__dataclass_fields__), set(TrainConfig.__dataclass_fields__),
-             set(FitOptions.__dataclass_fields__)]
+    names = [
+        set(NetworkConfig.__dataclass_fields__),
+        set(TrainConfig.__dataclass_fields__),
+        set(FitOptions.__dataclass_fields__),
+    ]
     unknown = set(kwargs) - set[str]().union(*names) - {"n_features", "method"}
     if unknown:
         raise TypeError(f"fit() got unknown options: {', '.join(sorted(unknown))}")
@@ -169,9 +195,15 @@ def _split_kwargs(kwargs: dict[str, Any]) -> tuple[dict, dict, dict]:
     return net_kw, train_kw, opt_kw
 
 
-def fit(X: np.ndarray | xr.DataArray, y: np.ndarray | xr.DataArray, mask: np.ndarray | xr.DataArray | None = None,
-        method: Method = "mc-conctd", groups: np.ndarray | None = None,
-        feature_groups: list[str] | list[int] | None = None, **options: Any) -> UncertaintyModel:
+def fit(
+    X: np.ndarray | xr.DataArray,
+    y: np.ndarray | xr.DataArray,
+    mask: np.ndarray | xr.DataArray | None = None,
+    method: Method = "mc-conctd",
+    groups: np.ndarray | None = None,
+    feature_groups: list[str] | list[int] | None = None,
+    **options: Any,
+) -> UncertaintyModel:
     """Fit an uncertainty-aware sequence regressor on ``X (sample, time, feature)`` and ``y (sample)``.
 
     ``method``: ``"mc-conctd"`` (learned temporal-dropout rate, default), ``"mc-td"`` (fixed rate
@@ -190,8 +222,12 @@ def fit(X: np.ndarray | xr.DataArray, y: np.ndarray | xr.DataArray, mask: np.nda
     target = as_target(y, x.shape[0])
     if feature_groups is not None and not all(isinstance(g, (int, np.integer)) for g in feature_groups):
         feature_groups = group_ids([str(g) for g in feature_groups])
-    ncfg = NetworkConfig(n_features=x.shape[2], method=method,
-                         feature_groups=None if feature_groups is None else [int(g) for g in feature_groups], **net_kw)
+    ncfg = NetworkConfig(
+        n_features=x.shape[2],
+        method=method,
+        feature_groups=None if feature_groups is None else [int(g) for g in feature_groups],
+        **net_kw,
+    )
     f_cal = opts.calibration_fraction if opts.calibration != "none" else 0.0
     tr, va, ca = split_indices(x.shape[0], (opts.validation_fraction, f_cal), opts.seed, groups)
     std = Standardizer.fit(x[tr], target[tr], ncfg.fill_value)
@@ -204,18 +240,35 @@ def fit(X: np.ndarray | xr.DataArray, y: np.ndarray | xr.DataArray, mask: np.nda
         net = SequenceRegressor(ncfg)
         infos.append(train_network(net, (z[tr], v[tr], yz[tr]), (z[va], v[va], yz[va]), tcfg, opts.seed * 1000 + k))
         nets.append(net)
-    model = UncertaintyModel(nets, std, calibrate(np.empty(0), np.empty(0), np.empty(0), "none", opts.coverage), ncfg, tcfg, opts, infos,
-                             {"n_steps": int(x.shape[1]), "n_train": int(tr.size), "n_validation": int(va.size),
-                              "n_calibration": int(ca.size)})
+    model = UncertaintyModel(
+        nets,
+        std,
+        calibrate(np.empty(0), np.empty(0), np.empty(0), "none", opts.coverage),
+        ncfg,
+        tcfg,
+        opts,
+        infos,
+        {
+            "n_steps": int(x.shape[1]),
+            "n_train": int(tr.size),
+            "n_validation": int(va.size),
+            "n_calibration": int(ca.size),
+        },
+    )
     if opts.calibration != "none":
         mean, se, sa = model.predict_raw(x[ca], valid[ca])
         model.calibration = calibrate(target[ca], mean, sa, opts.calibration, opts.coverage, sigma_epistemic=se)
-    model.metrics = {name: split_metrics(model, x[idx], valid[idx], target[idx], opts.seed)
-                     for name, idx in (("validation", va), ("calibration", ca)) if idx.size >= 2}
+    model.metrics = {
+        name: split_metrics(model, x[idx], valid[idx], target[idx], opts.seed)
+        for name, idx in (("validation", va), ("calibration", ca))
+        if idx.size >= 2
+    }
     return model
 
 
-def split_metrics(model: UncertaintyModel, x: np.ndarray, valid: np.ndarray, y: np.ndarray, seed: int) -> dict[str, Any]:
+def split_metrics(
+    model: UncertaintyModel, x: np.ndarray, valid: np.ndarray, y: np.ndarray, seed: int
+) -> dict[str, Any]:
     """Metrics (target units; see :func:`~pipeline.uncertainty.metrics.evaluate`) of the calibrated
     predictions on one split, with its size ``n``; non-finite values as ``None``. The validation split
     also chose the early-stopping epoch (and α for mc-conctd), the calibration split the calibration,

@@ -7,6 +7,7 @@ enough time steps for its window, the same embedding model and weights. Every re
 tile, reproducibly for a seed and at any interval coverage (see :mod:`pipeline.uncertainty.card`
 for the card's fields).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -100,8 +101,10 @@ def check_inputs(card: dict[str, Any], ds: xr.Dataset, product: str | None = Non
         raise ArtefactError(f"{label} records no input variables (fitted on arrays, not from a store)")
     missing = [v for v in variables if v not in ds.data_vars]
     if missing:
-        raise ArtefactError(f"input lacks variable(s) {', '.join(missing)} that {label} needs "
-                            f"(it has {', '.join(map(str, ds.data_vars)) or 'none'})")
+        raise ArtefactError(
+            f"input lacks variable(s) {', '.join(missing)} that {label} needs "
+            f"(it has {', '.join(map(str, ds.data_vars)) or 'none'})"
+        )
     flat = [v for v in variables if not ({"y", "x"} <= set(ds[v].dims) or {"patch_y", "patch_x"} <= set(ds[v].dims))]
     if flat:
         raise ArtefactError(f"input variable(s) {', '.join(flat)} are not over (y, x); {label} predicts per pixel")
@@ -112,25 +115,42 @@ def check_inputs(card: dict[str, Any], ds: xr.Dataset, product: str | None = Non
     if expected:
         got = embedding_of(ds, variables)
         if got is None:
-            raise ArtefactError(f"input variable(s) {', '.join(variables)} carry no embedding model attributes; "
-                                f"{label} expects {expected['model']} (weights sha256 {_short(expected['weights_sha256'])})")
+            raise ArtefactError(
+                f"input variable(s) {', '.join(variables)} carry no embedding model attributes; "
+                f"{label} expects {expected['model']} (weights sha256 {_short(expected['weights_sha256'])})"
+            )
         if (got["model"], got["weights_sha256"]) != (expected["model"], expected["weights_sha256"]):
-            raise ArtefactError(f"input embeddings were made with {got['model']} (weights sha256 "
-                                f"{_short(got['weights_sha256'])}) but {label} expects {expected['model']} "
-                                f"(weights sha256 {_short(expected['weights_sha256'])})")
+            raise ArtefactError(
+                f"input embeddings were made with {got['model']} (weights sha256 "
+                f"{_short(got['weights_sha256'])}) but {label} expects {expected['model']} "
+                f"(weights sha256 {_short(expected['weights_sha256'])})"
+            )
     n_steps = int(inputs.get("n_steps") or 1)
     if n_steps > 1:
         if not any("time" in ds[v].dims for v in variables):
-            raise ArtefactError(f"input variables have no time dimension but {label} needs windows of {n_steps} time steps")
+            raise ArtefactError(
+                f"input variables have no time dimension but {label} needs windows of {n_steps} time steps"
+            )
         times = ds["time"].values
-        end = times.size if anchor_time is None else int(np.searchsorted(times, np.datetime64(anchor_time, "ns"), "right"))
+        end = (
+            times.size
+            if anchor_time is None
+            else int(np.searchsorted(times, np.datetime64(anchor_time, "ns"), "right"))
+        )
         if end < n_steps:
             where = f" at or before {anchor_time}" if anchor_time is not None else ""
             raise ArtefactError(f"input has {end} time step(s){where} but {label} needs {n_steps}")
 
 
-def predict_tile(artefact: UncertaintyArtefact, ds: xr.Dataset, *, anchor_time: Any = None,
-                 mc_samples: int | None = None, coverage: float | None = None, seed: int = 0) -> xr.Dataset:
+def predict_tile(
+    artefact: UncertaintyArtefact,
+    ds: xr.Dataset,
+    *,
+    anchor_time: Any = None,
+    mc_samples: int | None = None,
+    coverage: float | None = None,
+    seed: int = 0,
+) -> xr.Dataset:
     """The six float32 ``(y, x)`` maps ``{target}_mean``, ``_sigma_epistemic``, ``_sigma_aleatoric``,
     ``_sigma``, ``_lower``, ``_upper`` (target units) for every pixel of the tile ``ds``.
 
@@ -150,20 +170,36 @@ def predict_tile(artefact: UncertaintyArtefact, ds: xr.Dataset, *, anchor_time: 
     ok = valid_array(ds, feats)
     windowed = any("time" in ds[v].dims for v in variables)
     anchor = None if anchor_time is None else np.datetime64(anchor_time, "ns")
-    t_idx = window_indices(feats["time"].values, anchor, model.n_steps or feats.sizes["time"]) if windowed \
+    t_idx = (
+        window_indices(feats["time"].values, anchor, model.n_steps or feats.sizes["time"])
+        if windowed
         else np.array([0])
+    )
     window = [str(t) for t in feats["time"].values[t_idx]] if windowed else []
-    res = predict_block(model, feats.isel(time=t_idx).values, ok.isel(time=t_idx).values.astype(bool),
-                        coverage=cal.coverage, mc_samples=mc_samples, seed=seed)
+    res = predict_block(
+        model,
+        feats.isel(time=t_idx).values,
+        ok.isel(time=t_idx).values.astype(bool),
+        coverage=cal.coverage,
+        mc_samples=mc_samples,
+        seed=seed,
+    )
     name, units = artefact.target, card["target"].get("units")
-    attrs = {**map_attrs(model, variables, window), "eocube:coverage": float(cal.coverage),
-             "eocube:calibration": cal.describe(), "eocube:seed": int(seed),
-             "eocube:mc_samples": int(mc_samples if mc_samples is not None and model.stochastic else model.passes),
-             "eocube:artefact_sha256": artefact.sha256,
-             "grid_mapping": "spatial_ref", **({"units": units} if units else {})}
+    attrs = {
+        **map_attrs(model, variables, window),
+        "eocube:coverage": float(cal.coverage),
+        "eocube:calibration": cal.describe(),
+        "eocube:seed": int(seed),
+        "eocube:mc_samples": int(mc_samples if mc_samples is not None and model.stochastic else model.passes),
+        "eocube:artefact_sha256": artefact.sha256,
+        "grid_mapping": "spatial_ref",
+        **({"units": units} if units else {}),
+    }
     coords = {c: ds.coords[c] for c in ("y", "x", "spatial_ref") if c in ds.coords}
-    return xr.Dataset({f"{name}_{k}": (("y", "x"), res[j], {**attrs, "long_name": LONG_NAMES[k]})
-                       for j, k in enumerate(FIELDS)}, coords=coords)
+    return xr.Dataset(
+        {f"{name}_{k}": (("y", "x"), res[j], {**attrs, "long_name": LONG_NAMES[k]}) for j, k in enumerate(FIELDS)},
+        coords=coords,
+    )
 
 
 def _calibration_at(cal: Calibration, coverage: float, card: dict[str, Any]) -> Calibration:
@@ -179,12 +215,24 @@ def artefact_summary(card: dict[str, Any]) -> dict[str, Any]:
     cal = Calibration.from_dict(card["calibration"])
     inputs, training = card.get("inputs") or {}, card.get("training") or {}
     return {
-        "kind": card.get("kind"), "format_version": card.get("format_version"), "created": card.get("created"),
-        "eocube_version": card.get("eocube_version"), "method": card.get("method"), "target": card.get("target"),
-        "alpha": card.get("alpha"), "mc_samples": card.get("mc_samples"), "members": card.get("members"),
-        "calibration": {"kind": cal.kind, "coverage": cal.coverage, "n_calibration": cal.n_calibration,
-                        "description": cal.describe(), "any_coverage": cal.kind != "conformal" or cal.scores is not None},
+        "kind": card.get("kind"),
+        "format_version": card.get("format_version"),
+        "created": card.get("created"),
+        "eocube_version": card.get("eocube_version"),
+        "method": card.get("method"),
+        "target": card.get("target"),
+        "alpha": card.get("alpha"),
+        "mc_samples": card.get("mc_samples"),
+        "members": card.get("members"),
+        "calibration": {
+            "kind": cal.kind,
+            "coverage": cal.coverage,
+            "n_calibration": cal.n_calibration,
+            "description": cal.describe(),
+            "any_coverage": cal.kind != "conformal" or cal.scores is not None,
+        },
         "inputs": {k: inputs.get(k) for k in ("product", "variables", "n_steps", "n_features", "embedding")},
         "training": {k: training.get(k) for k in ("points", "points_sha256", "store", "group", "n_points")},
-        "metrics": (card.get("metrics") or {}).get("validation"), "sha256": card.get("sha256"),
+        "metrics": (card.get("metrics") or {}).get("validation"),
+        "sha256": card.get("sha256"),
     }

@@ -9,6 +9,7 @@ Writing goes to a hidden sibling folder that is renamed into place only when com
 artefact folder (holding ``card.json``, or ``model.json`` of format 2) is replaced only with
 ``overwrite``; a folder holding anything else is never written into.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -79,8 +80,9 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def write_artefact(folder: str | Path, tensors: dict[str, np.ndarray], card: dict[str, Any],
-                   overwrite: bool = False) -> Path:
+def write_artefact(
+    folder: str | Path, tensors: dict[str, np.ndarray], card: dict[str, Any], overwrite: bool = False
+) -> Path:
     """Write ``tensors`` as ``weights.safetensors`` and ``card`` (plus its ``sha256``) as ``card.json``.
 
     Written into a hidden sibling and moved to ``folder`` only when complete; see :func:`check_output`.
@@ -127,8 +129,10 @@ def read_card(folder: str | Path, kind: str, versions: Iterable[int]) -> dict[st
         raise ArtefactError(f"{path} is a {got!r} card, not {kind!r}")
     versions = tuple(versions)
     if card.get("format_version") not in versions:
-        raise ArtefactError(f"{path} has format_version {card.get('format_version')!r}; this eocube reads "
-                            f"{', '.join(map(str, versions))}")
+        raise ArtefactError(
+            f"{path} has format_version {card.get('format_version')!r}; this eocube reads "
+            f"{', '.join(map(str, versions))}"
+        )
     return card
 
 
@@ -145,8 +149,10 @@ def read_weights(folder: str | Path, card: dict[str, Any]) -> dict[str, np.ndarr
         raise ArtefactError(f"{Path(folder) / CARD} records no sha256 for {WEIGHTS}")
     actual = sha256_file(path)
     if actual != expected:
-        raise ArtefactError(f"{path} has sha256 {actual[:16]}… but the card records {expected[:16]}…: "
-                            "the weights were changed or corrupted")
+        raise ArtefactError(
+            f"{path} has sha256 {actual[:16]}… but the card records {expected[:16]}…: "
+            "the weights were changed or corrupted"
+        )
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:

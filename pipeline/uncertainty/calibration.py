@@ -13,6 +13,7 @@
   ``< c + 1/(n+1)`` without ties). The sorted scores are kept, so an interval at any other coverage
   is the ``⌈(n + 1) c'⌉``-th score (:meth:`Calibration.at`); Gaussian intervals take ``z_{(1+c')/2}``.
 """
+
 from __future__ import annotations
 
 import math
@@ -47,10 +48,12 @@ class Calibration:
     def describe(self) -> str:
         """One line for outputs' attributes, e.g. ``split-conformal 90% interval (q=1.7, n=315) + ...``."""
         scales = f"k_aleatoric={self.aleatoric_scale:.3f}, k_epistemic={self.epistemic_scale:.3f}"
-        return {"none": f"none (Gaussian {self.coverage:.0%} interval)",
-                "variance": f"variance scaling ({scales}, n={self.n_calibration})",
-                "conformal": f"split-conformal {self.coverage:.0%} interval (q={self.interval_factor:.3f}, "
-                             f"n={self.n_calibration}) + variance scaling ({scales})"}[self.kind]
+        return {
+            "none": f"none (Gaussian {self.coverage:.0%} interval)",
+            "variance": f"variance scaling ({scales}, n={self.n_calibration})",
+            "conformal": f"split-conformal {self.coverage:.0%} interval (q={self.interval_factor:.3f}, "
+            f"n={self.n_calibration}) + variance scaling ({scales})",
+        }[self.kind]
 
     def sigma(self, sigma_aleatoric: np.ndarray, sigma_epistemic: np.ndarray | None = None) -> np.ndarray:
         """Calibrated σ ``sqrt((k_a σ_a)² + (k_e σ_e)²)``."""
@@ -59,8 +62,9 @@ class Calibration:
             var = var + (self.epistemic_scale * np.asarray(sigma_epistemic)) ** 2
         return np.sqrt(var)
 
-    def apply(self, mu: np.ndarray, sigma_aleatoric: np.ndarray,
-              sigma_epistemic: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def apply(
+        self, mu: np.ndarray, sigma_aleatoric: np.ndarray, sigma_epistemic: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(sigma_calibrated, lower, upper)`` from raw predictive ``mu`` and σ parts."""
         sigma = self.sigma(sigma_aleatoric, sigma_epistemic)
         half = self.interval_factor * sigma
@@ -75,11 +79,15 @@ class Calibration:
         if self.kind != "conformal":
             return replace(self, coverage=coverage, interval_factor=gaussian_quantile(coverage))
         if self.scores is None:
-            raise ValueError(f"this model keeps no conformal calibration scores; it serves only its "
-                             f"{self.coverage:.0%} interval, not {coverage:.0%}")
+            raise ValueError(
+                f"this model keeps no conformal calibration scores; it serves only its "
+                f"{self.coverage:.0%} interval, not {coverage:.0%}"
+            )
         q = conformal_quantile(np.asarray(self.scores), coverage)
         if math.isinf(q):
-            raise ValueError(f"{len(self.scores)} calibration scores are too few for a {coverage:.0%} conformal interval")
+            raise ValueError(
+                f"{len(self.scores)} calibration scores are too few for a {coverage:.0%} conformal interval"
+            )
         return replace(self, coverage=coverage, interval_factor=q)
 
     def to_dict(self) -> dict:
@@ -110,22 +118,25 @@ def variance_scale(y: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> float:
     return math.sqrt(float(np.mean(((y - mu) / sigma) ** 2)))
 
 
-def variance_scales(y: np.ndarray, mu: np.ndarray, sigma_aleatoric: np.ndarray,
-                    sigma_epistemic: np.ndarray) -> tuple[float, float]:
+def variance_scales(
+    y: np.ndarray, mu: np.ndarray, sigma_aleatoric: np.ndarray, sigma_epistemic: np.ndarray
+) -> tuple[float, float]:
     """Maximum-likelihood ``(k_a, k_e)`` of ``y ~ N(mu, k_a² σ_a² + k_e² σ_e²)``.
 
     Starts from the single shared factor (``k_a = k_e``) and moves the two log-variances by
     L-BFGS-B within ``e^±20``; the likelihood is never worse than the shared factor's.
     """
-    r2, va, ve = (y - mu) ** 2, sigma_aleatoric ** 2, sigma_epistemic ** 2
+    r2, va, ve = (y - mu) ** 2, sigma_aleatoric**2, sigma_epistemic**2
 
     def nll(log_k2: np.ndarray) -> tuple[float, np.ndarray]:
         ka2, ke2 = np.exp(log_k2)
         var = ka2 * va + ke2 * ve
         ratio = r2 / var
         grad_var = 0.5 * (1 - ratio) / var  # d NLL / d var, per sample
-        return (float(np.mean(0.5 * np.log(var) + 0.5 * ratio)),
-                np.array([np.mean(grad_var * ka2 * va), np.mean(grad_var * ke2 * ve)]))
+        return (
+            float(np.mean(0.5 * np.log(var) + 0.5 * ratio)),
+            np.array([np.mean(grad_var * ka2 * va), np.mean(grad_var * ke2 * ve)]),
+        )
 
     start = 2 * math.log(variance_scale(y, mu, np.sqrt(va + ve)))
     bounds = [(-_LOG_FACTOR_BOUND, _LOG_FACTOR_BOUND)] * 2
@@ -143,8 +154,14 @@ def conformal_quantile(scores: np.ndarray, coverage: float) -> float:
     return math.inf if k > s.size else float(s[k - 1])
 
 
-def calibrate(y: np.ndarray, mu: np.ndarray, sigma_aleatoric: np.ndarray, kind: CalibrationKind = "conformal",
-              coverage: float = 0.9, sigma_epistemic: np.ndarray | None = None) -> Calibration:
+def calibrate(
+    y: np.ndarray,
+    mu: np.ndarray,
+    sigma_aleatoric: np.ndarray,
+    kind: CalibrationKind = "conformal",
+    coverage: float = 0.9,
+    sigma_epistemic: np.ndarray | None = None,
+) -> Calibration:
     """Fit a recalibration of predictive ``N(mu, σ_a² + σ_e²)`` on calibration targets ``y`` (1-D arrays).
 
     ``sigma_aleatoric`` is the predicted noise σ (or any single predictive σ when
@@ -158,8 +175,9 @@ def calibrate(y: np.ndarray, mu: np.ndarray, sigma_aleatoric: np.ndarray, kind: 
     y, mu, sa = (np.asarray(a, dtype=np.float64).reshape(-1) for a in (y, mu, sigma_aleatoric))
     se = np.zeros_like(sa) if sigma_epistemic is None else np.asarray(sigma_epistemic, dtype=np.float64).reshape(-1)
     if y.size < 2 or not (y.size == mu.size == sa.size == se.size):
-        raise ValueError(f"calibration needs >= 2 samples with matching y/mu/sigma, "
-                         f"got {y.size}/{mu.size}/{sa.size}/{se.size}")
+        raise ValueError(
+            f"calibration needs >= 2 samples with matching y/mu/sigma, got {y.size}/{mu.size}/{sa.size}/{se.size}"
+        )
     if np.any(sa <= 0) or np.any(se < 0):
         raise ValueError("sigma must be strictly positive (and the epistemic sigma non-negative) for calibration")
     if np.any(se > 0):

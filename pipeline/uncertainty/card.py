@@ -19,6 +19,7 @@ index (``"0.input_proj.weight"``, ...). ``card.json`` holds everything else:
 * ``metadata``: the model's free-form metadata as recorded at fit time;
 * ``sha256``: ``{"weights.safetensors": hex}``.
 """
+
 from __future__ import annotations
 
 import json
@@ -59,29 +60,53 @@ def build_card(model: UncertaintyModel, format_version: int = FORMAT_VERSION) ->
     target = md.get("target") or {"name": "target", "units": None}
     store_attrs = md.get("store_attrs") or {}
     return {
-        "kind": KIND, "format_version": format_version, "created": utc_now(),
-        "eocube_version": __version__, "method": model.method,
+        "kind": KIND,
+        "format_version": format_version,
+        "created": utc_now(),
+        "eocube_version": __version__,
+        "method": model.method,
         "target": {"name": target.get("name", "target"), "units": target.get("units")},
-        "inputs": {"product": md.get("product", "cube"), "variables": list(md.get("variables") or []),
-                   "features": md.get("features"), "n_features": int(model.standardizer.x_mean.size),
-                   "n_steps": model.n_steps, "embedding": md.get("embedding")},
-        "network": model.network_config.to_dict(), "train": model.train_config.to_dict(),
-        "options": asdict(model.options), "train_info": [i.to_dict() for i in model.train_info],
-        "standardizer": model.standardizer.to_dict(), "calibration": model.calibration.to_dict(),
-        "alpha": d["alpha"], "mc_samples": model.passes, "members": len(model.networks),
-        "training": {"points": md.get("training_points"), "points_sha256": md.get("training_sha256"),
-                     "store": md.get("store"), "group": md.get("group"), "n_points": md.get("n_points"),
-                     "n_train": md.get("n_train"), "n_validation": md.get("n_validation"),
-                     "n_calibration": md.get("n_calibration"), "group_column": md.get("group_column"),
-                     **{k: store_attrs[k] for k in ("request", "sources", "composite") if k in store_attrs}},
-        "metrics": model.metrics, "metadata": {k: v for k, v in md.items() if k != "store_attrs"},
+        "inputs": {
+            "product": md.get("product", "cube"),
+            "variables": list(md.get("variables") or []),
+            "features": md.get("features"),
+            "n_features": int(model.standardizer.x_mean.size),
+            "n_steps": model.n_steps,
+            "embedding": md.get("embedding"),
+        },
+        "network": model.network_config.to_dict(),
+        "train": model.train_config.to_dict(),
+        "options": asdict(model.options),
+        "train_info": [i.to_dict() for i in model.train_info],
+        "standardizer": model.standardizer.to_dict(),
+        "calibration": model.calibration.to_dict(),
+        "alpha": d["alpha"],
+        "mc_samples": model.passes,
+        "members": len(model.networks),
+        "training": {
+            "points": md.get("training_points"),
+            "points_sha256": md.get("training_sha256"),
+            "store": md.get("store"),
+            "group": md.get("group"),
+            "n_points": md.get("n_points"),
+            "n_train": md.get("n_train"),
+            "n_validation": md.get("n_validation"),
+            "n_calibration": md.get("n_calibration"),
+            "group_column": md.get("group_column"),
+            **{k: store_attrs[k] for k in ("request", "sources", "composite") if k in store_attrs},
+        },
+        "metrics": model.metrics,
+        "metadata": {k: v for k, v in md.items() if k != "store_attrs"},
     }
 
 
 def model_tensors(model: UncertaintyModel) -> dict[str, np.ndarray]:
     """Every member's state_dict as numpy arrays, keys ``"{member}.{name}"``."""
-    return {f"{i}.{k}": v.detach().cpu().numpy() for i, net in enumerate(model.networks)
-            for k, v in net.state_dict().items()}
+    return {
+        f"{i}.{k}": v.detach().cpu().numpy()
+        for i, net in enumerate(model.networks)
+        for k, v in net.state_dict().items()
+    }
 
 
 def save_model(model: UncertaintyModel, folder: str | Path, overwrite: bool = False) -> Path:
@@ -104,12 +129,21 @@ def model_from_card(card: dict[str, Any], tensors: dict[str, np.ndarray]) -> Unc
         try:
             net.load_state_dict(states[i])
         except RuntimeError as exc:
-            raise ArtefactError(f"weights of member {i} do not fit the card's network: {str(exc).splitlines()[0]}") from None
+            raise ArtefactError(
+                f"weights of member {i} do not fit the card's network: {str(exc).splitlines()[0]}"
+            ) from None
         nets.append(net.eval())
-    return UncertaintyModel(nets, Standardizer.from_dict(card["standardizer"]),
-                            Calibration.from_dict(card["calibration"]), net_cfg, TrainConfig(**card["train"]),
-                            FitOptions(**card["options"]), [TrainInfo(**i) for i in card["train_info"]],
-                            _metadata(card), dict(card.get("metrics") or {}))
+    return UncertaintyModel(
+        nets,
+        Standardizer.from_dict(card["standardizer"]),
+        Calibration.from_dict(card["calibration"]),
+        net_cfg,
+        TrainConfig(**card["train"]),
+        FitOptions(**card["options"]),
+        [TrainInfo(**i) for i in card["train_info"]],
+        _metadata(card),
+        dict(card.get("metrics") or {}),
+    )
 
 
 def _metadata(card: dict[str, Any]) -> dict[str, Any]:
@@ -130,18 +164,26 @@ def _read_legacy(folder: Path) -> tuple[UncertaintyModel, dict[str, Any]]:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtefactError(f"{folder / 'model.json'} is not valid JSON: {exc}") from None
     if doc.get("format_version") != LEGACY_VERSION:
-        raise ArtefactError(f"{folder / 'model.json'} has format_version {doc.get('format_version')!r}; "
-                            f"this eocube reads {LEGACY_VERSION} there (and {FORMAT_VERSION} as {CARD})")
+        raise ArtefactError(
+            f"{folder / 'model.json'} has format_version {doc.get('format_version')!r}; "
+            f"this eocube reads {LEGACY_VERSION} there (and {FORMAT_VERSION} as {CARD})"
+        )
     net_cfg = NetworkConfig(**doc["network"])
     nets = []
     for state in torch.load(folder / "model.pt", map_location="cpu", weights_only=True):
         net = SequenceRegressor(net_cfg)
         net.load_state_dict(state)
         nets.append(net.eval())
-    model = UncertaintyModel(nets, Standardizer.from_dict(doc["standardizer"]),
-                             Calibration.from_dict(doc["calibration"]), net_cfg, TrainConfig(**doc["train"]),
-                             FitOptions(**doc["options"]), [TrainInfo(**i) for i in doc["train_info"]],
-                             doc.get("metadata") or {})
+    model = UncertaintyModel(
+        nets,
+        Standardizer.from_dict(doc["standardizer"]),
+        Calibration.from_dict(doc["calibration"]),
+        net_cfg,
+        TrainConfig(**doc["train"]),
+        FitOptions(**doc["options"]),
+        [TrainInfo(**i) for i in doc["train_info"]],
+        doc.get("metadata") or {},
+    )
     card = build_card(model, LEGACY_VERSION)
     card["sha256"] = {"model.pt": sha256_file(folder / "model.pt")}
     return model, card

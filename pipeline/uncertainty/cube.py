@@ -11,6 +11,7 @@ A chain store keeps its derived products in child Zarr groups (``composite``, ``
 :func:`open_product` opens one of them (the cube is the root group). Patch embeddings
 ``(patch_y, patch_x, dim)`` are read on their patch grid, renamed to ``(y, x)``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -92,7 +93,11 @@ def store_provenance(store: str | Path, ds: xr.Dataset | None = None) -> dict:
     if ds is not None:
         attrs.update(ds.attrs)
     out = {}
-    for key, attr in (("request", "eocube:request"), ("sources", "eocube:source_items"), ("composite", "eocube:composite")):
+    for key, attr in (
+        ("request", "eocube:request"),
+        ("sources", "eocube:source_items"),
+        ("composite", "eocube:composite"),
+    ):
         if attr in attrs:
             try:
                 out[key] = json.loads(attrs[attr]) if isinstance(attrs[attr], str) else attrs[attr]
@@ -112,8 +117,11 @@ def embedding_of(ds: xr.Dataset, variables: list[str]) -> dict | None:
 
 def default_features(ds: xr.Dataset) -> list[str]:
     """Float variables over ``(y, x)`` other than ``valid``: the cube's bands or an embedding."""
-    names = [str(n) for n, v in ds.data_vars.items() if n not in NON_FEATURES and {"y", "x"} <= set(v.dims)
-             and np.issubdtype(v.dtype, np.floating)]
+    names = [
+        str(n)
+        for n, v in ds.data_vars.items()
+        if n not in NON_FEATURES and {"y", "x"} <= set(v.dims) and np.issubdtype(v.dtype, np.floating)
+    ]
     if not names:
         raise ValueError("the store has no float variable over (y, x) to use as features")
     # a stable order whatever order the store lists its arrays in: bands by wavelength, then the rest
@@ -216,13 +224,16 @@ def pixel_indices(ds: xr.Dataset, lon: np.ndarray, lat: np.ndarray) -> tuple[np.
     row = np.floor((py - (ys[0] - dy / 2)) / dy).astype(int)
     outside = (col < 0) | (col >= xs.size) | (row < 0) | (row >= ys.size)
     if outside.any():
-        raise ValueError(f"{int(outside.sum())} point(s) lie outside the store's grid, e.g. lon/lat "
-                         f"({lon[outside][0]:.5f}, {lat[outside][0]:.5f})")
+        raise ValueError(
+            f"{int(outside.sum())} point(s) lie outside the store's grid, e.g. lon/lat "
+            f"({lon[outside][0]:.5f}, {lat[outside][0]:.5f})"
+        )
     return row, col
 
 
-def sample_points(ds: xr.Dataset, points: pd.DataFrame, variables: list[str], n_steps: int
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def sample_points(
+    ds: xr.Dataset, points: pd.DataFrame, variables: list[str], n_steps: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(X [N, T, F] with NaN where missing, valid [N, T, F], y [N])`` at the points' pixels and windows."""
     feats = feature_array(ds, variables)
     ok = valid_array(ds, feats)
@@ -230,11 +241,17 @@ def sample_points(ds: xr.Dataset, points: pd.DataFrame, variables: list[str], n_
     times = feats["time"].values if "time" in ds.dims else np.array([np.datetime64("NaT")])
     anchors = points["end"] if "end" in points else points["time"] if "time" in points else None
     n_steps = min(n_steps, times.size)
-    t_idx = np.stack([window_indices(times, None if anchors is None or "time" not in ds.dims
-                                     else np.datetime64(a, "ns"), n_steps) for a in
-                      (anchors if anchors is not None else [None] * len(points))])
-    where = {"time": xr.DataArray(t_idx, dims=("sample", "step")), "y": xr.DataArray(row, dims="sample"),
-             "x": xr.DataArray(col, dims="sample")}
+    t_idx = np.stack(
+        [
+            window_indices(times, None if anchors is None or "time" not in ds.dims else np.datetime64(a, "ns"), n_steps)
+            for a in (anchors if anchors is not None else [None] * len(points))
+        ]
+    )
+    where = {
+        "time": xr.DataArray(t_idx, dims=("sample", "step")),
+        "y": xr.DataArray(row, dims="sample"),
+        "x": xr.DataArray(col, dims="sample"),
+    }
     X = feats.isel(where).transpose("sample", "step", "feature").values.astype(np.float64)
     valid = ok.isel(where).transpose("sample", "step", "feature").values.astype(bool)
     if "start" in points and "time" in ds.dims:

@@ -6,6 +6,7 @@ entries are NaN in ``X`` and/or ``False`` in ``mask`` (``True`` = observed; shap
 with the mean and standard deviation of their observed training values; missing entries become
 ``fill_value`` (0 = the feature mean) with a valid flag of 0.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,7 +17,9 @@ import xarray as xr
 DIMS = ("sample", "time", "feature")
 
 
-def as_array(X: np.ndarray | xr.DataArray, mask: np.ndarray | xr.DataArray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def as_array(
+    X: np.ndarray | xr.DataArray, mask: np.ndarray | xr.DataArray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """``(values [N, T, F] float64 with NaN where missing, valid [N, T, F] bool)``; checks shapes."""
     if isinstance(X, xr.DataArray):
         if set(X.dims) != set(DIMS):
@@ -68,7 +71,9 @@ class Standardizer:
         """Statistics over observed entries of ``x [N, T, F]`` and over ``y [N]``."""
         counts = np.isfinite(x).sum(axis=(0, 1))
         if np.any(counts == 0):
-            raise ValueError(f"features {np.flatnonzero(counts == 0).tolist()} have no observed value in the training split")
+            raise ValueError(
+                f"features {np.flatnonzero(counts == 0).tolist()} have no observed value in the training split"
+            )
         mean = np.nanmean(x, axis=(0, 1))
         std = np.nanstd(x, axis=(0, 1))
         std = np.where(std > 0, std, 1.0)
@@ -84,17 +89,28 @@ class Standardizer:
         return z, valid.astype(np.float32)
 
     def to_dict(self) -> dict:
-        return {"x_mean": self.x_mean.tolist(), "x_std": self.x_std.tolist(), "y_mean": self.y_mean,
-                "y_std": self.y_std, "fill_value": self.fill_value}
+        return {
+            "x_mean": self.x_mean.tolist(),
+            "x_std": self.x_std.tolist(),
+            "y_mean": self.y_mean,
+            "y_std": self.y_std,
+            "fill_value": self.fill_value,
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> Standardizer:
-        return cls(np.asarray(d["x_mean"]), np.asarray(d["x_std"]), float(d["y_mean"]), float(d["y_std"]),
-                   float(d["fill_value"]))
+        return cls(
+            np.asarray(d["x_mean"]),
+            np.asarray(d["x_std"]),
+            float(d["y_mean"]),
+            float(d["y_std"]),
+            float(d["fill_value"]),
+        )
 
 
-def split_indices(n: int, fractions: tuple[float, float], seed: int,
-                  groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def split_indices(
+    n: int, fractions: tuple[float, float], seed: int, groups: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Disjoint ``(train, validation, calibration)`` indices.
 
     ``fractions`` are the validation and calibration shares. With ``groups`` (e.g. site ids) whole
@@ -107,7 +123,7 @@ def split_indices(n: int, fractions: tuple[float, float], seed: int,
     if groups is None:
         order = rng.permutation(n)
         n_val, n_cal = round(f_val * n), round(f_cal * n)
-        return order[n_val + n_cal:], order[:n_val], order[n_val:n_val + n_cal]
+        return order[n_val + n_cal :], order[:n_val], order[n_val : n_val + n_cal]
     g = np.asarray(groups)
     if g.shape != (n,):
         raise ValueError(f"groups has shape {g.shape}, expected ({n},)")

@@ -1,4 +1,5 @@
 """Readers of labelled EO time-series sets used to evaluate the uncertainty methods."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,8 +9,24 @@ import numpy as np
 
 #: Inputs of the Presto fuel-moisture set (S1 dB, S2 DN, ERA5 K and m, SRTM m and degrees, NDVI).
 FUEL_MOISTURE_FEATURES: tuple[str, ...] = (
-    "VV", "VH", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B11", "B12",
-    "temperature_2m", "total_precipitation", "elevation", "slope", "NDVI",
+    "VV",
+    "VH",
+    "B2",
+    "B3",
+    "B4",
+    "B5",
+    "B6",
+    "B7",
+    "B8",
+    "B8A",
+    "B9",
+    "B11",
+    "B12",
+    "temperature_2m",
+    "total_precipitation",
+    "elevation",
+    "slope",
+    "NDVI",
 )
 #: Source (sensor) of each input: the groups of per-group temporal dropout.
 FUEL_MOISTURE_GROUPS: tuple[str, ...] = ("S1",) * 2 + ("S2",) * 11 + ("ERA5",) * 2 + ("SRTM",) * 2 + ("S2",)
@@ -41,5 +58,14 @@ def load_fuel_moisture(folder: str | Path) -> LabelledSeries:
     X = a["s1_s2_era5_srtm"].astype(np.float64)
     if X.ndim != 3 or X.shape[2] != len(FUEL_MOISTURE_FEATURES):
         raise ValueError(f"unexpected input shape {X.shape}, expected (N, T, {len(FUEL_MOISTURE_FEATURES)})")
-    return LabelledSeries(X, a["target"].astype(np.float64), a["is_test"].astype(bool), a["site"].astype(str),
-                          FUEL_MOISTURE_FEATURES, FUEL_MOISTURE_GROUPS, a["latlon"], a["month"], a["dynamic_world"])
+    return LabelledSeries(
+        X,
+        a["target"].astype(np.float64),
+        a["is_test"].astype(bool),
+        a["site"].astype(str),
+        FUEL_MOISTURE_FEATURES,
+        FUEL_MOISTURE_GROUPS,
+        a["latlon"],
+        a["month"],
+        a["dynamic_world"],
+    )

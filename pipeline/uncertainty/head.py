@@ -15,6 +15,7 @@ The artefact folder holds ``weights.safetensors`` (``W [dim]``, ``b [1]``, ``mea
 folds), ``sigma``, ``coverage``, ``metrics.cv`` (R², RMSE, MAE, interval coverage, n), ``training``
 (points file and sha256, store, group, point counts, the store's provenance) and ``sha256``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -78,12 +79,22 @@ class HeadArtefact:
     def summary(self) -> dict[str, Any]:
         """Provenance for logs and outputs: kind, target, embedding model, λ, σ, CV metrics, training data, sha256."""
         c = self.card
-        return {"kind": c["kind"], "format_version": c["format_version"], "created": c["created"],
-                "eocube_version": c["eocube_version"], "method": c["method"], "target": c["target"],
-                "embedding": c["inputs"]["embedding"], "dim": c["inputs"]["dim"], "lambda": c["ridge"]["lambda"],
-                "sigma": c["sigma"], "coverage": c["coverage"], "metrics": c["metrics"]["cv"],
-                "training": {k: c["training"].get(k) for k in ("points", "points_sha256", "store", "group", "n_used")},
-                "sha256": c.get("sha256")}
+        return {
+            "kind": c["kind"],
+            "format_version": c["format_version"],
+            "created": c["created"],
+            "eocube_version": c["eocube_version"],
+            "method": c["method"],
+            "target": c["target"],
+            "embedding": c["inputs"]["embedding"],
+            "dim": c["inputs"]["dim"],
+            "lambda": c["ridge"]["lambda"],
+            "sigma": c["sigma"],
+            "coverage": c["coverage"],
+            "metrics": c["metrics"]["cv"],
+            "training": {k: c["training"].get(k) for k in ("points", "points_sha256", "store", "group", "n_used")},
+            "sha256": c.get("sha256"),
+        }
 
     def check_inputs(self, emb: xr.DataArray) -> None:
         """One-line :class:`ArtefactError` unless ``emb`` comes from the same embedding model, weights and dim."""
@@ -92,11 +103,15 @@ class HeadArtefact:
         got = {"model": emb.attrs.get("model"), "weights_sha256": emb.attrs.get("weights_sha256")}
         label = f"head {self.target!r}"
         if not got["model"] or not got["weights_sha256"]:
-            raise ArtefactError(f"embeddings carry no model/weights_sha256 attributes; {label} expects "
-                                f"{want['model']} (weights sha256 {want['weights_sha256'][:12]})")
+            raise ArtefactError(
+                f"embeddings carry no model/weights_sha256 attributes; {label} expects "
+                f"{want['model']} (weights sha256 {want['weights_sha256'][:12]})"
+            )
         if got != want:
-            raise ArtefactError(f"embeddings were made with {got['model']} (weights sha256 {got['weights_sha256'][:12]}) "
-                                f"but {label} expects {want['model']} (weights sha256 {want['weights_sha256'][:12]})")
+            raise ArtefactError(
+                f"embeddings were made with {got['model']} (weights sha256 {got['weights_sha256'][:12]}) "
+                f"but {label} expects {want['model']} (weights sha256 {want['weights_sha256'][:12]})"
+            )
         if emb.sizes["dim"] != self.weights.size:
             raise ArtefactError(f"embeddings have dim {emb.sizes['dim']} but {label} expects {self.weights.size}")
 
@@ -114,14 +129,19 @@ class HeadArtefact:
         cov = float(coverage if coverage is not None else self.card["coverage"])
         half = gaussian_quantile(cov) * self.sigma
         sigma = np.where(ok, self.sigma, np.nan)
-        attrs = {"eocube:head": KIND, "eocube:embedding_model": self.card["inputs"]["embedding"]["model"],
-                 "eocube:coverage": cov, "eocube:head_sha256": self.sha256,
-                 "eocube:training_sha256": self.card["training"].get("points_sha256") or "",
-                 **({"units": self.card["target"]["units"]} if self.card["target"].get("units") else {})}
+        attrs = {
+            "eocube:head": KIND,
+            "eocube:embedding_model": self.card["inputs"]["embedding"]["model"],
+            "eocube:coverage": cov,
+            "eocube:head_sha256": self.sha256,
+            "eocube:training_sha256": self.card["training"].get("points_sha256") or "",
+            **({"units": self.card["target"]["units"]} if self.card["target"].get("units") else {}),
+        }
         coords = {c: emb_tile.coords[c] for c in (*out_dims, "spatial_ref") if c in emb_tile.coords}
         out = {"mean": mean, "sigma": sigma, "lower": mean - half, "upper": mean + half}
-        return xr.Dataset({f"{self.target}_{k}": (out_dims, v.astype(np.float32), attrs) for k, v in out.items()},
-                          coords=coords)
+        return xr.Dataset(
+            {f"{self.target}_{k}": (out_dims, v.astype(np.float32), attrs) for k, v in out.items()}, coords=coords
+        )
 
     def save(self, folder: str | Path, overwrite: bool = False) -> Path:
         """Write ``weights.safetensors`` + ``card.json`` to ``folder`` (an existing artefact only with ``overwrite``)."""
@@ -137,8 +157,14 @@ def load_head(path: str | Path) -> HeadArtefact:
     missing = {"W", "b", "mean", "scale"} - set(t)
     if missing:
         raise ArtefactError(f"{Path(path) / 'weights.safetensors'} lacks tensor(s) {', '.join(sorted(missing))}")
-    return HeadArtefact(t["W"].astype(np.float64), float(t["b"][0]), t["mean"].astype(np.float64),
-                        t["scale"].astype(np.float64), card, Path(path))
+    return HeadArtefact(
+        t["W"].astype(np.float64),
+        float(t["b"][0]),
+        t["mean"].astype(np.float64),
+        t["scale"].astype(np.float64),
+        card,
+        Path(path),
+    )
 
 
 def _crs_of(emb: xr.DataArray) -> CRS:
@@ -164,8 +190,10 @@ def nearest_cells(emb: xr.DataArray, lon: np.ndarray, lat: np.ndarray) -> tuple[
         outside = np.abs(c[idx] - p) > abs(c[1] - c[0]) / 2 * (1 + 1e-9)
         if outside.any():
             i = int(np.flatnonzero(outside)[0])
-            raise ValueError(f"{int(outside.sum())} point(s) lie outside the embeddings' grid, e.g. lon/lat "
-                             f"({lon[i]:.5f}, {lat[i]:.5f})")
+            raise ValueError(
+                f"{int(outside.sum())} point(s) lie outside the embeddings' grid, e.g. lon/lat "
+                f"({lon[i]:.5f}, {lat[i]:.5f})"
+            )
         out.append(idx)
     return out[0], out[1]
 
@@ -183,8 +211,9 @@ def _ridge_path(Z: np.ndarray, yc: np.ndarray, lambdas: np.ndarray) -> np.ndarra
     return (shrink * uty[None, :]) @ vt
 
 
-def ridge_cv(X: np.ndarray, y: np.ndarray, lambdas: np.ndarray, folds: int = 5,
-             seed: int = 0) -> tuple[float, np.ndarray, np.ndarray]:
+def ridge_cv(
+    X: np.ndarray, y: np.ndarray, lambdas: np.ndarray, folds: int = 5, seed: int = 0
+) -> tuple[float, np.ndarray, np.ndarray]:
     """k-fold CV of standardised ridge regression over ``lambdas``: ``(best λ, out-of-fold predictions at
     it [N], CV mean squared error per λ [L])``. Each fold standardises with its own training rows."""
     n = y.size
@@ -213,10 +242,19 @@ def _points_table(points: pd.DataFrame | str | Path, target: str) -> tuple[pd.Da
     return labelled.table, labelled.sha256, str(points)
 
 
-def train_head(embeddings: xr.DataArray, points: pd.DataFrame | str | Path, target: str = "target", *,
-               name: str | None = None, units: str | None = None, lambdas: tuple[float, ...] = LAMBDAS,
-               folds: int = 5, coverage: float = 0.9, seed: int = 0,
-               provenance: dict[str, Any] | None = None) -> HeadArtefact:
+def train_head(
+    embeddings: xr.DataArray,
+    points: pd.DataFrame | str | Path,
+    target: str = "target",
+    *,
+    name: str | None = None,
+    units: str | None = None,
+    lambdas: tuple[float, ...] = LAMBDAS,
+    folds: int = 5,
+    coverage: float = 0.9,
+    seed: int = 0,
+    provenance: dict[str, Any] | None = None,
+) -> HeadArtefact:
     """Fit a ridge head on the embedding vectors at labelled points (see the module docstring).
 
     ``points``: a CSV/Parquet path or DataFrame with ``lon``, ``lat`` (degrees) and the ``target``
@@ -228,41 +266,75 @@ def train_head(embeddings: xr.DataArray, points: pd.DataFrame | str | Path, targ
     spatial_dims(embeddings)
     emb_id = {"model": embeddings.attrs.get("model"), "weights_sha256": embeddings.attrs.get("weights_sha256")}
     if not emb_id["model"] or not emb_id["weights_sha256"]:
-        raise ValueError("the embeddings carry no model/weights_sha256 attributes (as `eocube embed` writes them); "
-                         "a head must record which model made its inputs")
+        raise ValueError(
+            "the embeddings carry no model/weights_sha256 attributes (as `eocube embed` writes them); "
+            "a head must record which model made its inputs"
+        )
     if folds < 2:
         raise ValueError(f"folds must be >= 2, got {folds}")
     table, sha, path = _points_table(points, target)
     iy, ix = nearest_cells(embeddings, table["lon"].to_numpy(float), table["lat"].to_numpy(float))
     sy, sx = spatial_dims(embeddings)
-    X = np.asarray(embeddings.isel({sy: xr.DataArray(iy, dims="p"), sx: xr.DataArray(ix, dims="p")})
-                   .transpose("p", "dim").values, dtype=np.float64)
+    X = np.asarray(
+        embeddings.isel({sy: xr.DataArray(iy, dims="p"), sx: xr.DataArray(ix, dims="p")}).transpose("p", "dim").values,
+        dtype=np.float64,
+    )
     y = table["target"].to_numpy(float)
     keep = np.isfinite(X).all(axis=1) & np.isfinite(y)
     X, y = X[keep], y[keep]
     if y.size < 2 * folds:
-        raise ValueError(f"{y.size} labelled points with a finite embedding; {folds}-fold CV needs at least {2 * folds}")
+        raise ValueError(
+            f"{y.size} labelled points with a finite embedding; {folds}-fold CV needs at least {2 * folds}"
+        )
     grid = np.asarray(lambdas, dtype=np.float64)
     lam, oof, mse = ridge_cv(X, y, grid, folds, seed)
     resid = y - oof
-    sigma = float(np.sqrt(np.mean(resid ** 2)))
+    sigma = float(np.sqrt(np.mean(resid**2)))
     half = gaussian_quantile(coverage) * sigma
     mean, scale = _standardise(X)
     W = _ridge_path((X - mean) / scale, y - y.mean(), np.array([lam]))[0]
     ss_tot = float(np.sum((y - y.mean()) ** 2))
     card = {
-        "kind": KIND, "format_version": FORMAT_VERSION, "created": utc_now(), "eocube_version": __version__,
-        "method": "ridge", "target": {"name": name or target, "units": units},
-        "inputs": {"product": "embeddings", "variable": embeddings.name, "embedding": emb_id,
-                   "dim": int(X.shape[1]), "spatial_dims": [sy, sx]},
-        "ridge": {"lambda": lam, "lambdas": grid.tolist(), "cv_mse": mse.tolist(), "folds": folds, "seed": seed,
-                  "standardised": True},
-        "sigma": sigma, "coverage": coverage,
-        "metrics": {"cv": {"n": int(y.size), "r2": 1 - float(np.sum(resid ** 2)) / ss_tot if ss_tot > 0 else None,
-                           "rmse": sigma, "mae": float(np.mean(np.abs(resid))),
-                           "picp": float(np.mean(np.abs(resid) <= half))}},
-        "training": {"points": path, "points_sha256": sha, "n_points": int(keep.size), "n_used": int(y.size),
-                     "n_without_embedding": int((~keep).sum()), **(provenance or {})},
+        "kind": KIND,
+        "format_version": FORMAT_VERSION,
+        "created": utc_now(),
+        "eocube_version": __version__,
+        "method": "ridge",
+        "target": {"name": name or target, "units": units},
+        "inputs": {
+            "product": "embeddings",
+            "variable": embeddings.name,
+            "embedding": emb_id,
+            "dim": int(X.shape[1]),
+            "spatial_dims": [sy, sx],
+        },
+        "ridge": {
+            "lambda": lam,
+            "lambdas": grid.tolist(),
+            "cv_mse": mse.tolist(),
+            "folds": folds,
+            "seed": seed,
+            "standardised": True,
+        },
+        "sigma": sigma,
+        "coverage": coverage,
+        "metrics": {
+            "cv": {
+                "n": int(y.size),
+                "r2": 1 - float(np.sum(resid**2)) / ss_tot if ss_tot > 0 else None,
+                "rmse": sigma,
+                "mae": float(np.mean(np.abs(resid))),
+                "picp": float(np.mean(np.abs(resid) <= half)),
+            }
+        },
+        "training": {
+            "points": path,
+            "points_sha256": sha,
+            "n_points": int(keep.size),
+            "n_used": int(y.size),
+            "n_without_embedding": int((~keep).sum()),
+            **(provenance or {}),
+        },
     }
     return HeadArtefact(W, float(y.mean()), mean, scale, card)
 

@@ -11,6 +11,7 @@ touching any module, a block of code in one thread (:func:`mc_mode`, optionally 
 from a ``torch.Generator``): threads that share a network then sample independently and
 reproducibly, and torch's global RNG is left alone.
 """
+
 from __future__ import annotations
 
 import math
@@ -83,8 +84,9 @@ def _group_index(feature_groups: Sequence[int] | None, n_features: int) -> tuple
     return idx, int(groups.numel())
 
 
-def _apply_drop(x: torch.Tensor, valid: torch.Tensor, p: torch.Tensor, index: torch.Tensor,
-                fill: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _apply_drop(
+    x: torch.Tensor, valid: torch.Tensor, p: torch.Tensor, index: torch.Tensor, fill: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Expand per-group drop weights ``p [B, T, G]`` to features and blend in ``fill``."""
     pf = p.index_select(-1, index.to(p.device))
     return x * (1 - pf) + fill * pf, valid * (1 - pf)
@@ -98,8 +100,9 @@ class TemporalDropout(StochasticLayer):
 
     index: torch.Tensor  # a buffer: the feature group of each feature
 
-    def __init__(self, n_features: int, alpha: float, fill: float = 0.0,
-                 feature_groups: Sequence[int] | None = None) -> None:
+    def __init__(
+        self, n_features: int, alpha: float, fill: float = 0.0, feature_groups: Sequence[int] | None = None
+    ) -> None:
         super().__init__()
         if not 0.0 <= alpha < 1.0:
             raise ValueError(f"temporal dropout rate alpha must be in [0, 1), got {alpha}")
@@ -110,8 +113,10 @@ class TemporalDropout(StochasticLayer):
     def forward(self, x: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.sampling or self.alpha == 0.0:
             return x, valid
-        p = torch.bernoulli(torch.full((x.shape[0], x.shape[1], self.n_groups), self.alpha,
-                                       device=x.device, dtype=x.dtype), generator=self.generator)
+        p = torch.bernoulli(
+            torch.full((x.shape[0], x.shape[1], self.n_groups), self.alpha, device=x.device, dtype=x.dtype),
+            generator=self.generator,
+        )
         return _apply_drop(x, valid, p, self.index, self.fill)
 
 
@@ -125,8 +130,14 @@ class ConcreteTemporalDropout(StochasticLayer):
 
     index: torch.Tensor  # a buffer: the feature group of each feature
 
-    def __init__(self, n_features: int, init_alpha: float = 0.1, temperature: float = 0.1,
-                 fill: float = 0.0, feature_groups: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        n_features: int,
+        init_alpha: float = 0.1,
+        temperature: float = 0.1,
+        fill: float = 0.0,
+        feature_groups: Sequence[int] | None = None,
+    ) -> None:
         super().__init__()
         if not 0.0 < init_alpha < 1.0:
             raise ValueError(f"initial alpha must be in (0, 1), got {init_alpha}")
@@ -154,8 +165,9 @@ class ConcreteTemporalDropout(StochasticLayer):
             p = torch.bernoulli(self.alpha.to(x.dtype).expand(shape), generator=self.generator)
         return _apply_drop(x, valid, p, self.index, self.fill)
 
-    def regularizer(self, input_weight: torch.Tensor, n_steps: int, weight_reg: float,
-                    dropout_reg: float) -> torch.Tensor:
+    def regularizer(
+        self, input_weight: torch.Tensor, n_steps: int, weight_reg: float, dropout_reg: float
+    ) -> torch.Tensor:
         """Concrete-Dropout penalty, summed over groups.
 
         ``weight_reg · ||W_g||² / (1 - α_g) + dropout_reg · K · (α_g log α_g + (1 - α_g) log(1 - α_g))``
@@ -167,7 +179,7 @@ class ConcreteTemporalDropout(StochasticLayer):
         a = self.alpha
         n_feat = self.index.numel()
         w_sq = input_weight.pow(2).sum(0)
-        w_sq = w_sq[:n_feat] + w_sq[n_feat:2 * n_feat]
+        w_sq = w_sq[:n_feat] + w_sq[n_feat : 2 * n_feat]
         per_group_w = torch.zeros(self.n_groups, device=a.device, dtype=a.dtype).index_add(0, self.index, w_sq)
         neg_entropy = a * torch.log(a) + (1 - a) * torch.log1p(-a)
         return (weight_reg * per_group_w / (1 - a) + dropout_reg * n_steps * neg_entropy).sum()

@@ -5,6 +5,7 @@ for every sample (no Python loop over MC samples). The L (mean, variance) pairs 
 a uniform Gaussian mixture: ``mean = E_l[μ_l]``, epistemic variance ``Var_l[μ_l]`` and aleatoric
 variance ``E_l[σ²_l]`` (law of total variance).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -28,8 +29,13 @@ class MixtureMoments:
 
 
 @torch.no_grad()
-def mc_samples(net: SequenceRegressor, x: torch.Tensor, valid: torch.Tensor, n_samples: int,
-               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def mc_samples(
+    net: SequenceRegressor,
+    x: torch.Tensor,
+    valid: torch.Tensor,
+    n_samples: int,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Means and variances ``[L, B]`` of ``n_samples`` stochastic passes, in one forward call.
 
     With ``n_samples == 1`` and no MC the network runs deterministically (eval mode). The masks come
@@ -50,8 +56,14 @@ def mc_samples(net: SequenceRegressor, x: torch.Tensor, valid: torch.Tensor, n_s
     return mean.view(n_samples, b), var.view(n_samples, b)
 
 
-def predict_moments(nets: Sequence[SequenceRegressor], x: np.ndarray, valid: np.ndarray, n_samples: int,
-                    max_rows: int = 131072, generator: torch.Generator | None = None) -> MixtureMoments:
+def predict_moments(
+    nets: Sequence[SequenceRegressor],
+    x: np.ndarray,
+    valid: np.ndarray,
+    n_samples: int,
+    max_rows: int = 131072,
+    generator: torch.Generator | None = None,
+) -> MixtureMoments:
     """Mixture moments over ``len(nets)`` members × ``n_samples`` passes for ``x, valid [N, T, F]``.
 
     Samples are processed in batches such that one forward call sees at most ``max_rows``

@@ -4,6 +4,7 @@ Every function takes 1-D arrays of equal length: targets ``y``, predictive means
 predictive standard deviations ``sigma`` (all in target units; ``sigma > 0``). Interval metrics
 take the interval bounds ``lower``/``upper``. Pure numpy/scipy, no torch.
 """
+
 from __future__ import annotations
 
 import math
@@ -127,8 +128,12 @@ def uce(y: np.ndarray, mu: np.ndarray, sigma: np.ndarray, n_bins: int = 10) -> f
     ``MSE_k = mean_{B_k} (y - mu)²``. 0 means perfectly calibrated.
     """
     y, mu, sigma = _check(y, ("mu", mu), ("sigma", sigma))
-    return float(sum(b.size / y.size * abs(np.mean(sigma[b] ** 2) - np.mean((y[b] - mu[b]) ** 2))
-                     for b in _equal_count_bins(sigma, n_bins)))
+    return float(
+        sum(
+            b.size / y.size * abs(np.mean(sigma[b] ** 2) - np.mean((y[b] - mu[b]) ** 2))
+            for b in _equal_count_bins(sigma, n_bins)
+        )
+    )
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -144,8 +149,9 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sum(ra * rb) / denom)
 
 
-def coverage_curve(y: np.ndarray, mu: np.ndarray, sigma: np.ndarray,
-                   levels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def coverage_curve(
+    y: np.ndarray, mu: np.ndarray, sigma: np.ndarray, levels: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Observed coverage of central Gaussian intervals ``mu ± z_{(1+p)/2} sigma`` at nominal levels ``p``.
 
     Returns ``(levels, observed)``; a calibrated predictor lies on the diagonal (reliability diagram).
@@ -179,14 +185,21 @@ class RegressionReport:
         return asdict(self)
 
 
-def evaluate(y: np.ndarray, mu: np.ndarray, sigma: np.ndarray, lower: np.ndarray, upper: np.ndarray,
-             n_bins: int = 10) -> RegressionReport:
+def evaluate(
+    y: np.ndarray, mu: np.ndarray, sigma: np.ndarray, lower: np.ndarray, upper: np.ndarray, n_bins: int = 10
+) -> RegressionReport:
     """Compute every metric of this module for one prediction set."""
     y, mu, sigma = _check(y, ("mu", mu), ("sigma", sigma))
     return RegressionReport(
-        r2=r2(y, mu), rmse=rmse(y, mu), mae=mae(y, mu), bias=bias(y, mu),
-        nll=gaussian_nll(y, mu, sigma), crps=gaussian_crps(y, mu, sigma),
-        picp=picp(y, lower, upper), mpiw=mpiw(lower, upper),
-        ence=ence(y, mu, sigma, n_bins), uce=uce(y, mu, sigma, n_bins),
+        r2=r2(y, mu),
+        rmse=rmse(y, mu),
+        mae=mae(y, mu),
+        bias=bias(y, mu),
+        nll=gaussian_nll(y, mu, sigma),
+        crps=gaussian_crps(y, mu, sigma),
+        picp=picp(y, lower, upper),
+        mpiw=mpiw(lower, upper),
+        ence=ence(y, mu, sigma, n_bins),
+        uce=uce(y, mu, sigma, n_bins),
         spearman_sigma_abs_error=spearman(sigma, np.abs(y - mu)),
     )

@@ -4,6 +4,7 @@ Input ``x [B, T, F]`` (standardised values, missing entries filled) and ``valid 
 (1 = observed). The network reads ``concat(x, valid) [B, T, 2F]``, so it knows which steps are
 missing. Output: predictive mean and variance ``[B]`` in standardised target units.
 """
+
 from __future__ import annotations
 
 import math
@@ -94,12 +95,17 @@ class SequenceRegressor(nn.Module):
         if c.encoder == "gru":
             self.encoder: nn.Module = nn.GRU(h, h, num_layers=c.layers, batch_first=True)
         else:
-            block = nn.TransformerEncoderLayer(h, c.heads, dim_feedforward=2 * h, dropout=0.0,
-                                               batch_first=True, norm_first=True)
+            block = nn.TransformerEncoderLayer(
+                h, c.heads, dim_feedforward=2 * h, dropout=0.0, batch_first=True, norm_first=True
+            )
             self.encoder = nn.TransformerEncoder(block, c.layers, enable_nested_tensor=False)
         self.feature_dropout = FeatureDropout(c.dropout, at_inference=mc_dropout)
-        self.head = nn.Sequential(nn.Linear(h, h), nn.ReLU(), FeatureDropout(c.dropout, at_inference=mc_dropout),
-                                  nn.Linear(h, 2 if c.heteroscedastic else 1))
+        self.head = nn.Sequential(
+            nn.Linear(h, h),
+            nn.ReLU(),
+            FeatureDropout(c.dropout, at_inference=mc_dropout),
+            nn.Linear(h, 2 if c.heteroscedastic else 1),
+        )
         if not c.heteroscedastic:
             self.log_variance = nn.Parameter(torch.zeros(()))
 

@@ -1,4 +1,5 @@
 """Pipeline stage: fit from labelled points sampled from a store (and save the artefact); predict maps into a store."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,10 +19,21 @@ from pipeline.uncertainty.cube import (
 from pipeline.uncertainty.network import as_method
 
 
-def fit_from_points(store: str | Path, points: str | Path, *, variables: list[str] | None = None,
-                    n_steps: int = 6, target: str = "target", group_column: str | None = None,
-                    method: str = "mc-conctd", product: str = "cube", group: str | None = None,
-                    name: str | None = None, units: str | None = None, **options: Any) -> UncertaintyModel:
+def fit_from_points(
+    store: str | Path,
+    points: str | Path,
+    *,
+    variables: list[str] | None = None,
+    n_steps: int = 6,
+    target: str = "target",
+    group_column: str | None = None,
+    method: str = "mc-conctd",
+    product: str = "cube",
+    group: str | None = None,
+    name: str | None = None,
+    units: str | None = None,
+    **options: Any,
+) -> UncertaintyModel:
     """Sample the points' time windows from ``store`` and :func:`~pipeline.uncertainty.fit` a model.
 
     ``product``: ``"cube"`` (the root group), ``"composite"`` or ``"embeddings"`` (child group
@@ -44,17 +56,26 @@ def fit_from_points(store: str | Path, points: str | Path, *, variables: list[st
         groups = labelled.table[group_column].astype(str).to_numpy()
     model = fit(X, y, valid, method=as_method(method), groups=groups, **options)
     features = [str(f) for f in feature_array(ds, list(variables))["feature"].values]
-    model.metadata.update(variables=list(variables), training_sha256=labelled.sha256,
-                          training_points=str(points), store=str(store), n_points=int(y.size),
-                          product=product, group=ds.encoding.get("eocube_group"),
-                          features=features, embedding=embedding_of(ds, list(variables)),
-                          target={"name": name or target, "units": units}, group_column=group_column,
-                          store_attrs=store_provenance(store, ds))
+    model.metadata.update(
+        variables=list(variables),
+        training_sha256=labelled.sha256,
+        training_points=str(points),
+        store=str(store),
+        n_points=int(y.size),
+        product=product,
+        group=ds.encoding.get("eocube_group"),
+        features=features,
+        embedding=embedding_of(ds, list(variables)),
+        target={"name": name or target, "units": units},
+        group_column=group_column,
+        store_attrs=store_provenance(store, ds),
+    )
     return model
 
 
-def train_artefact(store: str | Path, points: str | Path, out: str | Path, *, overwrite: bool = False,
-                   **kwargs: Any) -> tuple[UncertaintyModel, Path]:
+def train_artefact(
+    store: str | Path, points: str | Path, out: str | Path, *, overwrite: bool = False, **kwargs: Any
+) -> tuple[UncertaintyModel, Path]:
     """:func:`fit_from_points` then save the artefact to ``out``; ``out`` is checked before training
     (an existing artefact is replaced only with ``overwrite``). Returns the model and ``out``."""
     from pipeline.uncertainty.artefact_io import check_output

@@ -5,6 +5,7 @@ plus, for MC-ConcTD, the Concrete-Dropout penalty of the input layer. After ever
 validation split is scored by the NLL of the predictive mixture (MC for stochastic methods)
 and the best epoch's weights are kept; training stops after ``patience`` epochs without gain.
 """
+
 from __future__ import annotations
 
 import copy
@@ -97,23 +98,35 @@ def mixture_log_likelihood(mean: torch.Tensor, var: torch.Tensor, y: torch.Tenso
     return (torch.logsumexp(log_p, dim=0) - math.log(mean.shape[0])).mean()
 
 
-def _heldout_alpha_step(net: SequenceRegressor, val: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-                        opt: torch.optim.Optimizer, cfg: TrainConfig, n_steps: int,
-                        weight_reg: float, dropout_reg: float) -> None:
+def _heldout_alpha_step(
+    net: SequenceRegressor,
+    val: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    opt: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    n_steps: int,
+    weight_reg: float,
+    dropout_reg: float,
+) -> None:
     """``cfg.alpha_steps`` updates of the Concrete logits on the validation mixture likelihood."""
     x, v, y = val
     n_mc = cfg.alpha_mc_samples
     for _ in range(cfg.alpha_steps):
         mean, var = net(x.repeat(n_mc, 1, 1), v.repeat(n_mc, 1, 1))
-        loss = (-mixture_log_likelihood(mean.view(n_mc, -1), var.view(n_mc, -1), y)
-                + net.concrete_regularizer(n_steps, weight_reg, dropout_reg))
+        loss = -mixture_log_likelihood(mean.view(n_mc, -1), var.view(n_mc, -1), y) + net.concrete_regularizer(
+            n_steps, weight_reg, dropout_reg
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
 
-def train_network(net: SequenceRegressor, train: tuple[np.ndarray, np.ndarray, np.ndarray],
-                  val: tuple[np.ndarray, np.ndarray, np.ndarray], cfg: TrainConfig, seed: int) -> TrainInfo:
+def train_network(
+    net: SequenceRegressor,
+    train: tuple[np.ndarray, np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray, np.ndarray],
+    cfg: TrainConfig,
+    seed: int,
+) -> TrainInfo:
     """Fit ``net`` in place on standardised ``train = (x, valid, y)``; early-stop on ``val``."""
     torch.manual_seed(seed)
     x, v, y = (torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for a in train)
