@@ -947,7 +947,7 @@ def chain_instrumented(times: dict[str, float]):
     """Time the chain's parts in this process with wrappers (nothing else changes): the search, the cube slices
     (``write_slice``), and the derived products (``make_products``: every unit, tile by tile, each with its
     composite, embeddings, uncertainty and video; inside it, the context: artefact load and the video plan's
-    rate control). A part the pipeline no longer has is left out (the pipeline is being worked on)."""
+    rate control)."""
     from pipeline.chain import backfill as backfill_mod
     from pipeline.chain import context as context_mod
     from pipeline.chain import slices as slices_mod
@@ -966,8 +966,10 @@ def chain_instrumented(times: dict[str, float]):
         (backfill_mod, "search", "search"),
         (slices_mod, "write_slice", "cube slices"),
         (slices_mod, "make_products", "products (units, tile by tile)"),
-        (context_mod, "resolve_context", "  of which context (artefact, video plan)"),
+        (context_mod, "resolve_context", "  of which context (artefact, video rate control)"),
     ]
+    for _, _, name in targets:  # listed in this order, each "of which" under its whole
+        times.setdefault(name, 0.0)
     saved = []
     for module, attr, name in targets:
         if hasattr(module, attr):

@@ -352,3 +352,22 @@ def test_the_demo_generator_never_writes_into_a_folder_it_did_not_write(tmp_path
     file.write_text("x")
     with pytest.raises(FileExistsError, match="is a file"):
         ensure_demo_archive(file)
+
+
+def test_files_beside_a_store_are_ours_only_when_eocube_wrote_them(tmp_path: Path):
+    from pipeline.store.paths import is_ours_or_free
+
+    def doc(name: str, body: dict) -> Path:
+        (tmp_path / name).write_text(json.dumps(body))
+        return tmp_path / name
+
+    assert is_ours_or_free(tmp_path / "absent.item.json")
+    assert is_ours_or_free(doc("a.item.json", {"type": "Feature", "properties": {"eocube:version": "0.4"}}))
+    assert is_ours_or_free(doc("a.collection.json", {"type": "Collection", "eocube:version": "0.4"}))
+    # a Collection of an earlier eocube, before it carried its version
+    assert is_ours_or_free(
+        doc("old.collection.json", {"type": "Collection", "description": "eocube store old.zarr: x"})
+    )
+    assert not is_ours_or_free(doc("theirs.collection.json", {"type": "Collection", "description": "my survey"}))
+    assert not is_ours_or_free(doc("theirs.item.json", {"type": "Feature", "properties": {}}))
+    assert not is_ours_or_free(doc("notes.item.json", {"description": "eocube store but not a Collection"}))

@@ -294,3 +294,19 @@ def test_structured_logs_are_json_and_redacted():
     assert record["level"] == "INFO" and record["slice"] == "t0" and record["logger"] == "eocube.test.redact"
     assert "TOPSECRET" not in record["message"] and "b.tif?" in record["message"]
     assert RedactingFilter().filter(logging.makeLogRecord({"msg": "token=abc", "args": None}))
+
+
+def test_open_cube_gives_string_labels_as_fixed_width_str(tmp_path: Path):
+    from pipeline.store.open import open_cube
+
+    ds = xr.Dataset(
+        {"red": (("time", "y", "x"), np.ones((3, 2, 2), np.float32))},
+        coords={"time": np.arange(3), "sensor": ("time", ["landsat", "sentinel-2", "modis"])},
+    )
+    ds.to_zarr(tmp_path / "c.zarr", zarr_format=3, consolidated=False)
+    raw = xr.open_zarr(tmp_path / "c.zarr", consolidated=False)["sensor"]
+    opened = open_cube(tmp_path / "c.zarr")
+    assert opened["sensor"].dtype.kind == "U" and "sensor" in opened.coords
+    assert list(opened["sensor"].astype(str).values) == ["landsat", "sentinel-2", "modis"]
+    assert opened.sel(time=opened["sensor"] == "landsat").sizes["time"] == 1  # a selection by label, no compute
+    assert raw.dtype.kind in "TUO"  # whatever Zarr gives back, open_cube makes it plain str

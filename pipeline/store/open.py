@@ -44,7 +44,7 @@ def open_cube(cube: xr.Dataset | str | Path) -> xr.Dataset:
             ds = ds.assign_attrs(zarr.open_group(str(path), mode="r", use_consolidated=False).attrs.asdict())
         if "eocube_compression" in ds.attrs:
             ds = split_bands(ds)
-        return as_float32_reflectance(ds)
+        return as_fixed_width_strings(as_float32_reflectance(ds))
     return xr.open_dataset(path, chunks={}, decode_coords="all")
 
 
@@ -58,6 +58,15 @@ def as_float32_reflectance(ds: xr.Dataset) -> xr.Dataset:
         and np.dtype(a.encoding.get("dtype", np.float64)).itemsize <= 2
     ]
     return ds.assign({v: _with_encoding(ds[v].astype(np.float32), ds[v].encoding) for v in packed}) if packed else ds
+
+
+def as_fixed_width_strings(ds: xr.Dataset) -> xr.Dataset:
+    """Zarr v3 strings (numpy's variable-width ``StringDType``) as fixed-width ``str``, loaded: numpy cannot
+    ``.astype(str)`` the former, and most code expects the latter. They are small labels (a date's sensor)."""
+    names = [n for n, v in ds.variables.items() if v.dtype.kind == "T"]
+    fixed = {n: ds[n].copy(data=np.asarray(ds[n].values).astype(object).astype(str)) for n in names}
+    coords = {n: v for n, v in fixed.items() if n in ds.coords}
+    return ds.assign_coords(coords).assign({n: v for n, v in fixed.items() if n not in coords}) if fixed else ds
 
 
 def _with_encoding(var: xr.DataArray, encoding: dict) -> xr.DataArray:

@@ -122,7 +122,11 @@ def is_ours_or_free(path: Path | str) -> bool:
             doc = json.loads(path.read_text())
         except (OSError, ValueError):
             return False
-        return isinstance(doc, dict) and ("eocube:version" in doc or "eocube:version" in (doc.get("properties") or {}))
+        if not isinstance(doc, dict):
+            return False
+        # Collections written before they carried eocube:version say so in their description
+        legacy = doc.get("type") == "Collection" and str(doc.get("description", "")).startswith("eocube store ")
+        return legacy or "eocube:version" in doc or "eocube:version" in (doc.get("properties") or {})
     if path.suffix == ".png":
         from PIL import Image
 
