@@ -224,8 +224,9 @@ class CompressRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     mode: Literal["lossy", "lossless"] = "lossy"
-    target_psnr: float | None = Field(None, gt=0)
-    target_bpppb: float | None = Field(None, gt=0)
+    # 12-bit samples: the quantisation alone caps PSNR near 83 dB and the raw rate at 12 bits
+    target_psnr: float | None = Field(None, gt=0, le=83, allow_inf_nan=False)
+    target_bpppb: float | None = Field(None, gt=0, le=12, allow_inf_nan=False)
     qp: float | None = None
     bands: list[str] | None = Field(None, description="bands to code (default: every band of the cube)")
 
@@ -267,7 +268,7 @@ class CubeRequest(BaseModel):
         description="names of the catalog's collections (`eocube catalogs` lists them)",
     )
     crs: str | None = None
-    resolution: float = Field(10.0, gt=0, description="output pixel size in CRS units (metres)")
+    resolution: float = Field(10.0, gt=0, allow_inf_nan=False, description="output pixel size in CRS units (metres)")
     bands: list[str] | None = Field(None, description="common band names; None = those all requested sensors share")
     max_cloud_cover: float | None = Field(None, ge=0, le=100, description="item-level eo:cloud_cover pre-filter, %")
     mask: MaskPolicyRequest = Field(default_factory=MaskPolicyRequest)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 import threading
@@ -88,6 +89,11 @@ _installed = threading.Lock()
 _INSTALLED = False
 
 
+#: environment variable: "1" prints warnings as one ``warning: ...`` line (set by the command line, inherited
+#: by its Dask worker processes)
+SHORT_WARNINGS_ENV = "EOCUBE_SHORT_WARNINGS"
+
+
 def install_redaction() -> None:
     """Redact every log record, warning and uncaught traceback of this process (idempotent).
 
@@ -108,6 +114,8 @@ def install_redaction() -> None:
         format_warning = warnings.formatwarning
 
         def redacting_formatwarning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001
+            if os.environ.get(SHORT_WARNINGS_ENV) == "1":  # the command line's: one line, no source
+                return redact(f"warning: {' '.join(str(message).split())}\n")
             return redact(format_warning(message, category, filename, lineno, line))
 
         warnings.formatwarning = redacting_formatwarning

@@ -371,7 +371,7 @@ def test_run_builds_the_store_aside_and_moves_it_into_place_and_refuses_to_repla
     demo_archive: Path, artefact: Path, reference: Path, tmp_path: Path
 ):
     from pipeline.chain.run import partial_path, run_request
-    from pipeline.store.paths import OutputPathError
+    from pipeline.store.paths import OutputPathError, beside
 
     request = chain_request(tmp_path / "run.zarr", artefact)
     result = run_request(request, archive=demo_archive, spec=SPEC)
@@ -380,3 +380,8 @@ def test_run_builds_the_store_aside_and_moves_it_into_place_and_refuses_to_repla
     assert_same_products(request.output, reference)
     with pytest.raises(OutputPathError, match="existing eocube store"):
         run_request(request, archive=demo_archive, spec=SPEC)
+    for leftover in beside(request.output):  # as if stopped after the move, before its STAC files and quicklook
+        leftover.unlink()
+    again = run_request(request, archive=demo_archive, spec=SPEC)  # the same request finishes it
+    assert (again.slices_written, again.units_written) == (0, 0) and all(p.is_file() for p in beside(request.output))
+    assert_same_products(request.output, reference)

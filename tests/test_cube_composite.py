@@ -168,7 +168,11 @@ def test_bins_of_the_supported_frequencies():
     "freq,method,message",
     [
         ("1ME", "median", "not start-anchored"),
-        ("fortnightly", "median", "unknown composite frequency"),
+        ("fortnightly", "median", "composite frequency 'fortnightly' is not usable"),
+        ("0D", "median", "must step forward in time"),
+        ("-10D", "median", "must step forward in time"),
+        ("6h", "median", "shorter than a day"),
+        ("1M", "median", "an alias pandas is removing"),
         ("1MS", "mode", "unknown composite method"),
     ],
 )

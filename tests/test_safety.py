@@ -171,19 +171,26 @@ def test_a_full_disk_mid_write_is_one_line_and_leaves_nothing(tmp_path: Path, mo
         ({"bands": []}, "bands is empty"),
         ({"chunks": {"t": 1}}, "chunks has unknown dimension(s) ['t']"),
         ({"chunks": {"time": 0, "y": 64, "x": 64}}, "chunks must be >= 1"),
+        ({"composite": {"freq": "0D"}}, "must step forward in time"),
+        ({"composite": {"freq": "1H"}}, "is not usable"),
+        ({"resolution": float("inf")}, "resolution: Input should be a finite number"),
+        ({"resolution": 1e9}, "smaller than 2 x 2 pixels"),
+        ({"compress": {"qp": 1000}}, "qp 1000 must be in"),
+        ({"compress": {"target_psnr": 1e9}}, "compress.target_psnr: Input should be less than or equal to 83"),
+        ({"output": "s3://bucket/c.zarr?sig=SECRETSECRET"}, "is a URL"),
     ],
 )
 def test_request_errors_are_one_line_before_the_search(tmp_path: Path, fields: dict, expected: str):
     line = one_error_line(
         cli(
             "run",
-            str(request_file(tmp_path / "r.yaml", output=str(tmp_path / "c.zarr"), **fields)),
+            str(request_file(tmp_path / "r.yaml", **{"output": str(tmp_path / "c.zarr"), **fields})),
             env=NO_SEARCH,
             timeout=120,
         )
     )
-    assert expected in line
-    assert not (tmp_path / "c.zarr").exists()
+    assert expected in line and "SECRETSECRET" not in line
+    assert not (tmp_path / "c.zarr").exists() and not Path("s3:").exists()
 
 
 def test_a_malformed_request_file_is_one_line(tmp_path: Path):
@@ -371,3 +378,66 @@ def test_files_beside_a_store_are_ours_only_when_eocube_wrote_them(tmp_path: Pat
     assert not is_ours_or_free(doc("theirs.collection.json", {"type": "Collection", "description": "my survey"}))
     assert not is_ours_or_free(doc("theirs.item.json", {"type": "Feature", "properties": {}}))
     assert not is_ours_or_free(doc("notes.item.json", {"description": "eocube store but not a Collection"}))
+
+
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [
+        ("s3://bucket/x.zarr?sig=SECRETSECRET", "is a URL"),
+        ("https://example.org/x.zarr", "is a URL"),
+        ("we\nird.zarr", "control characters"),
+        ("x" * 250 + ".zarr", "bytes long"),
+        (".x.zarr.partial", "where eocube builds the store of"),
+    ],
+)
+def test_outputs_eocube_cannot_name_its_siblings_after_are_refused(tmp_path: Path, output: str, message: str):
+    from pipeline.store.paths import OutputPathError, check_output
+
+    path = Path(output) if "://" in output else tmp_path / output
+    with pytest.raises(OutputPathError, match=message) as err:
+        check_output(output if "://" in output else path)
+    assert "\n" not in str(err.value) and "SECRETSECRET" not in str(err.value)
+    assert sorted(tmp_path.iterdir()) == []
+
+
+def test_a_run_never_removes_user_files_under_the_names_it_builds_its_store_at(tmp_path: Path):
+    from pipeline.chain.run import check_partial, discard_partial
+    from pipeline.store.journal import journal_dir
+    from pipeline.store.paths import OutputPathError, partial_path
+
+    partial = partial_path(tmp_path / "out.zarr")
+    partial.mkdir()
+    (partial / "mynotes.txt").write_text("mine")
+    with pytest.raises(OutputPathError, match="not written by eocube"):
+        check_partial(partial)
+    with pytest.raises(OutputPathError):
+        discard_partial(partial)
+    assert (partial / "mynotes.txt").read_text() == "mine"
+    (partial / "mynotes.txt").unlink()
+    check_partial(partial)  # an empty folder there: a run killed before it wrote anything
+    journal = journal_dir(partial)
+    (journal / "failures").mkdir(parents=True)
+    (journal / "lock").write_text("")
+    (journal / "runs.jsonl").write_text("{}\n")
+    (journal / "failures" / "t0.json").write_text("{}")
+    check_partial(partial)  # eocube's own journal
+    (journal / "mine.txt").write_text("mine")
+    with pytest.raises(OutputPathError, match="holds files eocube did not write"):
+        discard_partial(partial)
+    assert (journal / "mine.txt").read_text() == "mine"
+
+
+def test_store_update_refuses_a_partial_store_and_what_is_not_a_store(tmp_path: Path):
+    from pipeline.chain.slices import update_request
+    from pipeline.store.zarr_store import StoreError
+
+    for path, message in (
+        (tmp_path / ".x.zarr.partial", "store in the making"),
+        (tmp_path / "notes", "is not an eocube store"),
+        (tmp_path / "absent.zarr", "does not exist"),
+    ):
+        if path.name == "notes":
+            path.mkdir()
+        with pytest.raises(StoreError, match=message) as err:
+            update_request(path)
+        assert "\n" not in str(err.value)

@@ -78,6 +78,10 @@ def check_products(request: CubeRequest, found: SearchResult | None = None) -> N
     """Raise one line unless the request's derived products can be made: the encoder's weights are there,
     and each artefact's inputs (product, variables, time steps, embedding model and weights) are what the
     request makes. With ``found`` (after the search) the cube's time steps are checked too."""
+    if request.compress is not None and request.compress.qp is not None:
+        from pipeline.compression.video import check_qp
+
+        check_qp(request.compress.qp)
     embedding = encoder_identity(request) if request.embed is not None else None
     steps = {
         "cube": cube_steps(found) if found is not None else None,

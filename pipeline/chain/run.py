@@ -14,16 +14,26 @@ import numpy as np
 
 from pipeline.chain.preflight import check_products, preflight
 from pipeline.chain.search import search
-from pipeline.chain.slices import BackfillSpec, backfill
+from pipeline.chain.slices import BackfillReport, BackfillSpec, backfill
 from pipeline.cube.assemble import request_cube
 from pipeline.cube.cluster import dask_client
 from pipeline.cube.quicklook import write_quicklook
 from pipeline.model import ChainResult, CubeRequest, CubeResult, ProductResult, Progress, SearchResult
 from pipeline.redaction import redact_json
 from pipeline.store.engines import Engine, open_engine
-from pipeline.store.journal import journal_dir, write_lock
+from pipeline.store.journal import is_journal, journal_dir, write_lock
 from pipeline.store.open import open_cube
-from pipeline.store.paths import check_output, is_eocube_store, output_error, remove_store, swap_into_place
+from pipeline.store.paths import (
+    OutputPathError,
+    beside,
+    check_beside,
+    check_output,
+    is_eocube_store,
+    output_error,
+    partial_path,
+    remove_store,
+    swap_into_place,
+)
 from pipeline.store.stac import stac_paths, write_stac
 from pipeline.store.zarr_store import provenance_attrs, request_attr, write_store
 
@@ -103,12 +113,6 @@ def product_results(engine: Engine) -> list[ProductResult]:
 RUN_TILE_PX, RUN_TIME_STEP = 1024, 8
 
 
-def partial_path(output: Path) -> Path:
-    """Where a run builds its store before moving it to ``output``: a hidden sibling, the same for every run
-    of that output, so a run killed half-way is resumed (its committed slices and units kept)."""
-    return output.with_name(f".{output.name}.partial")
-
-
 def run_request(
     request: CubeRequest,
     archive: Path | None = None,
@@ -126,30 +130,20 @@ def run_request(
     killed run resumes where it stopped.
     """
     t0 = time.perf_counter()
-    preflight(request)
     final = Path(request.output)
+    finishing = unfinished_by(final, request)
+    preflight(request, resume=finishing)
     spec = spec or BackfillSpec(engine=request.format, tile_px=RUN_TILE_PX, time_step=RUN_TIME_STEP)
     work = request.model_copy(update={"output": partial_path(final), "overwrite": False})
+    check_partial(work.output)
     with write_lock(final):
         discard_foreign_partial(work)
         found = search(request, archive, progress)
         check_products(request, found)  # the cube's time steps are known now: before any work
-        with dask_client(dask_address):
-            try:
-                report = backfill(
-                    work,
-                    found,
-                    spec,
-                    product_progress=progress,
-                    progress=(lambda d, n: progress("cube", d, n)) if progress else None,
-                )
-            except OSError as exc:  # a full disk, a folder made read-only meanwhile: say so of the user's path
-                error = output_error(exc, final, work.output)
-                if error is None:
-                    raise
-                discard_partial(work.output)
-                raise error from exc
-        move_into_place(work.output, final, request.overwrite)
+        report = BackfillReport(store=str(final), engine=request.format, planned=0)
+        if not finishing:
+            report = build_aside(request, work, found, spec, dask_address, progress)
+            move_into_place(work.output, final, request.overwrite)
         engine = open_engine(final)
         engine.update_attrs({"eocube:request": request_attr(request.model_dump(mode="json"))})  # not the partial's
         stac_item = write_stac(engine)
@@ -165,6 +159,60 @@ def run_request(
         stac_item=str(stac_item),
         seconds=round(time.perf_counter() - t0, 1),
     )
+
+
+def unfinished_by(final: Path, request: CubeRequest) -> bool:
+    """Whether ``final`` holds the store of a run of ``request`` stopped after its store was moved into place
+    and before its STAC files and quicklook were written: the same request again finishes it."""
+    if request.overwrite or not is_eocube_store(final) or all(p.is_file() for p in beside(final)):
+        return False
+    recorded = json.loads(open_engine(final).open().attrs.get("eocube:request") or "{}")
+    if not recorded:
+        return False
+    same = {**recorded, "output": str(final), "overwrite": False}
+    return CubeRequest.model_validate(same) == request.model_copy(update={"overwrite": False})
+
+
+def build_aside(
+    request: CubeRequest,
+    work: CubeRequest,
+    found: SearchResult,
+    spec: BackfillSpec,
+    dask_address: str | None,
+    progress: Progress | None,
+) -> BackfillReport:
+    """Every slice and unit of ``request`` built at ``work.output`` (its partial store)."""
+    final = Path(request.output)
+    with dask_client(dask_address):
+        try:
+            report = backfill(
+                work,
+                found,
+                spec,
+                product_progress=progress,
+                progress=(lambda d, n: progress("cube", d, n)) if progress else None,
+            )
+        except OSError as exc:  # a full disk, a folder made read-only meanwhile: say so of the user's path
+            error = output_error(exc, final, work.output)
+            if error is None:
+                raise
+            discard_partial(work.output)
+            raise error from exc
+    return report
+
+
+def check_partial(partial: Path) -> None:
+    """Refuse, in one line, anything at the names a run builds its store under (the partial store, its journal,
+    its STAC files) that eocube did not write there: a run removes or replaces what it finds at them."""
+    if partial.exists() and not (is_eocube_store(partial) or (partial.is_dir() and not any(partial.iterdir()))):
+        raise OutputPathError(
+            f"{partial} exists and was not written by eocube; a run builds its store there: move it away"
+        )
+    if not is_journal(journal_dir(partial)):
+        raise OutputPathError(
+            f"{journal_dir(partial)} holds files eocube did not write; a run keeps its journal there: move it away"
+        )
+    check_beside(beside(partial))
 
 
 def discard_foreign_partial(work: CubeRequest) -> None:
@@ -183,7 +231,9 @@ def discard_foreign_partial(work: CubeRequest) -> None:
 
 
 def discard_partial(path: Path) -> None:
-    """Remove a run's partial store, its journal and STAC files (all eocube's own, under hidden names)."""
+    """Remove a run's partial store, its journal and STAC files (all eocube's own, under hidden names:
+    :func:`check_partial` has refused anything else there)."""
+    check_partial(path)
     remove_store(path)
     remove_store(journal_dir(path))
     for leftover in stac_paths(path):

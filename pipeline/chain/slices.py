@@ -46,7 +46,7 @@ from pipeline.store.cf import annotate_cf, encodings
 from pipeline.store.engines import ENGINES, Engine, committed_sources, leftovers, open_engine, store_sources
 from pipeline.store.journal import clear_failure, record_failure, record_run, write_lock
 from pipeline.store.layout import Slice, StoreLayout, check_alignment, covered_times, plan_slices
-from pipeline.store.paths import check_output, remove_store
+from pipeline.store.paths import check_output, is_eocube_store, is_partial, remove_store
 from pipeline.store.zarr_store import StoreError, provenance_attrs, request_attr
 
 #: Two time steps of one sensor this close are the same date (solar day; as ``items_per_time`` groups items).
@@ -513,10 +513,14 @@ def update_request(path: Path | str, until: dt.date | None = None) -> CubeReques
     the store's (a window where one sensor has no items must not change them). A Zarr
     store missing after a killed insert is first put back (under the writer lock).
     """
+    if is_partial(path):
+        raise StoreError(f"{path} is a run's store in the making, not a store to update: run its request again")
     engine = engine_of(path)
     if not Path(path).exists() and leftovers(Path(path)):
         with write_lock(path, 60.0):
             engine.recover()
+    if not is_eocube_store(path):
+        raise StoreError(f"{path} is not an eocube store" + ("" if Path(path).exists() else " (it does not exist)"))
     store = engine.open()
     if "eocube:request" not in store.attrs:
         raise StoreError(f"{path} has no eocube:request attribute; it was not written by eocube")

@@ -56,7 +56,9 @@ INTERRUPTED = 130
 
 def main() -> None:
     """Entry point of the ``eocube`` console script: any error is one line (exit 1), the traceback with ``--debug``."""
-    interrupted = "interrupted: nothing was left under the output name; the same command again resumes where it stopped"
+    interrupted = (
+        "interrupted: nothing half-made is left under the output name; the same command again resumes where it stopped"
+    )
     try:
         code = app(standalone_mode=False)
     except (KeyboardInterrupt, typer.Abort):

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pipeline.redaction import redact
+from pipeline.redaction import SHORT_WARNINGS_ENV, redact
 
 #: stderr: progress, errors; the results go to stdout
 console = Console(stderr=True)
@@ -39,6 +39,7 @@ def quiet_libraries(debug: bool) -> None:
     os.environ["DASK_LOGGING__DISTRIBUTED"] = (
         "info" if debug else os.environ.get("DASK_LOGGING__DISTRIBUTED", "critical")
     )
+    os.environ[SHORT_WARNINGS_ENV] = "0" if debug else "1"
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("ICECHUNK_LOG", "info" if debug else "error")  # Icechunk's own (Rust) log lines
     # after ctrl-c, Dask's cancelled client tasks are collected at exit and asyncio reports each one
@@ -87,17 +88,24 @@ def user_errors() -> Iterator[None]:
 
 @contextmanager
 def progress_display() -> Iterator[Callable[[str, int, int], None]]:
-    """A rich progress display; yields a ``progress(stage, done, total)`` callback."""
+    """A rich progress display; yields a ``progress(stage, done, total)`` callback. The display starts with the
+    first progress reported, so a command that fails before any work prints its error line alone."""
     columns = (TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False) as bar:
-        tasks: dict[str, TaskID] = {}
+    bar = Progress(*columns, console=console, transient=False)
+    tasks: dict[str, TaskID] = {}
 
-        def update(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
-            bar.update(tasks[stage], completed=done, total=total)
+    def update(stage: str, done: int, total: int) -> None:
+        if not bar.live.is_started:
+            bar.start()
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(stage, total=total)
+        bar.update(tasks[stage], completed=done, total=total)
 
+    try:
         yield update
+    finally:
+        if bar.live.is_started:
+            bar.stop()
 
 
 class RequestLoader(yaml.SafeLoader):

@@ -46,17 +46,34 @@ def as_method(name: str) -> Method:
     raise ValueError(f"unknown composite method {name!r}; choose one of {list(METHODS)}")
 
 
+def composite_offset(freq: str) -> pd.DateOffset:
+    """The pandas offset of a composite frequency: start-anchored, positive, a day or longer; else one
+    ``ValueError`` line (pandas' deprecation warnings, e.g. for ``"1M"``, become that line too)."""
+    hint = "use e.g. '10D', '1MS', 'QS-DEC'"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            offset = pd.tseries.frequencies.to_offset(freq)
+    except (ValueError, TypeError, FutureWarning, DeprecationWarning) as exc:
+        deprecated = isinstance(exc, (FutureWarning, DeprecationWarning))
+        reason = "an alias pandas is removing" if deprecated else str(exc).split("\n")[0]
+        raise ValueError(f"composite frequency {freq!r} is not usable ({reason}); {hint}") from None
+    if type(offset).__name__.endswith("End"):  # MonthEnd, QuarterEnd, YearEnd, BusinessMonthEnd...
+        raise ValueError(f"composite frequency {freq!r} is not start-anchored (use e.g. '1MS', not '1ME')")
+    if offset.n <= 0:
+        raise ValueError(f"composite frequency {freq!r} must step forward in time; {hint}")
+    probe = pd.Timestamp("2001-01-01")
+    if probe + offset - probe < pd.Timedelta(days=1):
+        raise ValueError(f"composite frequency {freq!r} is shorter than a day; {hint}")
+    return offset
+
+
 def bins(times: np.ndarray, freq: str) -> tuple[pd.DatetimeIndex, pd.DatetimeIndex, np.ndarray]:
     """``(starts, ends, index)``: bin edges covering ``times`` and the bin of each time step.
 
     Raises ``ValueError`` for an unknown or end-anchored frequency (e.g. ``"ME"``).
     """
-    try:
-        offset = pd.tseries.frequencies.to_offset(freq)
-    except ValueError as exc:
-        raise ValueError(f"unknown composite frequency {freq!r} (use e.g. '10D', '1MS', 'QS-DEC')") from exc
-    if type(offset).__name__.endswith("End"):  # MonthEnd, QuarterEnd, YearEnd, BusinessMonthEnd...
-        raise ValueError(f"composite frequency {freq!r} is not start-anchored (use e.g. '1MS', not '1ME')")
+    offset = composite_offset(freq)
     if len(times) == 0:
         raise ValueError("cannot composite a cube without time steps")
     t = pd.DatetimeIndex(times)

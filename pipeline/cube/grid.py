@@ -44,7 +44,15 @@ def request_geobox(request: CubeRequest) -> GeoBox:
         projected = area.to_crs(crs)
     except Exception as exc:  # pyproj raises a variety of errors for bad CRS strings
         raise RequestError(f"cannot project the area to CRS {crs!r}: {exc}") from exc
-    gbox = GeoBox.from_geopolygon(projected, resolution=request.resolution, crs=crs)
+    try:
+        gbox = GeoBox.from_geopolygon(projected, resolution=request.resolution, crs=crs)
+    except (OverflowError, ValueError, ZeroDivisionError) as exc:
+        raise RequestError(f"resolution {request.resolution} gives no grid over the area: {exc}") from None
+    if min(gbox.shape.x, gbox.shape.y) < 2:
+        raise RequestError(
+            f"grid of {gbox.shape.y} x {gbox.shape.x} px at resolution {request.resolution} is smaller than "
+            "2 x 2 pixels; use a finer resolution or a larger area"
+        )
     if gbox.shape.x * gbox.shape.y > 400_000_000:
         raise RequestError(
             f"grid of {gbox.shape.y} x {gbox.shape.x} px is too large; coarsen the resolution or split the AOI"

@@ -75,6 +75,25 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+#: what a store's journal folder holds: its locks, the failed slices' records, the runs' lines
+JOURNAL_ENTRIES = frozenset({"lock", "commit.lock", "failures", "runs.jsonl"})
+
+
+def is_journal(folder: Path) -> bool:
+    """Whether ``folder`` holds nothing but what eocube writes into a store's journal (an absent one does)."""
+    if not folder.exists() and not folder.is_symlink():
+        return True
+    if folder.is_symlink() or not folder.is_dir():
+        return False
+    for entry in folder.iterdir():
+        if entry.name == "failures" and entry.is_dir():
+            if not all(f.is_file() and f.name.endswith(".json") or f.name.startswith(".") for f in entry.iterdir()):
+                return False
+        elif entry.name not in JOURNAL_ENTRIES and not entry.name.startswith((".runs.jsonl.", ".lock")):
+            return False
+    return True
+
+
 def write_lock(store: Path | str, timeout_s: float = 0.0):
     """The store's writer lock (see :func:`file_lock`)."""
     return file_lock(journal_dir(store) / "lock", timeout_s, what=f"store {store}")

@@ -18,9 +18,12 @@ import ctypes
 import errno
 import json
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
+
+from pipeline.redaction import redact
 
 #: Free space (bytes) below which an output folder counts as full before anything is written.
 MIN_FREE_BYTES = 64 * 2**20
@@ -169,6 +172,48 @@ def check_not_own_input(source: object, out: Path | str) -> None:
         raise OutputPathError(f"output {out} is the input {source} or overlaps it; write the result elsewhere")
 
 
+#: the suffix of the hidden sibling a run builds its store in (:func:`partial_path`)
+PARTIAL_SUFFIX = ".partial"
+#: the longest name the sibling names of a store add to its own (``.NAME.partial.eocube``, ``.NAME.old-<hex>``)
+_SIBLING_EXTRA = len("..partial.eocube") + 40
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")
+
+
+def partial_path(output: Path | str) -> Path:
+    """Where a run builds its store before moving it to ``output``: a hidden sibling, the same for every run
+    of that output, so a run killed half-way is resumed (its committed slices and units kept)."""
+    output = Path(output)
+    return output.with_name(f".{output.name}{PARTIAL_SUFFIX}")
+
+
+def is_partial(path: Path | str) -> bool:
+    """Whether ``path`` is named as a run's hidden partial store (:func:`partial_path`)."""
+    name = Path(path).name
+    return name.startswith(".") and name.endswith(PARTIAL_SUFFIX) and len(name) > len(PARTIAL_SUFFIX) + 1
+
+
+def check_path_name(path: Path | str) -> None:
+    """Refuse, in one line, an output that is not a plain local path eocube can name its siblings after: a URL
+    (stores are written to this machine's file systems), control characters, a name too long for the file
+    system, or the name of a run's hidden partial store."""
+    text = str(path)
+    if _URL.match(text):
+        raise OutputPathError(
+            f"output {redact(text)} is a URL; eocube writes stores to a local or mounted file system path"
+        )
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise OutputPathError(f"output {text!r} holds control characters (a newline, a tab ...): rename it")
+    name = Path(path).name
+    if len(os.fsencode(name)) + _SIBLING_EXTRA > 255:
+        raise OutputPathError(
+            f"output name {name[:40]}... is {len(os.fsencode(name))} bytes long; eocube names files beside the "
+            f"store after it, so it must be at most {255 - _SIBLING_EXTRA} bytes"
+        )
+    if is_partial(path):
+        final = Path(path).with_name(name[1 : -len(PARTIAL_SUFFIX)])
+        raise OutputPathError(f"{path} is where eocube builds the store of {final} during a run; name {final}")
+
+
 def check_output(path: Path | str, *, overwrite: bool = False, resume: bool = False) -> None:
     """Raise :class:`OutputPathError` unless a store may be written at ``path``.
 
@@ -176,6 +221,7 @@ def check_output(path: Path | str, *, overwrite: bool = False, resume: bool = Fa
     ``overwrite`` (it will be replaced) or ``resume`` (a backfill continues it); anything
     else at the path is never replaced.
     """
+    check_path_name(path)
     path = Path(path)
     if path.exists() or path.is_symlink():
         if not is_eocube_store(path):

@@ -56,6 +56,8 @@ def store_status(path: Path | str) -> StoreStatus:
     engine = open_engine(path)
     sliced = engine.exists()
     ds = engine.open() if sliced else xr.open_zarr(path, consolidated=None)
+    if not ds.data_vars:
+        raise StoreError(f"{path} is an eocube store without its cube (its cube group or records are missing)")
     committed = sorted(engine.committed().values(), key=lambda r: (r["t"], r["y"], r["x"])) if sliced else []
     covered = sum(int(np.prod([b - a for a, b in (r["t"], r["y"], r["x"])])) for r in committed)
     total = int(np.prod([ds.sizes.get(d, 1) for d in ("time", "y", "x")])) if sliced else 0
