@@ -827,8 +827,7 @@ def make_request(
     if "embeddings" in products:
         from pipeline.chain.products import spatial_chunk
 
-        # chips of the product's Zarr chunk: the chain keeps a tile's embeddings on the workers as Dask chunks of
-        # one chip row, which its unit write refuses unless they are whole Zarr chunks (see the module's notes)
+        # chips of the product's Zarr chunk, as the stage alone writes them: both sides run the same chips
         fields["embed"] = {
             "model": "presto",
             "input": "composite",

@@ -17,6 +17,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import TypeVar
 
@@ -258,13 +259,28 @@ def make_tile(ctx: Context, engine: Engine, tile: Tile, tile_px: int) -> dict:
     return make_unit(ctx, engine, engine.open(), tile, list(engine.committed().values()), tile_px)
 
 
+#: units in flight at once after the first: while one writes and commits, the other keeps the workers busy
+UNITS_SIDE_BY_SIDE = 2
+
+
 def make_units(ctx: Context, engine: Engine, tile_px: int, progress: Progress | None = None) -> list[dict]:
-    """Make every pending unit of the store behind ``engine``, one tile after the other; their records."""
+    """Make every pending unit of the store behind ``engine``: the first alone (it creates the product groups),
+    then :data:`UNITS_SIDE_BY_SIDE` at a time, their work on the active Dask scheduler; their records."""
     tiles = prepare_units(ctx, engine, tile_px)
     cube, slices = engine.open(), list(engine.committed().values())
-    records = []
-    for i, tile in enumerate(tiles):
-        records.append(make_unit(ctx, engine, cube, tile, slices, tile_px))
+    records: list[dict] = []
+
+    def make(tile: Tile) -> dict:
+        return make_unit(ctx, engine, cube, tile, slices, tile_px)
+
+    def made(record: dict) -> None:
+        records.append(record)
         if progress:
-            progress("products", i + 1, len(tiles))
+            progress("products", len(records), len(tiles))
+
+    if tiles:
+        made(make(tiles[0]))
+    with ThreadPoolExecutor(UNITS_SIDE_BY_SIDE) as pool:
+        for record in pool.map(make, tiles[1:]):
+            made(record)
     return records
