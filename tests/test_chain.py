@@ -385,3 +385,5 @@ def test_run_builds_the_store_aside_and_moves_it_into_place_and_refuses_to_repla
     again = run_request(request, archive=demo_archive, spec=SPEC)  # the same request finishes it
     assert (again.slices_written, again.units_written) == (0, 0) and all(p.is_file() for p in beside(request.output))
     assert_same_products(request.output, reference)
+    with pytest.raises(OutputPathError, match="existing eocube store"):  # a backfill's store is no run to finish
+        run_request(chain_request(reference, artefact), archive=demo_archive, spec=SPEC)

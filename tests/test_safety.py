@@ -346,6 +346,12 @@ def test_the_demo_generator_never_writes_into_a_folder_it_did_not_write(tmp_path
     with pytest.raises(FileExistsError, match="refusing to generate the demo into it") as err:
         ensure_demo_archive(theirs)
     assert "\n" not in str(err.value) and sorted(p.name for p in theirs.iterdir()) == ["thesis.txt"]
+    from pipeline.demo.archive import generate_archive
+
+    (theirs / "manifest.json").write_text('{"version": 1, "seed": 20211001}')  # theirs, though it looks alike
+    with pytest.raises(FileExistsError, match="did not write"):
+        generate_archive(theirs)
+    assert sorted(p.name for p in theirs.iterdir()) == ["manifest.json", "thesis.txt"]
     archive = tmp_path / "their-archive"  # a user's own local STAC archive: served as it is
     (archive / "stac" / "sentinel-2-l2a").mkdir(parents=True)
     (archive / "stac" / "sentinel-2-l2a" / "items.json").write_text('{"type": "FeatureCollection", "features": []}')

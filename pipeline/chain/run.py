@@ -29,6 +29,7 @@ from pipeline.store.paths import (
     check_beside,
     check_output,
     is_eocube_store,
+    is_icechunk_repository,
     output_error,
     partial_path,
     remove_store,
@@ -111,6 +112,8 @@ def product_results(engine: Engine) -> list[ProductResult]:
 
 #: tiles of a one-shot run (pixels a side) and its cube slices' time steps
 RUN_TILE_PX, RUN_TIME_STEP = 1024, 8
+#: root attribute a run sets on its store, complete, just before moving it into place
+RUN_COMPLETE_ATTR = "eocube:run_complete"
 
 
 def run_request(
@@ -135,14 +138,15 @@ def run_request(
     preflight(request, resume=finishing)
     spec = spec or BackfillSpec(engine=request.format, tile_px=RUN_TILE_PX, time_step=RUN_TIME_STEP)
     work = request.model_copy(update={"output": partial_path(final), "overwrite": False})
-    check_partial(work.output)
     with write_lock(final):
+        check_partial(work.output)  # under the lock: a run still building there says "locked" instead
         discard_foreign_partial(work)
         found = search(request, archive, progress)
         check_products(request, found)  # the cube's time steps are known now: before any work
         report = BackfillReport(store=str(final), engine=request.format, planned=0)
         if not finishing:
             report = build_aside(request, work, found, spec, dask_address, progress)
+            open_engine(work.output).update_attrs({RUN_COMPLETE_ATTR: True})
             move_into_place(work.output, final, request.overwrite)
         engine = open_engine(final)
         engine.update_attrs({"eocube:request": request_attr(request.model_dump(mode="json"))})  # not the partial's
@@ -166,11 +170,13 @@ def unfinished_by(final: Path, request: CubeRequest) -> bool:
     and before its STAC files and quicklook were written: the same request again finishes it."""
     if request.overwrite or not is_eocube_store(final) or all(p.is_file() for p in beside(final)):
         return False
-    recorded = json.loads(open_engine(final).open().attrs.get("eocube:request") or "{}")
-    if not recorded:
+    try:
+        attrs = open_engine(final).open().attrs
+        recorded = json.loads(attrs.get("eocube:request") or "{}")
+        same = CubeRequest.model_validate({**recorded, "output": str(final), "overwrite": False})
+    except Exception:  # not a chain store, or one whose request cannot be read: not a run to finish
         return False
-    same = {**recorded, "output": str(final), "overwrite": False}
-    return CubeRequest.model_validate(same) == request.model_copy(update={"overwrite": False})
+    return bool(attrs.get(RUN_COMPLETE_ATTR)) and same == request.model_copy(update={"overwrite": False})
 
 
 def build_aside(
@@ -204,7 +210,8 @@ def build_aside(
 def check_partial(partial: Path) -> None:
     """Refuse, in one line, anything at the names a run builds its store under (the partial store, its journal,
     its STAC files) that eocube did not write there: a run removes or replaces what it finds at them."""
-    if partial.exists() and not (is_eocube_store(partial) or (partial.is_dir() and not any(partial.iterdir()))):
+    ours = is_eocube_store(partial) or is_icechunk_repository(partial)  # (a repository killed before its creation)
+    if partial.exists() and not (ours or (partial.is_dir() and not any(partial.iterdir()))):
         raise OutputPathError(
             f"{partial} exists and was not written by eocube; a run builds its store there: move it away"
         )

@@ -264,8 +264,9 @@ UNITS_SIDE_BY_SIDE = 2
 
 
 def make_units(ctx: Context, engine: Engine, tile_px: int, progress: Progress | None = None) -> list[dict]:
-    """Make every pending unit of the store behind ``engine``: the first alone (it creates the product groups),
-    then :data:`UNITS_SIDE_BY_SIDE` at a time, their work on the active Dask scheduler; their records."""
+    """Make every pending unit of the store behind ``engine``: one at a time until every product group exists
+    (a unit creates those its products need), then :data:`UNITS_SIDE_BY_SIDE` at a time, their work on the
+    active Dask scheduler; their records."""
     tiles = prepare_units(ctx, engine, tile_px)
     cube, slices = engine.open(), list(engine.committed().values())
     records: list[dict] = []
@@ -278,9 +279,15 @@ def make_units(ctx: Context, engine: Engine, tile_px: int, progress: Progress | 
         if progress:
             progress("products", len(records), len(tiles))
 
-    if tiles:
-        made(make(tiles[0]))
-    with ThreadPoolExecutor(UNITS_SIDE_BY_SIDE) as pool:
-        for record in pool.map(make, tiles[1:]):
+    pending = list(tiles)
+    while pending and any(engine.open_group(name) is None for name in ctx.request.products()):
+        made(make(pending.pop(0)))  # one at a time until every product group exists (a unit creates them)
+    pool = ThreadPoolExecutor(UNITS_SIDE_BY_SIDE)
+    try:
+        for record in pool.map(make, pending):
             made(record)
+    except BaseException:  # ctrl-c or a failure: do not wait for the other unit (its work is not committed)
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
     return records

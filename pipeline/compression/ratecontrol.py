@@ -53,7 +53,8 @@ def measure(blocks: list[np.ndarray], params: CodecParams, peak: float) -> RateP
         return (mse(block, back) * valid if valid else 0.0), valid, len(data)
 
     # the codec releases the GIL: the blocks are coded side by side, one a core
-    with ThreadPoolExecutor(max(1, min(len(blocks), os.cpu_count() or 1))) as pool:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    with ThreadPoolExecutor(max(1, min(len(blocks), cores // max(1, params.threads)))) as pool:
         results = list(pool.map(coded, blocks))
     sq = sum(r[0] for r in results)
     count = sum(r[1] for r in results)

@@ -548,6 +548,10 @@ def write_labels(out: Path, site: DemoSite, landscape: Landscape, rng: np.random
     return path
 
 
+#: the ``generator`` of the demo archive's manifest: how it knows its own folders
+GENERATOR = "eocube-demo"
+
+
 def generate_archive(
     out_dir: Path | str,
     seed: int = 20211001,
@@ -563,9 +567,13 @@ def generate_archive(
     manifest = _demo_manifest(out)
     if manifest is not None and manifest.get("seed") == seed and manifest.get("version") == ARCHIVE_VERSION:
         return out
+    if manifest is None and out.is_dir() and any(out.iterdir()):
+        raise FileExistsError(
+            f"archive folder {out} holds files the demo generator did not write; refusing to write into it"
+        )
     out.mkdir(parents=True, exist_ok=True)
     # claimed before the first file: an interrupted generation is still recognised as the generator's own
-    manifest_path.write_text(json.dumps({"version": "incomplete", "seed": seed}))
+    manifest_path.write_text(json.dumps({"generator": GENERATOR, "version": "incomplete", "seed": seed}))
     rng = np.random.default_rng(seed)
     landscape = Landscape.generate(rng, site.landscape_bounds(), site.aoi_utm)
     writer = _Writer(out, site, landscape, rng)
@@ -595,6 +603,7 @@ def generate_archive(
         counts[collection_id] = len(features)
     write_labels(out, site, landscape, rng)
     manifest = {
+        "generator": GENERATOR,
         "version": ARCHIVE_VERSION,
         "seed": seed,
         "items": counts,
@@ -640,4 +649,7 @@ def _demo_manifest(folder: Path) -> dict | None:
         manifest = json.loads((folder / "manifest.json").read_text())
     except (OSError, ValueError):
         return None
-    return manifest if isinstance(manifest, dict) and {"version", "seed"} <= manifest.keys() else None
+    if not isinstance(manifest, dict):
+        return None
+    legacy = {"version", "seed", "items", "aoi_bbox", "utm_epsg"} <= manifest.keys()  # before it named itself
+    return manifest if manifest.get("generator") == GENERATOR or legacy else None

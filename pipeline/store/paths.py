@@ -176,7 +176,7 @@ def check_not_own_input(source: object, out: Path | str) -> None:
 PARTIAL_SUFFIX = ".partial"
 #: the longest name the sibling names of a store add to its own (``.NAME.partial.eocube``, ``.NAME.old-<hex>``)
 _SIBLING_EXTRA = len("..partial.eocube") + 40
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")  # two letters at least: "C:/..." is a drive, not a scheme
 
 
 def partial_path(output: Path | str) -> Path:
