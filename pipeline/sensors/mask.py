@@ -17,25 +17,7 @@ from pipeline.sensors.qa import all_flag_names, as_dataarray, decode_qa, qa_spec
 CONFIDENCE_LEVELS = {"low": 1, "medium": 2, "high": 3}
 
 #: Flags that describe cloud or shadow; only these are buffered by ``dilation_m``.
-CLOUD_LIKE = frozenset(
-    {
-        "cloud",
-        "cloud_medium",
-        "cloud_high",
-        "cloud_mixed",
-        "internal_cloud",
-        "dilated_cloud",
-        "adjacent_to_cloud",
-        "cloud_shadow",
-        "cirrus",
-    }
-)
-
-DEFAULT_DROP = (
-    "fill",
-    "nodata",
-    "saturated",
-    "not_produced",
+CLOUD_FLAGS = (
     "cloud",
     "cloud_medium",
     "cloud_high",
@@ -46,6 +28,9 @@ DEFAULT_DROP = (
     "cloud_shadow",
     "cirrus",
 )
+CLOUD_LIKE = frozenset(CLOUD_FLAGS)
+
+DEFAULT_DROP = ("fill", "nodata", "saturated", "not_produced", *CLOUD_FLAGS)
 
 
 class MaskPolicy(BaseModel):
