@@ -913,6 +913,8 @@ def cluster(n_workers: int) -> Iterator[tuple[str, dict[str, int]]]:
     the worker pids."""
     from distributed import Client, LocalCluster
 
+    import pipeline.cube.cluster  # noqa: F401  (the worker environment eocube's own clusters start with)
+
     with (
         LocalCluster(
             n_workers=n_workers, threads_per_worker=1, processes=True, memory_limit="auto", dashboard_address=None
@@ -945,8 +947,8 @@ class StageTimes:
 def chain_instrumented(times: dict[str, float]):
     """Time the chain's parts in this process with wrappers (nothing else changes): the search, the cube slices
     (``write_slice``), and the derived products (``make_products``: every unit, tile by tile, each with its
-    composite, embeddings, uncertainty and video; inside it, the context: artefact load and the video plan's
-    rate control)."""
+    composite, embeddings, uncertainty and video; inside it, the video plan's rate control, which runs beside
+    the first unit's other products)."""
     from pipeline.chain import backfill as backfill_mod
     from pipeline.chain import context as context_mod
     from pipeline.chain import slices as slices_mod
@@ -965,7 +967,7 @@ def chain_instrumented(times: dict[str, float]):
         (backfill_mod, "search", "search"),
         (slices_mod, "write_slice", "cube slices"),
         (slices_mod, "make_products", "products (units, tile by tile)"),
-        (context_mod, "resolve_context", "  of which context (artefact, video rate control)"),
+        (context_mod, "video_plan", "  of which video rate control (beside the first unit's other products)"),
     ]
     for _, _, name in targets:  # listed in this order, each "of which" under its whole
         times.setdefault(name, 0.0)

@@ -102,7 +102,7 @@ def write_slice_task(request: CubeRequest, found: SearchResult, spec: BackfillSp
 @task(name="plan-units", **RETRY, cache_policy=NO_CACHE)
 def plan_units_task(request: CubeRequest, spec: BackfillSpec) -> list[Tile]:
     engine = open_engine(request.output, spec.engine)
-    return prepare_units(resolve_context(request, engine, spec.tile_px), engine, spec.tile_px)
+    return prepare_units(request, engine, spec.tile_px)
 
 
 @task(name="make-unit", **RETRY, cache_policy=NO_CACHE, task_run_name="unit {tile.id}")

@@ -172,6 +172,18 @@ def test_a_failed_read_is_masked_and_recorded_in_every_product(demo_archive: Pat
         assert g[name]["computed"].values.all(), name  # made, from what could be read
 
 
+def test_a_video_target_out_of_reach_fails_the_run_and_commits_no_unit(demo_archive: Path, tmp_path: Path):
+    """Rate control runs beside the first unit's other products; a target it cannot meet still fails the run
+    (it is not retried, nor recorded as a product "not computed"), and no unit is committed."""
+    request = chain_request(tmp_path / "chain.zarr", compress={"target_bpppb": 1e-4})
+    with (
+        dask.config.set(scheduler="threads", num_workers=2),
+        pytest.raises(ValueError, match=r"target 0.0001 bpppb is out of reach"),
+    ):
+        backfill(request, search(request, demo_archive), SPEC)
+    assert not list((request.output / "eocube-manifest" / "units").glob("*.json"))
+
+
 @pytest.mark.slow
 def test_a_worker_killed_mid_chain_and_then_the_flow_process_killed_end_equal_to_an_uninterrupted_run(
     demo_archive: Path, artefact: Path, reference: Path, tmp_path: Path

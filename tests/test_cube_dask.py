@@ -110,6 +110,29 @@ def test_cube_through_an_external_cluster_equals_the_threaded_cube(
     assert float(remote["valid"].mean()) > 0.2
 
 
+def test_eocubes_local_workers_reuse_large_buffers_and_a_users_dask_config_wins(monkeypatch):
+    """Dask's nanny sets MALLOC_TRIM_THRESHOLD_, which alone freezes glibc's mmap threshold at 128 KiB; eocube's
+    workers get a fixed 32 MiB one beside it, unless the user's Dask configuration says otherwise."""
+    import dask
+
+    from pipeline.cube import dask_client
+
+    def malloc_env() -> dict[str, str]:
+        return {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}
+
+    # the nanny also sets them in this process, where they would then override any configuration
+    for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"):
+        monkeypatch.delenv(name, raising=False)
+    with dask_client(n_workers=1) as client:
+        (env,) = client.run(malloc_env).values()
+    assert env["MALLOC_MMAP_THRESHOLD_"] == str(32 * 2**20) and "MALLOC_TRIM_THRESHOLD_" in env
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": 2**20}):
+        with dask_client(n_workers=1) as client:
+            (env,) = client.run(malloc_env).values()
+    assert env["MALLOC_MMAP_THRESHOLD_"] == str(2**20)
+
+
 def test_unreachable_scheduler_is_a_clear_error():
     from pipeline.cube import dask_client
 

@@ -16,6 +16,7 @@ import json
 import logging
 import math
 from collections.abc import Callable, Hashable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,11 +69,18 @@ class Context:
     (the video plan, the loaded artefacts, the embedding device)."""
 
     request: CubeRequest
+    #: the VideoPlan, or a Future of it while rate control chooses it beside the first unit's other products
     video_plan: Any = None
     uncertainty: Any = None
     head: Any = None
     device: str = "cpu"
     notes: list[str] = field(default_factory=list)
+
+    def ready(self, product: str) -> None:
+        """Wait for what the maker of ``product`` needs of the context that is still being resolved (the video
+        plan); an error resolving it is raised here."""
+        if product == "video" and isinstance(self.video_plan, Future):
+            self.video_plan = self.video_plan.result()
 
 
 @dataclass(frozen=True)
@@ -143,7 +151,7 @@ UNCERTAINTY_BLOCK = 128
 def make_uncertainty(ctx: Context, inputs: dict[str, xr.Dataset], tile: Tile) -> xr.Dataset:
     """The artefact's six maps for the tile, one Dask task per block (the artefact loaded once per worker)."""
     artefact = ctx.uncertainty
-    ds = inputs[artefact.card["inputs"]["product"]]
+    ds = model_inputs(artefact, inputs[artefact.card["inputs"]["product"]])
     section = required(ctx.request.uncertainty, "uncertainty")
     blocks = [
         (y, x) for y in range(0, ds.sizes["y"], UNCERTAINTY_BLOCK) for x in range(0, ds.sizes["x"], UNCERTAINTY_BLOCK)
@@ -152,7 +160,7 @@ def make_uncertainty(ctx: Context, inputs: dict[str, xr.Dataset], tile: Tile) ->
         dask.delayed(_predict_block, pure=True)(
             str(section.model),
             artefact.sha256,
-            ds.isel(y=slice(y, y + UNCERTAINTY_BLOCK), x=slice(x, x + UNCERTAINTY_BLOCK)).load(),
+            ds.isel(y=slice(y, y + UNCERTAINTY_BLOCK), x=slice(x, x + UNCERTAINTY_BLOCK)),  # read by the task
             section.mc_samples,
             section.coverage,
             tile.seed() + i,
@@ -167,6 +175,19 @@ def make_uncertainty(ctx: Context, inputs: dict[str, xr.Dataset], tile: Tile) ->
     if section.target and artefact.target != section.target:
         out = out.rename({v: str(v).replace(artefact.target, section.target, 1) for v in out.data_vars})
     return _computed(out, ("y", "x"))
+
+
+def model_inputs(artefact: Any, ds: xr.Dataset) -> xr.Dataset:
+    """What of ``ds`` the artefact reads (lazily): its variables, ``valid``, and its window of time steps (the
+    last ``n_steps``), so a task moves no more than its block of those."""
+    from pipeline.uncertainty.cube import window_indices
+
+    artefact.check_inputs(ds)  # the one-line error, before any selection could fail less clearly
+    variables = list(artefact.card["inputs"]["variables"])
+    ds = ds[[v for v in (*variables, "valid") if v in ds.data_vars]]
+    if any("time" in ds[v].dims for v in variables if v in ds.data_vars):
+        ds = ds.isel(time=window_indices(ds["time"].values, None, artefact.model.n_steps or ds.sizes["time"]))
+    return ds
 
 
 def _predict_block(

@@ -486,11 +486,10 @@ def make_products(
     request: CubeRequest, spec: BackfillSpec, report: BackfillReport, progress: Progress | None = None
 ) -> None:
     """Make every pending unit of the request's derived products (after the cube slices are committed)."""
-    from pipeline.chain.context import resolve_context
     from pipeline.chain.units import make_units
 
     engine = open_engine(request.output, spec.engine)
-    units = make_units(resolve_context(request, engine, spec.tile_px), engine, spec.tile_px, progress)
+    units = make_units(request, engine, spec.tile_px, progress)
     report.units = [u["unit"] for u in units]
     report.not_computed = {
         u["unit"]: {p: s for p, s in u["products"].items() if s != "computed"}

@@ -25,6 +25,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from pipeline.chain.context import resolve_context
 from pipeline.chain.products import (
     PRODUCTS,
     Context,
@@ -203,6 +204,7 @@ def make_unit(ctx: Context, engine: Engine, cube: xr.Dataset, tile: Tile, slices
     status: dict[str, str] = {"cube": COMPUTED}
     parts = []
     for name in request.products():
+        ctx.ready(name)  # not retried: a context that cannot be resolved (a target out of reach) fails the run
         product = PRODUCTS[name]
         source = product.source(request)
         made = None
@@ -241,15 +243,15 @@ def make_unit(ctx: Context, engine: Engine, cube: xr.Dataset, tile: Tile, slices
     return record
 
 
-def prepare_units(ctx: Context, engine: Engine, tile_px: int) -> list[Tile]:
+def prepare_units(request: CubeRequest, engine: Engine, tile_px: int) -> list[Tile]:
     """Drop the product groups to remake (:func:`stale_groups`) and return the tiles whose unit is pending."""
     cube = engine.open()
-    stale = stale_groups(ctx.request, engine, cube)
+    stale = stale_groups(request, engine, cube)
     if stale:
         log.info("remaking products %s from scratch (their section or the cube's time axis changed)", stale)
         engine.drop_groups(stale)
     return pending_units(
-        ctx.request, engine, tiles_of(cube.sizes["y"], cube.sizes["x"], tile_px), list(engine.committed().values())
+        request, engine, tiles_of(cube.sizes["y"], cube.sizes["x"], tile_px), list(engine.committed().values())
     )
 
 
@@ -263,11 +265,14 @@ def make_tile(ctx: Context, engine: Engine, tile: Tile, tile_px: int) -> dict:
 UNITS_SIDE_BY_SIDE = 2
 
 
-def make_units(ctx: Context, engine: Engine, tile_px: int, progress: Progress | None = None) -> list[dict]:
-    """Make every pending unit of the store behind ``engine``: one at a time until every product group exists
-    (a unit creates those its products need), then :data:`UNITS_SIDE_BY_SIDE` at a time, their work on the
-    active Dask scheduler; their records."""
-    tiles = prepare_units(ctx, engine, tile_px)
+def make_units(request: CubeRequest, engine: Engine, tile_px: int, progress: Progress | None = None) -> list[dict]:
+    """Make every pending unit of ``request`` in the store behind ``engine``: one at a time until every product
+    group exists (a unit creates those its products need), then :data:`UNITS_SIDE_BY_SIDE` at a time, their
+    work on the active Dask scheduler; their records. The run's context is resolved only if a unit is pending."""
+    tiles = prepare_units(request, engine, tile_px)
+    if not tiles:
+        return []
+    ctx = resolve_context(request, engine, tile_px)
     cube, slices = engine.open(), list(engine.committed().values())
     records: list[dict] = []
 

@@ -8,9 +8,20 @@ import signal
 import threading
 from collections.abc import Iterator
 
+import dask.config
 from distributed import Client, LocalCluster
 
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
+
+#: Environment of the worker processes a nanny starts, beside Dask's own. Dask sets glibc's
+#: ``MALLOC_TRIM_THRESHOLD_`` so workers give memory back; setting any malloc threshold also freezes glibc's
+#: mmap threshold at 128 KiB, so every larger temporary (numpy, torch) is mapped and unmapped afresh, which
+#: doubles the CPU time of the uncertainty model's passes. A fixed 32 MiB threshold (where glibc's own
+#: adaptive one tops out on 64-bit) keeps both: trimmed heaps and reused buffers. Defaults only: a user's
+#: Dask configuration still wins. Workers started outside eocube (``dask worker``) need it in their
+#: environment (see ``docker-compose.yml``).
+WORKER_ENVIRON = {"MALLOC_MMAP_THRESHOLD_": 32 * 2**20}
+dask.config.update_defaults({"distributed": {"nanny": {"pre-spawn-environ": WORKER_ENVIRON}}})
 #: LocalCluster options: no dashboard (it needs bokeh), and the scheduler's HTTP endpoints on a free
 #: port rather than 8787, which a second cluster on the machine would find taken (and warn about)
 QUIET_HTTP: dict = {"dashboard_address": None, "scheduler_kwargs": {"dashboard_address": ":0"}}
