@@ -947,8 +947,8 @@ class StageTimes:
 def chain_instrumented(times: dict[str, float]):
     """Time the chain's parts in this process with wrappers (nothing else changes): the search, the cube slices
     (``write_slice``), and the derived products (``make_products``: every unit, tile by tile, each with its
-    composite, embeddings, uncertainty and video; inside it, the video plan's rate control, which runs beside
-    the first unit's other products)."""
+    composite, embeddings, uncertainty and video; inside it, the video plan's rate control, once before the
+    first unit)."""
     from pipeline.chain import backfill as backfill_mod
     from pipeline.chain import context as context_mod
     from pipeline.chain import slices as slices_mod
@@ -967,7 +967,7 @@ def chain_instrumented(times: dict[str, float]):
         (backfill_mod, "search", "search"),
         (slices_mod, "write_slice", "cube slices"),
         (slices_mod, "make_products", "products (units, tile by tile)"),
-        (context_mod, "video_plan", "  of which video rate control (beside the first unit's other products)"),
+        (context_mod, "video_plan", "  of which video rate control (before the first unit)"),
     ]
     for _, _, name in targets:  # listed in this order, each "of which" under its whole
         times.setdefault(name, 0.0)

@@ -173,8 +173,8 @@ def test_a_failed_read_is_masked_and_recorded_in_every_product(demo_archive: Pat
 
 
 def test_a_video_target_out_of_reach_fails_the_run_and_commits_no_unit(demo_archive: Path, tmp_path: Path):
-    """Rate control runs beside the first unit's other products; a target it cannot meet still fails the run
-    (it is not retried, nor recorded as a product "not computed"), and no unit is committed."""
+    """A target rate control cannot meet fails the run (it is not retried, nor recorded as a product "not
+    computed"), and no unit is committed."""
     request = chain_request(tmp_path / "chain.zarr", compress={"target_bpppb": 1e-4})
     with (
         dask.config.set(scheduler="threads", num_workers=2),

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-from collections.abc import Callable
-from concurrent.futures import Future
-from typing import Any, TypeVar
 
 import xarray as xr
 
@@ -16,7 +12,6 @@ from pipeline.model import CubeRequest, required
 from pipeline.store.engines import Engine
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 def embedding_device(choice: str) -> str:
@@ -82,7 +77,7 @@ def video_plan(request: CubeRequest, engine: Engine, cube: xr.Dataset, tile_px: 
 
 def resolve_context(request: CubeRequest, engine: Engine, tile_px: int) -> Context:
     """The :class:`~pipeline.chain.products.Context` of a run: its artefacts loaded (their inputs checked
-    against the store), the embedding device, and the video plan (a Future while it is being chosen)."""
+    against the store), the embedding device, the video plan."""
     ctx = Context(request)
     cube = engine.open()
     if request.uncertainty is not None:
@@ -96,21 +91,5 @@ def resolve_context(request: CubeRequest, engine: Engine, tile_px: int) -> Conte
 
             ctx.head = load_head(request.embed.head)
     if request.compress is not None:
-        # rate control codes sample chunks in this process while the workers would wait: the first unit's
-        # other products are made meanwhile (the video maker waits for the plan, Context.ready)
-        ctx.video_plan = in_background(video_plan, request, engine, cube, tile_px)
+        ctx.video_plan = video_plan(request, engine, cube, tile_px)
     return ctx
-
-
-def in_background(fn: Callable[..., T], *args: Any) -> Future[T]:
-    """``fn(*args)`` on a daemon thread (ctrl-c does not wait for it to end); its outcome as a Future."""
-    future: Future[T] = Future()
-
-    def run() -> None:
-        try:
-            future.set_result(fn(*args))
-        except BaseException as exc:  # the waiter raises it
-            future.set_exception(exc)
-
-    threading.Thread(target=run, name=f"eocube-{fn.__name__}", daemon=True).start()
-    return future

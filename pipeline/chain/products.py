@@ -16,7 +16,6 @@ import json
 import logging
 import math
 from collections.abc import Callable, Hashable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,18 +68,11 @@ class Context:
     (the video plan, the loaded artefacts, the embedding device)."""
 
     request: CubeRequest
-    #: the VideoPlan, or a Future of it while rate control chooses it beside the first unit's other products
     video_plan: Any = None
     uncertainty: Any = None
     head: Any = None
     device: str = "cpu"
     notes: list[str] = field(default_factory=list)
-
-    def ready(self, product: str) -> None:
-        """Wait for what the maker of ``product`` needs of the context that is still being resolved (the video
-        plan); an error resolving it is raised here."""
-        if product == "video" and isinstance(self.video_plan, Future):
-            self.video_plan = self.video_plan.result()
 
 
 @dataclass(frozen=True)

@@ -204,7 +204,6 @@ def make_unit(ctx: Context, engine: Engine, cube: xr.Dataset, tile: Tile, slices
     status: dict[str, str] = {"cube": COMPUTED}
     parts = []
     for name in request.products():
-        ctx.ready(name)  # not retried: a context that cannot be resolved (a target out of reach) fails the run
         product = PRODUCTS[name]
         source = product.source(request)
         made = None
