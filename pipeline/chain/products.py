@@ -176,8 +176,8 @@ def model_inputs(artefact: Any, ds: xr.Dataset) -> xr.Dataset:
 
     artefact.check_inputs(ds)  # the one-line error, before any selection could fail less clearly
     variables = list(artefact.card["inputs"]["variables"])
-    ds = ds[[v for v in (*variables, "valid") if v in ds.data_vars]]
-    if any("time" in ds[v].dims for v in variables if v in ds.data_vars):
+    ds = ds[variables + (["valid"] if "valid" in ds.data_vars else [])]
+    if any("time" in ds[v].dims for v in variables):
         ds = ds.isel(time=window_indices(ds["time"].values, None, artefact.model.n_steps or ds.sizes["time"]))
     return ds
 

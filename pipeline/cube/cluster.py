@@ -22,6 +22,7 @@ SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 #: environment (see ``docker-compose.yml``).
 WORKER_ENVIRON = {"MALLOC_MMAP_THRESHOLD_": 32 * 2**20}
 dask.config.update_defaults({"distributed": {"nanny": {"pre-spawn-environ": WORKER_ENVIRON}}})
+
 #: LocalCluster options: no dashboard (it needs bokeh), and the scheduler's HTTP endpoints on a free
 #: port rather than 8787, which a second cluster on the machine would find taken (and warn about)
 QUIET_HTTP: dict = {"dashboard_address": None, "scheduler_kwargs": {"dashboard_address": ":0"}}
