@@ -946,7 +946,7 @@ class StageTimes:
 @contextlib.contextmanager
 def chain_instrumented(times: dict[str, float]):
     """Time the chain's parts in this process with wrappers (nothing else changes): the search, the cube slices
-    (``write_slice``), and the derived products (``make_products``: every unit, tile by tile, each with its
+    (``write_slices``, two side by side), and the derived products (``make_products``: every unit, tile by tile, each with its
     composite, embeddings, uncertainty and video; inside it, the video plan's rate control, once before the
     first unit)."""
     from pipeline.chain import backfill as backfill_mod
@@ -965,7 +965,7 @@ def chain_instrumented(times: dict[str, float]):
 
     targets = [
         (backfill_mod, "search", "search"),
-        (slices_mod, "write_slice", "cube slices"),
+        (slices_mod, "write_slices", "cube slices"),
         (slices_mod, "make_products", "products (units, tile by tile)"),
         (context_mod, "video_plan", "  of which video rate control (before the first unit)"),
     ]

@@ -13,6 +13,7 @@ a key rotation in the middle, completes with data equal to reading the files fro
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -288,8 +289,24 @@ def test_tokens_are_fetched_again_before_they_expire_and_after_a_403(tmp_path: P
     assert "sig=" not in repr(signer) and shutil.which("true")
 
 
+@contextlib.contextmanager
+def scheduler(kind: str):
+    """The threaded scheduler (slices written two at a time), or a Dask cluster (a Zarr store's slices as one
+    computation): either way, slices computed together, whose failed reads must not be mixed up."""
+    if kind == "threads":
+        with dask.config.set(scheduler="threads", num_workers=2):
+            yield
+        return
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        with Client(cluster):
+            yield
+
+
+@pytest.mark.parametrize("kind", ["threads", "distributed"])
 def test_a_backfill_masks_and_records_a_failed_read_and_reads_it_again_next_run(
-    demo_archive: Path, references, tmp_path: Path
+    demo_archive: Path, references, tmp_path: Path, kind: str
 ):
     from pipeline.chain.slices import BackfillSpec, backfill
     from pipeline.store.status import store_status
@@ -301,7 +318,7 @@ def test_a_backfill_masks_and_records_a_failed_read_and_reads_it_again_next_run(
     good = victim.assets["B04"].href
     victim.assets["B04"].href = str(truncated_copy(_path(good), tmp_path / "bad" / "B04.tif"))
     spec = BackfillSpec(engine="zarr", tile_px=64, time_step=2)
-    with dask.config.set(scheduler="threads", num_workers=2):
+    with scheduler(kind):
         first = backfill(request, found, spec)
     assert list(first.failed_items) == [victim.id] and "B04" in first.failed_items[victim.id]
     status = store_status(request.output)
@@ -310,9 +327,11 @@ def test_a_backfill_masks_and_records_a_failed_read_and_reads_it_again_next_run(
     assert damaged and len(damaged) < len(status.committed)
     ds = open_cube(request.output).load()
     t = _step(ds, victim)
+    spans = [r["t"] for r in status.committed if r.get("failed")]
+    assert all(start <= t < stop for start, stop in spans), "only the slices holding its date list the failure"
     assert not (~reference["valid"].isel(time=t).values & ds["valid"].isel(time=t).values).any()
     victim.assets["B04"].href = good  # the storage recovers: the next run reads the damaged slices again
-    with dask.config.set(scheduler="threads", num_workers=2):
+    with scheduler(kind):
         second = backfill(request, found, spec)
     assert sorted(second.written) == sorted(damaged) and second.failed_items == {}
     healed = open_cube(request.output).load()

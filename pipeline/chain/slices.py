@@ -20,7 +20,7 @@ exactly the items whose pixels are in the store.
 
 The steps are plain functions (:func:`prepare`, :func:`write_slice`, :func:`finalise`)
 so the Prefect flows in ``flows/backfill.py`` can run slices as concurrent tasks;
-:func:`backfill` runs them in sequence on the active Dask scheduler.
+:func:`backfill` runs them side by side on threads, their work on the active Dask scheduler.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -37,13 +37,22 @@ import xarray as xr
 
 from pipeline import __version__
 from pipeline.catalog.search import SensorItems
+from pipeline.chain.concurrency import distributed_client, side_by_side
 from pipeline.cube.assemble import LazyCube, check_failed_fraction, request_cube
 from pipeline.cube.load import items_per_time
 from pipeline.cube.readers import item_time
 from pipeline.model import CubeRequest, Progress
 from pipeline.redaction import redact_json
 from pipeline.store.cf import annotate_cf, encodings
-from pipeline.store.engines import ENGINES, Engine, committed_sources, leftovers, open_engine, store_sources
+from pipeline.store.engines import (
+    ENGINES,
+    Engine,
+    ZarrEngine,
+    committed_sources,
+    leftovers,
+    open_engine,
+    store_sources,
+)
 from pipeline.store.journal import clear_failure, record_failure, record_run, write_lock
 from pipeline.store.layout import Slice, StoreLayout, check_alignment, covered_times, plan_slices
 from pipeline.store.paths import check_output, is_eocube_store, is_partial, remove_store
@@ -294,6 +303,14 @@ def match_steps(
     return out
 
 
+def as_slice(indices: np.ndarray) -> slice | np.ndarray:
+    """``indices`` as a slice where they are a run of consecutive integers (the usual case: a Dask slice of
+    whole chunks adds no task, where an index array adds one per chunk), else as they are."""
+    if len(indices) and np.array_equal(indices, np.arange(indices[0], indices[0] + len(indices))):
+        return slice(int(indices[0]), int(indices[0]) + len(indices))
+    return indices
+
+
 def slice_sources(cube: xr.Dataset, found: dict[str, SensorItems]) -> dict[str, list[str]]:
     """Ids of the items behind the time steps of ``cube`` (same solar day), per sensor."""
     out = {}
@@ -306,6 +323,74 @@ def slice_sources(cube: xr.Dataset, found: dict[str, SensorItems]) -> dict[str, 
     return out
 
 
+def slice_items(sources: dict[str, list[str]]) -> set[str]:
+    """Every item id of a slice's ``sources`` (per sensor)."""
+    return {i for ids in sources.values() for i in ids}
+
+
+def slice_bbox(part: xr.Dataset) -> tuple[float, float, float, float]:
+    """``xmin, ymin, xmax, ymax`` of the pixels of ``part`` (edges, in its CRS)."""
+    x, y = part["x"].values, part["y"].values
+    half_x = abs(float(x[1] - x[0])) / 2 if x.size > 1 else 0.0
+    half_y = abs(float(y[1] - y[0])) / 2 if y.size > 1 else 0.0
+    return (
+        float(x.min()) - half_x,
+        float(y.min()) - half_y,
+        float(x.max()) + half_x,
+        float(y.max()) + half_y,
+    )
+
+
+@dataclass
+class SliceJob:
+    """One slice ready to compute: its lazy ``part``, its ``record`` and ``finish`` (the record with the
+    failed reads learnt while the part was computed)."""
+
+    slice: Slice
+    part: xr.Dataset
+    record: dict
+    finish: Callable[[dict], dict]
+
+
+def slice_job(
+    request: CubeRequest, found: dict[str, SensorItems], spec: BackfillSpec, sl: Slice, engine: Engine, lazy: LazyCube
+) -> SliceJob:
+    """The :class:`SliceJob` of ``sl``: the time steps of the store's slice, taken from the lazy cube (matched
+    by date and sensor), aligned to the store's chunks."""
+    layout = spec.layout(request)
+    store = engine.open().isel(time=slice(*sl.t))
+    store_times, store_sensors = store.time.values, _sensors(store)
+    steps = match_steps(store_times, store_sensors, lazy.data.time.values, _sensors(lazy.data))
+    sub = lazy.data.isel(time=as_slice(steps))
+    sub = sub.isel(y=slice(*sl.y), x=slice(*sl.x))
+    along_time = [v for v in sub.data_vars if {"time", "y", "x"} <= set(sub[v].dims)]
+    part = sub[along_time].drop_vars(list(sub.coords))
+    part = part.chunk(layout.dask_chunks(part.sizes))
+    check_alignment(part, layout, sl.region)
+    sources = slice_sources(sub, found)
+    record = {
+        "slice": sl.id,
+        "t": list(sl.t),
+        "y": list(sl.y),
+        "x": list(sl.x),
+        "engine": engine.kind,
+        "time_range": [
+            str(np.datetime_as_string(store_times[0], "s")),
+            str(np.datetime_as_string(store_times[-1], "s")),
+        ],
+        "bytes": int(sum(part[v].nbytes for v in part.data_vars)),
+        "sources": sources,
+        "committed": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    items, bbox = slice_items(sources), slice_bbox(sub)
+
+    def with_failures(record: dict) -> dict:  # this slice's own: others may be computed beside it
+        failed = lazy.reads.failures(items, bbox)
+        return {**record, "failed": redact_json(failed)} if failed else record
+
+    return SliceJob(sl, part, record, with_failures)
+
+
 def write_slice(
     request: CubeRequest, found: dict[str, SensorItems], spec: BackfillSpec, sl: Slice, cube: LazyCube | None = None
 ) -> dict | None:
@@ -314,46 +399,54 @@ def write_slice(
 
     Reads that fail while the slice is computed are masked and listed in the record's
     ``failed`` (``{item_id: {asset: reason}}``). ``cube`` is :func:`lazy_cube` of the same
-    request, built once by callers writing many slices (one slice at a time).
+    request, built once by callers writing many slices (its failed reads are told apart by the slices'
+    items and extent, so slices may be computed side by side).
     """
     engine = open_engine(request.output, spec.engine)
-    layout = spec.layout(request)
     try:
-        store_times = engine.open().time.values[sl.t[0] : sl.t[1]]
-        lazy = lazy_cube(request, found, layout) if cube is None else cube
-        already = lazy.reads.count()
-        store_sensors = _sensors(engine.open().isel(time=slice(*sl.t)))
-        sub = lazy.data.isel(time=match_steps(store_times, store_sensors, lazy.data.time.values, _sensors(lazy.data)))
-        sub = sub.isel(y=slice(*sl.y), x=slice(*sl.x))
-        along_time = [v for v in sub.data_vars if {"time", "y", "x"} <= set(sub[v].dims)]
-        part = sub[along_time].drop_vars(list(sub.coords))
-        part = part.chunk(layout.dask_chunks(part.sizes))
-        check_alignment(part, layout, sl.region)
-        record = {
-            "slice": sl.id,
-            "t": list(sl.t),
-            "y": list(sl.y),
-            "x": list(sl.x),
-            "engine": engine.kind,
-            "time_range": [
-                str(np.datetime_as_string(store_times[0], "s")),
-                str(np.datetime_as_string(store_times[-1], "s")),
-            ],
-            "bytes": int(sum(part[v].nbytes for v in part.data_vars)),
-            "sources": slice_sources(sub, found),
-            "committed": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        }
-
-        def with_failures(record: dict) -> dict:
-            failed = lazy.reads.failures(since=already)
-            return {**record, "failed": redact_json(failed)} if failed else record
-
-        wrote = engine.write_slice(part, sl.region, record, finish=with_failures)
+        lazy = lazy_cube(request, found, spec.layout(request)) if cube is None else cube
+        job = slice_job(request, found, spec, sl, engine, lazy)
+        wrote = engine.write_slice(job.part, sl.region, job.record, finish=job.finish)
     except BaseException as exc:
         record_failure(request.output, sl.id, exc)
         raise
     clear_failure(request.output, sl.id)
-    return record if wrote else None
+    return job.record if wrote else None
+
+
+def _zarr_slices_at_once(
+    request: CubeRequest, found: dict[str, SensorItems], spec: BackfillSpec, pending: list[Slice], cube: LazyCube
+) -> Iterator[tuple[Slice, dict]]:
+    """Write the ``pending`` slices of a Zarr store as one Dask computation (one graph: the cube's shared
+    read plan is sent once) and commit each slice's record as soon as its chunks are written; yields
+    ``(slice, record)`` in the order they are committed. A failure is journalled, the rest cancelled."""
+    from distributed import as_completed, default_client
+
+    engine = open_engine(request.output, spec.engine)
+    assert isinstance(engine, ZarrEngine)
+    client = default_client()
+    jobs: list[SliceJob] = []
+    for sl in pending:
+        try:
+            jobs.append(slice_job(request, found, spec, sl, engine, cube))
+        except BaseException as exc:
+            record_failure(request.output, sl.id, exc)
+            raise
+    futures = client.compute([engine.slice_writes(job.part, job.slice.region) for job in jobs])
+    by_future = {f.key: job for f, job in zip(futures, jobs, strict=True)}
+    try:
+        for future in as_completed(futures):
+            job = by_future[future.key]
+            try:
+                future.result()
+                engine.commit_slice(job.finish(job.record))
+            except BaseException as exc:
+                record_failure(request.output, job.slice.id, exc)
+                raise
+            clear_failure(request.output, job.slice.id)
+            yield job.slice, job.record
+    finally:
+        client.cancel(futures)
 
 
 def finalise(
@@ -462,7 +555,7 @@ def backfill(
     locked: bool = False,
     product_progress: Progress | None = None,
 ) -> BackfillReport:
-    """The whole chain into ``request.output``: prepare, write every pending cube slice in turn, make every
+    """The whole chain into ``request.output``: prepare, write every pending cube slice (two side by side), make every
     pending unit of the derived products the request names (:mod:`pipeline.chain.units`), finalise.
 
     Holds the store's writer lock throughout (taken here unless the caller holds it: ``locked``).
@@ -472,14 +565,33 @@ def backfill(
     with contextlib.nullcontext() if locked else write_lock(request.output, spec.lock_timeout_s):
         cube = lazy_cube(request, found, spec.layout(request))
         pending = prepare(request, found, spec, report, cube)
-        for i, sl in enumerate(pending):
-            record = write_slice(request, found, spec, sl, cube)
-            (report.written if record else report.skipped_concurrent).append(sl.id)
-            if progress:
-                progress(i + 1, len(pending))
+        write_slices(request, found, spec, pending, report, cube, progress)
         if request.products():
             make_products(request, spec, report, product_progress)
         return finalise(request, found, spec, report, kind)
+
+
+def write_slices(
+    request: CubeRequest,
+    found: dict[str, SensorItems],
+    spec: BackfillSpec,
+    pending: list[Slice],
+    report: BackfillReport,
+    cube: LazyCube,
+    progress: Callable[[int, int], None] | None = None,
+) -> None:
+    """Write and commit the ``pending`` slices of ``cube``, noting each in ``report``: a Zarr store's on a
+    Dask cluster as one computation, each committed once its chunks are written; otherwise
+    :data:`~pipeline.chain.concurrency.SIDE_BY_SIDE` at a time (no worker waits for the end of one slice)."""
+    done: Iterable[tuple[Slice, dict | None]]
+    if spec.engine == "zarr" and distributed_client() is not None:
+        done = _zarr_slices_at_once(request, found, spec, pending, cube)
+    else:
+        done = zip(pending, side_by_side(lambda sl: write_slice(request, found, spec, sl, cube), pending), strict=True)
+    for i, (sl, record) in enumerate(done):
+        (report.written if record else report.skipped_concurrent).append(sl.id)
+        if progress:
+            progress(i + 1, len(pending))
 
 
 def make_products(

@@ -15,9 +15,9 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import TypeVar
 
@@ -25,6 +25,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from pipeline.chain.concurrency import side_by_side
 from pipeline.chain.context import resolve_context
 from pipeline.chain.products import (
     PRODUCTS,
@@ -196,50 +197,85 @@ def artefact_attrs(ctx: Context, name: str) -> dict[str, str]:
     return {}
 
 
-def make_unit(ctx: Context, engine: Engine, cube: xr.Dataset, tile: Tile, slices: list[dict], tile_px: int) -> dict:
-    """Make every product of one tile (each retried, a failure marked "not computed"), write them and the
-    unit's record in one unit; returns the record."""
-    request = ctx.request
+def compute_products(ctx: Context, cube: xr.Dataset, tile: Tile) -> tuple[dict[str, xr.Dataset | None], dict[str, str]]:
+    """Every product of one tile, in the request's order (each retried; one that still fails is None, and
+    what depends on it is not made): the products, kept on the workers, and what became of each."""
     inputs: dict[str, xr.Dataset] = {"cube": cube.isel(y=slice(*tile.y), x=slice(*tile.x))}
     status: dict[str, str] = {"cube": COMPUTED}
-    parts = []
-    for name in request.products():
+    made: dict[str, xr.Dataset | None] = {}
+    for name in ctx.request.products():
         product = PRODUCTS[name]
-        source = product.source(request)
-        made = None
+        source = product.source(ctx.request)
+        made[name] = None
         if status.get(source) != COMPUTED:
             status[name] = f"not computed: its input {source} was not computed"
-        else:
-            try:
-                made = retried(partial(product.make, ctx, inputs, tile), what=f"{name} of tile {tile.id}")
-                status[name] = COMPUTED
-            except Exception as exc:  # one tile's failure must not sink the run: recorded, made again next run
-                status[name] = f"not computed: {reason_of(exc)}"
-                log.error("tile %s: %s not computed after %d attempts: %s", tile.id, name, ATTEMPTS, reason_of(exc))
+            continue
+        try:
+            made[name] = inputs[name] = retried(
+                partial(product.make, ctx, inputs, tile), what=f"{name} of tile {tile.id}"
+            )
+            status[name] = COMPUTED
+        except Exception as exc:  # one tile's failure must not sink the run: recorded, made again next run
+            status[name] = f"not computed: {reason_of(exc)}"
+            log.error("tile %s: %s not computed after %d attempts: %s", tile.id, name, ATTEMPTS, reason_of(exc))
+    return made, {k: v for k, v in status.items() if k != "cube"}
+
+
+def product_groups(
+    ctx: Context, engine: Engine, cube: xr.Dataset, tile: Tile, made: dict[str, xr.Dataset | None], tile_px: int
+) -> dict[str, xr.Dataset]:
+    """The store's group of each product, those missing created shaped like this tile's products (a product
+    not made and without a group has none yet: the next run makes the group with this tile)."""
+    groups = {}
+    for name, product in made.items():
         group = engine.open_group(name)
-        if group is None and made is not None:
-            _create_group(engine, name, ctx, made, cube, tile, tile_px)
+        if group is None and product is not None:
+            _create_group(engine, name, ctx, product, cube, tile, tile_px)
             group = engine.open_group(name)
-        if group is None:
-            continue  # nothing of this product exists yet: the next run makes the group with this tile
+        if group is not None:
+            groups[name] = group
+    return groups
+
+
+def commit_unit(
+    ctx: Context,
+    engine: Engine,
+    tile: Tile,
+    made: dict[str, xr.Dataset | None],
+    status: dict[str, str],
+    groups: dict[str, xr.Dataset],
+    slices: list[dict],
+) -> dict:
+    """Write the tile's region of every product group (NaN and ``computed`` False where a product was not
+    made) and the unit's record, in one unit; returns the record."""
+    parts = []
+    for name, group in groups.items():
         dims = tuple(json.loads(group.attrs["eocube:spatial_dims"]))
         cell = int(group.attrs["eocube:cell"])
-        if made is None:
-            made = not_computed(group, tile, cell, dims)
-        inputs[name] = made
-        parts.append((name, region_part(made, dims, group), tile.region(cell, dims)))
+        product = made[name]
+        if product is None:
+            product = not_computed(group, tile, cell, dims)
+        parts.append((name, region_part(product, dims, group), tile.region(cell, dims)))
     record = {
         "unit": tile.id,
         "y": list(tile.y),
         "x": list(tile.x),
         "cube_version": cube_version(slices, tile),
-        "products": {k: v for k, v in status.items() if k != "cube"},
-        "sections": {name: section_json(request, name) for name in request.products()},
+        "products": status,
+        "sections": {name: section_json(ctx.request, name) for name in ctx.request.products()},
         "failed_items": redact_json(tile_failed_items(slices, tile)),
         "committed": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     engine.write_unit(parts, record)
     return record
+
+
+def make_unit(ctx: Context, engine: Engine, cube: xr.Dataset, tile: Tile, slices: list[dict], tile_px: int) -> dict:
+    """Make every product of one tile (each retried, a failure marked "not computed"), write them and the
+    unit's record in one unit; returns the record."""
+    made, status = compute_products(ctx, cube, tile)
+    groups = product_groups(ctx, engine, cube, tile, made, tile_px)
+    return commit_unit(ctx, engine, tile, made, status, groups, slices)
 
 
 def prepare_units(request: CubeRequest, engine: Engine, tile_px: int) -> list[Tile]:
@@ -260,38 +296,36 @@ def make_tile(ctx: Context, engine: Engine, tile: Tile, tile_px: int) -> dict:
     return make_unit(ctx, engine, engine.open(), tile, list(engine.committed().values()), tile_px)
 
 
-#: units in flight at once after the first: while one writes and commits, the other keeps the workers busy
-UNITS_SIDE_BY_SIDE = 2
-
-
 def make_units(request: CubeRequest, engine: Engine, tile_px: int, progress: Progress | None = None) -> list[dict]:
-    """Make every pending unit of ``request`` in the store behind ``engine``: one at a time until every product
-    group exists (a unit creates those its products need), then :data:`UNITS_SIDE_BY_SIDE` at a time, their
-    work on the active Dask scheduler; their records. The run's context is resolved only if a unit is pending."""
+    """Make every pending unit of ``request`` in the store behind ``engine``,
+    :data:`~pipeline.chain.concurrency.SIDE_BY_SIDE` at a time, their work on the active Dask scheduler; their
+    records. The first tile's unit creates the product groups (shaped like a whole tile's products): the
+    others compute beside it and write once the groups exist. The run's context is resolved only if a unit is pending."""
     tiles = prepare_units(request, engine, tile_px)
     if not tiles:
         return []
     ctx = resolve_context(request, engine, tile_px)
     cube, slices = engine.open(), list(engine.committed().values())
     records: list[dict] = []
+    groups_made, creating = threading.Event(), threading.Lock()
 
     def make(tile: Tile) -> dict:
-        return make_unit(ctx, engine, cube, tile, slices, tile_px)
+        first = tile is tiles[0]
+        try:
+            made, status = compute_products(ctx, cube, tile)
+            if not first:
+                groups_made.wait()
+            with creating:  # a group the first unit could not make is made by the next unit to get here
+                groups = product_groups(ctx, engine, cube, tile, made, tile_px)
+            if first:
+                groups_made.set()
+            return commit_unit(ctx, engine, tile, made, status, groups, slices)
+        finally:
+            if first:
+                groups_made.set()  # also when the first unit failed: the next one makes the groups then
 
-    def made(record: dict) -> None:
+    for record in side_by_side(make, tiles):
         records.append(record)
         if progress:
             progress("products", len(records), len(tiles))
-
-    pending = list(tiles)
-    while pending and any(engine.open_group(name) is None for name in ctx.request.products()):
-        made(make(pending.pop(0)))  # one at a time until every product group exists (a unit creates them)
-    pool = ThreadPoolExecutor(UNITS_SIDE_BY_SIDE)
-    try:
-        for record in pool.map(make, pending):
-            made(record)
-    except BaseException:  # ctrl-c or a failure: do not wait for the other unit (its work is not committed)
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown()
     return records

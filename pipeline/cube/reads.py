@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -139,16 +139,19 @@ class ReadLog:
                     for href in {asset.href, asset.get_absolute_href() or asset.href}:
                         self.assets[href] = (item.id, key)
 
-    def count(self) -> int:
-        """How many failed reads were reported so far (a mark for :meth:`failures`)."""
-        return len(reported(self.topic))
-
-    def failures(self, since: int = 0) -> dict[str, dict[str, str]]:
-        """Failed reads reported after the first ``since`` as ``{item_id: {asset: reason}}``, with the
-        number of chunks affected."""
+    def failures(
+        self, items: Collection[str] | None = None, bbox: tuple[float, float, float, float] | None = None
+    ) -> dict[str, dict[str, str]]:
+        """Failed reads reported so far as ``{item_id: {asset: reason}}``, with the number of chunks affected;
+        with ``items`` only those of these items, with ``bbox`` (``xmin, ymin, xmax, ymax`` in the cube's CRS)
+        only those of chunks centred in it: the failures of one slice while others are computed beside it."""
         counts: dict[tuple[str, str], list] = {}
-        for msg in reported(self.topic)[since:]:
+        for msg in reported(self.topic):
             item, asset = self.assets.get(msg["href"], (msg["href"], "?"))
+            if items is not None and item not in items and msg["href"] not in items:
+                continue
+            if bbox is not None and msg["bounds"] and not _centred_in(msg["bounds"], bbox):
+                continue
             entry = counts.setdefault((item, asset), [msg["reason"], set()])
             entry[1].add(tuple(msg["bounds"] or ()))
         out: dict[str, dict[str, str]] = {}
@@ -160,6 +163,11 @@ class ReadLog:
         """Drop this log's failures kept in this process's memory."""
         with _LOCAL_LOCK:
             _LOCAL.pop(self.topic, None)
+
+
+def _centred_in(bounds: Sequence[float], bbox: tuple[float, float, float, float]) -> bool:
+    x, y = (bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2
+    return bbox[0] <= x <= bbox[2] and bbox[1] <= y <= bbox[3]
 
 
 class SignedReader:

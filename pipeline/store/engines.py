@@ -37,7 +37,7 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import xarray as xr
@@ -58,6 +58,9 @@ from pipeline.store.layout import (
 )
 from pipeline.store.paths import is_eocube_repository, is_icechunk_repository, swap_into_place
 from pipeline.store.zarr_store import StoreError, consolidate
+
+if TYPE_CHECKING:
+    from dask.delayed import Delayed
 
 MANIFEST_DIR = "eocube-manifest"
 #: unit records (one per tile made in every derived product), under the manifest
@@ -113,6 +116,13 @@ def _append_times(store, template: xr.Dataset) -> None:
     group = zarr.open_group(store, path=CUBE, mode="r+", zarr_format=3)
     group.attrs.clear()
     group.attrs.update(attrs)
+
+
+def _labels_in_memory(cube: xr.Dataset) -> xr.Dataset:
+    """``cube`` with its non-spatial coordinates (labels along time, such as ``sensor``) read now, in this
+    process: small, and read often (``.values`` of a lazy one is a round trip to the Dask cluster)."""
+    labels = [c for c in cube.coords if c not in cube.indexes and not {"y", "x"} & set(cube[c].dims)]
+    return cube.assign_coords({c: cube[c].compute(scheduler="synchronous") for c in labels})
 
 
 def _with_store_attrs(cube: xr.Dataset, root: zarr.Group) -> xr.Dataset:
@@ -321,7 +331,7 @@ class ZarrEngine:
         return (self.path / CUBE / "zarr.json").exists() and self.manifest.is_dir()
 
     def open(self) -> xr.Dataset:
-        cube = xr.open_zarr(self.path, group=CUBE, consolidated=False)
+        cube = _labels_in_memory(xr.open_zarr(self.path, group=CUBE, consolidated=False))
         return _with_store_attrs(cube, zarr.open_group(str(self.path), mode="r", zarr_format=3, use_consolidated=False))
 
     def create(self, template: xr.Dataset, encoding: dict) -> None:
@@ -453,10 +463,19 @@ class ZarrEngine:
         next to committed ones): one task then rewrites that chunk, which xarray's ``safe_chunks``
         refuses; :func:`~pipeline.store.layout.plan_slices` (no two slices share a chunk or shard) and
         :func:`~pipeline.store.layout.check_alignment` (one task per chunk) already make it safe."""
-        part.to_zarr(self.path, group=CUBE, region=region, mode="r+", consolidated=False, safe_chunks=False)
-        record = finish(record) if finish else record
-        _atomic_write_json(self.manifest / f"{record['slice']}.json", record)
+        self.slice_writes(part, region).compute()
+        self.commit_slice(finish(record) if finish else record)
         return True
+
+    def slice_writes(self, part: xr.Dataset, region: dict[str, slice]) -> Delayed:
+        """The writes of one slice's chunks, to compute (``part`` aligned to the store's chunks)."""
+        return part.to_zarr(
+            self.path, group=CUBE, region=region, mode="r+", consolidated=False, safe_chunks=False, compute=False
+        )
+
+    def commit_slice(self, record: dict) -> None:
+        """Commit a slice whose chunks are written: its record."""
+        _atomic_write_json(self.manifest / f"{record['slice']}.json", record)
 
     def committed(self) -> dict[str, dict]:
         """The committed slice records by slice id (a record a newer one overlaps drops out:
@@ -539,7 +558,7 @@ class IcechunkEngine:
 
     def open(self) -> xr.Dataset:
         session = self._repo().readonly_session(branch=self.branch)
-        cube = xr.open_zarr(session.store, group=CUBE, consolidated=False)
+        cube = _labels_in_memory(xr.open_zarr(session.store, group=CUBE, consolidated=False))
         return _with_store_attrs(cube, zarr.open_group(session.store, mode="r"))
 
     def _commit(self, session, message: str, metadata: dict | None = None) -> None:
