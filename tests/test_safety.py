@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dask
 import pytest
 import yaml
 
@@ -230,10 +231,15 @@ def test_a_full_disk_during_a_run_is_one_line_naming_the_users_path_and_leaves_n
     from pipeline.model import CubeRequest
     from pipeline.store import engines
 
-    def no_space(self, part, region, record, finish=None):
-        raise OSError(errno.ENOSPC, "No space left on device", str(self.path / "cube" / "red" / "c" / "0"))
+    def no_space(self, part, region):  # the chunks' writes, wherever they run, find the disk full
+        chunk = str(self.path / "cube" / "red" / "c" / "0")
 
-    monkeypatch.setattr(engines.ZarrEngine, "write_slice", no_space)
+        def write():
+            raise OSError(errno.ENOSPC, "No space left on device", chunk)
+
+        return dask.delayed(write)()
+
+    monkeypatch.setattr(engines.ZarrEngine, "slice_writes", no_space)
     out = tmp_path / "out" / "cube.zarr"
     request = CubeRequest.model_validate(yaml.safe_load(request_file(tmp_path / "r.yaml", output=str(out)).read_text()))
     with pytest.raises(OutputPathError) as err:

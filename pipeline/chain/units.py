@@ -11,6 +11,7 @@ failed and now succeed), when a product's section changed, or when a product was
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -319,7 +320,10 @@ def make_units(request: CubeRequest, engine: Engine, tile_px: int, progress: Pro
                 groups = product_groups(ctx, engine, cube, tile, made, tile_px)
             if first:
                 groups_made.set()
-            return commit_unit(ctx, engine, tile, made, status, groups, slices)
+            # while a group is missing, the unit that makes it rewrites the store's metadata: not beside a write
+            settled = len(groups) == len(made)
+            with contextlib.nullcontext() if settled else creating:
+                return commit_unit(ctx, engine, tile, made, status, groups, slices)
         finally:
             if first:
                 groups_made.set()  # also when the first unit failed: the next one makes the groups then
