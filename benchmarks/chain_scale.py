@@ -40,7 +40,7 @@ is a lower bound.
 
     python -m benchmarks chain-scale --smoke            # tiny AOI, end to end in a few minutes
     python -m benchmarks chain-scale                    # 10 km x 10 km (1000 x 1000 px) x 12 months
-    python -m benchmarks chain-scale --repeat 2         # the recorded run (ABBA rounds of chain and stages)
+    python -m benchmarks chain-scale --repeat 4         # the recorded run (ABBA rounds of chain and stages)
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from pipeline.compression import klt
 from pipeline.compression.codec import CodecParams, decode_array, encode_array, klt_matrix, read_header
 from pipeline.compression.metrics import psnr, spectral_angle, ssim, ssim_2d
 from pipeline.compression.quantise import Quantiser, fill_missing
-from pipeline.compression.ratecontrol import choose_qp, measure
+from pipeline.compression.ratecontrol import TRIALS_PER_SEARCH, choose_qp, measure, next_qp
 from pipeline.compression.stage import corrected_qp
 from pipeline.compression.video import (
     FLAT_SCALING_OPTION,
@@ -462,6 +462,40 @@ def test_rate_control_hits_psnr_and_rate_targets():
     assert rate.bpppb <= 0.5
     with pytest.raises(ValueError, match="out of reach"):
         choose_qp([block], params, peak=1.0, target_psnr=200.0)
+
+
+def test_next_qp_interpolates_inside_the_bracket_toward_the_answer():
+    assert next_qp(21, 35, 1.2, -4.4) == 24  # the line crosses 0 at QP 24.0
+    assert next_qp(30, 10, 0.5, -1.5) == 25  # a rate target (good above bad): crosses at 25.0
+    assert next_qp(30, 10, 0.5, -1.3) == 25  # crosses at 24.44: rounded up, toward the good end
+    assert next_qp(21, 35, 1.0, -2.0) == 25  # crosses at 25.67: rounded down, toward the good end
+    assert next_qp(24, 35, 0.1, -4.0) == 25  # never an end again
+    assert next_qp(-8, 50, None, None) == 21 and next_qp(21, 50, 1.0, None) == 35  # halfway until both are known
+    assert next_qp(21, 35, float("inf"), -1.0) == 28  # a lossless end (infinite PSNR): halfway
+
+
+def test_rate_control_search_lands_on_the_boundary_in_fewer_trials_than_a_bisection(monkeypatch):
+    """The integer QP found is the last one meeting the target (the next one misses it, measured here); no
+    search takes more trials than halving -8..49 does (6), and together they take fewer."""
+    import pipeline.compression.ratecontrol as ratecontrol
+
+    block = with_nans(smooth_cube(4, t=8, h=32, w=64, seed=11))
+    params = CodecParams(preset="ultrafast")
+    trials: list[float] = []
+    monkeypatch.setattr(ratecontrol, "measure", lambda b, p, peak: trials.append(p.qp) or measure(b, p, peak))
+    counts = []
+    for target in (38.0, 42.0, 45.0, 48.0, 52.0):
+        trials.clear()
+        point = choose_qp([block], params, peak=1.0, target_psnr=target, fraction_trials=0)
+        counts.append(len(trials))
+        assert point.psnr >= target > measure([block], replace(params, qp=point.qp + 1), 1.0).psnr
+    for rate in (0.1, 0.3):
+        trials.clear()
+        point = choose_qp([block], params, peak=1.0, target_bpppb=rate, fraction_trials=0)
+        counts.append(len(trials))
+        assert point.bpppb <= rate < measure([block], replace(params, qp=point.qp - 1), 1.0).bpppb
+    bisection = TRIALS_PER_SEARCH - 1
+    assert max(counts) <= bisection and sum(counts) < bisection * len(counts), counts
 
 
 def test_psnr_target_above_the_klt_ceiling_is_met_without_the_klt():

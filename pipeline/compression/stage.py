@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import dask
 import numpy as np
 import xarray as xr
 
@@ -231,6 +232,17 @@ def _valid_values(blocks: list[np.ndarray], nodata: float | None) -> np.ndarray:
     return np.concatenate([b[np.isfinite(b) & ~missing_mask(b, nodata)].ravel() for b in blocks]).astype(np.float64)
 
 
+def _valid_extremes(blocks: list[np.ndarray], nodata: float | None) -> np.ndarray:
+    """The smallest and largest finite value of each block that is not ``nodata`` (float64; empty where no
+    block has one): all :func:`usual_range_covering` looks at, without gathering every value."""
+    out: list[float] = []
+    for block in blocks:
+        values = block[np.isfinite(block) & ~missing_mask(block, nodata)]
+        if values.size:
+            out += [float(values.min()), float(values.max())]
+    return np.asarray(out, dtype=np.float64)
+
+
 def usual_range_covering(values: np.ndarray) -> tuple[float, float]:
     """The nearest usual physical range holding every one of ``values``: 0 (or a negative bound rounded
     to one digit) up to the first of :data:`RANGE_HINTS` at most 5 x the maximum, else the maximum
@@ -327,15 +339,12 @@ def lossless_grid_from_packing(ds: xr.Dataset, bands: list[str], params: CodecPa
 
 def sample_blocks(stack: xr.DataArray, chunks: tuple[int, int, int], n: int) -> list[np.ndarray]:
     """Up to ``n`` chunk-shaped blocks (band, time, y, x) spread evenly over the chunk grid."""
-    starts = [range(0, stack.sizes[d], c) for d, c in zip(CUBE_DIMS, chunks, strict=True)]
+    c = chunks
+    starts = [range(0, stack.sizes[d], n) for d, n in zip(CUBE_DIMS, c, strict=True)]
     grid = [(t, y, x) for t in starts[0] for y in starts[1] for x in starts[2]]
     picks = [grid[i] for i in np.unique(np.linspace(0, len(grid) - 1, min(n, len(grid))).round().astype(int))]
-    return [
-        np.asarray(
-            stack.isel(time=slice(t, t + chunks[0]), y=slice(y, y + chunks[1]), x=slice(x, x + chunks[2])).values
-        )
-        for t, y, x in picks
-    ]
+    blocks = [stack.isel(time=slice(t, t + c[0]), y=slice(y, y + c[1]), x=slice(x, x + c[2])) for t, y, x in picks]
+    return [np.asarray(b.values) for b in dask.compute(*blocks)]  # read together: one pass over the scheduler
 
 
 @dataclass(frozen=True)
@@ -387,7 +396,7 @@ def plan_video(
     sample_psnr = None
     if params.mode == "lossy":
         samples = sample_blocks(stack, chunks, n_sample_chunks)
-        valid = _valid_values(samples, params.nodata) if auto_value_range else np.empty(0)
+        valid = _valid_extremes(samples, params.nodata) if auto_value_range else np.empty(0)
         if valid.size:  # a range covering every sampled value: nothing for the check to refuse
             params = replace(params, value_range=usual_range_covering(valid))
         else:

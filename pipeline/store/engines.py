@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+import dask
 import numpy as np
 import xarray as xr
 import zarr
@@ -521,9 +522,13 @@ class ZarrEngine:
 
     def write_unit(self, parts: list[tuple[str, xr.Dataset, dict[str, slice]]], record: dict) -> None:
         """Write one unit's regions of every product group, then its record (so a record exists only for a
-        unit complete in every product; a killed unit is written again by the next run)."""
-        for group, part, region in parts:
-            part.to_zarr(self.path, group=group, region=region, mode="r+", consolidated=False)
+        unit complete in every product; a killed unit is written again by the next run). The groups' chunks
+        are computed and written as one Dask computation, so no group waits for another's last chunk."""
+        writes = [
+            part.to_zarr(self.path, group=group, region=region, mode="r+", consolidated=False, compute=False)
+            for group, part, region in parts
+        ]
+        dask.compute(*writes)
         self.unit_records.mkdir(parents=True, exist_ok=True)
         _atomic_write_json(self.unit_records / f"{record['unit']}.json", record)
 
@@ -709,7 +714,8 @@ class IcechunkEngine:
 
     def write_unit(self, parts: list[tuple[str, xr.Dataset, dict[str, slice]]], record: dict) -> None:
         """Write one unit's regions of every product group and its record in one commit: all or nothing."""
-        data = [(group, part.load(), region) for group, part, region in parts]
+        loaded = dask.compute(*(part for _, part, _ in parts))  # every group's chunks in one computation
+        data = [(group, part, region) for (group, _, region), part in zip(parts, loaded, strict=True)]
         session = self._repo().writable_session(self.branch)
         for group, part, region in data:
             part.to_zarr(session.store, group=group, region=region, mode="r+", consolidated=False)
