@@ -519,7 +519,7 @@ def test_high_rate_targets_take_the_cheaper_of_klt_and_direct(monkeypatch):
     block = smooth_cube(6, t=8, h=32, w=64, seed=3)
     params = CodecParams(preset="ultrafast")
     # 4 dB under the ceiling: clear of x265 QP 0..1, where this block's direct PSNR is not monotone in QP and
-    # the bisection's path (which depends on QP_MIN..QP_MAX) decides which side of the bump it lands on
+    # the search's path (which depends on QP_MIN..QP_MAX) decides which side of the bump it lands on
     target = measure([block], CodecParams(preset="ultrafast", qp=QP_MIN), 1.0).psnr - 4
     chosen = choose_qp([block], params, peak=1.0, target_psnr=target)
     monkeypatch.setattr(ratecontrol, "DIRECT_CHECK_QP", QP_MIN - 1)  # never compare: the KLT's own point

@@ -100,7 +100,7 @@ def next_qp(good: int, bad: int, at_good: float | None, at_bad: float | None) ->
     return min(max(qp, lo + 1), hi - 1)
 
 
-def _bisect(
+def _integer_search(
     blocks: list[np.ndarray],
     params: CodecParams,
     peak: float,
@@ -226,12 +226,12 @@ def choose_qp(
     def refined(p: RatePoint | None, p_miss: int) -> RatePoint | None:
         return None if p is None else _refine(blocks, params, peak, ok, better, p, p_miss, fraction_trials, on_trial)
 
-    point, end, miss = _bisect(blocks, params, peak, margin, good_is_low, on_trial)
+    point, end, miss = _integer_search(blocks, params, peak, margin, good_is_low, on_trial)
     total = trials + fraction_trials
     without_klt = ""
     if params.klt and (point is None or point.qp <= DIRECT_CHECK_QP):
         total = trials + TRIALS_PER_SEARCH + 2 * fraction_trials
-        direct, direct_end, direct_miss = _bisect(
+        direct, direct_end, direct_miss = _integer_search(
             blocks, replace(params, klt=False), peak, margin, good_is_low, on_trial
         )
         # both refined before they are compared: which is better can change within a QP
