@@ -13,8 +13,8 @@ The integer search keeps a bracket (a QP meeting the target, one missing it) and
 line through its two ends' margins crosses the target (PSNR in dB, rate in log bpppb: both close to
 linear in QP over a bracket; an end that stays put twice has its margin halved, the Illinois rule),
 halving instead while an end is not measured yet or when interpolation twice running failed to halve
-the bracket. On a margin monotone in QP it lands on the same QP as a
-bisection, in fewer trials (each trial codes every sample block).
+the bracket. On a margin monotone in QP it lands on the same QP as a bisection, in fewer trials (each
+trial codes every sample block).
 
 The KLT's shared step spans its widest component (up to ``sqrt(bands)`` times one band's range), so
 at the finest QP it tops out below what the bands coded directly reach, and at the highest rates (as
